@@ -1,0 +1,68 @@
+//! The shard interface: typed plan fragments in, rows or counts out.
+//!
+//! Fragments are values, not SQL text, so a remote shard (another fortress
+//! node, or a PostgreSQL server) can later implement [`Shard`] too. This file
+//! has no sled dependency.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::expr::{Expr, SortKey};
+use crate::schema::{Catalog, TableId};
+use crate::value::{Row, Value};
+use crate::{ShardId, TxnId};
+
+/// Work for one shard.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Fragment {
+    /// Rows of `table` whose leading primary-key columns equal `key_prefix`
+    /// (empty: all rows) and that pass `filter`, sorted by `order_by`, at most
+    /// `limit` of them.
+    Scan {
+        table: TableId,
+        key_prefix: Vec<Value>,
+        filter: Option<Expr>,
+        order_by: Vec<SortKey>,
+        limit: Option<u64>,
+    },
+    /// Inserts whole rows (already coerced and defaulted); 23505 if a key exists.
+    Insert { table: TableId, rows: Vec<Row> },
+    /// Sets `assignments` (column, expression over the old row) on matching rows.
+    Update {
+        table: TableId,
+        key_prefix: Vec<Value>,
+        filter: Option<Expr>,
+        assignments: Vec<(usize, Expr)>,
+    },
+    /// Deletes matching rows.
+    Delete {
+        table: TableId,
+        key_prefix: Vec<Value>,
+        filter: Option<Expr>,
+    },
+    /// Installs a new catalog version (DDL); creates and drops table trees.
+    ApplyCatalog(Catalog),
+}
+
+impl Fragment {
+    /// True if the fragment only reads.
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, Fragment::Scan { .. })
+    }
+}
+
+/// What a fragment returns.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FragmentOutput {
+    Rows(Vec<Row>),
+    Count(u64),
+}
+
+/// A shard: executes fragments against its own data.
+pub trait Shard: Send + Sync {
+    fn id(&self) -> ShardId;
+    /// Runs one fragment; writes are durable when this returns `Ok`.
+    fn execute(&self, txid: TxnId, fragment: &Fragment) -> Result<FragmentOutput>;
+    /// This shard's copy of the catalog.
+    fn catalog(&self) -> Catalog;
+}

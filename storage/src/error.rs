@@ -1,0 +1,104 @@
+//! Storage errors. Each carries a stable SQLSTATE so the wire layer can report
+//! it without guessing; storage itself never formats SQL.
+
+use std::path::PathBuf;
+
+/// Errors raised while evaluating expressions or converting values.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EvalError {
+    #[error("division by zero")]
+    DivisionByZero,
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("invalid input syntax for type {ty}: \"{text}\"")]
+    InvalidText { ty: String, text: String },
+    #[error("value too long for type {0}")]
+    TooLong(String),
+    #[error("numeric field overflow")]
+    NumericOverflow,
+    #[error("operator does not exist: {0}")]
+    NoOperator(String),
+    #[error("cannot cast type {from} to {to}")]
+    CannotCast { from: String, to: String },
+    #[error("argument of {context} must be type boolean, not type {ty}")]
+    NotBoolean { context: String, ty: String },
+}
+
+impl EvalError {
+    /// The SQLSTATE PostgreSQL reports for this condition.
+    pub fn sql_state(&self) -> &'static str {
+        match self {
+            EvalError::DivisionByZero => "22012",
+            EvalError::OutOfRange(_) | EvalError::NumericOverflow => "22003",
+            EvalError::InvalidText { .. } => "22P02",
+            EvalError::TooLong(_) => "22001",
+            EvalError::NoOperator(_) => "42883",
+            EvalError::CannotCast { .. } => "42846",
+            EvalError::NotBoolean { .. } => "42804",
+        }
+    }
+}
+
+/// Everything a shard operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("WAL corruption in {file} at offset {offset}: {reason}")]
+    Corruption {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("codec: {0}")]
+    Codec(String),
+    #[error("relation \"{0}\" does not exist")]
+    UnknownTable(String),
+    #[error("duplicate key value violates unique constraint \"{constraint}\"")]
+    DuplicateKey { constraint: String, detail: String },
+    #[error("null value in column \"{column}\" of relation \"{table}\" violates not-null constraint")]
+    NotNull { table: String, column: String },
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+    #[error("shard {shard} is unavailable: {reason}")]
+    Unavailable { shard: u32, reason: String },
+}
+
+impl StorageError {
+    /// The SQLSTATE reported to clients.
+    pub fn sql_state(&self) -> &'static str {
+        match self {
+            StorageError::UnknownTable(_) => "42P01",
+            StorageError::DuplicateKey { .. } => "23505",
+            StorageError::NotNull { .. } => "23502",
+            StorageError::Eval(e) => e.sql_state(),
+            StorageError::Corruption { .. } => "XX001",
+            StorageError::Unavailable { .. } => "58000",
+            StorageError::Io { .. } => "58030",
+            StorageError::Sled(_) | StorageError::Codec(_) => "XX000",
+        }
+    }
+
+    /// Optional DETAIL line for the client.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            StorageError::DuplicateKey { detail, .. } => Some(detail),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StorageError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

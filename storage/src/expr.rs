@@ -1,0 +1,372 @@
+//! Typed scalar expressions over a row, evaluated with SQL semantics
+//! (three-valued logic, PostgreSQL's arithmetic errors). The proxy binds SQL
+//! into these; shards evaluate them for filters and updates.
+
+use std::cmp::Ordering;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::error::EvalError;
+use crate::schema::DataType;
+use crate::value::{to_decimal, Row, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BinaryOp {
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+    And,
+    Or,
+    Plus,
+    Minus,
+    Multiply,
+    Divide,
+    Modulo,
+    Concat,
+}
+
+impl BinaryOp {
+    pub fn symbol(&self) -> &'static str {
+        match self {
+            BinaryOp::Eq => "=",
+            BinaryOp::NotEq => "<>",
+            BinaryOp::Lt => "<",
+            BinaryOp::LtEq => "<=",
+            BinaryOp::Gt => ">",
+            BinaryOp::GtEq => ">=",
+            BinaryOp::And => "AND",
+            BinaryOp::Or => "OR",
+            BinaryOp::Plus => "+",
+            BinaryOp::Minus => "-",
+            BinaryOp::Multiply => "*",
+            BinaryOp::Divide => "/",
+            BinaryOp::Modulo => "%",
+            BinaryOp::Concat => "||",
+        }
+    }
+}
+
+/// A scalar expression. Columns are positions in the row it is evaluated on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Expr {
+    Column(usize),
+    Literal(Value),
+    Not(Box<Expr>),
+    Negate(Box<Expr>),
+    Binary(BinaryOp, Box<Expr>, Box<Expr>),
+    IsNull { expr: Box<Expr>, negated: bool },
+    Cast(Box<Expr>, DataType),
+}
+
+impl Expr {
+    pub fn binary(op: BinaryOp, l: Expr, r: Expr) -> Expr {
+        Expr::Binary(op, Box::new(l), Box::new(r))
+    }
+
+    /// Evaluates against `row`.
+    pub fn eval(&self, row: &Row) -> Result<Value, EvalError> {
+        match self {
+            Expr::Column(i) => Ok(row.get(*i).cloned().unwrap_or(Value::Null)),
+            Expr::Literal(v) => Ok(v.clone()),
+            Expr::Not(e) => match e.eval(row)? {
+                Value::Null => Ok(Value::Null),
+                Value::Bool(b) => Ok(Value::Bool(!b)),
+                v => Err(not_bool("NOT", &v)),
+            },
+            Expr::Negate(e) => negate(e.eval(row)?),
+            Expr::IsNull { expr, negated } => {
+                Ok(Value::Bool(expr.eval(row)?.is_null() != *negated))
+            }
+            Expr::Cast(e, ty) => e.eval(row)?.cast(ty),
+            Expr::Binary(BinaryOp::And, l, r) => {
+                let a = truth(l.eval(row)?, "AND")?;
+                if a == Some(false) {
+                    return Ok(Value::Bool(false));
+                }
+                let b = truth(r.eval(row)?, "AND")?;
+                Ok(match (a, b) {
+                    (_, Some(false)) => Value::Bool(false),
+                    (Some(true), Some(true)) => Value::Bool(true),
+                    _ => Value::Null,
+                })
+            }
+            Expr::Binary(BinaryOp::Or, l, r) => {
+                let a = truth(l.eval(row)?, "OR")?;
+                if a == Some(true) {
+                    return Ok(Value::Bool(true));
+                }
+                let b = truth(r.eval(row)?, "OR")?;
+                Ok(match (a, b) {
+                    (_, Some(true)) => Value::Bool(true),
+                    (Some(false), Some(false)) => Value::Bool(false),
+                    _ => Value::Null,
+                })
+            }
+            Expr::Binary(op, l, r) => binary(*op, l.eval(row)?, r.eval(row)?),
+        }
+    }
+
+    /// Evaluates a predicate: only TRUE passes (NULL and FALSE filter out).
+    pub fn matches(&self, row: &Row) -> Result<bool, EvalError> {
+        Ok(truth(self.eval(row)?, "WHERE")? == Some(true))
+    }
+}
+
+fn not_bool(context: &str, v: &Value) -> EvalError {
+    EvalError::NotBoolean {
+        context: context.to_string(),
+        ty: v
+            .data_type()
+            .map(|t| t.pg_name())
+            .unwrap_or("unknown")
+            .to_string(),
+    }
+}
+
+fn truth(v: Value, context: &str) -> Result<Option<bool>, EvalError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Bool(b) => Ok(Some(b)),
+        v => Err(not_bool(context, &v)),
+    }
+}
+
+fn negate(v: Value) -> Result<Value, EvalError> {
+    let range = |t: &str| EvalError::OutOfRange(format!("{t} out of range"));
+    Ok(match v {
+        Value::Null => Value::Null,
+        Value::Int2(n) => Value::Int2(n.checked_neg().ok_or_else(|| range("smallint"))?),
+        Value::Int4(n) => Value::Int4(n.checked_neg().ok_or_else(|| range("integer"))?),
+        Value::Int8(n) => Value::Int8(n.checked_neg().ok_or_else(|| range("bigint"))?),
+        Value::Float8(f) => Value::Float8(-f),
+        Value::Numeric(d) => Value::Numeric(-d),
+        v => {
+            return Err(EvalError::NoOperator(format!(
+                "- {}",
+                v.data_type().map(|t| t.pg_name()).unwrap_or("unknown")
+            )))
+        }
+    })
+}
+
+fn int_rank(v: &Value) -> Option<u8> {
+    match v {
+        Value::Int2(_) => Some(2),
+        Value::Int4(_) => Some(4),
+        Value::Int8(_) => Some(8),
+        _ => None,
+    }
+}
+
+/// Applies a non-logical binary operator with PostgreSQL's typing rules.
+pub fn binary(op: BinaryOp, a: Value, b: Value) -> Result<Value, EvalError> {
+    use BinaryOp::*;
+    if a.is_null() || b.is_null() {
+        return Ok(Value::Null);
+    }
+    let ord = |o: Ordering| -> bool {
+        match op {
+            Eq => o == Ordering::Equal,
+            NotEq => o != Ordering::Equal,
+            Lt => o == Ordering::Less,
+            LtEq => o != Ordering::Greater,
+            Gt => o == Ordering::Greater,
+            _ => o != Ordering::Less,
+        }
+    };
+    match op {
+        Eq | NotEq | Lt | LtEq | Gt | GtEq => {
+            let o = a.sql_cmp(&b).map_err(|_| no_operator(op, &a, &b))?;
+            Ok(o.map(|o| Value::Bool(ord(o))).unwrap_or(Value::Null))
+        }
+        Concat => Ok(Value::Text(format!(
+            "{}{}",
+            a.to_text().unwrap_or_default(),
+            b.to_text().unwrap_or_default()
+        ))),
+        Plus | Minus | Multiply | Divide | Modulo => arith(op, a, b),
+        And | Or => unreachable!("logical operators are evaluated lazily"),
+    }
+}
+
+fn no_operator(op: BinaryOp, a: &Value, b: &Value) -> EvalError {
+    let name = |v: &Value| v.data_type().map(|t| t.pg_name()).unwrap_or("unknown");
+    EvalError::NoOperator(format!("{} {} {}", name(a), op.symbol(), name(b)))
+}
+
+fn arith(op: BinaryOp, a: Value, b: Value) -> Result<Value, EvalError> {
+    use BinaryOp::*;
+    if let (Some(ra), Some(rb)) = (int_rank(&a), int_rank(&b)) {
+        let (x, y) = (a.as_i64().unwrap_or(0), b.as_i64().unwrap_or(0));
+        let rank = ra.max(rb);
+        let name = match rank {
+            2 => "smallint",
+            4 => "integer",
+            _ => "bigint",
+        };
+        let r = match op {
+            Plus => x.checked_add(y),
+            Minus => x.checked_sub(y),
+            Multiply => x.checked_mul(y),
+            Divide => {
+                if y == 0 {
+                    return Err(EvalError::DivisionByZero);
+                }
+                x.checked_div(y)
+            }
+            _ => {
+                if y == 0 {
+                    return Err(EvalError::DivisionByZero);
+                }
+                Some(x.checked_rem(y).unwrap_or(0))
+            }
+        };
+        let r = r.ok_or_else(|| EvalError::OutOfRange(format!("{name} out of range")))?;
+        let out = match rank {
+            2 => i16::try_from(r).ok().map(Value::Int2),
+            4 => i32::try_from(r).ok().map(Value::Int4),
+            _ => Some(Value::Int8(r)),
+        };
+        return out.ok_or_else(|| EvalError::OutOfRange(format!("{name} out of range")));
+    }
+    if matches!(a, Value::Float8(_)) || matches!(b, Value::Float8(_)) {
+        let x = a.clone().cast(&DataType::Float8).map_err(|_| no_operator(op, &a, &b))?;
+        let y = b.clone().cast(&DataType::Float8).map_err(|_| no_operator(op, &a, &b))?;
+        let (Value::Float8(x), Value::Float8(y)) = (x, y) else {
+            return Err(no_operator(op, &a, &b));
+        };
+        let r = match op {
+            Plus => x + y,
+            Minus => x - y,
+            Multiply => x * y,
+            Divide => {
+                if y == 0.0 {
+                    return Err(EvalError::DivisionByZero);
+                }
+                x / y
+            }
+            _ => return Err(no_operator(op, &a, &b)),
+        };
+        if r.is_infinite() && x.is_finite() && y.is_finite() {
+            return Err(EvalError::OutOfRange(
+                "value out of range: overflow".to_string(),
+            ));
+        }
+        return Ok(Value::Float8(r));
+    }
+    let (Some(x), Some(y)) = (to_decimal(&a), to_decimal(&b)) else {
+        return Err(no_operator(op, &a, &b));
+    };
+    let r: Option<Decimal> = match op {
+        Plus => x.checked_add(y),
+        Minus => x.checked_sub(y),
+        Multiply => x.checked_mul(y),
+        Divide => {
+            if y.is_zero() {
+                return Err(EvalError::DivisionByZero);
+            }
+            x.checked_div(y)
+        }
+        _ => {
+            if y.is_zero() {
+                return Err(EvalError::DivisionByZero);
+            }
+            x.checked_rem(y)
+        }
+    };
+    r.map(Value::Numeric).ok_or(EvalError::NumericOverflow)
+}
+
+/// One ORDER BY key: an expression over the row, direction and NULL placement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SortKey {
+    pub expr: Expr,
+    pub descending: bool,
+    pub nulls_first: bool,
+}
+
+/// Compares two rows' precomputed sort-key values under `keys`.
+pub fn compare_keys(keys: &[SortKey], a: &[Value], b: &[Value]) -> Ordering {
+    for (k, (x, y)) in keys.iter().zip(a.iter().zip(b.iter())) {
+        let o = match (x.is_null(), y.is_null()) {
+            (true, true) => Ordering::Equal,
+            (true, false) => {
+                if k.nulls_first {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                }
+            }
+            (false, true) => {
+                if k.nulls_first {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                }
+            }
+            _ => {
+                let o = x.sort_cmp(y);
+                if k.descending {
+                    o.reverse()
+                } else {
+                    o
+                }
+            }
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    Ordering::Equal
+}
+
+/// Evaluates the sort keys of `row`.
+pub fn sort_values(keys: &[SortKey], row: &Row) -> Result<Vec<Value>, EvalError> {
+    keys.iter().map(|k| k.expr.eval(row)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lit(v: Value) -> Expr {
+        Expr::Literal(v)
+    }
+
+    #[test]
+    fn three_valued_logic() {
+        let row = vec![];
+        let null_and_false = Expr::binary(
+            BinaryOp::And,
+            lit(Value::Null),
+            lit(Value::Bool(false)),
+        );
+        assert_eq!(null_and_false.eval(&row).unwrap(), Value::Bool(false));
+        let null_or_true = Expr::binary(BinaryOp::Or, lit(Value::Null), lit(Value::Bool(true)));
+        assert_eq!(null_or_true.eval(&row).unwrap(), Value::Bool(true));
+        let null_eq = Expr::binary(BinaryOp::Eq, lit(Value::Null), lit(Value::Int4(1)));
+        assert_eq!(null_eq.eval(&row).unwrap(), Value::Null);
+        assert!(!null_eq.matches(&row).unwrap());
+    }
+
+    #[test]
+    fn integer_arithmetic_follows_postgres() {
+        let row = vec![];
+        let div = Expr::binary(BinaryOp::Divide, lit(Value::Int4(7)), lit(Value::Int4(2)));
+        assert_eq!(div.eval(&row).unwrap(), Value::Int4(3));
+        let by_zero = Expr::binary(BinaryOp::Divide, lit(Value::Int4(7)), lit(Value::Int4(0)));
+        assert_eq!(by_zero.eval(&row).unwrap_err().sql_state(), "22012");
+        let overflow = Expr::binary(
+            BinaryOp::Plus,
+            lit(Value::Int4(i32::MAX)),
+            lit(Value::Int4(1)),
+        );
+        assert_eq!(overflow.eval(&row).unwrap_err().sql_state(), "22003");
+        let mixed = Expr::binary(BinaryOp::Plus, lit(Value::Int2(1)), lit(Value::Int8(2)));
+        assert_eq!(mixed.eval(&row).unwrap(), Value::Int8(3));
+    }
+}

@@ -1,0 +1,27 @@
+//! Fortress shard storage: one sled database per shard, fed by our own WAL.
+//!
+//! The WAL is the source of truth; sled is a materialised cache of it that
+//! records, per tree, the last LSN it applied. Nothing here knows SQL text or
+//! sockets: the proxy sends typed [`api::Fragment`]s and gets rows back.
+
+pub mod api;
+pub mod error;
+pub mod expr;
+pub mod keycodec;
+pub mod schema;
+pub mod shard;
+pub mod value;
+pub mod wal;
+
+pub use api::{Fragment, FragmentOutput, Shard};
+pub use expr::{BinaryOp, Expr, SortKey};
+pub use error::{EvalError, StorageError};
+pub use schema::{Catalog, ColumnDef, DataType, TableDef, TableId};
+pub use shard::{ShardOptions, ShardStore};
+pub use value::{Row, Value};
+pub use wal::{Lsn, SyncMode};
+
+/// Shard numbers are small dense integers: shard-000, shard-001, ...
+pub type ShardId = u32;
+/// Transaction (for now: statement) identifier carried in every WAL record.
+pub type TxnId = u64;

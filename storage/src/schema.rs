@@ -1,0 +1,117 @@
+//! Table definitions and the catalog every shard keeps an identical copy of.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::value::Value;
+
+/// Stable table identifier; never reused, so replaying old WAL records for a
+/// dropped table can never touch a newer one.
+pub type TableId = u32;
+
+/// Column types fortress stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DataType {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Float8,
+    /// `numeric(p, s)`; `None` means unconstrained.
+    Numeric {
+        precision: Option<u8>,
+        scale: Option<u8>,
+    },
+    Text,
+    Varchar(Option<u32>),
+    Date,
+    Timestamp,
+}
+
+impl DataType {
+    /// PostgreSQL's name for the type, as used in error messages.
+    pub fn pg_name(&self) -> &'static str {
+        match self {
+            DataType::Bool => "boolean",
+            DataType::Int2 => "smallint",
+            DataType::Int4 => "integer",
+            DataType::Int8 => "bigint",
+            DataType::Float8 => "double precision",
+            DataType::Numeric { .. } => "numeric",
+            DataType::Text => "text",
+            DataType::Varchar(_) => "character varying",
+            DataType::Date => "date",
+            DataType::Timestamp => "timestamp without time zone",
+        }
+    }
+
+    /// True for the integer, float and numeric types.
+    pub fn is_numeric(&self) -> bool {
+        matches!(
+            self,
+            DataType::Int2
+                | DataType::Int4
+                | DataType::Int8
+                | DataType::Float8
+                | DataType::Numeric { .. }
+        )
+    }
+
+    /// True for text-like types.
+    pub fn is_text(&self) -> bool {
+        matches!(self, DataType::Text | DataType::Varchar(_))
+    }
+}
+
+/// One column of a table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    pub name: String,
+    pub ty: DataType,
+    pub nullable: bool,
+    /// Constant default, already coerced to `ty`.
+    pub default: Option<Value>,
+}
+
+/// A table: its columns, primary key and shard key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TableDef {
+    pub id: TableId,
+    pub name: String,
+    pub columns: Vec<ColumnDef>,
+    /// Column positions of the primary key, in key order.
+    pub primary_key: Vec<usize>,
+    /// Column position of the shard key (the first primary-key column).
+    pub shard_key: usize,
+}
+
+impl TableDef {
+    /// Position of the column named `name`.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    /// PostgreSQL's name for the primary key constraint.
+    pub fn pkey_name(&self) -> String {
+        format!("{}_pkey", self.name)
+    }
+}
+
+/// The set of tables; versioned so shards that missed a DDL can be caught up.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Catalog {
+    pub version: u64,
+    pub next_table_id: TableId,
+    pub tables: BTreeMap<String, TableDef>,
+}
+
+impl Catalog {
+    pub fn get(&self, name: &str) -> Option<&TableDef> {
+        self.tables.get(name)
+    }
+
+    pub fn by_id(&self, id: TableId) -> Option<&TableDef> {
+        self.tables.values().find(|t| t.id == id)
+    }
+}

@@ -1,0 +1,646 @@
+//! A shard store: sled trees materialised from the shard's WAL.
+//!
+//! **Layout.** `DIR/wal/` holds the log, `DIR/db/` the sled database: a `meta`
+//! tree (catalog, last applied catalog LSN) and one tree `t<id>` per table whose
+//! keys are `pk ++ !ts` (see [`crate::keycodec`]) and whose reserved key
+//! `[0x00]` holds the last LSN applied to that tree, written in the same sled
+//! batch as the data.
+//!
+//! **Write rule.** Under the shard's write lock a writer computes its
+//! operations from the applied state, appends one WAL record and registers its
+//! keys as pending; it then waits for the record to be durable and applies it.
+//! Records are applied strictly in LSN order, so the per-tree LSN is a correct
+//! replay watermark. A writer whose keys are pending waits for them to apply
+//! and recomputes. Readers only see applied, hence durable, data.
+//!
+//! **Recovery rule.** On open, replay the WAL from the lowest watermark and
+//! skip, per tree, records at or below that tree's watermark. If sled cannot be
+//! opened, it is moved aside and rebuilt from the whole log.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Fragment, FragmentOutput, Shard};
+use crate::error::{Result, StorageError};
+use crate::expr::{compare_keys, sort_values, Expr, SortKey};
+use crate::keycodec::{encode_key, split_versioned, versioned_key};
+use crate::schema::{Catalog, TableDef, TableId};
+use crate::value::{Row, Value};
+use crate::wal::{Lsn, Record, Wal, WalOptions};
+use crate::{ShardId, TxnId};
+
+const KIND_WRITE: u8 = 1;
+const KIND_CATALOG: u8 = 2;
+/// Reserved key in every table tree: the last LSN applied to it.
+const APPLIED_KEY: &[u8] = &[0x00];
+const META_CATALOG: &[u8] = b"catalog";
+const META_APPLIED: &[u8] = b"applied_lsn";
+
+/// One physical change, as logged.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum WriteOp {
+    Put { table: TableId, key: Vec<u8>, row: Row },
+    Delete { table: TableId, key: Vec<u8> },
+}
+
+impl WriteOp {
+    fn target(&self) -> (TableId, &[u8]) {
+        match self {
+            WriteOp::Put { table, key, .. } | WriteOp::Delete { table, key } => (*table, key),
+        }
+    }
+}
+
+/// A durable record waiting for its turn to be applied.
+enum Change {
+    Write { ts: u64, ops: Vec<WriteOp> },
+    Catalog(Catalog),
+}
+
+#[derive(Default)]
+struct ApplyState {
+    next: Lsn,
+    ready: BTreeMap<Lsn, Change>,
+}
+
+/// Options for opening a shard.
+#[derive(Clone, Debug)]
+pub struct ShardOptions {
+    pub wal: WalOptions,
+    /// sled page cache size in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for ShardOptions {
+    fn default() -> Self {
+        ShardOptions {
+            wal: WalOptions::default(),
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Sled-backed state that the WAL is applied to.
+struct Materialized {
+    db: sled::Db,
+    meta: sled::Tree,
+    catalog: RwLock<Catalog>,
+    trees: RwLock<HashMap<TableId, sled::Tree>>,
+}
+
+fn codec<E: std::fmt::Display>(e: E) -> StorageError {
+    StorageError::Codec(e.to_string())
+}
+
+fn lsn_of(v: Option<sled::IVec>) -> Lsn {
+    v.and_then(|b| b.as_ref().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0)
+}
+
+impl Materialized {
+    fn open(path: &Path, cache_bytes: u64) -> Result<Materialized> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(1000))
+            .open()?;
+        let meta = db.open_tree("meta")?;
+        let catalog: Catalog = match meta.get(META_CATALOG)? {
+            Some(bytes) => postcard::from_bytes(&bytes).map_err(codec)?,
+            None => Catalog::default(),
+        };
+        let mut trees = HashMap::new();
+        for t in catalog.tables.values() {
+            trees.insert(t.id, db.open_tree(tree_name(t.id))?);
+        }
+        Ok(Materialized {
+            db,
+            meta,
+            catalog: RwLock::new(catalog),
+            trees: RwLock::new(trees),
+        })
+    }
+
+    /// Lowest LSN every tree has applied: replay starts after it.
+    fn watermark(&self) -> Result<Lsn> {
+        let mut low = lsn_of(self.meta.get(META_APPLIED)?);
+        for tree in self.trees.read().expect("trees").values() {
+            low = low.min(lsn_of(tree.get(APPLIED_KEY)?));
+        }
+        Ok(low)
+    }
+
+    fn tree(&self, table: TableId) -> Option<sled::Tree> {
+        self.trees.read().expect("trees").get(&table).cloned()
+    }
+
+    fn apply(&self, lsn: Lsn, change: &Change) -> Result<()> {
+        match change {
+            Change::Write { ts, ops } => self.apply_write(lsn, *ts, ops),
+            Change::Catalog(c) => self.apply_catalog(lsn, c),
+        }
+    }
+
+    fn apply_write(&self, lsn: Lsn, ts: u64, ops: &[WriteOp]) -> Result<()> {
+        let mut by_table: BTreeMap<TableId, Vec<&WriteOp>> = BTreeMap::new();
+        for op in ops {
+            by_table.entry(op.target().0).or_default().push(op);
+        }
+        for (table, ops) in by_table {
+            // A table dropped later in the log: its writes no longer matter.
+            let Some(tree) = self.tree(table) else { continue };
+            if lsn_of(tree.get(APPLIED_KEY)?) >= lsn {
+                continue;
+            }
+            let mut batch = sled::Batch::default();
+            for op in ops {
+                let (_, key) = op.target();
+                for old in tree.scan_prefix(key).keys() {
+                    batch.remove(old?);
+                }
+                if let WriteOp::Put { key, row, .. } = op {
+                    let bytes = postcard::to_stdvec(row).map_err(codec)?;
+                    batch.insert(versioned_key(key, ts), bytes);
+                }
+            }
+            batch.insert(APPLIED_KEY, &lsn.to_be_bytes());
+            tree.apply_batch(batch)?;
+        }
+        Ok(())
+    }
+
+    fn apply_catalog(&self, lsn: Lsn, catalog: &Catalog) -> Result<()> {
+        if lsn_of(self.meta.get(META_APPLIED)?) >= lsn {
+            return Ok(());
+        }
+        let mut trees = self.trees.write().expect("trees");
+        let live: HashSet<TableId> = catalog.tables.values().map(|t| t.id).collect();
+        for t in catalog.tables.values() {
+            if !trees.contains_key(&t.id) {
+                let tree = self.db.open_tree(tree_name(t.id))?;
+                if tree.get(APPLIED_KEY)?.is_none() {
+                    tree.insert(APPLIED_KEY, &lsn.to_be_bytes())?;
+                }
+                trees.insert(t.id, tree);
+            }
+        }
+        let dropped: Vec<TableId> = trees.keys().copied().filter(|id| !live.contains(id)).collect();
+        for id in dropped {
+            trees.remove(&id);
+            self.db.drop_tree(tree_name(id))?;
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(META_CATALOG, postcard::to_stdvec(catalog).map_err(codec)?);
+        batch.insert(META_APPLIED, &lsn.to_be_bytes());
+        self.meta.apply_batch(batch)?;
+        *self.catalog.write().expect("catalog") = catalog.clone();
+        Ok(())
+    }
+}
+
+fn tree_name(id: TableId) -> String {
+    format!("t{id}")
+}
+
+fn decode_change(rec: &Record) -> Result<Change> {
+    match rec.kind {
+        KIND_WRITE => Ok(Change::Write {
+            ts: rec.ts,
+            ops: postcard::from_bytes(&rec.payload).map_err(codec)?,
+        }),
+        KIND_CATALOG => Ok(Change::Catalog(
+            postcard::from_bytes(&rec.payload).map_err(codec)?,
+        )),
+        k => Err(StorageError::Codec(format!(
+            "unknown WAL record kind {k} at LSN {}",
+            rec.lsn
+        ))),
+    }
+}
+
+/// One shard: WAL, sled state and the write path between them.
+pub struct ShardStore {
+    id: ShardId,
+    dir: PathBuf,
+    state: Materialized,
+    wal: Wal,
+    write_lock: Mutex<u64>,
+    pending: Mutex<HashMap<(TableId, Vec<u8>), Lsn>>,
+    apply: Mutex<ApplyState>,
+    applied: Condvar,
+    failed: AtomicBool,
+}
+
+impl ShardStore {
+    /// Opens the shard in `dir`, replaying its WAL into sled.
+    pub fn open(id: ShardId, dir: &Path, opts: ShardOptions) -> Result<ShardStore> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+        let db_path = dir.join("db");
+        let state = match Materialized::open(&db_path, opts.cache_bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                let aside = dir.join(format!(
+                    "db.unreadable-{}",
+                    SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs()
+                ));
+                tracing::error!(shard = id, error = %e, moved_to = %aside.display(),
+                    "sled state unreadable; rebuilding it from the WAL");
+                std::fs::rename(&db_path, &aside).map_err(|e| StorageError::io(&db_path, e))?;
+                Materialized::open(&db_path, opts.cache_bytes)?
+            }
+        };
+        let start = state.watermark()?;
+        let mut replayed = 0u64;
+        let wal = Wal::open(&dir.join("wal"), opts.wal, start, |rec| {
+            replayed += 1;
+            state.apply(rec.lsn, &decode_change(rec)?)
+        })?;
+        let next = wal.last_lsn() + 1;
+        tracing::info!(shard = id, replayed, last_lsn = next - 1, "shard open");
+        let clock = now_micros();
+        Ok(ShardStore {
+            id,
+            dir: dir.to_path_buf(),
+            state,
+            wal,
+            write_lock: Mutex::new(clock),
+            pending: Mutex::new(HashMap::new()),
+            apply: Mutex::new(ApplyState {
+                next,
+                ready: BTreeMap::new(),
+            }),
+            applied: Condvar::new(),
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Last LSN in this shard's log.
+    pub fn last_lsn(&self) -> Lsn {
+        self.wal.last_lsn()
+    }
+
+    /// Flushes sled so the next start replays less. Not needed for durability.
+    pub fn flush(&self) -> Result<()> {
+        self.state.db.flush()?;
+        Ok(())
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StorageError::Unavailable {
+                shard: self.id,
+                reason: "an earlier write failed; restart the server to recover".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn table(&self, id: TableId) -> Result<TableDef> {
+        self.state
+            .catalog
+            .read()
+            .expect("catalog")
+            .by_id(id)
+            .cloned()
+            .ok_or_else(|| StorageError::UnknownTable(format!("table #{id}")))
+    }
+
+    /// Visits the newest version of every row of `table` under `prefix`.
+    fn for_each_row(
+        &self,
+        table: TableId,
+        prefix: &[Value],
+        mut f: impl FnMut(&[u8], Row) -> Result<bool>,
+    ) -> Result<()> {
+        let def = self.table(table)?;
+        let tree = self
+            .state
+            .tree(table)
+            .ok_or_else(|| StorageError::UnknownTable(def.name.clone()))?;
+        let iter = if prefix.is_empty() {
+            tree.range(&[0x01u8][..]..)
+        } else {
+            tree.scan_prefix(encode_key(prefix))
+        };
+        let mut last: Option<Vec<u8>> = None;
+        for item in iter {
+            let (k, v) = item?;
+            let Some((pk, _ts)) = split_versioned(&k) else {
+                continue;
+            };
+            if last.as_deref() == Some(pk) {
+                continue;
+            }
+            last = Some(pk.to_vec());
+            let row: Row = postcard::from_bytes(&v).map_err(codec)?;
+            if !f(pk, row)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        table: TableId,
+        prefix: &[Value],
+        filter: Option<&Expr>,
+        order_by: &[SortKey],
+        limit: Option<u64>,
+    ) -> Result<Vec<Row>> {
+        let mut rows = Vec::new();
+        let early_limit = if order_by.is_empty() { limit } else { None };
+        self.for_each_row(table, prefix, |_, row| {
+            if let Some(f) = filter {
+                if !f.matches(&row)? {
+                    return Ok(true);
+                }
+            }
+            rows.push(row);
+            Ok(early_limit.is_none_or(|l| (rows.len() as u64) < l))
+        })?;
+        if !order_by.is_empty() {
+            let mut keyed = rows
+                .into_iter()
+                .map(|r| Ok((sort_values(order_by, &r)?, r)))
+                .collect::<Result<Vec<_>>>()?;
+            keyed.sort_by(|a, b| compare_keys(order_by, &a.0, &b.0));
+            if let Some(l) = limit {
+                keyed.truncate(l as usize);
+            }
+            rows = keyed.into_iter().map(|(_, r)| r).collect();
+        }
+        Ok(rows)
+    }
+
+    fn check_not_null(def: &TableDef, row: &Row) -> Result<()> {
+        for (c, v) in def.columns.iter().zip(row) {
+            if !c.nullable && v.is_null() {
+                return Err(StorageError::NotNull {
+                    table: def.name.clone(),
+                    column: c.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn duplicate(def: &TableDef, row: &Row) -> StorageError {
+        let cols: Vec<&str> = def.primary_key.iter().map(|&i| def.columns[i].name.as_str()).collect();
+        let vals: Vec<String> = def
+            .primary_key
+            .iter()
+            .map(|&i| row[i].to_text().unwrap_or_else(|| "null".into()))
+            .collect();
+        StorageError::DuplicateKey {
+            constraint: def.pkey_name(),
+            detail: format!("Key ({})=({}) already exists.", cols.join(", "), vals.join(", ")),
+        }
+    }
+
+    /// Computes the operations of a write fragment from the applied state.
+    fn plan_write(&self, fragment: &Fragment) -> Result<Vec<WriteOp>> {
+        let mut ops = Vec::new();
+        match fragment {
+            Fragment::Insert { table, rows } => {
+                let def = self.table(*table)?;
+                let tree = self
+                    .state
+                    .tree(*table)
+                    .ok_or_else(|| StorageError::UnknownTable(def.name.clone()))?;
+                let mut seen = HashSet::new();
+                for row in rows {
+                    if row.len() != def.columns.len() {
+                        return Err(StorageError::Codec(format!(
+                            "row has {} values, table {} has {} columns",
+                            row.len(),
+                            def.name,
+                            def.columns.len()
+                        )));
+                    }
+                    Self::check_not_null(&def, row)?;
+                    let pk: Vec<Value> = def.primary_key.iter().map(|&i| row[i].clone()).collect();
+                    let key = encode_key(&pk);
+                    if !seen.insert(key.clone()) || tree.scan_prefix(&key).next().transpose()?.is_some() {
+                        return Err(Self::duplicate(&def, row));
+                    }
+                    ops.push(WriteOp::Put {
+                        table: *table,
+                        key,
+                        row: row.clone(),
+                    });
+                }
+            }
+            Fragment::Update {
+                table,
+                key_prefix,
+                filter,
+                assignments,
+            } => {
+                let def = self.table(*table)?;
+                self.for_each_row(*table, key_prefix, |pk, row| {
+                    if let Some(f) = filter {
+                        if !f.matches(&row)? {
+                            return Ok(true);
+                        }
+                    }
+                    let mut new = row.clone();
+                    for (col, e) in assignments {
+                        new[*col] = e.eval(&row)?;
+                    }
+                    Self::check_not_null(&def, &new)?;
+                    let new_pk: Vec<Value> = def.primary_key.iter().map(|&i| new[i].clone()).collect();
+                    if encode_key(&new_pk) != pk {
+                        return Err(StorageError::Codec(
+                            "updating a primary-key column is not supported yet".into(),
+                        ));
+                    }
+                    ops.push(WriteOp::Put {
+                        table: *table,
+                        key: pk.to_vec(),
+                        row: new,
+                    });
+                    Ok(true)
+                })?;
+            }
+            Fragment::Delete {
+                table,
+                key_prefix,
+                filter,
+            } => {
+                self.for_each_row(*table, key_prefix, |pk, row| {
+                    if let Some(f) = filter {
+                        if !f.matches(&row)? {
+                            return Ok(true);
+                        }
+                    }
+                    ops.push(WriteOp::Delete {
+                        table: *table,
+                        key: pk.to_vec(),
+                    });
+                    Ok(true)
+                })?;
+            }
+            Fragment::Scan { .. } | Fragment::ApplyCatalog(_) => {}
+        }
+        Ok(ops)
+    }
+
+    /// Validates, logs, waits for durability and applies one write.
+    fn write(&self, txid: TxnId, fragment: &Fragment) -> Result<u64> {
+        loop {
+            self.check_failed()?;
+            let mut clock = self.write_lock.lock().expect("write lock");
+            let ops = self.plan_write(fragment)?;
+            if ops.is_empty() {
+                return Ok(0);
+            }
+            let blocking = {
+                let pending = self.pending.lock().expect("pending");
+                ops.iter()
+                    .filter_map(|op| {
+                        let (t, k) = op.target();
+                        pending.get(&(t, k.to_vec())).copied()
+                    })
+                    .max()
+            };
+            if let Some(lsn) = blocking {
+                drop(clock);
+                self.wait_applied(lsn)?;
+                continue;
+            }
+            *clock = (*clock + 1).max(now_micros());
+            let ts = *clock;
+            let payload = postcard::to_stdvec(&ops).map_err(codec)?;
+            let lsn = self.wal.append(txid, ts, KIND_WRITE, &payload)?;
+            {
+                let mut pending = self.pending.lock().expect("pending");
+                for op in &ops {
+                    let (t, k) = op.target();
+                    pending.insert((t, k.to_vec()), lsn);
+                }
+            }
+            drop(clock);
+            let n = ops.len() as u64;
+            self.commit(lsn, Change::Write { ts, ops })?;
+            return Ok(n);
+        }
+    }
+
+    /// Waits for durability of `lsn`, then applies it in LSN order.
+    fn commit(&self, lsn: Lsn, change: Change) -> Result<()> {
+        if let Err(e) = self.wal.wait_durable(lsn) {
+            self.failed.store(true, Ordering::Release);
+            self.applied.notify_all();
+            return Err(e);
+        }
+        let mut st = self.apply.lock().expect("apply");
+        st.ready.insert(lsn, change);
+        loop {
+            let next = st.next;
+            let Some(change) = st.ready.remove(&next) else { break };
+            if let Err(e) = self.state.apply(next, &change) {
+                self.failed.store(true, Ordering::Release);
+                self.applied.notify_all();
+                tracing::error!(shard = self.id, lsn = next, error = %e, "apply failed");
+                return Err(e);
+            }
+            if let Change::Write { ops, .. } = &change {
+                let mut pending = self.pending.lock().expect("pending");
+                for op in ops {
+                    let (t, k) = op.target();
+                    let key = (t, k.to_vec());
+                    if pending.get(&key) == Some(&next) {
+                        pending.remove(&key);
+                    }
+                }
+            }
+            st.next += 1;
+        }
+        self.applied.notify_all();
+        while st.next <= lsn {
+            self.check_failed()?;
+            st = self
+                .applied
+                .wait_timeout(st, Duration::from_millis(100))
+                .expect("apply")
+                .0;
+        }
+        Ok(())
+    }
+
+    fn wait_applied(&self, lsn: Lsn) -> Result<()> {
+        let mut st = self.apply.lock().expect("apply");
+        while st.next <= lsn {
+            self.check_failed()?;
+            st = self
+                .applied
+                .wait_timeout(st, Duration::from_millis(100))
+                .expect("apply")
+                .0;
+        }
+        Ok(())
+    }
+
+    fn apply_catalog(&self, txid: TxnId, catalog: &Catalog) -> Result<u64> {
+        self.check_failed()?;
+        let clock = self.write_lock.lock().expect("write lock");
+        if catalog.version <= self.catalog().version {
+            return Ok(0);
+        }
+        let payload = postcard::to_stdvec(catalog).map_err(codec)?;
+        let lsn = self.wal.append(txid, *clock, KIND_CATALOG, &payload)?;
+        drop(clock);
+        self.commit(lsn, Change::Catalog(catalog.clone()))?;
+        Ok(1)
+    }
+}
+
+impl Shard for ShardStore {
+    fn id(&self) -> ShardId {
+        self.id
+    }
+
+    fn execute(&self, txid: TxnId, fragment: &Fragment) -> Result<FragmentOutput> {
+        match fragment {
+            Fragment::Scan {
+                table,
+                key_prefix,
+                filter,
+                order_by,
+                limit,
+            } => Ok(FragmentOutput::Rows(self.scan(
+                *table,
+                key_prefix,
+                filter.as_ref(),
+                order_by,
+                *limit,
+            )?)),
+            Fragment::ApplyCatalog(c) => Ok(FragmentOutput::Count(self.apply_catalog(txid, c)?)),
+            _ => Ok(FragmentOutput::Count(self.write(txid, fragment)?)),
+        }
+    }
+
+    fn catalog(&self) -> Catalog {
+        self.state.catalog.read().expect("catalog").clone()
+    }
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}

@@ -1,0 +1,510 @@
+//! SQL values: the in-memory and on-disk (serde) form of every datum, with
+//! PostgreSQL's text input/output rules and casts.
+
+use std::cmp::Ordering;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
+
+use crate::error::EvalError;
+use crate::schema::DataType;
+
+/// A row is the values of a table's columns, in column order.
+pub type Row = Vec<Value>;
+
+/// One SQL datum. Dates are days and timestamps microseconds since
+/// 1970-01-01 (UTC, no zone).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int2(i16),
+    Int4(i32),
+    Int8(i64),
+    Float8(f64),
+    Numeric(#[serde(with = "decimal_bytes")] Decimal),
+    Text(String),
+    Date(i32),
+    Timestamp(i64),
+}
+
+/// Decimals are stored as rust_decimal's fixed 16-byte form: compact and
+/// lossless, and independent of any text format.
+mod decimal_bytes {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        d.serialize().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        Ok(Decimal::deserialize(<[u8; 16]>::deserialize(d)?))
+    }
+}
+
+const EPOCH: NaiveDate = match NaiveDate::from_ymd_opt(1970, 1, 1) {
+    Some(d) => d,
+    None => panic!("valid epoch"),
+};
+
+fn invalid(ty: &DataType, text: &str) -> EvalError {
+    EvalError::InvalidText {
+        ty: ty.pg_name().to_string(),
+        text: text.to_string(),
+    }
+}
+
+fn out_of_range(ty: &DataType) -> EvalError {
+    EvalError::OutOfRange(format!("{} out of range", ty.pg_name()))
+}
+
+impl Value {
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// The natural type of a non-null value.
+    pub fn data_type(&self) -> Option<DataType> {
+        Some(match self {
+            Value::Null => return None,
+            Value::Bool(_) => DataType::Bool,
+            Value::Int2(_) => DataType::Int2,
+            Value::Int4(_) => DataType::Int4,
+            Value::Int8(_) => DataType::Int8,
+            Value::Float8(_) => DataType::Float8,
+            Value::Numeric(_) => DataType::Numeric {
+                precision: None,
+                scale: None,
+            },
+            Value::Text(_) => DataType::Text,
+            Value::Date(_) => DataType::Date,
+            Value::Timestamp(_) => DataType::Timestamp,
+        })
+    }
+
+    /// Integer value of any integer width.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int2(v) => Some(*v as i64),
+            Value::Int4(v) => Some(*v as i64),
+            Value::Int8(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// Parses PostgreSQL text input for `ty` (22P02 / 22003 on bad input).
+    pub fn parse(ty: &DataType, text: &str) -> Result<Value, EvalError> {
+        let t = text.trim();
+        let v = match ty {
+            DataType::Bool => match t.to_ascii_lowercase().as_str() {
+                "t" | "true" | "y" | "yes" | "on" | "1" => Value::Bool(true),
+                "f" | "false" | "n" | "no" | "off" | "0" => Value::Bool(false),
+                _ => return Err(invalid(ty, text)),
+            },
+            DataType::Int2 | DataType::Int4 | DataType::Int8 => {
+                let n: i64 = match t.parse::<i64>() {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let overflow = matches!(
+                            e.kind(),
+                            std::num::IntErrorKind::PosOverflow
+                                | std::num::IntErrorKind::NegOverflow
+                        );
+                        return Err(if overflow {
+                            EvalError::OutOfRange(format!(
+                                "value \"{text}\" is out of range for type {}",
+                                ty.pg_name()
+                            ))
+                        } else {
+                            invalid(ty, text)
+                        });
+                    }
+                };
+                Value::Int8(n).cast(ty).map_err(|_| {
+                    EvalError::OutOfRange(format!(
+                        "value \"{text}\" is out of range for type {}",
+                        ty.pg_name()
+                    ))
+                })?
+            }
+            DataType::Float8 => {
+                let f = match t.to_ascii_lowercase().as_str() {
+                    "infinity" | "+infinity" | "inf" => f64::INFINITY,
+                    "-infinity" | "-inf" => f64::NEG_INFINITY,
+                    "nan" => f64::NAN,
+                    _ => t.parse::<f64>().map_err(|_| invalid(ty, text))?,
+                };
+                if f.is_infinite() && !t.to_ascii_lowercase().contains("inf") {
+                    return Err(EvalError::OutOfRange(format!(
+                        "\"{text}\" is out of range for type double precision"
+                    )));
+                }
+                Value::Float8(f)
+            }
+            DataType::Numeric { .. } => {
+                let d = parse_decimal(t).ok_or_else(|| invalid(ty, text))?;
+                Value::Numeric(d).cast(ty)?
+            }
+            DataType::Text | DataType::Varchar(_) => Value::Text(text.to_string()).cast(ty)?,
+            DataType::Date => Value::Date(parse_date(t).ok_or_else(|| invalid(ty, text))?),
+            DataType::Timestamp => {
+                Value::Timestamp(parse_timestamp(t).ok_or_else(|| invalid(ty, text))?)
+            }
+        };
+        Ok(v)
+    }
+
+    /// PostgreSQL's text output form (`None` for NULL).
+    pub fn to_text(&self) -> Option<String> {
+        Some(match self {
+            Value::Null => return None,
+            Value::Bool(b) => if *b { "t" } else { "f" }.to_string(),
+            Value::Int2(v) => v.to_string(),
+            Value::Int4(v) => v.to_string(),
+            Value::Int8(v) => v.to_string(),
+            Value::Float8(f) => format_float8(*f),
+            Value::Numeric(d) => d.to_string(),
+            Value::Text(s) => s.clone(),
+            Value::Date(d) => format_date(*d),
+            Value::Timestamp(t) => format_timestamp(*t),
+        })
+    }
+
+    /// Converts to `ty` as an assignment or explicit cast would.
+    pub fn cast(self, ty: &DataType) -> Result<Value, EvalError> {
+        if self.is_null() {
+            return Ok(Value::Null);
+        }
+        let cannot = |v: &Value| EvalError::CannotCast {
+            from: v.data_type().map(|t| t.pg_name()).unwrap_or("unknown").to_string(),
+            to: ty.pg_name().to_string(),
+        };
+        Ok(match (ty, self) {
+            (DataType::Text, Value::Text(s)) => Value::Text(s),
+            (DataType::Varchar(max), Value::Text(s)) => {
+                if let Some(max) = max {
+                    if s.chars().count() > *max as usize {
+                        // PostgreSQL allows trailing spaces beyond the limit.
+                        let trimmed = s.trim_end_matches(' ');
+                        if trimmed.chars().count() > *max as usize {
+                            return Err(EvalError::TooLong(format!(
+                                "character varying({max})"
+                            )));
+                        }
+                        return Ok(Value::Text(s.chars().take(*max as usize).collect()));
+                    }
+                }
+                Value::Text(s)
+            }
+            (_, Value::Text(s)) => Value::parse(ty, &s)?,
+            (DataType::Text | DataType::Varchar(_), v) => {
+                Value::Text(v.to_text().unwrap_or_default()).cast(ty)?
+            }
+            (DataType::Bool, Value::Bool(b)) => Value::Bool(b),
+            (DataType::Int2 | DataType::Int4 | DataType::Int8, v) => {
+                let n: i64 = match v {
+                    Value::Int2(_) | Value::Int4(_) | Value::Int8(_) => v.as_i64().unwrap_or(0),
+                    Value::Float8(f) => {
+                        let r = f.round_ties_even();
+                        if !r.is_finite() || r < i64::MIN as f64 || r >= i64::MAX as f64 {
+                            return Err(out_of_range(ty));
+                        }
+                        r as i64
+                    }
+                    Value::Numeric(d) => d
+                        .round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero)
+                        .to_i64()
+                        .ok_or_else(|| out_of_range(ty))?,
+                    other => return Err(cannot(&other)),
+                };
+                match ty {
+                    DataType::Int2 => {
+                        Value::Int2(i16::try_from(n).map_err(|_| out_of_range(ty))?)
+                    }
+                    DataType::Int4 => {
+                        Value::Int4(i32::try_from(n).map_err(|_| out_of_range(ty))?)
+                    }
+                    _ => Value::Int8(n),
+                }
+            }
+            (DataType::Float8, v) => match v {
+                Value::Float8(f) => Value::Float8(f),
+                Value::Numeric(d) => Value::Float8(d.to_f64().unwrap_or(f64::NAN)),
+                Value::Int2(_) | Value::Int4(_) | Value::Int8(_) => {
+                    Value::Float8(v.as_i64().unwrap_or(0) as f64)
+                }
+                other => return Err(cannot(&other)),
+            },
+            (DataType::Numeric { precision, scale }, v) => {
+                let d = match v {
+                    Value::Numeric(d) => d,
+                    Value::Int2(_) | Value::Int4(_) | Value::Int8(_) => {
+                        Decimal::from(v.as_i64().unwrap_or(0))
+                    }
+                    Value::Float8(f) => {
+                        if !f.is_finite() {
+                            return Err(EvalError::NumericOverflow);
+                        }
+                        Decimal::from_f64_retain(f).ok_or(EvalError::NumericOverflow)?
+                    }
+                    other => return Err(cannot(&other)),
+                };
+                Value::Numeric(apply_typmod(d, *precision, *scale)?)
+            }
+            (DataType::Date, Value::Date(d)) => Value::Date(d),
+            (DataType::Date, Value::Timestamp(t)) => Value::Date(t.div_euclid(MICROS_PER_DAY) as i32),
+            (DataType::Timestamp, Value::Timestamp(t)) => Value::Timestamp(t),
+            (DataType::Timestamp, Value::Date(d)) => Value::Timestamp(d as i64 * MICROS_PER_DAY),
+            (_, other) => return Err(cannot(&other)),
+        })
+    }
+
+    /// SQL comparison: `None` when either side is NULL. Numeric types compare
+    /// across widths; incomparable types are an operator error.
+    pub fn sql_cmp(&self, other: &Value) -> Result<Option<Ordering>, EvalError> {
+        use Value::*;
+        Ok(Some(match (self, other) {
+            (Null, _) | (_, Null) => return Ok(None),
+            (Bool(a), Bool(b)) => a.cmp(b),
+            (Text(a), Text(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (Date(a), Date(b)) => a.cmp(b),
+            (Timestamp(a), Timestamp(b)) => a.cmp(b),
+            (Date(a), Timestamp(b)) => (*a as i64 * MICROS_PER_DAY).cmp(b),
+            (Timestamp(a), Date(b)) => a.cmp(&(*b as i64 * MICROS_PER_DAY)),
+            (a, b) => match (a.as_i64(), b.as_i64()) {
+                (Some(x), Some(y)) => x.cmp(&y),
+                _ => match (a, b) {
+                    (Float8(_), _) | (_, Float8(_)) => {
+                        let x = a.clone().cast(&DataType::Float8).map_err(|_| no_op(a, b))?;
+                        let y = b.clone().cast(&DataType::Float8).map_err(|_| no_op(a, b))?;
+                        match (x, y) {
+                            (Float8(x), Float8(y)) => cmp_f64(x, y),
+                            _ => return Err(no_op(a, b)),
+                        }
+                    }
+                    (Numeric(_), _) | (_, Numeric(_)) => {
+                        match (to_decimal(a), to_decimal(b)) {
+                            (Some(x), Some(y)) => x.cmp(&y),
+                            _ => return Err(no_op(a, b)),
+                        }
+                    }
+                    _ => return Err(no_op(a, b)),
+                },
+            },
+        }))
+    }
+
+    /// Total order used for sorting: NULLs compare equal to each other and
+    /// greater than everything else (PostgreSQL's default NULLS LAST for ASC).
+    pub fn sort_cmp(&self, other: &Value) -> Ordering {
+        match (self.is_null(), other.is_null()) {
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            _ => self
+                .sql_cmp(other)
+                .ok()
+                .flatten()
+                .unwrap_or(Ordering::Equal),
+        }
+    }
+}
+
+fn no_op(a: &Value, b: &Value) -> EvalError {
+    let name = |v: &Value| v.data_type().map(|t| t.pg_name()).unwrap_or("unknown");
+    EvalError::NoOperator(format!("{} = {}", name(a), name(b)))
+}
+
+/// Decimal view of an integer or numeric value.
+pub(crate) fn to_decimal(v: &Value) -> Option<Decimal> {
+    match v {
+        Value::Numeric(d) => Some(*d),
+        _ => v.as_i64().map(Decimal::from),
+    }
+}
+
+/// PostgreSQL orders NaN above every other float and treats NaN = NaN.
+pub(crate) fn cmp_f64(a: f64, b: f64) -> Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        _ => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+    }
+}
+
+pub(crate) const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// Rounds to the column's scale and checks its precision (22003 on overflow).
+pub fn apply_typmod(d: Decimal, precision: Option<u8>, scale: Option<u8>) -> Result<Decimal, EvalError> {
+    let mut d = d;
+    if let Some(s) = scale {
+        d = d.round_dp_with_strategy(s as u32, RoundingStrategy::MidpointAwayFromZero);
+        d.rescale(s as u32);
+    }
+    if let Some(p) = precision {
+        let s = scale.unwrap_or(0) as u32;
+        let int_digits = p as i64 - s as i64;
+        let limit = if int_digits >= 0 && int_digits < 28 {
+            Decimal::from_i128_with_scale(10i128.pow(int_digits as u32), 0)
+        } else {
+            Decimal::MAX
+        };
+        if d.abs() >= limit {
+            return Err(EvalError::NumericOverflow);
+        }
+    }
+    Ok(d)
+}
+
+fn parse_decimal(t: &str) -> Option<Decimal> {
+    if t.is_empty() || t.contains(['_', ' ']) {
+        return None;
+    }
+    if t.contains(['e', 'E']) {
+        Decimal::from_scientific(t).ok()
+    } else {
+        t.parse::<Decimal>().ok()
+    }
+}
+
+/// float8 output as PostgreSQL 15 prints it: shortest round-trip digits,
+/// exponent form below 1e-4 and from 1e15.
+pub fn format_float8(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    if f == 0.0 {
+        return if f.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..15).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    } else {
+        format!("{f}")
+    }
+}
+
+fn format_date(days: i32) -> String {
+    match EPOCH.checked_add_signed(chrono::Duration::days(days as i64)) {
+        Some(d) => d.format("%Y-%m-%d").to_string(),
+        None => "infinity".into(),
+    }
+}
+
+fn format_timestamp(micros: i64) -> String {
+    match DateTime::from_timestamp_micros(micros) {
+        Some(dt) => {
+            let dt = dt.naive_utc();
+            let mut s = dt.format("%Y-%m-%d %H:%M:%S").to_string();
+            let frac = micros.rem_euclid(1_000_000);
+            if frac != 0 {
+                let f = format!(".{frac:06}");
+                s.push_str(f.trim_end_matches('0'));
+            }
+            s
+        }
+        None => "infinity".into(),
+    }
+}
+
+fn parse_date(t: &str) -> Option<i32> {
+    let d = NaiveDate::parse_from_str(t, "%Y-%m-%d").ok()?;
+    Some((d - EPOCH).num_days() as i32)
+}
+
+fn parse_timestamp(t: &str) -> Option<i64> {
+    let t = t.replace('T', " ");
+    let dt = NaiveDateTime::parse_from_str(&t, "%Y-%m-%d %H:%M:%S%.f")
+        .or_else(|_| NaiveDateTime::parse_from_str(&t, "%Y-%m-%d %H:%M"))
+        .ok()
+        .or_else(|| {
+            NaiveDate::parse_from_str(&t, "%Y-%m-%d")
+                .ok()
+                .map(|d| d.and_time(NaiveTime::MIN))
+        })?;
+    Some(dt.and_utc().timestamp_micros())
+}
+
+/// Converts fortress's date representation to chrono's.
+pub fn date_to_naive(days: i32) -> Option<NaiveDate> {
+    EPOCH.checked_add_signed(chrono::Duration::days(days as i64))
+}
+
+/// Converts chrono's date to fortress's representation.
+pub fn naive_to_date(d: NaiveDate) -> i32 {
+    (d - EPOCH).num_days() as i32
+}
+
+/// Converts fortress's timestamp representation to chrono's.
+pub fn timestamp_to_naive(micros: i64) -> Option<NaiveDateTime> {
+    DateTime::from_timestamp_micros(micros).map(|d| d.naive_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_output_matches_postgres() {
+        assert_eq!(format_float8(1.5), "1.5");
+        assert_eq!(format_float8(0.1), "0.1");
+        assert_eq!(format_float8(1e15), "1e+15");
+        assert_eq!(format_float8(123456789012345.0), "123456789012345");
+        assert_eq!(format_float8(0.0001), "0.0001");
+        assert_eq!(format_float8(0.00001), "1e-05");
+        assert_eq!(format_float8(-2.5e-7), "-2.5e-07");
+    }
+
+    #[test]
+    fn parse_and_print_round_trip() {
+        let ts = Value::parse(&DataType::Timestamp, "2024-02-29 13:45:01.25").unwrap();
+        assert_eq!(ts.to_text().unwrap(), "2024-02-29 13:45:01.25");
+        let d = Value::parse(&DataType::Date, "1999-12-31").unwrap();
+        assert_eq!(d.to_text().unwrap(), "1999-12-31");
+        let n = Value::parse(
+            &DataType::Numeric {
+                precision: Some(6),
+                scale: Some(2),
+            },
+            "12.345",
+        )
+        .unwrap();
+        assert_eq!(n.to_text().unwrap(), "12.35");
+    }
+
+    #[test]
+    fn bad_input_is_22p02_and_overflow_22003() {
+        let e = Value::parse(&DataType::Int4, "12x").unwrap_err();
+        assert_eq!(e.sql_state(), "22P02");
+        let e = Value::parse(&DataType::Int2, "40000").unwrap_err();
+        assert_eq!(e.sql_state(), "22003");
+        let ty = DataType::Numeric {
+            precision: Some(3),
+            scale: Some(1),
+        };
+        assert_eq!(Value::parse(&ty, "100.0").unwrap_err().sql_state(), "22003");
+        let e = Value::Text("abcdef".into())
+            .cast(&DataType::Varchar(Some(3)))
+            .unwrap_err();
+        assert_eq!(e.sql_state(), "22001");
+    }
+
+    #[test]
+    fn cross_width_comparison() {
+        let a = Value::Int2(5);
+        let b = Value::Numeric(Decimal::new(50, 1));
+        assert_eq!(a.sql_cmp(&b).unwrap(), Some(Ordering::Equal));
+        assert_eq!(a.sql_cmp(&Value::Null).unwrap(), None);
+        assert!(a.sql_cmp(&Value::Text("x".into())).is_err());
+    }
+}
