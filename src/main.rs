@@ -1,1 +1,90 @@
-fn main(){}
+//! `fortress`: one binary serving a sharded, PostgreSQL-compatible store.
+
+mod cli;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use fortress_proxy::{Cluster, ClusterOptions};
+use fortress_storage::wal::WalOptions;
+use fortress_storage::ShardOptions;
+use tokio::net::TcpListener;
+
+use cli::{Cli, Command, ServeArgs};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FORTRESS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.shards == 0 || args.shards > 1024 {
+        anyhow::bail!("--shards must be between 1 and 1024");
+    }
+    if args.vnodes == 0 {
+        anyhow::bail!("--vnodes must be at least 1");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fortress")
+        .build()?;
+    runtime.block_on(async move {
+        let opts = ClusterOptions {
+            data_dir: args.data_dir.clone(),
+            shards: args.shards,
+            vnodes: args.vnodes,
+            shard: ShardOptions {
+                wal: WalOptions {
+                    sync: args.sync,
+                    ..WalOptions::default()
+                },
+                ..ShardOptions::default()
+            },
+        };
+        let cluster = tokio::task::spawn_blocking(move || Cluster::open(opts))
+            .await?
+            .with_context(|| format!("opening {}", args.data_dir.display()))?;
+        let cluster = Arc::new(cluster);
+        let listener = TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            data_dir = %args.data_dir.display(),
+            shards = args.shards,
+            sync = ?args.sync,
+            "fortress is ready"
+        );
+        fortress_proxy::wire::serve(listener, cluster.clone(), shutdown_signal()).await;
+        tracing::info!("shutting down");
+        let c = cluster.clone();
+        tokio::task::spawn_blocking(move || c.flush()).await?;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}

@@ -36,14 +36,18 @@ fn ring_lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("ring_lookup");
     for shards in SHARD_COUNTS {
         let ring = Ring::new(shards, DEFAULT_VNODES);
-        group.bench_with_input(BenchmarkId::new("shard_for_key", shards), &ring, |b, ring| {
-            let mut i = 0usize;
-            b.iter(|| {
-                let key = &keys[i & (KEY_COUNT - 1)];
-                i = i.wrapping_add(1);
-                ring.shard_for_key(black_box(key))
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::new("shard_for_key", shards),
+            &ring,
+            |b, ring| {
+                let mut i = 0usize;
+                b.iter(|| {
+                    let key = &keys[i & (KEY_COUNT - 1)];
+                    i = i.wrapping_add(1);
+                    ring.shard_for_key(black_box(key))
+                });
+            },
+        );
     }
     group.finish();
 }
@@ -53,14 +57,18 @@ fn ring_lookup_hash_only(c: &mut Criterion) {
     let mut group = c.benchmark_group("ring_lookup_hash_only");
     for shards in SHARD_COUNTS {
         let ring = Ring::new(shards, DEFAULT_VNODES);
-        group.bench_with_input(BenchmarkId::new("shard_for_hash", shards), &ring, |b, ring| {
-            let mut i = 0usize;
-            b.iter(|| {
-                let h = hashes[i & (KEY_COUNT - 1)];
-                i = i.wrapping_add(1);
-                ring.shard_for_hash(black_box(h))
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::new("shard_for_hash", shards),
+            &ring,
+            |b, ring| {
+                let mut i = 0usize;
+                b.iter(|| {
+                    let h = hashes[i & (KEY_COUNT - 1)];
+                    i = i.wrapping_add(1);
+                    ring.shard_for_hash(black_box(h))
+                });
+            },
+        );
     }
     group.finish();
 }

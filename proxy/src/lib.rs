@@ -1,1 +1,17 @@
+//! Fortress front end: pgwire sessions, SQL binding, planning, routing over
+//! the hash ring and scatter-gather execution against shard stores.
+//!
+//! Data flows one way: `wire` -> `sql` (parse, bind) -> `plan` -> `route` ->
+//! [`fortress_storage::Shard`] -> `exec` (merge) -> `wire`.
 
+pub mod cluster;
+pub mod error;
+pub mod exec;
+pub mod plan;
+pub mod route;
+pub mod session;
+pub mod sql;
+pub mod wire;
+
+pub use cluster::{Cluster, ClusterOptions};
+pub use error::ProxyError;

@@ -62,7 +62,9 @@ pub enum StorageError {
     UnknownTable(String),
     #[error("duplicate key value violates unique constraint \"{constraint}\"")]
     DuplicateKey { constraint: String, detail: String },
-    #[error("null value in column \"{column}\" of relation \"{table}\" violates not-null constraint")]
+    #[error(
+        "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
+    )]
     NotNull { table: String, column: String },
     #[error(transparent)]
     Eval(#[from] EvalError),

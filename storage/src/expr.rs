@@ -234,8 +234,14 @@ fn arith(op: BinaryOp, a: Value, b: Value) -> Result<Value, EvalError> {
         return out.ok_or_else(|| EvalError::OutOfRange(format!("{name} out of range")));
     }
     if matches!(a, Value::Float8(_)) || matches!(b, Value::Float8(_)) {
-        let x = a.clone().cast(&DataType::Float8).map_err(|_| no_operator(op, &a, &b))?;
-        let y = b.clone().cast(&DataType::Float8).map_err(|_| no_operator(op, &a, &b))?;
+        let x = a
+            .clone()
+            .cast(&DataType::Float8)
+            .map_err(|_| no_operator(op, &a, &b))?;
+        let y = b
+            .clone()
+            .cast(&DataType::Float8)
+            .map_err(|_| no_operator(op, &a, &b))?;
         let (Value::Float8(x), Value::Float8(y)) = (x, y) else {
             return Err(no_operator(op, &a, &b));
         };
@@ -340,11 +346,7 @@ mod tests {
     #[test]
     fn three_valued_logic() {
         let row = vec![];
-        let null_and_false = Expr::binary(
-            BinaryOp::And,
-            lit(Value::Null),
-            lit(Value::Bool(false)),
-        );
+        let null_and_false = Expr::binary(BinaryOp::And, lit(Value::Null), lit(Value::Bool(false)));
         assert_eq!(null_and_false.eval(&row).unwrap(), Value::Bool(false));
         let null_or_true = Expr::binary(BinaryOp::Or, lit(Value::Null), lit(Value::Bool(true)));
         assert_eq!(null_or_true.eval(&row).unwrap(), Value::Bool(true));

@@ -50,7 +50,11 @@ pub fn encode_value(out: &mut Vec<u8>, v: &Value) {
                 *f
             };
             let bits = f.to_bits();
-            let ordered = if bits >> 63 == 1 { !bits } else { bits ^ (1 << 63) };
+            let ordered = if bits >> 63 == 1 {
+                !bits
+            } else {
+                bits ^ (1 << 63)
+            };
             out.extend_from_slice(&ordered.to_be_bytes());
         }
         Value::Numeric(d) => {

@@ -14,8 +14,8 @@ pub mod value;
 pub mod wal;
 
 pub use api::{Fragment, FragmentOutput, Shard};
-pub use expr::{BinaryOp, Expr, SortKey};
 pub use error::{EvalError, StorageError};
+pub use expr::{BinaryOp, Expr, SortKey};
 pub use schema::{Catalog, ColumnDef, DataType, TableDef, TableId};
 pub use shard::{ShardOptions, ShardStore};
 pub use value::{Row, Value};

@@ -44,8 +44,15 @@ const META_APPLIED: &[u8] = b"applied_lsn";
 /// One physical change, as logged.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum WriteOp {
-    Put { table: TableId, key: Vec<u8>, row: Row },
-    Delete { table: TableId, key: Vec<u8> },
+    Put {
+        table: TableId,
+        key: Vec<u8>,
+        row: Row,
+    },
+    Delete {
+        table: TableId,
+        key: Vec<u8>,
+    },
 }
 
 impl WriteOp {
@@ -153,7 +160,9 @@ impl Materialized {
         }
         for (table, ops) in by_table {
             // A table dropped later in the log: its writes no longer matter.
-            let Some(tree) = self.tree(table) else { continue };
+            let Some(tree) = self.tree(table) else {
+                continue;
+            };
             if lsn_of(tree.get(APPLIED_KEY)?) >= lsn {
                 continue;
             }
@@ -189,7 +198,11 @@ impl Materialized {
                 trees.insert(t.id, tree);
             }
         }
-        let dropped: Vec<TableId> = trees.keys().copied().filter(|id| !live.contains(id)).collect();
+        let dropped: Vec<TableId> = trees
+            .keys()
+            .copied()
+            .filter(|id| !live.contains(id))
+            .collect();
         for id in dropped {
             trees.remove(&id);
             self.db.drop_tree(tree_name(id))?;
@@ -398,7 +411,11 @@ impl ShardStore {
     }
 
     fn duplicate(def: &TableDef, row: &Row) -> StorageError {
-        let cols: Vec<&str> = def.primary_key.iter().map(|&i| def.columns[i].name.as_str()).collect();
+        let cols: Vec<&str> = def
+            .primary_key
+            .iter()
+            .map(|&i| def.columns[i].name.as_str())
+            .collect();
         let vals: Vec<String> = def
             .primary_key
             .iter()
@@ -406,7 +423,11 @@ impl ShardStore {
             .collect();
         StorageError::DuplicateKey {
             constraint: def.pkey_name(),
-            detail: format!("Key ({})=({}) already exists.", cols.join(", "), vals.join(", ")),
+            detail: format!(
+                "Key ({})=({}) already exists.",
+                cols.join(", "),
+                vals.join(", ")
+            ),
         }
     }
 
@@ -433,7 +454,9 @@ impl ShardStore {
                     Self::check_not_null(&def, row)?;
                     let pk: Vec<Value> = def.primary_key.iter().map(|&i| row[i].clone()).collect();
                     let key = encode_key(&pk);
-                    if !seen.insert(key.clone()) || tree.scan_prefix(&key).next().transpose()?.is_some() {
+                    if !seen.insert(key.clone())
+                        || tree.scan_prefix(&key).next().transpose()?.is_some()
+                    {
                         return Err(Self::duplicate(&def, row));
                     }
                     ops.push(WriteOp::Put {
@@ -461,7 +484,8 @@ impl ShardStore {
                         new[*col] = e.eval(&row)?;
                     }
                     Self::check_not_null(&def, &new)?;
-                    let new_pk: Vec<Value> = def.primary_key.iter().map(|&i| new[i].clone()).collect();
+                    let new_pk: Vec<Value> =
+                        def.primary_key.iter().map(|&i| new[i].clone()).collect();
                     if encode_key(&new_pk) != pk {
                         return Err(StorageError::Codec(
                             "updating a primary-key column is not supported yet".into(),
@@ -550,7 +574,9 @@ impl ShardStore {
         st.ready.insert(lsn, change);
         loop {
             let next = st.next;
-            let Some(change) = st.ready.remove(&next) else { break };
+            let Some(change) = st.ready.remove(&next) else {
+                break;
+            };
             if let Err(e) = self.state.apply(next, &change) {
                 self.failed.store(true, Ordering::Release);
                 self.applied.notify_all();

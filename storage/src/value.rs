@@ -179,7 +179,11 @@ impl Value {
             return Ok(Value::Null);
         }
         let cannot = |v: &Value| EvalError::CannotCast {
-            from: v.data_type().map(|t| t.pg_name()).unwrap_or("unknown").to_string(),
+            from: v
+                .data_type()
+                .map(|t| t.pg_name())
+                .unwrap_or("unknown")
+                .to_string(),
             to: ty.pg_name().to_string(),
         };
         Ok(match (ty, self) {
@@ -190,9 +194,7 @@ impl Value {
                         // PostgreSQL allows trailing spaces beyond the limit.
                         let trimmed = s.trim_end_matches(' ');
                         if trimmed.chars().count() > *max as usize {
-                            return Err(EvalError::TooLong(format!(
-                                "character varying({max})"
-                            )));
+                            return Err(EvalError::TooLong(format!("character varying({max})")));
                         }
                         return Ok(Value::Text(s.chars().take(*max as usize).collect()));
                     }
@@ -221,12 +223,8 @@ impl Value {
                     other => return Err(cannot(&other)),
                 };
                 match ty {
-                    DataType::Int2 => {
-                        Value::Int2(i16::try_from(n).map_err(|_| out_of_range(ty))?)
-                    }
-                    DataType::Int4 => {
-                        Value::Int4(i32::try_from(n).map_err(|_| out_of_range(ty))?)
-                    }
+                    DataType::Int2 => Value::Int2(i16::try_from(n).map_err(|_| out_of_range(ty))?),
+                    DataType::Int4 => Value::Int4(i32::try_from(n).map_err(|_| out_of_range(ty))?),
                     _ => Value::Int8(n),
                 }
             }
@@ -255,7 +253,9 @@ impl Value {
                 Value::Numeric(apply_typmod(d, *precision, *scale)?)
             }
             (DataType::Date, Value::Date(d)) => Value::Date(d),
-            (DataType::Date, Value::Timestamp(t)) => Value::Date(t.div_euclid(MICROS_PER_DAY) as i32),
+            (DataType::Date, Value::Timestamp(t)) => {
+                Value::Date(t.div_euclid(MICROS_PER_DAY) as i32)
+            }
             (DataType::Timestamp, Value::Timestamp(t)) => Value::Timestamp(t),
             (DataType::Timestamp, Value::Date(d)) => Value::Timestamp(d as i64 * MICROS_PER_DAY),
             (_, other) => return Err(cannot(&other)),
@@ -285,12 +285,10 @@ impl Value {
                             _ => return Err(no_op(a, b)),
                         }
                     }
-                    (Numeric(_), _) | (_, Numeric(_)) => {
-                        match (to_decimal(a), to_decimal(b)) {
-                            (Some(x), Some(y)) => x.cmp(&y),
-                            _ => return Err(no_op(a, b)),
-                        }
-                    }
+                    (Numeric(_), _) | (_, Numeric(_)) => match (to_decimal(a), to_decimal(b)) {
+                        (Some(x), Some(y)) => x.cmp(&y),
+                        _ => return Err(no_op(a, b)),
+                    },
                     _ => return Err(no_op(a, b)),
                 },
             },
@@ -339,7 +337,11 @@ pub(crate) fn cmp_f64(a: f64, b: f64) -> Ordering {
 pub(crate) const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// Rounds to the column's scale and checks its precision (22003 on overflow).
-pub fn apply_typmod(d: Decimal, precision: Option<u8>, scale: Option<u8>) -> Result<Decimal, EvalError> {
+pub fn apply_typmod(
+    d: Decimal,
+    precision: Option<u8>,
+    scale: Option<u8>,
+) -> Result<Decimal, EvalError> {
     let mut d = d;
     if let Some(s) = scale {
         d = d.round_dp_with_strategy(s as u32, RoundingStrategy::MidpointAwayFromZero);

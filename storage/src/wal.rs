@@ -327,7 +327,10 @@ impl Wal {
         if self.failed.load(Ordering::Acquire) {
             return Err(StorageError::Unavailable {
                 shard: u32::MAX,
-                reason: format!("WAL in {} failed earlier; restart to recover", self.dir.display()),
+                reason: format!(
+                    "WAL in {} failed earlier; restart to recover",
+                    self.dir.display()
+                ),
             });
         }
         Ok(())
@@ -449,7 +452,9 @@ mod tests {
 
     fn write_n(wal: &Wal, n: u64) {
         for i in 0..n {
-            let lsn = wal.append(i, i * 10, 1, format!("payload-{i}").as_bytes()).unwrap();
+            let lsn = wal
+                .append(i, i * 10, 1, format!("payload-{i}").as_bytes())
+                .unwrap();
             wal.wait_durable(lsn).unwrap();
         }
     }
@@ -462,7 +467,10 @@ mod tests {
         write_n(&wal, 5);
         drop(wal);
         let (wal, seen) = open(dir.path(), 0).unwrap();
-        assert_eq!(seen.iter().map(|r| r.lsn).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            seen.iter().map(|r| r.lsn).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
         assert_eq!(seen[2].payload, b"payload-2");
         assert_eq!(wal.last_lsn(), 5);
     }
@@ -540,7 +548,9 @@ mod tests {
         bytes[offset + HEADER + 2] ^= 0x5A;
         fs::write(&path, &bytes).unwrap();
         match open(dir.path(), 0) {
-            Err(StorageError::Corruption { file, offset: at, .. }) => {
+            Err(StorageError::Corruption {
+                file, offset: at, ..
+            }) => {
                 assert_eq!(file, path);
                 assert_eq!(at, offset as u64);
             }

@@ -422,6 +422,33 @@ mod tests {
         }
     }
 
+    proptest! {
+        #[test]
+        fn water_fill_respects_capacities(
+            mut caps in proptest::collection::vec(1u128..1000, 1..20),
+            budget in 0u128..30_000,
+        ) {
+            caps.sort_unstable_by(|a, b| b.cmp(a));
+            let takes = water_fill(budget, &caps);
+            prop_assert_eq!(takes.len(), caps.len());
+            for (&take, &cap) in takes.iter().zip(&caps) {
+                prop_assert!((1..=cap).contains(&take));
+            }
+            let room: u128 = caps.iter().sum();
+            if budget >= caps.len() as u128 {
+                prop_assert_eq!(takes.iter().sum::<u128>(), budget.min(room));
+            }
+        }
+    }
+
+    #[test]
+    fn water_fill_spreads_evenly_under_caps() {
+        assert_eq!(water_fill(10, &[9, 2]), vec![8, 2]);
+        assert_eq!(water_fill(20, &[9, 2]), vec![9, 2]);
+        assert_eq!(water_fill(7, &[5, 5, 5]), vec![3, 2, 2]);
+        assert_eq!(water_fill(1, &[5, 5]), vec![1, 1]);
+    }
+
     #[test]
     fn ownership_sums_to_one_and_is_within_two_percent() {
         let mut ring = Ring::new(1, DEFAULT_VNODES);

@@ -1,0 +1,191 @@
+//! The set of shards behind one endpoint: opened from a data directory,
+//! with the ring that routes to them and the catalog they share.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use fortress_storage::{
+    Catalog, Fragment, FragmentOutput, Shard, ShardId, ShardOptions, ShardStore, StorageError,
+};
+
+use crate::error::{ProxyError, Result};
+use crate::route::ring::Ring;
+
+/// How to open a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    pub data_dir: PathBuf,
+    pub shards: u32,
+    pub vnodes: usize,
+    pub shard: ShardOptions,
+}
+
+/// File recording the layout a data directory was created with.
+const IDENTITY_FILE: &str = "fortress.cluster";
+
+/// Shards, ring and catalog.
+pub struct Cluster {
+    shards: Vec<Arc<dyn Shard>>,
+    stores: Vec<Arc<ShardStore>>,
+    ring: Ring,
+    catalog: RwLock<Catalog>,
+    /// Serialises DDL so catalog versions are assigned one at a time.
+    pub(crate) ddl: tokio::sync::Mutex<()>,
+    next_txid: AtomicU64,
+}
+
+fn read_identity(dir: &Path) -> Result<Option<(u32, usize)>> {
+    let path = dir.join(IDENTITY_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::Io { path, source: e }.into()),
+    };
+    let mut shards = None;
+    let mut vnodes = None;
+    for line in text.lines() {
+        if let Some((k, v)) = line.split_once('=') {
+            match k.trim() {
+                "shards" => shards = v.trim().parse().ok(),
+                "vnodes" => vnodes = v.trim().parse().ok(),
+                _ => {}
+            }
+        }
+    }
+    match (shards, vnodes) {
+        (Some(s), Some(v)) => Ok(Some((s, v))),
+        _ => Err(ProxyError::new(
+            "XX000",
+            format!(
+                "{} is damaged: expected shards = N and vnodes = N",
+                path.display()
+            ),
+        )),
+    }
+}
+
+impl Cluster {
+    /// Opens (creating if new) the shards under `opts.data_dir`, replays their
+    /// logs and brings every shard's catalog to the newest version.
+    pub fn open(opts: ClusterOptions) -> Result<Cluster> {
+        let dir = &opts.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::Io {
+            path: dir.clone(),
+            source: e,
+        })?;
+        match read_identity(dir)? {
+            Some((s, v)) if (s, v) != (opts.shards, opts.vnodes) => {
+                return Err(ProxyError::new(
+                    "55000",
+                    format!(
+                        "{} was created with {s} shards and {v} vnodes; asked for {} and {} (resharding is not supported yet)",
+                        dir.display(),
+                        opts.shards,
+                        opts.vnodes
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                let path = dir.join(IDENTITY_FILE);
+                let body = format!(
+                    "# written at creation; routing depends on it\nshards = {}\nvnodes = {}\nring = 1\n",
+                    opts.shards, opts.vnodes
+                );
+                std::fs::write(&path, body).map_err(|e| StorageError::Io { path, source: e })?;
+            }
+        }
+        let mut stores = Vec::new();
+        for i in 0..opts.shards {
+            let sdir = dir.join(format!("shard-{i:03}"));
+            stores.push(Arc::new(ShardStore::open(i, &sdir, opts.shard.clone())?));
+        }
+        let newest = stores
+            .iter()
+            .map(|s| s.catalog())
+            .max_by_key(|c| c.version)
+            .unwrap_or_default();
+        for s in &stores {
+            if s.catalog().version < newest.version {
+                tracing::warn!(
+                    shard = s.id(),
+                    "catching up a catalog left behind by an interrupted DDL"
+                );
+                s.execute(0, &Fragment::ApplyCatalog(newest.clone()))?;
+            }
+        }
+        let shards = stores.iter().map(|s| s.clone() as Arc<dyn Shard>).collect();
+        Ok(Cluster {
+            shards,
+            stores,
+            ring: Ring::new(opts.shards, opts.vnodes),
+            catalog: RwLock::new(newest),
+            ddl: tokio::sync::Mutex::new(()),
+            next_txid: AtomicU64::new(1),
+        })
+    }
+
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.shards.len() as u32
+    }
+
+    /// The current catalog.
+    pub fn catalog(&self) -> Catalog {
+        self.catalog.read().expect("catalog").clone()
+    }
+
+    pub(crate) fn set_catalog(&self, c: Catalog) {
+        *self.catalog.write().expect("catalog") = c;
+    }
+
+    pub(crate) fn txid(&self) -> u64 {
+        self.next_txid.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Runs one fragment on one shard, off the async runtime.
+    pub async fn run(
+        &self,
+        shard: ShardId,
+        txid: u64,
+        fragment: Fragment,
+    ) -> Result<FragmentOutput> {
+        let s = self
+            .shards
+            .get(shard as usize)
+            .cloned()
+            .ok_or_else(|| ProxyError::new("XX000", format!("no shard {shard}")))?;
+        tokio::task::spawn_blocking(move || s.execute(txid, &fragment))
+            .await
+            .map_err(|e| ProxyError::new("XX000", format!("shard task failed: {e}")))?
+            .map_err(ProxyError::from)
+    }
+
+    /// Runs `fragment` on each of `shards` in parallel; results in shard order.
+    pub async fn scatter(
+        &self,
+        shards: &[ShardId],
+        txid: u64,
+        fragment: &Fragment,
+    ) -> Vec<Result<FragmentOutput>> {
+        futures::future::join_all(shards.iter().map(|&s| self.run(s, txid, fragment.clone()))).await
+    }
+
+    /// Every shard id.
+    pub fn all_shards(&self) -> Vec<ShardId> {
+        (0..self.shard_count()).collect()
+    }
+
+    /// Flushes sled on every shard (clean shutdown; not needed for durability).
+    pub fn flush(&self) {
+        for s in &self.stores {
+            if let Err(e) = s.flush() {
+                tracing::warn!(shard = s.id(), error = %e, "flush on shutdown failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Proxy errors: every variant knows the SQLSTATE it is reported with.
+
+use fortress_storage::{EvalError, StorageError};
+
+/// An error on the way from SQL text to rows.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// A front-end error with its SQLSTATE (syntax, binding, unsupported...).
+    #[error("{message}")]
+    Sql {
+        code: &'static str,
+        message: String,
+        detail: Option<String>,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+}
+
+impl ProxyError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        ProxyError::Sql {
+            code,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// 42601
+    pub fn syntax(message: impl Into<String>) -> Self {
+        Self::new("42601", message)
+    }
+
+    /// 0A000
+    pub fn unsupported(what: impl std::fmt::Display) -> Self {
+        Self::new("0A000", format!("{what} is not supported"))
+    }
+
+    /// 42P01
+    pub fn undefined_table(name: &str) -> Self {
+        Self::new("42P01", format!("relation \"{name}\" does not exist"))
+    }
+
+    /// 42703
+    pub fn undefined_column(name: &str) -> Self {
+        Self::new("42703", format!("column \"{name}\" does not exist"))
+    }
+
+    /// The SQLSTATE sent in the ErrorResponse.
+    pub fn sql_state(&self) -> &'static str {
+        match self {
+            ProxyError::Sql { code, .. } => code,
+            ProxyError::Storage(e) => e.sql_state(),
+            ProxyError::Eval(e) => e.sql_state(),
+        }
+    }
+
+    /// Optional DETAIL line.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            ProxyError::Sql { detail, .. } => detail.as_deref(),
+            ProxyError::Storage(e) => e.detail(),
+            ProxyError::Eval(_) => None,
+        }
+    }
+}
+
+pub type Result<T, E = ProxyError> = std::result::Result<T, E>;

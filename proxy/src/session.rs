@@ -1,0 +1,88 @@
+//! Per-connection session state: who is connected and the run-time settings
+//! that SET, SHOW and current_setting() read and write.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// The server version reported to clients (PostgreSQL 15 compatible).
+pub const SERVER_VERSION: &str = concat!("15.0 (fortress ", env!("CARGO_PKG_VERSION"), ")");
+
+/// Defaults of the settings clients commonly read.
+const DEFAULTS: &[(&str, &str)] = &[
+    ("application_name", ""),
+    ("client_encoding", "UTF8"),
+    ("datestyle", "ISO, MDY"),
+    ("default_transaction_isolation", "read committed"),
+    ("extra_float_digits", "1"),
+    ("integer_datetimes", "on"),
+    ("intervalstyle", "postgres"),
+    ("search_path", "\"$user\", public"),
+    ("server_encoding", "UTF8"),
+    ("server_version", SERVER_VERSION),
+    ("server_version_num", "150000"),
+    ("standard_conforming_strings", "on"),
+    ("statement_timeout", "0"),
+    ("timezone", "UTC"),
+    ("transaction_isolation", "read committed"),
+    ("transaction_read_only", "off"),
+];
+
+/// State of one client session.
+#[derive(Debug)]
+pub struct Session {
+    pub user: String,
+    pub database: String,
+    settings: Mutex<BTreeMap<String, String>>,
+}
+
+impl Session {
+    pub fn new(user: &str, database: &str) -> Session {
+        let settings = DEFAULTS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Session {
+            user: user.to_string(),
+            database: database.to_string(),
+            settings: Mutex::new(settings),
+        }
+    }
+
+    /// Current value of a setting (names are case-insensitive).
+    pub fn get(&self, name: &str) -> Option<String> {
+        let name = name.to_ascii_lowercase();
+        match name.as_str() {
+            "session_authorization" | "current_user" => Some(self.user.clone()),
+            _ => self.settings.lock().expect("settings").get(&name).cloned(),
+        }
+    }
+
+    /// Sets a setting; `None` resets it to its default.
+    pub fn set(&self, name: &str, value: Option<String>) {
+        let name = name.to_ascii_lowercase();
+        let mut s = self.settings.lock().expect("settings");
+        match value {
+            Some(v) => {
+                s.insert(name, v);
+            }
+            None => match DEFAULTS.iter().find(|(k, _)| *k == name) {
+                Some((_, d)) => {
+                    s.insert(name, d.to_string());
+                }
+                None => {
+                    s.remove(&name);
+                }
+            },
+        }
+    }
+
+    /// Every setting, for SHOW ALL.
+    pub fn all(&self) -> Vec<(String, String)> {
+        self.settings
+            .lock()
+            .expect("settings")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}

@@ -1,0 +1,45 @@
+//! SQL front end: sqlparser (PostgreSQL dialect) and the binder that resolves
+//! statements against the catalog into [`crate::plan::Plan`]s.
+
+pub mod bind;
+pub mod types;
+
+use sqlparser::ast::Statement;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::error::{ProxyError, Result};
+
+/// Parses a query string into statements (42601 on a syntax error).
+pub fn parse(sql: &str) -> Result<Vec<Statement>> {
+    Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .map_err(|e| ProxyError::syntax(syntax_message(&e.to_string())))
+}
+
+/// Phrases a parser error the way PostgreSQL does: `syntax error at or near
+/// "token"` or `syntax error at end of input`.
+fn syntax_message(raw: &str) -> String {
+    let msg = raw.strip_prefix("sql parser error: ").unwrap_or(raw);
+    if let Some(found) = msg.split(", found: ").nth(1) {
+        let token = found.split(" at Line:").next().unwrap_or(found).trim();
+        if token == "EOF" {
+            return "syntax error at end of input".into();
+        }
+        return format!("syntax error at or near \"{token}\"");
+    }
+    format!("syntax error: {msg}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_read_like_postgres() {
+        let e = parse("selec 1").unwrap_err();
+        assert_eq!(e.sql_state(), "42601");
+        assert_eq!(e.to_string(), "syntax error at or near \"selec\"");
+        let e = parse("select * from").unwrap_err();
+        assert_eq!(e.to_string(), "syntax error at end of input");
+    }
+}

@@ -1,0 +1,394 @@
+//! The PostgreSQL wire front end (pgwire): startup, simple and extended
+//! query, and the mapping of errors to ErrorResponse with their SQLSTATE.
+
+pub mod encode;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream;
+use futures::Sink;
+use pgwire::api::auth::{
+    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
+    DefaultServerParameterProvider, StartupHandler,
+};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{
+    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo,
+    QueryResponse, Response, Tag,
+};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator, Type, METADATA_DATABASE, METADATA_USER,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use sqlparser::ast::Statement;
+use tokio::net::TcpListener;
+
+use crate::cluster::Cluster;
+use crate::error::ProxyError;
+use crate::exec::{execute, QueryResult};
+use crate::plan::OutputColumn;
+use crate::session::{Session, SERVER_VERSION};
+use crate::sql::bind::Binder;
+use crate::sql::{parse, types};
+use fortress_storage::{DataType, Value};
+
+/// Converts an error into the ErrorResponse fields sent to the client.
+pub fn error_info(e: &ProxyError) -> ErrorInfo {
+    let mut info = ErrorInfo::new("ERROR".into(), e.sql_state().into(), e.to_string());
+    info.detail = e.detail().map(str::to_string);
+    info
+}
+
+fn user_error(e: ProxyError) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(&e)))
+}
+
+/// A statement prepared with Parse: its AST, parameter and result types.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    stmt: Statement,
+    param_types: Vec<DataType>,
+    columns: Vec<OutputColumn>,
+}
+
+/// Handles every connection: startup, queries, prepared statements.
+pub struct Handler {
+    cluster: Arc<Cluster>,
+    parser: Arc<Parser>,
+    pids: RandomPidSecretKeyGenerator,
+    params: DefaultServerParameterProvider,
+}
+
+/// Parses and describes statements for the extended protocol.
+pub struct Parser {
+    cluster: Arc<Cluster>,
+}
+
+fn session_of<C: ClientInfo>(client: &C) -> Arc<Session> {
+    client.session_extensions().get_or_insert_with(|| {
+        let user = client
+            .metadata()
+            .get(METADATA_USER)
+            .cloned()
+            .unwrap_or_else(|| "fortress".into());
+        let db = client
+            .metadata()
+            .get(METADATA_DATABASE)
+            .cloned()
+            .unwrap_or_else(|| user.clone());
+        Session::new(&user, &db)
+    })
+}
+
+impl Handler {
+    pub fn new(cluster: Arc<Cluster>) -> Handler {
+        let mut params = DefaultServerParameterProvider::default();
+        params.server_version = SERVER_VERSION.to_string();
+        params.date_style = "ISO, MDY".into();
+        params.time_zone = "UTC".into();
+        params.client_encoding = Some("UTF8".into());
+        Handler {
+            parser: Arc::new(Parser {
+                cluster: cluster.clone(),
+            }),
+            cluster,
+            pids: RandomPidSecretKeyGenerator::default(),
+            params,
+        }
+    }
+
+    async fn run_one(&self, session: &Session, stmt: &Statement) -> Result<Response, ProxyError> {
+        let catalog = self.cluster.catalog();
+        let mut binder = Binder::new(&catalog, session, Some(&[]), Vec::new());
+        let plan = binder.bind(stmt)?;
+        let result = execute(&self.cluster, session, plan).await?;
+        respond(result, &Format::UnifiedText)
+    }
+}
+
+/// Turns a query result into a pgwire response in the requested formats.
+fn respond(result: QueryResult, format: &Format) -> Result<Response, ProxyError> {
+    match result {
+        QueryResult::Command(tag) => Ok(Response::Execution(Tag::new(&tag))),
+        QueryResult::Rows { columns, rows } => {
+            let fields = Arc::new(encode::fields(&columns, |i| format.format_for(i)));
+            let mut enc = DataRowEncoder::new(fields.clone());
+            let encoded: Vec<PgWireResult<_>> = rows
+                .iter()
+                .map(|r| encode::encode_row(&mut enc, &fields, &columns, r))
+                .collect();
+            Ok(Response::Query(QueryResponse::new(
+                fields,
+                stream::iter(encoded),
+            )))
+        }
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Handler {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = session_of(client);
+        let stmts = match parse(query) {
+            Ok(s) => s,
+            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
+        };
+        let mut out = Vec::with_capacity(stmts.len());
+        for stmt in &stmts {
+            match self.run_one(&session, stmt).await {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    tracing::debug!(code = e.sql_state(), error = %e, "statement failed");
+                    out.push(Response::Error(Box::new(error_info(&e))));
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let session = session_of(client);
+        let mut stmts = parse(sql).map_err(user_error)?;
+        if stmts.len() > 1 {
+            return Err(user_error(ProxyError::syntax(
+                "cannot insert multiple commands into a prepared statement",
+            )));
+        }
+        let Some(stmt) = stmts.pop() else {
+            return Ok(None);
+        };
+        let declared = types
+            .iter()
+            .map(|t| match t {
+                None => Ok(None),
+                Some(t) if *t == Type::UNKNOWN => Ok(None),
+                Some(t) => types::from_pg(t).map(Some).ok_or_else(|| {
+                    user_error(ProxyError::unsupported(format!("parameter type {t}")))
+                }),
+            })
+            .collect::<PgWireResult<Vec<_>>>()?;
+        let catalog = self.cluster.catalog();
+        let mut binder = Binder::new(&catalog, &session, None, declared);
+        let plan = binder.bind(&stmt).map_err(user_error)?;
+        let param_types = binder
+            .param_types
+            .iter()
+            .map(|t| t.unwrap_or(DataType::Text))
+            .collect();
+        Ok(Some(Prepared {
+            columns: plan.output_columns(),
+            stmt,
+            param_types,
+        }))
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        Ok(stmt.param_types.iter().map(types::pg_type).collect())
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(encode::fields(&stmt.columns, |i| {
+            format.map(|f| f.format_for(i)).unwrap_or(FieldFormat::Text)
+        }))
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Handler {
+    type Statement = Prepared;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        self.parser.clone()
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        target: &StoredStatement<Prepared>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let p = &target.statement;
+        Ok(DescribeStatementResponse::new(
+            self.parser.get_parameter_types(p)?,
+            self.parser.get_result_schema(p, None)?,
+        ))
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Prepared>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let p = &portal.statement.statement;
+        Ok(DescribePortalResponse::new(self.parser.get_result_schema(
+            p,
+            Some(&portal.result_column_format),
+        )?))
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = session_of(client);
+        let p = &portal.statement.statement;
+        let run = async {
+            if portal.parameters.len() != p.param_types.len() {
+                return Err(ProxyError::new(
+                    "08P01",
+                    format!(
+                        "bind message supplies {} parameters, but prepared statement requires {}",
+                        portal.parameters.len(),
+                        p.param_types.len()
+                    ),
+                ));
+            }
+            let mut values: Vec<Value> = Vec::with_capacity(p.param_types.len());
+            for (i, ty) in p.param_types.iter().enumerate() {
+                let pg_ty = types::pg_type(ty);
+                values.push(encode::decode_param(
+                    portal.parameters[i].as_ref(),
+                    portal.parameter_format.is_binary(i),
+                    ty,
+                    &pg_ty,
+                )?);
+            }
+            let catalog = self.cluster.catalog();
+            let declared = p.param_types.iter().map(|t| Some(*t)).collect();
+            let mut binder = Binder::new(&catalog, &session, Some(&values), declared);
+            let plan = binder.bind(&p.stmt)?;
+            let result = execute(&self.cluster, &session, plan).await?;
+            respond(result, &portal.result_column_format)
+        };
+        run.await.map_err(|e| {
+            tracing::debug!(code = e.sql_state(), error = %e, "statement failed");
+            user_error(e)
+        })
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Handler {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let PgWireFrontendMessage::Startup(ref startup) = message {
+            protocol_negotiation(client, startup).await?;
+            save_startup_parameters_to_metadata(client, startup);
+            let (pid, key) = self.pids.generate(client);
+            client.set_pid_and_secret_key(pid, key);
+            session_of(client);
+            finish_authentication(client, &self.params).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The handler factory pgwire asks for each connection's handlers.
+pub struct Server {
+    handler: Arc<Handler>,
+}
+
+impl PgWireServerHandlers for Server {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.handler.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.handler.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.handler.clone()
+    }
+}
+
+/// Accepts connections until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    cluster: Arc<Cluster>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let server = Arc::new(Server {
+        handler: Arc::new(Handler::new(cluster)),
+    });
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    let server = server.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = pgwire::tokio::process_socket(socket, None, server).await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use fortress_storage::SyncMode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fortress",
+    version,
+    about = "Embedded, sharded, PostgreSQL-compatible store"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the PostgreSQL wire protocol from a data directory.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Data directory (created if missing).
+    #[arg(long, env = "FORTRESS_DATA_DIR", default_value = "./fortress-data")]
+    pub data_dir: PathBuf,
+    /// Address for PostgreSQL clients.
+    #[arg(long, env = "FORTRESS_LISTEN", default_value = "127.0.0.1:6432")]
+    pub listen: String,
+    /// Number of shards (fixed when the data directory is created).
+    #[arg(long, env = "FORTRESS_SHARDS", default_value_t = 4)]
+    pub shards: u32,
+    /// Virtual nodes per shard on the hash ring.
+    #[arg(long, env = "FORTRESS_VNODES", default_value_t = 150)]
+    pub vnodes: usize,
+    /// WAL durability: always (fdatasync per commit group), batch, or off.
+    #[arg(long, env = "FORTRESS_SYNC", default_value = "always")]
+    pub sync: SyncMode,
+}

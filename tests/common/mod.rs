@@ -1,0 +1,163 @@
+//! Test harness: starts the real `fortress` binary on a free loopback port in
+//! a temporary data directory and stops it when dropped.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls};
+
+/// A running fortress server.
+pub struct Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    shards: u32,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+impl Server {
+    /// Starts a server on a fresh data directory inside `root`.
+    pub fn start(root: &Path) -> Server {
+        Self::start_with(root.join("data"), 4)
+    }
+
+    /// Starts a server on `data_dir` with `shards` shards.
+    pub fn start_with(data_dir: PathBuf, shards: u32) -> Server {
+        let mut s = Server {
+            child: None,
+            port: free_port(),
+            log: data_dir.with_extension("log"),
+            data_dir,
+            shards,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open server log");
+        let child = Command::new(env!("CARGO_BIN_EXE_fortress"))
+            .args(["serve", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--shards", &self.shards.to_string()])
+            .env("FORTRESS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start fortress");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "fortress exited with {status} during start-up:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("fortress did not start listening:\n{}", self.log());
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self) -> String {
+        format!("host=127.0.0.1 port={} user=fortress dbname=app", self.port)
+    }
+
+    /// A connected tokio-postgres client.
+    pub async fn client(&self) -> Client {
+        let (client, conn) = tokio_postgres::connect(&self.url(), NoTls)
+            .await
+            .expect("connect to fortress");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    /// Stops the server with SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the server with SIGTERM and waits for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match c.try_wait() {
+                    Ok(Some(status)) => {
+                        assert!(
+                            status.success(),
+                            "fortress exited with {status}:\n{}",
+                            self.log()
+                        );
+                        return;
+                    }
+                    _ if Instant::now() > deadline => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        panic!("fortress did not stop on SIGTERM:\n{}", self.log());
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+    }
+
+    /// Starts the server again on the same directory and port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        self.spawn();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The SQLSTATE of a failed statement.
+pub fn code(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}

@@ -1,0 +1,490 @@
+//! End-to-end tests: the real binary, spoken to by tokio-postgres.
+
+mod common;
+
+use chrono::{NaiveDate, NaiveDateTime};
+use common::{code, Server};
+use rust_decimal::Decimal;
+use tokio_postgres::types::Type;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_and_dml_round_trip_every_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.client().await;
+    c.batch_execute(
+        "CREATE TABLE items (
+            id integer PRIMARY KEY,
+            small smallint,
+            big bigint NOT NULL DEFAULT 7,
+            ratio double precision,
+            flag boolean,
+            name text,
+            code varchar(5),
+            price numeric(10,2),
+            day date,
+            at timestamp
+        )",
+    )
+    .await
+    .unwrap();
+    let n = c
+        .execute(
+            "INSERT INTO items VALUES
+               (1, 1, 10, 0.5, true, 'one', 'a', 1.005, '2024-01-31', '2024-01-31 10:11:12.5'),
+               (2, -2, 20, -1.25, false, 'two', 'bb', 20, '1999-12-31', '2000-01-01 00:00:00'),
+               (3, NULL, DEFAULT, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+    c.execute("INSERT INTO items (name, id) VALUES ('four', 4)", &[])
+        .await
+        .unwrap();
+
+    // Binary results through the extended protocol.
+    let rows = c
+        .query("SELECT * FROM items ORDER BY id", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 4);
+    let r = &rows[0];
+    assert_eq!(r.get::<_, i32>("id"), 1);
+    assert_eq!(r.get::<_, Option<i16>>("small"), Some(1));
+    assert_eq!(r.get::<_, i64>("big"), 10);
+    assert_eq!(r.get::<_, Option<f64>>("ratio"), Some(0.5));
+    assert_eq!(r.get::<_, Option<bool>>("flag"), Some(true));
+    assert_eq!(r.get::<_, Option<String>>("name").as_deref(), Some("one"));
+    assert_eq!(r.get::<_, Option<String>>("code").as_deref(), Some("a"));
+    assert_eq!(
+        r.get::<_, Option<Decimal>>("price"),
+        Some(Decimal::new(101, 2))
+    );
+    assert_eq!(
+        r.get::<_, Option<NaiveDate>>("day"),
+        NaiveDate::from_ymd_opt(2024, 1, 31)
+    );
+    assert_eq!(
+        r.get::<_, Option<NaiveDateTime>>("at")
+            .map(|t| t.to_string()),
+        Some("2024-01-31 10:11:12.500".into())
+    );
+    assert_eq!(
+        rows[2].get::<_, i64>("big"),
+        7,
+        "DEFAULT keyword uses the default"
+    );
+    assert_eq!(
+        rows[3].get::<_, i64>("big"),
+        7,
+        "omitted column uses the default"
+    );
+    assert_eq!(rows[3].get::<_, Option<i16>>("small"), None);
+    assert_eq!(rows[0].columns()[7].type_(), &Type::NUMERIC);
+    assert_eq!(rows[0].columns()[9].type_(), &Type::TIMESTAMP);
+
+    // Text results through the simple protocol, formatted as PostgreSQL does.
+    let msgs = c
+        .simple_query("SELECT id, price, ratio, flag, day, at FROM items WHERE id = 1")
+        .await
+        .unwrap();
+    let row = msgs
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .expect("one row");
+    assert_eq!(row.get("price"), Some("1.01"));
+    assert_eq!(row.get("ratio"), Some("0.5"));
+    assert_eq!(row.get("flag"), Some("t"));
+    assert_eq!(row.get("day"), Some("2024-01-31"));
+    assert_eq!(row.get("at"), Some("2024-01-31 10:11:12.5"));
+
+    // Predicates, NULL semantics, ORDER BY and LIMIT.
+    let ids = |rows: Vec<tokio_postgres::Row>| {
+        rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>()
+    };
+    let q = |sql: &'static str| {
+        let c = &c;
+        async move { ids(c.query(sql, &[]).await.unwrap()) }
+    };
+    assert_eq!(
+        q("SELECT id FROM items WHERE big >= 10 AND NOT flag ORDER BY id").await,
+        vec![2]
+    );
+    assert_eq!(
+        q("SELECT id FROM items WHERE small < 0 OR name = 'one' ORDER BY id").await,
+        vec![1, 2]
+    );
+    assert_eq!(
+        q("SELECT id FROM items WHERE small IS NULL ORDER BY id DESC").await,
+        vec![4, 3]
+    );
+    assert_eq!(
+        q("SELECT id FROM items WHERE small IS NOT NULL ORDER BY 1").await,
+        vec![1, 2]
+    );
+    assert_eq!(
+        q("SELECT id FROM items WHERE small = NULL").await,
+        Vec::<i32>::new()
+    );
+    assert_eq!(
+        q("SELECT id FROM items WHERE small <> 1 ORDER BY id").await,
+        vec![2]
+    );
+    assert_eq!(
+        q("SELECT id FROM items WHERE id <= 2 AND id > 1").await,
+        vec![2]
+    );
+    assert_eq!(
+        q("SELECT id FROM items ORDER BY big DESC, id LIMIT 2").await,
+        vec![2, 1]
+    );
+    assert_eq!(
+        q("SELECT id FROM items ORDER BY small NULLS FIRST, id").await,
+        vec![3, 4, 2, 1]
+    );
+
+    // Expressions in the projection.
+    let r = c
+        .query_one(
+            "SELECT id * 2 AS twice, big - 1, name FROM items WHERE id = 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, i32>("twice"), 4);
+    assert_eq!(r.get::<_, i64>(1), 19);
+    assert_eq!(r.columns()[1].name(), "?column?");
+
+    // UPDATE and DELETE report their counts and take effect.
+    assert_eq!(
+        c.execute(
+            "UPDATE items SET big = big + 1, name = 'x' WHERE id <> 3",
+            &[]
+        )
+        .await
+        .unwrap(),
+        3
+    );
+    assert_eq!(
+        q("SELECT id FROM items WHERE name = 'x' ORDER BY id").await,
+        vec![1, 2, 4]
+    );
+    let big: i64 = c
+        .query_one("SELECT big FROM items WHERE id = 2", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(big, 21);
+    assert_eq!(
+        c.execute("DELETE FROM items WHERE id IN (1, 3)", &[])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(q("SELECT id FROM items ORDER BY id").await, vec![2, 4]);
+    c.batch_execute("DROP TABLE items").await.unwrap();
+    let e = c.query("SELECT * FROM items", &[]).await.unwrap_err();
+    assert_eq!(code(&e), "42P01");
+    c.batch_execute("DROP TABLE IF EXISTS items").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn composite_keys_scan_sorted_across_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE IF NOT EXISTS events (tenant int, seq bigint, body text, PRIMARY KEY (tenant, seq))")
+        .await
+        .unwrap();
+    c.batch_execute("CREATE TABLE IF NOT EXISTS events (x int primary key)")
+        .await
+        .unwrap();
+    let mut values = Vec::new();
+    for tenant in 0..20 {
+        for seq in (0..10).rev() {
+            values.push(format!("({tenant}, {seq}, 'e{tenant}-{seq}')"));
+        }
+    }
+    let sql = format!("INSERT INTO events VALUES {}", values.join(","));
+    assert_eq!(c.execute(sql.as_str(), &[]).await.unwrap(), 200);
+    let rows = c
+        .query("SELECT tenant, seq FROM events WHERE tenant = 7", &[])
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = rows.iter().map(|r| r.get(1)).collect();
+    assert_eq!(
+        seqs,
+        (0..10).collect::<Vec<_>>(),
+        "a shard-key lookup comes back in key order"
+    );
+    let rows = c
+        .query(
+            "SELECT tenant, seq FROM events ORDER BY tenant DESC, seq LIMIT 3",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(i32, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, vec![(19, 0), (19, 1), (19, 2)]);
+    let all = c.query("SELECT * FROM events", &[]).await.unwrap();
+    assert_eq!(all.len(), 200);
+    let one = c
+        .query("SELECT body FROM events WHERE tenant = 3 AND seq = 4", &[])
+        .await
+        .unwrap();
+    assert_eq!(one[0].get::<_, String>(0), "e3-4");
+    // Rows landed on more than one shard.
+    let shards_with_data = (0..4)
+        .filter(|s| {
+            let wal = server.data_dir.join(format!("shard-{s:03}/wal"));
+            std::fs::read_dir(wal)
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum::<u64>()
+                > 400
+        })
+        .count();
+    assert!(shards_with_data >= 3, "rows should spread over the shards");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_their_sqlstate_and_the_session_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.client().await;
+    c.batch_execute(
+        "CREATE TABLE acct (id int PRIMARY KEY, owner text NOT NULL, balance numeric(8,2), tag varchar(3))",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("INSERT INTO acct VALUES (1, 'ann', 10, 'a')")
+        .await
+        .unwrap();
+    let cases: &[(&str, &str)] = &[
+        ("SELECT * FROM missing", "42P01"),
+        ("INSERT INTO missing VALUES (1)", "42P01"),
+        ("SELECT nope FROM acct", "42703"),
+        ("UPDATE acct SET nope = 1", "42703"),
+        ("INSERT INTO acct (id, nope) VALUES (1, 2)", "42703"),
+        ("CREATE TABLE acct (id int PRIMARY KEY)", "42P07"),
+        ("INSERT INTO acct VALUES (1, 'dup', 0)", "23505"),
+        ("INSERT INTO acct (id) VALUES (2)", "23502"),
+        ("UPDATE acct SET owner = NULL WHERE id = 1", "23502"),
+        ("INSERT INTO acct VALUES ('x', 'bob', 1)", "22P02"),
+        ("SELECT * FROM acct WHERE id = 'abc'", "22P02"),
+        ("INSERT INTO acct VALUES (3, 'bob', 'cheap')", "22P02"),
+        ("INSERT INTO acct VALUES (3, 'bob', 1, 'long')", "22001"),
+        ("INSERT INTO acct VALUES (3, 'bob', 12345678)", "22003"),
+        ("SELECT 1/0", "22012"),
+        ("SELEC * FROM acct", "42601"),
+        ("SELECT * FROM", "42601"),
+        ("INSERT INTO acct VALUES (4, 'x', 1, 'a', 5)", "42601"),
+        ("SELECT * FROM acct WHERE owner = 1", "42883"),
+        ("CREATE VIEW v AS SELECT 1", "0A000"),
+        ("SELECT count(*) FROM acct", "0A000"),
+        ("CREATE TABLE nokey (a int)", "0A000"),
+        ("SHOW no_such_setting", "42704"),
+    ];
+    for (sql, want) in cases {
+        let err = c.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(&code(&err), want, "{sql}: {err:?}");
+        // Extended protocol too (statements with parse errors fail at Parse).
+        let err = c.query(*sql, &[]).await.expect_err(sql);
+        assert_eq!(&code(&err), want, "{sql} (extended): {err:?}");
+        let one: i32 = c.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1, "session still usable after {sql}");
+    }
+    let dup = c
+        .batch_execute("INSERT INTO acct VALUES (1, 'dup', 0)")
+        .await
+        .unwrap_err();
+    let db = dup.as_db_error().unwrap();
+    assert_eq!(
+        db.message(),
+        "duplicate key value violates unique constraint \"acct_pkey\""
+    );
+    assert_eq!(db.detail(), Some("Key (id)=(1) already exists."));
+    let missing = c.batch_execute("SELECT * FROM missing").await.unwrap_err();
+    assert!(missing
+        .as_db_error()
+        .unwrap()
+        .message()
+        .contains("\"missing\""));
+    // Nothing was changed by the failed statements.
+    let rows = c.query("SELECT id, owner FROM acct", &[]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, String>(1), "ann");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_infer_parameter_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE kv (k bigint PRIMARY KEY, v text, n numeric(12,3), d date)")
+        .await
+        .unwrap();
+    let ins = c
+        .prepare("INSERT INTO kv (k, v, n, d) VALUES ($1, $2, $3, $4)")
+        .await
+        .unwrap();
+    assert_eq!(
+        ins.params(),
+        &[Type::INT8, Type::TEXT, Type::NUMERIC, Type::DATE]
+    );
+    for k in 0..50i64 {
+        let n = Decimal::new(k * 1001, 3);
+        let d = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap() + chrono::Duration::days(k);
+        c.execute(&ins, &[&k, &format!("v{k}"), &n, &d])
+            .await
+            .unwrap();
+    }
+    let get = c.prepare("SELECT v, n FROM kv WHERE k = $1").await.unwrap();
+    assert_eq!(get.params(), &[Type::INT8]);
+    assert_eq!(get.columns()[0].name(), "v");
+    for k in [0i64, 17, 49] {
+        let row = c.query_one(&get, &[&k]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), format!("v{k}"));
+        assert_eq!(row.get::<_, Decimal>(1), Decimal::new(k * 1001, 3));
+    }
+    assert!(c.query_opt(&get, &[&1000i64]).await.unwrap().is_none());
+    let range = c
+        .prepare("SELECT k FROM kv WHERE k >= $1 AND v <> $2 ORDER BY k DESC LIMIT $3")
+        .await
+        .unwrap();
+    let rows = c.query(&range, &[&40i64, &"v45", &3i64]).await.unwrap();
+    let ks: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ks, vec![49, 48, 47]);
+    let upd = c
+        .prepare("UPDATE kv SET v = $1 WHERE k = $2")
+        .await
+        .unwrap();
+    assert_eq!(c.execute(&upd, &[&"changed", &5i64]).await.unwrap(), 1);
+    let row = c.query_one(&get, &[&5i64]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "changed");
+    // A duplicate through a prepared statement is an error, then the
+    // statement keeps working.
+    let d = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+    let e = c
+        .execute(&ins, &[&5i64, &"x", &Decimal::ONE, &d])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "23505");
+    c.execute(&ins, &[&500i64, &"x", &Decimal::ONE, &d])
+        .await
+        .unwrap();
+    // Unknown tables fail at prepare time, like PostgreSQL.
+    assert_eq!(
+        code(
+            &c.prepare("SELECT * FROM nope WHERE a = $1")
+                .await
+                .unwrap_err()
+        ),
+        "42P01"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_and_server_functions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.client().await;
+    let v: String = c.query_one("SELECT version()", &[]).await.unwrap().get(0);
+    assert!(v.starts_with("PostgreSQL 15.0 (fortress "), "{v}");
+    c.batch_execute("SET application_name = 'tests'")
+        .await
+        .unwrap();
+    c.batch_execute("SET search_path TO public").await.unwrap();
+    let row = c.simple_query("SHOW application_name").await.unwrap();
+    let value = row.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(value.as_deref(), Some("tests"));
+    let db: String = c
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(db, "app");
+    let enc: String = c
+        .query_one("SELECT current_setting('server_encoding')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(enc, "UTF8");
+    let iso: String = c
+        .query_one("SHOW transaction isolation level", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(iso, "read committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_survive_a_clean_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    {
+        let c = server.client().await;
+        c.batch_execute("CREATE TABLE r (id int PRIMARY KEY, v text)")
+            .await
+            .unwrap();
+        for chunk in 0..10 {
+            let values: Vec<String> = (0..50)
+                .map(|i| format!("({}, 'v{}')", chunk * 50 + i, chunk * 50 + i))
+                .collect();
+            c.batch_execute(&format!("INSERT INTO r VALUES {}", values.join(",")))
+                .await
+                .unwrap();
+        }
+        c.batch_execute("DELETE FROM r WHERE id >= 490; UPDATE r SET v = 'u' WHERE id = 7")
+            .await
+            .unwrap();
+    }
+    server.stop();
+    server.restart();
+    let c = server.client().await;
+    let rows = c
+        .query("SELECT id, v FROM r ORDER BY id", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 490);
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r.get::<_, i32>(0), i as i32);
+        let want = if i == 7 {
+            "u".to_string()
+        } else {
+            format!("v{i}")
+        };
+        assert_eq!(r.get::<_, String>(1), want);
+    }
+    // The catalog survived too: the table cannot be created again.
+    let e = c
+        .batch_execute("CREATE TABLE r (id int PRIMARY KEY)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42P07");
+    // A data directory keeps its shard count: opening it with another fails.
+    drop(c);
+    server.stop();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fortress"))
+        .args([
+            "serve",
+            "--shards",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("created with 4 shards"), "{stderr}");
+}
