@@ -11,6 +11,8 @@ pub enum ProxyError {
         code: &'static str,
         message: String,
         detail: Option<String>,
+        /// 1-based (line, column) in the query text the error points at.
+        position: Option<(u64, u64)>,
     },
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -24,7 +26,55 @@ impl ProxyError {
             code,
             message: message.into(),
             detail: None,
+            position: None,
         }
+    }
+
+    /// Points the error at a place in the query (shown by psql as `LINE n:`).
+    pub fn at(self, span: sqlparser::tokenizer::Span) -> Self {
+        if span.start.line == 0 {
+            return self;
+        }
+        let position = Some((span.start.line, span.start.column));
+        match self {
+            ProxyError::Sql {
+                code,
+                message,
+                detail,
+                position: None,
+            } => ProxyError::Sql {
+                code,
+                message,
+                detail,
+                position,
+            },
+            e @ ProxyError::Sql { .. } => e,
+            other => ProxyError::Sql {
+                code: other.sql_state(),
+                detail: other.detail().map(str::to_string),
+                message: other.to_string(),
+                position,
+            },
+        }
+    }
+
+    /// The 1-based character offset in `query` the error points at.
+    pub fn position_in(&self, query: &str) -> Option<usize> {
+        let ProxyError::Sql {
+            position: Some((line, col)),
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let mut offset = 0;
+        for (i, l) in query.split('\n').enumerate() {
+            if i as u64 + 1 == *line {
+                return Some(offset + *col as usize);
+            }
+            offset += l.chars().count() + 1;
+        }
+        None
     }
 
     /// 42601

@@ -21,8 +21,22 @@ pub enum QueryResult {
         columns: Vec<OutputColumn>,
         rows: Vec<Row>,
     },
-    /// A command tag such as `INSERT 0 3`.
-    Command(String),
+    /// A command tag such as `INSERT 0 3`, maybe with a notice.
+    Command { tag: String, notice: Option<Notice> },
+}
+
+/// A NOTICE sent before the command completes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn done(tag: impl Into<String>) -> QueryResult {
+    QueryResult::Command {
+        tag: tag.into(),
+        notice: None,
+    }
 }
 
 fn count(outputs: Vec<Result<FragmentOutput>>) -> Result<u64> {
@@ -69,7 +83,7 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
             for r in futures::future::join_all(runs).await {
                 r?;
             }
-            Ok(QueryResult::Command(format!("INSERT 0 {n}")))
+            Ok(done(format!("INSERT 0 {n}")))
         }
         Plan::Update {
             table,
@@ -88,7 +102,7 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
                     .scatter(&targets(cluster, r.target), txid, &frag)
                     .await,
             )?;
-            Ok(QueryResult::Command(format!("UPDATE {n}")))
+            Ok(done(format!("UPDATE {n}")))
         }
         Plan::Delete { table, filter } => {
             let r = route(cluster.ring(), &table, filter.as_ref());
@@ -102,7 +116,7 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
                     .scatter(&targets(cluster, r.target), txid, &frag)
                     .await,
             )?;
-            Ok(QueryResult::Command(format!("DELETE {n}")))
+            Ok(done(format!("DELETE {n}")))
         }
         Plan::CreateTable {
             mut table,
@@ -112,7 +126,16 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
             let mut catalog = cluster.catalog();
             if catalog.get(&table.name).is_some() {
                 if if_not_exists {
-                    return Ok(QueryResult::Command("CREATE TABLE".into()));
+                    return Ok(QueryResult::Command {
+                        tag: "CREATE TABLE".into(),
+                        notice: Some(Notice {
+                            code: "42P07",
+                            message: format!(
+                                "relation \"{}\" already exists, skipping",
+                                table.name
+                            ),
+                        }),
+                    });
                 }
                 return Err(ProxyError::new(
                     "42P07",
@@ -124,12 +147,13 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
             catalog.version += 1;
             catalog.tables.insert(table.name.clone(), table);
             apply_catalog(cluster, txid, catalog).await?;
-            Ok(QueryResult::Command("CREATE TABLE".into()))
+            Ok(done("CREATE TABLE"))
         }
         Plan::DropTable { names, if_exists } => {
             let _ddl = cluster.ddl.lock().await;
             let mut catalog = cluster.catalog();
             let mut dropped = false;
+            let mut notice = None;
             for n in &names {
                 if catalog.tables.remove(n).is_some() {
                     dropped = true;
@@ -138,17 +162,25 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
                         "42P01",
                         format!("table \"{n}\" does not exist"),
                     ));
+                } else {
+                    notice = Some(Notice {
+                        code: "00000",
+                        message: format!("table \"{n}\" does not exist, skipping"),
+                    });
                 }
             }
             if dropped {
                 catalog.version += 1;
                 apply_catalog(cluster, txid, catalog).await?;
             }
-            Ok(QueryResult::Command("DROP TABLE".into()))
+            Ok(QueryResult::Command {
+                tag: "DROP TABLE".into(),
+                notice,
+            })
         }
         Plan::SetVariable { name, value } => {
             session.set(&name, value);
-            Ok(QueryResult::Command("SET".into()))
+            Ok(done("SET"))
         }
         Plan::ShowVariable { name } => {
             let v = session.get(&name).unwrap_or_default();
@@ -157,7 +189,7 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
                 rows: vec![vec![Value::Text(v)]],
             })
         }
-        Plan::NoOp { tag } => Ok(QueryResult::Command(tag.into())),
+        Plan::NoOp { tag } => Ok(done(tag)),
     }
 }
 

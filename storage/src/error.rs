@@ -65,7 +65,11 @@ pub enum StorageError {
     #[error(
         "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
     )]
-    NotNull { table: String, column: String },
+    NotNull {
+        table: String,
+        column: String,
+        detail: String,
+    },
     #[error(transparent)]
     Eval(#[from] EvalError),
     #[error("shard {shard} is unavailable: {reason}")]
@@ -90,7 +94,9 @@ impl StorageError {
     /// Optional DETAIL line for the client.
     pub fn detail(&self) -> Option<&str> {
         match self {
-            StorageError::DuplicateKey { detail, .. } => Some(detail),
+            StorageError::DuplicateKey { detail, .. } | StorageError::NotNull { detail, .. } => {
+                Some(detail)
+            }
             _ => None,
         }
     }

@@ -284,7 +284,17 @@ fn arith(op: BinaryOp, a: Value, b: Value) -> Result<Value, EvalError> {
             x.checked_rem(y)
         }
     };
-    r.map(Value::Numeric).ok_or(EvalError::NumericOverflow)
+    let mut r = r.ok_or(EvalError::NumericOverflow)?;
+    // PostgreSQL's result scale: max of the inputs for + and -, their sum for *.
+    let scale = match op {
+        Plus | Minus => x.scale().max(y.scale()),
+        Multiply => (x.scale() + y.scale()).min(28),
+        _ => r.scale(),
+    };
+    if r.scale() < scale {
+        r.rescale(scale);
+    }
+    Ok(Value::Numeric(r))
 }
 
 /// One ORDER BY key: an expression over the row, direction and NULL placement.
@@ -370,5 +380,22 @@ mod tests {
         assert_eq!(overflow.eval(&row).unwrap_err().sql_state(), "22003");
         let mixed = Expr::binary(BinaryOp::Plus, lit(Value::Int2(1)), lit(Value::Int8(2)));
         assert_eq!(mixed.eval(&row).unwrap(), Value::Int8(3));
+    }
+
+    #[test]
+    fn numeric_result_scale_follows_postgres() {
+        let row = vec![];
+        let sum = Expr::binary(
+            BinaryOp::Plus,
+            lit(Value::Numeric(Decimal::new(0, 2))),
+            lit(Value::Int4(1)),
+        );
+        assert_eq!(sum.eval(&row).unwrap().to_text().unwrap(), "1.00");
+        let product = Expr::binary(
+            BinaryOp::Multiply,
+            lit(Value::Numeric(Decimal::new(150, 2))),
+            lit(Value::Numeric(Decimal::new(20, 1))),
+        );
+        assert_eq!(product.eval(&row).unwrap().to_text().unwrap(), "3.000");
     }
 }

@@ -401,9 +401,14 @@ impl ShardStore {
     fn check_not_null(def: &TableDef, row: &Row) -> Result<()> {
         for (c, v) in def.columns.iter().zip(row) {
             if !c.nullable && v.is_null() {
+                let values: Vec<String> = row
+                    .iter()
+                    .map(|v| v.to_text().unwrap_or_else(|| "null".into()))
+                    .collect();
                 return Err(StorageError::NotNull {
                     table: def.name.clone(),
                     column: c.name.clone(),
+                    detail: format!("Failing row contains ({}).", values.join(", ")),
                 });
             }
         }

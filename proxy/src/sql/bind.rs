@@ -7,7 +7,10 @@
 
 use fortress_storage::schema::ColumnDef;
 use fortress_storage::{BinaryOp, Catalog, DataType, Expr, SortKey, TableDef, Value};
-use sqlparser::ast::{self, Ident, ObjectName, SelectItem, SetExpr, Statement, TableFactor};
+use sqlparser::ast::{
+    self, Ident, ObjectName, SelectItem, SetExpr, Spanned, Statement, TableFactor,
+};
+use sqlparser::tokenizer::Span;
 
 use crate::error::{ProxyError, Result};
 use crate::plan::{OutputColumn, Plan, SelectPlan};
@@ -24,7 +27,7 @@ struct Typed {
 }
 
 enum Unknown {
-    Text(String),
+    Text(String, Span),
     Param(usize),
     Null,
 }
@@ -133,7 +136,7 @@ impl<'a> Binder<'a> {
         self.catalog
             .get(&n)
             .cloned()
-            .ok_or_else(|| ProxyError::undefined_table(&n))
+            .ok_or_else(|| ProxyError::undefined_table(&n).at(name.span()))
     }
 
     /// Binds one statement.
@@ -174,6 +177,7 @@ impl<'a> Binder<'a> {
                                 def.name
                             ),
                         )
+                        .at(cn.span())
                     })?;
                     if def.primary_key.contains(&idx) {
                         return Err(ProxyError::unsupported(format!(
@@ -384,6 +388,7 @@ impl<'a> Binder<'a> {
                         "42703",
                         format!("column \"{n}\" of relation \"{}\" does not exist", def.name),
                     )
+                    .at(c.span)
                 })?;
                 if v.contains(&i) {
                     return Err(ProxyError::new(
@@ -710,7 +715,17 @@ impl<'a> Binder<'a> {
     fn coerce(&mut self, t: Typed, ty: &DataType) -> Result<Typed> {
         let Some(u) = &t.unknown else { return Ok(t) };
         let expr = match u {
-            Unknown::Text(s) => Expr::Literal(Value::parse(ty, s)?),
+            Unknown::Text(s, span) => Expr::Literal(Value::parse(ty, s).map_err(|e| {
+                // PostgreSQL points at literals it cannot read, not at ones
+                // that fail a later length or range check.
+                let bad_syntax = e.sql_state() == "22P02";
+                let e = ProxyError::from(e);
+                if bad_syntax {
+                    e.at(*span)
+                } else {
+                    e
+                }
+            })?),
             Unknown::Null => Expr::Literal(Value::Null),
             Unknown::Param(n) => {
                 let slot = &mut self.param_types[*n];
@@ -780,7 +795,7 @@ impl<'a> Binder<'a> {
                 let n = ident_name(id);
                 match self.column(&n, scope) {
                     Ok(t) => Ok(t),
-                    Err(err) => self.special_identifier(&n).ok_or(err),
+                    Err(err) => self.special_identifier(&n).ok_or(err.at(id.span)),
                 }
             }
             A::CompoundIdentifier(parts) => {
@@ -789,15 +804,18 @@ impl<'a> Binder<'a> {
                 };
                 let tn = ident_name(tbl);
                 match scope {
-                    Some(t) if t.name == tn => self.column(&ident_name(col), scope),
+                    Some(t) if t.name == tn => self
+                        .column(&ident_name(col), scope)
+                        .map_err(|e| e.at(col.span)),
                     _ => Err(ProxyError::new(
                         "42P01",
                         format!("missing FROM-clause entry for table \"{tn}\""),
-                    )),
+                    )
+                    .at(tbl.span)),
                 }
             }
             A::Nested(inner) => self.expr(inner, scope),
-            A::Value(v) => self.literal(&v.value),
+            A::Value(v) => self.literal(&v.value, v.span),
             A::TypedString(ts) => {
                 let ty = types::from_ast(&ts.data_type)?;
                 let text = match &ts.value.value {
@@ -917,19 +935,19 @@ impl<'a> Binder<'a> {
         }
     }
 
-    fn literal(&mut self, v: &ast::Value) -> Result<Typed> {
+    fn literal(&mut self, v: &ast::Value, span: Span) -> Result<Typed> {
         match v {
             ast::Value::Number(n, _) => self.number(n),
             ast::Value::SingleQuotedString(s) | ast::Value::EscapedStringLiteral(s) => Ok(Typed {
                 expr: Expr::Literal(Value::Text(s.clone())),
                 ty: None,
-                unknown: Some(Unknown::Text(s.clone())),
+                unknown: Some(Unknown::Text(s.clone(), span)),
                 name: None,
             }),
             ast::Value::DollarQuotedString(d) => Ok(Typed {
                 expr: Expr::Literal(Value::Text(d.value.clone())),
                 ty: None,
-                unknown: Some(Unknown::Text(d.value.clone())),
+                unknown: Some(Unknown::Text(d.value.clone(), span)),
                 name: None,
             }),
             ast::Value::Boolean(b) => {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream;
-use futures::Sink;
+use futures::{Sink, SinkExt};
 use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     DefaultServerParameterProvider, StartupHandler,
@@ -26,33 +26,54 @@ use pgwire::api::{
     RandomPidSecretKeyGenerator, Type, METADATA_DATABASE, METADATA_USER,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use sqlparser::ast::Statement;
 use tokio::net::TcpListener;
 
 use crate::cluster::Cluster;
 use crate::error::ProxyError;
-use crate::exec::{execute, QueryResult};
+use crate::exec::{execute, Notice, QueryResult};
 use crate::plan::OutputColumn;
 use crate::session::{Session, SERVER_VERSION};
 use crate::sql::bind::Binder;
 use crate::sql::{parse, types};
 use fortress_storage::{DataType, Value};
 
-/// Converts an error into the ErrorResponse fields sent to the client.
-pub fn error_info(e: &ProxyError) -> ErrorInfo {
+/// Converts an error into the ErrorResponse fields sent to the client;
+/// `query` is the text the error's position refers to.
+pub fn error_info(e: &ProxyError, query: &str) -> ErrorInfo {
     let mut info = ErrorInfo::new("ERROR".into(), e.sql_state().into(), e.to_string());
     info.detail = e.detail().map(str::to_string);
+    info.position = e.position_in(query).map(|p| p.to_string());
     info
 }
 
-fn user_error(e: ProxyError) -> PgWireError {
-    PgWireError::UserError(Box::new(error_info(&e)))
+fn user_error(e: ProxyError, query: &str) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(&e, query)))
+}
+
+/// Sends a NOTICE ahead of the statement's completion.
+async fn send_notice<C>(client: &mut C, notice: Option<Notice>) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    if let Some(n) = notice {
+        let info = ErrorInfo::new("NOTICE".into(), n.code.into(), n.message);
+        client
+            .feed(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
+                info,
+            )))
+            .await?;
+    }
+    Ok(())
 }
 
 /// A statement prepared with Parse: its AST, parameter and result types.
 #[derive(Debug, Clone)]
 pub struct Prepared {
+    sql: String,
     stmt: Statement,
     param_types: Vec<DataType>,
     columns: Vec<OutputColumn>,
@@ -104,19 +125,22 @@ impl Handler {
         }
     }
 
-    async fn run_one(&self, session: &Session, stmt: &Statement) -> Result<Response, ProxyError> {
+    async fn run_one(
+        &self,
+        session: &Session,
+        stmt: &Statement,
+    ) -> Result<QueryResult, ProxyError> {
         let catalog = self.cluster.catalog();
         let mut binder = Binder::new(&catalog, session, Some(&[]), Vec::new());
         let plan = binder.bind(stmt)?;
-        let result = execute(&self.cluster, session, plan).await?;
-        respond(result, &Format::UnifiedText)
+        execute(&self.cluster, session, plan).await
     }
 }
 
 /// Turns a query result into a pgwire response in the requested formats.
 fn respond(result: QueryResult, format: &Format) -> Result<Response, ProxyError> {
     match result {
-        QueryResult::Command(tag) => Ok(Response::Execution(Tag::new(&tag))),
+        QueryResult::Command { tag, .. } => Ok(Response::Execution(Tag::new(&tag))),
         QueryResult::Rows { columns, rows } => {
             let fields = Arc::new(encode::fields(&columns, |i| format.format_for(i)));
             let mut enc = DataRowEncoder::new(fields.clone());
@@ -144,15 +168,22 @@ impl SimpleQueryHandler for Handler {
         let session = session_of(client);
         let stmts = match parse(query) {
             Ok(s) => s,
-            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
+            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e, query)))]),
         };
         let mut out = Vec::with_capacity(stmts.len());
         for stmt in &stmts {
-            match self.run_one(&session, stmt).await {
+            let result = match self.run_one(&session, stmt).await {
+                Ok(QueryResult::Command { tag, notice }) => {
+                    send_notice(client, notice).await?;
+                    Ok(QueryResult::Command { tag, notice: None })
+                }
+                other => other,
+            };
+            match result.and_then(|r| respond(r, &Format::UnifiedText)) {
                 Ok(r) => out.push(r),
                 Err(e) => {
                     tracing::debug!(code = e.sql_state(), error = %e, "statement failed");
-                    out.push(Response::Error(Box::new(error_info(&e))));
+                    out.push(Response::Error(Box::new(error_info(&e, query))));
                     break;
                 }
             }
@@ -175,11 +206,12 @@ impl QueryParser for Parser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let session = session_of(client);
-        let mut stmts = parse(sql).map_err(user_error)?;
+        let mut stmts = parse(sql).map_err(|e| user_error(e, sql))?;
         if stmts.len() > 1 {
-            return Err(user_error(ProxyError::syntax(
-                "cannot insert multiple commands into a prepared statement",
-            )));
+            return Err(user_error(
+                ProxyError::syntax("cannot insert multiple commands into a prepared statement"),
+                sql,
+            ));
         }
         let Some(stmt) = stmts.pop() else {
             return Ok(None);
@@ -190,19 +222,20 @@ impl QueryParser for Parser {
                 None => Ok(None),
                 Some(t) if *t == Type::UNKNOWN => Ok(None),
                 Some(t) => types::from_pg(t).map(Some).ok_or_else(|| {
-                    user_error(ProxyError::unsupported(format!("parameter type {t}")))
+                    user_error(ProxyError::unsupported(format!("parameter type {t}")), sql)
                 }),
             })
             .collect::<PgWireResult<Vec<_>>>()?;
         let catalog = self.cluster.catalog();
         let mut binder = Binder::new(&catalog, &session, None, declared);
-        let plan = binder.bind(&stmt).map_err(user_error)?;
+        let plan = binder.bind(&stmt).map_err(|e| user_error(e, sql))?;
         let param_types = binder
             .param_types
             .iter()
             .map(|t| t.unwrap_or(DataType::Text))
             .collect();
         Ok(Some(Prepared {
+            sql: sql.to_string(),
             columns: plan.output_columns(),
             stmt,
             param_types,
@@ -308,13 +341,21 @@ impl ExtendedQueryHandler for Handler {
             let declared = p.param_types.iter().map(|t| Some(*t)).collect();
             let mut binder = Binder::new(&catalog, &session, Some(&values), declared);
             let plan = binder.bind(&p.stmt)?;
-            let result = execute(&self.cluster, &session, plan).await?;
-            respond(result, &portal.result_column_format)
+            execute(&self.cluster, &session, plan).await
         };
-        run.await.map_err(|e| {
-            tracing::debug!(code = e.sql_state(), error = %e, "statement failed");
-            user_error(e)
-        })
+        let result = match run.await {
+            Ok(QueryResult::Command { tag, notice }) => {
+                send_notice(client, notice).await?;
+                Ok(QueryResult::Command { tag, notice: None })
+            }
+            other => other,
+        };
+        result
+            .and_then(|r| respond(r, &portal.result_column_format))
+            .map_err(|e| {
+                tracing::debug!(code = e.sql_state(), error = %e, "statement failed");
+                user_error(e, &p.sql)
+            })
     }
 }
 
