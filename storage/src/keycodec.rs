@@ -166,7 +166,7 @@ mod tests {
                 || (a.as_i64().is_some() && b.as_i64().is_some());
             if comparable {
                 let ord = a.sql_cmp(&b).unwrap().unwrap();
-                prop_assert_eq!(encode_key(&[a.clone()]).cmp(&encode_key(&[b.clone()])), ord,
+                prop_assert_eq!(canonical(&a).cmp(&canonical(&b)), ord,
                     "{:?} vs {:?}", a, b);
             }
         }

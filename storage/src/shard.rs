@@ -11,7 +11,9 @@
 //! keys as pending; it then waits for the record to be durable and applies it.
 //! Records are applied strictly in LSN order, so the per-tree LSN is a correct
 //! replay watermark. A writer whose keys are pending waits for them to apply
-//! and recomputes. Readers only see applied, hence durable, data.
+//! and recomputes; pending entries are cleared only under the write lock, after
+//! the apply, so no writer can plan from data a pending write is changing.
+//! Readers only see applied, hence durable, data.
 //!
 //! **Recovery rule.** On open, replay the WAL from the lowest watermark and
 //! skip, per tree, records at or below that tree's watermark. If sled cannot be
@@ -67,6 +69,16 @@ impl WriteOp {
 enum Change {
     Write { ts: u64, ops: Vec<WriteOp> },
     Catalog(Catalog),
+}
+
+/// Guarded by the shard's write lock.
+struct WriterState {
+    /// Last timestamp handed out: strictly increasing version stamps.
+    clock: u64,
+    /// Keys with a logged, not yet applied write, and that write's LSN.
+    /// Entries leave only under this lock, so a writer that planned from
+    /// stale data always finds the entry that made it stale.
+    pending: HashMap<(TableId, Vec<u8>), Lsn>,
 }
 
 #[derive(Default)]
@@ -190,12 +202,12 @@ impl Materialized {
         let mut trees = self.trees.write().expect("trees");
         let live: HashSet<TableId> = catalog.tables.values().map(|t| t.id).collect();
         for t in catalog.tables.values() {
-            if !trees.contains_key(&t.id) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = trees.entry(t.id) {
                 let tree = self.db.open_tree(tree_name(t.id))?;
                 if tree.get(APPLIED_KEY)?.is_none() {
                     tree.insert(APPLIED_KEY, &lsn.to_be_bytes())?;
                 }
-                trees.insert(t.id, tree);
+                slot.insert(tree);
             }
         }
         let dropped: Vec<TableId> = trees
@@ -242,8 +254,7 @@ pub struct ShardStore {
     dir: PathBuf,
     state: Materialized,
     wal: Wal,
-    write_lock: Mutex<u64>,
-    pending: Mutex<HashMap<(TableId, Vec<u8>), Lsn>>,
+    writer: Mutex<WriterState>,
     apply: Mutex<ApplyState>,
     applied: Condvar,
     failed: AtomicBool,
@@ -284,8 +295,10 @@ impl ShardStore {
             dir: dir.to_path_buf(),
             state,
             wal,
-            write_lock: Mutex::new(clock),
-            pending: Mutex::new(HashMap::new()),
+            writer: Mutex::new(WriterState {
+                clock,
+                pending: HashMap::new(),
+            }),
             apply: Mutex::new(ApplyState {
                 next,
                 ready: BTreeMap::new(),
@@ -531,37 +544,32 @@ impl ShardStore {
     fn write(&self, txid: TxnId, fragment: &Fragment) -> Result<u64> {
         loop {
             self.check_failed()?;
-            let mut clock = self.write_lock.lock().expect("write lock");
+            let mut w = self.writer.lock().expect("write lock");
             let ops = self.plan_write(fragment)?;
             if ops.is_empty() {
                 return Ok(0);
             }
-            let blocking = {
-                let pending = self.pending.lock().expect("pending");
-                ops.iter()
-                    .filter_map(|op| {
-                        let (t, k) = op.target();
-                        pending.get(&(t, k.to_vec())).copied()
-                    })
-                    .max()
-            };
+            let blocking = ops
+                .iter()
+                .filter_map(|op| {
+                    let (t, k) = op.target();
+                    w.pending.get(&(t, k.to_vec())).copied()
+                })
+                .max();
             if let Some(lsn) = blocking {
-                drop(clock);
+                drop(w);
                 self.wait_applied(lsn)?;
                 continue;
             }
-            *clock = (*clock + 1).max(now_micros());
-            let ts = *clock;
+            w.clock = (w.clock + 1).max(now_micros());
+            let ts = w.clock;
             let payload = postcard::to_stdvec(&ops).map_err(codec)?;
             let lsn = self.wal.append(txid, ts, KIND_WRITE, &payload)?;
-            {
-                let mut pending = self.pending.lock().expect("pending");
-                for op in &ops {
-                    let (t, k) = op.target();
-                    pending.insert((t, k.to_vec()), lsn);
-                }
+            for op in &ops {
+                let (t, k) = op.target();
+                w.pending.insert((t, k.to_vec()), lsn);
             }
-            drop(clock);
+            drop(w);
             let n = ops.len() as u64;
             self.commit(lsn, Change::Write { ts, ops })?;
             return Ok(n);
@@ -589,12 +597,12 @@ impl ShardStore {
                 return Err(e);
             }
             if let Change::Write { ops, .. } = &change {
-                let mut pending = self.pending.lock().expect("pending");
+                let mut w = self.writer.lock().expect("write lock");
                 for op in ops {
                     let (t, k) = op.target();
                     let key = (t, k.to_vec());
-                    if pending.get(&key) == Some(&next) {
-                        pending.remove(&key);
+                    if w.pending.get(&key) == Some(&next) {
+                        w.pending.remove(&key);
                     }
                 }
             }
@@ -627,13 +635,13 @@ impl ShardStore {
 
     fn apply_catalog(&self, txid: TxnId, catalog: &Catalog) -> Result<u64> {
         self.check_failed()?;
-        let clock = self.write_lock.lock().expect("write lock");
+        let w = self.writer.lock().expect("write lock");
         if catalog.version <= self.catalog().version {
             return Ok(0);
         }
         let payload = postcard::to_stdvec(catalog).map_err(codec)?;
-        let lsn = self.wal.append(txid, *clock, KIND_CATALOG, &payload)?;
-        drop(clock);
+        let lsn = self.wal.append(txid, w.clock, KIND_CATALOG, &payload)?;
+        drop(w);
         self.commit(lsn, Change::Catalog(catalog.clone()))?;
         Ok(1)
     }

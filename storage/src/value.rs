@@ -350,7 +350,7 @@ pub fn apply_typmod(
     if let Some(p) = precision {
         let s = scale.unwrap_or(0) as u32;
         let int_digits = p as i64 - s as i64;
-        let limit = if int_digits >= 0 && int_digits < 28 {
+        let limit = if (0..28).contains(&int_digits) {
             Decimal::from_i128_with_scale(10i128.pow(int_digits as u32), 0)
         } else {
             Decimal::MAX
