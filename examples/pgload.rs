@@ -24,12 +24,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rows: i64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(2000);
     let (client, conn) = tokio_postgres::connect(&url, NoTls).await?;
     tokio::spawn(conn);
-    client.batch_execute("DROP TABLE IF EXISTS pgload_kv").await?;
+    client
+        .batch_execute("DROP TABLE IF EXISTS pgload_kv")
+        .await?;
     client
         .batch_execute("CREATE TABLE pgload_kv (k bigint PRIMARY KEY, v text NOT NULL)")
         .await?;
 
-    let insert = client.prepare("INSERT INTO pgload_kv (k, v) VALUES ($1, $2)").await?;
+    let insert = client
+        .prepare("INSERT INTO pgload_kv (k, v) VALUES ($1, $2)")
+        .await?;
     let started = Instant::now();
     for k in 0..rows {
         client.execute(&insert, &[&k, &"value"]).await?;
@@ -41,7 +45,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         rows as f64 / elapsed.as_secs_f64()
     );
 
-    let get = client.prepare("SELECT v FROM pgload_kv WHERE k = $1").await?;
+    let get = client
+        .prepare("SELECT v FROM pgload_kv WHERE k = $1")
+        .await?;
     let mut lat = Vec::with_capacity(rows as usize * 2);
     for i in 0..rows * 2 {
         let k = (i * 7919) % rows;

@@ -314,6 +314,13 @@ async fn errors_carry_their_sqlstate_and_the_session_survives() {
         .unwrap()
         .message()
         .contains("\"missing\""));
+    // A multi-row INSERT spanning shards with one bad row inserts nothing.
+    let values: Vec<String> = (10..30).map(|i| format!("({i}, 'o{i}', 1)")).collect();
+    let sql = format!(
+        "INSERT INTO acct VALUES {}, (31, NULL, 1)",
+        values.join(", ")
+    );
+    assert_eq!(code(&c.batch_execute(&sql).await.unwrap_err()), "23502");
     // Nothing was changed by the failed statements.
     let rows = c.query("SELECT id, owner FROM acct", &[]).await.unwrap();
     assert_eq!(rows.len(), 1);

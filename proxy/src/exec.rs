@@ -64,6 +64,11 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
         Plan::Insert { table, rows } => {
             let mut by_shard: BTreeMap<ShardId, Vec<Row>> = BTreeMap::new();
             let n = rows.len();
+            // Checked here too so a multi-shard INSERT fails whole on NOT NULL.
+            // Cross-shard all-or-nothing for key conflicts needs 2PC (not built).
+            for row in &rows {
+                table.check_not_null(row)?;
+            }
             for row in rows {
                 by_shard
                     .entry(shard_for_row(cluster.ring(), &table, &row))
@@ -197,17 +202,23 @@ fn plan_columns(name: &str) -> Vec<OutputColumn> {
     Plan::ShowVariable { name: name.into() }.output_columns()
 }
 
-/// Installs a new catalog on every shard, then in the proxy.
+/// Installs a new catalog on every shard, then in the proxy. If some shard
+/// fails, the version is still adopted when any shard logged it: the newest
+/// logged catalog is what every shard converges to at the next start, and a
+/// later DDL must not reuse its version number.
 async fn apply_catalog(
     cluster: &Cluster,
     txid: u64,
     catalog: fortress_storage::Catalog,
 ) -> Result<()> {
     let frag = Fragment::ApplyCatalog(catalog.clone());
-    for r in cluster.scatter(&cluster.all_shards(), txid, &frag).await {
+    let results = cluster.scatter(&cluster.all_shards(), txid, &frag).await;
+    if results.iter().any(|r| r.is_ok()) {
+        cluster.set_catalog(catalog);
+    }
+    for r in results {
         r?;
     }
-    cluster.set_catalog(catalog);
     Ok(())
 }
 

@@ -189,7 +189,10 @@ pub fn binary(op: BinaryOp, a: Value, b: Value) -> Result<Value, EvalError> {
             b.to_text().unwrap_or_default()
         ))),
         Plus | Minus | Multiply | Divide | Modulo => arith(op, a, b),
-        And | Or => unreachable!("logical operators are evaluated lazily"),
+        And | Or => Err(EvalError::NoOperator(format!(
+            "{} outside a predicate",
+            op.symbol()
+        ))),
     }
 }
 

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::value::Value;
+use crate::error::StorageError;
+use crate::value::{Row, Value};
 
 /// Stable table identifier; never reused, so replaying old WAL records for a
 /// dropped table can never touch a newer one.
@@ -95,6 +96,24 @@ impl TableDef {
     /// PostgreSQL's name for the primary key constraint.
     pub fn pkey_name(&self) -> String {
         format!("{}_pkey", self.name)
+    }
+
+    /// 23502 if `row` has NULL in a NOT NULL column.
+    pub fn check_not_null(&self, row: &Row) -> Result<(), StorageError> {
+        for (c, v) in self.columns.iter().zip(row) {
+            if !c.nullable && v.is_null() {
+                let values: Vec<String> = row
+                    .iter()
+                    .map(|v| v.to_text().unwrap_or_else(|| "null".into()))
+                    .collect();
+                return Err(StorageError::NotNull {
+                    table: self.name.clone(),
+                    column: c.name.clone(),
+                    detail: format!("Failing row contains ({}).", values.join(", ")),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

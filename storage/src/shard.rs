@@ -411,23 +411,6 @@ impl ShardStore {
         Ok(rows)
     }
 
-    fn check_not_null(def: &TableDef, row: &Row) -> Result<()> {
-        for (c, v) in def.columns.iter().zip(row) {
-            if !c.nullable && v.is_null() {
-                let values: Vec<String> = row
-                    .iter()
-                    .map(|v| v.to_text().unwrap_or_else(|| "null".into()))
-                    .collect();
-                return Err(StorageError::NotNull {
-                    table: def.name.clone(),
-                    column: c.name.clone(),
-                    detail: format!("Failing row contains ({}).", values.join(", ")),
-                });
-            }
-        }
-        Ok(())
-    }
-
     fn duplicate(def: &TableDef, row: &Row) -> StorageError {
         let cols: Vec<&str> = def
             .primary_key
@@ -469,7 +452,7 @@ impl ShardStore {
                             def.columns.len()
                         )));
                     }
-                    Self::check_not_null(&def, row)?;
+                    def.check_not_null(row)?;
                     let pk: Vec<Value> = def.primary_key.iter().map(|&i| row[i].clone()).collect();
                     let key = encode_key(&pk);
                     if !seen.insert(key.clone())
@@ -501,7 +484,7 @@ impl ShardStore {
                     for (col, e) in assignments {
                         new[*col] = e.eval(&row)?;
                     }
-                    Self::check_not_null(&def, &new)?;
+                    def.check_not_null(&new)?;
                     let new_pk: Vec<Value> =
                         def.primary_key.iter().map(|&i| new[i].clone()).collect();
                     if encode_key(&new_pk) != pk {
