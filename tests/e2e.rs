@@ -495,3 +495,52 @@ async fn rows_survive_a_clean_restart() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("created with 4 shards"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_wire_input_leaves_the_server_serving() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE w (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO w VALUES (1)").await.unwrap();
+    let startup = {
+        let mut body = Vec::new();
+        body.extend_from_slice(&196608i32.to_be_bytes());
+        body.extend_from_slice(b"user\0x\0\0");
+        let mut m = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+        m.extend_from_slice(&body);
+        m
+    };
+    let payloads: Vec<Vec<u8>> = vec![
+        b"\x00\x00\x00\x08\x04\xd2\x16\x2f".to_vec(), // SSLRequest, then hang up
+        vec![0xff; 64],                               // noise before startup
+        b"\x00\x00\x00\x03".to_vec(),                 // impossible length
+        b"\x7f\xff\xff\xff\x00\x03\x00\x00".to_vec(), // huge startup length
+        [startup.clone(), b"Q\x00\x00\x00\x05\x00".to_vec()].concat(), // empty query
+        [startup.clone(), b"Q\x00\x00\x00\x04".to_vec()].concat(), // query without terminator
+        [startup.clone(), b"Z\x00\x00\x00\x04garbage".to_vec()].concat(), // unknown message type
+        [
+            startup.clone(),
+            b"P\x00\x00\x00\x08\x00\x00\x00\x00".to_vec(),
+        ]
+        .concat(), // short Parse
+        [startup, b"Q\x7f\xff\xff\xffSELECT".to_vec()].concat(), // oversized query length
+    ];
+    for p in payloads {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+            .unwrap();
+        let _ = s.write_all(&p);
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf);
+    }
+    // Existing and new sessions still work and the data is intact.
+    let n: i32 = c.query_one("SELECT id FROM w", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    let c2 = server.client().await;
+    c2.batch_execute("INSERT INTO w VALUES (2)").await.unwrap();
+    assert_eq!(c2.query("SELECT * FROM w", &[]).await.unwrap().len(), 2);
+}

@@ -29,7 +29,7 @@ pub struct Cluster {
     shards: Vec<Arc<dyn Shard>>,
     stores: Vec<Arc<ShardStore>>,
     ring: Ring,
-    catalog: RwLock<Catalog>,
+    catalog: RwLock<Arc<Catalog>>,
     /// Serialises DDL so catalog versions are assigned one at a time.
     pub(crate) ddl: tokio::sync::Mutex<()>,
     next_txid: AtomicU64,
@@ -120,9 +120,15 @@ impl Cluster {
             shards,
             stores,
             ring: Ring::new(opts.shards, opts.vnodes),
-            catalog: RwLock::new(newest),
+            catalog: RwLock::new(Arc::new(newest)),
             ddl: tokio::sync::Mutex::new(()),
-            next_txid: AtomicU64::new(1),
+            // Seeded from the clock so ids stay unique across restarts.
+            next_txid: AtomicU64::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_micros() as u64)
+                    .unwrap_or(1),
+            ),
         })
     }
 
@@ -134,13 +140,13 @@ impl Cluster {
         self.shards.len() as u32
     }
 
-    /// The current catalog.
-    pub fn catalog(&self) -> Catalog {
+    /// The current catalog (shared; DDL swaps in a new one).
+    pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.read().expect("catalog").clone()
     }
 
     pub(crate) fn set_catalog(&self, c: Catalog) {
-        *self.catalog.write().expect("catalog") = c;
+        *self.catalog.write().expect("catalog") = Arc::new(c);
     }
 
     pub(crate) fn txid(&self) -> u64 {

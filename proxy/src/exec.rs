@@ -128,7 +128,7 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
             if_not_exists,
         } => {
             let _ddl = cluster.ddl.lock().await;
-            let mut catalog = cluster.catalog();
+            let mut catalog = (*cluster.catalog()).clone();
             if catalog.get(&table.name).is_some() {
                 if if_not_exists {
                     return Ok(QueryResult::Command {
@@ -156,7 +156,7 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
         }
         Plan::DropTable { names, if_exists } => {
             let _ddl = cluster.ddl.lock().await;
-            let mut catalog = cluster.catalog();
+            let mut catalog = (*cluster.catalog()).clone();
             let mut dropped = false;
             let mut notice = None;
             for n in &names {

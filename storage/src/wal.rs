@@ -194,6 +194,7 @@ pub struct Wal {
     durable: AtomicU64,
     sync_leader: Mutex<()>,
     failed: AtomicBool,
+    syncs: AtomicU64,
 }
 
 impl Wal {
@@ -310,12 +311,19 @@ impl Wal {
             durable: AtomicU64::new(next_lsn - 1),
             sync_leader: Mutex::new(()),
             failed: AtomicBool::new(false),
+            syncs: AtomicU64::new(0),
         })
     }
 
     /// LSN of the last appended record (0 when empty).
     pub fn last_lsn(&self) -> Lsn {
         self.writer.lock().expect("wal writer").next_lsn - 1
+    }
+
+    /// Number of fdatasync calls made for commits so far (group commit makes
+    /// this smaller than the number of commits under concurrency).
+    pub fn sync_count(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// LSN up to which every record is durable.
@@ -421,6 +429,7 @@ impl Wal {
             if let Err(e) = file.sync_data() {
                 return self.fail(&path, e);
             }
+            self.syncs.fetch_add(1, Ordering::Relaxed);
             self.durable.fetch_max(upto, Ordering::AcqRel);
         }
     }
@@ -575,6 +584,50 @@ mod tests {
     }
 
     #[test]
+    fn one_fsync_covers_every_record_appended_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = open(dir.path(), 0).unwrap();
+        let lsns: Vec<Lsn> = (0..10)
+            .map(|i| wal.append(i, i, 1, b"x").unwrap())
+            .collect();
+        wal.wait_durable(lsns[9]).unwrap();
+        assert_eq!(wal.sync_count(), 1);
+        for lsn in lsns {
+            wal.wait_durable(lsn).unwrap();
+        }
+        assert_eq!(
+            wal.sync_count(),
+            1,
+            "earlier records needed no further fsync"
+        );
+        assert_eq!(wal.durable_lsn(), 10);
+    }
+
+    #[test]
+    fn batch_and_off_modes_keep_records() {
+        for sync in [SyncMode::Batch, SyncMode::Off] {
+            let dir = tempfile::tempdir().unwrap();
+            let opts = WalOptions {
+                sync,
+                ..Default::default()
+            };
+            let wal = Wal::open(dir.path(), opts.clone(), 0, |_| Ok(())).unwrap();
+            write_n(&wal, 5);
+            if sync == SyncMode::Off {
+                assert_eq!(wal.sync_count(), 0);
+            }
+            drop(wal);
+            let mut n = 0;
+            Wal::open(dir.path(), opts, 0, |_| {
+                n += 1;
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(n, 5, "{sync:?}");
+        }
+    }
+
+    #[test]
     fn concurrent_committers_share_fsyncs() {
         let dir = tempfile::tempdir().unwrap();
         let (wal, _) = open(dir.path(), 0).unwrap();
@@ -595,6 +648,7 @@ mod tests {
             h.join().unwrap();
         }
         assert_eq!(wal.last_lsn(), 400);
+        assert!(wal.sync_count() <= 400);
         drop(wal);
         assert_eq!(open(dir.path(), 0).unwrap().1.len(), 400);
     }
