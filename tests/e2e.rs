@@ -544,3 +544,44 @@ async fn malformed_wire_input_leaves_the_server_serving() {
     c2.batch_execute("INSERT INTO w VALUES (2)").await.unwrap();
     assert_eq!(c2.query("SELECT * FROM w", &[]).await.unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_wal_stops_start_up_naming_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    {
+        let c = server.client().await;
+        c.batch_execute("CREATE TABLE d (id int PRIMARY KEY, v text)")
+            .await
+            .unwrap();
+        for i in 0..200 {
+            c.execute("INSERT INTO d VALUES ($1, 'some payload')", &[&i])
+                .await
+                .unwrap();
+        }
+    }
+    server.stop();
+    let wal_dir = server.data_dir.join("shard-000/wal");
+    let seg = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF;
+    std::fs::write(&seg, &bytes).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fortress"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "start-up must fail on mid-log corruption"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&seg.display().to_string()), "{stderr}");
+    assert!(stderr.contains("at offset"), "{stderr}");
+}

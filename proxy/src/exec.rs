@@ -190,16 +190,14 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
         Plan::ShowVariable { name } => {
             let v = session.get(&name).unwrap_or_default();
             Ok(QueryResult::Rows {
-                columns: plan_columns(&name),
+                columns: vec![OutputColumn {
+                    name,
+                    ty: fortress_storage::DataType::Text,
+                }],
                 rows: vec![vec![Value::Text(v)]],
             })
         }
-        Plan::NoOp { tag } => Ok(done(tag)),
     }
-}
-
-fn plan_columns(name: &str) -> Vec<OutputColumn> {
-    Plan::ShowVariable { name: name.into() }.output_columns()
 }
 
 /// Installs a new catalog on every shard, then in the proxy. If some shard

@@ -55,10 +55,6 @@ pub enum Plan {
     ShowVariable {
         name: String,
     },
-    /// Statements accepted and ignored, answered with this command tag.
-    NoOp {
-        tag: &'static str,
-    },
 }
 
 impl Plan {
