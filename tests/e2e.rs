@@ -585,3 +585,65 @@ async fn a_damaged_wal_stops_start_up_naming_file_and_offset() {
     assert!(stderr.contains(&seg.display().to_string()), "{stderr}");
     assert!(stderr.contains("at offset"), "{stderr}");
 }
+
+/// Reads one backend message: (type, body).
+fn read_message(s: &mut std::net::TcpStream) -> (u8, Vec<u8>) {
+    use std::io::Read;
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).unwrap();
+    let len = i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; len - 4];
+    s.read_exact(&mut body).unwrap();
+    (head[0], body)
+}
+
+#[test]
+fn startup_refuses_ssl_and_reports_postgres_parameters() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).unwrap();
+    let mut answer = [0u8; 1];
+    s.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"N", "SSLRequest is answered N");
+    let mut body = 196608i32.to_be_bytes().to_vec();
+    body.extend_from_slice(b"user\0alice\0database\0shop\0\0");
+    let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    s.write_all(&msg).unwrap();
+    let mut params = std::collections::HashMap::new();
+    loop {
+        let (ty, body) = read_message(&mut s);
+        match ty {
+            b'R' => assert_eq!(&body[..4], &[0, 0, 0, 0], "trust: AuthenticationOk"),
+            b'S' => {
+                let mut parts = body.split(|b| *b == 0);
+                let k = String::from_utf8(parts.next().unwrap().to_vec()).unwrap();
+                let v = String::from_utf8(parts.next().unwrap().to_vec()).unwrap();
+                params.insert(k, v);
+            }
+            b'K' => {}
+            b'Z' => {
+                assert_eq!(body, b"I");
+                break;
+            }
+            other => panic!("unexpected message {:?}", other as char),
+        }
+    }
+    assert_eq!(
+        params["server_version"],
+        format!("15.0 (fortress {})", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(params["client_encoding"], "UTF8");
+    assert!(params["DateStyle"].starts_with("ISO"));
+    assert_eq!(params["integer_datetimes"], "on");
+    assert_eq!(params["standard_conforming_strings"], "on");
+    // Terminate closes the session cleanly.
+    s.write_all(&[b'X', 0, 0, 0, 4]).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+}
