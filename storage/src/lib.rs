@@ -5,6 +5,7 @@
 //! sockets: the proxy sends typed [`api::Fragment`]s and gets rows back.
 
 pub mod api;
+pub mod clock;
 pub mod error;
 pub mod expr;
 pub mod keycodec;
@@ -14,6 +15,7 @@ pub mod value;
 pub mod wal;
 
 pub use api::{Fragment, FragmentOutput, Shard};
+pub use clock::{HybridClock, Timestamp};
 pub use error::{EvalError, StorageError};
 pub use expr::{BinaryOp, Expr, SortKey};
 pub use schema::{Catalog, ColumnDef, DataType, TableDef, TableId};

@@ -3,8 +3,8 @@
 //! **Layout.** `DIR/wal/` holds the log, `DIR/db/` the sled database: a `meta`
 //! tree (catalog, last applied catalog LSN) and one tree `t<id>` per table whose
 //! keys are `pk ++ !ts` (see [`crate::keycodec`]) and whose reserved key
-//! `[0x00]` holds the last LSN applied to that tree, written in the same sled
-//! batch as the data.
+//! `[0x00]` holds the last LSN applied to that tree (and its newest version
+//! timestamp), written in the same sled batch as the data.
 //!
 //! **Write rule.** Under the shard's write lock a writer computes its
 //! operations from the applied state, appends one WAL record and registers its
@@ -22,12 +22,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Fragment, FragmentOutput, Shard};
+use crate::clock::{HybridClock, Timestamp};
 use crate::error::{Result, StorageError};
 use crate::expr::{compare_keys, sort_values, Expr, SortKey};
 use crate::keycodec::{encode_key, split_versioned, versioned_key};
@@ -73,8 +74,6 @@ enum Change {
 
 /// Guarded by the shard's write lock.
 struct WriterState {
-    /// Last timestamp handed out: strictly increasing version stamps.
-    clock: u64,
     /// Keys with a logged, not yet applied write, and that write's LSN.
     /// Entries leave only under this lock, so a writer that planned from
     /// stale data always finds the entry that made it stale.
@@ -93,6 +92,8 @@ pub struct ShardOptions {
     pub wal: WalOptions,
     /// sled page cache size in bytes.
     pub cache_bytes: u64,
+    /// Source of commit timestamps; one clock is shared by all shards.
+    pub clock: Arc<HybridClock>,
 }
 
 impl Default for ShardOptions {
@@ -100,6 +101,7 @@ impl Default for ShardOptions {
         ShardOptions {
             wal: WalOptions::default(),
             cache_bytes: 64 << 20,
+            clock: Arc::new(HybridClock::default()),
         }
     }
 }
@@ -116,9 +118,32 @@ fn codec<E: std::fmt::Display>(e: E) -> StorageError {
     StorageError::Codec(e.to_string())
 }
 
+/// The applied LSN stored under [`APPLIED_KEY`] (first 8 bytes).
 fn lsn_of(v: Option<sled::IVec>) -> Lsn {
-    v.and_then(|b| b.as_ref().try_into().ok().map(u64::from_be_bytes))
-        .unwrap_or(0)
+    v.and_then(|b| {
+        b.get(..8)
+            .and_then(|s| s.try_into().ok())
+            .map(u64::from_be_bytes)
+    })
+    .unwrap_or(0)
+}
+
+/// The newest version timestamp stored under [`APPLIED_KEY`] (bytes 8..16).
+fn ts_of(v: Option<sled::IVec>) -> u64 {
+    v.and_then(|b| {
+        b.get(8..16)
+            .and_then(|s| s.try_into().ok())
+            .map(u64::from_be_bytes)
+    })
+    .unwrap_or(0)
+}
+
+/// Value of [`APPLIED_KEY`]: applied LSN, then the newest version timestamp.
+fn applied_value(lsn: Lsn, ts: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&lsn.to_be_bytes());
+    v[8..].copy_from_slice(&ts.to_be_bytes());
+    v
 }
 
 impl Materialized {
@@ -152,6 +177,16 @@ impl Materialized {
             low = low.min(lsn_of(tree.get(APPLIED_KEY)?));
         }
         Ok(low)
+    }
+
+    /// Largest version timestamp any table tree has applied (kept beside its
+    /// applied LSN, so this reads one key per tree).
+    fn newest_version(&self) -> Result<u64> {
+        let mut newest = 0;
+        for tree in self.trees.read().expect("trees").values() {
+            newest = newest.max(ts_of(tree.get(APPLIED_KEY)?));
+        }
+        Ok(newest)
     }
 
     fn tree(&self, table: TableId) -> Option<sled::Tree> {
@@ -189,7 +224,7 @@ impl Materialized {
                     batch.insert(versioned_key(key, ts), bytes);
                 }
             }
-            batch.insert(APPLIED_KEY, &lsn.to_be_bytes());
+            batch.insert(APPLIED_KEY, &applied_value(lsn, ts));
             tree.apply_batch(batch)?;
         }
         Ok(())
@@ -205,7 +240,7 @@ impl Materialized {
             if let std::collections::hash_map::Entry::Vacant(slot) = trees.entry(t.id) {
                 let tree = self.db.open_tree(tree_name(t.id))?;
                 if tree.get(APPLIED_KEY)?.is_none() {
-                    tree.insert(APPLIED_KEY, &lsn.to_be_bytes())?;
+                    tree.insert(APPLIED_KEY, &applied_value(lsn, 0))?;
                 }
                 slot.insert(tree);
             }
@@ -255,6 +290,7 @@ pub struct ShardStore {
     state: Materialized,
     wal: Wal,
     writer: Mutex<WriterState>,
+    clock: Arc<HybridClock>,
     apply: Mutex<ApplyState>,
     applied: Condvar,
     failed: AtomicBool,
@@ -283,22 +319,27 @@ impl ShardStore {
         };
         let start = state.watermark()?;
         let mut replayed = 0u64;
+        let clock = opts.clock.clone();
+        let mut newest = 0u64;
         let wal = Wal::open(&dir.join("wal"), opts.wal, start, |rec| {
             replayed += 1;
+            newest = newest.max(rec.ts);
             state.apply(rec.lsn, &decode_change(rec)?)
         })?;
+        // Commit timestamps never go backwards across a restart, even if the
+        // wall clock did: the newest applied version also bounds the clock.
+        clock.observe_own(Timestamp(newest.max(state.newest_version()?)));
         let next = wal.last_lsn() + 1;
         tracing::info!(shard = id, replayed, last_lsn = next - 1, "shard open");
-        let clock = now_micros();
         Ok(ShardStore {
             id,
             dir: dir.to_path_buf(),
             state,
             wal,
             writer: Mutex::new(WriterState {
-                clock,
                 pending: HashMap::new(),
             }),
+            clock,
             apply: Mutex::new(ApplyState {
                 next,
                 ready: BTreeMap::new(),
@@ -544,8 +585,7 @@ impl ShardStore {
                 self.wait_applied(lsn)?;
                 continue;
             }
-            w.clock = (w.clock + 1).max(now_micros());
-            let ts = w.clock;
+            let ts = self.clock.now().0;
             let payload = postcard::to_stdvec(&ops).map_err(codec)?;
             let lsn = self.wal.append(txid, ts, KIND_WRITE, &payload)?;
             for op in &ops {
@@ -623,7 +663,9 @@ impl ShardStore {
             return Ok(0);
         }
         let payload = postcard::to_stdvec(catalog).map_err(codec)?;
-        let lsn = self.wal.append(txid, w.clock, KIND_CATALOG, &payload)?;
+        let lsn = self
+            .wal
+            .append(txid, self.clock.now().0, KIND_CATALOG, &payload)?;
         drop(w);
         self.commit(lsn, Change::Catalog(catalog.clone()))?;
         Ok(1)
@@ -658,11 +700,4 @@ impl Shard for ShardStore {
     fn catalog(&self) -> Catalog {
         self.state.catalog.read().expect("catalog").clone()
     }
-}
-
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as u64
 }
