@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use fortress_storage::{
-    Catalog, Fragment, FragmentOutput, Shard, ShardId, ShardOptions, ShardStore, StorageError,
+    Catalog, Fragment, FragmentOutput, HybridClock, Shard, ShardId, ShardOptions, ShardStore,
+    StorageError, Timestamp,
 };
 
 use crate::error::{ProxyError, Result};
@@ -21,6 +22,9 @@ pub struct ClusterOptions {
     pub shard: ShardOptions,
 }
 
+/// How often each shard collects versions no snapshot can see.
+const GC_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// File recording the layout a data directory was created with.
 const IDENTITY_FILE: &str = "fortress.cluster";
 
@@ -29,6 +33,7 @@ pub struct Cluster {
     shards: Vec<Arc<dyn Shard>>,
     stores: Vec<Arc<ShardStore>>,
     ring: Ring,
+    clock: Arc<HybridClock>,
     catalog: RwLock<Arc<Catalog>>,
     /// Serialises DDL so catalog versions are assigned one at a time.
     pub(crate) ddl: tokio::sync::Mutex<()>,
@@ -115,11 +120,15 @@ impl Cluster {
                 s.execute(0, &Fragment::ApplyCatalog(newest.clone()))?;
             }
         }
+        for s in &stores {
+            s.spawn_gc(GC_EVERY);
+        }
         let shards = stores.iter().map(|s| s.clone() as Arc<dyn Shard>).collect();
         Ok(Cluster {
             shards,
             stores,
             ring: Ring::new(opts.shards, opts.vnodes),
+            clock: opts.shard.clock.clone(),
             catalog: RwLock::new(Arc::new(newest)),
             ddl: tokio::sync::Mutex::new(()),
             // Seeded from the clock so ids stay unique across restarts.
@@ -134,6 +143,11 @@ impl Cluster {
 
     pub fn ring(&self) -> &Ring {
         &self.ring
+    }
+
+    /// A fresh snapshot timestamp from the clock all shards share.
+    pub fn snapshot(&self) -> Timestamp {
+        self.clock.now()
     }
 
     pub fn shard_count(&self) -> u32 {

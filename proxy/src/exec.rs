@@ -325,6 +325,8 @@ async fn select(cluster: &Cluster, txid: u64, s: SelectPlan) -> Result<QueryResu
                 filter,
                 order_by: order_by.clone(),
                 limit: wanted,
+                // One timestamp for every shard: a consistent cut of them all.
+                snapshot: Some(cluster.snapshot()),
             };
             let mut parts = Vec::new();
             for o in cluster

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::expr::{Expr, SortKey};
 use crate::schema::{Catalog, TableId};
@@ -24,6 +25,9 @@ pub enum Fragment {
         filter: Option<Expr>,
         order_by: Vec<SortKey>,
         limit: Option<u64>,
+        /// Read as of this timestamp (waiting for writes below it to apply);
+        /// `None` reads the latest applied state.
+        snapshot: Option<Timestamp>,
     },
     /// Inserts whole rows (already coerced and defaulted); 23505 if a key exists.
     Insert { table: TableId, rows: Vec<Row> },

@@ -14,7 +14,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const LOGICAL_BITS: u32 = 8;
 
 /// A hybrid logical clock timestamp.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Timestamp(pub u64);
 
 impl Timestamp {
@@ -28,7 +40,8 @@ impl Timestamp {
         self.0 & ((1 << LOGICAL_BITS) - 1)
     }
 
-    fn from_wall(micros: u64) -> Timestamp {
+    /// The first timestamp at wall time `micros`.
+    pub fn from_wall(micros: u64) -> Timestamp {
         Timestamp(micros << LOGICAL_BITS)
     }
 }

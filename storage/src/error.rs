@@ -72,6 +72,8 @@ pub enum StorageError {
     },
     #[error(transparent)]
     Eval(#[from] EvalError),
+    #[error("snapshot too old: versions at {snapshot} were garbage collected")]
+    SnapshotTooOld { snapshot: u64 },
     #[error("shard {shard} is unavailable: {reason}")]
     Unavailable { shard: u32, reason: String },
 }
@@ -86,6 +88,7 @@ impl StorageError {
             StorageError::Eval(e) => e.sql_state(),
             StorageError::Corruption { .. } => "XX001",
             StorageError::Unavailable { .. } => "58000",
+            StorageError::SnapshotTooOld { .. } => "72000",
             StorageError::Io { .. } => "58030",
             StorageError::Sled(_) | StorageError::Codec(_) => "XX000",
         }

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod error;
 pub mod expr;
 pub mod keycodec;
+pub mod mvcc;
 pub mod schema;
 pub mod shard;
 pub mod value;

@@ -31,7 +31,8 @@ use crate::api::{Fragment, FragmentOutput, Shard};
 use crate::clock::{HybridClock, Timestamp};
 use crate::error::{Result, StorageError};
 use crate::expr::{compare_keys, sort_values, Expr, SortKey};
-use crate::keycodec::{encode_key, split_versioned, versioned_key};
+use crate::keycodec::{encode_key, versioned_key};
+use crate::mvcc::{collect_garbage, encode_version, visible, LATEST};
 use crate::schema::{Catalog, TableDef, TableId};
 use crate::value::{Row, Value};
 use crate::wal::{Lsn, Record, Wal, WalOptions};
@@ -78,6 +79,33 @@ struct WriterState {
     /// Entries leave only under this lock, so a writer that planned from
     /// stale data always finds the entry that made it stale.
     pending: HashMap<(TableId, Vec<u8>), Lsn>,
+    /// LSN of the last record appended; ordered like its timestamp.
+    last_appended: Lsn,
+}
+
+/// Snapshots of running reads, and the horizon garbage collection used last.
+#[derive(Default)]
+struct Snapshots {
+    active: BTreeMap<u64, usize>,
+    horizon: u64,
+}
+
+/// Keeps a reader's snapshot registered while it reads.
+struct SnapshotGuard<'a> {
+    shard: &'a ShardStore,
+    snapshot: u64,
+}
+
+impl Drop for SnapshotGuard<'_> {
+    fn drop(&mut self) {
+        let mut reg = self.shard.snapshots.lock().expect("snapshots");
+        if let Some(n) = reg.active.get_mut(&self.snapshot) {
+            *n -= 1;
+            if *n == 0 {
+                reg.active.remove(&self.snapshot);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -94,6 +122,9 @@ pub struct ShardOptions {
     pub cache_bytes: u64,
     /// Source of commit timestamps; one clock is shared by all shards.
     pub clock: Arc<HybridClock>,
+    /// Versions younger than this stay even with no reader needing them, so
+    /// a snapshot taken just before reaching the shard is still served.
+    pub gc_grace: Duration,
 }
 
 impl Default for ShardOptions {
@@ -102,6 +133,7 @@ impl Default for ShardOptions {
             wal: WalOptions::default(),
             cache_bytes: 64 << 20,
             clock: Arc::new(HybridClock::default()),
+            gc_grace: Duration::from_secs(10),
         }
     }
 }
@@ -215,14 +247,11 @@ impl Materialized {
             }
             let mut batch = sled::Batch::default();
             for op in ops {
-                let (_, key) = op.target();
-                for old in tree.scan_prefix(key).keys() {
-                    batch.remove(old?);
-                }
-                if let WriteOp::Put { key, row, .. } = op {
-                    let bytes = postcard::to_stdvec(row).map_err(codec)?;
-                    batch.insert(versioned_key(key, ts), bytes);
-                }
+                let version = match op {
+                    WriteOp::Put { row, .. } => encode_version(Some(row))?,
+                    WriteOp::Delete { .. } => encode_version(None)?,
+                };
+                batch.insert(versioned_key(op.target().1, ts), version);
             }
             batch.insert(APPLIED_KEY, &applied_value(lsn, ts));
             tree.apply_batch(batch)?;
@@ -291,6 +320,8 @@ pub struct ShardStore {
     wal: Wal,
     writer: Mutex<WriterState>,
     clock: Arc<HybridClock>,
+    snapshots: Mutex<Snapshots>,
+    gc_grace: Duration,
     apply: Mutex<ApplyState>,
     applied: Condvar,
     failed: AtomicBool,
@@ -338,7 +369,10 @@ impl ShardStore {
             wal,
             writer: Mutex::new(WriterState {
                 pending: HashMap::new(),
+                last_appended: next - 1,
             }),
+            snapshots: Mutex::new(Snapshots::default()),
+            gc_grace: opts.gc_grace,
             clock,
             apply: Mutex::new(ApplyState {
                 next,
@@ -384,11 +418,12 @@ impl ShardStore {
             .ok_or_else(|| StorageError::UnknownTable(format!("table #{id}")))
     }
 
-    /// Visits the newest version of every row of `table` under `prefix`.
+    /// Visits every row of `table` under `prefix` as of `snapshot`.
     fn for_each_row(
         &self,
         table: TableId,
         prefix: &[Value],
+        snapshot: u64,
         mut f: impl FnMut(&[u8], Row) -> Result<bool>,
     ) -> Result<()> {
         let def = self.table(table)?;
@@ -401,22 +436,86 @@ impl ShardStore {
         } else {
             tree.scan_prefix(encode_key(prefix))
         };
-        let mut last: Option<Vec<u8>> = None;
-        for item in iter {
-            let (k, v) = item?;
-            let Some((pk, _ts)) = split_versioned(&k) else {
-                continue;
-            };
-            if last.as_deref() == Some(pk) {
-                continue;
-            }
-            last = Some(pk.to_vec());
-            let row: Row = postcard::from_bytes(&v).map_err(codec)?;
-            if !f(pk, row)? {
+        for item in visible(iter, snapshot) {
+            let (pk, row) = item?;
+            if !f(&pk, row)? {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// Registers a reader at `snapshot` and waits until every write that may
+    /// carry a timestamp at or below it is applied, so the read is repeatable.
+    fn begin_read(&self, snapshot: u64) -> Result<SnapshotGuard<'_>> {
+        {
+            let mut reg = self.snapshots.lock().expect("snapshots");
+            if snapshot < reg.horizon {
+                return Err(StorageError::SnapshotTooOld { snapshot });
+            }
+            *reg.active.entry(snapshot).or_default() += 1;
+        }
+        let guard = SnapshotGuard {
+            shard: self,
+            snapshot,
+        };
+        if snapshot != LATEST {
+            let last = self.writer.lock().expect("write lock").last_appended;
+            self.wait_applied(last)?;
+        }
+        Ok(guard)
+    }
+
+    /// Drops versions no live or future snapshot can see. Returns the count.
+    pub fn gc(&self) -> Result<u64> {
+        let horizon = {
+            let mut reg = self.snapshots.lock().expect("snapshots");
+            let grace = self.gc_grace.as_micros() as u64;
+            let floor =
+                Timestamp::from_wall(self.clock.now().wall_micros().saturating_sub(grace)).0;
+            let oldest = reg.active.keys().next().copied().unwrap_or(u64::MAX);
+            let h = floor.min(oldest).max(reg.horizon);
+            reg.horizon = h;
+            h
+        };
+        let trees: Vec<sled::Tree> = self
+            .state
+            .trees
+            .read()
+            .expect("trees")
+            .values()
+            .cloned()
+            .collect();
+        let mut removed = 0;
+        for t in trees {
+            removed += collect_garbage(&t, horizon)?;
+        }
+        if removed > 0 {
+            tracing::debug!(
+                shard = self.id,
+                removed,
+                horizon,
+                "garbage collected old versions"
+            );
+        }
+        Ok(removed)
+    }
+
+    /// Runs [`ShardStore::gc`] every `every` until the shard is dropped.
+    pub fn spawn_gc(self: &Arc<Self>, every: Duration) {
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name(format!("gc-shard-{}", self.id))
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                let Some(shard) = weak.upgrade() else { break };
+                if let Err(e) = shard.gc() {
+                    tracing::warn!(shard = shard.id, error = %e, "garbage collection failed");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(shard = self.id, error = %e, "could not start garbage collection");
+        }
     }
 
     fn scan(
@@ -426,10 +525,12 @@ impl ShardStore {
         filter: Option<&Expr>,
         order_by: &[SortKey],
         limit: Option<u64>,
+        snapshot: u64,
     ) -> Result<Vec<Row>> {
+        let _reader = self.begin_read(snapshot)?;
         let mut rows = Vec::new();
         let early_limit = if order_by.is_empty() { limit } else { None };
-        self.for_each_row(table, prefix, |_, row| {
+        self.for_each_row(table, prefix, snapshot, |_, row| {
             if let Some(f) = filter {
                 if !f.matches(&row)? {
                     return Ok(true);
@@ -497,7 +598,10 @@ impl ShardStore {
                     let pk: Vec<Value> = def.primary_key.iter().map(|&i| row[i].clone()).collect();
                     let key = encode_key(&pk);
                     if !seen.insert(key.clone())
-                        || tree.scan_prefix(&key).next().transpose()?.is_some()
+                        || visible(tree.scan_prefix(&key), LATEST)
+                            .next()
+                            .transpose()?
+                            .is_some()
                     {
                         return Err(Self::duplicate(&def, row));
                     }
@@ -515,7 +619,7 @@ impl ShardStore {
                 assignments,
             } => {
                 let def = self.table(*table)?;
-                self.for_each_row(*table, key_prefix, |pk, row| {
+                self.for_each_row(*table, key_prefix, LATEST, |pk, row| {
                     if let Some(f) = filter {
                         if !f.matches(&row)? {
                             return Ok(true);
@@ -546,7 +650,7 @@ impl ShardStore {
                 key_prefix,
                 filter,
             } => {
-                self.for_each_row(*table, key_prefix, |pk, row| {
+                self.for_each_row(*table, key_prefix, LATEST, |pk, row| {
                     if let Some(f) = filter {
                         if !f.matches(&row)? {
                             return Ok(true);
@@ -588,6 +692,7 @@ impl ShardStore {
             let ts = self.clock.now().0;
             let payload = postcard::to_stdvec(&ops).map_err(codec)?;
             let lsn = self.wal.append(txid, ts, KIND_WRITE, &payload)?;
+            w.last_appended = lsn;
             for op in &ops {
                 let (t, k) = op.target();
                 w.pending.insert((t, k.to_vec()), lsn);
@@ -685,12 +790,14 @@ impl Shard for ShardStore {
                 filter,
                 order_by,
                 limit,
+                snapshot,
             } => Ok(FragmentOutput::Rows(self.scan(
                 *table,
                 key_prefix,
                 filter.as_ref(),
                 order_by,
                 *limit,
+                snapshot.map_or(LATEST, |t| t.0),
             )?)),
             Fragment::ApplyCatalog(c) => Ok(FragmentOutput::Count(self.apply_catalog(txid, c)?)),
             _ => Ok(FragmentOutput::Count(self.write(txid, fragment)?)),
