@@ -6,13 +6,16 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
 
 use fortress_storage::expr::{compare_keys, sort_values};
-use fortress_storage::{Fragment, FragmentOutput, Row, ShardId, SortKey, Value};
+use fortress_storage::{
+    Expr, Fragment, FragmentOutput, Row, ShardId, SortKey, TableDef, Timestamp, TxnWrite, Value,
+};
 
 use crate::cluster::Cluster;
 use crate::error::{ProxyError, Result};
 use crate::plan::{OutputColumn, Plan, SelectPlan};
-use crate::route::router::{route, shard_for_row, Target};
+use crate::route::router::{route, shard_for_row, shard_for_value, Target};
 use crate::session::Session;
+use crate::txn::{Txn, TxnState};
 
 /// What a statement returns to the client.
 #[derive(Debug)]
@@ -23,13 +26,38 @@ pub enum QueryResult {
     },
     /// A command tag such as `INSERT 0 3`, maybe with a notice.
     Command { tag: String, notice: Option<Notice> },
+    /// BEGIN: a transaction block starts.
+    TxnStart { notice: Option<Notice> },
+    /// COMMIT or ROLLBACK (the tag says which): the block ends.
+    TxnEnd { tag: String, notice: Option<Notice> },
 }
 
-/// A NOTICE sent before the command completes.
+impl QueryResult {
+    /// Takes the notice to send ahead of the completion, if any.
+    pub fn take_notice(&mut self) -> Option<Notice> {
+        match self {
+            QueryResult::Command { notice, .. }
+            | QueryResult::TxnStart { notice }
+            | QueryResult::TxnEnd { notice, .. } => notice.take(),
+            QueryResult::Rows { .. } => None,
+        }
+    }
+}
+
+/// A NOTICE or WARNING sent before the command completes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notice {
+    pub severity: &'static str,
     pub code: &'static str,
     pub message: String,
+}
+
+fn warning(code: &'static str, message: &str) -> Option<Notice> {
+    Some(Notice {
+        severity: "WARNING",
+        code,
+        message: message.into(),
+    })
 }
 
 fn done(tag: impl Into<String>) -> QueryResult {
@@ -56,11 +84,215 @@ fn targets(cluster: &Cluster, t: Target) -> Vec<ShardId> {
     }
 }
 
-/// Executes a bound plan.
+/// Executes a bound plan in the session's transaction state. An error inside
+/// a transaction block aborts the block.
 pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result<QueryResult> {
+    let result = execute_in_session(cluster, session, plan).await;
+    if result.is_err() {
+        session.fail_txn();
+    }
+    result
+}
+
+async fn execute_in_session(
+    cluster: &Cluster,
+    session: &Session,
+    plan: Plan,
+) -> Result<QueryResult> {
+    if matches!(plan, Plan::SetVariable { .. } | Plan::ShowVariable { .. })
+        && session.txn_status() != b'E'
+    {
+        return autocommit(cluster, session, plan).await;
+    }
+    match (session.replace_txn(TxnState::Idle), plan) {
+        (TxnState::Idle, Plan::Begin) => {
+            session.replace_txn(TxnState::Active(Txn::new(cluster.snapshot())));
+            Ok(QueryResult::TxnStart { notice: None })
+        }
+        (state @ (TxnState::Active(_) | TxnState::Failed), Plan::Begin) => {
+            session.replace_txn(state);
+            Ok(QueryResult::TxnStart {
+                notice: warning("25001", "there is already a transaction in progress"),
+            })
+        }
+        (TxnState::Idle, p @ (Plan::Commit | Plan::Rollback)) => Ok(QueryResult::TxnEnd {
+            tag: if matches!(p, Plan::Commit) {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            }
+            .into(),
+            notice: warning("25P01", "there is no transaction in progress"),
+        }),
+        (TxnState::Failed, Plan::Commit | Plan::Rollback)
+        | (TxnState::Active(_), Plan::Rollback) => Ok(QueryResult::TxnEnd {
+            tag: "ROLLBACK".into(),
+            notice: None,
+        }),
+        (TxnState::Active(txn), Plan::Commit) => {
+            commit(cluster, txn).await?;
+            Ok(QueryResult::TxnEnd {
+                tag: "COMMIT".into(),
+                notice: None,
+            })
+        }
+        (TxnState::Failed, _) => {
+            session.replace_txn(TxnState::Failed);
+            Err(ProxyError::new(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ))
+        }
+        (TxnState::Active(mut txn), plan) => {
+            // On error the block is aborted, so the buffer need not survive.
+            let r = in_transaction(cluster, &mut txn, plan).await;
+            session.replace_txn(TxnState::Active(txn));
+            r
+        }
+        (TxnState::Idle, plan) => autocommit(cluster, session, plan).await,
+    }
+}
+
+/// Sends a transaction's buffered writes to the shard that owns them.
+async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
+    let snapshot = txn.snapshot;
+    let mut by_shard: BTreeMap<ShardId, Vec<TxnWrite>> = BTreeMap::new();
+    for w in txn.into_writes() {
+        let shard = shard_for_value(cluster.ring(), &w.key[0]);
+        by_shard.entry(shard).or_default().push(w);
+    }
+    if by_shard.len() > 1 {
+        return Err(ProxyError::new(
+            "0A000",
+            format!(
+                "this transaction wrote to {} shards; committing across shards needs two-phase commit, which is not built yet, so it was rolled back",
+                by_shard.len()
+            ),
+        ));
+    }
+    if let Some((shard, writes)) = by_shard.into_iter().next() {
+        cluster
+            .run(
+                shard,
+                cluster.txid(),
+                Fragment::CommitTxn { snapshot, writes },
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Rows of `table` passing `filter` as the transaction sees them.
+async fn txn_rows(
+    cluster: &Cluster,
+    txn: &Txn,
+    table: &TableDef,
+    filter: Option<&Expr>,
+) -> Result<Vec<Row>> {
+    let r = route(cluster.ring(), table, filter);
+    let frag = Fragment::Scan {
+        table: table.id,
+        key_prefix: r.key_prefix,
+        filter: filter.cloned(),
+        order_by: Vec::new(),
+        limit: None,
+        snapshot: Some(txn.snapshot),
+    };
+    let mut rows = Vec::new();
+    for o in cluster
+        .scatter(&targets(cluster, r.target), cluster.txid(), &frag)
+        .await
+    {
+        if let FragmentOutput::Rows(part) = o? {
+            rows.extend(part);
+        }
+    }
+    txn.overlay(table, rows, filter)
+}
+
+/// A statement inside a transaction block: reads at the transaction's
+/// snapshot plus its own writes; writes go to the buffer.
+async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<QueryResult> {
+    match plan {
+        Plan::Select(s) => match s.table.clone() {
+            Some(t) if txn.touches(t.id) => {
+                let rows = txn_rows(cluster, txn, &t, s.filter.as_ref()).await?;
+                finish_select(s, rows, true)
+            }
+            _ => select(cluster, cluster.txid(), s, txn.snapshot).await,
+        },
+        Plan::Insert { table, rows } => {
+            let n = rows.len();
+            for row in rows {
+                table.check_not_null(&row)?;
+                let key = Txn::key_of(&table, &row);
+                let exists = match txn.get(table.id, &key) {
+                    Some(w) => w.row.is_some(),
+                    None => {
+                        let frag = Fragment::Scan {
+                            table: table.id,
+                            key_prefix: key.clone(),
+                            filter: None,
+                            order_by: Vec::new(),
+                            limit: Some(1),
+                            snapshot: Some(txn.snapshot),
+                        };
+                        let shard = shard_for_value(cluster.ring(), &key[0]);
+                        matches!(cluster.run(shard, cluster.txid(), frag).await?, FragmentOutput::Rows(r) if !r.is_empty())
+                    }
+                };
+                if exists {
+                    return Err(table.duplicate_error(&row).into());
+                }
+                let was_deleted_here = txn.get(table.id, &key).is_some();
+                txn.put(table.id, key, Some(row), !was_deleted_here);
+            }
+            Ok(done(format!("INSERT 0 {n}")))
+        }
+        Plan::Update {
+            table,
+            filter,
+            assignments,
+        } => {
+            let rows = txn_rows(cluster, txn, &table, filter.as_ref()).await?;
+            let n = rows.len();
+            for row in rows {
+                let mut new = row.clone();
+                for (col, e) in &assignments {
+                    new[*col] = e.eval(&row)?;
+                }
+                table.check_not_null(&new)?;
+                txn.put(table.id, Txn::key_of(&table, &row), Some(new), false);
+            }
+            Ok(done(format!("UPDATE {n}")))
+        }
+        Plan::Delete { table, filter } => {
+            let rows = txn_rows(cluster, txn, &table, filter.as_ref()).await?;
+            let n = rows.len();
+            for row in rows {
+                txn.put(table.id, Txn::key_of(&table, &row), None, false);
+            }
+            Ok(done(format!("DELETE {n}")))
+        }
+        Plan::SetVariable { .. } | Plan::ShowVariable { .. } => Err(ProxyError::new(
+            "XX000",
+            "session commands are handled before the transaction",
+        )),
+        Plan::CreateTable { .. } | Plan::DropTable { .. } => {
+            Err(ProxyError::unsupported("DDL inside a transaction block"))
+        }
+        Plan::Begin | Plan::Commit | Plan::Rollback => Err(ProxyError::new(
+            "XX000",
+            "transaction control reached the statement executor",
+        )),
+    }
+}
+
+/// A statement outside any transaction block.
+async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<QueryResult> {
     let txid = cluster.txid();
     match plan {
-        Plan::Select(s) => select(cluster, txid, s).await,
+        Plan::Select(s) => select(cluster, txid, s, cluster.snapshot()).await,
         Plan::Insert { table, rows } => {
             let mut by_shard: BTreeMap<ShardId, Vec<Row>> = BTreeMap::new();
             let n = rows.len();
@@ -134,6 +366,7 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
                     return Ok(QueryResult::Command {
                         tag: "CREATE TABLE".into(),
                         notice: Some(Notice {
+                            severity: "NOTICE",
                             code: "42P07",
                             message: format!(
                                 "relation \"{}\" already exists, skipping",
@@ -169,6 +402,7 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
                     ));
                 } else {
                     notice = Some(Notice {
+                        severity: "NOTICE",
                         code: "00000",
                         message: format!("table \"{n}\" does not exist, skipping"),
                     });
@@ -187,6 +421,10 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
             session.set(&name, value);
             Ok(done("SET"))
         }
+        Plan::Begin | Plan::Commit | Plan::Rollback => Err(ProxyError::new(
+            "XX000",
+            "transaction control reached the statement executor",
+        )),
         Plan::ShowVariable { name } => {
             let v = session.get(&name).unwrap_or_default();
             Ok(QueryResult::Rows {
@@ -293,21 +531,17 @@ pub fn merge_sorted(
     Ok(out)
 }
 
-async fn select(cluster: &Cluster, txid: u64, s: SelectPlan) -> Result<QueryResult> {
-    let SelectPlan {
-        table,
-        filter,
-        projection,
-        columns,
-        order_by,
-        limit,
-        offset,
-    } = s;
-    let wanted = limit.map(|l| l.saturating_add(offset));
-    let rows: Vec<Row> = match &table {
+async fn select(
+    cluster: &Cluster,
+    txid: u64,
+    s: SelectPlan,
+    snapshot: Timestamp,
+) -> Result<QueryResult> {
+    let wanted = s.limit.map(|l| l.saturating_add(s.offset));
+    let rows: Vec<Row> = match &s.table {
         None => {
             let empty = Vec::new();
-            let pass = match &filter {
+            let pass = match &s.filter {
                 Some(f) => f.matches(&empty)?,
                 None => true,
             };
@@ -318,15 +552,15 @@ async fn select(cluster: &Cluster, txid: u64, s: SelectPlan) -> Result<QueryResu
             }
         }
         Some(t) => {
-            let r = route(cluster.ring(), t, filter.as_ref());
+            let r = route(cluster.ring(), t, s.filter.as_ref());
             let frag = Fragment::Scan {
                 table: t.id,
                 key_prefix: r.key_prefix,
-                filter,
-                order_by: order_by.clone(),
+                filter: s.filter.clone(),
+                order_by: s.order_by.clone(),
                 limit: wanted,
                 // One timestamp for every shard: a consistent cut of them all.
-                snapshot: Some(cluster.snapshot()),
+                snapshot: Some(snapshot),
             };
             let mut parts = Vec::new();
             for o in cluster
@@ -338,29 +572,48 @@ async fn select(cluster: &Cluster, txid: u64, s: SelectPlan) -> Result<QueryResu
                 }
             }
             let cap = wanted.map(|w| w as usize);
-            if order_by.is_empty() {
+            if s.order_by.is_empty() {
                 let mut all: Vec<Row> = parts.into_iter().flatten().collect();
                 if let Some(c) = cap {
                     all.truncate(c);
                 }
                 all
             } else {
-                merge_sorted(&order_by, parts, cap)?
+                merge_sorted(&s.order_by, parts, cap)?
             }
         }
     };
+    finish_select(s, rows, false)
+}
+
+/// Sorts (unless `rows` already are), applies OFFSET/LIMIT and projects.
+fn finish_select(s: SelectPlan, rows: Vec<Row>, sort: bool) -> Result<QueryResult> {
+    let rows = if sort && !s.order_by.is_empty() {
+        let mut keyed = rows
+            .into_iter()
+            .map(|r| Ok((sort_values(&s.order_by, &r)?, r)))
+            .collect::<Result<Vec<_>>>()?;
+        keyed.sort_by(|a, b| compare_keys(&s.order_by, &a.0, &b.0));
+        keyed.into_iter().map(|(_, r)| r).collect()
+    } else {
+        rows
+    };
     let mut out = Vec::new();
-    for row in rows.into_iter().skip(offset as usize) {
-        if limit.is_some_and(|l| out.len() as u64 >= l) {
+    for row in rows.into_iter().skip(s.offset as usize) {
+        if s.limit.is_some_and(|l| out.len() as u64 >= l) {
             break;
         }
-        let projected = projection
+        let projected = s
+            .projection
             .iter()
             .map(|e| e.eval(&row))
             .collect::<Result<Row, _>>()?;
         out.push(projected);
     }
-    Ok(QueryResult::Rows { columns, rows: out })
+    Ok(QueryResult::Rows {
+        columns: s.columns,
+        rows: out,
+    })
 }
 
 #[cfg(test)]

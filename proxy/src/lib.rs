@@ -11,6 +11,7 @@ pub mod plan;
 pub mod route;
 pub mod session;
 pub mod sql;
+pub mod txn;
 pub mod wire;
 
 pub use cluster::{Cluster, ClusterOptions};

@@ -55,6 +55,9 @@ pub enum Plan {
     ShowVariable {
         name: String,
     },
+    Begin,
+    Commit,
+    Rollback,
 }
 
 impl Plan {

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use crate::txn::TxnState;
+
 /// The server version reported to clients (PostgreSQL 15 compatible).
 pub const SERVER_VERSION: &str = concat!("15.0 (fortress ", env!("CARGO_PKG_VERSION"), ")");
 
@@ -33,6 +35,7 @@ pub struct Session {
     pub user: String,
     pub database: String,
     settings: Mutex<BTreeMap<String, String>>,
+    txn: Mutex<TxnState>,
 }
 
 impl Session {
@@ -45,6 +48,7 @@ impl Session {
             user: user.to_string(),
             database: database.to_string(),
             settings: Mutex::new(settings),
+            txn: Mutex::new(TxnState::Idle),
         }
     }
 
@@ -73,6 +77,24 @@ impl Session {
                     s.remove(&name);
                 }
             },
+        }
+    }
+
+    /// Installs a new transaction state and returns the old one.
+    pub fn replace_txn(&self, new: TxnState) -> TxnState {
+        std::mem::replace(&mut *self.txn.lock().expect("txn"), new)
+    }
+
+    /// ReadyForQuery status: `I`, `T` or `E`.
+    pub fn txn_status(&self) -> u8 {
+        self.txn.lock().expect("txn").status()
+    }
+
+    /// An error inside an open transaction block aborts it (25P02 follows).
+    pub fn fail_txn(&self) {
+        let mut t = self.txn.lock().expect("txn");
+        if matches!(*t, TxnState::Active(_)) {
+            *t = TxnState::Failed;
         }
     }
 

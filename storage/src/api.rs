@@ -46,6 +46,23 @@ pub enum Fragment {
     },
     /// Installs a new catalog version (DDL); creates and drops table trees.
     ApplyCatalog(Catalog),
+    /// Commits a transaction's buffered writes to this shard as one WAL
+    /// record. First committer wins: any key with a version newer than
+    /// `snapshot` fails the whole commit with 40001.
+    CommitTxn {
+        snapshot: Timestamp,
+        writes: Vec<TxnWrite>,
+    },
+}
+
+/// One buffered write of a transaction: the row's new value, or `None` to
+/// delete it. `insert` writes must not find a live row (23505).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TxnWrite {
+    pub table: TableId,
+    pub key: Vec<Value>,
+    pub row: Option<Row>,
+    pub insert: bool,
 }
 
 impl Fragment {

@@ -72,6 +72,8 @@ pub enum StorageError {
     },
     #[error(transparent)]
     Eval(#[from] EvalError),
+    #[error("could not serialize access due to concurrent update")]
+    SerializationFailure { table: String },
     #[error("snapshot too old: versions at {snapshot} were garbage collected")]
     SnapshotTooOld { snapshot: u64 },
     #[error("shard {shard} is unavailable: {reason}")]
@@ -89,6 +91,7 @@ impl StorageError {
             StorageError::Corruption { .. } => "XX001",
             StorageError::Unavailable { .. } => "58000",
             StorageError::SnapshotTooOld { .. } => "72000",
+            StorageError::SerializationFailure { .. } => "40001",
             StorageError::Io { .. } => "58030",
             StorageError::Sled(_) | StorageError::Codec(_) => "XX000",
         }

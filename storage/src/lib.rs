@@ -15,7 +15,7 @@ pub mod shard;
 pub mod value;
 pub mod wal;
 
-pub use api::{Fragment, FragmentOutput, Shard};
+pub use api::{Fragment, FragmentOutput, Shard, TxnWrite};
 pub use clock::{HybridClock, Timestamp};
 pub use error::{EvalError, StorageError};
 pub use expr::{BinaryOp, Expr, SortKey};

@@ -98,6 +98,32 @@ impl TableDef {
         format!("{}_pkey", self.name)
     }
 
+    /// The 23505 error for a row whose primary key already exists.
+    pub fn duplicate_error(&self, row: &Row) -> StorageError {
+        let cols: Vec<&str> = self
+            .primary_key
+            .iter()
+            .map(|&i| self.columns[i].name.as_str())
+            .collect();
+        let vals: Vec<String> = self
+            .primary_key
+            .iter()
+            .map(|&i| {
+                row.get(i)
+                    .and_then(Value::to_text)
+                    .unwrap_or_else(|| "null".into())
+            })
+            .collect();
+        StorageError::DuplicateKey {
+            constraint: self.pkey_name(),
+            detail: format!(
+                "Key ({})=({}) already exists.",
+                cols.join(", "),
+                vals.join(", ")
+            ),
+        }
+    }
+
     /// 23502 if `row` has NULL in a NOT NULL column.
     pub fn check_not_null(&self, row: &Row) -> Result<(), StorageError> {
         for (c, v) in self.columns.iter().zip(row) {

@@ -553,27 +553,6 @@ impl ShardStore {
         Ok(rows)
     }
 
-    fn duplicate(def: &TableDef, row: &Row) -> StorageError {
-        let cols: Vec<&str> = def
-            .primary_key
-            .iter()
-            .map(|&i| def.columns[i].name.as_str())
-            .collect();
-        let vals: Vec<String> = def
-            .primary_key
-            .iter()
-            .map(|&i| row[i].to_text().unwrap_or_else(|| "null".into()))
-            .collect();
-        StorageError::DuplicateKey {
-            constraint: def.pkey_name(),
-            detail: format!(
-                "Key ({})=({}) already exists.",
-                cols.join(", "),
-                vals.join(", ")
-            ),
-        }
-    }
-
     /// Computes the operations of a write fragment from the applied state.
     fn plan_write(&self, fragment: &Fragment) -> Result<Vec<WriteOp>> {
         let mut ops = Vec::new();
@@ -603,7 +582,7 @@ impl ShardStore {
                             .transpose()?
                             .is_some()
                     {
-                        return Err(Self::duplicate(&def, row));
+                        return Err(def.duplicate_error(row));
                     }
                     ops.push(WriteOp::Put {
                         table: *table,
@@ -662,6 +641,43 @@ impl ShardStore {
                     });
                     Ok(true)
                 })?;
+            }
+            Fragment::CommitTxn { snapshot, writes } => {
+                for wr in writes {
+                    let def = self.table(wr.table)?;
+                    let tree = self
+                        .state
+                        .tree(wr.table)
+                        .ok_or_else(|| StorageError::UnknownTable(def.name.clone()))?;
+                    let key = encode_key(&wr.key);
+                    if let Some(item) = tree.scan_prefix(&key).next() {
+                        let (k, v) = item?;
+                        let newest = crate::keycodec::split_versioned(&k).map_or(0, |(_, ts)| ts);
+                        if newest > snapshot.0 {
+                            return Err(StorageError::SerializationFailure {
+                                table: def.name.clone(),
+                            });
+                        }
+                        if wr.insert && crate::mvcc::decode_version(&v)?.is_some() {
+                            let row = wr.row.clone().unwrap_or_default();
+                            return Err(def.duplicate_error(&row));
+                        }
+                    }
+                    match &wr.row {
+                        Some(row) => {
+                            def.check_not_null(row)?;
+                            ops.push(WriteOp::Put {
+                                table: wr.table,
+                                key,
+                                row: row.clone(),
+                            });
+                        }
+                        None => ops.push(WriteOp::Delete {
+                            table: wr.table,
+                            key,
+                        }),
+                    }
+                }
             }
             Fragment::Scan { .. } | Fragment::ApplyCatalog(_) => {}
         }

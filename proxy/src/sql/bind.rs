@@ -247,11 +247,15 @@ impl<'a> Binder<'a> {
                 }
                 Ok(Plan::ShowVariable { name })
             }
-            Statement::StartTransaction { .. }
-            | Statement::Commit { .. }
-            | Statement::Rollback { .. } => Err(ProxyError::unsupported(
-                "explicit transactions (BEGIN/COMMIT/ROLLBACK)",
-            )),
+            Statement::StartTransaction { .. } => Ok(Plan::Begin),
+            Statement::Commit { chain: false, .. } => Ok(Plan::Commit),
+            Statement::Rollback {
+                chain: false,
+                savepoint: None,
+            } => Ok(Plan::Rollback),
+            Statement::Commit { .. } | Statement::Rollback { .. } => {
+                Err(ProxyError::unsupported("AND CHAIN and savepoints"))
+            }
             other => {
                 let text = other.to_string();
                 let head: String = text
@@ -311,6 +315,11 @@ impl<'a> Binder<'a> {
             ast::Set::SetNames { charset_name, .. } => Ok(Plan::SetVariable {
                 name: "client_encoding".into(),
                 value: Some(charset_name.value.clone()),
+            }),
+            // Every level is served with snapshot isolation.
+            ast::Set::SetTransaction { .. } => Ok(Plan::SetVariable {
+                name: "transaction_isolation".into(),
+                value: None,
             }),
             other => Err(ProxyError::unsupported(format!("{other}"))),
         }

@@ -14,7 +14,10 @@ use pgwire::api::auth::{
     DefaultServerParameterProvider, StartupHandler,
 };
 use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::query::{
+    send_execution_response, send_query_response, send_ready_for_query, ExtendedQueryHandler,
+    SimpleQueryHandler,
+};
 use pgwire::api::results::{
     DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo,
     QueryResponse, Response, Tag,
@@ -22,11 +25,16 @@ use pgwire::api::results::{
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator,
-    RandomPidSecretKeyGenerator, Type, METADATA_DATABASE, METADATA_USER,
+    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers,
+    PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type, DEFAULT_NAME, METADATA_DATABASE,
+    METADATA_USER,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::response::NoticeResponse;
+use pgwire::messages::extendedquery::Sync as PgSync;
+use pgwire::messages::response::{
+    EmptyQueryResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
+};
+use pgwire::messages::simplequery::Query;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use sqlparser::ast::Statement;
 use tokio::net::TcpListener;
@@ -60,7 +68,7 @@ where
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
     if let Some(n) = notice {
-        let info = ErrorInfo::new("NOTICE".into(), n.code.into(), n.message);
+        let info = ErrorInfo::new(n.severity.into(), n.code.into(), n.message);
         client
             .feed(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
                 info,
@@ -130,6 +138,7 @@ impl Handler {
         session: &Session,
         stmt: &Statement,
     ) -> Result<QueryResult, ProxyError> {
+        check_aborted(session, stmt)?;
         let catalog = self.cluster.catalog();
         let mut binder = Binder::new(&catalog, session, Some(&[]), Vec::new());
         let plan = binder.bind(stmt)?;
@@ -137,10 +146,33 @@ impl Handler {
     }
 }
 
+/// In a failed transaction block only COMMIT and ROLLBACK run (25P02).
+fn check_aborted(session: &Session, stmt: &Statement) -> Result<(), ProxyError> {
+    let ends_block = matches!(stmt, Statement::Commit { .. } | Statement::Rollback { .. });
+    if session.txn_status() == b'E' && !ends_block {
+        return Err(ProxyError::new(
+            "25P02",
+            "current transaction is aborted, commands ignored until end of transaction block",
+        ));
+    }
+    Ok(())
+}
+
+/// The wire form of the session's transaction status.
+fn wire_status(session: &Session) -> TransactionStatus {
+    match session.txn_status() {
+        b'T' => TransactionStatus::Transaction,
+        b'E' => TransactionStatus::Error,
+        _ => TransactionStatus::Idle,
+    }
+}
+
 /// Turns a query result into a pgwire response in the requested formats.
 fn respond(result: QueryResult, format: &Format) -> Result<Response, ProxyError> {
     match result {
         QueryResult::Command { tag, .. } => Ok(Response::Execution(Tag::new(&tag))),
+        QueryResult::TxnStart { .. } => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
+        QueryResult::TxnEnd { tag, .. } => Ok(Response::TransactionEnd(Tag::new(&tag))),
         QueryResult::Rows { columns, rows } => {
             let fields = Arc::new(encode::fields(&columns, |i| format.format_for(i)));
             let mut enc = DataRowEncoder::new(fields.clone());
@@ -158,6 +190,55 @@ fn respond(result: QueryResult, format: &Format) -> Result<Response, ProxyError>
 
 #[async_trait]
 impl SimpleQueryHandler for Handler {
+    /// Like pgwire's default, but ReadyForQuery reports the session's own
+    /// transaction state, which is the one that knows a failed COMMIT ended
+    /// the block.
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        if query.query.chars().all(|c| c == ';' || c.is_whitespace()) {
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await?;
+        } else {
+            for r in SimpleQueryHandler::do_query(self, client, &query.query).await? {
+                match r {
+                    Response::Query(q) => send_query_response(client, q, true).await?,
+                    Response::Execution(tag)
+                    | Response::TransactionStart(tag)
+                    | Response::TransactionEnd(tag) => send_execution_response(client, tag).await?,
+                    Response::Error(e) => {
+                        client
+                            .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
+                            .await?
+                    }
+                    Response::EmptyQuery => {
+                        client
+                            .feed(PgWireBackendMessage::EmptyQueryResponse(
+                                EmptyQueryResponse::new(),
+                            ))
+                            .await?
+                    }
+                    Response::CopyIn(_) | Response::CopyOut(_) | Response::CopyBoth(_) => {}
+                }
+            }
+        }
+        let status = wire_status(&session_of(client));
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        send_ready_for_query(client, status).await
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -168,21 +249,25 @@ impl SimpleQueryHandler for Handler {
         let session = session_of(client);
         let stmts = match parse(query) {
             Ok(s) => s,
-            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e, query)))]),
+            Err(e) => {
+                session.fail_txn();
+                return Ok(vec![Response::Error(Box::new(error_info(&e, query)))]);
+            }
         };
         let mut out = Vec::with_capacity(stmts.len());
         for stmt in &stmts {
             let result = match self.run_one(&session, stmt).await {
-                Ok(QueryResult::Command { tag, notice }) => {
-                    send_notice(client, notice).await?;
-                    Ok(QueryResult::Command { tag, notice: None })
+                Ok(mut r) => {
+                    send_notice(client, r.take_notice()).await?;
+                    Ok(r)
                 }
-                other => other,
+                Err(e) => Err(e),
             };
             match result.and_then(|r| respond(r, &Format::UnifiedText)) {
                 Ok(r) => out.push(r),
                 Err(e) => {
                     tracing::debug!(code = e.sql_state(), error = %e, "statement failed");
+                    session.fail_txn();
                     out.push(Response::Error(Box::new(error_info(&e, query))));
                     break;
                 }
@@ -206,7 +291,10 @@ impl QueryParser for Parser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let session = session_of(client);
-        let mut stmts = parse(sql).map_err(|e| user_error(e, sql))?;
+        let mut stmts = parse(sql).map_err(|e| {
+            session.fail_txn();
+            user_error(e, sql)
+        })?;
         if stmts.len() > 1 {
             return Err(user_error(
                 ProxyError::syntax("cannot insert multiple commands into a prepared statement"),
@@ -216,6 +304,7 @@ impl QueryParser for Parser {
         let Some(stmt) = stmts.pop() else {
             return Ok(None);
         };
+        check_aborted(&session, &stmt).map_err(|e| user_error(e, sql))?;
         let declared = types
             .iter()
             .map(|t| match t {
@@ -228,7 +317,10 @@ impl QueryParser for Parser {
             .collect::<PgWireResult<Vec<_>>>()?;
         let catalog = self.cluster.catalog();
         let mut binder = Binder::new(&catalog, &session, None, declared);
-        let plan = binder.bind(&stmt).map_err(|e| user_error(e, sql))?;
+        let plan = binder.bind(&stmt).map_err(|e| {
+            session.fail_txn();
+            user_error(e, sql)
+        })?;
         let param_types = binder
             .param_types
             .iter()
@@ -264,6 +356,26 @@ impl ExtendedQueryHandler for Handler {
 
     fn query_parser(&self) -> Arc<Parser> {
         self.parser.clone()
+    }
+
+    /// ReadyForQuery carries the session's transaction state (see on_query).
+    async fn on_sync<C>(&self, client: &mut C, _message: PgSync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        client.portal_store().rm_portal(DEFAULT_NAME);
+        let status = wire_status(&session_of(client));
+        client.set_transaction_status(status);
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                status,
+            )))
+            .await?;
+        client.flush().await?;
+        Ok(())
     }
 
     async fn do_describe_statement<C>(
@@ -344,16 +456,17 @@ impl ExtendedQueryHandler for Handler {
             execute(&self.cluster, &session, plan).await
         };
         let result = match run.await {
-            Ok(QueryResult::Command { tag, notice }) => {
-                send_notice(client, notice).await?;
-                Ok(QueryResult::Command { tag, notice: None })
+            Ok(mut r) => {
+                send_notice(client, r.take_notice()).await?;
+                Ok(r)
             }
-            other => other,
+            Err(e) => Err(e),
         };
         result
             .and_then(|r| respond(r, &portal.result_column_format))
             .map_err(|e| {
                 tracing::debug!(code = e.sql_state(), error = %e, "statement failed");
+                session.fail_txn();
                 user_error(e, &p.sql)
             })
     }

@@ -1,0 +1,334 @@
+//! Transactions through real clients: blocks, read-your-writes, snapshot
+//! reads, 25P02 after an error, ReadyForQuery status, no lost updates.
+
+mod common;
+
+use std::io::{Read, Write};
+
+use common::{code, Server};
+
+/// Accounts of one branch: the shard key is `branch`, so every row lives on
+/// one shard and transactions over them commit on that shard alone.
+async fn setup(server: &Server) -> tokio_postgres::Client {
+    let c = server.client().await;
+    c.batch_execute(
+        "CREATE TABLE acct (branch int DEFAULT 1, id int, owner text, balance bigint NOT NULL, PRIMARY KEY (branch, id))",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("INSERT INTO acct (id, owner, balance) VALUES (1, 'ann', 100), (2, 'bob', 50)")
+        .await
+        .unwrap();
+    c
+}
+
+async fn balance(c: &tokio_postgres::Client, id: i32) -> Option<i64> {
+    c.query_opt("SELECT balance FROM acct WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_publishes_and_rollback_discards() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut a = setup(&server).await;
+    let b = server.client().await;
+
+    let t = a.transaction().await.unwrap();
+    t.execute("UPDATE acct SET balance = balance - 30 WHERE id = 1", &[])
+        .await
+        .unwrap();
+    t.execute(
+        "INSERT INTO acct (id, owner, balance) VALUES (3, 'cyd', 7)",
+        &[],
+    )
+    .await
+    .unwrap();
+    // Read-your-writes inside, nothing visible outside.
+    let own: i64 = t
+        .query_one("SELECT balance FROM acct WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(own, 70);
+    let all = t
+        .query("SELECT id FROM acct ORDER BY id DESC", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
+        vec![3, 2, 1]
+    );
+    assert_eq!(balance(&b, 1).await, Some(100));
+    assert_eq!(balance(&b, 3).await, None);
+    t.commit().await.unwrap();
+    assert_eq!(balance(&b, 1).await, Some(70));
+    assert_eq!(balance(&b, 3).await, Some(7));
+
+    let t = a.transaction().await.unwrap();
+    t.execute("DELETE FROM acct WHERE id = 2", &[])
+        .await
+        .unwrap();
+    t.execute("UPDATE acct SET owner = 'x'", &[]).await.unwrap();
+    assert!(t
+        .query_opt("SELECT * FROM acct WHERE id = 2", &[])
+        .await
+        .unwrap()
+        .is_none());
+    t.rollback().await.unwrap();
+    assert_eq!(balance(&b, 2).await, Some(50));
+    let owner: String = b
+        .query_one("SELECT owner FROM acct WHERE id = 2", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "bob");
+
+    // Insert, delete and re-insert of one key inside a block.
+    let t = a.transaction().await.unwrap();
+    t.execute(
+        "INSERT INTO acct (id, owner, balance) VALUES (9, 'tmp', 1)",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        code(
+            &t.execute(
+                "INSERT INTO acct (id, owner, balance) VALUES (9, 'dup', 1)",
+                &[]
+            )
+            .await
+            .unwrap_err()
+        ),
+        "23505"
+    );
+    drop(t); // rolled back by the driver
+    let t = a.transaction().await.unwrap();
+    t.execute("DELETE FROM acct WHERE id = 3", &[])
+        .await
+        .unwrap();
+    t.execute(
+        "INSERT INTO acct (id, owner, balance) VALUES (3, 'new', 8)",
+        &[],
+    )
+    .await
+    .unwrap();
+    t.commit().await.unwrap();
+    assert_eq!(balance(&b, 3).await, Some(8));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_reads_one_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut a = setup(&server).await;
+    let b = server.client().await;
+    let t = a.transaction().await.unwrap();
+    let sum = |rows: Vec<tokio_postgres::Row>| rows.iter().map(|r| r.get::<_, i64>(0)).sum::<i64>();
+    assert_eq!(
+        sum(t.query("SELECT balance FROM acct", &[]).await.unwrap()),
+        150
+    );
+    b.batch_execute(
+        "UPDATE acct SET balance = 0 WHERE id = 2; INSERT INTO acct (id, owner, balance) VALUES (5, 'e', 1000)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        sum(t.query("SELECT balance FROM acct", &[]).await.unwrap()),
+        150,
+        "repeatable"
+    );
+    t.commit().await.unwrap();
+    assert_eq!(
+        sum(a.query("SELECT balance FROM acct", &[]).await.unwrap()),
+        1100
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_committer_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut a = setup(&server).await;
+    let mut b = server.client().await;
+    let ta = a.transaction().await.unwrap();
+    let tb = b.transaction().await.unwrap();
+    ta.execute("UPDATE acct SET balance = balance + 1 WHERE id = 1", &[])
+        .await
+        .unwrap();
+    tb.execute("UPDATE acct SET balance = balance + 10 WHERE id = 1", &[])
+        .await
+        .unwrap();
+    ta.commit().await.unwrap();
+    let e = tb.commit().await.unwrap_err();
+    assert_eq!(code(&e), "40001");
+    assert_eq!(balance(&a, 1).await, Some(101));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_abort_the_block_until_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = setup(&server).await;
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("UPDATE acct SET balance = 1 WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        code(&c.batch_execute("SELECT * FROM nope").await.unwrap_err()),
+        "42P01"
+    );
+    for sql in [
+        "SELECT 1",
+        "SELECT * FROM nope",
+        "UPDATE acct SET balance = 2",
+    ] {
+        assert_eq!(
+            code(&c.batch_execute(sql).await.unwrap_err()),
+            "25P02",
+            "{sql}"
+        );
+        assert_eq!(
+            code(&c.query(sql, &[]).await.unwrap_err()),
+            "25P02",
+            "{sql} (extended)"
+        );
+    }
+    c.batch_execute("COMMIT").await.unwrap(); // ends the failed block as a ROLLBACK
+    assert_eq!(balance(&c, 1).await, Some(100));
+    c.batch_execute("START TRANSACTION ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; END")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_several_shards_are_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut c = setup(&server).await;
+    let t = c.transaction().await.unwrap();
+    for id in 10..30 {
+        t.execute("INSERT INTO acct VALUES ($1, $1, 'm', 1)", &[&id])
+            .await
+            .unwrap();
+    }
+    assert_eq!(code(&t.commit().await.unwrap_err()), "0A000");
+    let n = c
+        .query("SELECT id FROM acct WHERE id >= 10", &[])
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(n, 0, "nothing of the refused transaction was applied");
+}
+
+/// Sends one simple query on a raw connection and returns the
+/// ReadyForQuery status that ends it.
+fn status_after(s: &mut std::net::TcpStream, sql: &str) -> u8 {
+    let mut msg = vec![b'Q'];
+    msg.extend_from_slice(&((sql.len() + 5) as i32).to_be_bytes());
+    msg.extend_from_slice(sql.as_bytes());
+    msg.push(0);
+    s.write_all(&msg).unwrap();
+    ready_status(s)
+}
+
+/// Reads messages up to ReadyForQuery and returns its status byte.
+fn ready_status(s: &mut std::net::TcpStream) -> u8 {
+    loop {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).unwrap();
+        let len = i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len - 4];
+        s.read_exact(&mut body).unwrap();
+        if head[0] == b'Z' {
+            return body[0];
+        }
+    }
+}
+
+#[test]
+fn ready_for_query_reports_idle_in_block_and_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut body = 196608i32.to_be_bytes().to_vec();
+    body.extend_from_slice(b"user\0u\0\0");
+    let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    s.write_all(&msg).unwrap();
+    assert_eq!(ready_status(&mut s), b'I', "after start-up");
+    assert_eq!(status_after(&mut s, ""), b'I');
+    assert_eq!(
+        status_after(&mut s, "CREATE TABLE k (id int PRIMARY KEY)"),
+        b'I'
+    );
+    assert_eq!(status_after(&mut s, "BEGIN"), b'T');
+    assert_eq!(status_after(&mut s, "INSERT INTO k VALUES (1)"), b'T');
+    assert_eq!(status_after(&mut s, "SELECT * FROM missing"), b'E');
+    assert_eq!(status_after(&mut s, "SELECT 1"), b'E');
+    assert_eq!(status_after(&mut s, "ROLLBACK"), b'I');
+    assert_eq!(
+        status_after(&mut s, "SELECT * FROM missing"),
+        b'I',
+        "an error outside a block stays idle"
+    );
+    assert_eq!(
+        status_after(&mut s, "BEGIN; INSERT INTO k VALUES (2); COMMIT"),
+        b'I'
+    );
+    assert_eq!(status_after(&mut s, "BEGIN"), b'T');
+    assert_eq!(status_after(&mut s, "COMMIT"), b'I');
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_increments_lose_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = setup(&server).await;
+    c.batch_execute("UPDATE acct SET balance = 0 WHERE id = 1")
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let mut client = server.client().await;
+        tasks.push(tokio::spawn(async move {
+            let (mut committed, mut retries) = (0u32, 0u32);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while committed < 25 && std::time::Instant::now() < deadline {
+                let t = client.transaction().await.unwrap();
+                let r = async {
+                    t.execute("UPDATE acct SET balance = balance + 1 WHERE id = 1", &[])
+                        .await?;
+                    t.commit().await
+                }
+                .await;
+                match r {
+                    Ok(()) => committed += 1,
+                    Err(e) if code(&e) == "40001" => retries += 1,
+                    Err(e) => panic!("unexpected error {e:?}"),
+                }
+            }
+            (committed, retries)
+        }));
+    }
+    let mut acked = 0;
+    let mut retries = 0;
+    for t in tasks {
+        let (c, r) = t.await.unwrap();
+        acked += c;
+        retries += r;
+    }
+    assert_eq!(
+        balance(&c, 1).await,
+        Some(acked as i64),
+        "every acknowledged commit counted once"
+    );
+    assert!(acked > 0);
+    eprintln!("{acked} increments committed, {retries} serialization retries");
+}
