@@ -53,6 +53,18 @@ pub enum Fragment {
         snapshot: Timestamp,
         writes: Vec<TxnWrite>,
     },
+    /// Two-phase commit, phase one: validate like `CommitTxn`, then log the
+    /// write set durably and lock its keys until the outcome is known.
+    Prepare {
+        txid: TxnId,
+        snapshot: Timestamp,
+        writes: Vec<TxnWrite>,
+    },
+    /// Phase two: apply a prepared transaction's writes at `commit_ts`.
+    /// Unknown (already resolved) transactions are a no-op.
+    CommitPrepared { txid: TxnId, commit_ts: Timestamp },
+    /// Phase two: drop a prepared transaction. Unknown ones are a no-op.
+    AbortPrepared { txid: TxnId },
 }
 
 /// One buffered write of a transaction: the row's new value, or `None` to
@@ -86,4 +98,6 @@ pub trait Shard: Send + Sync {
     fn execute(&self, txid: TxnId, fragment: &Fragment) -> Result<FragmentOutput>;
     /// This shard's copy of the catalog.
     fn catalog(&self) -> Catalog;
+    /// Transactions prepared here whose outcome this shard does not know.
+    fn in_doubt(&self) -> Vec<TxnId>;
 }

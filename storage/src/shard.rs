@@ -40,6 +40,13 @@ use crate::{ShardId, TxnId};
 
 const KIND_WRITE: u8 = 1;
 const KIND_CATALOG: u8 = 2;
+const KIND_PREPARE: u8 = 3;
+const KIND_COMMIT_PREPARED: u8 = 4;
+const KIND_ABORT_PREPARED: u8 = 5;
+/// Meta-tree key prefix of prepared, undecided transactions.
+const META_PREPARED: &[u8] = b"prepared/";
+/// How long a writer or reader waits for an in-doubt transaction.
+const IN_DOUBT_WAIT: Duration = Duration::from_secs(5);
 /// Reserved key in every table tree: the last LSN applied to it.
 const APPLIED_KEY: &[u8] = &[0x00];
 const META_CATALOG: &[u8] = b"catalog";
@@ -69,8 +76,62 @@ impl WriteOp {
 
 /// A durable record waiting for its turn to be applied.
 enum Change {
-    Write { ts: u64, ops: Vec<WriteOp> },
+    Write {
+        ts: u64,
+        ops: Vec<WriteOp>,
+    },
     Catalog(Catalog),
+    Prepare {
+        txid: TxnId,
+        ts: u64,
+        ops: Vec<WriteOp>,
+    },
+    CommitPrepared {
+        txid: TxnId,
+        commit_ts: u64,
+    },
+    AbortPrepared {
+        txid: TxnId,
+    },
+}
+
+/// A transaction prepared on this shard, waiting for its outcome.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct PreparedTxn {
+    ts: u64,
+    ops: Vec<WriteOp>,
+}
+
+/// Prepared transactions and the keys they lock.
+#[derive(Default)]
+struct PreparedSet {
+    txns: BTreeMap<TxnId, PreparedTxn>,
+    locks: HashMap<(TableId, Vec<u8>), TxnId>,
+}
+
+impl PreparedSet {
+    fn add(&mut self, txid: TxnId, p: PreparedTxn) {
+        for op in &p.ops {
+            let (t, k) = op.target();
+            self.locks.insert((t, k.to_vec()), txid);
+        }
+        self.txns.insert(txid, p);
+    }
+
+    fn remove(&mut self, txid: TxnId) -> Option<PreparedTxn> {
+        let p = self.txns.remove(&txid)?;
+        for op in &p.ops {
+            let (t, k) = op.target();
+            self.locks.remove(&(t, k.to_vec()));
+        }
+        Some(p)
+    }
+}
+
+fn prepared_key(txid: TxnId) -> Vec<u8> {
+    let mut k = META_PREPARED.to_vec();
+    k.extend_from_slice(&txid.to_be_bytes());
+    k
 }
 
 /// Guarded by the shard's write lock.
@@ -144,6 +205,7 @@ struct Materialized {
     meta: sled::Tree,
     catalog: RwLock<Catalog>,
     trees: RwLock<HashMap<TableId, sled::Tree>>,
+    prepared: Mutex<PreparedSet>,
 }
 
 fn codec<E: std::fmt::Display>(e: E) -> StorageError {
@@ -194,11 +256,22 @@ impl Materialized {
         for t in catalog.tables.values() {
             trees.insert(t.id, db.open_tree(tree_name(t.id))?);
         }
+        let mut prepared = PreparedSet::default();
+        for item in meta.scan_prefix(META_PREPARED) {
+            let (k, v) = item?;
+            let txid = k
+                .get(META_PREPARED.len()..)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StorageError::Codec("bad prepared-transaction key".into()))?;
+            prepared.add(txid, postcard::from_bytes(&v).map_err(codec)?);
+        }
         Ok(Materialized {
             db,
             meta,
             catalog: RwLock::new(catalog),
             trees: RwLock::new(trees),
+            prepared: Mutex::new(prepared),
         })
     }
 
@@ -229,7 +302,49 @@ impl Materialized {
         match change {
             Change::Write { ts, ops } => self.apply_write(lsn, *ts, ops),
             Change::Catalog(c) => self.apply_catalog(lsn, c),
+            Change::Prepare { txid, ts, ops } => {
+                let p = PreparedTxn {
+                    ts: *ts,
+                    ops: ops.clone(),
+                };
+                let bytes = postcard::to_stdvec(&p).map_err(codec)?;
+                self.apply_meta(lsn, |b| b.insert(prepared_key(*txid), bytes))?;
+                self.prepared.lock().expect("prepared").add(*txid, p);
+                Ok(())
+            }
+            Change::CommitPrepared { txid, commit_ts } => {
+                let p = self
+                    .prepared
+                    .lock()
+                    .expect("prepared")
+                    .txns
+                    .get(txid)
+                    .cloned();
+                if let Some(p) = p {
+                    self.apply_write(lsn, *commit_ts, &p.ops)?;
+                }
+                self.apply_meta(lsn, |b| b.remove(prepared_key(*txid)))?;
+                self.prepared.lock().expect("prepared").remove(*txid);
+                Ok(())
+            }
+            Change::AbortPrepared { txid } => {
+                self.apply_meta(lsn, |b| b.remove(prepared_key(*txid)))?;
+                self.prepared.lock().expect("prepared").remove(*txid);
+                Ok(())
+            }
         }
+    }
+
+    /// Applies a meta-tree change with the meta watermark, once per LSN.
+    fn apply_meta(&self, lsn: Lsn, f: impl FnOnce(&mut sled::Batch)) -> Result<()> {
+        if lsn_of(self.meta.get(META_APPLIED)?) >= lsn {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        f(&mut batch);
+        batch.insert(META_APPLIED, &lsn.to_be_bytes());
+        self.meta.apply_batch(batch)?;
+        Ok(())
     }
 
     fn apply_write(&self, lsn: Lsn, ts: u64, ops: &[WriteOp]) -> Result<()> {
@@ -305,6 +420,16 @@ fn decode_change(rec: &Record) -> Result<Change> {
         KIND_CATALOG => Ok(Change::Catalog(
             postcard::from_bytes(&rec.payload).map_err(codec)?,
         )),
+        KIND_PREPARE => Ok(Change::Prepare {
+            txid: rec.txid,
+            ts: rec.ts,
+            ops: postcard::from_bytes(&rec.payload).map_err(codec)?,
+        }),
+        KIND_COMMIT_PREPARED => Ok(Change::CommitPrepared {
+            txid: rec.txid,
+            commit_ts: rec.ts,
+        }),
+        KIND_ABORT_PREPARED => Ok(Change::AbortPrepared { txid: rec.txid }),
         k => Err(StorageError::Codec(format!(
             "unknown WAL record kind {k} at LSN {}",
             rec.lsn
@@ -462,6 +587,28 @@ impl ShardStore {
         if snapshot != LATEST {
             let last = self.writer.lock().expect("write lock").last_appended;
             self.wait_applied(last)?;
+            // A prepared transaction below the snapshot may commit at a
+            // timestamp the snapshot covers: wait for its outcome.
+            let deadline = std::time::Instant::now() + IN_DOUBT_WAIT;
+            loop {
+                let blocked = self
+                    .state
+                    .prepared
+                    .lock()
+                    .expect("prepared")
+                    .txns
+                    .values()
+                    .any(|p| p.ts <= snapshot);
+                if !blocked {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(StorageError::SerializationFailure {
+                        table: "rows of an in-doubt two-phase commit".into(),
+                    });
+                }
+                self.wait_for_change();
+            }
         }
         Ok(guard)
     }
@@ -642,7 +789,10 @@ impl ShardStore {
                     Ok(true)
                 })?;
             }
-            Fragment::CommitTxn { snapshot, writes } => {
+            Fragment::CommitTxn { snapshot, writes }
+            | Fragment::Prepare {
+                snapshot, writes, ..
+            } => {
                 for wr in writes {
                     let def = self.table(wr.table)?;
                     let tree = self
@@ -679,19 +829,46 @@ impl ShardStore {
                     }
                 }
             }
-            Fragment::Scan { .. } | Fragment::ApplyCatalog(_) => {}
+            Fragment::Scan { .. }
+            | Fragment::ApplyCatalog(_)
+            | Fragment::CommitPrepared { .. }
+            | Fragment::AbortPrepared { .. } => {}
         }
         Ok(ops)
     }
 
-    /// Validates, logs, waits for durability and applies one write.
+    /// Validates, logs, waits for durability and applies one write (or, for
+    /// `Prepare`, logs the write set and locks its keys).
     fn write(&self, txid: TxnId, fragment: &Fragment) -> Result<u64> {
+        let deadline = std::time::Instant::now() + IN_DOUBT_WAIT;
+        let is_txn = matches!(
+            fragment,
+            Fragment::CommitTxn { .. } | Fragment::Prepare { .. }
+        );
         loop {
             self.check_failed()?;
             let mut w = self.writer.lock().expect("write lock");
             let ops = self.plan_write(fragment)?;
             if ops.is_empty() {
                 return Ok(0);
+            }
+            let locked = {
+                let prepared = self.state.prepared.lock().expect("prepared");
+                ops.iter().any(|op| {
+                    let (t, k) = op.target();
+                    prepared.locks.contains_key(&(t, k.to_vec()))
+                })
+            };
+            if locked {
+                // A transaction snapshot older than the lock cannot win.
+                if is_txn || std::time::Instant::now() > deadline {
+                    return Err(StorageError::SerializationFailure {
+                        table: "a row locked by an in-doubt two-phase commit".into(),
+                    });
+                }
+                drop(w);
+                self.wait_for_change();
+                continue;
             }
             let blocking = ops
                 .iter()
@@ -707,7 +884,11 @@ impl ShardStore {
             }
             let ts = self.clock.now().0;
             let payload = postcard::to_stdvec(&ops).map_err(codec)?;
-            let lsn = self.wal.append(txid, ts, KIND_WRITE, &payload)?;
+            let (kind, rec_txid) = match fragment {
+                Fragment::Prepare { txid, .. } => (KIND_PREPARE, *txid),
+                _ => (KIND_WRITE, txid),
+            };
+            let lsn = self.wal.append(rec_txid, ts, kind, &payload)?;
             w.last_appended = lsn;
             for op in &ops {
                 let (t, k) = op.target();
@@ -715,9 +896,65 @@ impl ShardStore {
             }
             drop(w);
             let n = ops.len() as u64;
-            self.commit(lsn, Change::Write { ts, ops })?;
+            let change = match kind {
+                KIND_PREPARE => Change::Prepare {
+                    txid: rec_txid,
+                    ts,
+                    ops,
+                },
+                _ => Change::Write { ts, ops },
+            };
+            self.commit(lsn, change)?;
             return Ok(n);
         }
+    }
+
+    /// Logs and applies the outcome of a prepared transaction.
+    fn resolve(&self, txid: TxnId, commit_ts: Option<Timestamp>) -> Result<u64> {
+        self.check_failed()?;
+        let mut w = self.writer.lock().expect("write lock");
+        if !self
+            .state
+            .prepared
+            .lock()
+            .expect("prepared")
+            .txns
+            .contains_key(&txid)
+        {
+            return Ok(0);
+        }
+        let (kind, ts, change) = match commit_ts {
+            Some(c) => {
+                self.clock.observe_own(c);
+                (
+                    KIND_COMMIT_PREPARED,
+                    c.0,
+                    Change::CommitPrepared {
+                        txid,
+                        commit_ts: c.0,
+                    },
+                )
+            }
+            None => (
+                KIND_ABORT_PREPARED,
+                self.clock.now().0,
+                Change::AbortPrepared { txid },
+            ),
+        };
+        let lsn = self.wal.append(txid, ts, kind, &[])?;
+        w.last_appended = lsn;
+        drop(w);
+        self.commit(lsn, change)?;
+        Ok(1)
+    }
+
+    /// Sleeps until some record is applied (or a short timeout passes).
+    fn wait_for_change(&self) {
+        let st = self.apply.lock().expect("apply");
+        let _ = self
+            .applied
+            .wait_timeout(st, Duration::from_millis(20))
+            .expect("apply");
     }
 
     /// Waits for durability of `lsn`, then applies it in LSN order.
@@ -740,7 +977,7 @@ impl ShardStore {
                 tracing::error!(shard = self.id, lsn = next, error = %e, "apply failed");
                 return Err(e);
             }
-            if let Change::Write { ops, .. } = &change {
+            if let Change::Write { ops, .. } | Change::Prepare { ops, .. } = &change {
                 let mut w = self.writer.lock().expect("write lock");
                 for op in ops {
                     let (t, k) = op.target();
@@ -816,11 +1053,28 @@ impl Shard for ShardStore {
                 snapshot.map_or(LATEST, |t| t.0),
             )?)),
             Fragment::ApplyCatalog(c) => Ok(FragmentOutput::Count(self.apply_catalog(txid, c)?)),
+            Fragment::CommitPrepared { txid, commit_ts } => Ok(FragmentOutput::Count(
+                self.resolve(*txid, Some(*commit_ts))?,
+            )),
+            Fragment::AbortPrepared { txid } => {
+                Ok(FragmentOutput::Count(self.resolve(*txid, None)?))
+            }
             _ => Ok(FragmentOutput::Count(self.write(txid, fragment)?)),
         }
     }
 
     fn catalog(&self) -> Catalog {
         self.state.catalog.read().expect("catalog").clone()
+    }
+
+    fn in_doubt(&self) -> Vec<TxnId> {
+        self.state
+            .prepared
+            .lock()
+            .expect("prepared")
+            .txns
+            .keys()
+            .copied()
+            .collect()
     }
 }

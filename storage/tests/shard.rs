@@ -324,3 +324,87 @@ fn snapshots_see_the_past_and_gc_reclaims_what_none_can_see() {
     let s = ShardStore::open(0, dir.path(), opts).unwrap();
     assert_eq!(rows(&s), vec![(0, 1), (1, 10), (2, 20)]);
 }
+
+fn txn_write(id: i64, v: i64) -> fortress_storage::TxnWrite {
+    fortress_storage::TxnWrite {
+        table: 1,
+        key: vec![Value::Int8(id)],
+        row: Some(vec![Value::Int8(id), Value::Int8(v)]),
+        insert: false,
+    }
+}
+
+#[test]
+fn prepared_transactions_survive_restart_and_resolve_either_way() {
+    use fortress_storage::{HybridClock, Timestamp};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(HybridClock::default());
+    let opts = ShardOptions {
+        clock: clock.clone(),
+        ..ShardOptions::default()
+    };
+    {
+        let s = ShardStore::open(0, dir.path(), opts.clone()).unwrap();
+        s.execute(1, &Fragment::ApplyCatalog(catalog())).unwrap();
+        insert(&s, 0..4);
+        let snapshot = clock.now();
+        for (txid, id) in [(77, 1), (78, 2)] {
+            let prep = Fragment::Prepare {
+                txid,
+                snapshot,
+                writes: vec![txn_write(id, 1000 + id)],
+            };
+            assert_eq!(s.execute(9, &prep).unwrap(), FragmentOutput::Count(1));
+        }
+        // Locked keys: a transaction commit touching them loses at once.
+        let rival = Fragment::CommitTxn {
+            snapshot: clock.now(),
+            writes: vec![txn_write(1, 5)],
+        };
+        assert_eq!(s.execute(9, &rival).unwrap_err().sql_state(), "40001");
+        let mut doubt = s.in_doubt();
+        doubt.sort();
+        assert_eq!(doubt, vec![77, 78]);
+        assert_eq!(rows(&s)[1], (1, 10), "prepared writes are invisible");
+    }
+    // The prepared state is durable; the outcome decides visibility.
+    let s = ShardStore::open(0, dir.path(), opts.clone()).unwrap();
+    let mut doubt = s.in_doubt();
+    doubt.sort();
+    assert_eq!(doubt, vec![77, 78]);
+    let commit_ts: Timestamp = clock.now();
+    s.execute(
+        9,
+        &Fragment::CommitPrepared {
+            txid: 77,
+            commit_ts,
+        },
+    )
+    .unwrap();
+    s.execute(9, &Fragment::AbortPrepared { txid: 78 }).unwrap();
+    // Resolving twice is harmless (recovery may repeat a decision).
+    assert_eq!(
+        s.execute(
+            9,
+            &Fragment::CommitPrepared {
+                txid: 77,
+                commit_ts
+            }
+        )
+        .unwrap(),
+        FragmentOutput::Count(0)
+    );
+    assert!(s.in_doubt().is_empty());
+    assert_eq!(rows(&s)[1], (1, 1001));
+    assert_eq!(rows(&s)[2], (2, 20));
+    assert_eq!(
+        add_to_v(&s, Some(2), 1),
+        1,
+        "the aborted transaction's lock is gone"
+    );
+    drop(s);
+    let s = ShardStore::open(0, dir.path(), opts).unwrap();
+    assert!(s.in_doubt().is_empty());
+    assert_eq!(rows(&s)[1], (1, 1001));
+    assert_eq!(rows(&s)[2], (2, 21));
+}
