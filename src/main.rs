@@ -35,6 +35,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.vnodes == 0 {
         anyhow::bail!("--vnodes must be at least 1");
     }
+    if let Ok(spec) = std::env::var("FORTRESS_FAULTS") {
+        fortress_storage::fault::configure(&spec).map_err(anyhow::Error::msg)?;
+        tracing::warn!(faults = %spec, "fault points armed");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("fortress")

@@ -206,7 +206,7 @@ async fn errors_abort_the_block_until_rollback() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_to_several_shards_are_refused_whole() {
+async fn a_transaction_over_several_shards_commits_whole() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let mut c = setup(&server).await;
@@ -216,13 +216,50 @@ async fn writes_to_several_shards_are_refused_whole() {
             .await
             .unwrap();
     }
-    assert_eq!(code(&t.commit().await.unwrap_err()), "0A000");
+    t.commit().await.unwrap();
     let n = c
         .query("SELECT id FROM acct WHERE id >= 10", &[])
         .await
         .unwrap()
         .len();
-    assert_eq!(n, 0, "nothing of the refused transaction was applied");
+    assert_eq!(n, 20);
+    // A rolled-back one leaves nothing anywhere.
+    let t = c.transaction().await.unwrap();
+    t.execute("DELETE FROM acct WHERE id >= 10", &[])
+        .await
+        .unwrap();
+    t.rollback().await.unwrap();
+    assert_eq!(
+        c.query("SELECT id FROM acct WHERE id >= 10", &[])
+            .await
+            .unwrap()
+            .len(),
+        20
+    );
+    // A conflict on one participant aborts every participant.
+    let mut other = server.client().await;
+    let t1 = c.transaction().await.unwrap();
+    let t2 = other.transaction().await.unwrap();
+    t1.execute("UPDATE acct SET balance = balance + 1 WHERE id >= 10", &[])
+        .await
+        .unwrap();
+    t2.execute("UPDATE acct SET balance = balance + 5 WHERE id = 17", &[])
+        .await
+        .unwrap();
+    t2.commit().await.unwrap();
+    assert_eq!(code(&t1.commit().await.unwrap_err()), "40001");
+    let total: i64 = c
+        .query("SELECT balance FROM acct WHERE id >= 10", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, i64>(0))
+        .sum();
+    assert_eq!(
+        total,
+        20 + 5,
+        "the losing transaction left no partial effect"
+    );
 }
 
 /// Sends one simple query on a raw connection and returns the

@@ -10,6 +10,7 @@ use fortress_storage::{
     StorageError, Timestamp,
 };
 
+use crate::coordinator::Coordinator;
 use crate::error::{ProxyError, Result};
 use crate::route::ring::Ring;
 
@@ -34,6 +35,7 @@ pub struct Cluster {
     stores: Vec<Arc<ShardStore>>,
     ring: Ring,
     clock: Arc<HybridClock>,
+    coordinator: Coordinator,
     catalog: RwLock<Arc<Catalog>>,
     /// Serialises DDL so catalog versions are assigned one at a time.
     pub(crate) ddl: tokio::sync::Mutex<()>,
@@ -68,6 +70,22 @@ fn read_identity(dir: &Path) -> Result<Option<(u32, usize)>> {
             ),
         )),
     }
+}
+
+/// Finishes transactions a crash left prepared: commit where the coordinator
+/// logged a decision, abort otherwise (presumed abort).
+fn resolve_in_doubt(stores: &[Arc<ShardStore>], coordinator: &Coordinator) -> Result<()> {
+    for s in stores {
+        for txid in s.in_doubt() {
+            let fragment = match coordinator.decision(txid) {
+                Some(commit_ts) => Fragment::CommitPrepared { txid, commit_ts },
+                None => Fragment::AbortPrepared { txid },
+            };
+            tracing::warn!(shard = s.id(), txid, outcome = ?fragment, "resolving in-doubt transaction");
+            s.execute(txid, &fragment)?;
+        }
+    }
+    Ok(())
 }
 
 impl Cluster {
@@ -120,6 +138,8 @@ impl Cluster {
                 s.execute(0, &Fragment::ApplyCatalog(newest.clone()))?;
             }
         }
+        let coordinator = Coordinator::open(&dir.join("coordinator"), opts.shard.wal.clone())?;
+        resolve_in_doubt(&stores, &coordinator)?;
         for s in &stores {
             s.spawn_gc(GC_EVERY);
         }
@@ -129,6 +149,7 @@ impl Cluster {
             stores,
             ring: Ring::new(opts.shards, opts.vnodes),
             clock: opts.shard.clock.clone(),
+            coordinator,
             catalog: RwLock::new(Arc::new(newest)),
             ddl: tokio::sync::Mutex::new(()),
             // Seeded from the clock so ids stay unique across restarts.
@@ -143,6 +164,11 @@ impl Cluster {
 
     pub fn ring(&self) -> &Ring {
         &self.ring
+    }
+
+    /// The two-phase-commit decision log.
+    pub fn coordinator(&self) -> &Coordinator {
+        &self.coordinator
     }
 
     /// A fresh snapshot timestamp from the clock all shards share.

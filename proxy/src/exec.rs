@@ -6,6 +6,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
 
 use fortress_storage::expr::{compare_keys, sort_values};
+use fortress_storage::fault;
 use fortress_storage::{
     Expr, Fragment, FragmentOutput, Row, ShardId, SortKey, TableDef, Timestamp, TxnWrite, Value,
 };
@@ -153,7 +154,8 @@ async fn execute_in_session(
     }
 }
 
-/// Sends a transaction's buffered writes to the shard that owns them.
+/// Commits a transaction's buffered writes: on its one shard directly, or
+/// across shards by two-phase commit (see [`crate::coordinator`]).
 async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
     let snapshot = txn.snapshot;
     let mut by_shard: BTreeMap<ShardId, Vec<TxnWrite>> = BTreeMap::new();
@@ -161,23 +163,63 @@ async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
         let shard = shard_for_value(cluster.ring(), &w.key[0]);
         by_shard.entry(shard).or_default().push(w);
     }
-    if by_shard.len() > 1 {
-        return Err(ProxyError::new(
-            "0A000",
-            format!(
-                "this transaction wrote to {} shards; committing across shards needs two-phase commit, which is not built yet, so it was rolled back",
-                by_shard.len()
-            ),
-        ));
+    if by_shard.len() <= 1 {
+        if let Some((shard, writes)) = by_shard.into_iter().next() {
+            let frag = Fragment::CommitTxn { snapshot, writes };
+            cluster.run(shard, cluster.txid(), frag).await?;
+        }
+        return Ok(());
     }
-    if let Some((shard, writes)) = by_shard.into_iter().next() {
-        cluster
-            .run(
-                shard,
-                cluster.txid(),
-                Fragment::CommitTxn { snapshot, writes },
-            )
-            .await?;
+    let txid = cluster.txid();
+    let participants: Vec<ShardId> = by_shard.keys().copied().collect();
+    let prepares = by_shard.into_iter().map(|(shard, writes)| {
+        let frag = Fragment::Prepare {
+            txid,
+            snapshot,
+            writes,
+        };
+        cluster.run(shard, txid, frag)
+    });
+    let prepared = futures::future::join_all(prepares).await;
+    let failed = prepared.into_iter().find_map(|r| r.err());
+    let injected = fault::hit("2pc.after_prepare").err();
+    if failed.is_some() || injected.is_some() {
+        let abort = Fragment::AbortPrepared { txid };
+        for r in cluster.scatter(&participants, txid, &abort).await {
+            if let Err(e) = r {
+                tracing::warn!(txid, error = %e, "abort after a failed prepare; restart resolves it");
+            }
+        }
+        return Err(match (failed, injected) {
+            (Some(e), _) => e,
+            (None, Some(f)) => ProxyError::new("XX000", f.to_string()),
+            (None, None) => unreachable!("checked above"),
+        });
+    }
+    let commit_ts = cluster.snapshot();
+    cluster.coordinator().log_commit(txid, commit_ts).map_err(|e| {
+        ProxyError::new(
+            "40003",
+            format!("commit outcome unknown: the decision could not be logged ({e}); restart resolves it"),
+        )
+    })?;
+    fault::hit("2pc.after_decision").map_err(|f| ProxyError::new("XX000", f.to_string()))?;
+    // The transaction is committed now; phase two only publishes it.
+    let mut all_applied = true;
+    for (i, &shard) in participants.iter().enumerate() {
+        if i == 1 {
+            fault::hit("2pc.mid_phase_two").map_err(|f| ProxyError::new("XX000", f.to_string()))?;
+        }
+        let frag = Fragment::CommitPrepared { txid, commit_ts };
+        if let Err(e) = cluster.run(shard, txid, frag).await {
+            all_applied = false;
+            tracing::error!(txid, shard, error = %e, "commit of a decided transaction failed; restart applies it");
+        }
+    }
+    if all_applied {
+        if let Err(e) = cluster.coordinator().log_done(txid) {
+            tracing::warn!(txid, error = %e, "could not log the end of a transaction");
+        }
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! [`fortress_storage::Shard`] -> `exec` (merge) -> `wire`.
 
 pub mod cluster;
+pub mod coordinator;
 pub mod error;
 pub mod exec;
 pub mod plan;

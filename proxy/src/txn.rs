@@ -6,8 +6,7 @@
 //! own buffered writes (read-your-writes). COMMIT sends the buffer to the
 //! owning shard, which applies it as one WAL record unless some key has a
 //! version newer than the snapshot (first committer wins, 40001). A buffer
-//! spanning several shards needs two-phase commit, not built yet: such a
-//! COMMIT fails with 0A000 and the transaction is rolled back.
+//! spanning several shards commits by two-phase commit.
 
 use std::collections::BTreeMap;
 

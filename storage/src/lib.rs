@@ -8,6 +8,7 @@ pub mod api;
 pub mod clock;
 pub mod error;
 pub mod expr;
+pub mod fault;
 pub mod keycodec;
 pub mod mvcc;
 pub mod schema;

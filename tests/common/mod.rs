@@ -17,6 +17,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     log: PathBuf,
     shards: u32,
+    /// Extra environment for the server process (e.g. FORTRESS_FAULTS).
+    pub env: Vec<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -41,6 +43,7 @@ impl Server {
             log: data_dir.with_extension("log"),
             data_dir,
             shards,
+            env: Vec::new(),
         };
         s.spawn();
         s
@@ -58,6 +61,7 @@ impl Server {
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--shards", &self.shards.to_string()])
             .env("FORTRESS_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -106,6 +110,21 @@ impl Server {
             let _ = conn.await;
         });
         client
+    }
+
+    /// Waits for the server to exit by itself (e.g. at an injected crash).
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if c.try_wait().ok().flatten().is_some() {
+                    self.child = None;
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// Stops the server with SIGKILL: no shutdown code runs.
