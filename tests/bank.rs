@@ -236,3 +236,105 @@ async fn crash_mid_phase_two_completes_at_restart() {
         "the participant that missed phase two commits at restart"
     );
 }
+
+/// SIGKILL at several moments of a transfer load. After each restart the
+/// balances must equal the initial ones plus exactly the transfers recorded
+/// in the `transfers` table (written in the same transactions), and every
+/// acknowledged transfer must be recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_transfers_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let c = server.client().await;
+    c.batch_execute(
+        "CREATE TABLE acct (id int PRIMARY KEY, balance bigint NOT NULL);
+         CREATE TABLE transfers (id bigint PRIMARY KEY, src int NOT NULL, dst int NOT NULL, amount bigint NOT NULL)",
+    )
+    .await
+    .unwrap();
+    let values: Vec<String> = (0..ACCOUNTS).map(|i| format!("({i}, {START})")).collect();
+    c.batch_execute(&format!("INSERT INTO acct VALUES {}", values.join(",")))
+        .await
+        .unwrap();
+    drop(c);
+    let mut all_acked = std::collections::HashSet::new();
+    for (round, kill_ms) in [250u64, 600, 1000].into_iter().enumerate() {
+        let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for w in 0..4i64 {
+            let mut client = server.client().await;
+            let acked = acked.clone();
+            tasks.push(tokio::spawn(async move {
+                for seq in 0..500i64 {
+                    let id = (round as i64 * 10 + w) * 1_000_000 + seq;
+                    let from = ((seq * 7 + w * 3) % ACCOUNTS as i64) as i32;
+                    let to = (from + 1 + (seq % 5) as i32) % ACCOUNTS;
+                    let r = async {
+                        let t = client.transaction().await?;
+                        t.execute(
+                            "UPDATE acct SET balance = balance - 1 WHERE id = $1",
+                            &[&from],
+                        )
+                        .await?;
+                        t.execute(
+                            "UPDATE acct SET balance = balance + 1 WHERE id = $1",
+                            &[&to],
+                        )
+                        .await?;
+                        t.execute(
+                            "INSERT INTO transfers VALUES ($1, $2, $3, 1)",
+                            &[&id, &from, &to],
+                        )
+                        .await?;
+                        t.commit().await
+                    }
+                    .await;
+                    match r {
+                        Ok(()) => acked.lock().unwrap().push(id),
+                        Err(e) if retryable(&e) => {}
+                        Err(_) => break, // the server is gone
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(kill_ms)).await;
+        server.kill();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        all_acked.extend(acked.lock().unwrap().iter().copied());
+        server.restart();
+        let c = server.client().await;
+        let logged = c
+            .query("SELECT id, src, dst FROM transfers", &[])
+            .await
+            .unwrap();
+        let ids: std::collections::HashSet<i64> = logged.iter().map(|r| r.get(0)).collect();
+        let missing = all_acked.iter().filter(|id| !ids.contains(id)).count();
+        assert_eq!(missing, 0, "round {round}: acknowledged transfers lost");
+        let mut expected = vec![START; ACCOUNTS as usize];
+        for r in &logged {
+            expected[r.get::<_, i32>(1) as usize] -= 1;
+            expected[r.get::<_, i32>(2) as usize] += 1;
+        }
+        let rows = c
+            .query("SELECT id, balance FROM acct ORDER BY id", &[])
+            .await
+            .unwrap();
+        let got: Vec<i64> = rows.iter().map(|r| r.get(1)).collect();
+        assert_eq!(
+            got, expected,
+            "round {round}: balances disagree with the transfer log"
+        );
+        eprintln!(
+            "kill round {round} at {kill_ms} ms: {} acknowledged so far, {} recorded",
+            all_acked.len(),
+            ids.len()
+        );
+    }
+    assert!(
+        all_acked.len() > 10,
+        "the load made too little progress to test anything"
+    );
+    server.stop();
+}
