@@ -424,6 +424,8 @@ async fn settings_and_server_functions() {
         .unwrap()
         .get(0);
     assert_eq!(enc, "UTF8");
+    // Drivers (psycopg) send DEALLOCATE ALL after a failed transaction.
+    c.batch_execute("DEALLOCATE ALL").await.unwrap();
     let iso: String = c
         .query_one("SHOW transaction isolation level", &[])
         .await

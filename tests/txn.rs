@@ -157,9 +157,12 @@ async fn first_committer_wins() {
     let mut b = server.client().await;
     let ta = a.transaction().await.unwrap();
     let tb = b.transaction().await.unwrap();
-    ta.execute("UPDATE acct SET balance = balance + 1 WHERE id = 1", &[])
-        .await
-        .unwrap();
+    ta.execute(
+        "UPDATE acct SET balance = balance + 1 WHERE branch = 1 AND id = 1",
+        &[],
+    )
+    .await
+    .unwrap();
     tb.execute("UPDATE acct SET balance = balance + 10 WHERE id = 1", &[])
         .await
         .unwrap();
@@ -340,8 +343,11 @@ async fn concurrent_increments_lose_no_update() {
             while committed < 25 && std::time::Instant::now() < deadline {
                 let t = client.transaction().await.unwrap();
                 let r = async {
-                    t.execute("UPDATE acct SET balance = balance + 1 WHERE id = 1", &[])
-                        .await?;
+                    t.execute(
+                        "UPDATE acct SET balance = balance + 1 WHERE branch = 1 AND id = 1",
+                        &[],
+                    )
+                    .await?;
                     t.commit().await
                 }
                 .await;

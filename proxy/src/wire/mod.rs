@@ -256,6 +256,17 @@ impl SimpleQueryHandler for Handler {
         };
         let mut out = Vec::with_capacity(stmts.len());
         for stmt in &stmts {
+            // DEALLOCATE drops prepared statements, which pgwire keeps per
+            // connection; ALL leaves them to be replaced by name on re-Parse.
+            if let Statement::Deallocate { name, .. } = stmt {
+                let all = name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all");
+                if !all {
+                    client.portal_store().rm_statement(&name.value);
+                }
+                let tag = if all { "DEALLOCATE ALL" } else { "DEALLOCATE" };
+                out.push(Response::Execution(Tag::new(tag)));
+                continue;
+            }
             let result = match self.run_one(&session, stmt).await {
                 Ok(mut r) => {
                     send_notice(client, r.take_notice()).await?;
