@@ -237,7 +237,7 @@ async fn crash_mid_phase_two_completes_at_restart() {
     );
 }
 
-/// SIGKILL at several moments of a transfer load. After each restart the
+/// SIGKILL at three random moments of a transfer load. After each restart the
 /// balances must equal the initial ones plus exactly the transfers recorded
 /// in the `transfers` table (written in the same transactions), and every
 /// acknowledged transfer must be recorded.
@@ -258,7 +258,27 @@ async fn sigkill_during_transfers_loses_nothing_acknowledged() {
         .unwrap();
     drop(c);
     let mut all_acked = std::collections::HashSet::new();
-    for (round, kill_ms) in [250u64, 600, 1000].into_iter().enumerate() {
+    // Random kill times, reproducible from the printed seed.
+    let seed = std::env::var("FORTRESS_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("kill rounds seed {seed} (set FORTRESS_KILL_SEED to repeat)");
+    let kill_times: Vec<u64> = (0..3u64)
+        .map(|i| {
+            150 + (seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(i * 1442695040888963407)
+                >> 33)
+                % 1000
+        })
+        .collect();
+    for (round, kill_ms) in kill_times.into_iter().enumerate() {
         let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for w in 0..4i64 {

@@ -321,6 +321,19 @@ async fn errors_carry_their_sqlstate_and_the_session_survives() {
         values.join(", ")
     );
     assert_eq!(code(&c.batch_execute(&sql).await.unwrap_err()), "23502");
+    // ... and so does one whose duplicate key sits on another shard than
+    // most of its rows: multi-shard statements commit by two-phase commit.
+    let sql = format!(
+        "INSERT INTO acct VALUES {}, (1, 'dup', 1)",
+        values.join(", ")
+    );
+    assert_eq!(code(&c.batch_execute(&sql).await.unwrap_err()), "23505");
+    // A multi-shard UPDATE applies everywhere or nowhere.
+    let e = c
+        .batch_execute("UPDATE acct SET tag = 'toolong'")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22001");
     // Nothing was changed by the failed statements.
     let rows = c.query("SELECT id, owner FROM acct", &[]).await.unwrap();
     assert_eq!(rows.len(), 1);

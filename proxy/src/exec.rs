@@ -330,6 +330,27 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
     }
 }
 
+/// A write statement outside a block that may touch several shards runs as
+/// its own transaction, committed by two-phase commit so it is all-or-nothing.
+/// The client has seen nothing of it yet, so a 40001 is retried a few times.
+async fn implicit_transaction(cluster: &Cluster, plan: Plan) -> Result<QueryResult> {
+    let mut attempt = 0u32;
+    loop {
+        let mut txn = Txn::new(cluster.snapshot());
+        let result = match in_transaction(cluster, &mut txn, plan.clone()).await {
+            Ok(r) => commit(cluster, txn).await.map(|_| r),
+            Err(e) => Err(e),
+        };
+        match result {
+            Err(e) if e.sql_state() == "40001" && attempt < 8 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(1 << attempt.min(6))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A statement outside any transaction block.
 async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<QueryResult> {
     let txid = cluster.txid();
@@ -338,29 +359,21 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
         Plan::Insert { table, rows } => {
             let mut by_shard: BTreeMap<ShardId, Vec<Row>> = BTreeMap::new();
             let n = rows.len();
-            // Checked here too so a multi-shard INSERT fails whole on NOT NULL.
-            // Cross-shard all-or-nothing for key conflicts needs 2PC (not built).
             for row in &rows {
-                table.check_not_null(row)?;
-            }
-            for row in rows {
                 by_shard
-                    .entry(shard_for_row(cluster.ring(), &table, &row))
+                    .entry(shard_for_row(cluster.ring(), &table, row))
                     .or_default()
-                    .push(row);
+                    .push(row.clone());
             }
-            let runs = by_shard.into_iter().map(|(shard, rows)| {
-                cluster.run(
-                    shard,
-                    txid,
-                    Fragment::Insert {
-                        table: table.id,
-                        rows,
-                    },
-                )
-            });
-            for r in futures::future::join_all(runs).await {
-                r?;
+            if by_shard.len() > 1 {
+                return implicit_transaction(cluster, Plan::Insert { table, rows }).await;
+            }
+            for (shard, rows) in by_shard {
+                let frag = Fragment::Insert {
+                    table: table.id,
+                    rows,
+                };
+                cluster.run(shard, txid, frag).await?;
             }
             Ok(done(format!("INSERT 0 {n}")))
         }
@@ -370,31 +383,34 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
             assignments,
         } => {
             let r = route(cluster.ring(), &table, filter.as_ref());
+            let Target::One(shard) = r.target else {
+                let plan = Plan::Update {
+                    table,
+                    filter,
+                    assignments,
+                };
+                return implicit_transaction(cluster, plan).await;
+            };
             let frag = Fragment::Update {
                 table: table.id,
                 key_prefix: r.key_prefix,
                 filter,
                 assignments,
             };
-            let n = count(
-                cluster
-                    .scatter(&targets(cluster, r.target), txid, &frag)
-                    .await,
-            )?;
+            let n = count(cluster.scatter(&[shard], txid, &frag).await)?;
             Ok(done(format!("UPDATE {n}")))
         }
         Plan::Delete { table, filter } => {
             let r = route(cluster.ring(), &table, filter.as_ref());
+            let Target::One(shard) = r.target else {
+                return implicit_transaction(cluster, Plan::Delete { table, filter }).await;
+            };
             let frag = Fragment::Delete {
                 table: table.id,
                 key_prefix: r.key_prefix,
                 filter,
             };
-            let n = count(
-                cluster
-                    .scatter(&targets(cluster, r.target), txid, &frag)
-                    .await,
-            )?;
+            let n = count(cluster.scatter(&[shard], txid, &frag).await)?;
             Ok(done(format!("DELETE {n}")))
         }
         Plan::CreateTable {
