@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use fortress_storage::{
-    Catalog, Fragment, FragmentOutput, HybridClock, Shard, ShardId, ShardOptions, ShardStore,
-    StorageError, Timestamp,
+    Catalog, Fragment, FragmentOutput, HybridClock, PinGuard, Shard, ShardId, ShardOptions,
+    ShardStore, SnapshotPins, StorageError, Timestamp,
 };
 
 use crate::coordinator::Coordinator;
@@ -35,6 +35,7 @@ pub struct Cluster {
     stores: Vec<Arc<ShardStore>>,
     ring: Ring,
     clock: Arc<HybridClock>,
+    pins: Arc<SnapshotPins>,
     coordinator: Coordinator,
     catalog: RwLock<Arc<Catalog>>,
     /// Serialises DDL so catalog versions are assigned one at a time.
@@ -149,6 +150,7 @@ impl Cluster {
             stores,
             ring: Ring::new(opts.shards, opts.vnodes),
             clock: opts.shard.clock.clone(),
+            pins: opts.shard.pins.clone(),
             coordinator,
             catalog: RwLock::new(Arc::new(newest)),
             ddl: tokio::sync::Mutex::new(()),
@@ -169,6 +171,13 @@ impl Cluster {
     /// The two-phase-commit decision log.
     pub fn coordinator(&self) -> &Coordinator {
         &self.coordinator
+    }
+
+    /// A transaction snapshot, pinned against garbage collection until the
+    /// guard is dropped.
+    pub fn pinned_snapshot(&self) -> (Timestamp, PinGuard) {
+        let ts = self.clock.now();
+        (ts, self.pins.pin(ts.0))
     }
 
     /// A fresh snapshot timestamp from the clock all shards share.

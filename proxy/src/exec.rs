@@ -107,7 +107,8 @@ async fn execute_in_session(
     }
     match (session.replace_txn(TxnState::Idle), plan) {
         (TxnState::Idle, Plan::Begin) => {
-            session.replace_txn(TxnState::Active(Txn::new(cluster.snapshot())));
+            let (snapshot, pin) = cluster.pinned_snapshot();
+            session.replace_txn(TxnState::Active(Txn::new(snapshot, pin)));
             Ok(QueryResult::TxnStart { notice: None })
         }
         (state @ (TxnState::Active(_) | TxnState::Failed), Plan::Begin) => {
@@ -336,7 +337,8 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
 async fn implicit_transaction(cluster: &Cluster, plan: Plan) -> Result<QueryResult> {
     let mut attempt = 0u32;
     loop {
-        let mut txn = Txn::new(cluster.snapshot());
+        let (snapshot, pin) = cluster.pinned_snapshot();
+        let mut txn = Txn::new(snapshot, pin);
         let result = match in_transaction(cluster, &mut txn, plan.clone()).await {
             Ok(r) => commit(cluster, txn).await.map(|_| r),
             Err(e) => Err(e),

@@ -11,7 +11,9 @@
 use std::collections::BTreeMap;
 
 use fortress_storage::keycodec::encode_key;
-use fortress_storage::{Expr, Row, TableDef, TableId, Timestamp, TxnWrite, Value};
+use std::sync::Arc;
+
+use fortress_storage::{Expr, PinGuard, Row, TableDef, TableId, Timestamp, TxnWrite, Value};
 
 use crate::error::Result;
 
@@ -20,13 +22,17 @@ use crate::error::Result;
 pub struct Txn {
     pub snapshot: Timestamp,
     writes: BTreeMap<(TableId, Vec<u8>), TxnWrite>,
+    /// Keeps garbage collection from removing what the snapshot can see,
+    /// for as long as the transaction (or its session) lives.
+    _pin: Arc<PinGuard>,
 }
 
 impl Txn {
-    pub fn new(snapshot: Timestamp) -> Txn {
+    pub fn new(snapshot: Timestamp, pin: PinGuard) -> Txn {
         Txn {
             snapshot,
             writes: BTreeMap::new(),
+            _pin: Arc::new(pin),
         }
     }
 

@@ -20,6 +20,7 @@ pub use api::{Fragment, FragmentOutput, Shard, TxnWrite};
 pub use clock::{HybridClock, Timestamp};
 pub use error::{EvalError, StorageError};
 pub use expr::{BinaryOp, Expr, SortKey};
+pub use mvcc::{PinGuard, SnapshotPins};
 pub use schema::{Catalog, ColumnDef, DataType, TableDef, TableId};
 pub use shard::{ShardOptions, ShardStore};
 pub use value::{Row, Value};

@@ -101,3 +101,46 @@ pub fn collect_garbage(tree: &sled::Tree, horizon: u64) -> Result<u64> {
     }
     Ok(removed)
 }
+
+/// Snapshots pinned for longer than one read (open transactions). Every
+/// shard of a process shares one set; garbage collection keeps the versions
+/// the oldest pinned snapshot can see.
+#[derive(Debug, Default)]
+pub struct SnapshotPins {
+    active: std::sync::Mutex<std::collections::BTreeMap<u64, usize>>,
+}
+
+/// Keeps a snapshot pinned until dropped.
+#[derive(Debug)]
+pub struct PinGuard {
+    pins: std::sync::Arc<SnapshotPins>,
+    ts: u64,
+}
+
+impl SnapshotPins {
+    /// Pins `ts` until the returned guard is dropped.
+    pub fn pin(self: &std::sync::Arc<Self>, ts: u64) -> PinGuard {
+        *self.active.lock().expect("pins").entry(ts).or_default() += 1;
+        PinGuard {
+            pins: self.clone(),
+            ts,
+        }
+    }
+
+    /// The oldest pinned snapshot.
+    pub fn oldest(&self) -> Option<u64> {
+        self.active.lock().expect("pins").keys().next().copied()
+    }
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        let mut active = self.pins.active.lock().expect("pins");
+        if let Some(n) = active.get_mut(&self.ts) {
+            *n -= 1;
+            if *n == 0 {
+                active.remove(&self.ts);
+            }
+        }
+    }
+}

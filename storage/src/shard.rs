@@ -32,7 +32,7 @@ use crate::clock::{HybridClock, Timestamp};
 use crate::error::{Result, StorageError};
 use crate::expr::{compare_keys, sort_values, Expr, SortKey};
 use crate::keycodec::{encode_key, versioned_key};
-use crate::mvcc::{collect_garbage, encode_version, visible, LATEST};
+use crate::mvcc::{collect_garbage, encode_version, visible, SnapshotPins, LATEST};
 use crate::schema::{Catalog, TableDef, TableId};
 use crate::value::{Row, Value};
 use crate::wal::{Lsn, Record, Wal, WalOptions};
@@ -186,6 +186,8 @@ pub struct ShardOptions {
     /// Versions younger than this stay even with no reader needing them, so
     /// a snapshot taken just before reaching the shard is still served.
     pub gc_grace: Duration,
+    /// Snapshots of open transactions, shared by every shard.
+    pub pins: Arc<SnapshotPins>,
 }
 
 impl Default for ShardOptions {
@@ -195,6 +197,7 @@ impl Default for ShardOptions {
             cache_bytes: 64 << 20,
             clock: Arc::new(HybridClock::default()),
             gc_grace: Duration::from_secs(10),
+            pins: Arc::new(SnapshotPins::default()),
         }
     }
 }
@@ -447,6 +450,7 @@ pub struct ShardStore {
     clock: Arc<HybridClock>,
     snapshots: Mutex<Snapshots>,
     gc_grace: Duration,
+    pins: Arc<SnapshotPins>,
     apply: Mutex<ApplyState>,
     applied: Condvar,
     failed: AtomicBool,
@@ -498,6 +502,7 @@ impl ShardStore {
             }),
             snapshots: Mutex::new(Snapshots::default()),
             gc_grace: opts.gc_grace,
+            pins: opts.pins.clone(),
             clock,
             apply: Mutex::new(ApplyState {
                 next,
@@ -620,7 +625,13 @@ impl ShardStore {
             let grace = self.gc_grace.as_micros() as u64;
             let floor =
                 Timestamp::from_wall(self.clock.now().wall_micros().saturating_sub(grace)).0;
-            let oldest = reg.active.keys().next().copied().unwrap_or(u64::MAX);
+            let oldest = reg
+                .active
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(u64::MAX)
+                .min(self.pins.oldest().unwrap_or(u64::MAX));
             let h = floor.min(oldest).max(reg.horizon);
             reg.horizon = h;
             h
