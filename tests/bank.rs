@@ -41,6 +41,14 @@ async fn transfer(
     t.commit().await
 }
 
+/// Gives accounts `0..ACCOUNTS` a balance of `START` each.
+async fn open_accounts(c: &tokio_postgres::Client) {
+    let values: Vec<String> = (0..ACCOUNTS).map(|i| format!("({i}, {START})")).collect();
+    c.batch_execute(&format!("INSERT INTO acct VALUES {}", values.join(",")))
+        .await
+        .unwrap();
+}
+
 async fn total<C: tokio_postgres::GenericClient>(c: &C) -> Result<i64, tokio_postgres::Error> {
     Ok(c.query("SELECT balance FROM acct", &[])
         .await?
@@ -57,10 +65,7 @@ async fn transfers_keep_the_total_in_every_snapshot() {
     c.batch_execute("CREATE TABLE acct (id int PRIMARY KEY, balance bigint NOT NULL)")
         .await
         .unwrap();
-    let values: Vec<String> = (0..ACCOUNTS).map(|i| format!("({i}, {START})")).collect();
-    c.batch_execute(&format!("INSERT INTO acct VALUES {}", values.join(",")))
-        .await
-        .unwrap();
+    open_accounts(&c).await;
     let expected = START * ACCOUNTS as i64;
     let committed = Arc::new(AtomicU64::new(0));
     let aborted = Arc::new(AtomicU64::new(0));
@@ -252,10 +257,7 @@ async fn sigkill_during_transfers_loses_nothing_acknowledged() {
     )
     .await
     .unwrap();
-    let values: Vec<String> = (0..ACCOUNTS).map(|i| format!("({i}, {START})")).collect();
-    c.batch_execute(&format!("INSERT INTO acct VALUES {}", values.join(",")))
-        .await
-        .unwrap();
+    open_accounts(&c).await;
     drop(c);
     let mut all_acked = std::collections::HashSet::new();
     // Random kill times, reproducible from the printed seed.

@@ -521,14 +521,7 @@ async fn malformed_wire_input_leaves_the_server_serving() {
         .await
         .unwrap();
     c.batch_execute("INSERT INTO w VALUES (1)").await.unwrap();
-    let startup = {
-        let mut body = Vec::new();
-        body.extend_from_slice(&196608i32.to_be_bytes());
-        body.extend_from_slice(b"user\0x\0\0");
-        let mut m = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-        m.extend_from_slice(&body);
-        m
-    };
+    let startup = common::startup_message(&[("user", "x")]);
     let payloads: Vec<Vec<u8>> = vec![
         b"\x00\x00\x00\x08\x04\xd2\x16\x2f".to_vec(), // SSLRequest, then hang up
         vec![0xff; 64],                               // noise before startup
@@ -601,17 +594,6 @@ async fn a_damaged_wal_stops_start_up_naming_file_and_offset() {
     assert!(stderr.contains("at offset"), "{stderr}");
 }
 
-/// Reads one backend message: (type, body).
-fn read_message(s: &mut std::net::TcpStream) -> (u8, Vec<u8>) {
-    use std::io::Read;
-    let mut head = [0u8; 5];
-    s.read_exact(&mut head).unwrap();
-    let len = i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
-    let mut body = vec![0u8; len - 4];
-    s.read_exact(&mut body).unwrap();
-    (head[0], body)
-}
-
 #[test]
 fn startup_refuses_ssl_and_reports_postgres_parameters() {
     use std::io::{Read, Write};
@@ -624,14 +606,14 @@ fn startup_refuses_ssl_and_reports_postgres_parameters() {
     let mut answer = [0u8; 1];
     s.read_exact(&mut answer).unwrap();
     assert_eq!(&answer, b"N", "SSLRequest is answered N");
-    let mut body = 196608i32.to_be_bytes().to_vec();
-    body.extend_from_slice(b"user\0alice\0database\0shop\0\0");
-    let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    msg.extend_from_slice(&body);
-    s.write_all(&msg).unwrap();
+    s.write_all(&common::startup_message(&[
+        ("user", "alice"),
+        ("database", "shop"),
+    ]))
+    .unwrap();
     let mut params = std::collections::HashMap::new();
     loop {
-        let (ty, body) = read_message(&mut s);
+        let (ty, body) = common::read_message(&mut s);
         match ty {
             b'R' => assert_eq!(&body[..4], &[0, 0, 0, 0], "trust: AuthenticationOk"),
             b'S' => {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use common::{code, Server};
 
@@ -279,12 +279,8 @@ fn status_after(s: &mut std::net::TcpStream, sql: &str) -> u8 {
 /// Reads messages up to ReadyForQuery and returns its status byte.
 fn ready_status(s: &mut std::net::TcpStream) -> u8 {
     loop {
-        let mut head = [0u8; 5];
-        s.read_exact(&mut head).unwrap();
-        let len = i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
-        let mut body = vec![0u8; len - 4];
-        s.read_exact(&mut body).unwrap();
-        if head[0] == b'Z' {
+        let (ty, body) = common::read_message(s);
+        if ty == b'Z' {
             return body[0];
         }
     }
@@ -297,11 +293,8 @@ fn ready_for_query_reports_idle_in_block_and_failed() {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
-    let mut body = 196608i32.to_be_bytes().to_vec();
-    body.extend_from_slice(b"user\0u\0\0");
-    let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    msg.extend_from_slice(&body);
-    s.write_all(&msg).unwrap();
+    s.write_all(&common::startup_message(&[("user", "u")]))
+        .unwrap();
     assert_eq!(ready_status(&mut s), b'I', "after start-up");
     assert_eq!(status_after(&mut s, ""), b'I');
     assert_eq!(

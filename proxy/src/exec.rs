@@ -3,7 +3,7 @@
 //! OFFSET/LIMIT, then projection).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use fortress_storage::expr::{compare_keys, sort_values};
 use fortress_storage::fault;
@@ -359,18 +359,15 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
     match plan {
         Plan::Select(s) => select(cluster, txid, s, cluster.snapshot()).await,
         Plan::Insert { table, rows } => {
-            let mut by_shard: BTreeMap<ShardId, Vec<Row>> = BTreeMap::new();
             let n = rows.len();
-            for row in &rows {
-                by_shard
-                    .entry(shard_for_row(cluster.ring(), &table, row))
-                    .or_default()
-                    .push(row.clone());
-            }
-            if by_shard.len() > 1 {
+            let shards: BTreeSet<ShardId> = rows
+                .iter()
+                .map(|row| shard_for_row(cluster.ring(), &table, row))
+                .collect();
+            if shards.len() > 1 {
                 return implicit_transaction(cluster, Plan::Insert { table, rows }).await;
             }
-            for (shard, rows) in by_shard {
+            if let Some(&shard) = shards.first() {
                 let frag = Fragment::Insert {
                     table: table.id,
                     rows,

@@ -73,7 +73,7 @@ pub enum StorageError {
     #[error(transparent)]
     Eval(#[from] EvalError),
     #[error("could not serialize access due to concurrent update")]
-    SerializationFailure { table: String },
+    SerializationFailure { reason: String },
     #[error("snapshot too old: versions at {snapshot} were garbage collected")]
     SnapshotTooOld { snapshot: u64 },
     #[error("shard {shard} is unavailable: {reason}")]

@@ -609,7 +609,7 @@ impl ShardStore {
                 }
                 if std::time::Instant::now() > deadline {
                     return Err(StorageError::SerializationFailure {
-                        table: "rows of an in-doubt two-phase commit".into(),
+                        reason: "rows of an in-doubt two-phase commit".into(),
                     });
                 }
                 self.wait_for_change();
@@ -816,7 +816,7 @@ impl ShardStore {
                         let newest = crate::keycodec::split_versioned(&k).map_or(0, |(_, ts)| ts);
                         if newest > snapshot.0 {
                             return Err(StorageError::SerializationFailure {
-                                table: def.name.clone(),
+                                reason: format!("a newer version in \"{}\"", def.name),
                             });
                         }
                         if wr.insert && crate::mvcc::decode_version(&v)?.is_some() {
@@ -874,7 +874,7 @@ impl ShardStore {
                 // A transaction snapshot older than the lock cannot win.
                 if is_txn || std::time::Instant::now() > deadline {
                     return Err(StorageError::SerializationFailure {
-                        table: "a row locked by an in-doubt two-phase commit".into(),
+                        reason: "a row locked by an in-doubt two-phase commit".into(),
                     });
                 }
                 drop(w);

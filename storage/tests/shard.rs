@@ -47,7 +47,11 @@ fn insert(s: &ShardStore, ids: std::ops::Range<i64>) {
     s.execute(1, &Fragment::Insert { table: 1, rows }).unwrap();
 }
 
-fn rows(s: &ShardStore) -> Vec<(i64, i64)> {
+/// `(id, v)` of every row at `snapshot` (`None`: latest), or the SQLSTATE.
+fn scan(
+    s: &ShardStore,
+    snapshot: Option<fortress_storage::Timestamp>,
+) -> Result<Vec<(i64, i64)>, String> {
     let out = s
         .execute(
             1,
@@ -57,16 +61,21 @@ fn rows(s: &ShardStore) -> Vec<(i64, i64)> {
                 filter: None,
                 order_by: vec![],
                 limit: None,
-                snapshot: None,
+                snapshot,
             },
         )
-        .unwrap();
+        .map_err(|e| e.sql_state().to_string())?;
     let FragmentOutput::Rows(rows) = out else {
         panic!("scan returned {out:?}")
     };
-    rows.iter()
+    Ok(rows
+        .iter()
         .map(|r| (r[0].as_i64().unwrap(), r[1].as_i64().unwrap_or(-1)))
-        .collect()
+        .collect())
+}
+
+fn rows(s: &ShardStore) -> Vec<(i64, i64)> {
+    scan(s, None).unwrap()
 }
 
 fn add_to_v(s: &ShardStore, id: Option<i64>, delta: i64) -> u64 {
@@ -252,26 +261,7 @@ fn scan_at(
     s: &ShardStore,
     snapshot: fortress_storage::Timestamp,
 ) -> Result<Vec<(i64, i64)>, String> {
-    let out = s
-        .execute(
-            1,
-            &Fragment::Scan {
-                table: 1,
-                key_prefix: vec![],
-                filter: None,
-                order_by: vec![],
-                limit: None,
-                snapshot: Some(snapshot),
-            },
-        )
-        .map_err(|e| e.sql_state().to_string())?;
-    let FragmentOutput::Rows(rows) = out else {
-        panic!("scan returned {out:?}")
-    };
-    Ok(rows
-        .iter()
-        .map(|r| (r[0].as_i64().unwrap(), r[1].as_i64().unwrap_or(-1)))
-        .collect())
+    scan(s, Some(snapshot))
 }
 
 #[test]
