@@ -1,0 +1,24 @@
+-- Tables, inserts, simple queries and the errors they raise.
+CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL, qty integer DEFAULT 0, price numeric(10,2));
+INSERT INTO items VALUES (1, 'apple', 10, 0.50), (2, 'pear', 5, 0.75), (3, 'plum', NULL, 1.20);
+INSERT INTO items (id, name) VALUES (4, 'fig');
+SELECT * FROM items;
+SELECT id, name FROM items WHERE qty > 4 ORDER BY id;
+SELECT id, qty * 2 AS double_qty FROM items ORDER BY id DESC;
+SELECT name FROM items WHERE qty IS NULL;
+SELECT name FROM items WHERE id IN (1, 3) ORDER BY name;
+SELECT name FROM items WHERE price BETWEEN 0.6 AND 2 ORDER BY 1;
+INSERT INTO items VALUES (1, 'dup', 1, 1);
+INSERT INTO items (id) VALUES (9);
+SELECT * FROM missing;
+SELECT nope FROM items;
+UPDATE items SET qty = qty + 1 WHERE id = 1;
+SELECT qty FROM items WHERE id = 1;
+DELETE FROM items WHERE id = 4;
+SELECT count FROM items;
+SELECT 7 / 2, 7 % 3, -7 / 2;
+SELECT 1 / 0;
+SELECT 2147483647 + 1;
+DROP TABLE items;
+DROP TABLE items;
+DROP TABLE IF EXISTS items;
