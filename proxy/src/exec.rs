@@ -8,20 +8,25 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use fortress_storage::expr::{compare_keys, sort_values};
 use fortress_storage::fault;
 use fortress_storage::{
-    Expr, Fragment, FragmentOutput, Row, ShardId, SortKey, TableDef, Timestamp, TxnWrite, Value,
+    Expr, Fragment, FragmentOutput, Row, ShardId, SortKey, TableDef, TxnWrite, Value,
 };
 
+use crate::aggregate::GroupKey;
 use crate::cluster::Cluster;
 use crate::error::{ProxyError, Result};
-use crate::plan::{OutputColumn, Plan, SelectPlan};
+use crate::plan::{OnConflict, OutputColumn, Plan, Returning, Subquery};
 use crate::route::router::{route, shard_for_row, shard_for_value, Target};
+use crate::select::{fill, Reader};
 use crate::session::Session;
 use crate::txn::{Txn, TxnState};
 
 /// What a statement returns to the client.
 #[derive(Debug)]
 pub enum QueryResult {
+    /// Rows, completed by `tag` plus the row count (`SELECT 3`,
+    /// `INSERT 0 3` for INSERT ... RETURNING).
     Rows {
+        tag: &'static str,
         columns: Vec<OutputColumn>,
         rows: Vec<Row>,
     },
@@ -76,13 +81,6 @@ fn count(outputs: Vec<Result<FragmentOutput>>) -> Result<u64> {
         }
     }
     Ok(n)
-}
-
-fn targets(cluster: &Cluster, t: Target) -> Vec<ShardId> {
-    match t {
-        Target::One(s) => vec![s],
-        Target::All => cluster.all_shards(),
-    }
 }
 
 /// Executes a bound plan in the session's transaction state. An error inside
@@ -225,103 +223,225 @@ async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
     Ok(())
 }
 
-/// Rows of `table` passing `filter` as the transaction sees them.
-async fn txn_rows(
+fn rows(tag: &'static str, columns: Vec<OutputColumn>, rows: Vec<Row>) -> QueryResult {
+    QueryResult::Rows { tag, columns, rows }
+}
+
+/// The result of a write: its rows under RETURNING, else its tag.
+fn written(
+    tag: &'static str,
+    returning: Option<Returning>,
+    written: Vec<Row>,
+) -> Result<QueryResult> {
+    match returning {
+        Some(r) => {
+            let out = written
+                .iter()
+                .map(|row| {
+                    r.projection
+                        .iter()
+                        .map(|e| e.eval(row))
+                        .collect::<std::result::Result<Row, _>>()
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(rows(tag, r.columns, out))
+        }
+        None => Ok(done(format!("{tag} {}", written.len()))),
+    }
+}
+
+/// Fills subquery slots in a write's expressions.
+async fn fill_write(
+    reader: &Reader<'_>,
+    subqueries: Vec<Subquery>,
+    filter: &mut Option<Expr>,
+    assignments: &mut [(usize, Expr)],
+    returning: &mut Option<Returning>,
+) -> Result<()> {
+    if subqueries.is_empty() {
+        return Ok(());
+    }
+    let values = reader.run_subqueries(subqueries).await?;
+    if let Some(f) = filter.take() {
+        *filter = Some(fill(f, &values));
+    }
+    for (_, e) in assignments.iter_mut() {
+        *e = fill(std::mem::replace(e, Expr::Literal(Value::Null)), &values);
+    }
+    if let Some(r) = returning {
+        r.projection = std::mem::take(&mut r.projection)
+            .into_iter()
+            .map(|e| fill(e, &values))
+            .collect();
+    }
+    Ok(())
+}
+
+/// The live row with primary key `key` as the transaction sees it.
+async fn txn_row(
     cluster: &Cluster,
     txn: &Txn,
     table: &TableDef,
-    filter: Option<&Expr>,
-) -> Result<Vec<Row>> {
-    let r = route(cluster.ring(), table, filter);
+    key: &[Value],
+) -> Result<Option<Row>> {
+    if let Some(w) = txn.get(table.id, key) {
+        return Ok(w.row.clone());
+    }
     let frag = Fragment::Scan {
         table: table.id,
-        key_prefix: r.key_prefix,
-        filter: filter.cloned(),
+        key_prefix: key.to_vec(),
+        filter: None,
         order_by: Vec::new(),
-        limit: None,
+        limit: Some(1),
         snapshot: Some(txn.snapshot),
     };
-    let mut rows = Vec::new();
-    for o in cluster
-        .scatter(&targets(cluster, r.target), cluster.txid(), &frag)
-        .await
-    {
-        if let FragmentOutput::Rows(part) = o? {
-            rows.extend(part);
+    let shard = shard_for_value(cluster.ring(), &key[0]);
+    match cluster.run(shard, cluster.txid(), frag).await? {
+        FragmentOutput::Rows(mut r) => Ok(r.pop()),
+        FragmentOutput::Count(_) => Ok(None),
+    }
+}
+
+/// INSERT in a transaction, with ON CONFLICT on the primary key.
+async fn txn_insert(
+    cluster: &Cluster,
+    txn: &mut Txn,
+    table: TableDef,
+    new_rows: Vec<Row>,
+    on_conflict: Option<OnConflict>,
+    returning: Option<Returning>,
+) -> Result<QueryResult> {
+    let mut out = Vec::new();
+    let mut affected = BTreeSet::new();
+    for row in new_rows {
+        table.check_not_null(&row)?;
+        let key = Txn::key_of(&table, &row);
+        let first_touch = affected.insert(GroupKey(key.clone()));
+        match (txn_row(cluster, txn, &table, &key).await?, &on_conflict) {
+            (None, _) => {
+                let was_deleted_here = txn.get(table.id, &key).is_some();
+                txn.put(table.id, key, Some(row.clone()), !was_deleted_here);
+                out.push(row);
+            }
+            (Some(_), None) => return Err(table.duplicate_error(&row).into()),
+            (Some(_), Some(OnConflict::DoNothing)) => {}
+            (
+                Some(old),
+                Some(OnConflict::DoUpdate {
+                    assignments,
+                    filter,
+                }),
+            ) => {
+                if !first_touch {
+                    return Err(ProxyError::new(
+                        "21000",
+                        "ON CONFLICT DO UPDATE command cannot affect row a second time",
+                    ));
+                }
+                let mut both = old.clone();
+                both.extend(row.iter().cloned());
+                if let Some(f) = filter {
+                    if !f.matches(&both)? {
+                        continue;
+                    }
+                }
+                let mut new = old;
+                for (col, e) in assignments {
+                    new[*col] = e.eval(&both)?;
+                }
+                table.check_not_null(&new)?;
+                txn.put(table.id, key, Some(new.clone()), false);
+                out.push(new);
+            }
         }
     }
-    txn.overlay(table, rows, filter)
+    written("INSERT 0", returning, out)
 }
 
 /// A statement inside a transaction block: reads at the transaction's
 /// snapshot plus its own writes; writes go to the buffer.
 async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<QueryResult> {
     match plan {
-        Plan::Select(s) => match s.table.clone() {
-            Some(t) if txn.touches(t.id) => {
-                let rows = txn_rows(cluster, txn, &t, s.filter.as_ref()).await?;
-                finish_select(s, rows, true)
-            }
-            _ => select(cluster, cluster.txid(), s, txn.snapshot).await,
-        },
-        Plan::Insert { table, rows } => {
-            let n = rows.len();
-            for row in rows {
-                table.check_not_null(&row)?;
-                let key = Txn::key_of(&table, &row);
-                let exists = match txn.get(table.id, &key) {
-                    Some(w) => w.row.is_some(),
-                    None => {
-                        let frag = Fragment::Scan {
-                            table: table.id,
-                            key_prefix: key.clone(),
-                            filter: None,
-                            order_by: Vec::new(),
-                            limit: Some(1),
-                            snapshot: Some(txn.snapshot),
-                        };
-                        let shard = shard_for_value(cluster.ring(), &key[0]);
-                        matches!(cluster.run(shard, cluster.txid(), frag).await?, FragmentOutput::Rows(r) if !r.is_empty())
-                    }
-                };
-                if exists {
-                    return Err(table.duplicate_error(&row).into());
-                }
-                let was_deleted_here = txn.get(table.id, &key).is_some();
-                txn.put(table.id, key, Some(row), !was_deleted_here);
-            }
-            Ok(done(format!("INSERT 0 {n}")))
+        Plan::Select(s) => {
+            let reader = Reader {
+                cluster,
+                snapshot: txn.snapshot,
+                txn: Some(txn),
+            };
+            let columns = s.columns.clone();
+            Ok(rows("SELECT", columns, reader.select(s).await?))
         }
+        Plan::Insert {
+            table,
+            rows: new_rows,
+            on_conflict,
+            returning,
+        } => txn_insert(cluster, txn, table, new_rows, on_conflict, returning).await,
         Plan::Update {
             table,
-            filter,
-            assignments,
+            mut filter,
+            mut assignments,
+            mut returning,
+            subqueries,
         } => {
-            let rows = txn_rows(cluster, txn, &table, filter.as_ref()).await?;
-            let n = rows.len();
-            for row in rows {
+            let old_rows = {
+                let reader = Reader {
+                    cluster,
+                    snapshot: txn.snapshot,
+                    txn: Some(txn),
+                };
+                fill_write(
+                    &reader,
+                    subqueries,
+                    &mut filter,
+                    &mut assignments,
+                    &mut returning,
+                )
+                .await?;
+                reader.table_rows(&table, filter.as_ref()).await?
+            };
+            let mut out = Vec::with_capacity(old_rows.len());
+            for row in old_rows {
                 let mut new = row.clone();
                 for (col, e) in &assignments {
                     new[*col] = e.eval(&row)?;
                 }
                 table.check_not_null(&new)?;
-                txn.put(table.id, Txn::key_of(&table, &row), Some(new), false);
+                txn.put(
+                    table.id,
+                    Txn::key_of(&table, &row),
+                    Some(new.clone()),
+                    false,
+                );
+                out.push(new);
             }
-            Ok(done(format!("UPDATE {n}")))
+            written("UPDATE", returning, out)
         }
-        Plan::Delete { table, filter } => {
-            let rows = txn_rows(cluster, txn, &table, filter.as_ref()).await?;
-            let n = rows.len();
-            for row in rows {
-                txn.put(table.id, Txn::key_of(&table, &row), None, false);
+        Plan::Delete {
+            table,
+            mut filter,
+            mut returning,
+            subqueries,
+        } => {
+            let old_rows = {
+                let reader = Reader {
+                    cluster,
+                    snapshot: txn.snapshot,
+                    txn: Some(txn),
+                };
+                fill_write(&reader, subqueries, &mut filter, &mut [], &mut returning).await?;
+                reader.table_rows(&table, filter.as_ref()).await?
+            };
+            for row in &old_rows {
+                txn.put(table.id, Txn::key_of(&table, row), None, false);
             }
-            Ok(done(format!("DELETE {n}")))
+            written("DELETE", returning, old_rows)
         }
         Plan::SetVariable { .. } | Plan::ShowVariable { .. } => Err(ProxyError::new(
             "XX000",
             "session commands are handled before the transaction",
         )),
-        Plan::CreateTable { .. } | Plan::DropTable { .. } => {
+        Plan::CreateTable { .. } | Plan::DropTable { .. } | Plan::Truncate { .. } => {
             Err(ProxyError::unsupported("DDL inside a transaction block"))
         }
         Plan::Begin | Plan::Commit | Plan::Rollback => Err(ProxyError::new(
@@ -356,37 +476,73 @@ async fn implicit_transaction(cluster: &Cluster, plan: Plan) -> Result<QueryResu
 /// A statement outside any transaction block.
 async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<QueryResult> {
     let txid = cluster.txid();
+    let reader = Reader {
+        cluster,
+        snapshot: cluster.snapshot(),
+        txn: None,
+    };
     match plan {
-        Plan::Select(s) => select(cluster, txid, s, cluster.snapshot()).await,
-        Plan::Insert { table, rows } => {
-            let n = rows.len();
-            let shards: BTreeSet<ShardId> = rows
+        Plan::Select(s) => {
+            let columns = s.columns.clone();
+            Ok(rows("SELECT", columns, reader.select(s).await?))
+        }
+        Plan::Insert {
+            table,
+            rows: new_rows,
+            on_conflict,
+            returning,
+        } => {
+            let shards: BTreeSet<ShardId> = new_rows
                 .iter()
                 .map(|row| shard_for_row(cluster.ring(), &table, row))
                 .collect();
-            if shards.len() > 1 {
-                return implicit_transaction(cluster, Plan::Insert { table, rows }).await;
+            if shards.len() > 1 || on_conflict.is_some() {
+                let plan = Plan::Insert {
+                    table,
+                    rows: new_rows,
+                    on_conflict,
+                    returning,
+                };
+                return implicit_transaction(cluster, plan).await;
             }
+            let n = new_rows.len();
+            // Only RETURNING needs the rows after they are sent.
+            let kept = returning.as_ref().map(|_| new_rows.clone());
             if let Some(&shard) = shards.first() {
                 let frag = Fragment::Insert {
                     table: table.id,
-                    rows,
+                    rows: new_rows,
                 };
                 cluster.run(shard, txid, frag).await?;
             }
-            Ok(done(format!("INSERT 0 {n}")))
+            match kept {
+                Some(rows) => written("INSERT 0", returning, rows),
+                None => Ok(done(format!("INSERT 0 {n}"))),
+            }
         }
         Plan::Update {
             table,
-            filter,
-            assignments,
+            mut filter,
+            mut assignments,
+            mut returning,
+            subqueries,
         } => {
+            fill_write(
+                &reader,
+                subqueries,
+                &mut filter,
+                &mut assignments,
+                &mut returning,
+            )
+            .await?;
             let r = route(cluster.ring(), &table, filter.as_ref());
-            let Target::One(shard) = r.target else {
+            let (Target::One(shard), None) = (r.target, &returning) else {
                 let plan = Plan::Update {
                     table,
                     filter,
                     assignments,
+                    returning,
+                    subqueries: Vec::new(),
                 };
                 return implicit_transaction(cluster, plan).await;
             };
@@ -399,10 +555,22 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
             let n = count(cluster.scatter(&[shard], txid, &frag).await)?;
             Ok(done(format!("UPDATE {n}")))
         }
-        Plan::Delete { table, filter } => {
+        Plan::Delete {
+            table,
+            mut filter,
+            mut returning,
+            subqueries,
+        } => {
+            fill_write(&reader, subqueries, &mut filter, &mut [], &mut returning).await?;
             let r = route(cluster.ring(), &table, filter.as_ref());
-            let Target::One(shard) = r.target else {
-                return implicit_transaction(cluster, Plan::Delete { table, filter }).await;
+            let (Target::One(shard), None) = (r.target, &returning) else {
+                let plan = Plan::Delete {
+                    table,
+                    filter,
+                    returning,
+                    subqueries: Vec::new(),
+                };
+                return implicit_transaction(cluster, plan).await;
             };
             let frag = Fragment::Delete {
                 table: table.id,
@@ -411,6 +579,22 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
             };
             let n = count(cluster.scatter(&[shard], txid, &frag).await)?;
             Ok(done(format!("DELETE {n}")))
+        }
+        Plan::Truncate { names } => {
+            let _ddl = cluster.ddl.lock().await;
+            let mut catalog = (*cluster.catalog()).clone();
+            // A fresh table id gives the table a new, empty tree on every
+            // shard; the old tree is dropped with the old id.
+            for n in &names {
+                catalog.next_table_id += 1;
+                let id = catalog.next_table_id;
+                if let Some(t) = catalog.tables.get_mut(n) {
+                    t.id = id;
+                }
+            }
+            catalog.version += 1;
+            apply_catalog(cluster, txid, catalog).await?;
+            Ok(done("TRUNCATE TABLE"))
         }
         Plan::CreateTable {
             mut table,
@@ -484,13 +668,14 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
         )),
         Plan::ShowVariable { name } => {
             let v = session.get(&name).unwrap_or_default();
-            Ok(QueryResult::Rows {
-                columns: vec![OutputColumn {
+            Ok(rows(
+                "SHOW",
+                vec![OutputColumn {
                     name,
                     ty: fortress_storage::DataType::Text,
                 }],
-                rows: vec![vec![Value::Text(v)]],
-            })
+                vec![vec![Value::Text(v)]],
+            ))
         }
     }
 }
@@ -586,91 +771,6 @@ pub fn merge_sorted(
         }
     }
     Ok(out)
-}
-
-async fn select(
-    cluster: &Cluster,
-    txid: u64,
-    s: SelectPlan,
-    snapshot: Timestamp,
-) -> Result<QueryResult> {
-    let wanted = s.limit.map(|l| l.saturating_add(s.offset));
-    let rows: Vec<Row> = match &s.table {
-        None => {
-            let empty = Vec::new();
-            let pass = match &s.filter {
-                Some(f) => f.matches(&empty)?,
-                None => true,
-            };
-            if pass {
-                vec![empty]
-            } else {
-                Vec::new()
-            }
-        }
-        Some(t) => {
-            let r = route(cluster.ring(), t, s.filter.as_ref());
-            let frag = Fragment::Scan {
-                table: t.id,
-                key_prefix: r.key_prefix,
-                filter: s.filter.clone(),
-                order_by: s.order_by.clone(),
-                limit: wanted,
-                // One timestamp for every shard: a consistent cut of them all.
-                snapshot: Some(snapshot),
-            };
-            let mut parts = Vec::new();
-            for o in cluster
-                .scatter(&targets(cluster, r.target), txid, &frag)
-                .await
-            {
-                if let FragmentOutput::Rows(rows) = o? {
-                    parts.push(rows);
-                }
-            }
-            let cap = wanted.map(|w| w as usize);
-            if s.order_by.is_empty() {
-                let mut all: Vec<Row> = parts.into_iter().flatten().collect();
-                if let Some(c) = cap {
-                    all.truncate(c);
-                }
-                all
-            } else {
-                merge_sorted(&s.order_by, parts, cap)?
-            }
-        }
-    };
-    finish_select(s, rows, false)
-}
-
-/// Sorts (unless `rows` already are), applies OFFSET/LIMIT and projects.
-fn finish_select(s: SelectPlan, rows: Vec<Row>, sort: bool) -> Result<QueryResult> {
-    let rows = if sort && !s.order_by.is_empty() {
-        let mut keyed = rows
-            .into_iter()
-            .map(|r| Ok((sort_values(&s.order_by, &r)?, r)))
-            .collect::<Result<Vec<_>>>()?;
-        keyed.sort_by(|a, b| compare_keys(&s.order_by, &a.0, &b.0));
-        keyed.into_iter().map(|(_, r)| r).collect()
-    } else {
-        rows
-    };
-    let mut out = Vec::new();
-    for row in rows.into_iter().skip(s.offset as usize) {
-        if s.limit.is_some_and(|l| out.len() as u64 >= l) {
-            break;
-        }
-        let projected = s
-            .projection
-            .iter()
-            .map(|e| e.eval(&row))
-            .collect::<Result<Row, _>>()?;
-        out.push(projected);
-    }
-    Ok(QueryResult::Rows {
-        columns: s.columns,
-        rows: out,
-    })
 }
 
 #[cfg(test)]

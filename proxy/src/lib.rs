@@ -4,12 +4,14 @@
 //! Data flows one way: `wire` -> `sql` (parse, bind) -> `plan` -> `route` ->
 //! [`fortress_storage::Shard`] -> `exec` (merge) -> `wire`.
 
+pub mod aggregate;
 pub mod cluster;
 pub mod coordinator;
 pub mod error;
 pub mod exec;
 pub mod plan;
 pub mod route;
+pub mod select;
 pub mod session;
 pub mod sql;
 pub mod txn;

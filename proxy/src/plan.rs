@@ -10,17 +10,122 @@ pub struct OutputColumn {
     pub ty: DataType,
 }
 
-/// A SELECT: scan (or no table), filter, sort, limit, project.
+/// Where a SELECT's rows come from. Rows of a join are the left row followed
+/// by the right row.
+#[derive(Clone, Debug)]
+pub enum Source {
+    Table(TableDef),
+    Join {
+        left: Box<Source>,
+        right: Box<Source>,
+        kind: JoinKind,
+        /// Over the joined row; `None` joins every pair.
+        on: Option<Expr>,
+    },
+    /// `FROM (SELECT ...) alias`.
+    Derived(Box<SelectPlan>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinKind {
+    Inner,
+    Left,
+}
+
+impl Source {
+    /// Width of the rows this source produces.
+    pub fn width(&self) -> usize {
+        match self {
+            Source::Table(t) => t.columns.len(),
+            Source::Join { left, right, .. } => left.width() + right.width(),
+            Source::Derived(p) => p.columns.len(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggFunc {
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+}
+
+/// One aggregate call; `arg == None` is `count(*)`.
+#[derive(Clone, Debug)]
+pub struct AggCall {
+    pub func: AggFunc,
+    pub arg: Option<Expr>,
+    pub distinct: bool,
+    /// Type of the argument (decides the accumulator).
+    pub arg_ty: Option<DataType>,
+}
+
+/// GROUP BY: rows become `[keys.., aggregates..]`, one per group.
+#[derive(Clone, Debug)]
+pub struct Aggregate {
+    pub keys: Vec<Expr>,
+    pub calls: Vec<AggCall>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubqueryKind {
+    /// `(SELECT x ...)`: at most one row, one column.
+    Scalar,
+    /// `EXISTS (SELECT ...)`.
+    Exists,
+    /// `x IN (SELECT y ...)`: the column's values.
+    List,
+}
+
+/// An uncorrelated subquery whose result fills `Expr::Slot(slot)` before the
+/// statement runs.
+#[derive(Clone, Debug)]
+pub struct Subquery {
+    pub slot: u32,
+    pub kind: SubqueryKind,
+    pub plan: SelectPlan,
+}
+
+/// A SELECT: source, filter, grouping, projection, DISTINCT, sort, limit.
 #[derive(Clone, Debug)]
 pub struct SelectPlan {
     /// `None` for `SELECT <exprs>` without FROM.
-    pub table: Option<TableDef>,
+    pub source: Option<Source>,
+    /// Over the source row.
     pub filter: Option<Expr>,
+    pub aggregate: Option<Aggregate>,
+    /// Over the aggregate's row.
+    pub having: Option<Expr>,
+    /// Over the source (or aggregate) row; columns past `columns.len()` are
+    /// hidden sort keys.
     pub projection: Vec<Expr>,
     pub columns: Vec<OutputColumn>,
+    pub distinct: bool,
+    /// Over the projected row.
     pub order_by: Vec<SortKey>,
     pub limit: Option<u64>,
     pub offset: u64,
+    pub subqueries: Vec<Subquery>,
+}
+
+/// `RETURNING`: expressions over the written row.
+#[derive(Clone, Debug)]
+pub struct Returning {
+    pub projection: Vec<Expr>,
+    pub columns: Vec<OutputColumn>,
+}
+
+/// `ON CONFLICT` on the primary key.
+#[derive(Clone, Debug)]
+pub enum OnConflict {
+    DoNothing,
+    /// Assignments and filter over `[existing row.., excluded row..]`.
+    DoUpdate {
+        assignments: Vec<(usize, Expr)>,
+        filter: Option<Expr>,
+    },
 }
 
 /// A statement ready to execute.
@@ -34,19 +139,28 @@ pub enum Plan {
         names: Vec<String>,
         if_exists: bool,
     },
+    Truncate {
+        names: Vec<String>,
+    },
     Insert {
         table: TableDef,
         rows: Vec<Row>,
+        on_conflict: Option<OnConflict>,
+        returning: Option<Returning>,
     },
     Select(SelectPlan),
     Update {
         table: TableDef,
         filter: Option<Expr>,
         assignments: Vec<(usize, Expr)>,
+        returning: Option<Returning>,
+        subqueries: Vec<Subquery>,
     },
     Delete {
         table: TableDef,
         filter: Option<Expr>,
+        returning: Option<Returning>,
+        subqueries: Vec<Subquery>,
     },
     SetVariable {
         name: String,
@@ -69,6 +183,15 @@ impl Plan {
                 name: name.clone(),
                 ty: DataType::Text,
             }],
+            Plan::Insert {
+                returning: Some(r), ..
+            }
+            | Plan::Update {
+                returning: Some(r), ..
+            }
+            | Plan::Delete {
+                returning: Some(r), ..
+            } => r.columns.clone(),
             _ => Vec::new(),
         }
     }

@@ -22,6 +22,9 @@ pub enum EvalError {
     CannotCast { from: String, to: String },
     #[error("argument of {context} must be type boolean, not type {ty}")]
     NotBoolean { context: String, ty: String },
+    /// Any other condition, with its SQLSTATE.
+    #[error("{1}")]
+    Invalid(&'static str, String),
 }
 
 impl EvalError {
@@ -35,6 +38,7 @@ impl EvalError {
             EvalError::NoOperator(_) => "42883",
             EvalError::CannotCast { .. } => "42846",
             EvalError::NotBoolean { .. } => "42804",
+            EvalError::Invalid(code, _) => code,
         }
     }
 }

@@ -8,6 +8,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::error::EvalError;
+use crate::func::{numeric_div, Func};
 use crate::schema::DataType;
 use crate::value::{to_decimal, Row, Value};
 
@@ -58,8 +59,39 @@ pub enum Expr {
     Not(Box<Expr>),
     Negate(Box<Expr>),
     Binary(BinaryOp, Box<Expr>, Box<Expr>),
-    IsNull { expr: Box<Expr>, negated: bool },
+    IsNull {
+        expr: Box<Expr>,
+        negated: bool,
+    },
     Cast(Box<Expr>, DataType),
+    /// `expr [NOT] IN (list)` with SQL's NULL rules.
+    In {
+        expr: Box<Expr>,
+        list: Vec<Expr>,
+        negated: bool,
+    },
+    /// `expr [NOT] LIKE / ILIKE pattern` (escape character `\`).
+    Like {
+        expr: Box<Expr>,
+        pattern: Box<Expr>,
+        case_insensitive: bool,
+        negated: bool,
+    },
+    /// `CASE [operand] WHEN .. THEN .. [ELSE ..] END`; only the chosen branch
+    /// is evaluated.
+    Case {
+        operand: Option<Box<Expr>>,
+        whens: Vec<(Expr, Expr)>,
+        otherwise: Option<Box<Expr>>,
+    },
+    /// First non-NULL argument, evaluated lazily.
+    Coalesce(Vec<Expr>),
+    /// NULL if both sides are equal, else the first.
+    NullIf(Box<Expr>, Box<Expr>),
+    Func(Func, Vec<Expr>),
+    /// A value the proxy fills in before evaluation (an aggregate's result or
+    /// a subquery's); evaluating an unfilled slot is an error.
+    Slot(u32),
 }
 
 impl Expr {
@@ -107,6 +139,205 @@ impl Expr {
                 })
             }
             Expr::Binary(op, l, r) => binary(*op, l.eval(row)?, r.eval(row)?),
+            Expr::In {
+                expr,
+                list,
+                negated,
+            } => {
+                let v = expr.eval(row)?;
+                let mut saw_null = v.is_null();
+                let mut found = false;
+                if !v.is_null() {
+                    for item in list {
+                        match binary(BinaryOp::Eq, v.clone(), item.eval(row)?)? {
+                            Value::Bool(true) => {
+                                found = true;
+                                break;
+                            }
+                            Value::Null => saw_null = true,
+                            _ => {}
+                        }
+                    }
+                }
+                Ok(if found {
+                    Value::Bool(!negated)
+                } else if saw_null {
+                    Value::Null
+                } else {
+                    Value::Bool(*negated)
+                })
+            }
+            Expr::Like {
+                expr,
+                pattern,
+                case_insensitive,
+                negated,
+            } => {
+                let (v, p) = (expr.eval(row)?, pattern.eval(row)?);
+                let (Some(v), Some(p)) = (v.to_text(), p.to_text()) else {
+                    return Ok(Value::Null);
+                };
+                let m = if *case_insensitive {
+                    like(&v.to_lowercase(), &p.to_lowercase())?
+                } else {
+                    like(&v, &p)?
+                };
+                Ok(Value::Bool(m != *negated))
+            }
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+            } => {
+                let subject = match operand {
+                    Some(o) => Some(o.eval(row)?),
+                    None => None,
+                };
+                for (when, then) in whens {
+                    let hit = match &subject {
+                        Some(s) => binary(BinaryOp::Eq, s.clone(), when.eval(row)?)?,
+                        None => when.eval(row)?,
+                    };
+                    if truth(hit, "CASE")? == Some(true) {
+                        return then.eval(row);
+                    }
+                }
+                match otherwise {
+                    Some(e) => e.eval(row),
+                    None => Ok(Value::Null),
+                }
+            }
+            Expr::Coalesce(args) => {
+                for a in args {
+                    let v = a.eval(row)?;
+                    if !v.is_null() {
+                        return Ok(v);
+                    }
+                }
+                Ok(Value::Null)
+            }
+            Expr::NullIf(a, b) => {
+                let x = a.eval(row)?;
+                let y = b.eval(row)?;
+                match binary(BinaryOp::Eq, x.clone(), y)? {
+                    Value::Bool(true) => Ok(Value::Null),
+                    _ => Ok(x),
+                }
+            }
+            Expr::Func(f, args) => {
+                let vals = args.iter().map(|a| a.eval(row)).collect::<Result<_, _>>()?;
+                f.eval(vals)
+            }
+            Expr::Slot(n) => Err(EvalError::Invalid(
+                "XX000",
+                format!("unfilled expression slot {n}"),
+            )),
+        }
+    }
+
+    /// Rewrites every node bottom-up with `f` (which sees children already
+    /// rewritten). Used to fill slots and to re-base column references.
+    pub fn rewrite(self, f: &mut impl FnMut(Expr) -> Expr) -> Expr {
+        let node = self
+            .try_map_children(&mut |c| Ok::<_, std::convert::Infallible>(c.rewrite(f)))
+            .unwrap_or_else(|never| match never {});
+        f(node)
+    }
+
+    /// Replaces each direct child with `f(child)`, keeping the node.
+    pub fn try_map_children<E>(
+        self,
+        f: &mut impl FnMut(Expr) -> Result<Expr, E>,
+    ) -> Result<Expr, E> {
+        Ok(match self {
+            Expr::Not(e) => Expr::Not(bx(*e, f)?),
+            Expr::Negate(e) => Expr::Negate(bx(*e, f)?),
+            Expr::Binary(op, x, y) => Expr::Binary(op, bx(*x, f)?, bx(*y, f)?),
+            Expr::IsNull { expr, negated } => Expr::IsNull {
+                expr: bx(*expr, f)?,
+                negated,
+            },
+            Expr::Cast(e, ty) => Expr::Cast(bx(*e, f)?, ty),
+            Expr::In {
+                expr,
+                list,
+                negated,
+            } => Expr::In {
+                expr: bx(*expr, f)?,
+                list: list.into_iter().map(&mut *f).collect::<Result<_, _>>()?,
+                negated,
+            },
+            Expr::Like {
+                expr,
+                pattern,
+                case_insensitive,
+                negated,
+            } => Expr::Like {
+                expr: bx(*expr, f)?,
+                pattern: bx(*pattern, f)?,
+                case_insensitive,
+                negated,
+            },
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+            } => Expr::Case {
+                operand: operand.map(|o| bx(*o, f)).transpose()?,
+                whens: whens
+                    .into_iter()
+                    .map(|(w, t)| Ok((f(w)?, f(t)?)))
+                    .collect::<Result<_, E>>()?,
+                otherwise: otherwise.map(|o| bx(*o, f)).transpose()?,
+            },
+            Expr::Coalesce(args) => {
+                Expr::Coalesce(args.into_iter().map(&mut *f).collect::<Result<_, _>>()?)
+            }
+            Expr::NullIf(x, y) => Expr::NullIf(bx(*x, f)?, bx(*y, f)?),
+            Expr::Func(func, args) => Expr::Func(
+                func,
+                args.into_iter().map(&mut *f).collect::<Result<_, _>>()?,
+            ),
+            leaf @ (Expr::Column(_) | Expr::Literal(_) | Expr::Slot(_)) => leaf,
+        })
+    }
+
+    /// Calls `f` on every node, parents before children.
+    pub fn visit(&self, f: &mut impl FnMut(&Expr)) {
+        f(self);
+        match self {
+            Expr::Not(e) | Expr::Negate(e) | Expr::Cast(e, _) => e.visit(f),
+            Expr::IsNull { expr, .. } => expr.visit(f),
+            Expr::Binary(_, a, b) | Expr::NullIf(a, b) => {
+                a.visit(f);
+                b.visit(f);
+            }
+            Expr::In { expr, list, .. } => {
+                expr.visit(f);
+                list.iter().for_each(|e| e.visit(f));
+            }
+            Expr::Like { expr, pattern, .. } => {
+                expr.visit(f);
+                pattern.visit(f);
+            }
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+            } => {
+                if let Some(o) = operand {
+                    o.visit(f);
+                }
+                for (w, t) in whens {
+                    w.visit(f);
+                    t.visit(f);
+                }
+                if let Some(o) = otherwise {
+                    o.visit(f);
+                }
+            }
+            Expr::Coalesce(args) | Expr::Func(_, args) => args.iter().for_each(|e| e.visit(f)),
+            Expr::Column(_) | Expr::Literal(_) | Expr::Slot(_) => {}
         }
     }
 
@@ -114,6 +345,64 @@ impl Expr {
     pub fn matches(&self, row: &Row) -> Result<bool, EvalError> {
         Ok(truth(self.eval(row)?, "WHERE")? == Some(true))
     }
+}
+
+fn bx<E>(e: Expr, f: &mut impl FnMut(Expr) -> Result<Expr, E>) -> Result<Box<Expr>, E> {
+    f(e).map(Box::new)
+}
+
+/// SQL LIKE: `%` matches any run, `_` one character, `\\` escapes.
+fn like(s: &str, pattern: &str) -> Result<bool, EvalError> {
+    #[derive(PartialEq)]
+    enum P {
+        Any,
+        One,
+        Char(char),
+    }
+    let mut pat = Vec::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        pat.push(match c {
+            '%' => P::Any,
+            '_' => P::One,
+            '\\' => P::Char(chars.next().ok_or_else(|| {
+                EvalError::Invalid(
+                    "22025",
+                    "LIKE pattern must not end with escape character".into(),
+                )
+            })?),
+            c => P::Char(c),
+        });
+    }
+    let text: Vec<char> = s.chars().collect();
+    // Greedy match with backtracking to the last `%`: linear in practice.
+    let (mut ti, mut pi) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < text.len() {
+        match pat.get(pi) {
+            Some(P::Any) => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(P::One) => {
+                ti += 1;
+                pi += 1;
+            }
+            Some(P::Char(c)) if *c == text[ti] => {
+                ti += 1;
+                pi += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return Ok(false),
+            },
+        }
+    }
+    Ok(pat[pi..].iter().all(|p| *p == P::Any))
 }
 
 fn not_bool(context: &str, v: &Value) -> EvalError {
@@ -274,12 +563,7 @@ fn arith(op: BinaryOp, a: Value, b: Value) -> Result<Value, EvalError> {
         Plus => x.checked_add(y),
         Minus => x.checked_sub(y),
         Multiply => x.checked_mul(y),
-        Divide => {
-            if y.is_zero() {
-                return Err(EvalError::DivisionByZero);
-            }
-            x.checked_div(y)
-        }
+        Divide => return numeric_div(x, y).map(Value::Numeric),
         _ => {
             if y.is_zero() {
                 return Err(EvalError::DivisionByZero);
@@ -354,6 +638,19 @@ mod tests {
 
     fn lit(v: Value) -> Expr {
         Expr::Literal(v)
+    }
+
+    #[test]
+    fn like_patterns() {
+        assert!(like("hello", "h%o").unwrap());
+        assert!(like("hello", "_ello").unwrap());
+        assert!(!like("hello", "h_o").unwrap());
+        assert!(like("a%b", "a\\%b").unwrap());
+        assert!(!like("axb", "a\\%b").unwrap());
+        assert!(like("", "%").unwrap());
+        assert!(like("abcabc", "%abc").unwrap());
+        assert!(like("mississippi", "%iss%pi").unwrap());
+        assert_eq!(like("x", "x\\").unwrap_err().sql_state(), "22025");
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! statements against the catalog into [`crate::plan::Plan`]s.
 
 pub mod bind;
+pub mod expr;
+pub mod query;
+pub mod scope;
 pub mod types;
 
 use sqlparser::ast::Statement;

@@ -65,6 +65,16 @@ pub fn from_ast(t: &ast::DataType) -> Result<DataType> {
     })
 }
 
+/// True if PostgreSQL has a cast from `from` to `to` (explicit or implicit).
+pub fn can_cast(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    let (f, t) = (family(from), family(to));
+    f == t
+        || f == Family::Text
+        || t == Family::Text
+        || matches!((from, to), (Int4, Bool) | (Bool, Int4))
+}
+
 /// The PostgreSQL type reported on the wire.
 pub fn pg_type(t: &DataType) -> Type {
     match t {

@@ -173,17 +173,16 @@ fn respond(result: QueryResult, format: &Format) -> Result<Response, ProxyError>
         QueryResult::Command { tag, .. } => Ok(Response::Execution(Tag::new(&tag))),
         QueryResult::TxnStart { .. } => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
         QueryResult::TxnEnd { tag, .. } => Ok(Response::TransactionEnd(Tag::new(&tag))),
-        QueryResult::Rows { columns, rows } => {
+        QueryResult::Rows { tag, columns, rows } => {
             let fields = Arc::new(encode::fields(&columns, |i| format.format_for(i)));
             let mut enc = DataRowEncoder::new(fields.clone());
             let encoded: Vec<PgWireResult<_>> = rows
                 .iter()
                 .map(|r| encode::encode_row(&mut enc, &fields, &columns, r))
                 .collect();
-            Ok(Response::Query(QueryResponse::new(
-                fields,
-                stream::iter(encoded),
-            )))
+            let mut response = QueryResponse::new(fields, stream::iter(encoded));
+            response.set_command_tag(tag);
+            Ok(Response::Query(response))
         }
     }
 }

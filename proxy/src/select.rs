@@ -1,0 +1,418 @@
+//! SELECT execution. A plain one-table query is pushed to the shards (filter,
+//! sort, limit) and k-way merged; anything else (joins, grouping, DISTINCT,
+//! derived tables) gathers the filtered table rows and finishes at the proxy:
+//! join, filter, group, HAVING, project, DISTINCT, sort, OFFSET/LIMIT.
+
+use std::collections::{BTreeSet, HashMap};
+
+use fortress_storage::expr::{compare_keys, sort_values};
+use fortress_storage::{
+    BinaryOp, Expr, Fragment, FragmentOutput, Row, SortKey, TableDef, Timestamp, Value,
+};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use crate::aggregate::{group, GroupKey};
+use crate::cluster::Cluster;
+use crate::error::{ProxyError, Result};
+use crate::exec::merge_sorted;
+use crate::plan::{JoinKind, SelectPlan, Source, Subquery, SubqueryKind};
+use crate::route::router::{route, Target};
+use crate::txn::Txn;
+
+/// How a statement reads: one snapshot for every shard, plus the
+/// transaction's own writes when it runs inside one.
+pub struct Reader<'a> {
+    pub cluster: &'a Cluster,
+    pub snapshot: Timestamp,
+    pub txn: Option<&'a Txn>,
+}
+
+/// The value a subquery gives its slot.
+pub enum SlotValue {
+    Scalar(Value),
+    List(Vec<Value>),
+}
+
+impl Reader<'_> {
+    /// Rows of `table` passing `filter`, as this reader sees them.
+    pub async fn table_rows(&self, table: &TableDef, filter: Option<&Expr>) -> Result<Vec<Row>> {
+        let r = route(self.cluster.ring(), table, filter);
+        let frag = Fragment::Scan {
+            table: table.id,
+            key_prefix: r.key_prefix,
+            filter: filter.cloned(),
+            order_by: Vec::new(),
+            limit: None,
+            snapshot: Some(self.snapshot),
+        };
+        let mut rows = Vec::new();
+        for o in self
+            .cluster
+            .scatter(&self.targets(r.target), self.cluster.txid(), &frag)
+            .await
+        {
+            if let FragmentOutput::Rows(part) = o? {
+                rows.extend(part);
+            }
+        }
+        match self.txn {
+            Some(txn) if txn.touches(table.id) => txn.overlay(table, rows, filter),
+            _ => Ok(rows),
+        }
+    }
+
+    fn targets(&self, t: Target) -> Vec<u32> {
+        match t {
+            Target::One(s) => vec![s],
+            Target::All => self.cluster.all_shards(),
+        }
+    }
+
+    /// Runs each subquery once and returns the values for their slots.
+    pub async fn run_subqueries(&self, subs: Vec<Subquery>) -> Result<HashMap<u32, SlotValue>> {
+        let mut values = HashMap::new();
+        for s in subs {
+            let mut plan = s.plan;
+            if s.kind == SubqueryKind::Exists {
+                plan.limit = Some(1);
+            }
+            let rows = self.select(plan).await?;
+            let v = match s.kind {
+                SubqueryKind::Exists => SlotValue::Scalar(Value::Bool(!rows.is_empty())),
+                SubqueryKind::List => SlotValue::List(
+                    rows.into_iter()
+                        .filter_map(|mut r| r.drain(..).next())
+                        .collect(),
+                ),
+                SubqueryKind::Scalar => {
+                    if rows.len() > 1 {
+                        return Err(ProxyError::new(
+                            "21000",
+                            "more than one row returned by a subquery used as an expression",
+                        ));
+                    }
+                    SlotValue::Scalar(
+                        rows.into_iter()
+                            .next()
+                            .and_then(|mut r| r.drain(..).next())
+                            .unwrap_or(Value::Null),
+                    )
+                }
+            };
+            values.insert(s.slot, v);
+        }
+        Ok(values)
+    }
+
+    /// Runs a SELECT and returns its visible rows.
+    pub fn select(&self, plan: SelectPlan) -> BoxFuture<'_, Result<Vec<Row>>> {
+        async move {
+            let mut plan = plan;
+            if !plan.subqueries.is_empty() {
+                let values = self.run_subqueries(std::mem::take(&mut plan.subqueries)).await?;
+                fill_plan(&mut plan, &values);
+            }
+            let pushable = matches!(&plan.source, Some(Source::Table(t)) if !self.txn.is_some_and(|x| x.touches(t.id)))
+                && plan.aggregate.is_none()
+                && !plan.distinct;
+            if pushable {
+                return self.pushed_down(plan).await;
+            }
+            let rows = match &plan.source {
+                None => vec![Vec::new()],
+                Some(Source::Table(t)) => {
+                    let rows = self.table_rows(t, plan.filter.as_ref()).await?;
+                    plan.filter = None;
+                    rows
+                }
+                Some(src) => self.source_rows(src).await?,
+            };
+            finish(plan, rows)
+        }
+        .boxed()
+    }
+
+    /// One table, no grouping: filter, sort and limit run on the shards.
+    async fn pushed_down(&self, plan: SelectPlan) -> Result<Vec<Row>> {
+        let Some(Source::Table(t)) = &plan.source else {
+            unreachable!("checked by the caller")
+        };
+        let wanted = plan.limit.map(|l| l.saturating_add(plan.offset));
+        // Sort keys are over the projected row; shards sort table rows.
+        let shard_order: Vec<SortKey> = plan
+            .order_by
+            .iter()
+            .map(|k| SortKey {
+                expr: k.expr.clone().rewrite(&mut |e| match e {
+                    Expr::Column(i) => plan.projection[i].clone(),
+                    other => other,
+                }),
+                descending: k.descending,
+                nulls_first: k.nulls_first,
+            })
+            .collect();
+        let r = route(self.cluster.ring(), t, plan.filter.as_ref());
+        let frag = Fragment::Scan {
+            table: t.id,
+            key_prefix: r.key_prefix,
+            filter: plan.filter.clone(),
+            order_by: shard_order.clone(),
+            limit: wanted,
+            snapshot: Some(self.snapshot),
+        };
+        let mut parts = Vec::new();
+        for o in self
+            .cluster
+            .scatter(&self.targets(r.target), self.cluster.txid(), &frag)
+            .await
+        {
+            if let FragmentOutput::Rows(rows) = o? {
+                parts.push(rows);
+            }
+        }
+        let cap = wanted.map(|w| w as usize);
+        let rows = if shard_order.is_empty() {
+            let mut all: Vec<Row> = parts.into_iter().flatten().collect();
+            if let Some(c) = cap {
+                all.truncate(c);
+            }
+            all
+        } else {
+            merge_sorted(&shard_order, parts, cap)?
+        };
+        let visible = plan.columns.len();
+        let mut out = Vec::new();
+        for row in rows.into_iter().skip(plan.offset as usize) {
+            if plan.limit.is_some_and(|l| out.len() as u64 >= l) {
+                break;
+            }
+            let mut p = project(&plan.projection, &row)?;
+            p.truncate(visible);
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    fn source_rows<'s>(&'s self, src: &'s Source) -> BoxFuture<'s, Result<Vec<Row>>> {
+        async move {
+            match src {
+                Source::Table(t) => self.table_rows(t, None).await,
+                Source::Derived(p) => self.select((**p).clone()).await,
+                Source::Join {
+                    left,
+                    right,
+                    kind,
+                    on,
+                } => {
+                    let l = self.source_rows(left).await?;
+                    let r = self.source_rows(right).await?;
+                    join(l, r, left.width(), right.width(), *kind, on.as_ref())
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+fn project(projection: &[Expr], row: &Row) -> Result<Row> {
+    Ok(projection
+        .iter()
+        .map(|e| e.eval(row))
+        .collect::<std::result::Result<Row, _>>()?)
+}
+
+/// The proxy-side pipeline after the source rows are gathered.
+pub fn finish(plan: SelectPlan, rows: Vec<Row>) -> Result<Vec<Row>> {
+    let mut rows = match &plan.filter {
+        Some(f) => {
+            let mut kept = Vec::with_capacity(rows.len());
+            for r in rows {
+                if f.matches(&r)? {
+                    kept.push(r);
+                }
+            }
+            kept
+        }
+        None => rows,
+    };
+    if let Some(agg) = &plan.aggregate {
+        rows = group(agg, rows)?;
+        if let Some(h) = &plan.having {
+            let mut kept = Vec::with_capacity(rows.len());
+            for r in rows {
+                if h.matches(&r)? {
+                    kept.push(r);
+                }
+            }
+            rows = kept;
+        }
+    }
+    let mut out: Vec<Row> = rows
+        .iter()
+        .map(|r| project(&plan.projection, r))
+        .collect::<Result<_>>()?;
+    if plan.distinct {
+        let mut seen = BTreeSet::new();
+        out.retain(|r| seen.insert(GroupKey(r.clone())));
+    }
+    if !plan.order_by.is_empty() {
+        let mut keyed = out
+            .into_iter()
+            .map(|r| Ok((sort_values(&plan.order_by, &r)?, r)))
+            .collect::<Result<Vec<_>>>()?;
+        keyed.sort_by(|a, b| compare_keys(&plan.order_by, &a.0, &b.0));
+        out = keyed.into_iter().map(|(_, r)| r).collect();
+    }
+    let visible = plan.columns.len();
+    Ok(out
+        .into_iter()
+        .skip(plan.offset as usize)
+        .take(plan.limit.map_or(usize::MAX, |l| l as usize))
+        .map(|mut r| {
+            r.truncate(visible);
+            r
+        })
+        .collect())
+}
+
+/// The `left_col = right_col` conjunct of a join condition, if any, for a
+/// hash join.
+fn equi_key(on: &Expr, left_width: usize) -> Option<(usize, usize)> {
+    match on {
+        Expr::Binary(BinaryOp::And, a, b) => {
+            equi_key(a, left_width).or_else(|| equi_key(b, left_width))
+        }
+        Expr::Binary(BinaryOp::Eq, a, b) => match (a.as_ref(), b.as_ref()) {
+            (Expr::Column(x), Expr::Column(y)) if *x < left_width && *y >= left_width => {
+                Some((*x, *y - left_width))
+            }
+            (Expr::Column(y), Expr::Column(x)) if *x < left_width && *y >= left_width => {
+                Some((*x, *y - left_width))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Joins at the proxy: a hash join on an equality conjunct when there is
+/// one, else nested loops. The full condition is checked on every pair.
+fn join(
+    left: Vec<Row>,
+    right: Vec<Row>,
+    left_width: usize,
+    right_width: usize,
+    kind: JoinKind,
+    on: Option<&Expr>,
+) -> Result<Vec<Row>> {
+    let mut out = Vec::new();
+    let key = on.and_then(|e| equi_key(e, left_width));
+    let index: Option<std::collections::BTreeMap<GroupKey, Vec<usize>>> = key.map(|(_, rk)| {
+        let mut m: std::collections::BTreeMap<GroupKey, Vec<usize>> = Default::default();
+        for (i, r) in right.iter().enumerate() {
+            if !r[rk].is_null() {
+                m.entry(GroupKey(vec![r[rk].clone()])).or_default().push(i);
+            }
+        }
+        m
+    });
+    let all: Vec<usize> = (0..right.len()).collect();
+    for l in left {
+        let candidates: &[usize] = match (&index, key) {
+            (Some(ix), Some((lk, _))) => ix
+                .get(&GroupKey(vec![l[lk].clone()]))
+                .map(|v| v.as_slice())
+                .unwrap_or(&[]),
+            _ => &all,
+        };
+        let mut matched = false;
+        for &ri in candidates {
+            let mut row = l.clone();
+            row.extend(right[ri].iter().cloned());
+            let pass = match on {
+                Some(e) => e.matches(&row)?,
+                None => true,
+            };
+            if pass {
+                matched = true;
+                out.push(row);
+            }
+        }
+        if !matched && kind == JoinKind::Left {
+            let mut row = l;
+            row.extend(std::iter::repeat_n(Value::Null, right_width));
+            out.push(row);
+        }
+    }
+    Ok(out)
+}
+
+/// Replaces subquery slots with their values.
+pub fn fill(e: Expr, values: &HashMap<u32, SlotValue>) -> Expr {
+    e.rewrite(&mut |node| match node {
+        Expr::Slot(n) => match values.get(&n) {
+            Some(SlotValue::Scalar(v)) => Expr::Literal(v.clone()),
+            _ => Expr::Slot(n),
+        },
+        Expr::In {
+            expr,
+            list,
+            negated,
+        } => {
+            let list = match list.as_slice() {
+                [Expr::Slot(n)] => match values.get(n) {
+                    Some(SlotValue::List(vs)) => vs.iter().cloned().map(Expr::Literal).collect(),
+                    _ => list,
+                },
+                _ => list,
+            };
+            Expr::In {
+                expr,
+                list,
+                negated,
+            }
+        }
+        other => other,
+    })
+}
+
+fn fill_opt(e: &mut Option<Expr>, values: &HashMap<u32, SlotValue>) {
+    if let Some(x) = e.take() {
+        *e = Some(fill(x, values));
+    }
+}
+
+fn fill_source(src: &mut Source, values: &HashMap<u32, SlotValue>) {
+    if let Source::Join {
+        left, right, on, ..
+    } = src
+    {
+        fill_source(left, values);
+        fill_source(right, values);
+        fill_opt(on, values);
+    }
+}
+
+/// Fills every expression of a plan (not of its derived tables, which carry
+/// their own subqueries).
+fn fill_plan(plan: &mut SelectPlan, values: &HashMap<u32, SlotValue>) {
+    fill_opt(&mut plan.filter, values);
+    fill_opt(&mut plan.having, values);
+    if let Some(src) = &mut plan.source {
+        fill_source(src, values);
+    }
+    plan.projection = std::mem::take(&mut plan.projection)
+        .into_iter()
+        .map(|e| fill(e, values))
+        .collect();
+    if let Some(agg) = &mut plan.aggregate {
+        agg.keys = std::mem::take(&mut agg.keys)
+            .into_iter()
+            .map(|e| fill(e, values))
+            .collect();
+        for c in &mut agg.calls {
+            fill_opt(&mut c.arg, values);
+        }
+    }
+}

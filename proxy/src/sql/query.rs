@@ -1,0 +1,471 @@
+//! SELECT binding: FROM (tables, joins, derived tables), WHERE, GROUP BY
+//! and aggregates, HAVING, DISTINCT, ORDER BY, LIMIT/OFFSET.
+
+use fortress_storage::{DataType, Expr, SortKey, Value};
+use sqlparser::ast::{self, SelectItem, SetExpr, Spanned, TableFactor};
+
+use crate::error::{ProxyError, Result};
+use crate::plan::{AggCall, Aggregate, JoinKind, OutputColumn, SelectPlan, Source};
+use crate::sql::bind::{ident_name, Binder};
+use crate::sql::expr::constant;
+use crate::sql::scope::Scope;
+
+/// Re-bases an expression over the source row onto the aggregate's row
+/// `[keys.., aggregates..]`; a bare column outside every key is 42803.
+fn regroup(e: Expr, keys: &[Expr], aggs: &[(u32, AggCall)], scope: &Scope) -> Result<Expr> {
+    if let Some(k) = keys.iter().position(|k| *k == e) {
+        return Ok(Expr::Column(k));
+    }
+    match e {
+        Expr::Slot(s) => Ok(match aggs.iter().position(|(slot, _)| *slot == s) {
+            Some(i) => Expr::Column(keys.len() + i),
+            None => Expr::Slot(s),
+        }),
+        Expr::Column(i) => Err(ProxyError::new(
+            "42803",
+            format!(
+                "column \"{}\" must appear in the GROUP BY clause or be used in an aggregate function",
+                scope.display(i)
+            ),
+        )),
+        other => other.try_map_children(&mut |c| regroup(c, keys, aggs, scope)),
+    }
+}
+
+impl Binder<'_> {
+    /// Binds a nested query with its own aggregates and subqueries.
+    pub(crate) fn bind_subquery(&mut self, q: &ast::Query) -> Result<SelectPlan> {
+        let aggs = std::mem::take(&mut self.aggs);
+        let subs = std::mem::take(&mut self.subqueries);
+        let forbid = self.agg_forbidden.take();
+        let r = self.bind_query(q);
+        self.aggs = aggs;
+        self.subqueries = subs;
+        self.agg_forbidden = forbid;
+        r
+    }
+
+    /// Binds a SELECT query.
+    pub fn bind_query(&mut self, q: &ast::Query) -> Result<SelectPlan> {
+        if q.with.is_some() {
+            return Err(ProxyError::unsupported("WITH"));
+        }
+        if q.fetch.is_some() || !q.locks.is_empty() {
+            return Err(ProxyError::unsupported("FETCH / FOR UPDATE"));
+        }
+        let select = match q.body.as_ref() {
+            SetExpr::Select(s) => s,
+            SetExpr::Query(inner) if q.order_by.is_none() && q.limit_clause.is_none() => {
+                return self.bind_query(inner)
+            }
+            SetExpr::Values(_) => return Err(ProxyError::unsupported("VALUES as a query")),
+            _ => return Err(ProxyError::unsupported("UNION / INTERSECT / EXCEPT")),
+        };
+        let distinct = match &select.distinct {
+            None => false,
+            Some(ast::Distinct::Distinct) => true,
+            Some(ast::Distinct::On(_)) => return Err(ProxyError::unsupported("DISTINCT ON")),
+        };
+        if select.into.is_some() {
+            return Err(ProxyError::unsupported("SELECT INTO"));
+        }
+        let (source, scope) = self.bind_from(&select.from)?;
+
+        self.agg_forbidden = Some("WHERE");
+        let filter = self.predicate(select.selection.as_ref(), &scope, "WHERE");
+        self.agg_forbidden = None;
+        let filter = filter?;
+
+        let (mut projection, columns) = self.select_items(&select.projection, &scope)?;
+
+        let group_exprs = match &select.group_by {
+            ast::GroupByExpr::Expressions(e, mods) if mods.is_empty() => e.clone(),
+            _ => return Err(ProxyError::unsupported("GROUP BY ALL / ROLLUP / CUBE")),
+        };
+        let mut keys = Vec::new();
+        for g in &group_exprs {
+            let k = self.output_reference(g, &projection, &columns, &scope, true)?;
+            let k = match k {
+                Some(e) => e,
+                None => {
+                    self.agg_forbidden = Some("GROUP BY");
+                    let t = self.expr(g, &scope);
+                    self.agg_forbidden = None;
+                    self.finalize(t?)?.expr
+                }
+            };
+            let mut has_agg = false;
+            k.visit(&mut |e| {
+                if let Expr::Slot(s) = e {
+                    has_agg |= self.aggs.iter().any(|(a, _)| a == s);
+                }
+            });
+            if has_agg {
+                return Err(ProxyError::new(
+                    "42803",
+                    "aggregate functions are not allowed in GROUP BY",
+                ));
+            }
+            keys.push(k);
+        }
+
+        let having = match &select.having {
+            Some(h) => self.predicate(Some(h), &scope, "HAVING")?,
+            None => None,
+        };
+
+        let mut order_by = Vec::new();
+        if let Some(ob) = &q.order_by {
+            let ast::OrderByKind::Expressions(exprs) = &ob.kind else {
+                return Err(ProxyError::unsupported("ORDER BY ALL"));
+            };
+            for o in exprs {
+                let e =
+                    match self.output_reference(&o.expr, &projection, &columns, &scope, false)? {
+                        Some(e) => e,
+                        None => {
+                            let t = self.expr(&o.expr, &scope)?;
+                            self.finalize(t)?.expr
+                        }
+                    };
+                let idx =
+                    match projection.iter().position(|p| *p == e) {
+                        Some(i) => i,
+                        None if distinct => return Err(ProxyError::new(
+                            "42P10",
+                            "for SELECT DISTINCT, ORDER BY expressions must appear in select list",
+                        )),
+                        None => {
+                            projection.push(e);
+                            projection.len() - 1
+                        }
+                    };
+                let descending = o.options.asc == Some(false);
+                order_by.push(SortKey {
+                    expr: Expr::Column(idx),
+                    descending,
+                    nulls_first: o.options.nulls_first.unwrap_or(descending),
+                });
+            }
+        }
+
+        let grouped = !keys.is_empty() || !self.aggs.is_empty() || having.is_some();
+        let (aggregate, having) = if grouped {
+            let aggs = std::mem::take(&mut self.aggs);
+            projection = projection
+                .into_iter()
+                .map(|e| regroup(e, &keys, &aggs, &scope))
+                .collect::<Result<_>>()?;
+            let having = having
+                .map(|h| regroup(h, &keys, &aggs, &scope))
+                .transpose()?;
+            let calls = aggs.into_iter().map(|(_, c)| c).collect();
+            (Some(Aggregate { keys, calls }), having)
+        } else {
+            (None, None)
+        };
+
+        let (mut limit, mut offset) = (None, 0);
+        if let Some(lc) = &q.limit_clause {
+            let (l, o) = match lc {
+                ast::LimitClause::LimitOffset {
+                    limit,
+                    offset,
+                    limit_by,
+                } => {
+                    if !limit_by.is_empty() {
+                        return Err(ProxyError::unsupported("LIMIT BY"));
+                    }
+                    (limit.as_ref(), offset.as_ref().map(|o| &o.value))
+                }
+                ast::LimitClause::OffsetCommaLimit { offset, limit } => (Some(limit), Some(offset)),
+            };
+            if let Some(l) = l {
+                limit = self.count_clause(l, "LIMIT")?;
+            }
+            if let Some(o) = o {
+                offset = self.count_clause(o, "OFFSET")?.unwrap_or(0);
+            }
+        }
+        Ok(SelectPlan {
+            source,
+            filter,
+            aggregate,
+            having,
+            projection,
+            columns,
+            distinct,
+            order_by,
+            limit,
+            offset,
+            subqueries: std::mem::take(&mut self.subqueries),
+        })
+    }
+
+    /// A WHERE / HAVING / ON condition: must be boolean.
+    pub(crate) fn predicate(
+        &mut self,
+        e: Option<&ast::Expr>,
+        scope: &Scope,
+        context: &str,
+    ) -> Result<Option<Expr>> {
+        let Some(e) = e else { return Ok(None) };
+        let t = self.expr(e, scope)?;
+        let t = self.coerce(t, &DataType::Bool)?;
+        match t.ty {
+            Some(DataType::Bool) | None => Ok(Some(t.expr)),
+            Some(other) => Err(ProxyError::new(
+                "42804",
+                format!(
+                    "argument of {context} must be type boolean, not type {}",
+                    other.pg_name()
+                ),
+            )),
+        }
+    }
+
+    /// Binds a select list (or RETURNING list) over `scope`.
+    pub(crate) fn select_items(
+        &mut self,
+        items: &[SelectItem],
+        scope: &Scope,
+    ) -> Result<(Vec<Expr>, Vec<OutputColumn>)> {
+        let mut projection = Vec::new();
+        let mut columns = Vec::new();
+        for item in items {
+            match item {
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+                    let qualifier = match item {
+                        SelectItem::QualifiedWildcard(
+                            ast::SelectItemQualifiedWildcardKind::ObjectName(n),
+                            _,
+                        ) => {
+                            let q =
+                                n.0.last()
+                                    .and_then(|p| p.as_ident())
+                                    .map(ident_name)
+                                    .unwrap_or_default();
+                            if !scope.has_qualifier(&q) {
+                                return Err(ProxyError::new(
+                                    "42P01",
+                                    format!("missing FROM-clause entry for table \"{q}\""),
+                                ));
+                            }
+                            Some(q)
+                        }
+                        SelectItem::Wildcard(_) => None,
+                        _ => return Err(ProxyError::unsupported("this wildcard form")),
+                    };
+                    if scope.columns.is_empty() {
+                        return Err(ProxyError::syntax(
+                            "SELECT * with no tables specified is not valid",
+                        ));
+                    }
+                    for (i, c) in scope.columns.iter().enumerate() {
+                        if qualifier.is_some() && c.qualifier != qualifier {
+                            continue;
+                        }
+                        projection.push(Expr::Column(i));
+                        columns.push(OutputColumn {
+                            name: c.name.clone(),
+                            ty: c.ty,
+                        });
+                    }
+                }
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                    let t = self.expr(e, scope)?;
+                    let t = self.finalize(t)?;
+                    let name = match item {
+                        SelectItem::ExprWithAlias { alias, .. } => ident_name(alias),
+                        _ => t.name.clone().unwrap_or_else(|| "?column?".into()),
+                    };
+                    columns.push(OutputColumn {
+                        name,
+                        ty: t.ty.unwrap_or(DataType::Text),
+                    });
+                    projection.push(t.expr);
+                }
+            }
+        }
+        Ok((projection, columns))
+    }
+
+    /// GROUP BY and ORDER BY may name an output column by position or by
+    /// alias (an alias loses to a source column of the same name in GROUP BY).
+    fn output_reference(
+        &mut self,
+        e: &ast::Expr,
+        projection: &[Expr],
+        columns: &[OutputColumn],
+        scope: &Scope,
+        prefer_input: bool,
+    ) -> Result<Option<Expr>> {
+        if let ast::Expr::Value(v) = e {
+            if let ast::Value::Number(n, _) = &v.value {
+                let pos: usize = n.parse().unwrap_or(0);
+                if pos == 0 || pos > columns.len() {
+                    return Err(ProxyError::new(
+                        "42P10",
+                        format!("position {n} is not in select list"),
+                    )
+                    .at(e.span()));
+                }
+                return Ok(Some(projection[pos - 1].clone()));
+            }
+        }
+        if let ast::Expr::Identifier(id) = e {
+            let n = ident_name(id);
+            let hits: Vec<usize> = (0..columns.len())
+                .filter(|&i| columns[i].name == n)
+                .collect();
+            if hits.len() > 1 && hits.iter().any(|&i| projection[i] != projection[hits[0]]) {
+                return Err(ProxyError::new(
+                    "42702",
+                    format!("ORDER BY \"{n}\" is ambiguous"),
+                ));
+            }
+            let input_wins = prefer_input && matches!(scope.resolve(None, &n), Ok(Some(_)));
+            if let (Some(&i), false) = (hits.first(), input_wins) {
+                return Ok(Some(projection[i].clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    fn count_clause(&mut self, e: &ast::Expr, what: &str) -> Result<Option<u64>> {
+        let t = self.expr(e, &Scope::default())?;
+        let t = self.coerce(t, &DataType::Int8)?;
+        match constant(&Expr::Cast(Box::new(t.expr), DataType::Int8))? {
+            Value::Null => Ok(None),
+            Value::Int8(n) if n < 0 => Err(ProxyError::new(
+                "2201W",
+                format!("{what} must not be negative"),
+            )),
+            Value::Int8(n) => Ok(Some(n as u64)),
+            _ => Err(ProxyError::new(
+                "42804",
+                format!("argument of {what} must be an integer"),
+            )),
+        }
+    }
+
+    /// FROM: tables, joins and derived tables, left to right.
+    fn bind_from(&mut self, from: &[ast::TableWithJoins]) -> Result<(Option<Source>, Scope)> {
+        let mut acc: Option<(Source, Scope)> = None;
+        for twj in from {
+            let (mut src, mut scope) = self.table_factor(&twj.relation)?;
+            for j in &twj.joins {
+                let (rsrc, rscope) = self.table_factor(&j.relation)?;
+                let joined = merge_scopes(scope, rscope)?;
+                use ast::JoinOperator as J;
+                let (kind, constraint) = match &j.join_operator {
+                    J::Inner(c) | J::Join(c) => (JoinKind::Inner, Some(c)),
+                    J::LeftOuter(c) | J::Left(c) => (JoinKind::Left, Some(c)),
+                    J::CrossJoin(_) => (JoinKind::Inner, None),
+                    other => {
+                        return Err(ProxyError::unsupported(format!(
+                            "join type {}",
+                            format!("{other:?}").split('(').next().unwrap_or("")
+                        )))
+                    }
+                };
+                let on = match constraint {
+                    Some(ast::JoinConstraint::On(e)) => {
+                        self.agg_forbidden = Some("JOIN conditions");
+                        let p = self.predicate(Some(e), &joined, "JOIN/ON");
+                        self.agg_forbidden = None;
+                        p?
+                    }
+                    Some(ast::JoinConstraint::None) | None => None,
+                    Some(_) => {
+                        return Err(ProxyError::unsupported("JOIN ... USING / NATURAL JOIN"))
+                    }
+                };
+                src = Source::Join {
+                    left: Box::new(src),
+                    right: Box::new(rsrc),
+                    kind,
+                    on,
+                };
+                scope = joined;
+            }
+            acc = Some(match acc {
+                None => (src, scope),
+                Some((lsrc, lscope)) => (
+                    Source::Join {
+                        left: Box::new(lsrc),
+                        right: Box::new(src),
+                        kind: JoinKind::Inner,
+                        on: None,
+                    },
+                    merge_scopes(lscope, scope)?,
+                ),
+            });
+        }
+        Ok(match acc {
+            Some((s, scope)) => (Some(s), scope),
+            None => (None, Scope::default()),
+        })
+    }
+
+    fn table_factor(&mut self, t: &TableFactor) -> Result<(Source, Scope)> {
+        match t {
+            TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                ..
+            } => {
+                let def = self.table(name)?;
+                if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+                    return Err(ProxyError::unsupported("column aliases on a table"));
+                }
+                let alias = alias.as_ref().map(|a| ident_name(&a.name));
+                let scope = Scope::table(&def, alias.as_deref());
+                Ok((Source::Table(def), scope))
+            }
+            TableFactor::Derived {
+                lateral: false,
+                subquery,
+                alias,
+            } => {
+                let Some(alias) = alias else {
+                    return Err(ProxyError::syntax("subquery in FROM must have an alias"));
+                };
+                let plan = self.bind_subquery(subquery)?;
+                let mut names: Vec<String> = plan.columns.iter().map(|c| c.name.clone()).collect();
+                for (n, a) in names.iter_mut().zip(&alias.columns) {
+                    *n = ident_name(&a.name);
+                }
+                let scope = Scope::named(
+                    &ident_name(&alias.name),
+                    names.into_iter().zip(plan.columns.iter().map(|c| c.ty)),
+                );
+                Ok((Source::Derived(Box::new(plan)), scope))
+            }
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias: None,
+            } => {
+                let (src, scope) = self.bind_from(std::slice::from_ref(table_with_joins))?;
+                Ok((src.expect("one table"), scope))
+            }
+            other => Err(ProxyError::unsupported(format!("FROM {other}"))),
+        }
+    }
+}
+
+/// Joins two scopes; the same table name or alias twice is 42712.
+fn merge_scopes(left: Scope, right: Scope) -> Result<Scope> {
+    for c in &right.columns {
+        if let Some(q) = &c.qualifier {
+            if left.has_qualifier(q) {
+                return Err(ProxyError::new(
+                    "42712",
+                    format!("table name \"{q}\" specified more than once"),
+                ));
+            }
+        }
+    }
+    Ok(left.join(right))
+}
