@@ -401,19 +401,32 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
                 reader.table_rows(&table, filter.as_ref()).await?
             };
             let mut out = Vec::with_capacity(old_rows.len());
+            let mut moved = Vec::new();
             for row in old_rows {
                 let mut new = row.clone();
                 for (col, e) in &assignments {
                     new[*col] = e.eval(&row)?;
                 }
                 table.check_not_null(&new)?;
-                txn.put(
-                    table.id,
-                    Txn::key_of(&table, &row),
-                    Some(new.clone()),
-                    false,
-                );
+                let (old_key, new_key) = (Txn::key_of(&table, &row), Txn::key_of(&table, &new));
+                if GroupKey(old_key.clone()) == GroupKey(new_key) {
+                    txn.put(table.id, old_key, Some(new.clone()), false);
+                } else {
+                    // A changed key is a delete plus an insert: the row may
+                    // move to another shard. Inserts go last so that keys
+                    // swapped within the statement do not collide.
+                    txn.put(table.id, old_key, None, false);
+                    moved.push(new.clone());
+                }
                 out.push(new);
+            }
+            for new in moved {
+                let key = Txn::key_of(&table, &new);
+                if txn_row(cluster, txn, &table, &key).await?.is_some() {
+                    return Err(table.duplicate_error(&new).into());
+                }
+                let was_deleted_here = txn.get(table.id, &key).is_some();
+                txn.put(table.id, key, Some(new), !was_deleted_here);
             }
             written("UPDATE", returning, out)
         }
@@ -536,7 +549,10 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
             )
             .await?;
             let r = route(cluster.ring(), &table, filter.as_ref());
-            let (Target::One(shard), None) = (r.target, &returning) else {
+            let moves_key = assignments
+                .iter()
+                .any(|(c, _)| table.primary_key.contains(c));
+            let (Target::One(shard), None, false) = (r.target, &returning, moves_key) else {
                 let plan = Plan::Update {
                     table,
                     filter,

@@ -24,6 +24,20 @@ pub enum Source {
     },
     /// `FROM (SELECT ...) alias`.
     Derived(Box<SelectPlan>),
+    /// `left UNION / INTERSECT / EXCEPT [ALL] right`.
+    SetOp {
+        op: SetOp,
+        all: bool,
+        left: Box<SelectPlan>,
+        right: Box<SelectPlan>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetOp {
+    Union,
+    Intersect,
+    Except,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +53,7 @@ impl Source {
             Source::Table(t) => t.columns.len(),
             Source::Join { left, right, .. } => left.width() + right.width(),
             Source::Derived(p) => p.columns.len(),
+            Source::SetOp { left, .. } => left.columns.len(),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::aggregate::{group, GroupKey};
 use crate::cluster::Cluster;
 use crate::error::{ProxyError, Result};
 use crate::exec::merge_sorted;
-use crate::plan::{JoinKind, SelectPlan, Source, Subquery, SubqueryKind};
+use crate::plan::{JoinKind, SelectPlan, SetOp, Source, Subquery, SubqueryKind};
 use crate::route::router::{route, Target};
 use crate::txn::Txn;
 
@@ -199,6 +199,16 @@ impl Reader<'_> {
             match src {
                 Source::Table(t) => self.table_rows(t, None).await,
                 Source::Derived(p) => self.select((**p).clone()).await,
+                Source::SetOp {
+                    op,
+                    all,
+                    left,
+                    right,
+                } => {
+                    let l = self.select((**left).clone()).await?;
+                    let r = self.select((**right).clone()).await?;
+                    Ok(set_operation(*op, *all, l, r))
+                }
                 Source::Join {
                     left,
                     right,
@@ -274,6 +284,51 @@ pub fn finish(plan: SelectPlan, rows: Vec<Row>) -> Result<Vec<Row>> {
             r
         })
         .collect())
+}
+
+/// UNION / INTERSECT / EXCEPT with SQL's multiset rules for ALL and
+/// duplicate removal without it.
+fn set_operation(op: SetOp, all: bool, left: Vec<Row>, right: Vec<Row>) -> Vec<Row> {
+    use std::collections::BTreeMap;
+    let dedup = |rows: Vec<Row>| {
+        let mut seen = BTreeSet::new();
+        rows.into_iter()
+            .filter(|r| seen.insert(GroupKey(r.clone())))
+            .collect::<Vec<_>>()
+    };
+    match op {
+        SetOp::Union => {
+            let mut out = left;
+            out.extend(right);
+            if all {
+                out
+            } else {
+                dedup(out)
+            }
+        }
+        SetOp::Intersect | SetOp::Except => {
+            let mut counts: BTreeMap<GroupKey, usize> = BTreeMap::new();
+            for r in right {
+                *counts.entry(GroupKey(r)).or_default() += 1;
+            }
+            let left = if all { left } else { dedup(left) };
+            let mut out = Vec::new();
+            for r in left {
+                let key = GroupKey(r);
+                let n = counts.get_mut(&key);
+                let in_right = n.as_ref().is_some_and(|n| **n > 0);
+                if in_right && all {
+                    if let Some(n) = n {
+                        *n -= 1;
+                    }
+                }
+                if in_right == (op == SetOp::Intersect) {
+                    out.push(key.0);
+                }
+            }
+            out
+        }
+    }
 }
 
 /// The `left_col = right_col` conjunct of a join condition, if any, for a

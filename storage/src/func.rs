@@ -33,6 +33,8 @@ pub enum Func {
     Repeat,
     /// `concat(...)`: NULL arguments are skipped.
     Concat,
+    /// `x ^ y` on double precision.
+    Power,
 }
 
 impl Func {
@@ -158,6 +160,29 @@ impl Func {
                 Value::Text(s.repeat(n))
             }
             Func::Concat => Value::Text(args.iter().filter_map(Value::to_text).collect()),
+            Func::Power => {
+                let (Value::Float8(x), Value::Float8(y)) = (&args[0], &args[1]) else {
+                    return Err(no_function("power", &args[0]));
+                };
+                if *x == 0.0 && *y < 0.0 {
+                    return Err(EvalError::Invalid(
+                        "2201F",
+                        "zero raised to a negative power is undefined".into(),
+                    ));
+                }
+                if *x < 0.0 && y.fract() != 0.0 {
+                    return Err(EvalError::Invalid(
+                        "2201F",
+                        "a negative number raised to a non-integer power yields a complex result"
+                            .into(),
+                    ));
+                }
+                let r = x.powf(*y);
+                if r.is_infinite() && x.is_finite() && y.is_finite() {
+                    return Err(EvalError::OutOfRange("value out of range: overflow".into()));
+                }
+                Value::Float8(r)
+            }
         })
     }
 }

@@ -206,6 +206,8 @@ impl Value {
                 Value::Text(v.to_text().unwrap_or_default()).cast(ty)?
             }
             (DataType::Bool, Value::Bool(b)) => Value::Bool(b),
+            (DataType::Bool, Value::Int4(n)) => Value::Bool(n != 0),
+            (DataType::Int4, Value::Bool(b)) => Value::Int4(b as i32),
             (DataType::Int2 | DataType::Int4 | DataType::Int8, v) => {
                 let n: i64 = match v {
                     Value::Int2(_) | Value::Int4(_) | Value::Int8(_) => v.as_i64().unwrap_or(0),

@@ -350,11 +350,6 @@ impl<'a> Binder<'a> {
                     format!("multiple assignments to same column \"{col_name}\""),
                 ));
             }
-            if def.primary_key.contains(&idx) {
-                return Err(ProxyError::unsupported(format!(
-                    "updating primary-key column \"{col_name}\""
-                )));
-            }
             self.agg_forbidden = Some("UPDATE");
             let e = self.assignment(&a.value, scope, &def.columns[idx]);
             self.agg_forbidden = None;

@@ -19,6 +19,9 @@ pub struct Typed {
     pub ty: Option<DataType>,
     pub unknown: Option<Unknown>,
     pub name: Option<String>,
+    /// The name is only a type's name (from a literal or cast): an outer
+    /// cast replaces it, as PostgreSQL's column naming does.
+    pub weak_name: bool,
 }
 
 pub enum Unknown {
@@ -34,6 +37,7 @@ impl Typed {
             ty: Some(ty),
             unknown: None,
             name: None,
+            weak_name: false,
         }
     }
 
@@ -115,6 +119,7 @@ impl Binder<'_> {
             expr,
             ty: Some(*ty),
             unknown: None,
+            weak_name: false,
             name: t.name,
         })
     }
@@ -143,6 +148,7 @@ impl Binder<'_> {
                 expr: Expr::Column(i),
                 ty: Some(scope.columns[i].ty),
                 unknown: None,
+                weak_name: false,
                 name: Some(name.to_string()),
             }),
             None if self.outer_has(qualifier, name) => Err(ProxyError::unsupported(format!(
@@ -203,15 +209,26 @@ impl Binder<'_> {
                     ast::Value::SingleQuotedString(s) => s.clone(),
                     other => other.to_string(),
                 };
-                Ok(Typed::known(Expr::Literal(Value::parse(&ty, &text)?), ty).named(&ty_name(&ty)))
+                let mut t =
+                    Typed::known(Expr::Literal(Value::parse(&ty, &text)?), ty).named(&ty_name(&ty));
+                t.weak_name = true;
+                Ok(t)
             }
             A::Cast {
                 expr, data_type, ..
             } => {
                 let ty = types::from_ast(data_type)?;
                 let inner = self.expr(expr, scope)?;
-                let name = inner.name.clone();
-                let inner = self.coerce(inner, &ty)?;
+                let name = if inner.weak_name {
+                    None
+                } else {
+                    inner.name.clone()
+                };
+                let literal_target = match ty {
+                    DataType::Varchar(Some(_)) => DataType::Text,
+                    other => other,
+                };
+                let inner = self.coerce(inner, &literal_target)?;
                 if let Some(from) = inner.ty {
                     if !types::can_cast(&from, &ty) {
                         return Err(ProxyError::new(
@@ -220,7 +237,19 @@ impl Binder<'_> {
                         ));
                     }
                 }
-                let mut t = Typed::known(Expr::Cast(Box::new(inner.expr), ty), ty);
+                // An explicit cast to varchar(n) truncates instead of failing.
+                let inner_expr = match ty {
+                    DataType::Varchar(Some(n)) => Expr::Func(
+                        Func::Left,
+                        vec![
+                            Expr::Cast(Box::new(inner.expr), DataType::Text),
+                            Expr::Literal(Value::Int4(n as i32)),
+                        ],
+                    ),
+                    _ => inner.expr,
+                };
+                let mut t = Typed::known(Expr::Cast(Box::new(inner_expr), ty), ty);
+                t.weak_name = name.is_none();
                 t.name = name.or_else(|| Some(ty_name(&ty)));
                 Ok(t)
             }
@@ -345,12 +374,13 @@ impl Binder<'_> {
             }
             A::Exists { subquery, negated } => {
                 let (slot, _) = self.subquery(subquery, scope, SubqueryKind::Exists)?;
-                let e = if *negated {
-                    Expr::Not(Box::new(Expr::Slot(slot)))
-                } else {
-                    Expr::Slot(slot)
-                };
-                Ok(Typed::known(e, DataType::Bool).named("exists"))
+                if *negated {
+                    return Ok(Typed::known(
+                        Expr::Not(Box::new(Expr::Slot(slot))),
+                        DataType::Bool,
+                    ));
+                }
+                Ok(Typed::known(Expr::Slot(slot), DataType::Bool).named("exists"))
             }
             A::Subquery(q) => {
                 let (slot, ty) = self.subquery(q, scope, SubqueryKind::Scalar)?;
@@ -475,6 +505,7 @@ impl Binder<'_> {
                 expr,
                 substring_from,
                 substring_for,
+                shorthand,
                 ..
             } => {
                 let mut args = vec![expr.as_ref()];
@@ -483,7 +514,11 @@ impl Binder<'_> {
                 if let Some(f) = substring_for {
                     args.push(f);
                 }
-                self.scalar_function("substring", &args, scope)
+                let mut t = self.scalar_function("substring", &args, scope)?;
+                if *shorthand {
+                    t.name = Some("substr".into());
+                }
+                Ok(t)
             }
             A::Trim {
                 expr,
@@ -620,23 +655,27 @@ impl Binder<'_> {
                 expr: Expr::Literal(Value::Text(s.clone())),
                 ty: None,
                 unknown: Some(Unknown::Text(s.clone(), span)),
+                weak_name: false,
                 name: None,
             }),
             ast::Value::DollarQuotedString(d) => Ok(Typed {
                 expr: Expr::Literal(Value::Text(d.value.clone())),
                 ty: None,
                 unknown: Some(Unknown::Text(d.value.clone(), span)),
+                weak_name: false,
                 name: None,
             }),
             ast::Value::Boolean(b) => {
                 let mut t = Typed::known(Expr::Literal(Value::Bool(*b)), DataType::Bool);
                 t.name = Some("bool".into());
+                t.weak_name = true;
                 Ok(t)
             }
             ast::Value::Null => Ok(Typed {
                 expr: Expr::Literal(Value::Null),
                 ty: None,
                 unknown: Some(Unknown::Null),
+                weak_name: false,
                 name: None,
             }),
             ast::Value::Placeholder(p) => {
@@ -670,6 +709,7 @@ impl Binder<'_> {
                     expr: Expr::Literal(Value::Null),
                     ty: None,
                     unknown: Some(Unknown::Param(n - 1)),
+                    weak_name: false,
                     name: None,
                 })
             }
@@ -767,6 +807,11 @@ impl Binder<'_> {
             B::Divide => BinaryOp::Divide,
             B::Modulo => BinaryOp::Modulo,
             B::StringConcat => BinaryOp::Concat,
+            B::PGExp => {
+                let mut t = self.scalar_function("power", &[l, r], scope)?;
+                t.name = None;
+                return Ok(t);
+            }
             other => return Err(ProxyError::unsupported(format!("operator {other}"))),
         };
         let a = self.expr(l, scope)?;
@@ -976,6 +1021,9 @@ impl Binder<'_> {
                 vec![Number, Number],
                 Some(UNCONSTRAINED_NUMERIC),
             )),
+            ("power" | "pow", 2) => {
+                Some((Func::Power, vec![Number, Number], Some(DataType::Float8)))
+            }
             _ => None,
         };
         let concat = name == "concat" && !bound.is_empty();
@@ -1020,6 +1068,10 @@ impl Binder<'_> {
                     e = Expr::Cast(Box::new(e), target);
                 }
                 first_ty = Some(target);
+            } else if func == Func::Power {
+                if ty != DataType::Float8 {
+                    e = Expr::Cast(Box::new(e), DataType::Float8);
+                }
             } else if i > 0 && w_is_number(want) && ty != DataType::Int4 {
                 e = Expr::Cast(Box::new(e), DataType::Int4);
             }

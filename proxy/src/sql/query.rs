@@ -5,10 +5,11 @@ use fortress_storage::{DataType, Expr, SortKey, Value};
 use sqlparser::ast::{self, SelectItem, SetExpr, Spanned, TableFactor};
 
 use crate::error::{ProxyError, Result};
-use crate::plan::{AggCall, Aggregate, JoinKind, OutputColumn, SelectPlan, Source};
+use crate::plan::{AggCall, Aggregate, JoinKind, OutputColumn, SelectPlan, SetOp, Source};
 use crate::sql::bind::{ident_name, Binder};
 use crate::sql::expr::constant;
 use crate::sql::scope::Scope;
+use crate::sql::types::{family, Family};
 
 /// Re-bases an expression over the source row onto the aggregate's row
 /// `[keys.., aggregates..]`; a bare column outside every key is 42803.
@@ -58,9 +59,175 @@ impl Binder<'_> {
             SetExpr::Query(inner) if q.order_by.is_none() && q.limit_clause.is_none() => {
                 return self.bind_query(inner)
             }
+            SetExpr::SetOperation { .. } => return self.bind_set_query(q),
             SetExpr::Values(_) => return Err(ProxyError::unsupported("VALUES as a query")),
-            _ => return Err(ProxyError::unsupported("UNION / INTERSECT / EXCEPT")),
+            _ => return Err(ProxyError::unsupported("this query form")),
         };
+        self.bind_select(select, q)
+    }
+
+    /// `a UNION b ORDER BY .. LIMIT ..`: the set operation is the source;
+    /// ORDER BY may name output columns by name or position.
+    fn bind_set_query(&mut self, q: &ast::Query) -> Result<SelectPlan> {
+        let (source, columns) = self.set_operand(&q.body)?;
+        let scope = Scope {
+            columns: columns
+                .iter()
+                .map(|c| crate::sql::scope::ScopeColumn {
+                    qualifier: None,
+                    name: c.name.clone(),
+                    ty: c.ty,
+                })
+                .collect(),
+        };
+        let projection: Vec<Expr> = (0..columns.len()).map(Expr::Column).collect();
+        let mut plan = SelectPlan {
+            source: Some(source),
+            filter: None,
+            aggregate: None,
+            having: None,
+            projection,
+            columns,
+            distinct: false,
+            order_by: Vec::new(),
+            limit: None,
+            offset: 0,
+            subqueries: Vec::new(),
+        };
+        if let Some(ob) = &q.order_by {
+            let ast::OrderByKind::Expressions(exprs) = &ob.kind else {
+                return Err(ProxyError::unsupported("ORDER BY ALL"));
+            };
+            for o in exprs {
+                let e = match self.output_reference(
+                    &o.expr,
+                    &plan.projection,
+                    &plan.columns,
+                    &scope,
+                    false,
+                )? {
+                    Some(e) => e,
+                    None => return Err(ProxyError::unsupported(
+                        "ORDER BY on a UNION/INTERSECT/EXCEPT result other than a result column",
+                    )),
+                };
+                let descending = o.options.asc == Some(false);
+                plan.order_by.push(SortKey {
+                    expr: e,
+                    descending,
+                    nulls_first: o.options.nulls_first.unwrap_or(descending),
+                });
+            }
+        }
+        (plan.limit, plan.offset) = self.limit_offset(q)?;
+        Ok(plan)
+    }
+
+    /// One side of a set operation, with its columns.
+    fn set_operand(&mut self, e: &SetExpr) -> Result<(Source, Vec<OutputColumn>)> {
+        let SetExpr::SetOperation {
+            op,
+            set_quantifier,
+            left,
+            right,
+        } = e
+        else {
+            let plan = match e {
+                SetExpr::Select(s) => {
+                    let aggs = std::mem::take(&mut self.aggs);
+                    let subs = std::mem::take(&mut self.subqueries);
+                    let r = self.bind_select(
+                        s,
+                        &ast::Query {
+                            with: None,
+                            body: Box::new(SetExpr::Select(s.clone())),
+                            order_by: None,
+                            limit_clause: None,
+                            fetch: None,
+                            locks: Vec::new(),
+                            for_clause: None,
+                            settings: None,
+                            format_clause: None,
+                            pipe_operators: Vec::new(),
+                        },
+                    );
+                    self.aggs = aggs;
+                    self.subqueries = subs;
+                    r?
+                }
+                SetExpr::Query(q) => self.bind_subquery(q)?,
+                _ => return Err(ProxyError::unsupported("this set operand")),
+            };
+            let columns = plan.columns.clone();
+            return Ok((Source::Derived(Box::new(plan)), columns));
+        };
+        let op = match op {
+            ast::SetOperator::Union => SetOp::Union,
+            ast::SetOperator::Intersect => SetOp::Intersect,
+            ast::SetOperator::Except => SetOp::Except,
+            other => return Err(ProxyError::unsupported(format!("{other}"))),
+        };
+        let all = match set_quantifier {
+            ast::SetQuantifier::All => true,
+            ast::SetQuantifier::Distinct | ast::SetQuantifier::None => false,
+            other => return Err(ProxyError::unsupported(format!("{op:?} {other}"))),
+        };
+        let (l, lcols) = self.set_operand(left)?;
+        let (r, rcols) = self.set_operand(right)?;
+        if lcols.len() != rcols.len() {
+            return Err(ProxyError::new(
+                "42601",
+                format!(
+                    "each {} query must have the same number of columns",
+                    format!("{op:?}").to_uppercase()
+                ),
+            ));
+        }
+        let mut left_plan = as_plan(l, &lcols);
+        let mut right_plan = as_plan(r, &rcols);
+        let mut columns = Vec::new();
+        for (i, (a, b)) in lcols.iter().zip(&rcols).enumerate() {
+            let ty = if a.ty == b.ty {
+                a.ty
+            } else if family(&a.ty) != family(&b.ty) {
+                return Err(ProxyError::new(
+                    "42804",
+                    format!(
+                        "{} types {} and {} cannot be matched",
+                        format!("{op:?}").to_uppercase(),
+                        a.ty.pg_name(),
+                        b.ty.pg_name()
+                    ),
+                ));
+            } else if family(&a.ty) == Family::Number {
+                crate::sql::expr::arith_type(&a.ty, &b.ty)
+            } else {
+                DataType::Text
+            };
+            for (p, t) in [(&mut left_plan, a.ty), (&mut right_plan, b.ty)] {
+                if t != ty {
+                    let e = std::mem::replace(&mut p.projection[i], Expr::Literal(Value::Null));
+                    p.projection[i] = Expr::Cast(Box::new(e), ty);
+                }
+            }
+            columns.push(OutputColumn {
+                name: a.name.clone(),
+                ty,
+            });
+        }
+        Ok((
+            Source::SetOp {
+                op,
+                all,
+                left: Box::new(left_plan),
+                right: Box::new(right_plan),
+            },
+            columns,
+        ))
+    }
+
+    /// Binds one SELECT block with the query's ORDER BY and LIMIT.
+    fn bind_select(&mut self, select: &ast::Select, q: &ast::Query) -> Result<SelectPlan> {
         let distinct = match &select.distinct {
             None => false,
             Some(ast::Distinct::Distinct) => true,
@@ -165,28 +332,7 @@ impl Binder<'_> {
             (None, None)
         };
 
-        let (mut limit, mut offset) = (None, 0);
-        if let Some(lc) = &q.limit_clause {
-            let (l, o) = match lc {
-                ast::LimitClause::LimitOffset {
-                    limit,
-                    offset,
-                    limit_by,
-                } => {
-                    if !limit_by.is_empty() {
-                        return Err(ProxyError::unsupported("LIMIT BY"));
-                    }
-                    (limit.as_ref(), offset.as_ref().map(|o| &o.value))
-                }
-                ast::LimitClause::OffsetCommaLimit { offset, limit } => (Some(limit), Some(offset)),
-            };
-            if let Some(l) = l {
-                limit = self.count_clause(l, "LIMIT")?;
-            }
-            if let Some(o) = o {
-                offset = self.count_clause(o, "OFFSET")?.unwrap_or(0);
-            }
-        }
+        let (limit, offset) = self.limit_offset(q)?;
         Ok(SelectPlan {
             source,
             filter,
@@ -332,6 +478,32 @@ impl Binder<'_> {
         Ok(None)
     }
 
+    fn limit_offset(&mut self, q: &ast::Query) -> Result<(Option<u64>, u64)> {
+        let (mut limit, mut offset) = (None, 0);
+        if let Some(lc) = &q.limit_clause {
+            let (l, o) = match lc {
+                ast::LimitClause::LimitOffset {
+                    limit,
+                    offset,
+                    limit_by,
+                } => {
+                    if !limit_by.is_empty() {
+                        return Err(ProxyError::unsupported("LIMIT BY"));
+                    }
+                    (limit.as_ref(), offset.as_ref().map(|o| &o.value))
+                }
+                ast::LimitClause::OffsetCommaLimit { offset, limit } => (Some(limit), Some(offset)),
+            };
+            if let Some(l) = l {
+                limit = self.count_clause(l, "LIMIT")?;
+            }
+            if let Some(o) = o {
+                offset = self.count_clause(o, "OFFSET")?.unwrap_or(0);
+            }
+        }
+        Ok((limit, offset))
+    }
+
     fn count_clause(&mut self, e: &ast::Expr, what: &str) -> Result<Option<u64>> {
         let t = self.expr(e, &Scope::default())?;
         let t = self.coerce(t, &DataType::Int8)?;
@@ -452,6 +624,26 @@ impl Binder<'_> {
             }
             other => Err(ProxyError::unsupported(format!("FROM {other}"))),
         }
+    }
+}
+
+/// Wraps a set operand as a plan whose projection can take casts.
+fn as_plan(src: Source, columns: &[OutputColumn]) -> SelectPlan {
+    match src {
+        Source::Derived(p) => *p,
+        other => SelectPlan {
+            source: Some(other),
+            filter: None,
+            aggregate: None,
+            having: None,
+            projection: (0..columns.len()).map(Expr::Column).collect(),
+            columns: columns.to_vec(),
+            distinct: false,
+            order_by: Vec::new(),
+            limit: None,
+            offset: 0,
+            subqueries: Vec::new(),
+        },
     }
 }
 
