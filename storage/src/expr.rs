@@ -432,6 +432,7 @@ fn negate(v: Value) -> Result<Value, EvalError> {
         Value::Int4(n) => Value::Int4(n.checked_neg().ok_or_else(|| range("integer"))?),
         Value::Int8(n) => Value::Int8(n.checked_neg().ok_or_else(|| range("bigint"))?),
         Value::Float8(f) => Value::Float8(-f),
+        Value::Float4(f) => Value::Float4(-f),
         Value::Numeric(d) => Value::Numeric(-d),
         v => {
             return Err(EvalError::NoOperator(format!(
@@ -525,7 +526,9 @@ fn arith(op: BinaryOp, a: Value, b: Value) -> Result<Value, EvalError> {
         };
         return out.ok_or_else(|| EvalError::OutOfRange(format!("{name} out of range")));
     }
-    if matches!(a, Value::Float8(_)) || matches!(b, Value::Float8(_)) {
+    let is_float = |v: &Value| matches!(v, Value::Float8(_) | Value::Float4(_));
+    if is_float(&a) || is_float(&b) {
+        let both_real = matches!((&a, &b), (Value::Float4(_), Value::Float4(_)));
         let x = a
             .clone()
             .cast(&DataType::Float8)
@@ -549,10 +552,16 @@ fn arith(op: BinaryOp, a: Value, b: Value) -> Result<Value, EvalError> {
             }
             _ => return Err(no_operator(op, &a, &b)),
         };
+        let overflow = || EvalError::OutOfRange("value out of range: overflow".to_string());
         if r.is_infinite() && x.is_finite() && y.is_finite() {
-            return Err(EvalError::OutOfRange(
-                "value out of range: overflow".to_string(),
-            ));
+            return Err(overflow());
+        }
+        if both_real {
+            let r4 = r as f32;
+            if r4.is_infinite() && r.is_finite() {
+                return Err(overflow());
+            }
+            return Ok(Value::Float4(r4));
         }
         return Ok(Value::Float8(r));
     }

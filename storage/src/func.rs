@@ -35,6 +35,8 @@ pub enum Func {
     Concat,
     /// `x ^ y` on double precision.
     Power,
+    /// `now()`: the current time as timestamptz.
+    Now,
 }
 
 impl Func {
@@ -52,7 +54,10 @@ impl Func {
         Ok(match self {
             Func::Lower => Value::Text(text(0).to_lowercase()),
             Func::Upper => Value::Text(text(0).to_uppercase()),
-            Func::Length => Value::Int4(text(0).chars().count() as i32),
+            Func::Length => match &args[0] {
+                Value::Bytea(b) => Value::Int4(b.len() as i32),
+                _ => Value::Int4(text(0).chars().count() as i32),
+            },
             Func::Substring => {
                 let s = text(0);
                 let from = int(1);
@@ -83,6 +88,7 @@ impl Func {
                 Value::Int4(n) => Value::Int4(n.checked_abs().ok_or_else(|| range("integer"))?),
                 Value::Int8(n) => Value::Int8(n.checked_abs().ok_or_else(|| range("bigint"))?),
                 Value::Float8(f) => Value::Float8(f.abs()),
+                Value::Float4(f) => Value::Float4(f.abs()),
                 Value::Numeric(d) => Value::Numeric(d.abs()),
                 other => return Err(no_function("abs", other)),
             },
@@ -160,6 +166,7 @@ impl Func {
                 Value::Text(s.repeat(n))
             }
             Func::Concat => Value::Text(args.iter().filter_map(Value::to_text).collect()),
+            Func::Now => Value::Timestamptz(chrono::Utc::now().timestamp_micros()),
             Func::Power => {
                 let (Value::Float8(x), Value::Float8(y)) = (&args[0], &args[1]) else {
                     return Err(no_function("power", &args[0]));

@@ -20,8 +20,10 @@ const TAG_INT: u8 = 0x20;
 const TAG_FLOAT: u8 = 0x28;
 const TAG_NUMERIC: u8 = 0x30;
 const TAG_TEXT: u8 = 0x40;
+const TAG_BYTES: u8 = 0x48;
 const TAG_DATE: u8 = 0x50;
 const TAG_TIMESTAMP: u8 = 0x58;
+const TAG_UUID: u8 = 0x60;
 const TAG_NULL: u8 = 0xF0;
 
 /// Length of the version suffix on stored keys.
@@ -40,14 +42,19 @@ pub fn encode_value(out: &mut Vec<u8>, v: &Value) {
             let n = v.as_i64().unwrap_or(0);
             out.extend_from_slice(&((n as u64) ^ (1 << 63)).to_be_bytes());
         }
-        Value::Float8(f) => {
+        Value::Float8(_) | Value::Float4(_) => {
             out.push(TAG_FLOAT);
-            let f = if *f == 0.0 {
+            let f = match v {
+                Value::Float4(f) => *f as f64,
+                Value::Float8(f) => *f,
+                _ => 0.0,
+            };
+            let f = if f == 0.0 {
                 0.0
             } else if f.is_nan() {
                 f64::NAN
             } else {
-                *f
+                f
             };
             let bits = f.to_bits();
             let ordered = if bits >> 63 == 1 {
@@ -61,9 +68,19 @@ pub fn encode_value(out: &mut Vec<u8>, v: &Value) {
             out.push(TAG_NUMERIC);
             encode_decimal(out, *d);
         }
-        Value::Text(s) => {
-            out.push(TAG_TEXT);
-            for &b in s.as_bytes() {
+        Value::Text(_) | Value::Bytea(_) => {
+            let bytes = match v {
+                Value::Text(s) => {
+                    out.push(TAG_TEXT);
+                    s.as_bytes()
+                }
+                Value::Bytea(b) => {
+                    out.push(TAG_BYTES);
+                    b.as_slice()
+                }
+                _ => &[],
+            };
+            for &b in bytes {
                 if b == 0 {
                     out.extend_from_slice(&[0x00, 0xFF]);
                 } else {
@@ -76,9 +93,13 @@ pub fn encode_value(out: &mut Vec<u8>, v: &Value) {
             out.push(TAG_DATE);
             out.extend_from_slice(&((*d as u32) ^ (1 << 31)).to_be_bytes());
         }
-        Value::Timestamp(t) => {
+        Value::Timestamp(t) | Value::Timestamptz(t) => {
             out.push(TAG_TIMESTAMP);
             out.extend_from_slice(&((*t as u64) ^ (1 << 63)).to_be_bytes());
+        }
+        Value::Uuid(u) => {
+            out.push(TAG_UUID);
+            out.extend_from_slice(u);
         }
     }
 }

@@ -28,6 +28,14 @@ pub enum DataType {
     Varchar(Option<u32>),
     Date,
     Timestamp,
+    /// `real`.
+    Float4,
+    /// `char(n)`: blank-padded to n characters.
+    Char(Option<u32>),
+    Bytea,
+    /// Stored as UTC microseconds; shown in the session time zone (UTC).
+    Timestamptz,
+    Uuid,
 }
 
 impl DataType {
@@ -44,6 +52,11 @@ impl DataType {
             DataType::Varchar(_) => "character varying",
             DataType::Date => "date",
             DataType::Timestamp => "timestamp without time zone",
+            DataType::Float4 => "real",
+            DataType::Char(_) => "character",
+            DataType::Bytea => "bytea",
+            DataType::Timestamptz => "timestamp with time zone",
+            DataType::Uuid => "uuid",
         }
     }
 
@@ -55,13 +68,17 @@ impl DataType {
                 | DataType::Int4
                 | DataType::Int8
                 | DataType::Float8
+                | DataType::Float4
                 | DataType::Numeric { .. }
         )
     }
 
     /// True for text-like types.
     pub fn is_text(&self) -> bool {
-        matches!(self, DataType::Text | DataType::Varchar(_))
+        matches!(
+            self,
+            DataType::Text | DataType::Varchar(_) | DataType::Char(_)
+        )
     }
 }
 
@@ -71,8 +88,9 @@ pub struct ColumnDef {
     pub name: String,
     pub ty: DataType,
     pub nullable: bool,
-    /// Constant default, already coerced to `ty`.
-    pub default: Option<Value>,
+    /// Default expression (a constant, or e.g. `now()`), coerced to `ty`;
+    /// evaluated when a row is inserted.
+    pub default: Option<crate::expr::Expr>,
 }
 
 /// A table: its columns, primary key and shard key.

@@ -28,6 +28,10 @@ pub enum Value {
     Text(String),
     Date(i32),
     Timestamp(i64),
+    Float4(f32),
+    Bytea(Vec<u8>),
+    Timestamptz(i64),
+    Uuid([u8; 16]),
 }
 
 /// Decimals are stored as rust_decimal's fixed 16-byte form: compact and
@@ -82,6 +86,10 @@ impl Value {
             Value::Text(_) => DataType::Text,
             Value::Date(_) => DataType::Date,
             Value::Timestamp(_) => DataType::Timestamp,
+            Value::Float4(_) => DataType::Float4,
+            Value::Bytea(_) => DataType::Bytea,
+            Value::Timestamptz(_) => DataType::Timestamptz,
+            Value::Uuid(_) => DataType::Uuid,
         })
     }
 
@@ -153,6 +161,30 @@ impl Value {
             DataType::Timestamp => {
                 Value::Timestamp(parse_timestamp(t).ok_or_else(|| invalid(ty, text))?)
             }
+            DataType::Timestamptz => {
+                Value::Timestamptz(parse_timestamptz(t).ok_or_else(|| invalid(ty, text))?)
+            }
+            DataType::Float4 => match Value::parse(&DataType::Float8, text) {
+                Ok(Value::Float8(f)) => {
+                    let r = f as f32;
+                    if r.is_infinite() && f.is_finite() {
+                        return Err(EvalError::OutOfRange(format!(
+                            "\"{text}\" is out of range for type real"
+                        )));
+                    }
+                    Value::Float4(r)
+                }
+                Ok(_) | Err(_) => return Err(invalid(ty, text)),
+            },
+            DataType::Char(_) => Value::Text(text.to_string()).cast(ty)?,
+            DataType::Bytea => Value::Bytea(parse_bytea(text).ok_or_else(|| {
+                if text.starts_with("\\x") {
+                    EvalError::Invalid("22023", "invalid hexadecimal data".into())
+                } else {
+                    invalid(ty, text)
+                }
+            })?),
+            DataType::Uuid => Value::Uuid(parse_uuid(t).ok_or_else(|| invalid(ty, text))?),
         };
         Ok(v)
     }
@@ -170,6 +202,17 @@ impl Value {
             Value::Text(s) => s.clone(),
             Value::Date(d) => format_date(*d),
             Value::Timestamp(t) => format_timestamp(*t),
+            Value::Float4(f) => format_float4(*f),
+            Value::Bytea(b) => {
+                let mut s = String::with_capacity(2 + 2 * b.len());
+                s.push_str("\\x");
+                for byte in b {
+                    s.push_str(&format!("{byte:02x}"));
+                }
+                s
+            }
+            Value::Timestamptz(t) => format!("{}+00", format_timestamp(*t)),
+            Value::Uuid(u) => format_uuid(u),
         })
     }
 
@@ -201,17 +244,58 @@ impl Value {
                 }
                 Value::Text(s)
             }
+            (DataType::Char(n), Value::Text(s)) => {
+                let n = n.unwrap_or(1) as usize;
+                let len = s.chars().count();
+                if len > n {
+                    let trimmed = s.trim_end_matches(' ');
+                    if trimmed.chars().count() > n {
+                        return Err(EvalError::TooLong(format!("character({n})")));
+                    }
+                    return Ok(Value::Text(s.chars().take(n).collect()));
+                }
+                let mut s = s;
+                s.extend(std::iter::repeat_n(' ', n - len));
+                Value::Text(s)
+            }
             (_, Value::Text(s)) => Value::parse(ty, &s)?,
-            (DataType::Text | DataType::Varchar(_), v) => {
+            (DataType::Text | DataType::Varchar(_) | DataType::Char(_), v) => {
                 Value::Text(v.to_text().unwrap_or_default()).cast(ty)?
             }
+            (DataType::Bytea, Value::Bytea(b)) => Value::Bytea(b),
+            (DataType::Uuid, Value::Uuid(u)) => Value::Uuid(u),
+            (DataType::Timestamptz, Value::Timestamptz(t) | Value::Timestamp(t)) => {
+                Value::Timestamptz(t)
+            }
+            (DataType::Timestamptz, Value::Date(d)) => {
+                Value::Timestamptz(d as i64 * MICROS_PER_DAY)
+            }
+            (DataType::Timestamp, Value::Timestamptz(t)) => Value::Timestamp(t),
+            (DataType::Date, Value::Timestamptz(t)) => {
+                Value::Date(t.div_euclid(MICROS_PER_DAY) as i32)
+            }
+            (DataType::Float4, v) => match v.cast(&DataType::Float8)? {
+                Value::Float8(f) => {
+                    let r = f as f32;
+                    if r.is_infinite() && f.is_finite() {
+                        return Err(EvalError::OutOfRange("value out of range: overflow".into()));
+                    }
+                    Value::Float4(r)
+                }
+                other => return Err(cannot(&other)),
+            },
             (DataType::Bool, Value::Bool(b)) => Value::Bool(b),
             (DataType::Bool, Value::Int4(n)) => Value::Bool(n != 0),
             (DataType::Int4, Value::Bool(b)) => Value::Int4(b as i32),
             (DataType::Int2 | DataType::Int4 | DataType::Int8, v) => {
                 let n: i64 = match v {
                     Value::Int2(_) | Value::Int4(_) | Value::Int8(_) => v.as_i64().unwrap_or(0),
-                    Value::Float8(f) => {
+                    Value::Float8(_) | Value::Float4(_) => {
+                        let f = match v {
+                            Value::Float4(f) => f as f64,
+                            Value::Float8(f) => f,
+                            _ => 0.0,
+                        };
                         let r = f.round_ties_even();
                         if !r.is_finite() || r < i64::MIN as f64 || r >= i64::MAX as f64 {
                             return Err(out_of_range(ty));
@@ -232,6 +316,7 @@ impl Value {
             }
             (DataType::Float8, v) => match v {
                 Value::Float8(f) => Value::Float8(f),
+                Value::Float4(f) => Value::Float8(f as f64),
                 Value::Numeric(d) => Value::Float8(d.to_f64().unwrap_or(f64::NAN)),
                 Value::Int2(_) | Value::Int4(_) | Value::Int8(_) => {
                     Value::Float8(v.as_i64().unwrap_or(0) as f64)
@@ -244,11 +329,22 @@ impl Value {
                     Value::Int2(_) | Value::Int4(_) | Value::Int8(_) => {
                         Decimal::from(v.as_i64().unwrap_or(0))
                     }
-                    Value::Float8(f) => {
+                    Value::Float8(_) | Value::Float4(_) => {
+                        let f = match v {
+                            Value::Float4(f) => f as f64,
+                            Value::Float8(f) => f,
+                            _ => 0.0,
+                        };
                         if !f.is_finite() {
                             return Err(EvalError::NumericOverflow);
                         }
-                        Decimal::from_f64_retain(f).ok_or(EvalError::NumericOverflow)?
+                        // Through the shortest decimal text, as PostgreSQL does.
+                        let text = if matches!(v, Value::Float4(_)) {
+                            format_float4(f as f32)
+                        } else {
+                            format_float8(f)
+                        };
+                        parse_decimal(&text).ok_or(EvalError::NumericOverflow)?
                     }
                     other => return Err(cannot(&other)),
                 };
@@ -273,13 +369,18 @@ impl Value {
             (Bool(a), Bool(b)) => a.cmp(b),
             (Text(a), Text(b)) => a.as_bytes().cmp(b.as_bytes()),
             (Date(a), Date(b)) => a.cmp(b),
-            (Timestamp(a), Timestamp(b)) => a.cmp(b),
+            (Timestamp(a) | Timestamptz(a), Timestamp(b) | Timestamptz(b)) => a.cmp(b),
+            (Date(a), Timestamptz(b)) => (*a as i64 * MICROS_PER_DAY).cmp(b),
+            (Timestamptz(a), Date(b)) => a.cmp(&(*b as i64 * MICROS_PER_DAY)),
+            (Bytea(a), Bytea(b)) => a.cmp(b),
+            (Uuid(a), Uuid(b)) => a.cmp(b),
+            (Float4(a), Float4(b)) => cmp_f64(*a as f64, *b as f64),
             (Date(a), Timestamp(b)) => (*a as i64 * MICROS_PER_DAY).cmp(b),
             (Timestamp(a), Date(b)) => a.cmp(&(*b as i64 * MICROS_PER_DAY)),
             (a, b) => match (a.as_i64(), b.as_i64()) {
                 (Some(x), Some(y)) => x.cmp(&y),
                 _ => match (a, b) {
-                    (Float8(_), _) | (_, Float8(_)) => {
+                    (Float8(_) | Float4(_), _) | (_, Float8(_) | Float4(_)) => {
                         let x = a.clone().cast(&DataType::Float8).map_err(|_| no_op(a, b))?;
                         let y = b.clone().cast(&DataType::Float8).map_err(|_| no_op(a, b))?;
                         match (x, y) {
@@ -396,6 +497,120 @@ pub fn format_float8(f: f64) -> String {
     } else {
         format!("{f}")
     }
+}
+
+/// real output: shortest round-trip digits, exponent form below 1e-4 and
+/// from 1e6 (PostgreSQL 15's float4out).
+pub fn format_float4(f: f32) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    if f == 0.0 {
+        return if f.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..6).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    } else {
+        format!("{f}")
+    }
+}
+
+fn format_uuid(u: &[u8; 16]) -> String {
+    let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// uuid input: 32 hex digits, optionally hyphenated in groups of four and
+/// wrapped in braces.
+fn parse_uuid(t: &str) -> Option<[u8; 16]> {
+    let t = t
+        .strip_prefix('{')
+        .and_then(|x| x.strip_suffix('}'))
+        .unwrap_or(t);
+    let hex: String = t.chars().filter(|&c| c != '-').collect();
+    if hex.len() != 32 || t.starts_with('-') || t.ends_with('-') || t.contains("--") {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// bytea input: `\x` hex, or the escape format (`\\`, `\ooo` octal).
+fn parse_bytea(t: &str) -> Option<Vec<u8>> {
+    if let Some(hex) = t.strip_prefix("\\x") {
+        let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        if !digits.len().is_multiple_of(2) {
+            return None;
+        }
+        return digits
+            .chunks(2)
+            .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+            .collect();
+    }
+    let bytes = t.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+        } else if bytes.get(i + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            i += 2;
+        } else {
+            let oct = std::str::from_utf8(bytes.get(i + 1..i + 4)?).ok()?;
+            out.push(u8::from_str_radix(oct, 8).ok()?);
+            i += 4;
+        }
+    }
+    Some(out)
+}
+
+/// timestamptz input: a timestamp with an optional `+hh[:mm]`, `-hh` or `Z`
+/// offset; without one, the session time zone (UTC) applies.
+fn parse_timestamptz(t: &str) -> Option<i64> {
+    let t = t.trim();
+    let (body, offset_secs) = if let Some(b) = t.strip_suffix(['Z', 'z']) {
+        (b.trim_end(), 0)
+    } else if let Some(b) = t.strip_suffix(" UTC") {
+        (b, 0)
+    } else {
+        // The offset starts at the last + or - after the time part.
+        match t.rfind(['+', '-']).filter(|&i| i > 10) {
+            Some(i) => {
+                let (b, off) = t.split_at(i);
+                let sign = if off.starts_with('-') { -1 } else { 1 };
+                let digits = &off[1..];
+                let (h, m) = match digits.split_once(':') {
+                    Some((h, m)) => (h.parse::<i64>().ok()?, m.parse::<i64>().ok()?),
+                    None if digits.len() == 4 => {
+                        (digits[..2].parse().ok()?, digits[2..].parse().ok()?)
+                    }
+                    None => (digits.parse().ok()?, 0),
+                };
+                (b.trim_end(), sign * (h * 3600 + m * 60))
+            }
+            None => (t, 0),
+        }
+    };
+    Some(parse_timestamp(body)? - offset_secs * 1_000_000)
 }
 
 fn format_date(days: i32) -> String {

@@ -437,8 +437,8 @@ impl<'a> Binder<'a> {
             let mut row: Vec<Value> = def
                 .columns
                 .iter()
-                .map(|c| c.default.clone().unwrap_or(Value::Null))
-                .collect();
+                .map(|c| c.default.as_ref().map_or(Ok(Value::Null), constant))
+                .collect::<Result<_>>()?;
             for (e, &i) in exprs.iter().zip(&targets) {
                 let col = &def.columns[i];
                 if matches!(e, ast::Expr::Identifier(id) if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default"))
@@ -575,7 +575,9 @@ impl<'a> Binder<'a> {
                     ast::ColumnOption::NotNull => def.nullable = false,
                     ast::ColumnOption::Default(e) => {
                         let bound = self.assignment(e, &Scope::default(), &def)?;
-                        def.default = Some(constant(&bound)?);
+                        // Check it evaluates now; volatile ones (now()) run per row.
+                        constant(&bound)?;
+                        def.default = Some(bound);
                     }
                     ast::ColumnOption::Unique {
                         is_primary: true, ..

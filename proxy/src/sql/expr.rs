@@ -51,7 +51,8 @@ impl Typed {
 pub fn arith_type(a: &DataType, b: &DataType) -> DataType {
     use DataType::*;
     match (a, b) {
-        (Float8, _) | (_, Float8) => Float8,
+        (Float4, Float4) => Float4,
+        (Float8 | Float4, _) | (_, Float8 | Float4) => Float8,
         (Numeric { .. }, _) | (_, Numeric { .. }) => UNCONSTRAINED_NUMERIC,
         (Int8, _) | (_, Int8) => Int8,
         (Int4, _) | (_, Int4) => Int4,
@@ -225,7 +226,7 @@ impl Binder<'_> {
                     inner.name.clone()
                 };
                 let literal_target = match ty {
-                    DataType::Varchar(Some(_)) => DataType::Text,
+                    DataType::Varchar(Some(_)) | DataType::Char(_) => DataType::Text,
                     other => other,
                 };
                 let inner = self.coerce(inner, &literal_target)?;
@@ -239,7 +240,7 @@ impl Binder<'_> {
                 }
                 // An explicit cast to varchar(n) truncates instead of failing.
                 let inner_expr = match ty {
-                    DataType::Varchar(Some(n)) => Expr::Func(
+                    DataType::Varchar(Some(n)) | DataType::Char(Some(n)) => Expr::Func(
                         Func::Left,
                         vec![
                             Expr::Cast(Box::new(inner.expr), DataType::Text),
@@ -728,10 +729,18 @@ impl Binder<'_> {
             precision: None,
             scale: None,
         };
-        let v = Value::parse(&ty, n).map_err(|_| {
-            ProxyError::new("22003", format!("numeric literal {n} is out of range"))
-        })?;
-        Ok(Typed::known(Expr::Literal(v), ty))
+        match Value::parse(&ty, n) {
+            Ok(v) => Ok(Typed::known(Expr::Literal(v), ty)),
+            // Beyond the 28 digits fortress's numeric holds: keep the value
+            // as a double rather than fail (PostgreSQL would say numeric).
+            Err(_) => match Value::parse(&DataType::Float8, n) {
+                Ok(v) => Ok(Typed::known(Expr::Literal(v), DataType::Float8)),
+                Err(_) => Err(ProxyError::new(
+                    "22003",
+                    format!("numeric literal {n} is out of range"),
+                )),
+            },
+        }
     }
 
     /// Binds `l op r` for a comparison, unifying unknown sides.
@@ -828,8 +837,8 @@ impl Binder<'_> {
                 ))
             }
             BinaryOp::Concat => {
-                let a = self.finalize(a)?;
-                let b = self.finalize(b)?;
+                let a = as_text(self.finalize(a)?);
+                let b = as_text(self.finalize(b)?);
                 Ok(Typed::known(
                     Expr::binary(bop, a.expr, b.expr),
                     DataType::Text,
@@ -944,6 +953,16 @@ impl Binder<'_> {
                 })?;
                 text(v)
             }
+            ("now" | "current_timestamp" | "transaction_timestamp" | "statement_timestamp", []) => {
+                Typed::known(Expr::Func(Func::Now, Vec::new()), DataType::Timestamptz)
+            }
+            ("localtimestamp", []) => Typed::known(
+                Expr::Cast(
+                    Box::new(Expr::Func(Func::Now, Vec::new())),
+                    DataType::Timestamp,
+                ),
+                DataType::Timestamp,
+            ),
             ("current_date", []) => {
                 let today = chrono::Utc::now().date_naive();
                 Typed::known(
@@ -1047,9 +1066,11 @@ impl Binder<'_> {
             } else {
                 t
             };
+            let t = as_text(t);
             let ty = t.ty.unwrap_or(target);
+            let bytes_ok = func == Func::Length && ty == DataType::Bytea;
             if let Some(w) = want {
-                if family(&ty) != w {
+                if family(&ty) != w && !bytes_ok {
                     return Err(no_function(name, &[&t]));
                 }
             }
@@ -1170,6 +1191,18 @@ impl Binder<'_> {
     }
 }
 
+/// A char(n) value used as text loses its trailing blanks, as PostgreSQL's
+/// bpchar-to-text conversion does.
+fn as_text(t: Typed) -> Typed {
+    if !matches!(t.ty, Some(DataType::Char(_))) {
+        return t;
+    }
+    let name = t.name.clone();
+    let mut r = Typed::known(Expr::Func(Func::RTrim, vec![t.expr]), DataType::Text);
+    r.name = name;
+    r
+}
+
 fn w_is_number(f: Option<Family>) -> bool {
     f == Some(Family::Number)
 }
@@ -1186,6 +1219,11 @@ pub fn ty_name(ty: &DataType) -> String {
         DataType::Varchar(_) => "varchar",
         DataType::Date => "date",
         DataType::Timestamp => "timestamp",
+        DataType::Float4 => "float4",
+        DataType::Char(_) => "bpchar",
+        DataType::Bytea => "bytea",
+        DataType::Timestamptz => "timestamptz",
+        DataType::Uuid => "uuid",
     }
     .to_string()
 }

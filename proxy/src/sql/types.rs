@@ -61,6 +61,42 @@ pub fn from_ast(t: &ast::DataType) -> Result<DataType> {
         }
         A::Date => DataType::Date,
         A::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => DataType::Timestamp,
+        A::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => DataType::Timestamptz,
+        A::Real | A::Float4 => DataType::Float4,
+        A::Float(ExactNumberInfo::Precision(p)) if *p <= 24 => DataType::Float4,
+        A::Float(_) => DataType::Float8,
+        A::Char(len) | A::Character(len) => DataType::Char(Some(match len {
+            None => 1,
+            Some(CharacterLength::IntegerLength { length, .. }) => {
+                if *length == 0 || *length > 10_485_760 {
+                    return Err(ProxyError::new(
+                        "22023",
+                        format!(
+                            "length for type char must be between 1 and 10485760, got {length}"
+                        ),
+                    ));
+                }
+                *length as u32
+            }
+            Some(CharacterLength::Max) => {
+                return Err(ProxyError::syntax("syntax error at or near \"max\""))
+            }
+        })),
+        A::Bytea => DataType::Bytea,
+        A::Uuid => DataType::Uuid,
+        A::Custom(name, mods) if mods.is_empty() => {
+            match name.to_string().to_lowercase().as_str() {
+                "bpchar" => DataType::Char(None),
+                "float4" => DataType::Float4,
+                "timestamptz" => DataType::Timestamptz,
+                _ => {
+                    return Err(ProxyError::new(
+                        "42704",
+                        format!("type \"{name}\" does not exist"),
+                    ))
+                }
+            }
+        }
         other => return Err(ProxyError::unsupported(format!("type {other}"))),
     })
 }
@@ -88,6 +124,11 @@ pub fn pg_type(t: &DataType) -> Type {
         DataType::Varchar(_) => Type::VARCHAR,
         DataType::Date => Type::DATE,
         DataType::Timestamp => Type::TIMESTAMP,
+        DataType::Float4 => Type::FLOAT4,
+        DataType::Char(_) => Type::BPCHAR,
+        DataType::Bytea => Type::BYTEA,
+        DataType::Timestamptz => Type::TIMESTAMPTZ,
+        DataType::Uuid => Type::UUID,
     }
 }
 
@@ -98,7 +139,11 @@ pub fn from_pg(t: &Type) -> Option<DataType> {
         Type::INT2 => DataType::Int2,
         Type::INT4 => DataType::Int4,
         Type::INT8 => DataType::Int8,
-        Type::FLOAT8 | Type::FLOAT4 => DataType::Float8,
+        Type::FLOAT8 => DataType::Float8,
+        Type::FLOAT4 => DataType::Float4,
+        Type::BYTEA => DataType::Bytea,
+        Type::TIMESTAMPTZ => DataType::Timestamptz,
+        Type::UUID => DataType::Uuid,
         Type::NUMERIC => DataType::Numeric {
             precision: None,
             scale: None,
@@ -114,7 +159,7 @@ pub fn from_pg(t: &Type) -> Option<DataType> {
 /// `atttypmod` for RowDescription: varchar(n) and numeric(p,s) carry one.
 pub fn type_modifier(t: &DataType) -> i32 {
     match t {
-        DataType::Varchar(Some(n)) => *n as i32 + 4,
+        DataType::Varchar(Some(n)) | DataType::Char(Some(n)) => *n as i32 + 4,
         DataType::Numeric {
             precision: Some(p),
             scale,
@@ -130,6 +175,8 @@ pub enum Family {
     Number,
     Text,
     Time,
+    Bytes,
+    Uuid,
 }
 
 pub fn family(t: &DataType) -> Family {
@@ -139,8 +186,11 @@ pub fn family(t: &DataType) -> Family {
         | DataType::Int4
         | DataType::Int8
         | DataType::Float8
+        | DataType::Float4
         | DataType::Numeric { .. } => Family::Number,
-        DataType::Text | DataType::Varchar(_) => Family::Text,
-        DataType::Date | DataType::Timestamp => Family::Time,
+        DataType::Text | DataType::Varchar(_) | DataType::Char(_) => Family::Text,
+        DataType::Date | DataType::Timestamp | DataType::Timestamptz => Family::Time,
+        DataType::Bytea => Family::Bytes,
+        DataType::Uuid => Family::Uuid,
     }
 }

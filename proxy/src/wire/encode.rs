@@ -14,6 +14,42 @@ use crate::error::{ProxyError, Result};
 use crate::plan::OutputColumn;
 use crate::sql::types::{pg_type, type_modifier};
 
+/// 2000-01-01 00:00:00 UTC in Unix microseconds: PostgreSQL's binary epoch.
+const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// Bytes already in PostgreSQL's binary form for the column's type.
+#[derive(Debug)]
+struct Raw(Vec<u8>);
+
+impl postgres_types::ToSql for Raw {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<postgres_types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&self.0);
+        Ok(postgres_types::IsNull::No)
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+
+    postgres_types::to_sql_checked!();
+}
+
+impl pgwire::types::ToSqlText for Raw {
+    fn to_sql_text(
+        &self,
+        _ty: &Type,
+        out: &mut bytes::BytesMut,
+        _opts: &FormatOptions,
+    ) -> std::result::Result<postgres_types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&self.0);
+        Ok(postgres_types::IsNull::No)
+    }
+}
+
 /// RowDescription fields for `columns`, with per-column formats.
 pub fn fields(columns: &[OutputColumn], format: impl Fn(usize) -> FieldFormat) -> Vec<FieldInfo> {
     columns
@@ -56,6 +92,20 @@ pub fn encode_row(
             Value::Timestamp(t) => {
                 enc.encode_field_with_type_and_format(&timestamp_to_naive(*t), ty, fmt, &opts)?
             }
+            Value::Float4(n) => enc.encode_field_with_type_and_format(n, ty, fmt, &opts)?,
+            Value::Bytea(b) => enc.encode_field_with_type_and_format(b, ty, fmt, &opts)?,
+            Value::Timestamptz(t) => {
+                let since_2000 = t - POSTGRES_EPOCH_MICROS;
+                enc.encode_field_with_type_and_format(
+                    &Raw(since_2000.to_be_bytes().to_vec()),
+                    ty,
+                    fmt,
+                    &opts,
+                )?
+            }
+            Value::Uuid(u) => {
+                enc.encode_field_with_type_and_format(&Raw(u.to_vec()), ty, fmt, &opts)?
+            }
             Value::Null => {
                 enc.encode_field_with_type_and_format(&None::<String>, ty, fmt, &opts)?
             }
@@ -78,12 +128,17 @@ fn conform(v: &Value, ty: &DataType) -> Value {
             | (Value::Text(_), DataType::Text | DataType::Varchar(_))
             | (Value::Date(_), DataType::Date)
             | (Value::Timestamp(_), DataType::Timestamp)
+            | (Value::Float4(_), DataType::Float4)
+            | (Value::Text(_), DataType::Char(_))
+            | (Value::Bytea(_), DataType::Bytea)
+            | (Value::Timestamptz(_), DataType::Timestamptz)
+            | (Value::Uuid(_), DataType::Uuid)
     );
     if same {
         return v.clone();
     }
     let target = match ty {
-        DataType::Varchar(_) => DataType::Text,
+        DataType::Varchar(_) | DataType::Char(_) => DataType::Text,
         DataType::Numeric { .. } => DataType::Numeric {
             precision: None,
             scale: None,
@@ -120,8 +175,19 @@ pub fn decode_param(
         Type::INT2 => Value::Int2(i16::from_sql(pg_ty, b).map_err(|e| bad_binary(pg_ty, e))?),
         Type::INT4 => Value::Int4(i32::from_sql(pg_ty, b).map_err(|e| bad_binary(pg_ty, e))?),
         Type::INT8 => Value::Int8(i64::from_sql(pg_ty, b).map_err(|e| bad_binary(pg_ty, e))?),
-        Type::FLOAT4 => {
-            Value::Float8(f32::from_sql(pg_ty, b).map_err(|e| bad_binary(pg_ty, e))? as f64)
+        Type::FLOAT4 => Value::Float4(f32::from_sql(pg_ty, b).map_err(|e| bad_binary(pg_ty, e))?),
+        Type::BYTEA => Value::Bytea(b.to_vec()),
+        Type::UUID => Value::Uuid(
+            b.as_ref()
+                .try_into()
+                .map_err(|_| bad_binary(pg_ty, "a uuid is 16 bytes"))?,
+        ),
+        Type::TIMESTAMPTZ => {
+            let raw: [u8; 8] = b
+                .as_ref()
+                .try_into()
+                .map_err(|_| bad_binary(pg_ty, "a timestamptz is 8 bytes"))?;
+            Value::Timestamptz(i64::from_be_bytes(raw) + POSTGRES_EPOCH_MICROS)
         }
         Type::FLOAT8 => Value::Float8(f64::from_sql(pg_ty, b).map_err(|e| bad_binary(pg_ty, e))?),
         Type::NUMERIC => {
