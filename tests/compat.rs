@@ -79,6 +79,11 @@ fn normalize(mut outcomes: Vec<Outcome>, ordered: bool) -> Vec<Outcome> {
     for o in &mut outcomes {
         match o {
             Outcome::Rows { rows, .. } if !ordered => rows.sort(),
+            Outcome::CopyOut { data, .. } if !ordered => {
+                let mut lines: Vec<&str> = data.lines().collect();
+                lines.sort_unstable();
+                *data = lines.join("\n");
+            }
             Outcome::Error { message, .. } => message.clear(),
             _ => {}
         }

@@ -13,6 +13,7 @@ use fortress_storage::{
 
 use crate::aggregate::GroupKey;
 use crate::cluster::Cluster;
+use crate::copy::CopyFormat;
 use crate::error::{ProxyError, Result};
 use crate::plan::{OnConflict, OutputColumn, Plan, Returning, Subquery};
 use crate::route::router::{route, shard_for_row, shard_for_value, Target};
@@ -30,6 +31,15 @@ pub enum QueryResult {
         columns: Vec<OutputColumn>,
         rows: Vec<Row>,
     },
+    /// COPY FROM STDIN is ready for data: the wire layer collects it and
+    /// calls [`copy_in`].
+    CopyIn {
+        table: TableDef,
+        columns: Vec<usize>,
+        format: CopyFormat,
+    },
+    /// COPY TO STDOUT: one line per row (after an optional header line).
+    CopyOut { lines: Vec<String>, columns: usize },
     /// A command tag such as `INSERT 0 3`, maybe with a notice.
     Command { tag: String, notice: Option<Notice> },
     /// BEGIN: a transaction block starts.
@@ -45,7 +55,9 @@ impl QueryResult {
             QueryResult::Command { notice, .. }
             | QueryResult::TxnStart { notice }
             | QueryResult::TxnEnd { notice, .. } => notice.take(),
-            QueryResult::Rows { .. } => None,
+            QueryResult::Rows { .. } | QueryResult::CopyIn { .. } | QueryResult::CopyOut { .. } => {
+                None
+            }
         }
     }
 }
@@ -450,6 +462,14 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
             }
             written("DELETE", returning, old_rows)
         }
+        Plan::CopyIn { .. } | Plan::CopyOut { .. } | Plan::Sleep(_) => {
+            let reader = Reader {
+                cluster,
+                snapshot: txn.snapshot,
+                txn: Some(txn),
+            };
+            read_only(&reader, plan).await
+        }
         Plan::SetVariable { .. } | Plan::ShowVariable { .. } => Err(ProxyError::new(
             "XX000",
             "session commands are handled before the transaction",
@@ -462,6 +482,94 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
             "transaction control reached the statement executor",
         )),
     }
+}
+
+/// Statements that read (or wait) and hand the rest to the wire layer.
+async fn read_only(reader: &Reader<'_>, plan: Plan) -> Result<QueryResult> {
+    match plan {
+        Plan::CopyIn {
+            table,
+            columns,
+            format,
+        } => Ok(QueryResult::CopyIn {
+            table,
+            columns,
+            format,
+        }),
+        Plan::CopyOut { select, format } => {
+            let names: Vec<String> = select.columns.iter().map(|c| c.name.clone()).collect();
+            let columns = names.len();
+            let rows = reader.select(select).await?;
+            let mut lines: Vec<String> = rows.iter().map(|r| format.format_row(r)).collect();
+            if format.header {
+                // The header shares the first row's CopyData message: the
+                // COPY tag counts messages and must count only rows.
+                let header = format.header_line(&names);
+                match lines.first_mut() {
+                    Some(first) => first.insert_str(0, &header),
+                    None => lines.push(header),
+                }
+            }
+            Ok(QueryResult::CopyOut { lines, columns })
+        }
+        Plan::Sleep(d) => {
+            tokio::time::sleep(d).await;
+            Ok(rows(
+                "SELECT",
+                vec![OutputColumn {
+                    name: "pg_sleep".into(),
+                    ty: fortress_storage::DataType::Text,
+                }],
+                vec![vec![Value::Text(String::new())]],
+            ))
+        }
+        other => Err(ProxyError::new(
+            "XX000",
+            format!("{other:?} is not a read-only statement"),
+        )),
+    }
+}
+
+/// Inserts the rows of a finished COPY FROM STDIN as one statement (so it
+/// is all-or-nothing), filling unlisted columns with their defaults.
+pub async fn copy_in(
+    cluster: &Cluster,
+    session: &Session,
+    table: TableDef,
+    columns: &[usize],
+    format: &CopyFormat,
+    data: &str,
+) -> Result<u64> {
+    let types: Vec<_> = columns.iter().map(|&i| table.columns[i].ty).collect();
+    let parsed = format.parse(data, &types)?;
+    let n = parsed.len() as u64;
+    let mut full = Vec::with_capacity(parsed.len());
+    for values in parsed {
+        let mut row: Row = table
+            .columns
+            .iter()
+            .map(|c| match &c.default {
+                Some(e)
+                    if !columns.contains(&table.column_index(&c.name).unwrap_or(usize::MAX)) =>
+                {
+                    e.eval(&Vec::new())
+                }
+                _ => Ok(Value::Null),
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        for (v, &i) in values.into_iter().zip(columns) {
+            row[i] = v;
+        }
+        full.push(row);
+    }
+    let plan = Plan::Insert {
+        table,
+        rows: full,
+        on_conflict: None,
+        returning: None,
+    };
+    execute(cluster, session, plan).await?;
+    Ok(n)
 }
 
 /// A write statement outside a block that may touch several shards runs as
@@ -595,6 +703,9 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
             };
             let n = count(cluster.scatter(&[shard], txid, &frag).await)?;
             Ok(done(format!("DELETE {n}")))
+        }
+        Plan::CopyIn { .. } | Plan::CopyOut { .. } | Plan::Sleep(_) => {
+            read_only(&reader, plan).await
         }
         Plan::Truncate { names } => {
             let _ddl = cluster.ddl.lock().await;

@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod cluster;
 pub mod coordinator;
+pub mod copy;
 pub mod error;
 pub mod exec;
 pub mod plan;

@@ -177,6 +177,19 @@ pub enum Plan {
         returning: Option<Returning>,
         subqueries: Vec<Subquery>,
     },
+    /// COPY table [(cols)] FROM STDIN: the wire layer collects the data.
+    CopyIn {
+        table: TableDef,
+        columns: Vec<usize>,
+        format: crate::copy::CopyFormat,
+    },
+    /// COPY table / (query) TO STDOUT.
+    CopyOut {
+        select: SelectPlan,
+        format: crate::copy::CopyFormat,
+    },
+    /// `SELECT pg_sleep(n)`: waits, cancellably.
+    Sleep(std::time::Duration),
     SetVariable {
         name: String,
         value: Option<String>,
@@ -196,6 +209,10 @@ impl Plan {
             Plan::Select(s) => s.columns.clone(),
             Plan::ShowVariable { name } => vec![OutputColumn {
                 name: name.clone(),
+                ty: DataType::Text,
+            }],
+            Plan::Sleep(_) => vec![OutputColumn {
+                name: "pg_sleep".into(),
                 ty: DataType::Text,
             }],
             Plan::Insert {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use crate::copy::PendingCopy;
 use crate::txn::TxnState;
 
 /// The server version reported to clients (PostgreSQL 15 compatible).
@@ -36,6 +37,8 @@ pub struct Session {
     pub database: String,
     settings: Mutex<BTreeMap<String, String>>,
     txn: Mutex<TxnState>,
+    /// A COPY FROM STDIN in progress.
+    pub copy: Mutex<Option<PendingCopy>>,
 }
 
 impl Session {
@@ -49,6 +52,7 @@ impl Session {
             database: database.to_string(),
             settings: Mutex::new(settings),
             txn: Mutex::new(TxnState::Idle),
+            copy: Mutex::new(None),
         }
     }
 

@@ -11,6 +11,7 @@ use sqlparser::ast::{
     self, Ident, ObjectName, SelectItem, SetExpr, Spanned, Statement, TableFactor,
 };
 
+use crate::copy::CopyFormat;
 use crate::error::{ProxyError, Result};
 use crate::plan::{AggCall, OnConflict, Plan, Returning, Subquery};
 use crate::session::Session;
@@ -35,6 +36,61 @@ pub struct Binder<'a> {
     /// Subqueries of the query being bound.
     pub(crate) subqueries: Vec<Subquery>,
     next_slot: u32,
+}
+
+/// COPY options: FORMAT text|csv, DELIMITER, NULL, HEADER, QUOTE, ESCAPE
+/// (and the pre-9.0 spellings).
+fn copy_format(
+    options: &[ast::CopyOption],
+    legacy: &[ast::CopyLegacyOption],
+) -> Result<CopyFormat> {
+    use ast::CopyOption as O;
+    let csv = options
+        .iter()
+        .any(|o| matches!(o, O::Format(f) if f.value.eq_ignore_ascii_case("csv")))
+        || legacy
+            .iter()
+            .any(|o| matches!(o, ast::CopyLegacyOption::Csv(_)));
+    let mut f = if csv {
+        CopyFormat::csv()
+    } else {
+        CopyFormat::text()
+    };
+    for o in options {
+        match o {
+            O::Format(name) => match name.value.to_lowercase().as_str() {
+                "text" | "csv" => {}
+                other => return Err(ProxyError::unsupported(format!("COPY format \"{other}\""))),
+            },
+            O::Freeze(_) | O::Encoding(_) => {}
+            O::Delimiter(c) => f.delimiter = *c,
+            O::Null(s) => f.null = s.clone(),
+            O::Header(h) => f.header = *h,
+            O::Quote(c) => f.quote = *c,
+            O::Escape(c) => f.escape = *c,
+            other => return Err(ProxyError::unsupported(format!("COPY option {other}"))),
+        }
+    }
+    for o in legacy {
+        match o {
+            ast::CopyLegacyOption::Csv(opts) => {
+                for c in opts {
+                    match c {
+                        ast::CopyLegacyCsvOption::Header => f.header = true,
+                        ast::CopyLegacyCsvOption::Quote(q) => f.quote = *q,
+                        ast::CopyLegacyCsvOption::Escape(e) => f.escape = *e,
+                        other => {
+                            return Err(ProxyError::unsupported(format!("COPY option {other}")))
+                        }
+                    }
+                }
+            }
+            ast::CopyLegacyOption::Delimiter(c) => f.delimiter = *c,
+            ast::CopyLegacyOption::Null(s) => f.null = s.clone(),
+            other => return Err(ProxyError::unsupported(format!("COPY option {other}"))),
+        }
+    }
+    Ok(f)
 }
 
 /// Folds an identifier as PostgreSQL does: unquoted names are lower-cased.
@@ -116,7 +172,12 @@ impl<'a> Binder<'a> {
     /// Binds one statement.
     pub fn bind(&mut self, stmt: &Statement) -> Result<Plan> {
         match stmt {
-            Statement::Query(q) => Ok(Plan::Select(self.bind_query(q)?)),
+            Statement::Query(q) => {
+                if let Some(d) = self.sleep(q)? {
+                    return Ok(Plan::Sleep(d));
+                }
+                Ok(Plan::Select(self.bind_query(q)?))
+            }
             Statement::Insert(i) => self.bind_insert(i),
             Statement::Update {
                 table,
@@ -198,6 +259,85 @@ impl<'a> Binder<'a> {
                 }
                 Ok(Plan::Truncate { names })
             }
+            Statement::Copy {
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                values,
+            } => {
+                if !values.is_empty() {
+                    return Err(ProxyError::unsupported("inline COPY data"));
+                }
+                let format = copy_format(options, legacy_options)?;
+                match (to, target) {
+                    (false, ast::CopyTarget::Stdin) => {
+                        let ast::CopySource::Table {
+                            table_name,
+                            columns,
+                        } = source
+                        else {
+                            return Err(ProxyError::syntax("COPY FROM needs a table"));
+                        };
+                        let table = self.table(table_name)?;
+                        let columns = if columns.is_empty() {
+                            (0..table.columns.len()).collect()
+                        } else {
+                            columns
+                                .iter()
+                                .map(|c| {
+                                    let n = ident_name(c);
+                                    table.column_index(&n).ok_or_else(|| {
+                                        ProxyError::new(
+                                            "42703",
+                                            format!(
+                                                "column \"{n}\" of relation \"{}\" does not exist",
+                                                table.name
+                                            ),
+                                        )
+                                    })
+                                })
+                                .collect::<Result<_>>()?
+                        };
+                        Ok(Plan::CopyIn {
+                            table,
+                            columns,
+                            format,
+                        })
+                    }
+                    (true, ast::CopyTarget::Stdout) => {
+                        let select = match source {
+                            ast::CopySource::Query(q) => self.bind_query(q)?,
+                            ast::CopySource::Table {
+                                table_name,
+                                columns,
+                            } => {
+                                let cols = if columns.is_empty() {
+                                    "*".to_string()
+                                } else {
+                                    columns
+                                        .iter()
+                                        .map(|c| c.to_string())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                };
+                                let q =
+                                    crate::sql::parse(&format!("SELECT {cols} FROM {table_name}"))?;
+                                let Some(Statement::Query(q)) = q.first() else {
+                                    return Err(ProxyError::syntax("COPY source"));
+                                };
+                                self.bind_query(q)?
+                            }
+                        };
+                        Ok(Plan::CopyOut { select, format })
+                    }
+                    _ => Err(ProxyError::new(
+                        "42501",
+                        "COPY to or from a file or program is not allowed; use STDIN / STDOUT",
+                    )),
+                }
+            }
             Statement::Set(set) => self.bind_set(set),
             Statement::ShowVariable { variable } => {
                 let name = variable
@@ -237,6 +377,32 @@ impl<'a> Binder<'a> {
                 Err(ProxyError::unsupported(format!("statement {head}")))
             }
         }
+    }
+
+    /// `SELECT pg_sleep(seconds)` on its own: a cancellable wait.
+    fn sleep(&mut self, q: &ast::Query) -> Result<Option<std::time::Duration>> {
+        let SetExpr::Select(sel) = q.body.as_ref() else {
+            return Ok(None);
+        };
+        let [SelectItem::UnnamedExpr(ast::Expr::Function(f))] = sel.projection.as_slice() else {
+            return Ok(None);
+        };
+        if !sel.from.is_empty() || f.name.to_string().to_lowercase() != "pg_sleep" {
+            return Ok(None);
+        }
+        let ast::FunctionArguments::List(l) = &f.args else {
+            return Ok(None);
+        };
+        let [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e))] = l.args.as_slice() else {
+            return Ok(None);
+        };
+        let t = self.expr(e, &Scope::default())?;
+        let t = self.coerce(t, &DataType::Float8)?;
+        let secs = match constant(&Expr::Cast(Box::new(t.expr), DataType::Float8))? {
+            Value::Float8(f) if f.is_finite() => f.clamp(0.0, 86_400.0),
+            _ => 0.0,
+        };
+        Ok(Some(std::time::Duration::from_secs_f64(secs)))
     }
 
     fn bind_set(&mut self, set: &ast::Set) -> Result<Plan> {

@@ -15,8 +15,18 @@ use crate::error::{ProxyError, Result};
 
 /// Parses a query string into statements (42601 on a syntax error).
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
-    Parser::parse_sql(&PostgreSqlDialect {}, sql)
-        .map_err(|e| ProxyError::syntax(syntax_message(&e.to_string())))
+    Parser::parse_sql(&PostgreSqlDialect {}, sql).or_else(|e| {
+        // sqlparser reads inline data after `COPY ... FROM STDIN` up to a
+        // `;`; drivers send the statement alone, without one.
+        let t = sql.trim_end();
+        let copy = t.get(..4).is_some_and(|h| h.eq_ignore_ascii_case("copy"));
+        if copy && !t.ends_with(';') {
+            if let Ok(stmts) = Parser::parse_sql(&PostgreSqlDialect {}, &format!("{t};")) {
+                return Ok(stmts);
+            }
+        }
+        Err(ProxyError::syntax(syntax_message(&e.to_string())))
+    })
 }
 
 /// Phrases a parser error the way PostgreSQL does: `syntax error at or near

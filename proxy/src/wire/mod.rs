@@ -13,23 +13,26 @@ use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     DefaultServerParameterProvider, StartupHandler,
 };
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::copy::{send_copy_in_response, send_copy_out_response, CopyHandler};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{
     send_execution_response, send_query_response, send_ready_for_query, ExtendedQueryHandler,
     SimpleQueryHandler,
 };
 use pgwire::api::results::{
-    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo,
-    QueryResponse, Response, Tag,
+    CopyResponse, DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat,
+    FieldInfo, QueryResponse, Response, Tag,
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers,
-    PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type, DEFAULT_NAME, METADATA_DATABASE,
-    METADATA_USER,
+    ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, PgWireConnectionState,
+    PgWireServerHandlers, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type, DEFAULT_NAME,
+    METADATA_DATABASE, METADATA_USER,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::extendedquery::Sync as PgSync;
 use pgwire::messages::response::{
     EmptyQueryResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
@@ -40,8 +43,9 @@ use sqlparser::ast::Statement;
 use tokio::net::TcpListener;
 
 use crate::cluster::Cluster;
+use crate::copy::{PendingCopy, MAX_COPY_BYTES};
 use crate::error::ProxyError;
-use crate::exec::{execute, Notice, QueryResult};
+use crate::exec::{copy_in, execute, Notice, QueryResult};
 use crate::plan::OutputColumn;
 use crate::session::{Session, SERVER_VERSION};
 use crate::sql::bind::Binder;
@@ -90,6 +94,8 @@ pub struct Prepared {
 /// Handles every connection: startup, queries, prepared statements.
 pub struct Handler {
     cluster: Arc<Cluster>,
+    /// Connections by (pid, secret key), for CancelRequest.
+    conns: Arc<ConnectionManager>,
     parser: Arc<Parser>,
     pids: RandomPidSecretKeyGenerator,
     params: DefaultServerParameterProvider,
@@ -128,6 +134,7 @@ impl Handler {
                 cluster: cluster.clone(),
             }),
             cluster,
+            conns: Arc::new(ConnectionManager::new()),
             pids: RandomPidSecretKeyGenerator::default(),
             params,
         }
@@ -144,6 +151,14 @@ impl Handler {
         let plan = binder.bind(stmt)?;
         execute(&self.cluster, session, plan).await
     }
+}
+
+/// True for a single SELECT, the statements a cancel request interrupts:
+/// cancelling only reads means a cancel never leaves a commit half done.
+fn read_only_text(sql: &str) -> bool {
+    let t = sql.trim_start();
+    let one_statement = !t.trim_end().trim_end_matches(';').contains(';');
+    one_statement && t.get(..6).is_some_and(|h| h.eq_ignore_ascii_case("select"))
 }
 
 /// In a failed transaction block only COMMIT and ROLLBACK run (25P02).
@@ -184,7 +199,46 @@ fn respond(result: QueryResult, format: &Format) -> Result<Response, ProxyError>
             response.set_command_tag(tag);
             Ok(Response::Query(response))
         }
+        QueryResult::CopyOut { lines, columns } => {
+            let data = lines
+                .into_iter()
+                .map(|l| Ok(CopyData::new(bytes::Bytes::from(l))));
+            Ok(Response::CopyOut(CopyResponse::new(
+                0,
+                columns,
+                stream::iter(data.collect::<Vec<_>>()),
+            )))
+        }
+        QueryResult::CopyIn { .. } => Err(ProxyError::new(
+            "XX000",
+            "COPY FROM STDIN must be started by the session",
+        )),
     }
+}
+
+/// Starts a COPY FROM STDIN: the session keeps what the data is for, and
+/// the client is told to send it.
+fn begin_copy_in(session: &Session, result: QueryResult) -> Result<Response, QueryResult> {
+    let QueryResult::CopyIn {
+        table,
+        columns,
+        format,
+    } = result
+    else {
+        return Err(result);
+    };
+    let n = columns.len();
+    *session.copy.lock().expect("copy") = Some(PendingCopy {
+        table,
+        columns,
+        format,
+        data: Vec::new(),
+    });
+    Ok(Response::CopyIn(CopyResponse::new(
+        0,
+        n,
+        stream::empty::<PgWireResult<CopyData>>(),
+    )))
 }
 
 #[async_trait]
@@ -210,7 +264,31 @@ impl SimpleQueryHandler for Handler {
                 ))
                 .await?;
         } else {
-            for r in SimpleQueryHandler::do_query(self, client, &query.query).await? {
+            let responses = if read_only_text(&query.query) {
+                // Reads may be cancelled; writes run to completion so a
+                // cancel never leaves a commit half done.
+                let handle = client.session_extensions().get::<Arc<ConnectionHandle>>();
+                match handle {
+                    Some(h) => {
+                        let cancelled = h.start_query().await;
+                        let run = SimpleQueryHandler::do_query(self, client, &query.query);
+                        tokio::select! {
+                            r = run => r?,
+                            Ok(()) = cancelled => {
+                                session_of(client).fail_txn();
+                                vec![Response::Error(Box::new(error_info(
+                                    &ProxyError::new("57014", "canceling statement due to user request"),
+                                    &query.query,
+                                )))]
+                            }
+                        }
+                    }
+                    None => SimpleQueryHandler::do_query(self, client, &query.query).await?,
+                }
+            } else {
+                SimpleQueryHandler::do_query(self, client, &query.query).await?
+            };
+            for r in responses {
                 match r {
                     Response::Query(q) => send_query_response(client, q, true).await?,
                     Response::Execution(tag)
@@ -228,7 +306,14 @@ impl SimpleQueryHandler for Handler {
                             ))
                             .await?
                     }
-                    Response::CopyIn(_) | Response::CopyOut(_) | Response::CopyBoth(_) => {}
+                    Response::CopyOut(r) => send_copy_out_response(client, r).await?,
+                    Response::CopyIn(r) => {
+                        // ReadyForQuery follows the data (see CopyHandler).
+                        send_copy_in_response(client, r).await?;
+                        client.set_state(PgWireConnectionState::CopyInProgress(false));
+                        return Ok(());
+                    }
+                    Response::CopyBoth(_) => {}
                 }
             }
         }
@@ -271,6 +356,15 @@ impl SimpleQueryHandler for Handler {
                     send_notice(client, r.take_notice()).await?;
                     Ok(r)
                 }
+                Err(e) => Err(e),
+            };
+            let result = match result.map(|r| begin_copy_in(&session, r)) {
+                Ok(Ok(copy)) => {
+                    // The data comes next; later statements are not run.
+                    out.push(copy);
+                    break;
+                }
+                Ok(Err(r)) => Ok(r),
                 Err(e) => Err(e),
             };
             match result.and_then(|r| respond(r, &Format::UnifiedText)) {
@@ -472,6 +566,11 @@ impl ExtendedQueryHandler for Handler {
             }
             Err(e) => Err(e),
         };
+        let result = match result.map(|r| begin_copy_in(&session, r)) {
+            Ok(Ok(copy)) => return Ok(copy),
+            Ok(Err(r)) => Ok(r),
+            Err(e) => Err(e),
+        };
         result
             .and_then(|r| respond(r, &portal.result_column_format))
             .map_err(|e| {
@@ -498,11 +597,105 @@ impl StartupHandler for Handler {
             protocol_negotiation(client, startup).await?;
             save_startup_parameters_to_metadata(client, startup);
             let (pid, key) = self.pids.generate(client);
-            client.set_pid_and_secret_key(pid, key);
+            client.set_pid_and_secret_key(pid, key.clone());
+            let (handle, guard) = self.conns.register(pid, key);
+            client.session_extensions().insert(handle);
+            client.session_extensions().insert(guard);
             session_of(client);
             finish_authentication(client, &self.params).await?;
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl CopyHandler for Handler {
+    async fn on_copy_data<C>(&self, client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = session_of(client);
+        let mut pending = session.copy.lock().expect("copy");
+        if let Some(p) = pending.as_mut() {
+            if p.data.len() + copy_data.data.len() > MAX_COPY_BYTES {
+                *pending = None;
+                drop(pending);
+                session.fail_txn();
+                return Err(user_error(
+                    ProxyError::new("54000", "COPY data exceeds the 1 GB limit of one statement"),
+                    "",
+                ));
+            }
+            p.data.extend_from_slice(&copy_data.data);
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = session_of(client);
+        let pending = session.copy.lock().expect("copy").take();
+        let result = match pending {
+            None => Err(ProxyError::new(
+                "08P01",
+                "CopyDone without a COPY in progress",
+            )),
+            Some(p) => match String::from_utf8(p.data) {
+                Err(_) => Err(ProxyError::new(
+                    "22021",
+                    "invalid byte sequence for encoding \"UTF8\"",
+                )),
+                Ok(text) => {
+                    copy_in(
+                        &self.cluster,
+                        &session,
+                        p.table,
+                        &p.columns,
+                        &p.format,
+                        &text,
+                    )
+                    .await
+                }
+            },
+        };
+        match result {
+            Ok(n) => {
+                client
+                    .send(PgWireBackendMessage::CommandComplete(
+                        Tag::new("COPY").with_rows(n as usize).into(),
+                    ))
+                    .await?;
+                client.set_transaction_status(wire_status(&session));
+                Ok(())
+            }
+            Err(e) => {
+                session.fail_txn();
+                client.set_transaction_status(wire_status(&session));
+                Err(user_error(e, ""))
+            }
+        }
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = session_of(client);
+        session.copy.lock().expect("copy").take();
+        session.fail_txn();
+        client.set_transaction_status(wire_status(&session));
+        user_error(
+            ProxyError::new("57014", format!("COPY from stdin failed: {}", fail.message)),
+            "",
+        )
     }
 }
 
@@ -522,6 +715,14 @@ impl PgWireServerHandlers for Server {
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.handler.clone()
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        self.handler.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::new(DefaultCancelHandler::new(self.handler.conns.clone()))
     }
 }
 
