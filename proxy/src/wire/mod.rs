@@ -218,14 +218,14 @@ fn respond(result: QueryResult, format: &Format) -> Result<Response, ProxyError>
 
 /// Starts a COPY FROM STDIN: the session keeps what the data is for, and
 /// the client is told to send it.
-fn begin_copy_in(session: &Session, result: QueryResult) -> Result<Response, QueryResult> {
+fn begin_copy_in(session: &Session, result: QueryResult) -> Result<Response, Box<QueryResult>> {
     let QueryResult::CopyIn {
         table,
         columns,
         format,
     } = result
     else {
-        return Err(result);
+        return Err(Box::new(result));
     };
     let n = columns.len();
     *session.copy.lock().expect("copy") = Some(PendingCopy {
@@ -364,7 +364,7 @@ impl SimpleQueryHandler for Handler {
                     out.push(copy);
                     break;
                 }
-                Ok(Err(r)) => Ok(r),
+                Ok(Err(r)) => Ok(*r),
                 Err(e) => Err(e),
             };
             match result.and_then(|r| respond(r, &Format::UnifiedText)) {
@@ -568,7 +568,7 @@ impl ExtendedQueryHandler for Handler {
         };
         let result = match result.map(|r| begin_copy_in(&session, r)) {
             Ok(Ok(copy)) => return Ok(copy),
-            Ok(Err(r)) => Ok(r),
+            Ok(Err(r)) => Ok(*r),
             Err(e) => Err(e),
         };
         result
