@@ -115,6 +115,14 @@ async fn execute_in_session(
     {
         return autocommit(cluster, session, plan).await;
     }
+    if let (Plan::Explain(inner), false) = (&plan, session.txn_status() == b'E') {
+        let lines = crate::explain::explain(cluster, inner);
+        return Ok(rows(
+            "EXPLAIN",
+            plan.output_columns(),
+            lines.into_iter().map(|l| vec![Value::Text(l)]).collect(),
+        ));
+    }
     match (session.replace_txn(TxnState::Idle), plan) {
         (TxnState::Idle, Plan::Begin) => {
             let (snapshot, pin) = cluster.pinned_snapshot();
@@ -165,14 +173,31 @@ async fn execute_in_session(
     }
 }
 
+/// The shards that hold the row with primary key `key`: the shard-key
+/// column's owner, or every shard for a replicated table.
+fn key_shards(
+    cluster: &Cluster,
+    catalog: &fortress_storage::Catalog,
+    table: fortress_storage::TableId,
+    key: &[Value],
+) -> Vec<ShardId> {
+    match catalog.tables.values().find(|t| t.id == table) {
+        Some(t) if t.replicated => cluster.all_shards(),
+        Some(t) => vec![shard_for_value(cluster.ring(), &key[t.shard_key_in_pk()])],
+        None => vec![shard_for_value(cluster.ring(), &key[0])],
+    }
+}
+
 /// Commits a transaction's buffered writes: on its one shard directly, or
 /// across shards by two-phase commit (see [`crate::coordinator`]).
 async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
     let snapshot = txn.snapshot;
     let mut by_shard: BTreeMap<ShardId, Vec<TxnWrite>> = BTreeMap::new();
+    let catalog = cluster.catalog();
     for w in txn.into_writes() {
-        let shard = shard_for_value(cluster.ring(), &w.key[0]);
-        by_shard.entry(shard).or_default().push(w);
+        for shard in key_shards(cluster, &catalog, w.table, &w.key) {
+            by_shard.entry(shard).or_default().push(w.clone());
+        }
     }
     if by_shard.len() <= 1 {
         if let Some((shard, writes)) = by_shard.into_iter().next() {
@@ -307,10 +332,103 @@ async fn txn_row(
         limit: Some(1),
         snapshot: Some(txn.snapshot),
     };
-    let shard = shard_for_value(cluster.ring(), &key[0]);
+    let shard = if table.replicated {
+        0
+    } else {
+        shard_for_value(cluster.ring(), &key[table.shard_key_in_pk()])
+    };
     match cluster.run(shard, cluster.txid(), frag).await? {
         FragmentOutput::Rows(mut r) => Ok(r.pop()),
         FragmentOutput::Count(_) => Ok(None),
+    }
+}
+
+/// Keeps a table's UNIQUE index tables in step with one row change; a new
+/// entry whose key is live is 23505. Rows with a NULL in the constrained
+/// columns are not indexed (NULLs never conflict).
+async fn maintain_uniques(
+    cluster: &Cluster,
+    txn: &mut Txn,
+    table: &TableDef,
+    old: Option<&Row>,
+    new: Option<&Row>,
+) -> Result<()> {
+    if table.uniques.is_empty() {
+        return Ok(());
+    }
+    let catalog = cluster.catalog();
+    for u in &table.uniques {
+        let idx = catalog.get(&u.index_table).ok_or_else(|| {
+            ProxyError::new("XX000", format!("missing index table {}", u.index_table))
+        })?;
+        let key_of = |r: &Row| -> Option<Vec<Value>> {
+            let k: Vec<Value> = u.columns.iter().map(|&c| r[c].clone()).collect();
+            (!k.iter().any(Value::is_null)).then_some(k)
+        };
+        let (old_key, new_key) = (old.and_then(key_of), new.and_then(key_of));
+        if old_key.clone().map(GroupKey) == new_key.clone().map(GroupKey) {
+            continue;
+        }
+        if let Some(k) = old_key {
+            txn.put(idx.id, k, None, false);
+        }
+        if let (Some(k), Some(row)) = (new_key, new) {
+            if txn_row(cluster, txn, idx, &k).await?.is_some() {
+                let names: Vec<&str> = u
+                    .columns
+                    .iter()
+                    .map(|&c| table.columns[c].name.as_str())
+                    .collect();
+                let vals: Vec<String> = k.iter().map(|v| v.to_text().unwrap_or_default()).collect();
+                return Err(fortress_storage::StorageError::DuplicateKey {
+                    constraint: u.name.clone(),
+                    detail: format!(
+                        "Key ({})=({}) already exists.",
+                        names.join(", "),
+                        vals.join(", ")
+                    ),
+                }
+                .into());
+            }
+            let mut entry = k.clone();
+            entry.extend(table.primary_key.iter().map(|&c| row[c].clone()));
+            let was_deleted_here = txn.get(idx.id, &k).is_some();
+            txn.put(idx.id, k, Some(entry), !was_deleted_here);
+        }
+    }
+    Ok(())
+}
+
+/// The hidden table that enforces UNIQUE `u` of `base`: keyed by the
+/// constrained columns (sharded by the first), pointing at the row's key.
+pub fn unique_index_table(base: &TableDef, u: &fortress_storage::schema::UniqueDef) -> TableDef {
+    let mut columns: Vec<fortress_storage::ColumnDef> = u
+        .columns
+        .iter()
+        .map(|&c| {
+            let mut col =
+                fortress_storage::ColumnDef::new(&base.columns[c].name, base.columns[c].ty);
+            col.nullable = false;
+            col
+        })
+        .collect();
+    for &c in &base.primary_key {
+        let mut col = fortress_storage::ColumnDef::new(
+            &format!("pk_{}", base.columns[c].name),
+            base.columns[c].ty,
+        );
+        col.nullable = false;
+        columns.push(col);
+    }
+    TableDef {
+        id: 0,
+        name: u.index_table.clone(),
+        columns,
+        primary_key: (0..u.columns.len()).collect(),
+        shard_key: 0,
+        replicated: false,
+        uniques: Vec::new(),
+        hidden: true,
     }
 }
 
@@ -331,6 +449,7 @@ async fn txn_insert(
         let first_touch = affected.insert(GroupKey(key.clone()));
         match (txn_row(cluster, txn, &table, &key).await?, &on_conflict) {
             (None, _) => {
+                maintain_uniques(cluster, txn, &table, None, Some(&row)).await?;
                 let was_deleted_here = txn.get(table.id, &key).is_some();
                 txn.put(table.id, key, Some(row.clone()), !was_deleted_here);
                 out.push(row);
@@ -357,11 +476,12 @@ async fn txn_insert(
                         continue;
                     }
                 }
-                let mut new = old;
+                let mut new = old.clone();
                 for (col, e) in assignments {
                     new[*col] = e.eval(&both)?;
                 }
                 table.check_not_null(&new)?;
+                maintain_uniques(cluster, txn, &table, Some(&old), Some(&new)).await?;
                 txn.put(table.id, key, Some(new.clone()), false);
                 out.push(new);
             }
@@ -420,6 +540,7 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
                     new[*col] = e.eval(&row)?;
                 }
                 table.check_not_null(&new)?;
+                maintain_uniques(cluster, txn, &table, Some(&row), Some(&new)).await?;
                 let (old_key, new_key) = (Txn::key_of(&table, &row), Txn::key_of(&table, &new));
                 if GroupKey(old_key.clone()) == GroupKey(new_key) {
                     txn.put(table.id, old_key, Some(new.clone()), false);
@@ -458,6 +579,7 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
                 reader.table_rows(&table, filter.as_ref()).await?
             };
             for row in &old_rows {
+                maintain_uniques(cluster, txn, &table, Some(row), None).await?;
                 txn.put(table.id, Txn::key_of(&table, row), None, false);
             }
             written("DELETE", returning, old_rows)
@@ -477,6 +599,7 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
         Plan::CreateTable { .. } | Plan::DropTable { .. } | Plan::Truncate { .. } => {
             Err(ProxyError::unsupported("DDL inside a transaction block"))
         }
+        Plan::Explain(_) => Err(ProxyError::new("XX000", "EXPLAIN reached the executor")),
         Plan::Begin | Plan::Commit | Plan::Rollback => Err(ProxyError::new(
             "XX000",
             "transaction control reached the statement executor",
@@ -617,7 +740,8 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
                 .iter()
                 .map(|row| shard_for_row(cluster.ring(), &table, row))
                 .collect();
-            if shards.len() > 1 || on_conflict.is_some() {
+            let needs_txn = table.replicated || !table.uniques.is_empty();
+            if shards.len() > 1 || on_conflict.is_some() || needs_txn {
                 let plan = Plan::Insert {
                     table,
                     rows: new_rows,
@@ -659,7 +783,9 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
             let r = route(cluster.ring(), &table, filter.as_ref());
             let moves_key = assignments
                 .iter()
-                .any(|(c, _)| table.primary_key.contains(c));
+                .any(|(c, _)| table.primary_key.contains(c))
+                || table.replicated
+                || !table.uniques.is_empty();
             let (Target::One(shard), None, false) = (r.target, &returning, moves_key) else {
                 let plan = Plan::Update {
                     table,
@@ -687,7 +813,8 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
         } => {
             fill_write(&reader, subqueries, &mut filter, &mut [], &mut returning).await?;
             let r = route(cluster.ring(), &table, filter.as_ref());
-            let (Target::One(shard), None) = (r.target, &returning) else {
+            let plain = !table.replicated && table.uniques.is_empty();
+            let (Target::One(shard), None, true) = (r.target, &returning, plain) else {
                 let plan = Plan::Delete {
                     table,
                     filter,
@@ -713,10 +840,16 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
             // A fresh table id gives the table a new, empty tree on every
             // shard; the old tree is dropped with the old id.
             for n in &names {
-                catalog.next_table_id += 1;
-                let id = catalog.next_table_id;
-                if let Some(t) = catalog.tables.get_mut(n) {
-                    t.id = id;
+                let mut renew = vec![n.clone()];
+                if let Some(t) = catalog.tables.get(n) {
+                    renew.extend(t.uniques.iter().map(|u| u.index_table.clone()));
+                }
+                for name in renew {
+                    catalog.next_table_id += 1;
+                    let id = catalog.next_table_id;
+                    if let Some(t) = catalog.tables.get_mut(&name) {
+                        t.id = id;
+                    }
                 }
             }
             catalog.version += 1;
@@ -751,6 +884,12 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
             catalog.next_table_id += 1;
             table.id = catalog.next_table_id;
             catalog.version += 1;
+            for u in &table.uniques {
+                let mut idx = unique_index_table(&table, u);
+                catalog.next_table_id += 1;
+                idx.id = catalog.next_table_id;
+                catalog.tables.insert(idx.name.clone(), idx);
+            }
             catalog.tables.insert(table.name.clone(), table);
             apply_catalog(cluster, txid, catalog).await?;
             Ok(done("CREATE TABLE"))
@@ -761,7 +900,10 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
             let mut dropped = false;
             let mut notice = None;
             for n in &names {
-                if catalog.tables.remove(n).is_some() {
+                if let Some(t) = catalog.tables.remove(n) {
+                    for u in &t.uniques {
+                        catalog.tables.remove(&u.index_table);
+                    }
                     dropped = true;
                 } else if !if_exists {
                     return Err(ProxyError::new(
@@ -789,7 +931,7 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
             session.set(&name, value);
             Ok(done("SET"))
         }
-        Plan::Begin | Plan::Commit | Plan::Rollback => Err(ProxyError::new(
+        Plan::Begin | Plan::Commit | Plan::Rollback | Plan::Explain(_) => Err(ProxyError::new(
             "XX000",
             "transaction control reached the statement executor",
         )),

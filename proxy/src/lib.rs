@@ -10,6 +10,7 @@ pub mod coordinator;
 pub mod copy;
 pub mod error;
 pub mod exec;
+pub mod explain;
 pub mod plan;
 pub mod route;
 pub mod select;

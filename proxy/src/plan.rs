@@ -188,6 +188,8 @@ pub enum Plan {
         select: SelectPlan,
         format: crate::copy::CopyFormat,
     },
+    /// EXPLAIN: the plan's description, not its execution.
+    Explain(Box<Plan>),
     /// `SELECT pg_sleep(n)`: waits, cancellably.
     Sleep(std::time::Duration),
     SetVariable {
@@ -209,6 +211,10 @@ impl Plan {
             Plan::Select(s) => s.columns.clone(),
             Plan::ShowVariable { name } => vec![OutputColumn {
                 name: name.clone(),
+                ty: DataType::Text,
+            }],
+            Plan::Explain(_) => vec![OutputColumn {
+                name: "QUERY PLAN".into(),
                 ty: DataType::Text,
             }],
             Plan::Sleep(_) => vec![OutputColumn {

@@ -91,6 +91,35 @@ pub struct ColumnDef {
     /// Default expression (a constant, or e.g. `now()`), coerced to `ty`;
     /// evaluated when a row is inserted.
     pub default: Option<crate::expr::Expr>,
+    /// Value of this column in rows stored before it was added (ALTER TABLE
+    /// ADD COLUMN); stored rows are shorter and are completed on read.
+    pub missing: Option<Value>,
+    /// Dropped by ALTER TABLE DROP COLUMN: the position stays (stored rows
+    /// keep their shape) but the column is invisible and always NULL.
+    pub dropped: bool,
+}
+
+impl ColumnDef {
+    pub fn new(name: &str, ty: DataType) -> ColumnDef {
+        ColumnDef {
+            name: name.to_string(),
+            ty,
+            nullable: true,
+            default: None,
+            missing: None,
+            dropped: false,
+        }
+    }
+}
+
+/// A UNIQUE constraint, enforced across shards by a hidden index table
+/// whose primary key is the constrained columns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UniqueDef {
+    pub name: String,
+    pub columns: Vec<usize>,
+    /// Name of the hidden table in the catalog.
+    pub index_table: String,
 }
 
 /// A table: its columns, primary key and shard key.
@@ -101,14 +130,45 @@ pub struct TableDef {
     pub columns: Vec<ColumnDef>,
     /// Column positions of the primary key, in key order.
     pub primary_key: Vec<usize>,
-    /// Column position of the shard key (the first primary-key column).
+    /// Column position of the shard key: the first primary-key column
+    /// unless `WITH (shard_key = ...)` names another primary-key column.
     pub shard_key: usize,
+    /// A reference table: every shard holds all of its rows.
+    pub replicated: bool,
+    pub uniques: Vec<UniqueDef>,
+    /// Internal (a UNIQUE index table): not visible to SQL.
+    pub hidden: bool,
 }
 
 impl TableDef {
-    /// Position of the column named `name`.
+    /// Position of the (live) column named `name`.
     pub fn column_index(&self, name: &str) -> Option<usize> {
-        self.columns.iter().position(|c| c.name == name)
+        self.columns
+            .iter()
+            .position(|c| c.name == name && !c.dropped)
+    }
+
+    /// Positions of the columns SQL sees, in order.
+    pub fn visible_columns(&self) -> Vec<usize> {
+        (0..self.columns.len())
+            .filter(|&i| !self.columns[i].dropped)
+            .collect()
+    }
+
+    /// Where the shard key sits in the primary key (keys route by it).
+    pub fn shard_key_in_pk(&self) -> usize {
+        self.primary_key
+            .iter()
+            .position(|&c| c == self.shard_key)
+            .unwrap_or(0)
+    }
+
+    /// Pads a stored row written before columns were added.
+    pub fn complete_row(&self, row: &mut Row) {
+        while row.len() < self.columns.len() {
+            let c = &self.columns[row.len()];
+            row.push(c.missing.clone().unwrap_or(Value::Null));
+        }
     }
 
     /// PostgreSQL's name for the primary key constraint.

@@ -567,7 +567,8 @@ impl ShardStore {
             tree.scan_prefix(encode_key(prefix))
         };
         for item in visible(iter, snapshot) {
-            let (pk, row) = item?;
+            let (pk, mut row) = item?;
+            def.complete_row(&mut row);
             if !f(&pk, row)? {
                 break;
             }

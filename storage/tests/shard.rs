@@ -12,10 +12,8 @@ use fortress_storage::{
 
 fn catalog() -> Catalog {
     let col = |n: &str, ty, nullable| ColumnDef {
-        name: n.into(),
-        ty,
         nullable,
-        default: None,
+        ..ColumnDef::new(n, ty)
     };
     let t = TableDef {
         id: 1,
@@ -26,6 +24,9 @@ fn catalog() -> Catalog {
         ],
         primary_key: vec![0],
         shard_key: 0,
+        replicated: false,
+        uniques: Vec::new(),
+        hidden: false,
     };
     let mut c = Catalog {
         version: 1,

@@ -30,7 +30,8 @@ pub fn shard_for_value(ring: &Ring, v: &Value) -> ShardId {
     ring.shard_for_key(&canonical(v))
 }
 
-/// The shard owning `row` of `table`.
+/// The shard owning `row` of `table` (for a replicated table: the first of
+/// the shards that all hold it).
 pub fn shard_for_row(ring: &Ring, table: &TableDef, row: &Row) -> ShardId {
     shard_for_value(ring, &row[table.shard_key])
 }
@@ -80,6 +81,8 @@ pub fn route(ring: &Ring, table: &TableDef, filter: Option<&Expr>) -> Route {
         equalities(f, table, &mut eq);
     }
     let target = match eq.get(&table.shard_key) {
+        // Every shard holds a replicated table: any one can answer.
+        _ if table.replicated => Target::One(0),
         Some(v) => Target::One(shard_for_value(ring, v)),
         None => Target::All,
     };
@@ -99,10 +102,8 @@ mod tests {
 
     fn table() -> TableDef {
         let col = |n: &str, ty| ColumnDef {
-            name: n.into(),
-            ty,
             nullable: false,
-            default: None,
+            ..ColumnDef::new(n, ty)
         };
         TableDef {
             id: 1,
@@ -114,6 +115,9 @@ mod tests {
             ],
             primary_key: vec![0, 1],
             shard_key: 0,
+            replicated: false,
+            uniques: Vec::new(),
+            hidden: false,
         }
     }
 

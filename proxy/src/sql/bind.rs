@@ -5,7 +5,7 @@
 //! integer literals are int4/int8/numeric by size, and comparing or assigning
 //! across type families is an error (42883 / 42804).
 
-use fortress_storage::schema::ColumnDef;
+use fortress_storage::schema::{ColumnDef, UniqueDef};
 use fortress_storage::{Catalog, DataType, Expr, TableDef, Value};
 use sqlparser::ast::{
     self, Ident, ObjectName, SelectItem, SetExpr, Spanned, Statement, TableFactor,
@@ -165,6 +165,7 @@ impl<'a> Binder<'a> {
         let n = table_name(name)?;
         self.catalog
             .get(&n)
+            .filter(|t| !t.hidden)
             .cloned()
             .ok_or_else(|| ProxyError::undefined_table(&n).at(name.span()))
     }
@@ -337,6 +338,14 @@ impl<'a> Binder<'a> {
                         "COPY to or from a file or program is not allowed; use STDIN / STDOUT",
                     )),
                 }
+            }
+            Statement::Explain {
+                analyze: false,
+                statement,
+                ..
+            } => Ok(Plan::Explain(Box::new(self.bind(statement)?))),
+            Statement::Explain { analyze: true, .. } => {
+                Err(ProxyError::unsupported("EXPLAIN ANALYZE"))
             }
             Statement::Set(set) => self.bind_set(set),
             Statement::ShowVariable { variable } => {
@@ -720,6 +729,7 @@ impl<'a> Binder<'a> {
                 format!("multiple primary keys for table \"{name}\" are not allowed"),
             )
         };
+        let mut unique_cols: Vec<Vec<usize>> = Vec::new();
         for (i, col) in c.columns.iter().enumerate() {
             let cname = ident_name(&col.name);
             if columns.iter().any(|c| c.name == cname) {
@@ -729,12 +739,7 @@ impl<'a> Binder<'a> {
                 ));
             }
             let ty = types::from_ast(&col.data_type)?;
-            let mut def = ColumnDef {
-                name: cname,
-                ty,
-                nullable: true,
-                default: None,
-            };
+            let mut def = ColumnDef::new(&cname, ty);
             for opt in &col.options {
                 match &opt.option {
                     ast::ColumnOption::Null => def.nullable = true,
@@ -753,6 +758,9 @@ impl<'a> Binder<'a> {
                         }
                         pk.push(i);
                     }
+                    ast::ColumnOption::Unique {
+                        is_primary: false, ..
+                    } => unique_cols.push(vec![i]),
                     other => {
                         return Err(ProxyError::unsupported(format!(
                             "column constraint {other}"
@@ -762,25 +770,33 @@ impl<'a> Binder<'a> {
             }
             columns.push(def);
         }
+        let resolve = |cols: &[ast::IndexColumn], columns: &[ColumnDef]| -> Result<Vec<usize>> {
+            let mut out = Vec::new();
+            for ic in cols {
+                let ast::Expr::Identifier(id) = &ic.column.expr else {
+                    return Err(ProxyError::unsupported("expression in a key"));
+                };
+                let n = ident_name(id);
+                let idx = columns.iter().position(|c| c.name == n).ok_or_else(|| {
+                    ProxyError::new(
+                        "42703",
+                        format!("column \"{n}\" named in key does not exist"),
+                    )
+                })?;
+                out.push(idx);
+            }
+            Ok(out)
+        };
         for constraint in &c.constraints {
             match constraint {
                 ast::TableConstraint::PrimaryKey { columns: cols, .. } => {
                     if !pk.is_empty() {
                         return Err(multiple_pk());
                     }
-                    for ic in cols {
-                        let ast::Expr::Identifier(id) = &ic.column.expr else {
-                            return Err(ProxyError::unsupported("expression in PRIMARY KEY"));
-                        };
-                        let n = ident_name(id);
-                        let idx = columns.iter().position(|c| c.name == n).ok_or_else(|| {
-                            ProxyError::new(
-                                "42703",
-                                format!("column \"{n}\" named in key does not exist"),
-                            )
-                        })?;
-                        pk.push(idx);
-                    }
+                    pk = resolve(cols, &columns)?;
+                }
+                ast::TableConstraint::Unique { columns: cols, .. } => {
+                    unique_cols.push(resolve(cols, &columns)?);
                 }
                 other => return Err(ProxyError::unsupported(format!("table constraint {other}"))),
             }
@@ -797,13 +813,81 @@ impl<'a> Binder<'a> {
         for &i in &pk {
             columns[i].nullable = false;
         }
+        let (mut shard_key, mut replicated) = (pk[0], false);
+        let with: &[ast::SqlOption] = match &c.table_options {
+            ast::CreateTableOptions::None => &[],
+            ast::CreateTableOptions::With(o) => o,
+            other => return Err(ProxyError::unsupported(format!("table options {other}"))),
+        };
+        for opt in with {
+            let ast::SqlOption::KeyValue { key, value } = opt else {
+                return Err(ProxyError::unsupported(format!("table option {opt}")));
+            };
+            let text = match value {
+                ast::Expr::Value(v) => match &v.value {
+                    ast::Value::SingleQuotedString(s) => s.clone(),
+                    other => other.to_string(),
+                },
+                other => other.to_string(),
+            };
+            match ident_name(&key).as_str() {
+                "shard_key" => {
+                    let col = text.to_lowercase();
+                    let i = columns.iter().position(|c| c.name == col).ok_or_else(|| {
+                        ProxyError::new(
+                            "42703",
+                            format!("shard key column \"{col}\" does not exist"),
+                        )
+                    })?;
+                    if !pk.contains(&i) {
+                        return Err(ProxyError::new(
+                            "0A000",
+                            format!("shard key \"{col}\" must be a primary-key column, so every row has one home shard"),
+                        ));
+                    }
+                    shard_key = i;
+                }
+                "replicated" => {
+                    replicated = matches!(text.to_lowercase().as_str(), "true" | "on" | "1" | "yes")
+                }
+                // PostgreSQL storage parameters: accepted, no effect here.
+                "fillfactor" | "autovacuum_enabled" | "toast_tuple_target" => {}
+                other => {
+                    return Err(ProxyError::new(
+                        "22023",
+                        format!("unrecognized parameter \"{other}\""),
+                    ))
+                }
+            }
+        }
+        let mut uniques: Vec<UniqueDef> = Vec::new();
+        for cols in unique_cols {
+            let mut sorted_pk = pk.clone();
+            sorted_pk.sort_unstable();
+            let mut sorted = cols.clone();
+            sorted.sort_unstable();
+            // UNIQUE on exactly the primary key adds nothing.
+            if sorted == sorted_pk || uniques.iter().any(|u| u.columns == cols) {
+                continue;
+            }
+            let names: Vec<&str> = cols.iter().map(|&i| columns[i].name.as_str()).collect();
+            let cname = format!("{name}_{}_key", names.join("_"));
+            uniques.push(UniqueDef {
+                index_table: format!("__unique_{cname}"),
+                name: cname,
+                columns: cols,
+            });
+        }
         Ok(Plan::CreateTable {
             table: TableDef {
                 id: 0,
                 name,
                 columns,
-                shard_key: pk[0],
+                shard_key,
                 primary_key: pk,
+                replicated,
+                uniques,
+                hidden: false,
             },
             if_not_exists: c.if_not_exists,
         })

@@ -1,0 +1,253 @@
+//! EXPLAIN: the plan as text lines, with each table's route (which shards,
+//! single-shard or scatter-gather) and the steps done at the proxy.
+
+use std::collections::BTreeSet;
+
+use fortress_storage::{Expr, TableDef};
+
+use crate::cluster::Cluster;
+use crate::plan::{JoinKind, Plan, SelectPlan, SetOp, Source};
+use crate::route::router::{route, shard_for_row, Target};
+
+/// The lines of `EXPLAIN <plan>`.
+pub fn explain(cluster: &Cluster, plan: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    match plan {
+        Plan::Select(s) => select(cluster, s, 0, &mut out),
+        Plan::Insert {
+            table,
+            rows,
+            on_conflict,
+            ..
+        } => {
+            let shards: BTreeSet<u32> = rows
+                .iter()
+                .map(|r| shard_for_row(cluster.ring(), table, r))
+                .collect();
+            let how = if table.replicated {
+                format!("every shard ({}): replicated table", cluster.shard_count())
+            } else {
+                shard_list(cluster, &shards)
+            };
+            out.push(format!(
+                "Insert on {}: {} row(s) to {how}",
+                table.name,
+                rows.len()
+            ));
+            if on_conflict.is_some() {
+                out.push("  On conflict: primary key, checked in a transaction".into());
+            }
+            commit_line(cluster, table, shards.len(), &mut out);
+        }
+        Plan::Update { table, filter, .. } | Plan::Delete { table, filter, .. } => {
+            let verb = if matches!(plan, Plan::Update { .. }) {
+                "Update"
+            } else {
+                "Delete"
+            };
+            out.push(format!("{verb} on {}", table.name));
+            let n = scan(cluster, table, filter.as_ref(), 1, &mut out);
+            commit_line(cluster, table, n, &mut out);
+        }
+        other => out.push(format!("Utility statement: {}", utility_name(other))),
+    }
+    out
+}
+
+fn utility_name(p: &Plan) -> &'static str {
+    match p {
+        Plan::CreateTable { .. } => "CREATE TABLE (catalog change on every shard)",
+        Plan::DropTable { .. } => "DROP TABLE (catalog change on every shard)",
+        Plan::Truncate { .. } => "TRUNCATE (catalog change on every shard)",
+        Plan::CopyIn { .. } => "COPY FROM STDIN",
+        Plan::CopyOut { .. } => "COPY TO STDOUT",
+        _ => "session command",
+    }
+}
+
+fn commit_line(cluster: &Cluster, table: &TableDef, shards: usize, out: &mut Vec<String>) {
+    let multi = table.replicated || !table.uniques.is_empty() || shards > 1;
+    out.push(if multi {
+        let why = if table.replicated {
+            "writes go to every shard"
+        } else if !table.uniques.is_empty() {
+            "UNIQUE index entries may live on other shards"
+        } else {
+            "rows on several shards"
+        };
+        format!(
+            "  Commit: implicit transaction, two-phase commit across up to {} shards ({why})",
+            cluster.shard_count()
+        )
+    } else {
+        "  Commit: one shard, one WAL record".into()
+    });
+}
+
+fn shard_list(cluster: &Cluster, shards: &BTreeSet<u32>) -> String {
+    if shards.len() == 1 {
+        format!(
+            "shard {} (single-shard)",
+            shards.first().copied().unwrap_or(0)
+        )
+    } else {
+        let list: Vec<String> = shards.iter().map(|s| s.to_string()).collect();
+        format!(
+            "shards {} of {} (multi-shard)",
+            list.join(", "),
+            cluster.shard_count()
+        )
+    }
+}
+
+/// Describes one table scan; returns how many shards it reads.
+fn scan(
+    cluster: &Cluster,
+    table: &TableDef,
+    filter: Option<&Expr>,
+    depth: usize,
+    out: &mut Vec<String>,
+) -> usize {
+    let pad = "  ".repeat(depth);
+    let r = route(cluster.ring(), table, filter);
+    let (where_, n) = match r.target {
+        Target::One(s) if table.replicated => (
+            format!("shard {s} (replicated table: any one shard answers)"),
+            1,
+        ),
+        Target::One(s) => (format!("shard {s} (single-shard: shard key equality)"), 1),
+        Target::All => (
+            format!("all {} shards (scatter-gather)", cluster.shard_count()),
+            cluster.shard_count() as usize,
+        ),
+    };
+    out.push(format!("{pad}-> Scan on {} at {where_}", table.name));
+    if !r.key_prefix.is_empty() {
+        out.push(format!(
+            "{pad}     Key prefix: {} primary-key column(s)",
+            r.key_prefix.len()
+        ));
+    }
+    if filter.is_some() {
+        out.push(format!("{pad}     Filter: evaluated on the shards"));
+    }
+    n
+}
+
+fn select(cluster: &Cluster, s: &SelectPlan, depth: usize, out: &mut Vec<String>) {
+    let pad = "  ".repeat(depth);
+    if let Some(l) = s.limit {
+        out.push(format!("{pad}Limit {l} offset {} (at the proxy)", s.offset));
+    } else if s.offset > 0 {
+        out.push(format!("{pad}Offset {} (at the proxy)", s.offset));
+    }
+    let pushed =
+        matches!(&s.source, Some(Source::Table(_))) && s.aggregate.is_none() && !s.distinct;
+    if !s.order_by.is_empty() {
+        if pushed {
+            out.push(format!(
+                "{pad}Merge: k-way merge of per-shard sorted runs ({} key(s)){}",
+                s.order_by.len(),
+                if s.limit.is_some() {
+                    "; LIMIT+OFFSET pushed to each shard"
+                } else {
+                    ""
+                }
+            ));
+        } else {
+            out.push(format!(
+                "{pad}Sort at the proxy ({} key(s))",
+                s.order_by.len()
+            ));
+        }
+    } else if pushed {
+        out.push(format!("{pad}Gather: concatenate shard results"));
+    }
+    if s.distinct {
+        out.push(format!("{pad}Distinct at the proxy"));
+    }
+    if let Some(agg) = &s.aggregate {
+        out.push(format!(
+            "{pad}Aggregate at the proxy: {} group key(s), {} aggregate(s){}",
+            agg.keys.len(),
+            agg.calls.len(),
+            if s.having.is_some() { ", HAVING" } else { "" }
+        ));
+    }
+    if !s.subqueries.is_empty() {
+        out.push(format!(
+            "{pad}Subqueries: {} run first, results inlined",
+            s.subqueries.len()
+        ));
+    }
+    match &s.source {
+        None => out.push(format!("{pad}-> Result (no table)")),
+        Some(src) => {
+            let filter = if matches!(src, Source::Table(_)) {
+                s.filter.as_ref()
+            } else {
+                if s.filter.is_some() {
+                    out.push(format!("{pad}Filter at the proxy"));
+                }
+                None
+            };
+            source(cluster, src, filter, depth, out);
+        }
+    }
+}
+
+fn source(
+    cluster: &Cluster,
+    src: &Source,
+    filter: Option<&Expr>,
+    depth: usize,
+    out: &mut Vec<String>,
+) {
+    let pad = "  ".repeat(depth);
+    match src {
+        Source::Table(t) => {
+            scan(cluster, t, filter, depth, out);
+        }
+        Source::Join {
+            left,
+            right,
+            kind,
+            on,
+        } => {
+            let kind = match kind {
+                JoinKind::Inner => "Inner",
+                JoinKind::Left => "Left",
+            };
+            let method = if on.is_some() {
+                "hash join when the condition has an equality, else nested loop"
+            } else {
+                "nested loop (cross product)"
+            };
+            out.push(format!("{pad}-> {kind} join at the proxy: {method}"));
+            source(cluster, left, None, depth + 1, out);
+            source(cluster, right, None, depth + 1, out);
+        }
+        Source::Derived(p) => {
+            out.push(format!("{pad}-> Subquery in FROM"));
+            select(cluster, p, depth + 1, out);
+        }
+        Source::SetOp {
+            op,
+            all,
+            left,
+            right,
+        } => {
+            let name = match op {
+                SetOp::Union => "Union",
+                SetOp::Intersect => "Intersect",
+                SetOp::Except => "Except",
+            };
+            out.push(format!(
+                "{pad}-> {name}{} at the proxy",
+                if *all { " All" } else { "" }
+            ));
+            select(cluster, left, depth + 1, out);
+            select(cluster, right, depth + 1, out);
+        }
+    }
+}
