@@ -830,7 +830,7 @@ impl<'a> Binder<'a> {
                 },
                 other => other.to_string(),
             };
-            match ident_name(&key).as_str() {
+            match ident_name(key).as_str() {
                 "shard_key" => {
                     let col = text.to_lowercase();
                     let i = columns.iter().position(|c| c.name == col).ok_or_else(|| {
