@@ -78,7 +78,7 @@ fn warning(code: &'static str, message: &str) -> Option<Notice> {
     })
 }
 
-fn done(tag: impl Into<String>) -> QueryResult {
+pub(crate) fn done(tag: impl Into<String>) -> QueryResult {
     QueryResult::Command {
         tag: tag.into(),
         notice: None,
@@ -399,39 +399,6 @@ async fn maintain_uniques(
     Ok(())
 }
 
-/// The hidden table that enforces UNIQUE `u` of `base`: keyed by the
-/// constrained columns (sharded by the first), pointing at the row's key.
-pub fn unique_index_table(base: &TableDef, u: &fortress_storage::schema::UniqueDef) -> TableDef {
-    let mut columns: Vec<fortress_storage::ColumnDef> = u
-        .columns
-        .iter()
-        .map(|&c| {
-            let mut col =
-                fortress_storage::ColumnDef::new(&base.columns[c].name, base.columns[c].ty);
-            col.nullable = false;
-            col
-        })
-        .collect();
-    for &c in &base.primary_key {
-        let mut col = fortress_storage::ColumnDef::new(
-            &format!("pk_{}", base.columns[c].name),
-            base.columns[c].ty,
-        );
-        col.nullable = false;
-        columns.push(col);
-    }
-    TableDef {
-        id: 0,
-        name: u.index_table.clone(),
-        columns,
-        primary_key: (0..u.columns.len()).collect(),
-        shard_key: 0,
-        replicated: false,
-        uniques: Vec::new(),
-        hidden: true,
-    }
-}
-
 /// INSERT in a transaction, with ON CONFLICT on the primary key.
 async fn txn_insert(
     cluster: &Cluster,
@@ -596,9 +563,10 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
             "XX000",
             "session commands are handled before the transaction",
         )),
-        Plan::CreateTable { .. } | Plan::DropTable { .. } | Plan::Truncate { .. } => {
-            Err(ProxyError::unsupported("DDL inside a transaction block"))
-        }
+        Plan::CreateTable { .. }
+        | Plan::DropTable { .. }
+        | Plan::Truncate { .. }
+        | Plan::AlterTable { .. } => Err(ProxyError::unsupported("DDL inside a transaction block")),
         Plan::Explain(_) => Err(ProxyError::new("XX000", "EXPLAIN reached the executor")),
         Plan::Begin | Plan::Commit | Plan::Rollback => Err(ProxyError::new(
             "XX000",
@@ -834,99 +802,10 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
         Plan::CopyIn { .. } | Plan::CopyOut { .. } | Plan::Sleep(_) => {
             read_only(&reader, plan).await
         }
-        Plan::Truncate { names } => {
-            let _ddl = cluster.ddl.lock().await;
-            let mut catalog = (*cluster.catalog()).clone();
-            // A fresh table id gives the table a new, empty tree on every
-            // shard; the old tree is dropped with the old id.
-            for n in &names {
-                let mut renew = vec![n.clone()];
-                if let Some(t) = catalog.tables.get(n) {
-                    renew.extend(t.uniques.iter().map(|u| u.index_table.clone()));
-                }
-                for name in renew {
-                    catalog.next_table_id += 1;
-                    let id = catalog.next_table_id;
-                    if let Some(t) = catalog.tables.get_mut(&name) {
-                        t.id = id;
-                    }
-                }
-            }
-            catalog.version += 1;
-            apply_catalog(cluster, txid, catalog).await?;
-            Ok(done("TRUNCATE TABLE"))
-        }
-        Plan::CreateTable {
-            mut table,
-            if_not_exists,
-        } => {
-            let _ddl = cluster.ddl.lock().await;
-            let mut catalog = (*cluster.catalog()).clone();
-            if catalog.get(&table.name).is_some() {
-                if if_not_exists {
-                    return Ok(QueryResult::Command {
-                        tag: "CREATE TABLE".into(),
-                        notice: Some(Notice {
-                            severity: "NOTICE",
-                            code: "42P07",
-                            message: format!(
-                                "relation \"{}\" already exists, skipping",
-                                table.name
-                            ),
-                        }),
-                    });
-                }
-                return Err(ProxyError::new(
-                    "42P07",
-                    format!("relation \"{}\" already exists", table.name),
-                ));
-            }
-            catalog.next_table_id += 1;
-            table.id = catalog.next_table_id;
-            catalog.version += 1;
-            for u in &table.uniques {
-                let mut idx = unique_index_table(&table, u);
-                catalog.next_table_id += 1;
-                idx.id = catalog.next_table_id;
-                catalog.tables.insert(idx.name.clone(), idx);
-            }
-            catalog.tables.insert(table.name.clone(), table);
-            apply_catalog(cluster, txid, catalog).await?;
-            Ok(done("CREATE TABLE"))
-        }
-        Plan::DropTable { names, if_exists } => {
-            let _ddl = cluster.ddl.lock().await;
-            let mut catalog = (*cluster.catalog()).clone();
-            let mut dropped = false;
-            let mut notice = None;
-            for n in &names {
-                if let Some(t) = catalog.tables.remove(n) {
-                    for u in &t.uniques {
-                        catalog.tables.remove(&u.index_table);
-                    }
-                    dropped = true;
-                } else if !if_exists {
-                    return Err(ProxyError::new(
-                        "42P01",
-                        format!("table \"{n}\" does not exist"),
-                    ));
-                } else {
-                    notice = Some(Notice {
-                        severity: "NOTICE",
-                        code: "00000",
-                        message: format!("table \"{n}\" does not exist, skipping"),
-                    });
-                }
-            }
-            if dropped {
-                catalog.version += 1;
-                apply_catalog(cluster, txid, catalog).await?;
-            }
-            Ok(QueryResult::Command {
-                tag: "DROP TABLE".into(),
-                notice,
-            })
-        }
+        p @ (Plan::CreateTable { .. }
+        | Plan::DropTable { .. }
+        | Plan::Truncate { .. }
+        | Plan::AlterTable { .. }) => crate::ddl::run(cluster, txid, p).await,
         Plan::SetVariable { name, value } => {
             session.set(&name, value);
             Ok(done("SET"))
@@ -947,26 +826,6 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
             ))
         }
     }
-}
-
-/// Installs a new catalog on every shard, then in the proxy. If some shard
-/// fails, the version is still adopted when any shard logged it: the newest
-/// logged catalog is what every shard converges to at the next start, and a
-/// later DDL must not reuse its version number.
-async fn apply_catalog(
-    cluster: &Cluster,
-    txid: u64,
-    catalog: fortress_storage::Catalog,
-) -> Result<()> {
-    let frag = Fragment::ApplyCatalog(catalog.clone());
-    let results = cluster.scatter(&cluster.all_shards(), txid, &frag).await;
-    if results.iter().any(|r| r.is_ok()) {
-        cluster.set_catalog(catalog);
-    }
-    for r in results {
-        r?;
-    }
-    Ok(())
 }
 
 /// One sorted run from a shard, for the k-way merge.

@@ -8,6 +8,7 @@ pub mod aggregate;
 pub mod cluster;
 pub mod coordinator;
 pub mod copy;
+pub mod ddl;
 pub mod error;
 pub mod exec;
 pub mod explain;

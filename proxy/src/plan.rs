@@ -143,6 +143,19 @@ pub enum OnConflict {
     },
 }
 
+/// One ALTER TABLE action.
+#[derive(Clone, Debug)]
+pub enum AlterOp {
+    AddColumn {
+        column: fortress_storage::ColumnDef,
+        if_not_exists: bool,
+    },
+    DropColumn {
+        name: String,
+        if_exists: bool,
+    },
+}
+
 /// A statement ready to execute.
 #[derive(Clone, Debug)]
 pub enum Plan {
@@ -156,6 +169,10 @@ pub enum Plan {
     },
     Truncate {
         names: Vec<String>,
+    },
+    AlterTable {
+        table: String,
+        ops: Vec<AlterOp>,
     },
     Insert {
         table: TableDef,

@@ -13,7 +13,7 @@ use sqlparser::ast::{
 
 use crate::copy::CopyFormat;
 use crate::error::{ProxyError, Result};
-use crate::plan::{AggCall, OnConflict, Plan, Returning, Subquery};
+use crate::plan::{AggCall, AlterOp, OnConflict, Plan, Returning, Subquery};
 use crate::session::Session;
 use crate::sql::expr::constant;
 use crate::sql::scope::Scope;
@@ -283,7 +283,7 @@ impl<'a> Binder<'a> {
                         };
                         let table = self.table(table_name)?;
                         let columns = if columns.is_empty() {
-                            (0..table.columns.len()).collect()
+                            table.visible_columns()
                         } else {
                             columns
                                 .iter()
@@ -347,6 +347,12 @@ impl<'a> Binder<'a> {
             Statement::Explain { analyze: true, .. } => {
                 Err(ProxyError::unsupported("EXPLAIN ANALYZE"))
             }
+            Statement::AlterTable {
+                name,
+                if_exists,
+                operations,
+                ..
+            } => self.bind_alter(name, *if_exists, operations),
             Statement::Set(set) => self.bind_set(set),
             Statement::ShowVariable { variable } => {
                 let name = variable
@@ -569,7 +575,7 @@ impl<'a> Binder<'a> {
         };
         let def = self.table(name)?;
         let targets: Vec<usize> = if ins.columns.is_empty() {
-            (0..def.columns.len()).collect()
+            def.visible_columns()
         } else {
             let mut v = Vec::new();
             for c in &ins.columns {
@@ -710,6 +716,95 @@ impl<'a> Binder<'a> {
         }
     }
 
+    /// One column definition: its type, NULL-ness and default, and whether it
+    /// is declared PRIMARY KEY or UNIQUE.
+    fn column_def(&mut self, col: &ast::ColumnDef) -> Result<(ColumnDef, bool, bool)> {
+        let ty = types::from_ast(&col.data_type)?;
+        let mut def = ColumnDef::new(&ident_name(&col.name), ty);
+        let (mut primary, mut unique) = (false, false);
+        for opt in &col.options {
+            match &opt.option {
+                ast::ColumnOption::Null => def.nullable = true,
+                ast::ColumnOption::NotNull => def.nullable = false,
+                ast::ColumnOption::Default(e) => {
+                    let bound = self.assignment(e, &Scope::default(), &def)?;
+                    // Check it evaluates now; volatile ones (now()) run per row.
+                    constant(&bound)?;
+                    def.default = Some(bound);
+                }
+                ast::ColumnOption::Unique {
+                    is_primary: true, ..
+                } => primary = true,
+                ast::ColumnOption::Unique {
+                    is_primary: false, ..
+                } => unique = true,
+                other => {
+                    return Err(ProxyError::unsupported(format!(
+                        "column constraint {other}"
+                    )))
+                }
+            }
+        }
+        Ok((def, primary, unique))
+    }
+
+    fn bind_alter(
+        &mut self,
+        name: &ObjectName,
+        if_exists: bool,
+        operations: &[ast::AlterTableOperation],
+    ) -> Result<Plan> {
+        let table = match self.table(name) {
+            Ok(t) => t,
+            Err(_) if if_exists => {
+                return Ok(Plan::AlterTable {
+                    table: table_name(name)?,
+                    ops: Vec::new(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let mut ops = Vec::new();
+        for op in operations {
+            match op {
+                ast::AlterTableOperation::AddColumn {
+                    if_not_exists,
+                    column_def,
+                    column_position: None,
+                    ..
+                } => {
+                    let (def, primary, unique) = self.column_def(column_def)?;
+                    if primary || unique {
+                        return Err(ProxyError::unsupported(
+                            "PRIMARY KEY or UNIQUE on an added column",
+                        ));
+                    }
+                    ops.push(AlterOp::AddColumn {
+                        column: def,
+                        if_not_exists: *if_not_exists,
+                    });
+                }
+                ast::AlterTableOperation::DropColumn {
+                    column_names,
+                    if_exists,
+                    ..
+                } => {
+                    for c in column_names {
+                        ops.push(AlterOp::DropColumn {
+                            name: ident_name(c),
+                            if_exists: *if_exists,
+                        });
+                    }
+                }
+                other => return Err(ProxyError::unsupported(format!("ALTER TABLE {other}"))),
+            }
+        }
+        Ok(Plan::AlterTable {
+            table: table.name,
+            ops,
+        })
+    }
+
     fn bind_create(&mut self, c: &ast::CreateTable) -> Result<Plan> {
         if c.temporary {
             return Err(ProxyError::unsupported("CREATE TEMPORARY TABLE"));
@@ -738,35 +833,15 @@ impl<'a> Binder<'a> {
                     format!("column \"{cname}\" specified more than once"),
                 ));
             }
-            let ty = types::from_ast(&col.data_type)?;
-            let mut def = ColumnDef::new(&cname, ty);
-            for opt in &col.options {
-                match &opt.option {
-                    ast::ColumnOption::Null => def.nullable = true,
-                    ast::ColumnOption::NotNull => def.nullable = false,
-                    ast::ColumnOption::Default(e) => {
-                        let bound = self.assignment(e, &Scope::default(), &def)?;
-                        // Check it evaluates now; volatile ones (now()) run per row.
-                        constant(&bound)?;
-                        def.default = Some(bound);
-                    }
-                    ast::ColumnOption::Unique {
-                        is_primary: true, ..
-                    } => {
-                        if !pk.is_empty() {
-                            return Err(multiple_pk());
-                        }
-                        pk.push(i);
-                    }
-                    ast::ColumnOption::Unique {
-                        is_primary: false, ..
-                    } => unique_cols.push(vec![i]),
-                    other => {
-                        return Err(ProxyError::unsupported(format!(
-                            "column constraint {other}"
-                        )))
-                    }
+            let (def, primary, unique) = self.column_def(col)?;
+            if primary {
+                if !pk.is_empty() {
+                    return Err(multiple_pk());
                 }
+                pk.push(i);
+            }
+            if unique {
+                unique_cols.push(vec![i]);
             }
             columns.push(def);
         }

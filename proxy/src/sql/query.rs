@@ -411,6 +411,9 @@ impl Binder<'_> {
                         if qualifier.is_some() && c.qualifier != qualifier {
                             continue;
                         }
+                        if c.name.starts_with(crate::sql::scope::DROPPED_PREFIX) {
+                            continue;
+                        }
                         projection.push(Expr::Column(i));
                         columns.push(OutputColumn {
                             name: c.name.clone(),

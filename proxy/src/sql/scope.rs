@@ -5,6 +5,9 @@ use fortress_storage::{DataType, TableDef};
 
 use crate::error::{ProxyError, Result};
 
+/// Name prefix of dropped columns; `*` skips them.
+pub const DROPPED_PREFIX: &str = "........pg.dropped.";
+
 #[derive(Clone, Debug)]
 pub struct ScopeColumn {
     /// Table name or alias; `None` for unnamed derived columns.
@@ -28,9 +31,16 @@ impl Scope {
             columns: table
                 .columns
                 .iter()
-                .map(|c| ScopeColumn {
+                .enumerate()
+                .map(|(i, c)| ScopeColumn {
                     qualifier: Some(q.clone()),
-                    name: c.name.clone(),
+                    // A dropped column keeps its place in the row, under a
+                    // name no query can write (PostgreSQL's own spelling).
+                    name: if c.dropped {
+                        format!("{DROPPED_PREFIX}{}........", i + 1)
+                    } else {
+                        c.name.clone()
+                    },
                     ty: c.ty,
                 })
                 .collect(),

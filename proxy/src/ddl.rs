@@ -1,0 +1,299 @@
+//! DDL: catalog changes installed on every shard (CREATE / DROP / TRUNCATE /
+//! ALTER TABLE). Each is one new catalog version, serialised by the
+//! cluster's DDL lock.
+
+use fortress_storage::{Catalog, Fragment, FragmentOutput, TableDef};
+
+use crate::cluster::Cluster;
+use crate::error::{ProxyError, Result};
+use crate::exec::{done, Notice, QueryResult};
+use crate::plan::{AlterOp, Plan};
+
+/// Runs one DDL plan.
+pub async fn run(cluster: &Cluster, txid: u64, plan: Plan) -> Result<QueryResult> {
+    let _ddl = cluster.ddl.lock().await;
+    let mut catalog = (*cluster.catalog()).clone();
+    match plan {
+        Plan::Truncate { names } => {
+            // A fresh table id gives the table a new, empty tree on every
+            // shard; the old tree is dropped with the old id.
+            for n in &names {
+                let mut renew = vec![n.clone()];
+                if let Some(t) = catalog.tables.get(n) {
+                    renew.extend(t.uniques.iter().map(|u| u.index_table.clone()));
+                }
+                for name in renew {
+                    catalog.next_table_id += 1;
+                    let id = catalog.next_table_id;
+                    if let Some(t) = catalog.tables.get_mut(&name) {
+                        t.id = id;
+                    }
+                }
+            }
+            catalog.version += 1;
+            apply_catalog(cluster, txid, catalog).await?;
+            Ok(done("TRUNCATE TABLE"))
+        }
+        Plan::CreateTable {
+            mut table,
+            if_not_exists,
+        } => {
+            if catalog.get(&table.name).is_some() {
+                if if_not_exists {
+                    return Ok(QueryResult::Command {
+                        tag: "CREATE TABLE".into(),
+                        notice: Some(Notice {
+                            severity: "NOTICE",
+                            code: "42P07",
+                            message: format!(
+                                "relation \"{}\" already exists, skipping",
+                                table.name
+                            ),
+                        }),
+                    });
+                }
+                return Err(ProxyError::new(
+                    "42P07",
+                    format!("relation \"{}\" already exists", table.name),
+                ));
+            }
+            catalog.next_table_id += 1;
+            table.id = catalog.next_table_id;
+            catalog.version += 1;
+            for u in &table.uniques {
+                let mut idx = unique_index_table(&table, u);
+                catalog.next_table_id += 1;
+                idx.id = catalog.next_table_id;
+                catalog.tables.insert(idx.name.clone(), idx);
+            }
+            catalog.tables.insert(table.name.clone(), table);
+            apply_catalog(cluster, txid, catalog).await?;
+            Ok(done("CREATE TABLE"))
+        }
+        Plan::DropTable { names, if_exists } => {
+            let mut dropped = false;
+            let mut notice = None;
+            for n in &names {
+                if let Some(t) = catalog.tables.remove(n) {
+                    for u in &t.uniques {
+                        catalog.tables.remove(&u.index_table);
+                    }
+                    dropped = true;
+                } else if !if_exists {
+                    return Err(ProxyError::new(
+                        "42P01",
+                        format!("table \"{n}\" does not exist"),
+                    ));
+                } else {
+                    notice = Some(Notice {
+                        severity: "NOTICE",
+                        code: "00000",
+                        message: format!("table \"{n}\" does not exist, skipping"),
+                    });
+                }
+            }
+            if dropped {
+                catalog.version += 1;
+                apply_catalog(cluster, txid, catalog).await?;
+            }
+            Ok(QueryResult::Command {
+                tag: "DROP TABLE".into(),
+                notice,
+            })
+        }
+        Plan::AlterTable { table, ops } => alter(cluster, txid, catalog, &table, ops).await,
+        other => Err(ProxyError::new("XX000", format!("{other:?} is not DDL"))),
+    }
+}
+
+/// ALTER TABLE: added columns are appended (stored rows are completed with
+/// the default on read); dropped ones keep their place but vanish from SQL.
+async fn alter(
+    cluster: &Cluster,
+    txid: u64,
+    mut catalog: Catalog,
+    name: &str,
+    ops: Vec<AlterOp>,
+) -> Result<QueryResult> {
+    let Some(mut t) = catalog.get(name).cloned() else {
+        return Ok(QueryResult::Command {
+            tag: "ALTER TABLE".into(),
+            notice: Some(Notice {
+                severity: "NOTICE",
+                code: "00000",
+                message: format!("relation \"{name}\" does not exist, skipping"),
+            }),
+        });
+    };
+    let mut notice = None;
+    let mut changed = false;
+    for op in ops {
+        match op {
+            AlterOp::AddColumn {
+                mut column,
+                if_not_exists,
+            } => {
+                if t.column_index(&column.name).is_some() {
+                    if if_not_exists {
+                        notice = Some(Notice {
+                            severity: "NOTICE",
+                            code: "42701",
+                            message: format!(
+                                "column \"{}\" of relation \"{name}\" already exists, skipping",
+                                column.name
+                            ),
+                        });
+                        continue;
+                    }
+                    return Err(ProxyError::new(
+                        "42701",
+                        format!(
+                            "column \"{}\" of relation \"{name}\" already exists",
+                            column.name
+                        ),
+                    ));
+                }
+                // Existing rows get the default once, as PostgreSQL's
+                // "missing value" does for constant defaults.
+                column.missing = match &column.default {
+                    Some(e) => Some(e.eval(&Vec::new())?).filter(|v| !v.is_null()),
+                    None => None,
+                };
+                if !column.nullable && column.missing.is_none() && !is_empty(cluster, &t).await? {
+                    return Err(ProxyError::new(
+                        "23502",
+                        format!(
+                            "column \"{}\" of relation \"{name}\" contains null values",
+                            column.name
+                        ),
+                    ));
+                }
+                t.columns.push(column);
+                changed = true;
+            }
+            AlterOp::DropColumn {
+                name: col,
+                if_exists,
+            } => {
+                let Some(i) = t.column_index(&col) else {
+                    if if_exists {
+                        notice = Some(Notice {
+                            severity: "NOTICE",
+                            code: "00000",
+                            message: format!(
+                                "column \"{col}\" of relation \"{name}\" does not exist, skipping"
+                            ),
+                        });
+                        continue;
+                    }
+                    return Err(ProxyError::new(
+                        "42703",
+                        format!("column \"{col}\" of relation \"{name}\" does not exist"),
+                    ));
+                };
+                if t.primary_key.contains(&i) {
+                    return Err(ProxyError::unsupported(format!(
+                        "dropping primary-key column \"{col}\" (rows are stored by their key)"
+                    )));
+                }
+                if t.visible_columns().len() == 1 {
+                    return Err(ProxyError::unsupported("dropping the last column"));
+                }
+                // A UNIQUE constraint on the column goes with it.
+                let (gone, kept): (Vec<_>, Vec<_>) =
+                    t.uniques.drain(..).partition(|u| u.columns.contains(&i));
+                t.uniques = kept;
+                for u in gone {
+                    catalog.tables.remove(&u.index_table);
+                }
+                let c = &mut t.columns[i];
+                c.dropped = true;
+                c.nullable = true;
+                c.default = None;
+                c.missing = None;
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        catalog.tables.insert(t.name.clone(), t);
+        catalog.version += 1;
+        apply_catalog(cluster, txid, catalog).await?;
+    }
+    Ok(QueryResult::Command {
+        tag: "ALTER TABLE".into(),
+        notice,
+    })
+}
+
+/// True if no shard holds a live row of `t`.
+async fn is_empty(cluster: &Cluster, t: &TableDef) -> Result<bool> {
+    let frag = Fragment::Scan {
+        table: t.id,
+        key_prefix: Vec::new(),
+        filter: None,
+        order_by: Vec::new(),
+        limit: Some(1),
+        snapshot: Some(cluster.snapshot()),
+    };
+    for o in cluster
+        .scatter(&cluster.all_shards(), cluster.txid(), &frag)
+        .await
+    {
+        if let FragmentOutput::Rows(r) = o? {
+            if !r.is_empty() {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// The hidden table that enforces UNIQUE `u` of `base`: keyed by the
+/// constrained columns (sharded by the first), pointing at the row's key.
+pub fn unique_index_table(base: &TableDef, u: &fortress_storage::schema::UniqueDef) -> TableDef {
+    let mut columns: Vec<fortress_storage::ColumnDef> = u
+        .columns
+        .iter()
+        .map(|&c| {
+            let mut col =
+                fortress_storage::ColumnDef::new(&base.columns[c].name, base.columns[c].ty);
+            col.nullable = false;
+            col
+        })
+        .collect();
+    for &c in &base.primary_key {
+        let mut col = fortress_storage::ColumnDef::new(
+            &format!("pk_{}", base.columns[c].name),
+            base.columns[c].ty,
+        );
+        col.nullable = false;
+        columns.push(col);
+    }
+    TableDef {
+        id: 0,
+        name: u.index_table.clone(),
+        columns,
+        primary_key: (0..u.columns.len()).collect(),
+        shard_key: 0,
+        replicated: false,
+        uniques: Vec::new(),
+        hidden: true,
+    }
+}
+
+/// Installs a new catalog on every shard, then in the proxy. If some shard
+/// fails, the version is still adopted when any shard logged it: the newest
+/// logged catalog is what every shard converges to at the next start, and a
+/// later DDL must not reuse its version number.
+pub(crate) async fn apply_catalog(cluster: &Cluster, txid: u64, catalog: Catalog) -> Result<()> {
+    let frag = Fragment::ApplyCatalog(catalog.clone());
+    let results = cluster.scatter(&cluster.all_shards(), txid, &frag).await;
+    if results.iter().any(|r| r.is_ok()) {
+        cluster.set_catalog(catalog);
+    }
+    for r in results {
+        r?;
+    }
+    Ok(())
+}
