@@ -1,5 +1,5 @@
-//! psql script test: `psql -f tests/sql/basic.sql` against fortress must print
-//! exactly `tests/sql/basic.out`, which PostgreSQL 15 printed for the same file.
+//! psql script tests: `psql -f tests/sql/NAME.sql` against fortress must print
+//! exactly `tests/sql/NAME.out`, which PostgreSQL 15 printed for the same file.
 
 mod common;
 
@@ -17,6 +17,17 @@ fn psql_available() -> bool {
 
 #[test]
 fn psql_script_matches_postgres_output() {
+    run_script("basic");
+}
+
+#[test]
+fn psql_describe_commands_match_postgres_output() {
+    run_script("describe");
+}
+
+/// Runs `tests/sql/NAME.sql` with psql against a fresh fortress and compares
+/// what psql prints with `NAME.out`, printed by PostgreSQL 15.
+fn run_script(name: &str) {
     if !psql_available() {
         assert!(
             std::env::var_os("FORTRESS_REQUIRE_PSQL").is_none(),
@@ -30,7 +41,14 @@ fn psql_script_matches_postgres_output() {
     let sql_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql");
     let out = Command::new("psql")
         .current_dir(&sql_dir)
-        .args(["-X", "-a", "-v", "ON_ERROR_STOP=0", "-f", "basic.sql"])
+        .args([
+            "-X",
+            "-a",
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-f",
+            &format!("{name}.sql"),
+        ])
         .args([
             "-h",
             "127.0.0.1",
@@ -50,7 +68,7 @@ fn psql_script_matches_postgres_output() {
     got.push_str(&String::from_utf8_lossy(&out.stderr));
     // psql echoes statements and prints results on stdout and messages on
     // stderr; basic.out holds both as a terminal shows them, so split it.
-    let want = std::fs::read_to_string(sql_dir.join("basic.out")).unwrap();
+    let want = std::fs::read_to_string(sql_dir.join(format!("{name}.out"))).unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let want_err: Vec<&str> = want.lines().filter(|l| is_stderr_line(l)).collect();

@@ -46,6 +46,7 @@ use crate::cluster::Cluster;
 use crate::copy::{PendingCopy, MAX_COPY_BYTES};
 use crate::error::ProxyError;
 use crate::exec::{copy_in, execute, Notice, QueryResult};
+use crate::pgcatalog;
 use crate::plan::OutputColumn;
 use crate::session::{Session, SERVER_VERSION};
 use crate::sql::bind::Binder;
@@ -331,6 +332,12 @@ impl SimpleQueryHandler for Handler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = session_of(client);
+        if let Some(r) = pgcatalog::answer(query, &self.cluster.catalog(), &session) {
+            return match respond(r, &Format::UnifiedText) {
+                Ok(r) => Ok(vec![r]),
+                Err(e) => Ok(vec![Response::Error(Box::new(error_info(&e, query)))]),
+            };
+        }
         let stmts = match parse(query) {
             Ok(s) => s,
             Err(e) => {
