@@ -76,6 +76,11 @@ impl State {
     }
 
     fn update(&mut self, call: &AggCall, row: &Row) -> Result<()> {
+        if let Some(f) = &call.filter {
+            if !f.matches(row)? {
+                return Ok(());
+            }
+        }
         let v = match &call.arg {
             None => Value::Bool(true),
             Some(e) => e.eval(row)?,

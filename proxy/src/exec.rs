@@ -42,8 +42,11 @@ pub enum QueryResult {
     CopyOut { lines: Vec<String>, columns: usize },
     /// A command tag such as `INSERT 0 3`, maybe with a notice.
     Command { tag: String, notice: Option<Notice> },
-    /// BEGIN: a transaction block starts.
-    TxnStart { notice: Option<Notice> },
+    /// BEGIN / START TRANSACTION (the tag): a transaction block starts.
+    TxnStart {
+        tag: &'static str,
+        notice: Option<Notice>,
+    },
     /// COMMIT or ROLLBACK (the tag says which): the block ends.
     TxnEnd { tag: String, notice: Option<Notice> },
 }
@@ -53,7 +56,7 @@ impl QueryResult {
     pub fn take_notice(&mut self) -> Option<Notice> {
         match self {
             QueryResult::Command { notice, .. }
-            | QueryResult::TxnStart { notice }
+            | QueryResult::TxnStart { notice, .. }
             | QueryResult::TxnEnd { notice, .. } => notice.take(),
             QueryResult::Rows { .. } | QueryResult::CopyIn { .. } | QueryResult::CopyOut { .. } => {
                 None
@@ -124,14 +127,15 @@ async fn execute_in_session(
         ));
     }
     match (session.replace_txn(TxnState::Idle), plan) {
-        (TxnState::Idle, Plan::Begin) => {
+        (TxnState::Idle, Plan::Begin { tag }) => {
             let (snapshot, pin) = cluster.pinned_snapshot();
             session.replace_txn(TxnState::Active(Txn::new(snapshot, pin)));
-            Ok(QueryResult::TxnStart { notice: None })
+            Ok(QueryResult::TxnStart { tag, notice: None })
         }
-        (state @ (TxnState::Active(_) | TxnState::Failed), Plan::Begin) => {
+        (state @ (TxnState::Active(_) | TxnState::Failed), Plan::Begin { tag }) => {
             session.replace_txn(state);
             Ok(QueryResult::TxnStart {
+                tag,
                 notice: warning("25001", "there is already a transaction in progress"),
             })
         }
@@ -568,7 +572,7 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
         | Plan::Truncate { .. }
         | Plan::AlterTable { .. } => Err(ProxyError::unsupported("DDL inside a transaction block")),
         Plan::Explain(_) => Err(ProxyError::new("XX000", "EXPLAIN reached the executor")),
-        Plan::Begin | Plan::Commit | Plan::Rollback => Err(ProxyError::new(
+        Plan::Begin { .. } | Plan::Commit | Plan::Rollback => Err(ProxyError::new(
             "XX000",
             "transaction control reached the statement executor",
         )),
@@ -810,16 +814,18 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
             session.set(&name, value);
             Ok(done("SET"))
         }
-        Plan::Begin | Plan::Commit | Plan::Rollback | Plan::Explain(_) => Err(ProxyError::new(
-            "XX000",
-            "transaction control reached the statement executor",
-        )),
+        Plan::Begin { .. } | Plan::Commit | Plan::Rollback | Plan::Explain(_) => {
+            Err(ProxyError::new(
+                "XX000",
+                "transaction control reached the statement executor",
+            ))
+        }
         Plan::ShowVariable { name } => {
             let v = session.get(&name).unwrap_or_default();
             Ok(rows(
                 "SHOW",
                 vec![OutputColumn {
-                    name,
+                    name: crate::session::display_name(&name),
                     ty: fortress_storage::DataType::Text,
                 }],
                 vec![vec![Value::Text(v)]],

@@ -75,6 +75,8 @@ pub struct AggCall {
     pub distinct: bool,
     /// Type of the argument (decides the accumulator).
     pub arg_ty: Option<DataType>,
+    /// `FILTER (WHERE ...)`: only rows passing it are aggregated.
+    pub filter: Option<Expr>,
 }
 
 /// GROUP BY: rows become `[keys.., aggregates..]`, one per group.
@@ -216,7 +218,10 @@ pub enum Plan {
     ShowVariable {
         name: String,
     },
-    Begin,
+    /// BEGIN or START TRANSACTION (the command tag echoes which).
+    Begin {
+        tag: &'static str,
+    },
     Commit,
     Rollback,
 }

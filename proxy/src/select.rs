@@ -468,6 +468,7 @@ fn fill_plan(plan: &mut SelectPlan, values: &HashMap<u32, SlotValue>) {
             .collect();
         for c in &mut agg.calls {
             fill_opt(&mut c.arg, values);
+            fill_opt(&mut c.filter, values);
         }
     }
 }

@@ -30,6 +30,17 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("transaction_read_only", "off"),
 ];
 
+/// The spelling SHOW uses for settings whose names are mixed case.
+pub fn display_name(name: &str) -> String {
+    match name {
+        "datestyle" => "DateStyle",
+        "timezone" => "TimeZone",
+        "intervalstyle" => "IntervalStyle",
+        other => other,
+    }
+    .to_string()
+}
+
 /// State of one client session.
 #[derive(Debug)]
 pub struct Session {
@@ -82,6 +93,15 @@ impl Session {
                 }
             },
         }
+    }
+
+    /// RESET ALL: every setting back to its default.
+    pub fn reset_all(&self) {
+        let mut s = self.settings.lock().expect("settings");
+        *s = DEFAULTS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     }
 
     /// Installs a new transaction state and returns the old one.

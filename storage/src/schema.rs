@@ -36,6 +36,8 @@ pub enum DataType {
     /// Stored as UTC microseconds; shown in the session time zone (UTC).
     Timestamptz,
     Uuid,
+    /// PostgreSQL's `name` (identifiers): text with its own type OID.
+    Name,
 }
 
 impl DataType {
@@ -57,6 +59,7 @@ impl DataType {
             DataType::Bytea => "bytea",
             DataType::Timestamptz => "timestamp with time zone",
             DataType::Uuid => "uuid",
+            DataType::Name => "name",
         }
     }
 

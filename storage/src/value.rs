@@ -156,7 +156,9 @@ impl Value {
                 let d = parse_decimal(t).ok_or_else(|| invalid(ty, text))?;
                 Value::Numeric(d).cast(ty)?
             }
-            DataType::Text | DataType::Varchar(_) => Value::Text(text.to_string()).cast(ty)?,
+            DataType::Text | DataType::Varchar(_) | DataType::Name => {
+                Value::Text(text.to_string()).cast(ty)?
+            }
             DataType::Date => Value::Date(parse_date(t).ok_or_else(|| invalid(ty, text))?),
             DataType::Timestamp => {
                 Value::Timestamp(parse_timestamp(t).ok_or_else(|| invalid(ty, text))?)
@@ -230,7 +232,7 @@ impl Value {
             to: ty.pg_name().to_string(),
         };
         Ok(match (ty, self) {
-            (DataType::Text, Value::Text(s)) => Value::Text(s),
+            (DataType::Text | DataType::Name, Value::Text(s)) => Value::Text(s),
             (DataType::Varchar(max), Value::Text(s)) => {
                 if let Some(max) = max {
                     if s.chars().count() > *max as usize {
@@ -259,7 +261,7 @@ impl Value {
                 Value::Text(s)
             }
             (_, Value::Text(s)) => Value::parse(ty, &s)?,
-            (DataType::Text | DataType::Varchar(_) | DataType::Char(_), v) => {
+            (DataType::Text | DataType::Varchar(_) | DataType::Char(_) | DataType::Name, v) => {
                 Value::Text(v.to_text().unwrap_or_default()).cast(ty)?
             }
             (DataType::Bytea, Value::Bytea(b)) => Value::Bytea(b),

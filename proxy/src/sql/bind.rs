@@ -373,7 +373,9 @@ impl<'a> Binder<'a> {
                 }
                 Ok(Plan::ShowVariable { name })
             }
-            Statement::StartTransaction { .. } => Ok(Plan::Begin),
+            Statement::StartTransaction { begin, .. } => Ok(Plan::Begin {
+                tag: if *begin { "BEGIN" } else { "START TRANSACTION" },
+            }),
             Statement::Commit { chain: false, .. } => Ok(Plan::Commit),
             Statement::Rollback {
                 chain: false,

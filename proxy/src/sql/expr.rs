@@ -175,7 +175,7 @@ impl Binder<'_> {
             "current_schema" => "public".into(),
             _ => return None,
         };
-        let mut t = Typed::known(Expr::Literal(Value::Text(v)), DataType::Text);
+        let mut t = Typed::known(Expr::Literal(Value::Text(v)), DataType::Name);
         t.name = Some(name.to_string());
         Some(t)
     }
@@ -554,6 +554,18 @@ impl Binder<'_> {
                 field: ast::CeilFloorKind::DateTimeField(ast::DateTimeField::NoDateTime),
             } => self.scalar_function("floor", &[expr], scope),
             A::Function(f) => self.function(f, scope),
+            A::Collate { expr, collation } => {
+                let c = collation.to_string().trim_matches('"').to_lowercase();
+                if !matches!(
+                    c.as_str(),
+                    "c" | "posix" | "default" | "pg_catalog.default" | "ucs_basic"
+                ) {
+                    return Err(ProxyError::unsupported(format!(
+                        "collation {collation} (text compares bytewise, as COLLATE \"C\")"
+                    )));
+                }
+                self.expr(expr, scope)
+            }
             other => Err(ProxyError::unsupported(format!("expression {other}"))),
         }
     }
@@ -902,9 +914,14 @@ impl Binder<'_> {
                 return Err(ProxyError::unsupported("subquery argument"))
             }
         };
-        if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() {
+        if f.over.is_some() || !f.within_group.is_empty() {
             return Err(ProxyError::unsupported(format!(
-                "FILTER / OVER / WITHIN GROUP on {name}()"
+                "OVER / WITHIN GROUP on {name}()"
+            )));
+        }
+        if f.filter.is_some() && !AGGREGATES.contains(&name) {
+            return Err(ProxyError::syntax(format!(
+                "FILTER specified, but {name} is not an aggregate function"
             )));
         }
         Ok((args, star, distinct))
@@ -921,7 +938,7 @@ impl Binder<'_> {
         let (args, star, distinct) = self.args(f, &name)?;
         if AGGREGATES.contains(&name.as_str()) {
             return self
-                .aggregate(&name, &args, star, distinct, scope)
+                .aggregate(&name, &args, star, distinct, f.filter.as_deref(), scope)
                 .map_err(|e| e.at(f.name.span()));
         }
         if star || distinct {
@@ -930,14 +947,15 @@ impl Binder<'_> {
             )));
         }
         let text = |v: String| Typed::known(Expr::Literal(Value::Text(v)), DataType::Text);
+        let ident = |v: String| Typed::known(Expr::Literal(Value::Text(v)), DataType::Name);
         let t = match (name.as_str(), args.as_slice()) {
             ("version", []) => text(format!(
                 "PostgreSQL {SERVER_VERSION} on {}-linux, compiled by rustc, 64-bit",
                 std::env::consts::ARCH
             )),
-            ("current_database", []) => text(self.session.database.clone()),
-            ("current_schema", []) => text("public".into()),
-            ("current_user" | "session_user", []) => text(self.session.user.clone()),
+            ("current_database", []) => ident(self.session.database.clone()),
+            ("current_schema", []) => ident("public".into()),
+            ("current_user" | "session_user", []) => ident(self.session.user.clone()),
             ("current_setting", [arg]) => {
                 let a = self.expr(arg, &Scope::default())?;
                 let a = self.coerce(a, &DataType::Text)?;
@@ -1118,6 +1136,7 @@ impl Binder<'_> {
         args: &[&ast::Expr],
         star: bool,
         distinct: bool,
+        filter: Option<&ast::Expr>,
         scope: &Scope,
     ) -> Result<Typed> {
         if let Some(context) = self.agg_forbidden {
@@ -1177,6 +1196,15 @@ impl Binder<'_> {
             (AggFunc::Min | AggFunc::Max, Some(t)) => t,
             (AggFunc::Min | AggFunc::Max, None) => return Err(bad(None)),
         };
+        let filter = match filter {
+            Some(f) => {
+                self.agg_forbidden = Some("FILTER");
+                let p = self.predicate(Some(f), scope, "FILTER");
+                self.agg_forbidden = None;
+                p?
+            }
+            None => None,
+        };
         let slot = self.new_slot();
         self.aggs.push((
             slot,
@@ -1185,6 +1213,7 @@ impl Binder<'_> {
                 arg,
                 distinct,
                 arg_ty,
+                filter,
             },
         ));
         Ok(Typed::known(Expr::Slot(slot), ty).named(name))
@@ -1224,6 +1253,7 @@ pub fn ty_name(ty: &DataType) -> String {
         DataType::Bytea => "bytea",
         DataType::Timestamptz => "timestamptz",
         DataType::Uuid => "uuid",
+        DataType::Name => "name",
     }
     .to_string()
 }

@@ -87,6 +87,7 @@ pub fn from_ast(t: &ast::DataType) -> Result<DataType> {
         A::Custom(name, mods) if mods.is_empty() => {
             match name.to_string().to_lowercase().as_str() {
                 "bpchar" => DataType::Char(None),
+                "name" => DataType::Name,
                 "float4" => DataType::Float4,
                 "timestamptz" => DataType::Timestamptz,
                 _ => {
@@ -129,6 +130,7 @@ pub fn pg_type(t: &DataType) -> Type {
         DataType::Bytea => Type::BYTEA,
         DataType::Timestamptz => Type::TIMESTAMPTZ,
         DataType::Uuid => Type::UUID,
+        DataType::Name => Type::NAME,
     }
 }
 
@@ -188,7 +190,7 @@ pub fn family(t: &DataType) -> Family {
         | DataType::Float8
         | DataType::Float4
         | DataType::Numeric { .. } => Family::Number,
-        DataType::Text | DataType::Varchar(_) | DataType::Char(_) => Family::Text,
+        DataType::Text | DataType::Varchar(_) | DataType::Char(_) | DataType::Name => Family::Text,
         DataType::Date | DataType::Timestamp | DataType::Timestamptz => Family::Time,
         DataType::Bytea => Family::Bytes,
         DataType::Uuid => Family::Uuid,

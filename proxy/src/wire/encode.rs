@@ -129,7 +129,7 @@ fn conform(v: &Value, ty: &DataType) -> Value {
             | (Value::Date(_), DataType::Date)
             | (Value::Timestamp(_), DataType::Timestamp)
             | (Value::Float4(_), DataType::Float4)
-            | (Value::Text(_), DataType::Char(_))
+            | (Value::Text(_), DataType::Char(_) | DataType::Name)
             | (Value::Bytea(_), DataType::Bytea)
             | (Value::Timestamptz(_), DataType::Timestamptz)
             | (Value::Uuid(_), DataType::Uuid)
@@ -138,7 +138,7 @@ fn conform(v: &Value, ty: &DataType) -> Value {
         return v.clone();
     }
     let target = match ty {
-        DataType::Varchar(_) | DataType::Char(_) => DataType::Text,
+        DataType::Varchar(_) | DataType::Char(_) | DataType::Name => DataType::Text,
         DataType::Numeric { .. } => DataType::Numeric {
             precision: None,
             scale: None,

@@ -17,8 +17,7 @@ use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::{send_copy_in_response, send_copy_out_response, CopyHandler};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{
-    send_execution_response, send_query_response, send_ready_for_query, ExtendedQueryHandler,
-    SimpleQueryHandler,
+    send_execution_response, send_ready_for_query, ExtendedQueryHandler, SimpleQueryHandler,
 };
 use pgwire::api::results::{
     CopyResponse, DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat,
@@ -33,6 +32,7 @@ use pgwire::api::{
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::data::RowDescription;
 use pgwire::messages::extendedquery::Sync as PgSync;
 use pgwire::messages::response::{
     EmptyQueryResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
@@ -187,7 +187,7 @@ fn wire_status(session: &Session) -> TransactionStatus {
 fn respond(result: QueryResult, format: &Format) -> Result<Response, ProxyError> {
     match result {
         QueryResult::Command { tag, .. } => Ok(Response::Execution(Tag::new(&tag))),
-        QueryResult::TxnStart { .. } => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
+        QueryResult::TxnStart { tag, .. } => Ok(Response::TransactionStart(Tag::new(tag))),
         QueryResult::TxnEnd { tag, .. } => Ok(Response::TransactionEnd(Tag::new(&tag))),
         QueryResult::Rows { tag, columns, rows } => {
             let fields = Arc::new(encode::fields(&columns, |i| format.format_for(i)));
@@ -215,6 +215,51 @@ fn respond(result: QueryResult, format: &Format) -> Result<Response, ProxyError>
             "COPY FROM STDIN must be started by the session",
         )),
     }
+}
+
+/// Sends a simple-query result: like pgwire's, except that SHOW completes
+/// with a bare `SHOW` tag, as PostgreSQL's does.
+async fn send_rows<C>(client: &mut C, results: QueryResponse) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    use futures::StreamExt;
+    let QueryResponse {
+        command_tag,
+        row_schema,
+        mut data_rows,
+        ..
+    } = results;
+    let desc = RowDescription::new(row_schema.iter().map(Into::into).collect());
+    client
+        .feed(PgWireBackendMessage::RowDescription(desc))
+        .await?;
+    let mut rows = 0;
+    while let Some(row) = data_rows.next().await {
+        client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+        rows += 1;
+    }
+    let tag = if command_tag == "SHOW" {
+        Tag::new("SHOW")
+    } else {
+        Tag::new(&command_tag).with_rows(rows)
+    };
+    client
+        .feed(PgWireBackendMessage::CommandComplete(tag.into()))
+        .await?;
+    Ok(())
+}
+
+/// `RESET name` / `RESET ALL`, which the SQL parser does not know.
+fn reset_target(query: &str) -> Option<String> {
+    let t = query.trim().trim_end_matches(';').trim();
+    let (head, rest) = t.split_once(char::is_whitespace)?;
+    if !head.eq_ignore_ascii_case("reset") || rest.trim().contains(char::is_whitespace) {
+        return None;
+    }
+    Some(rest.trim().to_lowercase())
 }
 
 /// Starts a COPY FROM STDIN: the session keeps what the data is for, and
@@ -291,7 +336,7 @@ impl SimpleQueryHandler for Handler {
             };
             for r in responses {
                 match r {
-                    Response::Query(q) => send_query_response(client, q, true).await?,
+                    Response::Query(q) => send_rows(client, q).await?,
                     Response::Execution(tag)
                     | Response::TransactionStart(tag)
                     | Response::TransactionEnd(tag) => send_execution_response(client, tag).await?,
@@ -332,6 +377,28 @@ impl SimpleQueryHandler for Handler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = session_of(client);
+        if let Some(name) = reset_target(query) {
+            if session.txn_status() == b'E' {
+                let e = ProxyError::new(
+                    "25P02",
+                    "current transaction is aborted, commands ignored until end of transaction block",
+                );
+                return Ok(vec![Response::Error(Box::new(error_info(&e, query)))]);
+            }
+            if name == "all" {
+                session.reset_all();
+            } else if session.get(&name).is_none() {
+                session.fail_txn();
+                let e = ProxyError::new(
+                    "42704",
+                    format!("unrecognized configuration parameter \"{name}\""),
+                );
+                return Ok(vec![Response::Error(Box::new(error_info(&e, query)))]);
+            } else {
+                session.set(&name, None);
+            }
+            return Ok(vec![Response::Execution(Tag::new("RESET"))]);
+        }
         if let Some(r) = pgcatalog::answer(query, &self.cluster.catalog(), &session) {
             return match respond(r, &Format::UnifiedText) {
                 Ok(r) => Ok(vec![r]),
