@@ -86,9 +86,12 @@ enum Change {
         ts: u64,
         ops: Vec<WriteOp>,
     },
+    /// Carries the transaction's writes (from its PREPARE), so replay never
+    /// depends on the prepared set having survived in sled.
     CommitPrepared {
         txid: TxnId,
         commit_ts: u64,
+        ops: Vec<WriteOp>,
     },
     AbortPrepared {
         txid: TxnId,
@@ -315,17 +318,22 @@ impl Materialized {
                 self.prepared.lock().expect("prepared").add(*txid, p);
                 Ok(())
             }
-            Change::CommitPrepared { txid, commit_ts } => {
-                let p = self
-                    .prepared
-                    .lock()
-                    .expect("prepared")
-                    .txns
-                    .get(txid)
-                    .cloned();
-                if let Some(p) = p {
-                    self.apply_write(lsn, *commit_ts, &p.ops)?;
-                }
+            Change::CommitPrepared {
+                txid,
+                commit_ts,
+                ops,
+            } => {
+                let from_set = if ops.is_empty() {
+                    self.prepared
+                        .lock()
+                        .expect("prepared")
+                        .txns
+                        .get(txid)
+                        .map(|p| p.ops.clone())
+                } else {
+                    None
+                };
+                self.apply_write(lsn, *commit_ts, from_set.as_deref().unwrap_or(ops))?;
                 self.apply_meta(lsn, |b| b.remove(prepared_key(*txid)))?;
                 self.prepared.lock().expect("prepared").remove(*txid);
                 Ok(())
@@ -431,6 +439,12 @@ fn decode_change(rec: &Record) -> Result<Change> {
         KIND_COMMIT_PREPARED => Ok(Change::CommitPrepared {
             txid: rec.txid,
             commit_ts: rec.ts,
+            // Records written before the ops were carried have no payload.
+            ops: if rec.payload.is_empty() {
+                Vec::new()
+            } else {
+                postcard::from_bytes(&rec.payload).map_err(codec)?
+            },
         }),
         KIND_ABORT_PREPARED => Ok(Change::AbortPrepared { txid: rec.txid }),
         k => Err(StorageError::Codec(format!(
@@ -860,17 +874,20 @@ impl ShardStore {
         loop {
             self.check_failed()?;
             let mut w = self.writer.lock().expect("write lock");
+            // Validation and the lock check see one state of the prepared
+            // set: a commit being applied writes its versions before it
+            // drops its locks, so holding the set across both means a key is
+            // either still locked or already carries the committed version.
+            let prepared = self.state.prepared.lock().expect("prepared");
             let ops = self.plan_write(fragment)?;
             if ops.is_empty() {
                 return Ok(0);
             }
-            let locked = {
-                let prepared = self.state.prepared.lock().expect("prepared");
-                ops.iter().any(|op| {
-                    let (t, k) = op.target();
-                    prepared.locks.contains_key(&(t, k.to_vec()))
-                })
-            };
+            let locked = ops.iter().any(|op| {
+                let (t, k) = op.target();
+                prepared.locks.contains_key(&(t, k.to_vec()))
+            });
+            drop(prepared);
             if locked {
                 // A transaction snapshot older than the lock cannot win.
                 if is_txn || std::time::Instant::now() > deadline {
@@ -935,25 +952,38 @@ impl ShardStore {
         {
             return Ok(0);
         }
-        let (kind, ts, change) = match commit_ts {
+        let ops = self
+            .state
+            .prepared
+            .lock()
+            .expect("prepared")
+            .txns
+            .get(&txid)
+            .map(|p| p.ops.clone())
+            .unwrap_or_default();
+        let (kind, ts, payload, change) = match commit_ts {
             Some(c) => {
                 self.clock.observe_own(c);
+                let payload = postcard::to_stdvec(&ops).map_err(codec)?;
                 (
                     KIND_COMMIT_PREPARED,
                     c.0,
+                    payload,
                     Change::CommitPrepared {
                         txid,
                         commit_ts: c.0,
+                        ops,
                     },
                 )
             }
             None => (
                 KIND_ABORT_PREPARED,
                 self.clock.now().0,
+                Vec::new(),
                 Change::AbortPrepared { txid },
             ),
         };
-        let lsn = self.wal.append(txid, ts, kind, &[])?;
+        let lsn = self.wal.append(txid, ts, kind, &payload)?;
         w.last_appended = lsn;
         drop(w);
         self.commit(lsn, change)?;

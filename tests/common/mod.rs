@@ -63,7 +63,10 @@ impl Server {
             .arg(&self.data_dir)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--shards", &self.shards.to_string()])
-            .env("FORTRESS_LOG", "info")
+            .env(
+                "FORTRESS_LOG",
+                std::env::var("FORTRESS_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
