@@ -189,3 +189,89 @@ async fn unique_holds_across_shards_under_concurrent_inserts() {
         .get(0);
     assert_eq!((rows, distinct), (20, 20));
 }
+
+#[tokio::test]
+async fn secondary_indexes_serve_lookups_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE ev (id int PRIMARY KEY, kind text, n int)")
+        .await
+        .unwrap();
+    // Rows before the index exist: the build must cover them.
+    for i in 0..200 {
+        c.execute(
+            "INSERT INTO ev VALUES ($1, $2, $3)",
+            &[&i, &format!("k{}", i % 7), &i],
+        )
+        .await
+        .unwrap();
+    }
+    c.batch_execute("CREATE INDEX ev_kind ON ev (kind)")
+        .await
+        .unwrap();
+    let plan = explain(&c, "SELECT id FROM ev WHERE kind = 'k3'").await;
+    assert!(plan.contains("Index lookup: ev_kind"), "{plan}");
+    let by_scan = |k: &str| format!("SELECT id FROM ev WHERE kind || '' = '{k}' ORDER BY id");
+    let by_index = |k: &str| format!("SELECT id FROM ev WHERE kind = '{k}' ORDER BY id");
+    async fn ids(c: &tokio_postgres::Client, sql: &str) -> Vec<i32> {
+        c.query(sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+    assert_eq!(
+        ids(&c, &by_index("k3")).await,
+        ids(&c, &by_scan("k3")).await
+    );
+    // Changes after the build: moved, deleted and new rows.
+    c.batch_execute(
+        "UPDATE ev SET kind = 'k3' WHERE id < 10;
+         DELETE FROM ev WHERE id BETWEEN 100 AND 120;
+         INSERT INTO ev VALUES (1000, 'k3', 0)",
+    )
+    .await
+    .unwrap();
+    // A transaction's snapshot still sees the index as of its start.
+    let mut t = server.client().await;
+    let tx = t.transaction().await.unwrap();
+    let before: Vec<i32> = tx
+        .query(&by_index("k3"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    c.batch_execute("UPDATE ev SET kind = 'gone' WHERE id = 1000")
+        .await
+        .unwrap();
+    let again: Vec<i32> = tx
+        .query(&by_index("k3"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(before, again, "the index respects the snapshot");
+    assert!(before.contains(&1000));
+    tx.commit().await.unwrap();
+    for k in ["k0", "k3", "gone"] {
+        assert_eq!(
+            ids(&c, &by_index(k)).await,
+            ids(&c, &by_scan(k)).await,
+            "{k}"
+        );
+    }
+    let expected = ids(&c, &by_scan("k3")).await;
+    drop(c);
+    server.kill();
+    server.restart();
+    let c = server.client().await;
+    assert_eq!(ids(&c, &by_index("k3")).await, expected, "after replay");
+    c.batch_execute("DROP INDEX ev_kind").await.unwrap();
+    let plan = explain(&c, "SELECT id FROM ev WHERE kind = 'k3'").await;
+    assert!(!plan.contains("Index lookup"), "{plan}");
+    assert_eq!(ids(&c, &by_index("k3")).await, expected);
+}

@@ -27,6 +27,11 @@ pub async fn run(cluster: &Cluster, txid: u64, plan: Plan) -> Result<QueryResult
                     let id = catalog.next_table_id;
                     if let Some(t) = catalog.tables.get_mut(&name) {
                         t.id = id;
+                        // Its indexes start empty too.
+                        for idx in &mut t.indexes {
+                            catalog.next_table_id += 1;
+                            idx.id = catalog.next_table_id;
+                        }
                     }
                 }
             }
@@ -102,8 +107,88 @@ pub async fn run(cluster: &Cluster, txid: u64, plan: Plan) -> Result<QueryResult
             })
         }
         Plan::AlterTable { table, ops } => alter(cluster, txid, catalog, &table, ops).await,
+        Plan::CreateIndex {
+            table,
+            name,
+            columns,
+            if_not_exists,
+        } => {
+            if relation_exists(&catalog, &name) {
+                if if_not_exists {
+                    return Ok(QueryResult::Command {
+                        tag: "CREATE INDEX".into(),
+                        notice: Some(Notice {
+                            severity: "NOTICE",
+                            code: "42P07",
+                            message: format!("relation \"{name}\" already exists, skipping"),
+                        }),
+                    });
+                }
+                return Err(ProxyError::new(
+                    "42P07",
+                    format!("relation \"{name}\" already exists"),
+                ));
+            }
+            catalog.next_table_id += 1;
+            let id = catalog.next_table_id;
+            let Some(t) = catalog.tables.get_mut(&table) else {
+                return Err(ProxyError::undefined_table(&table));
+            };
+            t.indexes
+                .push(fortress_storage::IndexDef { name, id, columns });
+            catalog.version += 1;
+            apply_catalog(cluster, txid, catalog).await?;
+            Ok(done("CREATE INDEX"))
+        }
+        Plan::DropIndex { names, if_exists } => {
+            let mut notice = None;
+            let mut changed = false;
+            for n in &names {
+                let owner = catalog
+                    .tables
+                    .values_mut()
+                    .find(|t| t.indexes.iter().any(|i| &i.name == n));
+                match owner {
+                    Some(t) => {
+                        t.indexes.retain(|i| &i.name != n);
+                        changed = true;
+                    }
+                    None if if_exists => {
+                        notice = Some(Notice {
+                            severity: "NOTICE",
+                            code: "00000",
+                            message: format!("index \"{n}\" does not exist, skipping"),
+                        })
+                    }
+                    None => {
+                        return Err(ProxyError::new(
+                            "42704",
+                            format!("index \"{n}\" does not exist"),
+                        ))
+                    }
+                }
+            }
+            if changed {
+                catalog.version += 1;
+                apply_catalog(cluster, txid, catalog).await?;
+            }
+            Ok(QueryResult::Command {
+                tag: "DROP INDEX".into(),
+                notice,
+            })
+        }
         other => Err(ProxyError::new("XX000", format!("{other:?} is not DDL"))),
     }
+}
+
+/// Tables, indexes and constraint indexes share one namespace.
+fn relation_exists(catalog: &Catalog, name: &str) -> bool {
+    catalog.tables.values().any(|t| {
+        t.name == name
+            || t.pkey_name() == name
+            || t.indexes.iter().any(|i| i.name == name)
+            || t.uniques.iter().any(|u| u.name == name)
+    })
 }
 
 /// ALTER TABLE: added columns are appended (stored rows are completed with
@@ -206,6 +291,7 @@ async fn alter(
                 for u in gone {
                     catalog.tables.remove(&u.index_table);
                 }
+                t.indexes.retain(|idx| !idx.columns.contains(&i));
                 let c = &mut t.columns[i];
                 c.dropped = true;
                 c.nullable = true;
@@ -279,6 +365,7 @@ pub fn unique_index_table(base: &TableDef, u: &fortress_storage::schema::UniqueD
         replicated: false,
         uniques: Vec::new(),
         hidden: true,
+        indexes: Vec::new(),
     }
 }
 

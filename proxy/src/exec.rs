@@ -570,7 +570,9 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
         Plan::CreateTable { .. }
         | Plan::DropTable { .. }
         | Plan::Truncate { .. }
-        | Plan::AlterTable { .. } => Err(ProxyError::unsupported("DDL inside a transaction block")),
+        | Plan::AlterTable { .. }
+        | Plan::CreateIndex { .. }
+        | Plan::DropIndex { .. } => Err(ProxyError::unsupported("DDL inside a transaction block")),
         Plan::Explain(_) => Err(ProxyError::new("XX000", "EXPLAIN reached the executor")),
         Plan::Begin { .. } | Plan::Commit | Plan::Rollback => Err(ProxyError::new(
             "XX000",
@@ -809,7 +811,9 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
         p @ (Plan::CreateTable { .. }
         | Plan::DropTable { .. }
         | Plan::Truncate { .. }
-        | Plan::AlterTable { .. }) => crate::ddl::run(cluster, txid, p).await,
+        | Plan::AlterTable { .. }
+        | Plan::CreateIndex { .. }
+        | Plan::DropIndex { .. }) => crate::ddl::run(cluster, txid, p).await,
         Plan::SetVariable { name, value } => {
             session.set(&name, value);
             Ok(done("SET"))

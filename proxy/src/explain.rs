@@ -61,6 +61,8 @@ fn utility_name(p: &Plan) -> &'static str {
         Plan::Truncate { .. } => "TRUNCATE (catalog change on every shard)",
         Plan::CopyIn { .. } => "COPY FROM STDIN",
         Plan::CopyOut { .. } => "COPY TO STDOUT",
+        Plan::CreateIndex { .. } => "CREATE INDEX (built on every shard)",
+        Plan::DropIndex { .. } => "DROP INDEX",
         _ => "session command",
     }
 }
@@ -126,6 +128,15 @@ fn scan(
         out.push(format!(
             "{pad}     Key prefix: {} primary-key column(s)",
             r.key_prefix.len()
+        ));
+    }
+    if let (true, Some((idx, _))) = (
+        r.key_prefix.is_empty(),
+        fortress_storage::index::choose(table, filter),
+    ) {
+        out.push(format!(
+            "{pad}     Index lookup: {} (local to each shard)",
+            idx.name
         ));
     }
     if filter.is_some() {

@@ -306,6 +306,7 @@ fn regex_lite(p: &[u8], s: &[u8]) -> bool {
 fn index_names(t: &TableDef) -> Vec<String> {
     let mut v = vec![t.pkey_name()];
     v.extend(t.uniques.iter().map(|u| u.name.clone()));
+    v.extend(t.indexes.iter().map(|i| i.name.clone()));
     v
 }
 
@@ -337,6 +338,27 @@ fn index_rows(t: &TableDef) -> Vec<Vec<Value>> {
         text("f"),
         text("0"),
     ]];
+    let mut others: Vec<Vec<Value>> = Vec::new();
+    for idx in &t.indexes {
+        let cols = column_list(t, &idx.columns);
+        others.push(vec![
+            text(&idx.name),
+            text("f"),
+            text("f"),
+            text("f"),
+            text("t"),
+            text(&format!(
+                "CREATE INDEX {} ON public.{} USING btree ({cols})",
+                idx.name, t.name
+            )),
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            text("f"),
+            text("0"),
+        ]);
+    }
     let mut uniques: Vec<_> = t.uniques.iter().collect();
     uniques.sort_by(|a, b| a.name.cmp(&b.name));
     for u in uniques {
@@ -359,6 +381,9 @@ fn index_rows(t: &TableDef) -> Vec<Vec<Value>> {
             text("0"),
         ]);
     }
+    rows.extend(others);
+    // psql orders by primary first, then name.
+    rows[1..].sort_by(|a, b| a[0].sort_cmp(&b[0]));
     rows
 }
 

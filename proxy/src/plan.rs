@@ -176,6 +176,16 @@ pub enum Plan {
         table: String,
         ops: Vec<AlterOp>,
     },
+    CreateIndex {
+        table: String,
+        name: String,
+        columns: Vec<usize>,
+        if_not_exists: bool,
+    },
+    DropIndex {
+        names: Vec<String>,
+        if_exists: bool,
+    },
     Insert {
         table: TableDef,
         rows: Vec<Row>,

@@ -115,6 +115,16 @@ impl ColumnDef {
     }
 }
 
+/// A secondary index, local to each shard: a tree of entries keyed by the
+/// indexed columns, then the primary key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IndexDef {
+    pub name: String,
+    /// Tree id, from the same sequence as table ids.
+    pub id: TableId,
+    pub columns: Vec<usize>,
+}
+
 /// A UNIQUE constraint, enforced across shards by a hidden index table
 /// whose primary key is the constrained columns.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -141,6 +151,7 @@ pub struct TableDef {
     pub uniques: Vec<UniqueDef>,
     /// Internal (a UNIQUE index table): not visible to SQL.
     pub hidden: bool,
+    pub indexes: Vec<IndexDef>,
 }
 
 impl TableDef {

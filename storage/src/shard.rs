@@ -261,6 +261,9 @@ impl Materialized {
         let mut trees = HashMap::new();
         for t in catalog.tables.values() {
             trees.insert(t.id, db.open_tree(tree_name(t.id))?);
+            for idx in &t.indexes {
+                trees.insert(idx.id, db.open_tree(tree_name(idx.id))?);
+            }
         }
         let mut prepared = PreparedSet::default();
         for item in meta.scan_prefix(META_PREPARED) {
@@ -371,6 +374,7 @@ impl Materialized {
             if lsn_of(tree.get(APPLIED_KEY)?) >= lsn {
                 continue;
             }
+            self.apply_index_writes(lsn, ts, table, &tree, &ops)?;
             let mut batch = sled::Batch::default();
             for op in ops {
                 let version = match op {
@@ -385,12 +389,52 @@ impl Materialized {
         Ok(())
     }
 
+    /// Writes the entries of `table`'s secondary indexes for `ops` (before
+    /// the rows, so a replay that finds the row tree done still redoes them:
+    /// each index tree keeps its own applied LSN).
+    fn apply_index_writes(
+        &self,
+        lsn: Lsn,
+        ts: u64,
+        table: TableId,
+        tree: &sled::Tree,
+        ops: &[&WriteOp],
+    ) -> Result<()> {
+        let indexes = match self.catalog.read().expect("catalog").by_id(table) {
+            Some(def) if !def.indexes.is_empty() => def.indexes.clone(),
+            _ => return Ok(()),
+        };
+        for idx in &indexes {
+            let Some(itree) = self.tree(idx.id) else {
+                continue;
+            };
+            if lsn_of(itree.get(APPLIED_KEY)?) >= lsn {
+                continue;
+            }
+            let mut batch = sled::Batch::default();
+            for op in ops {
+                let (_, pk) = op.target();
+                let old = crate::index::row_before(tree, pk, ts)?;
+                let new = match op {
+                    WriteOp::Put { row, .. } => Some(row),
+                    WriteOp::Delete { .. } => None,
+                };
+                for (k, v) in crate::index::changes(idx, pk, old.as_ref(), new, ts)? {
+                    batch.insert(k, v);
+                }
+            }
+            batch.insert(APPLIED_KEY, &applied_value(lsn, ts));
+            itree.apply_batch(batch)?;
+        }
+        Ok(())
+    }
+
     fn apply_catalog(&self, lsn: Lsn, catalog: &Catalog) -> Result<()> {
         if lsn_of(self.meta.get(META_APPLIED)?) >= lsn {
             return Ok(());
         }
         let mut trees = self.trees.write().expect("trees");
-        let live: HashSet<TableId> = catalog.tables.values().map(|t| t.id).collect();
+        let mut live: HashSet<TableId> = catalog.tables.values().map(|t| t.id).collect();
         for t in catalog.tables.values() {
             if let std::collections::hash_map::Entry::Vacant(slot) = trees.entry(t.id) {
                 let tree = self.db.open_tree(tree_name(t.id))?;
@@ -398,6 +442,24 @@ impl Materialized {
                     tree.insert(APPLIED_KEY, &applied_value(lsn, 0))?;
                 }
                 slot.insert(tree);
+            }
+        }
+        // New indexes are built from the versions already stored; the
+        // tree's applied LSN is set only once the build is complete.
+        for t in catalog.tables.values() {
+            for idx in &t.indexes {
+                live.insert(idx.id);
+                if trees.contains_key(&idx.id) {
+                    continue;
+                }
+                let itree = self.db.open_tree(tree_name(idx.id))?;
+                if lsn_of(itree.get(APPLIED_KEY)?) < lsn {
+                    if let Some(table_tree) = trees.get(&t.id) {
+                        crate::index::backfill(table_tree, &itree, idx)?;
+                    }
+                    itree.insert(APPLIED_KEY, &applied_value(lsn, 0))?;
+                }
+                trees.insert(idx.id, itree);
             }
         }
         let dropped: Vec<TableId> = trees
@@ -590,6 +652,38 @@ impl ShardStore {
         Ok(())
     }
 
+    /// Calls `f` on the rows visible at `snapshot` whose `idx` columns equal
+    /// `vals`, found through the index and read from the table tree.
+    fn for_each_indexed_row(
+        &self,
+        def: &TableDef,
+        idx: &crate::schema::IndexDef,
+        vals: &[Value],
+        snapshot: u64,
+        mut f: impl FnMut(Row) -> Result<bool>,
+    ) -> Result<()> {
+        let (Some(itree), Some(tree)) = (self.state.tree(idx.id), self.state.tree(def.id)) else {
+            return Err(StorageError::UnknownTable(def.name.clone()));
+        };
+        let prefix = encode_key(vals);
+        for item in visible(itree.scan_prefix(&prefix), snapshot) {
+            let (entry, _) = item?;
+            let pk = &entry[prefix.len()..];
+            let Some(found) = visible(tree.scan_prefix(pk), snapshot).next() else {
+                continue;
+            };
+            let (found_pk, mut row) = found?;
+            if found_pk != pk {
+                continue;
+            }
+            def.complete_row(&mut row);
+            if !f(row)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Registers a reader at `snapshot` and waits until every write that may
     /// carry a timestamp at or below it is applied, so the read is repeatable.
     fn begin_read(&self, snapshot: u64) -> Result<SnapshotGuard<'_>> {
@@ -703,15 +797,28 @@ impl ShardStore {
         let _reader = self.begin_read(snapshot)?;
         let mut rows = Vec::new();
         let early_limit = if order_by.is_empty() { limit } else { None };
-        self.for_each_row(table, prefix, snapshot, |_, row| {
-            if let Some(f) = filter {
-                if !f.matches(&row)? {
-                    return Ok(true);
+        let def = self.table(table)?;
+        if let (true, Some((idx, vals))) = (prefix.is_empty(), crate::index::choose(&def, filter)) {
+            self.for_each_indexed_row(&def, idx, &vals, snapshot, |row| {
+                if let Some(f) = filter {
+                    if !f.matches(&row)? {
+                        return Ok(true);
+                    }
                 }
-            }
-            rows.push(row);
-            Ok(early_limit.is_none_or(|l| (rows.len() as u64) < l))
-        })?;
+                rows.push(row);
+                Ok(early_limit.is_none_or(|l| (rows.len() as u64) < l))
+            })?;
+        } else {
+            self.for_each_row(table, prefix, snapshot, |_, row| {
+                if let Some(f) = filter {
+                    if !f.matches(&row)? {
+                        return Ok(true);
+                    }
+                }
+                rows.push(row);
+                Ok(early_limit.is_none_or(|l| (rows.len() as u64) < l))
+            })?;
+        }
         if !order_by.is_empty() {
             let mut keyed = rows
                 .into_iter()

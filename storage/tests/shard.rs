@@ -27,6 +27,7 @@ fn catalog() -> Catalog {
         replicated: false,
         uniques: Vec::new(),
         hidden: false,
+        indexes: Vec::new(),
     };
     let mut c = Catalog {
         version: 1,

@@ -118,6 +118,7 @@ mod tests {
             replicated: false,
             uniques: Vec::new(),
             hidden: false,
+            indexes: Vec::new(),
         }
     }
 

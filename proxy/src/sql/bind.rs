@@ -230,6 +230,16 @@ impl<'a> Binder<'a> {
                 })
             }
             Statement::CreateTable(c) => self.bind_create(c),
+            Statement::CreateIndex(ci) => self.bind_create_index(ci),
+            Statement::Drop {
+                object_type: ast::ObjectType::Index,
+                if_exists,
+                names,
+                ..
+            } => Ok(Plan::DropIndex {
+                names: names.iter().map(table_name).collect::<Result<_>>()?,
+                if_exists: *if_exists,
+            }),
             Statement::Drop {
                 object_type,
                 if_exists,
@@ -750,6 +760,46 @@ impl<'a> Binder<'a> {
         Ok((def, primary, unique))
     }
 
+    /// CREATE INDEX: a secondary index local to each shard.
+    fn bind_create_index(&mut self, ci: &ast::CreateIndex) -> Result<Plan> {
+        if ci.unique {
+            return Err(ProxyError::unsupported(
+                "CREATE UNIQUE INDEX (declare UNIQUE on the table: it is enforced across shards)",
+            ));
+        }
+        if ci.predicate.is_some() || !ci.include.is_empty() {
+            return Err(ProxyError::unsupported("partial or covering indexes"));
+        }
+        let table = self.table(&ci.table_name)?;
+        let mut columns = Vec::new();
+        for ic in &ci.columns {
+            let ast::Expr::Identifier(id) = &ic.column.expr else {
+                return Err(ProxyError::unsupported("expression indexes"));
+            };
+            let n = ident_name(id);
+            let i = table.column_index(&n).ok_or_else(|| {
+                ProxyError::new("42703", format!("column \"{n}\" does not exist"))
+            })?;
+            columns.push(i);
+        }
+        let name = match &ci.name {
+            Some(n) => table_name(n)?,
+            None => {
+                let cols: Vec<&str> = columns
+                    .iter()
+                    .map(|&c| table.columns[c].name.as_str())
+                    .collect();
+                format!("{}_{}_idx", table.name, cols.join("_"))
+            }
+        };
+        Ok(Plan::CreateIndex {
+            table: table.name,
+            name,
+            columns,
+            if_not_exists: ci.if_not_exists,
+        })
+    }
+
     fn bind_alter(
         &mut self,
         name: &ObjectName,
@@ -965,6 +1015,7 @@ impl<'a> Binder<'a> {
                 replicated,
                 uniques,
                 hidden: false,
+                indexes: Vec::new(),
             },
             if_not_exists: c.if_not_exists,
         })

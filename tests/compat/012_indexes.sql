@@ -1,0 +1,38 @@
+-- Secondary indexes: results must not change when an index serves the query.
+CREATE TABLE ev (id int PRIMARY KEY, kind text, owner int, at date, n int);
+INSERT INTO ev VALUES (1, 'a', 10, '2024-01-01', 5), (2, 'b', 10, '2024-01-02', 6), (3, 'a', 20, '2024-01-03', NULL),
+  (4, 'c', 30, '2024-01-04', 8), (5, 'a', 10, '2024-01-05', 9), (6, 'b', NULL, '2024-01-06', 1), (7, 'a', 20, NULL, 2);
+CREATE INDEX ev_kind_idx ON ev (kind);
+CREATE INDEX ON ev (owner, kind);
+CREATE INDEX ev_kind_idx ON ev (n);
+CREATE INDEX IF NOT EXISTS ev_kind_idx ON ev (n);
+CREATE INDEX bad_idx ON ev (nosuch);
+CREATE INDEX bad_idx ON nosuch (x);
+SELECT id FROM ev WHERE kind = 'a' ORDER BY id;
+SELECT id, n FROM ev WHERE kind = 'b' AND n > 2;
+SELECT count(*) FROM ev WHERE kind = 'zzz';
+SELECT id FROM ev WHERE owner = 10 AND kind = 'a' ORDER BY id;
+INSERT INTO ev VALUES (8, 'a', 30, '2024-01-08', 4);
+UPDATE ev SET kind = 'c' WHERE id = 1;
+DELETE FROM ev WHERE id = 5;
+SELECT id FROM ev WHERE kind = 'a' ORDER BY id;
+SELECT id FROM ev WHERE kind = 'c' ORDER BY id;
+UPDATE ev SET owner = 40 WHERE kind = 'b';
+SELECT id, owner FROM ev WHERE owner = 40 AND kind = 'b' ORDER BY id;
+BEGIN;
+INSERT INTO ev VALUES (9, 'a', 1, NULL, 0);
+SELECT id FROM ev WHERE kind = 'a' ORDER BY id;
+ROLLBACK;
+SELECT id FROM ev WHERE kind = 'a' ORDER BY id;
+DROP INDEX ev_kind_idx;
+SELECT id FROM ev WHERE kind = 'a' ORDER BY id;
+DROP INDEX ev_kind_idx;
+DROP INDEX IF EXISTS ev_kind_idx;
+CREATE INDEX ev_kind_idx ON ev (kind);
+TRUNCATE ev;
+SELECT count(*) FROM ev WHERE kind = 'a';
+INSERT INTO ev VALUES (1, 'a', 1, NULL, 1);
+SELECT id FROM ev WHERE kind = 'a';
+ALTER TABLE ev DROP COLUMN kind;
+SELECT * FROM ev;
+DROP TABLE ev;
