@@ -275,3 +275,75 @@ async fn secondary_indexes_serve_lookups_across_restarts() {
     assert!(!plan.contains("Index lookup"), "{plan}");
     assert_eq!(ids(&c, &by_index("k3")).await, expected);
 }
+
+#[tokio::test]
+async fn information_schema_and_pg_catalog_describe_the_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.client().await;
+    c.batch_execute(
+        "CREATE TABLE people (id int PRIMARY KEY, name varchar(20) NOT NULL, score numeric(6,2));
+         CREATE TABLE pets (id int PRIMARY KEY, owner int, email text UNIQUE)",
+    )
+    .await
+    .unwrap();
+    let tables: Vec<String> = c
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        tables,
+        vec!["people", "pets"],
+        "hidden UNIQUE tables stay hidden"
+    );
+    let cols: Vec<(String, String, String, Option<i32>)> = c
+        .query(
+            "SELECT column_name::text, data_type, is_nullable, character_maximum_length \
+             FROM information_schema.columns WHERE table_name = 'people' ORDER BY ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        cols,
+        vec![
+            ("id".into(), "integer".into(), "NO".into(), None),
+            (
+                "name".into(),
+                "character varying".into(),
+                "NO".into(),
+                Some(20)
+            ),
+            ("score".into(), "numeric".into(), "YES".into(), None),
+        ]
+    );
+    // A driver-style type look-up by OID, and a join of system relations.
+    let typname: String = c
+        .query_one(
+            "SELECT typname::text FROM pg_catalog.pg_type WHERE oid = $1",
+            &[&2950i64],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(typname, "uuid");
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+}

@@ -238,6 +238,12 @@ fn source(
             source(cluster, left, None, depth + 1, out);
             source(cluster, right, None, depth + 1, out);
         }
+        Source::Rows { rows, .. } => {
+            out.push(format!(
+                "{pad}-> System relation ({} rows, from the catalog)",
+                rows.len()
+            ));
+        }
         Source::Derived(p) => {
             out.push(format!("{pad}-> Subquery in FROM"));
             select(cluster, p, depth + 1, out);

@@ -24,6 +24,11 @@ pub enum Source {
     },
     /// `FROM (SELECT ...) alias`.
     Derived(Box<SelectPlan>),
+    /// A system relation's rows, computed from the catalog at bind time.
+    Rows {
+        rows: Vec<Row>,
+        width: usize,
+    },
     /// `left UNION / INTERSECT / EXCEPT [ALL] right`.
     SetOp {
         op: SetOp,
@@ -54,6 +59,7 @@ impl Source {
             Source::Join { left, right, .. } => left.width() + right.width(),
             Source::Derived(p) => p.columns.len(),
             Source::SetOp { left, .. } => left.columns.len(),
+            Source::Rows { width, .. } => *width,
         }
     }
 }

@@ -199,6 +199,7 @@ impl Reader<'_> {
             match src {
                 Source::Table(t) => self.table_rows(t, None).await,
                 Source::Derived(p) => self.select((**p).clone()).await,
+                Source::Rows { rows, .. } => Ok(rows.clone()),
                 Source::SetOp {
                     op,
                     all,

@@ -22,7 +22,7 @@ use crate::sql::types::{self, family, Family};
 /// Binds statements for one session. `params` are the values of `$n` when
 /// executing; when describing, they are absent and their types are inferred.
 pub struct Binder<'a> {
-    catalog: &'a Catalog,
+    pub(crate) catalog: &'a Catalog,
     pub(crate) session: &'a Session,
     pub(crate) params: Option<&'a [Value]>,
     /// Types of `$1..$n` as given by the client or inferred from context.

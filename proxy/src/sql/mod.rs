@@ -6,6 +6,7 @@ pub mod expr;
 pub mod query;
 pub mod scope;
 pub mod types;
+pub mod virtual_tables;
 
 use sqlparser::ast::Statement;
 use sqlparser::dialect::PostgreSqlDialect;

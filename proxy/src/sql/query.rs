@@ -591,6 +591,22 @@ impl Binder<'_> {
                 args: None,
                 ..
             } => {
+                if let Some((rel_name, rel)) = self.system_relation(name) {
+                    let q = alias
+                        .as_ref()
+                        .map(|a| ident_name(&a.name))
+                        .unwrap_or(rel_name);
+                    let scope =
+                        Scope::named(&q, rel.columns.iter().map(|(n, ty)| (n.to_string(), *ty)));
+                    let width = rel.columns.len();
+                    return Ok((
+                        Source::Rows {
+                            rows: rel.rows,
+                            width,
+                        },
+                        scope,
+                    ));
+                }
                 let def = self.table(name)?;
                 if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
                     return Err(ProxyError::unsupported("column aliases on a table"));
@@ -647,6 +663,31 @@ fn as_plan(src: Source, columns: &[OutputColumn]) -> SelectPlan {
             offset: 0,
             subqueries: Vec::new(),
         },
+    }
+}
+
+impl Binder<'_> {
+    /// `information_schema.x` / `pg_catalog.x` (and `pg_x` unqualified when
+    /// no user table has that name): a system relation built from the catalog.
+    fn system_relation(
+        &self,
+        name: &ast::ObjectName,
+    ) -> Option<(String, crate::sql::virtual_tables::Relation)> {
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .filter_map(|p| p.as_ident())
+            .map(ident_name)
+            .collect();
+        let (schema, rel) = match parts.as_slice() {
+            [s, r] if s == "information_schema" || s == "pg_catalog" => (s.as_str(), r.as_str()),
+            [r] if r.starts_with("pg_") && self.catalog.get(r).is_none() => {
+                ("pg_catalog", r.as_str())
+            }
+            _ => return None,
+        };
+        crate::sql::virtual_tables::lookup(schema, rel, self.catalog, self.session)
+            .map(|r| (rel.to_string(), r))
     }
 }
 
