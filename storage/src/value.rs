@@ -589,30 +589,12 @@ fn parse_bytea(t: &str) -> Option<Vec<u8>> {
 /// offset; without one, the session time zone (UTC) applies.
 fn parse_timestamptz(t: &str) -> Option<i64> {
     let t = t.trim();
-    let (body, offset_secs) = if let Some(b) = t.strip_suffix(['Z', 'z']) {
-        (b.trim_end(), 0)
-    } else if let Some(b) = t.strip_suffix(" UTC") {
-        (b, 0)
-    } else {
-        // The offset starts at the last + or - after the time part.
-        match t.rfind(['+', '-']).filter(|&i| i > 10) {
-            Some(i) => {
-                let (b, off) = t.split_at(i);
-                let sign = if off.starts_with('-') { -1 } else { 1 };
-                let digits = &off[1..];
-                let (h, m) = match digits.split_once(':') {
-                    Some((h, m)) => (h.parse::<i64>().ok()?, m.parse::<i64>().ok()?),
-                    None if digits.len() == 4 => {
-                        (digits[..2].parse().ok()?, digits[2..].parse().ok()?)
-                    }
-                    None => (digits.parse().ok()?, 0),
-                };
-                (b.trim_end(), sign * (h * 3600 + m * 60))
-            }
-            None => (t, 0),
+    match split_offset(t) {
+        Some((body, offset)) if body.len() >= 10 => {
+            Some(parse_timestamp(body)? - offset * 1_000_000)
         }
-    };
-    Some(parse_timestamp(body)? - offset_secs * 1_000_000)
+        _ => parse_timestamp(t),
+    }
 }
 
 fn format_date(days: i32) -> String {
@@ -638,12 +620,67 @@ fn format_timestamp(micros: i64) -> String {
     }
 }
 
+/// Date input: `YYYY-MM-DD`, optionally followed by a time or a time-zone
+/// offset, which a date ignores (drivers such as pgjdbc send `2024-02-29 +00`).
 fn parse_date(t: &str) -> Option<i32> {
-    let d = NaiveDate::parse_from_str(t, "%Y-%m-%d").ok()?;
-    Some((d - EPOCH).num_days() as i32)
+    let t = t.trim();
+    let (day, rest) = match t.find([' ', 'T']) {
+        Some(i) => (&t[..i], t[i + 1..].trim()),
+        None => (t, ""),
+    };
+    let d = NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
+    let rest_ok = rest.is_empty()
+        || split_offset(rest).is_some_and(|(time, _)| time.is_empty() || parse_time(time))
+        || parse_time(rest);
+    rest_ok.then(|| (d - EPOCH).num_days() as i32)
+}
+
+fn parse_time(t: &str) -> bool {
+    NaiveTime::parse_from_str(t.trim(), "%H:%M:%S%.f").is_ok()
+        || NaiveTime::parse_from_str(t.trim(), "%H:%M").is_ok()
+}
+
+/// Splits a trailing UTC offset (`+hh`, `-hh:mm`, `+hhmm`, `Z`) off a
+/// date-time text: (the rest, offset seconds east of UTC).
+fn split_offset(t: &str) -> Option<(&str, i64)> {
+    let t = t.trim_end();
+    if let Some(b) = t.strip_suffix(['Z', 'z']) {
+        return Some((b.trim_end(), 0));
+    }
+    if let Some(b) = t.strip_suffix(" UTC") {
+        return Some((b.trim_end(), 0));
+    }
+    let i = t.rfind(['+', '-'])?;
+    let (body, off) = t.split_at(i);
+    // A '-' inside the date part is not an offset.
+    if body.trim_end().len() < 8
+        && !body.trim().is_empty()
+        && !body.contains(':')
+        && body.contains('-')
+    {
+        return None;
+    }
+    let sign = if off.starts_with('-') { -1 } else { 1 };
+    let digits = &off[1..];
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit() || c == ':') {
+        return None;
+    }
+    let (h, m) = match digits.split_once(':') {
+        Some((h, m)) => (h.parse::<i64>().ok()?, m.parse::<i64>().ok()?),
+        None if digits.len() == 4 => (digits[..2].parse().ok()?, digits[2..].parse().ok()?),
+        None if digits.len() <= 2 => (digits.parse().ok()?, 0),
+        None => return None,
+    };
+    Some((body.trim_end(), sign * (h * 3600 + m * 60)))
 }
 
 fn parse_timestamp(t: &str) -> Option<i64> {
+    // `timestamp without time zone` ignores an offset, as PostgreSQL does.
+    let t = t.trim();
+    let t = match split_offset(t) {
+        Some((body, _)) if body.len() >= 10 => body,
+        _ => t,
+    };
     let t = t.replace('T', " ");
     let dt = NaiveDateTime::parse_from_str(&t, "%Y-%m-%d %H:%M:%S%.f")
         .or_else(|_| NaiveDateTime::parse_from_str(&t, "%Y-%m-%d %H:%M"))
@@ -701,6 +738,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(n.to_text().unwrap(), "12.35");
+    }
+
+    #[test]
+    fn dates_and_timestamps_accept_what_drivers_send() {
+        let d = Value::parse(&DataType::Date, "2024-02-29 +00").unwrap();
+        assert_eq!(d.to_text().unwrap(), "2024-02-29");
+        let d = Value::parse(&DataType::Date, "2024-02-29 13:45:01").unwrap();
+        assert_eq!(d.to_text().unwrap(), "2024-02-29");
+        let ts = Value::parse(&DataType::Timestamp, "2024-02-29 13:45:01.25+00").unwrap();
+        assert_eq!(ts.to_text().unwrap(), "2024-02-29 13:45:01.25");
+        let tz = Value::parse(&DataType::Timestamptz, "2024-01-01 10:00:00-05:30").unwrap();
+        assert_eq!(tz.to_text().unwrap(), "2024-01-01 15:30:00+00");
+        assert!(Value::parse(&DataType::Date, "2024-02-30").is_err());
+        assert!(Value::parse(&DataType::Date, "2024-02-28 junk").is_err());
     }
 
     #[test]
