@@ -35,6 +35,8 @@ pub struct Binder<'a> {
     pub(crate) agg_forbidden: Option<&'static str>,
     /// Subqueries of the query being bound.
     pub(crate) subqueries: Vec<Subquery>,
+    /// CTEs in scope, innermost last.
+    pub(crate) ctes: Vec<(String, crate::plan::SelectPlan)>,
     next_slot: u32,
 }
 
@@ -152,6 +154,7 @@ impl<'a> Binder<'a> {
             aggs: Vec::new(),
             agg_forbidden: None,
             subqueries: Vec::new(),
+            ctes: Vec::new(),
             next_slot: 0,
         }
     }
@@ -173,6 +176,20 @@ impl<'a> Binder<'a> {
     /// Binds one statement.
     pub fn bind(&mut self, stmt: &Statement) -> Result<Plan> {
         match stmt {
+            Statement::Query(q)
+                if matches!(
+                    q.body.as_ref(),
+                    SetExpr::Update(_) | SetExpr::Insert(_) | SetExpr::Delete(_)
+                ) =>
+            {
+                // `WITH ... UPDATE / INSERT / DELETE`.
+                let (SetExpr::Update(inner) | SetExpr::Insert(inner) | SetExpr::Delete(inner)) =
+                    q.body.as_ref()
+                else {
+                    unreachable!("matched above")
+                };
+                self.with_ctes(q.with.as_ref(), |b| b.bind(inner))
+            }
             Statement::Query(q) => {
                 if let Some(d) = self.sleep(q)? {
                     return Ok(Plan::Sleep(d));

@@ -46,11 +46,58 @@ impl Binder<'_> {
         r
     }
 
-    /// Binds a SELECT query.
+    /// Binds a SELECT query, with its WITH list (non-recursive CTEs are
+    /// bound once and read as derived tables wherever they are named).
     pub fn bind_query(&mut self, q: &ast::Query) -> Result<SelectPlan> {
-        if q.with.is_some() {
-            return Err(ProxyError::unsupported("WITH"));
+        self.with_ctes(q.with.as_ref(), |b| b.bind_query_body(q))
+    }
+
+    /// Runs `f` with the CTEs of `with` in scope (non-recursive CTEs are
+    /// bound once and read as derived tables wherever they are named).
+    pub(crate) fn with_ctes<T>(
+        &mut self,
+        with: Option<&ast::With>,
+        f: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        let Some(with) = with else {
+            return f(self);
+        };
+        if with.recursive {
+            return Err(ProxyError::unsupported("WITH RECURSIVE"));
         }
+        let depth = self.ctes.len();
+        let result = (|| {
+            for cte in &with.cte_tables {
+                let name = ident_name(&cte.alias.name);
+                if self.ctes[depth..].iter().any(|(n, _)| *n == name) {
+                    return Err(ProxyError::new(
+                        "42712",
+                        format!("WITH query name \"{name}\" specified more than once"),
+                    ));
+                }
+                let mut plan = self.bind_subquery(&cte.query)?;
+                if cte.alias.columns.len() > plan.columns.len() {
+                    return Err(ProxyError::new(
+                        "42P10",
+                        format!(
+                            "WITH query \"{name}\" has {} columns available but {} columns specified",
+                            plan.columns.len(),
+                            cte.alias.columns.len()
+                        ),
+                    ));
+                }
+                for (c, a) in plan.columns.iter_mut().zip(&cte.alias.columns) {
+                    c.name = ident_name(&a.name);
+                }
+                self.ctes.push((name, plan));
+            }
+            f(self)
+        })();
+        self.ctes.truncate(depth);
+        result
+    }
+
+    fn bind_query_body(&mut self, q: &ast::Query) -> Result<SelectPlan> {
         if q.fetch.is_some() || !q.locks.is_empty() {
             return Err(ProxyError::unsupported("FETCH / FOR UPDATE"));
         }
@@ -591,6 +638,15 @@ impl Binder<'_> {
                 args: None,
                 ..
             } => {
+                if let Some(plan) = self.cte(name) {
+                    let q = alias
+                        .as_ref()
+                        .map(|a| ident_name(&a.name))
+                        .unwrap_or_else(|| name.to_string().to_lowercase());
+                    let scope =
+                        Scope::named(&q, plan.columns.iter().map(|c| (c.name.clone(), c.ty)));
+                    return Ok((Source::Derived(Box::new(plan)), scope));
+                }
                 if let Some((rel_name, rel)) = self.system_relation(name) {
                     let q = alias
                         .as_ref()
@@ -667,6 +723,19 @@ fn as_plan(src: Source, columns: &[OutputColumn]) -> SelectPlan {
 }
 
 impl Binder<'_> {
+    /// The plan of the innermost CTE called `name`, if any.
+    fn cte(&self, name: &ast::ObjectName) -> Option<SelectPlan> {
+        let [part] = name.0.as_slice() else {
+            return None;
+        };
+        let n = ident_name(part.as_ident()?);
+        self.ctes
+            .iter()
+            .rev()
+            .find(|(c, _)| *c == n)
+            .map(|(_, p)| p.clone())
+    }
+
     /// `information_schema.x` / `pg_catalog.x` (and `pg_x` unqualified when
     /// no user table has that name): a system relation built from the catalog.
     fn system_relation(

@@ -1,0 +1,38 @@
+-- CTEs, nested queries and assorted edge cases.
+CREATE TABLE emp (id int PRIMARY KEY, name text NOT NULL, dept text, salary numeric(8,2), boss int);
+INSERT INTO emp VALUES (1, 'ada', 'eng', 120.00, NULL), (2, 'bob', 'eng', 100.00, 1), (3, 'cy', 'ops', 90.50, 1),
+  (4, 'di', 'ops', 95.25, 3), (5, 'ed', NULL, 50.00, 3), (6, 'flo', 'eng', 101.00, 2);
+WITH d AS (SELECT dept, avg(salary) AS a FROM emp GROUP BY dept) SELECT * FROM d ORDER BY dept NULLS LAST;
+WITH d (k, total) AS (SELECT dept, sum(salary) FROM emp GROUP BY dept) SELECT k, total FROM d WHERE total > 150 ORDER BY k;
+WITH hi AS (SELECT id FROM emp WHERE salary > 99), lo AS (SELECT id FROM emp WHERE salary < 99) SELECT (SELECT count(*) FROM hi), (SELECT count(*) FROM lo);
+WITH e AS (SELECT * FROM emp WHERE dept = 'eng') SELECT e.name, b.name FROM e LEFT JOIN emp b ON b.id = e.boss ORDER BY e.name;
+WITH x AS (SELECT 1 AS a), x AS (SELECT 2 AS a) SELECT * FROM x;
+WITH x (a, b) AS (SELECT 1) SELECT * FROM x;
+WITH emp AS (SELECT 42 AS id) SELECT id FROM emp;
+SELECT e.name, (SELECT max(salary) FROM emp) - e.salary AS gap FROM emp e ORDER BY gap, e.name;
+SELECT name FROM emp WHERE salary = (SELECT min(salary) FROM emp WHERE dept = 'ops');
+SELECT name FROM emp WHERE boss IN (SELECT id FROM emp WHERE dept = 'eng') ORDER BY 1;
+SELECT name FROM emp WHERE boss NOT IN (SELECT id FROM emp WHERE boss IS NOT NULL) ORDER BY 1;
+SELECT dept, count(*) FROM (SELECT * FROM emp WHERE salary > 60) s GROUP BY dept HAVING count(*) >= 2 ORDER BY dept;
+SELECT a.name, b.name FROM emp a JOIN emp b ON a.boss = b.id JOIN emp c ON b.boss = c.id ORDER BY 1;
+SELECT count(*) FROM emp a, emp b WHERE a.dept = b.dept AND a.id < b.id;
+SELECT name, salary FROM emp ORDER BY salary DESC LIMIT 2 OFFSET 1;
+SELECT upper(name) || '@' || coalesce(dept, 'none') AS tag FROM emp ORDER BY tag;
+SELECT dept, string_agg_missing FROM emp;
+SELECT name FROM emp WHERE name LIKE 'a%' OR name ILIKE 'B%' ORDER BY name;
+SELECT name, CASE WHEN salary >= 100 THEN 'high' WHEN salary >= 90 THEN 'mid' ELSE 'low' END AS band FROM emp ORDER BY id;
+SELECT sum(salary) FILTER (WHERE dept = 'eng'), count(*) FILTER (WHERE boss IS NULL) FROM emp;
+SELECT DISTINCT dept FROM emp WHERE dept IS NOT NULL ORDER BY 1 DESC;
+SELECT id FROM emp WHERE id = ANY_missing(1);
+SELECT 'a' || NULL, NULL || 'b', length(NULL::text), upper(NULL);
+SELECT 10 / 3, 10 % 3, -10 / 3, 10.0 / 3, 2 * 3.5, 1 - 0.1;
+SELECT round(10.0 / 3, 2), round(-1.5), round(1.45, 1), abs(-0.0);
+SELECT max(name), min(dept) FROM emp WHERE id > 100;
+SELECT count(DISTINCT dept), count(dept), count(*) FROM emp;
+SELECT id FROM emp ORDER BY dept NULLS FIRST, id DESC;
+UPDATE emp SET salary = salary * 1.1 WHERE dept = 'ops' RETURNING id, salary;
+DELETE FROM emp WHERE dept IS NULL RETURNING name;
+SELECT count(*), sum(salary) FROM emp;
+WITH moved AS (SELECT id FROM emp WHERE salary > 100) UPDATE emp SET dept = 'lead' WHERE id IN (SELECT id FROM moved);
+SELECT name, dept FROM emp ORDER BY id;
+DROP TABLE emp;
