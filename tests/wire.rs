@@ -241,6 +241,13 @@ fn malformed_sql(rng: &mut Rng) -> String {
         "DELETE FROM t WHERE a BETWEEN 1 AND 10 RETURNING *",
         "COPY t TO STDOUT WITH (FORMAT csv)",
         "SELECT '2024-01-01'::date + 1, 1/0, 'abc'::int, 99999999999999999999::int",
+        "WITH x AS (SELECT a, count(*) FILTER (WHERE b > 'a') AS n FROM t GROUP BY a) SELECT * FROM x",
+        "SELECT a FROM t UNION ALL SELECT a FROM u INTERSECT SELECT 1 ORDER BY 1 LIMIT 2",
+        "SELECT * FROM (SELECT a, b FROM t) s JOIN u ON s.a = u.a CROSS JOIN t t2 WHERE EXISTS (SELECT 1)",
+        "EXPLAIN SELECT DISTINCT b FROM t WHERE a IN (1, 2) ORDER BY b NULLS FIRST",
+        "CREATE INDEX t_b ON t (b); DROP INDEX t_b; ALTER TABLE t ADD COLUMN c int DEFAULT 3",
+        "SELECT table_name FROM information_schema.columns WHERE data_type = 'text' ORDER BY 1",
+        "INSERT INTO t SELECT * FROM t RETURNING a; TRUNCATE t; COPY t FROM STDIN WITH (FORMAT csv)",
     ];
     const NOISE: &[&str] = &[
         "'", "\"", "(", ")", ",", ";", "$1", "$99999", "::", "*", "--", "/*", "\\", "\0", "ñ",
@@ -284,7 +291,7 @@ fn malformed_input_gets_errors_and_the_server_keeps_serving() {
     // reply (an error or a result) and the session stays usable.
     let mut rng = Rng(0x5EED_F00D);
     let mut errors = 0;
-    for i in 0..1000 {
+    for i in 0..1500 {
         let sql = malformed_sql(&mut rng);
         let out = setup.query(&sql, Some(""));
         errors += out
