@@ -102,13 +102,17 @@ pub enum SubqueryKind {
     List,
 }
 
-/// An uncorrelated subquery whose result fills `Expr::Slot(slot)` before the
-/// statement runs.
+/// A subquery whose result fills `Expr::Slot(slot)`: before the statement
+/// runs, or per outer row when it is correlated.
 #[derive(Clone, Debug)]
 pub struct Subquery {
     pub slot: u32,
     pub kind: SubqueryKind,
     pub plan: SelectPlan,
+    /// Correlated references: (slot inside `plan`, column of the enclosing
+    /// query's source row). Empty for an uncorrelated subquery, which runs
+    /// once; a correlated one runs per outer row.
+    pub outer_refs: Vec<(u32, usize)>,
 }
 
 /// A SELECT: source, filter, grouping, projection, DISTINCT, sort, limit.

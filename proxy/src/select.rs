@@ -29,6 +29,7 @@ pub struct Reader<'a> {
 }
 
 /// The value a subquery gives its slot.
+#[derive(Clone)]
 pub enum SlotValue {
     Scalar(Value),
     List(Vec<Value>),
@@ -69,49 +70,114 @@ impl Reader<'_> {
         }
     }
 
-    /// Runs each subquery once and returns the values for their slots.
+    /// Runs each (uncorrelated) subquery once and returns the values for
+    /// their slots.
     pub async fn run_subqueries(&self, subs: Vec<Subquery>) -> Result<HashMap<u32, SlotValue>> {
         let mut values = HashMap::new();
         for s in subs {
-            let mut plan = s.plan;
-            if s.kind == SubqueryKind::Exists {
-                plan.limit = Some(1);
-            }
-            let rows = self.select(plan).await?;
-            let v = match s.kind {
-                SubqueryKind::Exists => SlotValue::Scalar(Value::Bool(!rows.is_empty())),
-                SubqueryKind::List => SlotValue::List(
-                    rows.into_iter()
-                        .filter_map(|mut r| r.drain(..).next())
-                        .collect(),
-                ),
-                SubqueryKind::Scalar => {
-                    if rows.len() > 1 {
-                        return Err(ProxyError::new(
-                            "21000",
-                            "more than one row returned by a subquery used as an expression",
-                        ));
-                    }
-                    SlotValue::Scalar(
-                        rows.into_iter()
-                            .next()
-                            .and_then(|mut r| r.drain(..).next())
-                            .unwrap_or(Value::Null),
-                    )
-                }
-            };
-            values.insert(s.slot, v);
+            values.insert(s.slot, self.subquery_value(s.kind, s.plan).await?);
         }
         Ok(values)
+    }
+
+    /// The value one run of a subquery gives its slot.
+    async fn subquery_value(&self, kind: SubqueryKind, plan: SelectPlan) -> Result<SlotValue> {
+        let mut plan = plan;
+        if kind == SubqueryKind::Exists {
+            plan.limit = Some(1);
+        }
+        let rows = self.select(plan).await?;
+        Ok(match kind {
+            SubqueryKind::Exists => SlotValue::Scalar(Value::Bool(!rows.is_empty())),
+            SubqueryKind::List => SlotValue::List(
+                rows.into_iter()
+                    .filter_map(|mut r| r.drain(..).next())
+                    .collect(),
+            ),
+            SubqueryKind::Scalar => {
+                if rows.len() > 1 {
+                    return Err(ProxyError::new(
+                        "21000",
+                        "more than one row returned by a subquery used as an expression",
+                    ));
+                }
+                SlotValue::Scalar(
+                    rows.into_iter()
+                        .next()
+                        .and_then(|mut r| r.drain(..).next())
+                        .unwrap_or(Value::Null),
+                )
+            }
+        })
+    }
+
+    /// Keeps the rows passing `filter`, whose correlated subqueries run per
+    /// row with that row's values (memoised per distinct outer values).
+    async fn filter_correlated(
+        &self,
+        rows: Vec<Row>,
+        filter: Expr,
+        correlated: &[Subquery],
+    ) -> Result<Vec<Row>> {
+        let mut memo: std::collections::BTreeMap<(usize, GroupKey), SlotValue> = Default::default();
+        let mut kept = Vec::new();
+        for row in rows {
+            let mut values = HashMap::new();
+            for (k, sub) in correlated.iter().enumerate() {
+                let key = GroupKey(
+                    sub.outer_refs
+                        .iter()
+                        .map(|(_, c)| row[*c].clone())
+                        .collect(),
+                );
+                let v = match memo.get(&(k, key.clone())) {
+                    Some(v) => v.clone(),
+                    None => {
+                        let outer: HashMap<u32, SlotValue> = sub
+                            .outer_refs
+                            .iter()
+                            .map(|(slot, c)| (*slot, SlotValue::Scalar(row[*c].clone())))
+                            .collect();
+                        let mut plan = sub.plan.clone();
+                        fill_plan(&mut plan, &outer);
+                        let v = self.subquery_value(sub.kind, plan).await?;
+                        memo.insert((k, key), v.clone());
+                        v
+                    }
+                };
+                values.insert(sub.slot, v);
+            }
+            if fill(filter.clone(), &values).matches(&row)? {
+                kept.push(row);
+            }
+        }
+        Ok(kept)
     }
 
     /// Runs a SELECT and returns its visible rows.
     pub fn select(&self, plan: SelectPlan) -> BoxFuture<'_, Result<Vec<Row>>> {
         async move {
             let mut plan = plan;
-            if !plan.subqueries.is_empty() {
-                let values = self.run_subqueries(std::mem::take(&mut plan.subqueries)).await?;
+            let (correlated, plain): (Vec<Subquery>, Vec<Subquery>) =
+                std::mem::take(&mut plan.subqueries)
+                    .into_iter()
+                    .partition(|s| !s.outer_refs.is_empty());
+            if !plain.is_empty() {
+                let values = self.run_subqueries(plain).await?;
                 fill_plan(&mut plan, &values);
+            }
+            if !correlated.is_empty() {
+                // The filter needs per-row subqueries: it runs here, after
+                // the source rows are gathered.
+                let rows = match &plan.source {
+                    None => vec![Vec::new()],
+                    Some(src) => self.source_rows(src).await?,
+                };
+                let rows = match plan.filter.take() {
+                    Some(f) => self.filter_correlated(rows, f, &correlated).await?,
+                    None => rows,
+                };
+                return finish(plan, rows);
             }
             let pushable = matches!(&plan.source, Some(Source::Table(t)) if !self.txn.is_some_and(|x| x.touches(t.id)))
                 && plan.aggregate.is_none()

@@ -37,6 +37,11 @@ pub struct Binder<'a> {
     pub(crate) subqueries: Vec<Subquery>,
     /// CTEs in scope, innermost last.
     pub(crate) ctes: Vec<(String, crate::plan::SelectPlan)>,
+    /// References to the enclosing query's columns made by the subquery
+    /// being bound: (slot, outer column, type).
+    pub(crate) correlated_refs: Option<Vec<(u32, usize, DataType)>>,
+    /// Set while binding a SELECT's WHERE, where correlated subqueries run.
+    pub(crate) correlation_allowed: bool,
     next_slot: u32,
 }
 
@@ -155,6 +160,8 @@ impl<'a> Binder<'a> {
             agg_forbidden: None,
             subqueries: Vec::new(),
             ctes: Vec::new(),
+            correlated_refs: None,
+            correlation_allowed: false,
             next_slot: 0,
         }
     }

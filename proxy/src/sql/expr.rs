@@ -138,28 +138,57 @@ impl Binder<'_> {
 
     /// Resolves a column in the current scope; a name found only in an
     /// enclosing query's scope is a correlated reference, which is not built.
-    fn column(&self, qualifier: Option<&str>, name: &str, scope: &Scope) -> Result<Typed> {
+    fn column(&mut self, qualifier: Option<&str>, name: &str, scope: &Scope) -> Result<Typed> {
         let found = match scope.resolve(qualifier, name) {
             Ok(f) => f,
             Err(e) if e.sql_state() == "42P01" && self.outer_has(qualifier, name) => None,
             Err(e) => return Err(e),
         };
-        match found {
-            Some(i) => Ok(Typed {
+        if let Some(i) = found {
+            return Ok(Typed {
                 expr: Expr::Column(i),
                 ty: Some(scope.columns[i].ty),
                 unknown: None,
                 weak_name: false,
                 name: Some(name.to_string()),
-            }),
-            None if self.outer_has(qualifier, name) => Err(ProxyError::unsupported(format!(
-                "correlated subquery (reference to outer column \"{name}\")"
-            ))),
-            None => Err(match qualifier {
-                Some(q) => ProxyError::new("42703", format!("column {q}.{name} does not exist")),
-                None => ProxyError::undefined_column(name),
-            }),
+            });
         }
+        // A column of the immediately enclosing query: a correlated
+        // reference, filled per outer row.
+        let direct = self.outer.last().and_then(|s| {
+            s.resolve(qualifier, name)
+                .ok()
+                .flatten()
+                .map(|i| (i, s.columns[i].ty))
+        });
+        if let (Some((i, ty)), true) = (direct, self.correlated_refs.is_some()) {
+            let existing = self
+                .correlated_refs
+                .as_ref()
+                .and_then(|refs| refs.iter().find(|(_, c, _)| *c == i).map(|(s, _, _)| *s));
+            let slot = match existing {
+                Some(s) => s,
+                None => {
+                    let s = self.new_slot();
+                    if let Some(refs) = self.correlated_refs.as_mut() {
+                        refs.push((s, i, ty));
+                    }
+                    s
+                }
+            };
+            let mut t = Typed::known(Expr::Slot(slot), ty);
+            t.name = Some(name.to_string());
+            return Ok(t);
+        }
+        if self.outer_has(qualifier, name) {
+            return Err(ProxyError::unsupported(format!(
+                "a reference to column \"{name}\" of a query more than one level out"
+            )));
+        }
+        Err(match qualifier {
+            Some(q) => ProxyError::new("42703", format!("column {q}.{name} does not exist")),
+            None => ProxyError::undefined_column(name),
+        })
     }
 
     fn outer_has(&self, qualifier: Option<&str>, name: &str) -> bool {
@@ -579,9 +608,18 @@ impl Binder<'_> {
         kind: SubqueryKind,
     ) -> Result<(u32, DataType)> {
         self.outer.push(scope.clone());
+        let saved_refs = self.correlated_refs.replace(Vec::new());
+        let allowed = std::mem::replace(&mut self.correlation_allowed, false);
         let plan = self.bind_subquery(q);
+        let refs = std::mem::replace(&mut self.correlated_refs, saved_refs).unwrap_or_default();
+        self.correlation_allowed = allowed;
         self.outer.pop();
         let plan = plan?;
+        if !refs.is_empty() && !self.correlation_allowed {
+            return Err(ProxyError::unsupported(
+                "a correlated subquery outside a SELECT's WHERE clause",
+            ));
+        }
         if kind != SubqueryKind::Exists && plan.columns.len() != 1 {
             return Err(ProxyError::syntax(if plan.columns.len() > 1 {
                 "subquery has too many columns"
@@ -594,7 +632,12 @@ impl Binder<'_> {
             _ => plan.columns[0].ty,
         };
         let slot = self.new_slot();
-        self.subqueries.push(Subquery { slot, kind, plan });
+        self.subqueries.push(Subquery {
+            slot,
+            kind,
+            plan,
+            outer_refs: refs.iter().map(|(s, c, _)| (*s, *c)).collect(),
+        });
         Ok((slot, ty))
     }
 

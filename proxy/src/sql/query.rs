@@ -286,7 +286,9 @@ impl Binder<'_> {
         let (source, scope) = self.bind_from(&select.from)?;
 
         self.agg_forbidden = Some("WHERE");
+        self.correlation_allowed = true;
         let filter = self.predicate(select.selection.as_ref(), &scope, "WHERE");
+        self.correlation_allowed = false;
         self.agg_forbidden = None;
         let filter = filter?;
 
