@@ -135,6 +135,9 @@ pub struct SelectPlan {
     pub limit: Option<u64>,
     pub offset: u64,
     pub subqueries: Vec<Subquery>,
+    /// Output columns that are bare string literals: a set operation gives
+    /// them the other side's type, as PostgreSQL resolves `unknown`.
+    pub untyped: Vec<bool>,
 }
 
 /// `RETURNING`: expressions over the written row.

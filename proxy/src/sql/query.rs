@@ -140,6 +140,7 @@ impl Binder<'_> {
             limit: None,
             offset: 0,
             subqueries: Vec::new(),
+            untyped: Vec::new(),
         };
         if let Some(ob) = &q.order_by {
             let ast::OrderByKind::Expressions(exprs) = &ob.kind else {
@@ -234,6 +235,24 @@ impl Binder<'_> {
         let mut right_plan = as_plan(r, &rcols);
         let mut columns = Vec::new();
         for (i, (a, b)) in lcols.iter().zip(&rcols).enumerate() {
+            // An untyped literal takes the other side's type.
+            let l_untyped = left_plan.untyped.get(i).copied().unwrap_or(false);
+            let r_untyped = right_plan.untyped.get(i).copied().unwrap_or(false);
+            for (p, untyped, target) in [
+                (&mut left_plan, l_untyped && !r_untyped, b.ty),
+                (&mut right_plan, r_untyped && !l_untyped, a.ty),
+            ] {
+                if untyped {
+                    if let Expr::Literal(Value::Text(text)) = &p.projection[i] {
+                        p.projection[i] = Expr::Literal(Value::parse(&target, text)?);
+                        p.columns[i].ty = target;
+                    }
+                }
+            }
+            let (a, b) = (
+                &left_plan.columns[i].clone(),
+                &right_plan.columns[i].clone(),
+            );
             let ty = if a.ty == b.ty {
                 a.ty
             } else if family(&a.ty) != family(&b.ty) {
@@ -292,7 +311,8 @@ impl Binder<'_> {
         self.agg_forbidden = None;
         let filter = filter?;
 
-        let (mut projection, columns) = self.select_items(&select.projection, &scope)?;
+        let (mut projection, columns, untyped) =
+            self.select_items_typed(&select.projection, &scope)?;
 
         let group_exprs = match &select.group_by {
             ast::GroupByExpr::Expressions(e, mods) if mods.is_empty() => e.clone(),
@@ -394,6 +414,7 @@ impl Binder<'_> {
             limit,
             offset,
             subqueries: std::mem::take(&mut self.subqueries),
+            untyped,
         })
     }
 
@@ -425,6 +446,18 @@ impl Binder<'_> {
         items: &[SelectItem],
         scope: &Scope,
     ) -> Result<(Vec<Expr>, Vec<OutputColumn>)> {
+        self.select_items_typed(items, scope)
+            .map(|(p, c, _)| (p, c))
+    }
+
+    /// Like [`Self::select_items`], also telling which items are untyped
+    /// string literals.
+    fn select_items_typed(
+        &mut self,
+        items: &[SelectItem],
+        scope: &Scope,
+    ) -> Result<(Vec<Expr>, Vec<OutputColumn>, Vec<bool>)> {
+        let mut untyped = Vec::new();
         let mut projection = Vec::new();
         let mut columns = Vec::new();
         for item in items {
@@ -464,6 +497,7 @@ impl Binder<'_> {
                             continue;
                         }
                         projection.push(Expr::Column(i));
+                        untyped.push(false);
                         columns.push(OutputColumn {
                             name: c.name.clone(),
                             ty: c.ty,
@@ -472,6 +506,10 @@ impl Binder<'_> {
                 }
                 SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
                     let t = self.expr(e, scope)?;
+                    untyped.push(matches!(
+                        t.unknown,
+                        Some(crate::sql::expr::Unknown::Text(..))
+                    ));
                     let t = self.finalize(t)?;
                     let name = match item {
                         SelectItem::ExprWithAlias { alias, .. } => ident_name(alias),
@@ -485,7 +523,7 @@ impl Binder<'_> {
                 }
             }
         }
-        Ok((projection, columns))
+        Ok((projection, columns, untyped))
     }
 
     /// GROUP BY and ORDER BY may name an output column by position or by
@@ -720,6 +758,7 @@ fn as_plan(src: Source, columns: &[OutputColumn]) -> SelectPlan {
             limit: None,
             offset: 0,
             subqueries: Vec::new(),
+            untyped: Vec::new(),
         },
     }
 }
