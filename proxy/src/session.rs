@@ -109,6 +109,15 @@ impl Session {
         std::mem::replace(&mut *self.txn.lock().expect("txn"), new)
     }
 
+    /// When the open transaction started (its snapshot's wall time), in
+    /// Unix microseconds: what now() returns inside a transaction block.
+    pub fn txn_start_micros(&self) -> Option<i64> {
+        match &*self.txn.lock().expect("txn") {
+            TxnState::Active(t) => Some(t.snapshot.wall_micros() as i64),
+            _ => None,
+        }
+    }
+
     /// ReadyForQuery status: `I`, `T` or `E`.
     pub fn txn_status(&self) -> u8 {
         self.txn.lock().expect("txn").status()

@@ -57,3 +57,7 @@ SELECT id, owner FROM acct WHERE id >= 5 ORDER BY id;
 COMMIT;
 SELECT id, owner, balance FROM acct ORDER BY id;
 DROP TABLE acct;
+SELECT now() = now(), current_timestamp = now(), now() <= clock_timestamp(), current_date = now()::date;
+BEGIN;
+SELECT now() = statement_timestamp() OR now() < statement_timestamp();
+COMMIT;

@@ -42,6 +42,12 @@ pub struct Binder<'a> {
     pub(crate) correlated_refs: Option<Vec<(u32, usize, DataType)>>,
     /// Set while binding a SELECT's WHERE, where correlated subqueries run.
     pub(crate) correlation_allowed: bool,
+    /// now() for this statement: the transaction's start inside a block,
+    /// else the statement's start, so every call in it agrees.
+    pub(crate) now_micros: i64,
+    /// Set while binding a column DEFAULT: now() stays a call, evaluated
+    /// when a row is inserted.
+    pub(crate) defer_now: bool,
     next_slot: u32,
 }
 
@@ -162,8 +168,21 @@ impl<'a> Binder<'a> {
             ctes: Vec::new(),
             correlated_refs: None,
             correlation_allowed: false,
+            now_micros: session
+                .txn_start_micros()
+                .unwrap_or_else(|| chrono::Utc::now().timestamp_micros()),
+            defer_now: false,
             next_slot: 0,
         }
+    }
+
+    /// Replaces now() calls with this statement's time.
+    pub(crate) fn stable_now(&self, e: Expr) -> Expr {
+        let now = self.now_micros;
+        e.rewrite(&mut |n| match n {
+            Expr::Func(fortress_storage::Func::Now, _) => Expr::Literal(Value::Timestamptz(now)),
+            other => other,
+        })
     }
 
     pub(crate) fn new_slot(&mut self) -> u32 {
@@ -654,7 +673,11 @@ impl<'a> Binder<'a> {
             let mut row: Vec<Value> = def
                 .columns
                 .iter()
-                .map(|c| c.default.as_ref().map_or(Ok(Value::Null), constant))
+                .map(|c| {
+                    c.default
+                        .as_ref()
+                        .map_or(Ok(Value::Null), |d| constant(&self.stable_now(d.clone())))
+                })
                 .collect::<Result<_>>()?;
             for (e, &i) in exprs.iter().zip(&targets) {
                 let col = &def.columns[i];
@@ -763,7 +786,10 @@ impl<'a> Binder<'a> {
                 ast::ColumnOption::Null => def.nullable = true,
                 ast::ColumnOption::NotNull => def.nullable = false,
                 ast::ColumnOption::Default(e) => {
-                    let bound = self.assignment(e, &Scope::default(), &def)?;
+                    self.defer_now = true;
+                    let bound = self.assignment(e, &Scope::default(), &def);
+                    self.defer_now = false;
+                    let bound = bound?;
                     // Check it evaluates now; volatile ones (now()) run per row.
                     constant(&bound)?;
                     def.default = Some(bound);

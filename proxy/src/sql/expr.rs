@@ -1014,22 +1014,24 @@ impl Binder<'_> {
                 })?;
                 text(v)
             }
-            ("now" | "current_timestamp" | "transaction_timestamp" | "statement_timestamp", []) => {
+            ("now" | "current_timestamp" | "transaction_timestamp", []) => {
+                let e = if self.defer_now {
+                    Expr::Func(Func::Now, Vec::new())
+                } else {
+                    Expr::Literal(Value::Timestamptz(self.now_micros))
+                };
+                Typed::known(e, DataType::Timestamptz)
+            }
+            ("statement_timestamp" | "clock_timestamp", []) => {
                 Typed::known(Expr::Func(Func::Now, Vec::new()), DataType::Timestamptz)
             }
             ("localtimestamp", []) => Typed::known(
-                Expr::Cast(
-                    Box::new(Expr::Func(Func::Now, Vec::new())),
-                    DataType::Timestamp,
-                ),
+                Expr::Literal(Value::Timestamp(self.now_micros)),
                 DataType::Timestamp,
             ),
             ("current_date", []) => {
-                let today = chrono::Utc::now().date_naive();
-                Typed::known(
-                    Expr::Literal(Value::Date(fortress_storage::value::naive_to_date(today))),
-                    DataType::Date,
-                )
+                let day = self.now_micros.div_euclid(86_400_000_000) as i32;
+                Typed::known(Expr::Literal(Value::Date(day)), DataType::Date)
             }
             ("coalesce", _) if !args.is_empty() => {
                 let mut items = Vec::new();
