@@ -33,6 +33,33 @@ async fn explain_shows_single_shard_and_scatter_gather_routes() {
     assert!(all.contains("all 4 shards (scatter-gather)"), "{all}");
     assert!(all.contains("k-way merge"), "{all}");
     assert!(all.contains("LIMIT+OFFSET pushed to each shard"), "{all}");
+    // An IN list on the shard key reads only the shards owning its values.
+    let mut owner = std::collections::BTreeMap::new();
+    for v in 1..40 {
+        let plan = explain(&c, &format!("SELECT * FROM t WHERE id = {v}")).await;
+        let shard: String = plan
+            .split("at shard ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap()
+            .to_string();
+        owner.entry(shard).or_insert(v);
+    }
+    let picked: Vec<i32> = owner.values().take(2).copied().collect();
+    let mut shards: Vec<String> = owner.keys().take(2).cloned().collect();
+    shards.sort();
+    let plan = explain(
+        &c,
+        &format!("SELECT * FROM t WHERE id IN ({}, {})", picked[0], picked[1]),
+    )
+    .await;
+    assert!(
+        plan.contains(&format!(
+            "shards {} (IN list on the shard key)",
+            shards.join(", ")
+        )),
+        "{plan}"
+    );
     let agg = explain(&c, "SELECT v, count(*) FROM t GROUP BY v").await;
     assert!(agg.contains("Aggregate at the proxy"), "{agg}");
     let ins = explain(&c, "INSERT INTO t VALUES (1, 'a')").await;

@@ -118,6 +118,14 @@ fn scan(
             1,
         ),
         Target::One(s) => (format!("shard {s} (single-shard: shard key equality)"), 1),
+        Target::Some(shards) => {
+            let n = shards.len();
+            let list: Vec<String> = shards.iter().map(|s| s.to_string()).collect();
+            (
+                format!("shards {} (IN list on the shard key)", list.join(", ")),
+                n,
+            )
+        }
         Target::All => (
             format!("all {} shards (scatter-gather)", cluster.shard_count()),
             cluster.shard_count() as usize,

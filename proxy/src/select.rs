@@ -66,6 +66,7 @@ impl Reader<'_> {
     fn targets(&self, t: Target) -> Vec<u32> {
         match t {
             Target::One(s) => vec![s],
+            Target::Some(s) => s,
             Target::All => self.cluster.all_shards(),
         }
     }

@@ -14,6 +14,8 @@ use super::ring::Ring;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Target {
     One(ShardId),
+    /// The owners of an `IN` list's values (two or more shards).
+    Some(Vec<ShardId>),
     All,
 }
 
@@ -74,6 +76,39 @@ fn v_is_exact(v: &Value, ty: &fortress_storage::DataType) -> bool {
     }
 }
 
+/// The shards owning the values of `shard_key IN (constants)` when that is
+/// one of the filter's conjuncts (or the whole filter).
+fn in_list_shards(ring: &Ring, table: &TableDef, f: &Expr) -> Option<Vec<ShardId>> {
+    match f {
+        Expr::Binary(BinaryOp::And, l, r) => {
+            in_list_shards(ring, table, l).or_else(|| in_list_shards(ring, table, r))
+        }
+        Expr::In {
+            expr,
+            list,
+            negated: false,
+        } if matches!(expr.as_ref(), Expr::Column(c) if *c == table.shard_key) => {
+            let ty = table.columns[table.shard_key].ty;
+            let mut shards = Vec::new();
+            for item in list {
+                let Expr::Literal(v) = item else { return None };
+                if v.is_null() {
+                    continue;
+                }
+                if !v_is_exact(v, &ty) {
+                    return None;
+                }
+                let v = v.clone().cast(&ty).ok()?;
+                shards.push(shard_for_value(ring, &v));
+            }
+            shards.sort_unstable();
+            shards.dedup();
+            Some(shards)
+        }
+        _ => None,
+    }
+}
+
 /// Routes a statement on `table` filtered by `filter`.
 pub fn route(ring: &Ring, table: &TableDef, filter: Option<&Expr>) -> Route {
     let mut eq = HashMap::new();
@@ -84,7 +119,11 @@ pub fn route(ring: &Ring, table: &TableDef, filter: Option<&Expr>) -> Route {
         // Every shard holds a replicated table: any one can answer.
         _ if table.replicated => Target::One(0),
         Some(v) => Target::One(shard_for_value(ring, v)),
-        None => Target::All,
+        None => match filter.and_then(|f| in_list_shards(ring, table, f)) {
+            Some(shards) if shards.len() == 1 => Target::One(shards[0]),
+            Some(shards) if shards.len() < ring.shards() as usize => Target::Some(shards),
+            _ => Target::All,
+        },
     };
     let key_prefix = table
         .primary_key
@@ -124,6 +163,33 @@ mod tests {
 
     fn eq(c: usize, v: Value) -> Expr {
         Expr::binary(BinaryOp::Eq, Expr::Column(c), Expr::Literal(v))
+    }
+
+    #[test]
+    fn in_list_on_the_shard_key_goes_to_the_owners_only() {
+        let ring = Ring::new(8, 16);
+        let t = table();
+        let vals: Vec<Value> = (0..3).map(Value::Int4).collect();
+        let f = Expr::In {
+            expr: Box::new(Expr::Column(0)),
+            list: vals.iter().cloned().map(Expr::Literal).collect(),
+            negated: false,
+        };
+        let mut want: Vec<ShardId> = vals.iter().map(|v| shard_for_value(&ring, v)).collect();
+        want.sort_unstable();
+        want.dedup();
+        let got = route(&ring, &t, Some(&f)).target;
+        match got {
+            Target::Some(s) => assert_eq!(s, want),
+            Target::One(s) => assert_eq!(vec![s], want),
+            Target::All => panic!("an IN list must not scatter to every shard"),
+        }
+        let not_in = Expr::In {
+            expr: Box::new(Expr::Column(0)),
+            list: vals.iter().cloned().map(Expr::Literal).collect(),
+            negated: true,
+        };
+        assert_eq!(route(&ring, &t, Some(&not_in)).target, Target::All);
     }
 
     #[test]
