@@ -374,3 +374,44 @@ async fn information_schema_and_pg_catalog_describe_the_tables() {
         .get(0);
     assert_eq!(n, 2);
 }
+
+#[tokio::test]
+async fn metrics_count_routes_and_shard_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE m (id int PRIMARY KEY, v int)")
+        .await
+        .unwrap();
+    async fn read(c: &tokio_postgres::Client) -> std::collections::HashMap<String, String> {
+        c.simple_query("SHOW fortress.metrics")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    Some((r.get(0).unwrap().to_string(), r.get(1).unwrap().to_string()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+    let before = read(&c).await;
+    for i in 0..5 {
+        c.query("SELECT * FROM m WHERE id = $1", &[&i])
+            .await
+            .unwrap();
+    }
+    c.query("SELECT * FROM m WHERE v = 1", &[]).await.unwrap();
+    let after = read(&c).await;
+    let delta = |k: &str| after[k].parse::<u64>().unwrap() - before[k].parse::<u64>().unwrap();
+    assert_eq!(delta("reads_single_shard"), 5);
+    assert_eq!(delta("reads_scatter_gather"), 1);
+    let requests: u64 = (0..4).map(|s| delta(&format!("shard_{s}_requests"))).sum();
+    assert_eq!(
+        requests,
+        5 + 4,
+        "one request per single-shard read, four for the scatter"
+    );
+    assert_eq!(after["hot_shards"], "");
+}

@@ -41,6 +41,7 @@ pub struct Cluster {
     /// Serialises DDL so catalog versions are assigned one at a time.
     pub(crate) ddl: tokio::sync::Mutex<()>,
     next_txid: AtomicU64,
+    metrics: crate::metrics::Metrics,
 }
 
 fn read_identity(dir: &Path) -> Result<Option<(u32, usize)>> {
@@ -144,6 +145,7 @@ impl Cluster {
         for s in &stores {
             s.spawn_gc(GC_EVERY);
         }
+        let shard_count = stores.len() as u32;
         let shards = stores.iter().map(|s| s.clone() as Arc<dyn Shard>).collect();
         Ok(Cluster {
             shards,
@@ -154,6 +156,7 @@ impl Cluster {
             coordinator,
             catalog: RwLock::new(Arc::new(newest)),
             ddl: tokio::sync::Mutex::new(()),
+            metrics: crate::metrics::Metrics::new(shard_count),
             // Seeded from the clock so ids stay unique across restarts.
             next_txid: AtomicU64::new(
                 std::time::SystemTime::now()
@@ -198,6 +201,11 @@ impl Cluster {
         *self.catalog.write().expect("catalog") = Arc::new(c);
     }
 
+    /// Routing and per-shard request counters.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
     pub(crate) fn txid(&self) -> u64 {
         self.next_txid.fetch_add(1, Ordering::Relaxed)
     }
@@ -214,6 +222,7 @@ impl Cluster {
             .get(shard as usize)
             .cloned()
             .ok_or_else(|| ProxyError::new("XX000", format!("no shard {shard}")))?;
+        self.metrics.record_request(shard);
         tokio::task::spawn_blocking(move || s.execute(txid, &fragment))
             .await
             .map_err(|e| ProxyError::new("XX000", format!("shard task failed: {e}")))?

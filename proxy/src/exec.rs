@@ -118,6 +118,24 @@ async fn execute_in_session(
     {
         return autocommit(cluster, session, plan).await;
     }
+    if matches!(plan, Plan::ShowMetrics) && session.txn_status() != b'E' {
+        let m = cluster.metrics();
+        let mut out: Vec<Row> = m
+            .snapshot()
+            .into_iter()
+            .map(|(k, v)| vec![Value::Text(k), Value::Text(v.to_string())])
+            .collect();
+        let hot: Vec<String> = m
+            .hot_shards(4.0, 1000)
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        out.push(vec![
+            Value::Text("hot_shards".into()),
+            Value::Text(hot.join(",")),
+        ]);
+        return Ok(rows("SHOW", plan.output_columns(), out));
+    }
     if let (Plan::Explain(inner), false) = (&plan, session.txn_status() == b'E') {
         let lines = crate::explain::explain(cluster, inner);
         return Ok(rows(
@@ -573,7 +591,9 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
         | Plan::AlterTable { .. }
         | Plan::CreateIndex { .. }
         | Plan::DropIndex { .. } => Err(ProxyError::unsupported("DDL inside a transaction block")),
-        Plan::Explain(_) => Err(ProxyError::new("XX000", "EXPLAIN reached the executor")),
+        Plan::Explain(_) | Plan::ShowMetrics => {
+            Err(ProxyError::new("XX000", "EXPLAIN reached the executor"))
+        }
         Plan::Begin { .. } | Plan::Commit | Plan::Rollback => Err(ProxyError::new(
             "XX000",
             "transaction control reached the statement executor",
@@ -818,12 +838,14 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
             session.set(&name, value);
             Ok(done("SET"))
         }
-        Plan::Begin { .. } | Plan::Commit | Plan::Rollback | Plan::Explain(_) => {
-            Err(ProxyError::new(
-                "XX000",
-                "transaction control reached the statement executor",
-            ))
-        }
+        Plan::Begin { .. }
+        | Plan::Commit
+        | Plan::Rollback
+        | Plan::Explain(_)
+        | Plan::ShowMetrics => Err(ProxyError::new(
+            "XX000",
+            "transaction control reached the statement executor",
+        )),
         Plan::ShowVariable { name } => {
             let v = session.get(&name).unwrap_or_default();
             Ok(rows(

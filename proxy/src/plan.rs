@@ -230,6 +230,8 @@ pub enum Plan {
         select: SelectPlan,
         format: crate::copy::CopyFormat,
     },
+    /// `SHOW fortress.metrics`: routing and per-shard request counters.
+    ShowMetrics,
     /// EXPLAIN: the plan's description, not its execution.
     Explain(Box<Plan>),
     /// `SELECT pg_sleep(n)`: waits, cancellably.
@@ -258,6 +260,16 @@ impl Plan {
                 name: name.clone(),
                 ty: DataType::Text,
             }],
+            Plan::ShowMetrics => vec![
+                OutputColumn {
+                    name: "metric".into(),
+                    ty: DataType::Text,
+                },
+                OutputColumn {
+                    name: "value".into(),
+                    ty: DataType::Text,
+                },
+            ],
             Plan::Explain(_) => vec![OutputColumn {
                 name: "QUERY PLAN".into(),
                 ty: DataType::Text,

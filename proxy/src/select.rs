@@ -64,6 +64,7 @@ impl Reader<'_> {
     }
 
     fn targets(&self, t: Target) -> Vec<u32> {
+        self.cluster.metrics().record_route(&t);
         match t {
             Target::One(s) => vec![s],
             Target::Some(s) => s,

@@ -418,6 +418,12 @@ impl<'a> Binder<'a> {
                     "time zone" => "timezone".to_string(),
                     _ => name,
                 };
+                if matches!(
+                    name.as_str(),
+                    "fortress.metrics" | "fortress metrics" | "fortress_metrics"
+                ) {
+                    return Ok(Plan::ShowMetrics);
+                }
                 if self.session.get(&name).is_none() {
                     return Err(ProxyError::new(
                         "42704",

@@ -1,0 +1,122 @@
+//! In-process counters: how statements were routed (one shard, several,
+//! every shard), requests per shard, and hot-spot detection over them. The
+//! admin API will publish these; `SHOW fortress.metrics` shows them now.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fortress_storage::ShardId;
+
+use crate::route::router::Target;
+
+/// Counters shared by every session of a cluster.
+#[derive(Debug)]
+pub struct Metrics {
+    single_shard: AtomicU64,
+    multi_shard: AtomicU64,
+    scatter_gather: AtomicU64,
+    per_shard: Vec<AtomicU64>,
+}
+
+impl Metrics {
+    pub fn new(shards: u32) -> Metrics {
+        Metrics {
+            single_shard: AtomicU64::new(0),
+            multi_shard: AtomicU64::new(0),
+            scatter_gather: AtomicU64::new(0),
+            per_shard: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Counts one table read by how it was routed.
+    pub fn record_route(&self, target: &Target) {
+        let c = match target {
+            Target::One(_) => &self.single_shard,
+            Target::Some(_) => &self.multi_shard,
+            Target::All => &self.scatter_gather,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one fragment sent to `shard`.
+    pub fn record_request(&self, shard: ShardId) {
+        if let Some(c) = self.per_shard.get(shard as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Name/value pairs, in a stable order.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let mut out = vec![
+            (
+                "reads_single_shard".to_string(),
+                self.single_shard.load(Ordering::Relaxed),
+            ),
+            (
+                "reads_multi_shard".to_string(),
+                self.multi_shard.load(Ordering::Relaxed),
+            ),
+            (
+                "reads_scatter_gather".to_string(),
+                self.scatter_gather.load(Ordering::Relaxed),
+            ),
+        ];
+        for (i, c) in self.per_shard.iter().enumerate() {
+            out.push((format!("shard_{i}_requests"), c.load(Ordering::Relaxed)));
+        }
+        out
+    }
+
+    /// Shards whose request count is more than `factor` times the mean of
+    /// the others (and at least `min_requests`): a hot spot.
+    pub fn hot_shards(&self, factor: f64, min_requests: u64) -> Vec<ShardId> {
+        let counts: Vec<u64> = self
+            .per_shard
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        hot(&counts, factor, min_requests)
+    }
+}
+
+fn hot(counts: &[u64], factor: f64, min_requests: u64) -> Vec<ShardId> {
+    let total: u64 = counts.iter().sum();
+    let n = counts.len();
+    if n < 2 {
+        return Vec::new();
+    }
+    (0..n)
+        .filter(|&i| {
+            let others = (total - counts[i]) as f64 / (n - 1) as f64;
+            counts[i] >= min_requests && counts[i] as f64 > factor * others.max(1.0)
+        })
+        .map(|i| i as ShardId)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_far_above_the_others_is_hot() {
+        assert_eq!(hot(&[10, 12, 400, 9], 4.0, 100), vec![2]);
+        assert!(hot(&[100, 110, 95, 105], 4.0, 10).is_empty());
+        assert!(
+            hot(&[0, 0, 5, 0], 4.0, 100).is_empty(),
+            "too few requests to judge"
+        );
+    }
+
+    #[test]
+    fn routes_are_counted_by_kind() {
+        let m = Metrics::new(2);
+        m.record_route(&Target::One(1));
+        m.record_route(&Target::All);
+        m.record_route(&Target::All);
+        m.record_request(1);
+        let s: std::collections::HashMap<String, u64> = m.snapshot().into_iter().collect();
+        assert_eq!(s["reads_single_shard"], 1);
+        assert_eq!(s["reads_scatter_gather"], 2);
+        assert_eq!(s["shard_1_requests"], 1);
+    }
+}
