@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// Virtual nodes per shard on the hash ring.
     #[arg(long, env = "FORTRESS_VNODES", default_value_t = 150)]
     pub vnodes: usize,
+    /// Seconds a cached result of a read-only statement stays valid (0 turns
+    /// the result cache off); any write to a table it read ends it sooner.
+    #[arg(long, env = "FORTRESS_CACHE_TTL", default_value_t = 300)]
+    pub cache_ttl: u64,
     /// WAL durability: always (fdatasync per commit group), batch, or off.
     #[arg(long, env = "FORTRESS_SYNC", default_value = "always")]
     pub sync: SyncMode,

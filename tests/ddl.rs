@@ -415,3 +415,61 @@ async fn metrics_count_routes_and_shard_requests() {
     );
     assert_eq!(after["hot_shards"], "");
 }
+
+#[tokio::test]
+async fn result_cache_hits_on_repeat_and_never_serves_stale_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE k (id int PRIMARY KEY, v int); INSERT INTO k VALUES (1, 10)")
+        .await
+        .unwrap();
+    async fn counter(c: &tokio_postgres::Client, name: &str) -> u64 {
+        c.simple_query("SHOW fortress.metrics")
+            .await
+            .unwrap()
+            .into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some(name) => {
+                    r.get(1).map(|v| v.parse().unwrap())
+                }
+                _ => None,
+            })
+            .unwrap()
+    }
+    async fn v(c: &tokio_postgres::Client) -> i32 {
+        c.query_one("SELECT v FROM k WHERE id = $1", &[&1i32])
+            .await
+            .unwrap()
+            .get(0)
+    }
+    let hits = counter(&c, "cache_hits").await;
+    assert_eq!(v(&c).await, 10);
+    assert_eq!(v(&c).await, 10);
+    assert_eq!(
+        counter(&c, "cache_hits").await,
+        hits + 1,
+        "the repeat is a hit"
+    );
+    // Another session's write: the next read sees it, not the cached row.
+    let w = server.client().await;
+    w.execute("UPDATE k SET v = 11 WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(v(&c).await, 11);
+    // Reads inside a transaction block bypass the cache.
+    let mut t = server.client().await;
+    let tx = t.transaction().await.unwrap();
+    tx.execute("UPDATE k SET v = 12 WHERE id = 1", &[])
+        .await
+        .unwrap();
+    let own: i32 = tx
+        .query_one("SELECT v FROM k WHERE id = $1", &[&1i32])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(own, 12, "read-your-writes, not the cache");
+    assert_eq!(v(&c).await, 11, "uncommitted writes are invisible");
+    tx.commit().await.unwrap();
+    assert_eq!(v(&c).await, 12);
+}

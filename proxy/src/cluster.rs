@@ -21,6 +21,8 @@ pub struct ClusterOptions {
     pub shards: u32,
     pub vnodes: usize,
     pub shard: ShardOptions,
+    /// Lifetime of cached read results (zero: no cache).
+    pub cache_ttl: std::time::Duration,
 }
 
 /// How often each shard collects versions no snapshot can see.
@@ -42,6 +44,7 @@ pub struct Cluster {
     pub(crate) ddl: tokio::sync::Mutex<()>,
     next_txid: AtomicU64,
     metrics: crate::metrics::Metrics,
+    cache: crate::cache::ResultCache,
 }
 
 fn read_identity(dir: &Path) -> Result<Option<(u32, usize)>> {
@@ -157,6 +160,7 @@ impl Cluster {
             catalog: RwLock::new(Arc::new(newest)),
             ddl: tokio::sync::Mutex::new(()),
             metrics: crate::metrics::Metrics::new(shard_count),
+            cache: crate::cache::ResultCache::new(opts.cache_ttl),
             // Seeded from the clock so ids stay unique across restarts.
             next_txid: AtomicU64::new(
                 std::time::SystemTime::now()
@@ -199,6 +203,11 @@ impl Cluster {
 
     pub(crate) fn set_catalog(&self, c: Catalog) {
         *self.catalog.write().expect("catalog") = Arc::new(c);
+    }
+
+    /// The result cache of read-only statements.
+    pub fn cache(&self) -> &crate::cache::ResultCache {
+        &self.cache
     }
 
     /// Routing and per-shard request counters.

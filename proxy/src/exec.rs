@@ -101,9 +101,47 @@ fn count(outputs: Vec<Result<FragmentOutput>>) -> Result<u64> {
 /// Executes a bound plan in the session's transaction state. An error inside
 /// a transaction block aborts the block.
 pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result<QueryResult> {
+    // Reads outside a transaction block may be answered from the cache;
+    // the look-up happens before the read's snapshot is taken.
+    let mut ticket = None;
+    if let (Plan::Select(s), b'I') = (&plan, session.txn_status()) {
+        match cluster.cache().lookup(s) {
+            Ok((columns, cached)) => return Ok(rows("SELECT", columns, cached)),
+            Err(t) => ticket = t,
+        }
+    }
+    let written = match &plan {
+        Plan::Insert { table, .. } | Plan::Update { table, .. } | Plan::Delete { table, .. } => {
+            vec![table.id]
+        }
+        Plan::Commit => session.written_tables(),
+        _ => Vec::new(),
+    };
+    let ddl = matches!(
+        plan,
+        Plan::CreateTable { .. }
+            | Plan::DropTable { .. }
+            | Plan::Truncate { .. }
+            | Plan::AlterTable { .. }
+            | Plan::CreateIndex { .. }
+            | Plan::DropIndex { .. }
+    );
+    // While a write runs the cache neither serves nor stores results of its
+    // tables; when it ends (even failed: a commit's outcome may be unknown)
+    // results read before it are stale.
+    cluster.cache().begin_write(&written);
     let result = execute_in_session(cluster, session, plan).await;
-    if result.is_err() {
-        session.fail_txn();
+    cluster.cache().end_write(&written);
+    if ddl {
+        cluster.cache().invalidate_all();
+    }
+    match &result {
+        Err(_) => session.fail_txn(),
+        Ok(r) => {
+            if let (Some(t), QueryResult::Rows { columns, rows, .. }) = (ticket, r) {
+                cluster.cache().store(t, columns, rows);
+            }
+        }
     }
     result
 }
@@ -125,6 +163,13 @@ async fn execute_in_session(
             .into_iter()
             .map(|(k, v)| vec![Value::Text(k), Value::Text(v.to_string())])
             .collect();
+        for (k, c) in [
+            ("cache_hits", &cluster.cache().hits),
+            ("cache_misses", &cluster.cache().misses),
+        ] {
+            let v = c.load(std::sync::atomic::Ordering::Relaxed);
+            out.push(vec![Value::Text(k.into()), Value::Text(v.to_string())]);
+        }
         let hot: Vec<String> = m
             .hot_shards(4.0, 1000)
             .iter()

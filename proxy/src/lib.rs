@@ -5,6 +5,7 @@
 //! [`fortress_storage::Shard`] -> `exec` (merge) -> `wire`.
 
 pub mod aggregate;
+pub mod cache;
 pub mod cluster;
 pub mod coordinator;
 pub mod copy;

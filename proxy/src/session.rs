@@ -118,6 +118,14 @@ impl Session {
         }
     }
 
+    /// Tables the open transaction has written (committed by a COMMIT).
+    pub fn written_tables(&self) -> Vec<fortress_storage::TableId> {
+        match &*self.txn.lock().expect("txn") {
+            TxnState::Active(t) => t.tables(),
+            _ => Vec::new(),
+        }
+    }
+
     /// ReadyForQuery status: `I`, `T` or `E`.
     pub fn txn_status(&self) -> u8 {
         self.txn.lock().expect("txn").status()

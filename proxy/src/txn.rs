@@ -70,6 +70,13 @@ impl Txn {
         }
     }
 
+    /// The tables the transaction has buffered writes to.
+    pub fn tables(&self) -> Vec<TableId> {
+        let mut v: Vec<TableId> = self.writes.keys().map(|(t, _)| *t).collect();
+        v.dedup();
+        v
+    }
+
     /// True if the transaction has buffered writes to `table`.
     pub fn touches(&self, table: TableId) -> bool {
         self.writes.keys().any(|(t, _)| *t == table)

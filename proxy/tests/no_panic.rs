@@ -116,6 +116,7 @@ fn cluster(dir: &std::path::Path) -> Arc<Cluster> {
             shards: 2,
             vnodes: 16,
             shard: ShardOptions::default(),
+            cache_ttl: std::time::Duration::from_secs(300),
         })
         .unwrap(),
     )

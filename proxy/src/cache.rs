@@ -1,0 +1,340 @@
+//! Result cache for read-only statements outside transaction blocks. An
+//! entry is keyed by the bound plan (statement text with its parameters
+//! folded in) and remembers the write generation of every table it read;
+//! any later write to one of them makes it stale, as does its TTL.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use fortress_storage::{Row, TableId};
+
+use crate::plan::{OutputColumn, SelectPlan, Source};
+
+/// Entries kept at most; the oldest is evicted beyond it.
+const MAX_ENTRIES: usize = 1024;
+/// Results larger than this are not cached (memory stays bounded).
+const MAX_ROWS: usize = 10_000;
+
+struct Entry {
+    columns: Vec<OutputColumn>,
+    rows: Vec<Row>,
+    /// (table, its write generation when the read began).
+    tables: Vec<(TableId, u64)>,
+    /// The catalog generation when the read began.
+    catalog: u64,
+    stored: Instant,
+}
+
+/// The cache, shared by every session of a cluster.
+pub struct ResultCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, Entry>>,
+    /// Per table: (write generation, writes in flight). A write counts as
+    /// in flight from before it can become visible until it has returned,
+    /// and bumps the generation when it ends.
+    generations: Mutex<HashMap<TableId, (u64, u64)>>,
+    catalog_generation: AtomicU64,
+    /// Added to `Instant::now()`: tests move time without sleeping.
+    time_offset: Mutex<Duration>,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+}
+
+/// What a read must remember to store its result later.
+pub struct Ticket {
+    key: String,
+    tables: Vec<(TableId, u64)>,
+    catalog: u64,
+}
+
+impl ResultCache {
+    /// A cache whose entries live `ttl` (zero disables caching).
+    pub fn new(ttl: Duration) -> ResultCache {
+        ResultCache {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+            generations: Mutex::new(HashMap::new()),
+            catalog_generation: AtomicU64::new(0),
+            time_offset: Mutex::new(Duration::ZERO),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now() + *self.time_offset.lock().expect("cache clock")
+    }
+
+    /// Moves the cache's clock forward (tests).
+    pub fn advance(&self, by: Duration) {
+        *self.time_offset.lock().expect("cache clock") += by;
+    }
+
+    /// A write to `tables` is starting: no result of them is served or
+    /// stored until it ends.
+    pub fn begin_write(&self, tables: &[TableId]) {
+        let mut g = self.generations.lock().expect("cache generations");
+        for t in tables {
+            g.entry(*t).or_default().1 += 1;
+        }
+    }
+
+    /// The write started by [`Self::begin_write`] has ended (committed or
+    /// not): results read before it are stale.
+    pub fn end_write(&self, tables: &[TableId]) {
+        let mut g = self.generations.lock().expect("cache generations");
+        for t in tables {
+            let e = g.entry(*t).or_default();
+            e.0 += 1;
+            e.1 = e.1.saturating_sub(1);
+        }
+    }
+
+    /// Records a finished write to `table`.
+    pub fn invalidate(&self, table: TableId) {
+        self.begin_write(&[table]);
+        self.end_write(&[table]);
+    }
+
+    /// Generations of `tables`, or `None` while a write to one is in flight.
+    fn generations_of(&self, tables: &[TableId]) -> Option<Vec<(TableId, u64)>> {
+        let g = self.generations.lock().expect("cache generations");
+        tables
+            .iter()
+            .map(|t| {
+                let (gen, in_flight) = g.get(t).copied().unwrap_or_default();
+                (in_flight == 0).then_some((*t, gen))
+            })
+            .collect()
+    }
+
+    /// Records a catalog change: every cached result is stale.
+    pub fn invalidate_all(&self) {
+        self.catalog_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Looks `plan` up. On a miss, returns the ticket to store its result
+    /// with (`None` when the plan is not cacheable).
+    pub fn lookup(
+        &self,
+        plan: &SelectPlan,
+    ) -> Result<(Vec<OutputColumn>, Vec<Row>), Option<Ticket>> {
+        if self.ttl.is_zero() {
+            return Err(None);
+        }
+        let Some(tables) = tables_read(plan) else {
+            return Err(None);
+        };
+        // Generations are read before the statement's snapshot is taken,
+        // so a write racing with the read leaves its entry stale; while a
+        // write is in flight the cache stays out of the way.
+        let Some(tables) = self.generations_of(&tables) else {
+            return Err(None);
+        };
+        let key = format!("{plan:?}");
+        let catalog = self.catalog_generation.load(Ordering::Acquire);
+        let now = self.now();
+        let mut entries = self.entries.lock().expect("cache entries");
+        if let Some(e) = entries.get(&key) {
+            let fresh = now.duration_since(e.stored) < self.ttl
+                && e.catalog == catalog
+                && e.tables == tables;
+            if fresh {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok((e.columns.clone(), e.rows.clone()));
+            }
+            entries.remove(&key);
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        Err(Some(Ticket {
+            key,
+            tables,
+            catalog,
+        }))
+    }
+
+    /// Stores a result read under `ticket`.
+    pub fn store(&self, ticket: Ticket, columns: &[OutputColumn], rows: &[Row]) {
+        if rows.len() > MAX_ROWS {
+            return;
+        }
+        let ids: Vec<TableId> = ticket.tables.iter().map(|(t, _)| *t).collect();
+        if self.generations_of(&ids).as_ref() != Some(&ticket.tables) {
+            return;
+        }
+        let now = self.now();
+        let mut entries = self.entries.lock().expect("cache entries");
+        if entries.len() >= MAX_ENTRIES {
+            let oldest = entries
+                .iter()
+                .min_by_key(|(_, e)| e.stored)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                entries.remove(&k);
+            }
+        }
+        entries.insert(
+            ticket.key,
+            Entry {
+                columns: columns.to_vec(),
+                rows: rows.to_vec(),
+                tables: ticket.tables,
+                catalog: ticket.catalog,
+                stored: now,
+            },
+        );
+    }
+}
+
+/// The tables a plan reads, or `None` if its result is not a function of
+/// table contents alone (system relations, clock functions).
+fn tables_read(plan: &SelectPlan) -> Option<Vec<TableId>> {
+    let mut out = Vec::new();
+    collect(plan, &mut out)?;
+    out.sort_unstable();
+    out.dedup();
+    Some(out)
+}
+
+fn collect(plan: &SelectPlan, out: &mut Vec<TableId>) -> Option<()> {
+    let text = format!("{:?}{:?}", plan.filter, plan.projection);
+    if text.contains("Now") {
+        return None;
+    }
+    if let Some(src) = &plan.source {
+        collect_source(src, out)?;
+    }
+    for s in &plan.subqueries {
+        collect(&s.plan, out)?;
+    }
+    Some(())
+}
+
+fn collect_source(src: &Source, out: &mut Vec<TableId>) -> Option<()> {
+    match src {
+        Source::Table(t) => out.push(t.id),
+        Source::Join { left, right, .. } => {
+            collect_source(left, out)?;
+            collect_source(right, out)?;
+        }
+        Source::Derived(p) => collect(p, out)?,
+        Source::SetOp { left, right, .. } => {
+            collect(left, out)?;
+            collect(right, out)?;
+        }
+        Source::Rows { .. } => return None,
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fortress_storage::{ColumnDef, DataType, Expr, TableDef, Value};
+
+    fn plan(table_id: TableId, filter: i32) -> SelectPlan {
+        let t = TableDef {
+            id: table_id,
+            name: "t".into(),
+            columns: vec![ColumnDef::new("id", DataType::Int4)],
+            primary_key: vec![0],
+            shard_key: 0,
+            replicated: false,
+            uniques: Vec::new(),
+            hidden: false,
+            indexes: Vec::new(),
+        };
+        SelectPlan {
+            source: Some(Source::Table(t)),
+            filter: Some(Expr::binary(
+                fortress_storage::BinaryOp::Eq,
+                Expr::Column(0),
+                Expr::Literal(Value::Int4(filter)),
+            )),
+            aggregate: None,
+            having: None,
+            projection: vec![Expr::Column(0)],
+            columns: vec![OutputColumn {
+                name: "id".into(),
+                ty: DataType::Int4,
+            }],
+            distinct: false,
+            order_by: Vec::new(),
+            limit: None,
+            offset: 0,
+            subqueries: Vec::new(),
+            untyped: Vec::new(),
+        }
+    }
+
+    fn cached(c: &ResultCache, p: &SelectPlan) -> bool {
+        c.lookup(p).is_ok()
+    }
+
+    #[test]
+    fn hit_on_repeat_miss_after_a_write_and_after_the_ttl() {
+        let c = ResultCache::new(Duration::from_secs(300));
+        let p = plan(7, 1);
+        let Err(Some(ticket)) = c.lookup(&p) else {
+            panic!("first look-up must miss with a ticket")
+        };
+        c.store(ticket, &p.columns, &[vec![Value::Int4(1)]]);
+        assert!(cached(&c, &p), "repeat hits");
+        assert!(!cached(&c, &plan(7, 2)), "other parameters miss");
+        c.invalidate(8);
+        assert!(cached(&c, &p), "a write to another table changes nothing");
+        c.invalidate(7);
+        assert!(!cached(&c, &p), "a write to the table read makes it stale");
+        let Err(Some(ticket)) = c.lookup(&p) else {
+            panic!("miss")
+        };
+        c.store(ticket, &p.columns, &[]);
+        c.advance(Duration::from_secs(299));
+        assert!(cached(&c, &p), "still fresh just before the TTL");
+        c.advance(Duration::from_secs(2));
+        assert!(!cached(&c, &p), "expired after the TTL");
+        assert_eq!(c.hits.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_write_during_the_read_leaves_nothing_fresh_behind() {
+        let c = ResultCache::new(Duration::from_secs(300));
+        let p = plan(7, 1);
+        let Err(Some(ticket)) = c.lookup(&p) else {
+            panic!("miss")
+        };
+        c.invalidate(7); // a write commits while the read runs
+        c.store(ticket, &p.columns, &[]);
+        assert!(!cached(&c, &p));
+    }
+
+    #[test]
+    fn nothing_is_served_or_stored_while_a_write_is_in_flight() {
+        let c = ResultCache::new(Duration::from_secs(300));
+        let p = plan(7, 1);
+        let Err(Some(ticket)) = c.lookup(&p) else {
+            panic!("miss")
+        };
+        c.store(ticket, &p.columns, &[]);
+        c.begin_write(&[7]);
+        assert!(matches!(c.lookup(&p), Err(None)), "bypassed while writing");
+        c.end_write(&[7]);
+        assert!(!cached(&c, &p), "stale after the write");
+    }
+
+    #[test]
+    fn ddl_and_zero_ttl() {
+        let c = ResultCache::new(Duration::from_secs(300));
+        let p = plan(7, 1);
+        let Err(Some(ticket)) = c.lookup(&p) else {
+            panic!("miss")
+        };
+        c.store(ticket, &p.columns, &[]);
+        c.invalidate_all();
+        assert!(!cached(&c, &p));
+        let off = ResultCache::new(Duration::ZERO);
+        assert!(matches!(off.lookup(&p), Err(None)));
+    }
+}
