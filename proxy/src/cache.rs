@@ -14,8 +14,10 @@ use crate::plan::{OutputColumn, SelectPlan, Source};
 
 /// Entries kept at most; the oldest is evicted beyond it.
 const MAX_ENTRIES: usize = 1024;
-/// Results larger than this are not cached (memory stays bounded).
+/// Results larger than this are not cached.
 const MAX_ROWS: usize = 10_000;
+/// Rows kept across all entries: the cache's memory bound.
+const MAX_TOTAL_ROWS: usize = 100_000;
 
 struct Entry {
     columns: Vec<OutputColumn>,
@@ -166,13 +168,16 @@ impl ResultCache {
         }
         let now = self.now();
         let mut entries = self.entries.lock().expect("cache entries");
-        if entries.len() >= MAX_ENTRIES {
+        let mut total: usize = entries.values().map(|e| e.rows.len()).sum();
+        while !entries.is_empty()
+            && (entries.len() >= MAX_ENTRIES || total + rows.len() > MAX_TOTAL_ROWS)
+        {
             let oldest = entries
                 .iter()
                 .min_by_key(|(_, e)| e.stored)
                 .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                entries.remove(&k);
+            if let Some(e) = oldest.and_then(|k| entries.remove(&k)) {
+                total -= e.rows.len();
             }
         }
         entries.insert(
