@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// the result cache off); any write to a table it read ends it sooner.
     #[arg(long, env = "FORTRESS_CACHE_TTL", default_value_t = 300)]
     pub cache_ttl: u64,
+    /// Rows one statement may hold at the proxy for joins, grouping and
+    /// sorting; beyond it the statement fails with 53200, not the process.
+    #[arg(long, env = "FORTRESS_WORK_ROWS", default_value_t = 5_000_000)]
+    pub work_rows: usize,
     /// WAL durability: always (fdatasync per commit group), batch, or off.
     #[arg(long, env = "FORTRESS_SYNC", default_value = "always")]
     pub sync: SyncMode,

@@ -56,6 +56,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 ..ShardOptions::default()
             },
             cache_ttl: std::time::Duration::from_secs(args.cache_ttl),
+            work_rows: args.work_rows,
         };
         let cluster = tokio::task::spawn_blocking(move || Cluster::open(opts))
             .await?

@@ -473,3 +473,41 @@ async fn result_cache_hits_on_repeat_and_never_serves_stale_rows() {
     tx.commit().await.unwrap();
     assert_eq!(v(&c).await, 12);
 }
+
+#[tokio::test]
+async fn proxy_work_is_bounded_with_53200_not_an_out_of_memory_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_env(dir.path(), &[("FORTRESS_WORK_ROWS", "500")]);
+    let c = server.client().await;
+    c.batch_execute(
+        "CREATE TABLE a (id int PRIMARY KEY, g int); CREATE TABLE b (id int PRIMARY KEY, g int)",
+    )
+    .await
+    .unwrap();
+    let values: Vec<String> = (0..200).map(|i| format!("({i}, {})", i % 2)).collect();
+    c.batch_execute(&format!(
+        "INSERT INTO a VALUES {v}; INSERT INTO b VALUES {v}",
+        v = values.join(", ")
+    ))
+    .await
+    .unwrap();
+    // 200 x 100 matches per group: the join's result passes the budget.
+    let err = c
+        .query("SELECT count(*) FROM a JOIN b ON a.g = b.g", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "53200");
+    // Within the budget the same tables join fine, and the server serves on.
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM a JOIN b ON a.id = b.id", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 200);
+    let g: i64 = c
+        .query_one("SELECT count(DISTINCT g) FROM a", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(g, 2);
+}

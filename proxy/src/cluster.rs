@@ -23,6 +23,9 @@ pub struct ClusterOptions {
     pub shard: ShardOptions,
     /// Lifetime of cached read results (zero: no cache).
     pub cache_ttl: std::time::Duration,
+    /// Rows one statement may hold at the proxy (joins, grouping, sorting)
+    /// before it fails with 53200.
+    pub work_rows: usize,
 }
 
 /// How often each shard collects versions no snapshot can see.
@@ -45,6 +48,7 @@ pub struct Cluster {
     next_txid: AtomicU64,
     metrics: crate::metrics::Metrics,
     cache: crate::cache::ResultCache,
+    work_rows: usize,
 }
 
 fn read_identity(dir: &Path) -> Result<Option<(u32, usize)>> {
@@ -161,6 +165,7 @@ impl Cluster {
             ddl: tokio::sync::Mutex::new(()),
             metrics: crate::metrics::Metrics::new(shard_count),
             cache: crate::cache::ResultCache::new(opts.cache_ttl),
+            work_rows: opts.work_rows,
             // Seeded from the clock so ids stay unique across restarts.
             next_txid: AtomicU64::new(
                 std::time::SystemTime::now()
@@ -203,6 +208,11 @@ impl Cluster {
 
     pub(crate) fn set_catalog(&self, c: Catalog) {
         *self.catalog.write().expect("catalog") = Arc::new(c);
+    }
+
+    /// Rows one statement may hold at the proxy.
+    pub fn work_rows(&self) -> usize {
+        self.work_rows
     }
 
     /// The result cache of read-only statements.

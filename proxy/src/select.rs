@@ -175,6 +175,7 @@ impl Reader<'_> {
                     None => vec![Vec::new()],
                     Some(src) => self.source_rows(src).await?,
                 };
+                within_budget(rows.len(), self.cluster.work_rows(), "a correlated subquery")?;
                 let rows = match plan.filter.take() {
                     Some(f) => self.filter_correlated(rows, f, &correlated).await?,
                     None => rows,
@@ -196,6 +197,7 @@ impl Reader<'_> {
                 }
                 Some(src) => self.source_rows(src).await?,
             };
+            within_budget(rows.len(), self.cluster.work_rows(), "grouping or sorting")?;
             finish(plan, rows)
         }
         .boxed()
@@ -284,14 +286,32 @@ impl Reader<'_> {
                     kind,
                     on,
                 } => {
+                    let limit = self.cluster.work_rows();
                     let l = self.source_rows(left).await?;
                     let r = self.source_rows(right).await?;
-                    join(l, r, left.width(), right.width(), *kind, on.as_ref())
+                    within_budget(l.len() + r.len(), limit, "a join")?;
+                    join(l, r, left.width(), right.width(), *kind, on.as_ref(), limit)
                 }
             }
         }
         .boxed()
     }
+}
+
+/// Fails with 53200 when the proxy would hold more than `limit` rows for
+/// one statement (join inputs and outputs, rows to group or sort), rather
+/// than growing without bound.
+fn within_budget(rows: usize, limit: usize, what: &str) -> Result<()> {
+    if rows > limit {
+        return Err(ProxyError::new(
+            "53200",
+            format!(
+                "out of memory: {what} needs more than {limit} rows at the proxy \
+                 (FORTRESS_WORK_ROWS); add a filter or a shard-key condition"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn project(projection: &[Expr], row: &Row) -> Result<Row> {
@@ -429,6 +449,7 @@ fn join(
     right_width: usize,
     kind: JoinKind,
     on: Option<&Expr>,
+    limit: usize,
 ) -> Result<Vec<Row>> {
     let mut out = Vec::new();
     let key = on.and_then(|e| equi_key(e, left_width));
@@ -461,6 +482,7 @@ fn join(
             if pass {
                 matched = true;
                 out.push(row);
+                within_budget(out.len(), limit, "a join's result")?;
             }
         }
         if !matched && kind == JoinKind::Left {

@@ -117,6 +117,7 @@ fn cluster(dir: &std::path::Path) -> Arc<Cluster> {
             vnodes: 16,
             shard: ShardOptions::default(),
             cache_ttl: std::time::Duration::from_secs(300),
+            work_rows: 100_000,
         })
         .unwrap(),
     )

@@ -38,15 +38,28 @@ impl Server {
         Self::start_with(root.join("data"), 4)
     }
 
+    /// Starts a server on a fresh data directory inside `root` with extra
+    /// environment (e.g. FORTRESS_WORK_ROWS).
+    pub fn start_env(root: &Path, env: &[(&str, &str)]) -> Server {
+        Self::launch(root.join("data"), 4, env)
+    }
+
     /// Starts a server on `data_dir` with `shards` shards.
     pub fn start_with(data_dir: PathBuf, shards: u32) -> Server {
+        Self::launch(data_dir, shards, &[])
+    }
+
+    fn launch(data_dir: PathBuf, shards: u32, env: &[(&str, &str)]) -> Server {
         let mut s = Server {
             child: None,
             port: free_port(),
             log: data_dir.with_extension("log"),
             data_dir,
             shards,
-            env: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         s.spawn();
         s
