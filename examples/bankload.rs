@@ -108,46 +108,30 @@ async fn main() {
             100.0 * aborts as f64 / (commits + aborts).max(1) as f64
         );
     };
-    report(
-        "single-shard (same branch)",
-        run(&url, secs, |s| {
+    type Pick = fn(u64) -> (i32, i32, i32, i32);
+    let scenarios: [(&str, Pick); 3] = [
+        ("single-shard (same branch)", |s| {
             let b = ((s >> 40) % 64) as i32;
             let from = ((s >> 20) % 16) as i32;
             (b, from, b, (from + 1 + ((s >> 10) % 15) as i32) % 16)
-        })
-        .await,
-    );
-    assert_eq!(
-        total(&c).await,
-        64 * 16 * 1000,
-        "money was created or destroyed"
-    );
-    report(
-        "cross-shard (two branches)",
-        run(&url, secs, |s| {
+        }),
+        ("cross-shard (two branches)", |s| {
             let bf = ((s >> 40) % 64) as i32;
             let bt = (bf + 1 + ((s >> 30) % 63) as i32) % 64;
             (bf, ((s >> 20) % 16) as i32, bt, ((s >> 10) % 16) as i32)
-        })
-        .await,
-    );
-    assert_eq!(
-        total(&c).await,
-        64 * 16 * 1000,
-        "money was created or destroyed"
-    );
-    report(
-        "contended (one branch)",
-        run(&url, secs, |s| {
+        }),
+        ("contended (one branch)", |s| {
             let from = ((s >> 20) % 16) as i32;
             (0, from, 0, (from + 1 + ((s >> 10) % 15) as i32) % 16)
-        })
-        .await,
-    );
-    assert_eq!(
-        total(&c).await,
-        64 * 16 * 1000,
-        "money was created or destroyed"
-    );
+        }),
+    ];
+    for (name, pick) in scenarios {
+        report(name, run(&url, secs, pick).await);
+        assert_eq!(
+            total(&c).await,
+            64 * 16 * 1000,
+            "money was created or destroyed"
+        );
+    }
     println!("total balance intact after every run");
 }

@@ -6,6 +6,14 @@ mod common;
 
 use common::{code, Server};
 
+/// A fresh server and a client; keep the directory alive with the server.
+async fn start() -> (tempfile::TempDir, Server, tokio_postgres::Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.client().await;
+    (dir, server, c)
+}
+
 async fn explain(c: &tokio_postgres::Client, sql: &str) -> String {
     c.simple_query(&format!("EXPLAIN {sql}"))
         .await
@@ -21,9 +29,7 @@ async fn explain(c: &tokio_postgres::Client, sql: &str) -> String {
 
 #[tokio::test]
 async fn explain_shows_single_shard_and_scatter_gather_routes() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let c = server.client().await;
+    let (_dir, _server, c) = start().await;
     c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
         .await
         .unwrap();
@@ -73,9 +79,7 @@ async fn explain_shows_single_shard_and_scatter_gather_routes() {
 
 #[tokio::test]
 async fn shard_key_option_routes_by_the_named_column() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let c = server.client().await;
+    let (_dir, server, c) = start().await;
     c.batch_execute(
         "CREATE TABLE orders (id int, tenant int, total int, PRIMARY KEY (id, tenant)) \
          WITH (shard_key = 'tenant')",
@@ -129,9 +133,7 @@ async fn shard_key_option_routes_by_the_named_column() {
 
 #[tokio::test]
 async fn replicated_tables_live_on_every_shard() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let c = server.client().await;
+    let (_dir, _server, c) = start().await;
     c.batch_execute(
         "CREATE TABLE countries (code text PRIMARY KEY, name text) WITH (replicated = true);
          INSERT INTO countries VALUES ('no', 'Norway'), ('it', 'Italy');
@@ -165,9 +167,7 @@ async fn replicated_tables_live_on_every_shard() {
 
 #[tokio::test]
 async fn unique_holds_across_shards_under_concurrent_inserts() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let c = server.client().await;
+    let (_dir, server, c) = start().await;
     c.batch_execute("CREATE TABLE acct (id int PRIMARY KEY, email text UNIQUE)")
         .await
         .unwrap();
@@ -219,9 +219,7 @@ async fn unique_holds_across_shards_under_concurrent_inserts() {
 
 #[tokio::test]
 async fn secondary_indexes_serve_lookups_across_restarts() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path());
-    let c = server.client().await;
+    let (_dir, mut server, c) = start().await;
     c.batch_execute("CREATE TABLE ev (id int PRIMARY KEY, kind text, n int)")
         .await
         .unwrap();
@@ -305,9 +303,7 @@ async fn secondary_indexes_serve_lookups_across_restarts() {
 
 #[tokio::test]
 async fn information_schema_and_pg_catalog_describe_the_tables() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let c = server.client().await;
+    let (_dir, _server, c) = start().await;
     c.batch_execute(
         "CREATE TABLE people (id int PRIMARY KEY, name varchar(20) NOT NULL, score numeric(6,2));
          CREATE TABLE pets (id int PRIMARY KEY, owner int, email text UNIQUE)",
@@ -377,9 +373,7 @@ async fn information_schema_and_pg_catalog_describe_the_tables() {
 
 #[tokio::test]
 async fn metrics_count_routes_and_shard_requests() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let c = server.client().await;
+    let (_dir, _server, c) = start().await;
     c.batch_execute("CREATE TABLE m (id int PRIMARY KEY, v int)")
         .await
         .unwrap();
@@ -418,9 +412,7 @@ async fn metrics_count_routes_and_shard_requests() {
 
 #[tokio::test]
 async fn result_cache_hits_on_repeat_and_never_serves_stale_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let c = server.client().await;
+    let (_dir, server, c) = start().await;
     c.batch_execute("CREATE TABLE k (id int PRIMARY KEY, v int); INSERT INTO k VALUES (1, 10)")
         .await
         .unwrap();

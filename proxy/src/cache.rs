@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use fortress_storage::{Row, TableId};
+use fortress_storage::{Expr, Func, Row, TableId};
 
 use crate::plan::{OutputColumn, SelectPlan, Source};
 
@@ -95,7 +95,8 @@ impl ResultCache {
     }
 
     /// Records a finished write to `table`.
-    pub fn invalidate(&self, table: TableId) {
+    #[cfg(test)]
+    fn invalidate(&self, table: TableId) {
         self.begin_write(&[table]);
         self.end_write(&[table]);
     }
@@ -204,8 +205,11 @@ fn tables_read(plan: &SelectPlan) -> Option<Vec<TableId>> {
 }
 
 fn collect(plan: &SelectPlan, out: &mut Vec<TableId>) -> Option<()> {
-    let text = format!("{:?}{:?}", plan.filter, plan.projection);
-    if text.contains("Now") {
+    let mut clock = false;
+    for e in plan.filter.iter().chain(&plan.projection) {
+        e.visit(&mut |n| clock |= matches!(n, Expr::Func(Func::Now, _)));
+    }
+    if clock {
         return None;
     }
     if let Some(src) = &plan.source {
@@ -237,20 +241,15 @@ fn collect_source(src: &Source, out: &mut Vec<TableId>) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fortress_storage::{ColumnDef, DataType, Expr, TableDef, Value};
+    use fortress_storage::{ColumnDef, DataType, TableDef, Value};
 
     fn plan(table_id: TableId, filter: i32) -> SelectPlan {
-        let t = TableDef {
-            id: table_id,
-            name: "t".into(),
-            columns: vec![ColumnDef::new("id", DataType::Int4)],
-            primary_key: vec![0],
-            shard_key: 0,
-            replicated: false,
-            uniques: Vec::new(),
-            hidden: false,
-            indexes: Vec::new(),
-        };
+        let t = TableDef::new(
+            table_id,
+            "t",
+            vec![ColumnDef::new("id", DataType::Int4)],
+            vec![0],
+        );
         SelectPlan {
             source: Some(Source::Table(t)),
             filter: Some(Expr::binary(

@@ -338,34 +338,23 @@ async fn is_empty(cluster: &Cluster, t: &TableDef) -> Result<bool> {
 /// The hidden table that enforces UNIQUE `u` of `base`: keyed by the
 /// constrained columns (sharded by the first), pointing at the row's key.
 pub fn unique_index_table(base: &TableDef, u: &fortress_storage::schema::UniqueDef) -> TableDef {
-    let mut columns: Vec<fortress_storage::ColumnDef> = u
+    let key_col = |name: &str, c: usize| fortress_storage::ColumnDef {
+        nullable: false,
+        ..fortress_storage::ColumnDef::new(name, base.columns[c].ty)
+    };
+    let columns = u
         .columns
         .iter()
-        .map(|&c| {
-            let mut col =
-                fortress_storage::ColumnDef::new(&base.columns[c].name, base.columns[c].ty);
-            col.nullable = false;
-            col
-        })
+        .map(|&c| key_col(&base.columns[c].name, c))
+        .chain(
+            base.primary_key
+                .iter()
+                .map(|&c| key_col(&format!("pk_{}", base.columns[c].name), c)),
+        )
         .collect();
-    for &c in &base.primary_key {
-        let mut col = fortress_storage::ColumnDef::new(
-            &format!("pk_{}", base.columns[c].name),
-            base.columns[c].ty,
-        );
-        col.nullable = false;
-        columns.push(col);
-    }
     TableDef {
-        id: 0,
-        name: u.index_table.clone(),
-        columns,
-        primary_key: (0..u.columns.len()).collect(),
-        shard_key: 0,
-        replicated: false,
-        uniques: Vec::new(),
         hidden: true,
-        indexes: Vec::new(),
+        ..TableDef::new(0, &u.index_table, columns, (0..u.columns.len()).collect())
     }
 }
 

@@ -240,6 +240,12 @@ async fn execute_in_session(
     }
 }
 
+/// True if every write to `table` goes through a transaction: its rows live
+/// on every shard (replicated) or its UNIQUE index entries on other shards.
+pub(crate) fn writes_need_transaction(table: &TableDef) -> bool {
+    table.replicated || !table.uniques.is_empty()
+}
+
 /// The shards that hold the row with primary key `key`: the shard-key
 /// column's owner, or every shard for a replicated table.
 fn key_shards(
@@ -248,7 +254,7 @@ fn key_shards(
     table: fortress_storage::TableId,
     key: &[Value],
 ) -> Vec<ShardId> {
-    match catalog.tables.values().find(|t| t.id == table) {
+    match catalog.by_id(table) {
         Some(t) if t.replicated => cluster.all_shards(),
         Some(t) => vec![shard_for_value(cluster.ring(), &key[t.shard_key_in_pk()])],
         None => vec![shard_for_value(cluster.ring(), &key[0])],
@@ -779,8 +785,7 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
                 .iter()
                 .map(|row| shard_for_row(cluster.ring(), &table, row))
                 .collect();
-            let needs_txn = table.replicated || !table.uniques.is_empty();
-            if shards.len() > 1 || on_conflict.is_some() || needs_txn {
+            if shards.len() > 1 || on_conflict.is_some() || writes_need_transaction(&table) {
                 let plan = Plan::Insert {
                     table,
                     rows: new_rows,
@@ -823,8 +828,7 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
             let moves_key = assignments
                 .iter()
                 .any(|(c, _)| table.primary_key.contains(c))
-                || table.replicated
-                || !table.uniques.is_empty();
+                || writes_need_transaction(&table);
             let (Target::One(shard), None, false) = (r.target, &returning, moves_key) else {
                 let plan = Plan::Update {
                     table,
@@ -852,8 +856,8 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
         } => {
             fill_write(&reader, subqueries, &mut filter, &mut [], &mut returning).await?;
             let r = route(cluster.ring(), &table, filter.as_ref());
-            let plain = !table.replicated && table.uniques.is_empty();
-            let (Target::One(shard), None, true) = (r.target, &returning, plain) else {
+            let in_txn = writes_need_transaction(&table);
+            let (Target::One(shard), None, false) = (r.target, &returning, in_txn) else {
                 let plan = Plan::Delete {
                     table,
                     filter,

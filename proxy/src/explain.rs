@@ -68,7 +68,7 @@ fn utility_name(p: &Plan) -> &'static str {
 }
 
 fn commit_line(cluster: &Cluster, table: &TableDef, shards: usize, out: &mut Vec<String>) {
-    let multi = table.replicated || !table.uniques.is_empty() || shards > 1;
+    let multi = crate::exec::writes_need_transaction(table) || shards > 1;
     out.push(if multi {
         let why = if table.replicated {
             "writes go to every shard"
@@ -160,8 +160,7 @@ fn select(cluster: &Cluster, s: &SelectPlan, depth: usize, out: &mut Vec<String>
     } else if s.offset > 0 {
         out.push(format!("{pad}Offset {} (at the proxy)", s.offset));
     }
-    let pushed =
-        matches!(&s.source, Some(Source::Table(_))) && s.aggregate.is_none() && !s.distinct;
+    let pushed = s.runs_on_shards();
     if !s.order_by.is_empty() {
         if pushed {
             out.push(format!(

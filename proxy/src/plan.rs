@@ -140,6 +140,14 @@ pub struct SelectPlan {
     pub untyped: Vec<bool>,
 }
 
+impl SelectPlan {
+    /// One table without grouping or DISTINCT: filter, sort and limit can
+    /// run on the shards, merged at the proxy.
+    pub fn runs_on_shards(&self) -> bool {
+        matches!(self.source, Some(Source::Table(_))) && self.aggregate.is_none() && !self.distinct
+    }
+}
+
 /// `RETURNING`: expressions over the written row.
 #[derive(Clone, Debug)]
 pub struct Returning {

@@ -47,29 +47,37 @@ impl Reader<'_> {
             limit: None,
             snapshot: Some(self.snapshot),
         };
-        let mut rows = Vec::new();
-        for o in self
-            .cluster
-            .scatter(&self.targets(r.target), self.cluster.txid(), &frag)
-            .await
-        {
-            if let FragmentOutput::Rows(part) = o? {
-                rows.extend(part);
-            }
-        }
+        let rows: Vec<Row> = self
+            .scan(r.target, &frag)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         match self.txn {
             Some(txn) if txn.touches(table.id) => txn.overlay(table, rows, filter),
             _ => Ok(rows),
         }
     }
 
-    fn targets(&self, t: Target) -> Vec<u32> {
-        self.cluster.metrics().record_route(&t);
-        match t {
+    /// Runs a scan on the shards `target` names; one row list per shard.
+    async fn scan(&self, target: Target, frag: &Fragment) -> Result<Vec<Vec<Row>>> {
+        self.cluster.metrics().record_route(&target);
+        let shards = match target {
             Target::One(s) => vec![s],
             Target::Some(s) => s,
             Target::All => self.cluster.all_shards(),
+        };
+        let mut parts = Vec::with_capacity(shards.len());
+        for o in self
+            .cluster
+            .scatter(&shards, self.cluster.txid(), frag)
+            .await
+        {
+            if let FragmentOutput::Rows(rows) = o? {
+                parts.push(rows);
+            }
         }
+        Ok(parts)
     }
 
     /// Runs each (uncorrelated) subquery once and returns the values for
@@ -182,9 +190,8 @@ impl Reader<'_> {
                 };
                 return finish(plan, rows);
             }
-            let pushable = matches!(&plan.source, Some(Source::Table(t)) if !self.txn.is_some_and(|x| x.touches(t.id)))
-                && plan.aggregate.is_none()
-                && !plan.distinct;
+            let overlaid = matches!(&plan.source, Some(Source::Table(t)) if self.txn.is_some_and(|x| x.touches(t.id)));
+            let pushable = plan.runs_on_shards() && !overlaid;
             if pushable {
                 return self.pushed_down(plan).await;
             }
@@ -231,16 +238,7 @@ impl Reader<'_> {
             limit: wanted,
             snapshot: Some(self.snapshot),
         };
-        let mut parts = Vec::new();
-        for o in self
-            .cluster
-            .scatter(&self.targets(r.target), self.cluster.txid(), &frag)
-            .await
-        {
-            if let FragmentOutput::Rows(rows) = o? {
-                parts.push(rows);
-            }
-        }
+        let parts = self.scan(r.target, &frag).await?;
         let cap = wanted.map(|w| w as usize);
         let rows = if shard_order.is_empty() {
             let mut all: Vec<Row> = parts.into_iter().flatten().collect();

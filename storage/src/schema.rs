@@ -155,6 +155,27 @@ pub struct TableDef {
 }
 
 impl TableDef {
+    /// A plain hash-sharded table: shard key = first primary-key column, no
+    /// constraints beyond the key, no indexes.
+    pub fn new(
+        id: TableId,
+        name: &str,
+        columns: Vec<ColumnDef>,
+        primary_key: Vec<usize>,
+    ) -> TableDef {
+        TableDef {
+            id,
+            name: name.to_string(),
+            shard_key: primary_key.first().copied().unwrap_or(0),
+            columns,
+            primary_key,
+            replicated: false,
+            uniques: Vec::new(),
+            hidden: false,
+            indexes: Vec::new(),
+        }
+    }
+
     /// Position of the (live) column named `name`.
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns

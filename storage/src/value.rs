@@ -481,46 +481,40 @@ fn parse_decimal(t: &str) -> Option<Decimal> {
 /// float8 output as PostgreSQL 15 prints it: shortest round-trip digits,
 /// exponent form below 1e-4 and from 1e15.
 pub fn format_float8(f: f64) -> String {
-    if f.is_nan() {
-        return "NaN".into();
-    }
-    if f.is_infinite() {
-        return if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
-    }
-    if f == 0.0 {
-        return if f.is_sign_negative() { "-0" } else { "0" }.into();
-    }
-    let sci = format!("{f:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if !(-4..15).contains(&exp) {
-        let sign = if exp < 0 { '-' } else { '+' };
-        format!("{mantissa}e{sign}{:02}", exp.abs())
-    } else {
-        format!("{f}")
-    }
+    format_float(f, 15, || format!("{f:e}"), || format!("{f}"))
 }
 
 /// real output: shortest round-trip digits, exponent form below 1e-4 and
 /// from 1e6 (PostgreSQL 15's float4out).
 pub fn format_float4(f: f32) -> String {
-    if f.is_nan() {
+    format_float(f as f64, 6, || format!("{f:e}"), || format!("{f}"))
+}
+
+/// Shared by float4 and float8: `x` classifies the value, `sci` and `plain`
+/// print it at its own precision; exponent form outside `1e-4..1e{max_exp}`.
+fn format_float(
+    x: f64,
+    max_exp: i32,
+    sci: impl FnOnce() -> String,
+    plain: impl FnOnce() -> String,
+) -> String {
+    if x.is_nan() {
         return "NaN".into();
     }
-    if f.is_infinite() {
-        return if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    if x.is_infinite() {
+        return if x > 0.0 { "Infinity" } else { "-Infinity" }.into();
     }
-    if f == 0.0 {
-        return if f.is_sign_negative() { "-0" } else { "0" }.into();
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0" } else { "0" }.into();
     }
-    let sci = format!("{f:e}");
+    let sci = sci();
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    if !(-4..6).contains(&exp) {
+    if !(-4..max_exp).contains(&exp) {
         let sign = if exp < 0 { '-' } else { '+' };
         format!("{mantissa}e{sign}{:02}", exp.abs())
     } else {
-        format!("{f}")
+        plain()
     }
 }
 

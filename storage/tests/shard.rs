@@ -15,20 +15,15 @@ fn catalog() -> Catalog {
         nullable,
         ..ColumnDef::new(n, ty)
     };
-    let t = TableDef {
-        id: 1,
-        name: "t".into(),
-        columns: vec![
+    let t = TableDef::new(
+        1,
+        "t",
+        vec![
             col("id", DataType::Int8, false),
             col("v", DataType::Int8, true),
         ],
-        primary_key: vec![0],
-        shard_key: 0,
-        replicated: false,
-        uniques: Vec::new(),
-        hidden: false,
-        indexes: Vec::new(),
-    };
+        vec![0],
+    );
     let mut c = Catalog {
         version: 1,
         next_table_id: 1,

@@ -144,21 +144,16 @@ mod tests {
             nullable: false,
             ..ColumnDef::new(n, ty)
         };
-        TableDef {
-            id: 1,
-            name: "t".into(),
-            columns: vec![
+        TableDef::new(
+            1,
+            "t",
+            vec![
                 col("a", DataType::Int4),
                 col("b", DataType::Text),
                 col("c", DataType::Int8),
             ],
-            primary_key: vec![0, 1],
-            shard_key: 0,
-            replicated: false,
-            uniques: Vec::new(),
-            hidden: false,
-            indexes: Vec::new(),
-        }
+            vec![0, 1],
+        )
     }
 
     fn eq(c: usize, v: Value) -> Expr {
