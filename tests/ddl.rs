@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{code, Server};
+use common::{code, explain, Server};
 
 /// A fresh server and a client; keep the directory alive with the server.
 async fn start() -> (tempfile::TempDir, Server, tokio_postgres::Client) {
@@ -12,19 +12,6 @@ async fn start() -> (tempfile::TempDir, Server, tokio_postgres::Client) {
     let server = Server::start(dir.path());
     let c = server.client().await;
     (dir, server, c)
-}
-
-async fn explain(c: &tokio_postgres::Client, sql: &str) -> String {
-    c.simple_query(&format!("EXPLAIN {sql}"))
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[tokio::test]

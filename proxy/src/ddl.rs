@@ -62,6 +62,19 @@ pub async fn run(cluster: &Cluster, txid: u64, plan: Plan) -> Result<QueryResult
                     format!("relation \"{}\" already exists", table.name),
                 ));
             }
+            if let Some(s) = crate::sql::strategy::highest_shard(&table.strategy) {
+                if s >= cluster.shard_count() {
+                    return Err(ProxyError::new(
+                        "22023",
+                        format!(
+                            "strategy \"{}\" places rows on shard {s}, but there are {} shards (0 to {})",
+                            table.strategy.name(),
+                            cluster.shard_count(),
+                            cluster.shard_count() - 1
+                        ),
+                    ));
+                }
+            }
             catalog.next_table_id += 1;
             table.id = catalog.next_table_id;
             catalog.version += 1;

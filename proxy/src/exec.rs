@@ -16,7 +16,8 @@ use crate::cluster::Cluster;
 use crate::copy::CopyFormat;
 use crate::error::{ProxyError, Result};
 use crate::plan::{OnConflict, OutputColumn, Plan, Returning, Subquery};
-use crate::route::router::{route, shard_for_row, shard_for_value, Target};
+use crate::route::placement::{ring_shard, shard_for_key, shard_for_row};
+use crate::route::router::{route, Target};
 use crate::select::{fill, Reader};
 use crate::session::Session;
 use crate::txn::{Txn, TxnState};
@@ -253,12 +254,12 @@ fn key_shards(
     catalog: &fortress_storage::Catalog,
     table: fortress_storage::TableId,
     key: &[Value],
-) -> Vec<ShardId> {
-    match catalog.by_id(table) {
+) -> Result<Vec<ShardId>> {
+    Ok(match catalog.by_id(table) {
         Some(t) if t.replicated => cluster.all_shards(),
-        Some(t) => vec![shard_for_value(cluster.ring(), &key[t.shard_key_in_pk()])],
-        None => vec![shard_for_value(cluster.ring(), &key[0])],
-    }
+        Some(t) => vec![shard_for_key(cluster.ring(), t, key)?],
+        None => vec![ring_shard(cluster.ring(), &key[0])],
+    })
 }
 
 /// Commits a transaction's buffered writes: on its one shard directly, or
@@ -268,7 +269,7 @@ async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
     let mut by_shard: BTreeMap<ShardId, Vec<TxnWrite>> = BTreeMap::new();
     let catalog = cluster.catalog();
     for w in txn.into_writes() {
-        for shard in key_shards(cluster, &catalog, w.table, &w.key) {
+        for shard in key_shards(cluster, &catalog, w.table, &w.key)? {
             by_shard.entry(shard).or_default().push(w.clone());
         }
     }
@@ -405,11 +406,7 @@ async fn txn_row(
         limit: Some(1),
         snapshot: Some(txn.snapshot),
     };
-    let shard = if table.replicated {
-        0
-    } else {
-        shard_for_value(cluster.ring(), &key[table.shard_key_in_pk()])
-    };
+    let shard = shard_for_key(cluster.ring(), table, key)?;
     match cluster.run(shard, cluster.txid(), frag).await? {
         FragmentOutput::Rows(mut r) => Ok(r.pop()),
         FragmentOutput::Count(_) => Ok(None),
@@ -784,7 +781,7 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
             let shards: BTreeSet<ShardId> = new_rows
                 .iter()
                 .map(|row| shard_for_row(cluster.ring(), &table, row))
-                .collect();
+                .collect::<Result<_>>()?;
             if shards.len() > 1 || on_conflict.is_some() || writes_need_transaction(&table) {
                 let plan = Plan::Insert {
                     table,

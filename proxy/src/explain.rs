@@ -3,11 +3,13 @@
 
 use std::collections::BTreeSet;
 
-use fortress_storage::{Expr, TableDef};
+use fortress_storage::schema::Strategy;
+use fortress_storage::{Expr, TableDef, Value};
 
 use crate::cluster::Cluster;
 use crate::plan::{JoinKind, Plan, SelectPlan, SetOp, Source};
-use crate::route::router::{route, shard_for_row, Target};
+use crate::route::placement::shard_for_row;
+use crate::route::router::{route, Target};
 
 /// The lines of `EXPLAIN <plan>`.
 pub fn explain(cluster: &Cluster, plan: &Plan) -> Vec<String> {
@@ -22,7 +24,7 @@ pub fn explain(cluster: &Cluster, plan: &Plan) -> Vec<String> {
         } => {
             let shards: BTreeSet<u32> = rows
                 .iter()
-                .map(|r| shard_for_row(cluster.ring(), table, r))
+                .filter_map(|r| shard_for_row(cluster.ring(), table, r).ok())
                 .collect();
             let how = if table.replicated {
                 format!("every shard ({}): replicated table", cluster.shard_count())
@@ -102,6 +104,48 @@ fn shard_list(cluster: &Cluster, shards: &BTreeSet<u32>) -> String {
     }
 }
 
+/// A non-hash table's strategy, as EXPLAIN shows it.
+fn sharding(table: &TableDef) -> Option<String> {
+    let key = &table.columns[table.shard_key].name;
+    let text = |v: &Value| v.to_text().unwrap_or_default();
+    let shards = |g: &[u32]| g.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    Some(match &table.strategy {
+        Strategy::Hash => return None,
+        Strategy::Range { splits } => {
+            let points: Vec<String> = splits.iter().map(text).collect();
+            format!("range on {key}, split points {}", points.join(", "))
+        }
+        Strategy::Time { interval } => {
+            let width = format!("{interval:?}").to_lowercase();
+            format!("time on {key}, {width} buckets")
+        }
+        Strategy::List { values, default } => {
+            let mut items: Vec<String> = values
+                .iter()
+                .map(|(v, s)| format!("{}:{s}", text(v)))
+                .collect();
+            items.extend(default.map(|d| format!("default:{d}")));
+            format!("list on {key} ({})", items.join("; "))
+        }
+        Strategy::Hybrid {
+            hash_key,
+            groups,
+            default,
+        } => {
+            let mut items: Vec<String> = groups
+                .iter()
+                .map(|(v, g)| format!("{}:{}", text(v), shards(g)))
+                .collect();
+            items.extend(default.as_deref().map(|d| format!("default:{}", shards(d))));
+            format!(
+                "hybrid: list on {key} ({}), then hash of {}",
+                items.join("; "),
+                table.columns[*hash_key].name
+            )
+        }
+    })
+}
+
 /// Describes one table scan; returns how many shards it reads.
 fn scan(
     cluster: &Cluster,
@@ -112,19 +156,23 @@ fn scan(
 ) -> usize {
     let pad = "  ".repeat(depth);
     let r = route(cluster.ring(), table, filter);
+    let pruned = match &table.strategy {
+        Strategy::Hash => "IN list on the shard key".to_string(),
+        s => format!("{} strategy: pruned by the shard key", s.name()),
+    };
     let (where_, n) = match r.target {
         Target::One(s) if table.replicated => (
             format!("shard {s} (replicated table: any one shard answers)"),
             1,
         ),
-        Target::One(s) => (format!("shard {s} (single-shard: shard key equality)"), 1),
+        Target::One(s) if table.strategy == Strategy::Hash => {
+            (format!("shard {s} (single-shard: shard key equality)"), 1)
+        }
+        Target::One(s) => (format!("shard {s} (single-shard: {pruned})"), 1),
         Target::Some(shards) => {
             let n = shards.len();
             let list: Vec<String> = shards.iter().map(|s| s.to_string()).collect();
-            (
-                format!("shards {} (IN list on the shard key)", list.join(", ")),
-                n,
-            )
+            (format!("shards {} ({pruned})", list.join(", ")), n)
         }
         Target::All => (
             format!("all {} shards (scatter-gather)", cluster.shard_count()),
@@ -132,6 +180,9 @@ fn scan(
         ),
     };
     out.push(format!("{pad}-> Scan on {} at {where_}", table.name));
+    if let Some(how) = sharding(table) {
+        out.push(format!("{pad}     Sharding: {how}"));
+    }
     if !r.key_prefix.is_empty() {
         out.push(format!(
             "{pad}     Key prefix: {} primary-key column(s)",

@@ -135,6 +135,53 @@ pub struct UniqueDef {
     pub index_table: String,
 }
 
+/// Time bucket width of the `time` strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimeInterval {
+    Day,
+    Month,
+    Year,
+}
+
+/// How a table's rows are placed on shards, by the shard-key value (data
+/// only: the router in the proxy interprets it).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub enum Strategy {
+    /// The SHA-256 ring.
+    #[default]
+    Hash,
+    /// Ascending split points: shard `i` holds `[splits[i-1], splits[i])`.
+    Range { splits: Vec<Value> },
+    /// Buckets of `interval` on a date or timestamp key, counted from 1970;
+    /// bucket `n` lives on shard `n mod shards`.
+    Time { interval: TimeInterval },
+    /// Listed values on their shard; others on `default`, or rejected (23514).
+    List {
+        values: Vec<(Value, u32)>,
+        default: Option<u32>,
+    },
+    /// The list value picks a group of shards, the hash of `hash_key`
+    /// (a primary-key column) one shard in it.
+    Hybrid {
+        hash_key: usize,
+        groups: Vec<(Value, Vec<u32>)>,
+        default: Option<Vec<u32>>,
+    },
+}
+
+impl Strategy {
+    /// The name used in `WITH (strategy = ...)` and EXPLAIN.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::Hash => "hash",
+            Strategy::Range { .. } => "range",
+            Strategy::Time { .. } => "time",
+            Strategy::List { .. } => "list",
+            Strategy::Hybrid { .. } => "hybrid",
+        }
+    }
+}
+
 /// A table: its columns, primary key and shard key.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TableDef {
@@ -152,6 +199,8 @@ pub struct TableDef {
     /// Internal (a UNIQUE index table): not visible to SQL.
     pub hidden: bool,
     pub indexes: Vec<IndexDef>,
+    /// Placement by the shard key; hash unless CREATE TABLE chose another.
+    pub strategy: Strategy,
 }
 
 impl TableDef {
@@ -173,6 +222,7 @@ impl TableDef {
             uniques: Vec::new(),
             hidden: false,
             indexes: Vec::new(),
+            strategy: Strategy::Hash,
         }
     }
 

@@ -439,7 +439,7 @@ pub(crate) fn cmp_f64(a: f64, b: f64) -> Ordering {
     }
 }
 
-pub(crate) const MICROS_PER_DAY: i64 = 86_400_000_000;
+pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// Rounds to the column's scale and checks its precision (22003 on overflow).
 pub fn apply_typmod(

@@ -193,6 +193,20 @@ impl Drop for Server {
     }
 }
 
+/// The lines of `EXPLAIN sql`, joined.
+pub async fn explain(c: &Client, sql: &str) -> String {
+    c.simple_query(&format!("EXPLAIN {sql}"))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The SQLSTATE of a failed statement.
 pub fn code(e: &tokio_postgres::Error) -> String {
     e.code()

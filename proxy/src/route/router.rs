@@ -1,13 +1,16 @@
-//! Chooses shards for a statement. Equality on the shard key goes to the one
-//! shard the ring names; anything else goes to every shard. Equalities on a
+//! Chooses shards for a statement. Equality or an IN list on the shard key
+//! goes to the owning shards; range predicates prune shards of range and
+//! time tables; anything else goes to every shard. Equalities on a
 //! leading run of primary-key columns also become a key prefix, so the shard
 //! does a prefix seek instead of a full scan.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 
-use fortress_storage::keycodec::canonical;
-use fortress_storage::{BinaryOp, Expr, Row, ShardId, TableDef, Value};
+use fortress_storage::schema::Strategy;
+use fortress_storage::{BinaryOp, Expr, ShardId, TableDef, Value};
 
+use super::placement::{shard_for_row, shards_for_range, shards_for_value};
 use super::ring::Ring;
 
 /// Where a statement runs.
@@ -25,17 +28,6 @@ pub struct Route {
     pub target: Target,
     /// Values of the leading primary-key columns fixed by equalities.
     pub key_prefix: Vec<Value>,
-}
-
-/// The shard owning a row with this shard-key value.
-pub fn shard_for_value(ring: &Ring, v: &Value) -> ShardId {
-    ring.shard_for_key(&canonical(v))
-}
-
-/// The shard owning `row` of `table` (for a replicated table: the first of
-/// the shards that all hold it).
-pub fn shard_for_row(ring: &Ring, table: &TableDef, row: &Row) -> ShardId {
-    shard_for_value(ring, &row[table.shard_key])
 }
 
 /// Collects `column = constant` conjuncts whose constant converts exactly to
@@ -76,12 +68,12 @@ fn v_is_exact(v: &Value, ty: &fortress_storage::DataType) -> bool {
     }
 }
 
-/// The shards owning the values of `shard_key IN (constants)` when that is
-/// one of the filter's conjuncts (or the whole filter).
-fn in_list_shards(ring: &Ring, table: &TableDef, f: &Expr) -> Option<Vec<ShardId>> {
+/// The values of `shard_key IN (constants)` when that is one of the
+/// filter's conjuncts (or the whole filter).
+fn in_list_values(table: &TableDef, f: &Expr) -> Option<Vec<Value>> {
     match f {
         Expr::Binary(BinaryOp::And, l, r) => {
-            in_list_shards(ring, table, l).or_else(|| in_list_shards(ring, table, r))
+            in_list_values(table, l).or_else(|| in_list_values(table, r))
         }
         Expr::In {
             expr,
@@ -89,7 +81,7 @@ fn in_list_shards(ring: &Ring, table: &TableDef, f: &Expr) -> Option<Vec<ShardId
             negated: false,
         } if matches!(expr.as_ref(), Expr::Column(c) if *c == table.shard_key) => {
             let ty = table.columns[table.shard_key].ty;
-            let mut shards = Vec::new();
+            let mut values = Vec::new();
             for item in list {
                 let Expr::Literal(v) = item else { return None };
                 if v.is_null() {
@@ -98,15 +90,129 @@ fn in_list_shards(ring: &Ring, table: &TableDef, f: &Expr) -> Option<Vec<ShardId
                 if !v_is_exact(v, &ty) {
                     return None;
                 }
-                let v = v.clone().cast(&ty).ok()?;
-                shards.push(shard_for_value(ring, &v));
+                values.push(v.clone().cast(&ty).ok()?);
             }
-            shards.sort_unstable();
-            shards.dedup();
-            Some(shards)
+            Some(values)
         }
         _ => None,
     }
+}
+
+/// Bounds on the shard key from `key < c`, `key >= c`, ... conjuncts
+/// (BETWEEN binds to two of them), keeping the tightest of each side.
+#[derive(Default)]
+struct KeyBounds {
+    lo: Option<(Value, bool)>,
+    hi: Option<(Value, bool)>,
+}
+
+impl KeyBounds {
+    fn collect(&mut self, e: &Expr, table: &TableDef) {
+        let (op, l, r) = match e {
+            Expr::Binary(BinaryOp::And, l, r) => {
+                self.collect(l, table);
+                self.collect(r, table);
+                return;
+            }
+            Expr::Binary(op, l, r) => (*op, l.as_ref(), r.as_ref()),
+            _ => return,
+        };
+        // Normalise to `key op literal`.
+        let (op, lit) = match (l, r) {
+            (Expr::Column(c), Expr::Literal(v)) if *c == table.shard_key => (op, v),
+            (Expr::Literal(v), Expr::Column(c)) if *c == table.shard_key => match op {
+                BinaryOp::Lt => (BinaryOp::Gt, v),
+                BinaryOp::LtEq => (BinaryOp::GtEq, v),
+                BinaryOp::Gt => (BinaryOp::Lt, v),
+                BinaryOp::GtEq => (BinaryOp::LtEq, v),
+                _ => return,
+            },
+            _ => return,
+        };
+        let ty = table.columns[table.shard_key].ty;
+        if !v_is_exact(lit, &ty) {
+            return;
+        }
+        let Ok(v) = lit.clone().cast(&ty) else { return };
+        let tighter = |old: &Option<(Value, bool)>, v: &Value, inclusive: bool, want| match old {
+            None => true,
+            Some((o, o_incl)) => match v.sql_cmp(o) {
+                Ok(Some(std::cmp::Ordering::Equal)) => *o_incl && !inclusive,
+                Ok(Some(ord)) => ord == want,
+                _ => false,
+            },
+        };
+        use std::cmp::Ordering::{Greater, Less};
+        match op {
+            BinaryOp::Gt | BinaryOp::GtEq => {
+                let inclusive = op == BinaryOp::GtEq;
+                if tighter(&self.lo, &v, inclusive, Greater) {
+                    self.lo = Some((v, inclusive));
+                }
+            }
+            BinaryOp::Lt | BinaryOp::LtEq => {
+                let inclusive = op == BinaryOp::LtEq;
+                if tighter(&self.hi, &v, inclusive, Less) {
+                    self.hi = Some((v, inclusive));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn bound(side: &Option<(Value, bool)>) -> Bound<&Value> {
+        match side {
+            None => Bound::Unbounded,
+            Some((v, true)) => Bound::Included(v),
+            Some((v, false)) => Bound::Excluded(v),
+        }
+    }
+}
+
+/// The shards a filter on `table` can need, by its strategy: `None` is
+/// every shard.
+fn candidate_shards(
+    ring: &Ring,
+    table: &TableDef,
+    filter: Option<&Expr>,
+    eq: &HashMap<usize, Value>,
+) -> Option<BTreeSet<ShardId>> {
+    let sk = table.shard_key;
+    if let (Strategy::Hybrid { hash_key, .. }, Some(v)) = (&table.strategy, eq.get(&sk)) {
+        if let Some(h) = eq.get(hash_key) {
+            let mut key = vec![Value::Null; table.columns.len()];
+            key[sk] = v.clone();
+            key[*hash_key] = h.clone();
+            return Some(shard_for_row(ring, table, &key).into_iter().collect());
+        }
+    }
+    let f = filter?;
+    let mut set: Option<BTreeSet<ShardId>> = None;
+    let mut narrow = |shards: BTreeSet<ShardId>| {
+        set = Some(match set.take() {
+            None => shards,
+            Some(s) => s.intersection(&shards).copied().collect(),
+        });
+    };
+    if let Some(v) = eq.get(&sk) {
+        narrow(shards_for_value(ring, table, v).into_iter().collect());
+    } else if let Some(values) = in_list_values(table, f) {
+        narrow(
+            values
+                .iter()
+                .flat_map(|v| shards_for_value(ring, table, v))
+                .collect(),
+        );
+    }
+    let mut bounds = KeyBounds::default();
+    bounds.collect(f, table);
+    if bounds.lo.is_some() || bounds.hi.is_some() {
+        let (lo, hi) = (KeyBounds::bound(&bounds.lo), KeyBounds::bound(&bounds.hi));
+        if let Some(shards) = shards_for_range(ring, table, lo, hi) {
+            narrow(shards.into_iter().collect());
+        }
+    }
+    set
 }
 
 /// Routes a statement on `table` filtered by `filter`.
@@ -115,15 +221,17 @@ pub fn route(ring: &Ring, table: &TableDef, filter: Option<&Expr>) -> Route {
     if let Some(f) = filter {
         equalities(f, table, &mut eq);
     }
-    let target = match eq.get(&table.shard_key) {
+    let target = if table.replicated {
         // Every shard holds a replicated table: any one can answer.
-        _ if table.replicated => Target::One(0),
-        Some(v) => Target::One(shard_for_value(ring, v)),
-        None => match filter.and_then(|f| in_list_shards(ring, table, f)) {
-            Some(shards) if shards.len() == 1 => Target::One(shards[0]),
-            Some(shards) if shards.len() < ring.shards() as usize => Target::Some(shards),
-            _ => Target::All,
-        },
+        Target::One(0)
+    } else {
+        match candidate_shards(ring, table, filter, &eq) {
+            None => Target::All,
+            Some(s) if s.len() >= ring.shards() as usize => Target::All,
+            // No shard can hold a match: one shard answers "no rows".
+            Some(s) if s.len() <= 1 => Target::One(s.first().copied().unwrap_or(0)),
+            Some(s) => Target::Some(s.into_iter().collect()),
+        }
     };
     let key_prefix = table
         .primary_key
@@ -136,6 +244,7 @@ pub fn route(ring: &Ring, table: &TableDef, filter: Option<&Expr>) -> Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route::placement::ring_shard;
     use fortress_storage::schema::ColumnDef;
     use fortress_storage::DataType;
 
@@ -170,7 +279,7 @@ mod tests {
             list: vals.iter().cloned().map(Expr::Literal).collect(),
             negated: false,
         };
-        let mut want: Vec<ShardId> = vals.iter().map(|v| shard_for_value(&ring, v)).collect();
+        let mut want: Vec<ShardId> = vals.iter().map(|v| ring_shard(&ring, v)).collect();
         want.sort_unstable();
         want.dedup();
         let got = route(&ring, &t, Some(&f)).target;
@@ -193,10 +302,7 @@ mod tests {
         let t = table();
         let f = Expr::binary(BinaryOp::And, eq(0, Value::Int4(7)), eq(2, Value::Int8(1)));
         let r = route(&ring, &t, Some(&f));
-        assert_eq!(
-            r.target,
-            Target::One(shard_for_value(&ring, &Value::Int8(7)))
-        );
+        assert_eq!(r.target, Target::One(ring_shard(&ring, &Value::Int8(7))));
         assert_eq!(r.key_prefix, vec![Value::Int4(7)]);
     }
 

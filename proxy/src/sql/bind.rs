@@ -997,6 +997,7 @@ impl<'a> Binder<'a> {
             columns[i].nullable = false;
         }
         let (mut shard_key, mut replicated) = (pk[0], false);
+        let mut sharding = super::strategy::StrategyOptions::default();
         let with: &[ast::SqlOption] = match &c.table_options {
             ast::CreateTableOptions::None => &[],
             ast::CreateTableOptions::With(o) => o,
@@ -1013,7 +1014,11 @@ impl<'a> Binder<'a> {
                 },
                 other => other.to_string(),
             };
-            match ident_name(key).as_str() {
+            let key = ident_name(key);
+            if sharding.take(&key, text.clone()) {
+                continue;
+            }
+            match key.as_str() {
                 "shard_key" => {
                     let col = text.to_lowercase();
                     let i = columns.iter().position(|c| c.name == col).ok_or_else(|| {
@@ -1042,6 +1047,13 @@ impl<'a> Binder<'a> {
                     ))
                 }
             }
+        }
+        let strategy = sharding.build(&columns, &pk, shard_key)?;
+        if replicated && strategy != fortress_storage::schema::Strategy::Hash {
+            return Err(ProxyError::new(
+                "22023",
+                "a replicated table is on every shard and takes no sharding strategy",
+            ));
         }
         let mut uniques: Vec<UniqueDef> = Vec::new();
         for cols in unique_cols {
@@ -1072,6 +1084,7 @@ impl<'a> Binder<'a> {
                 uniques,
                 hidden: false,
                 indexes: Vec::new(),
+                strategy,
             },
             if_not_exists: c.if_not_exists,
         })
