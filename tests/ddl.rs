@@ -54,7 +54,21 @@ async fn explain_shows_single_shard_and_scatter_gather_routes() {
         "{plan}"
     );
     let agg = explain(&c, "SELECT v, count(*) FROM t GROUP BY v").await;
-    assert!(agg.contains("Aggregate at the proxy"), "{agg}");
+    assert!(
+        agg.contains("Aggregate: partial on each shard, final at the proxy"),
+        "{agg}"
+    );
+    let joined = explain(
+        &c,
+        "SELECT a.v, count(*) FROM t a JOIN t b ON a.id = b.id GROUP BY a.v",
+    )
+    .await;
+    assert!(joined.contains("Aggregate at the proxy"), "{joined}");
+    let distinct = explain(&c, "SELECT count(DISTINCT v), sum(id) FROM t").await;
+    assert!(
+        distinct.contains("DISTINCT by grouping on its argument"),
+        "{distinct}"
+    );
     let ins = explain(&c, "INSERT INTO t VALUES (1, 'a')").await;
     assert!(
         ins.contains("(single-shard)") && ins.contains("one WAL record"),

@@ -11,7 +11,6 @@ use fortress_storage::{
     Expr, Fragment, FragmentOutput, Row, ShardId, SortKey, TableDef, TxnWrite, Value,
 };
 
-use crate::aggregate::GroupKey;
 use crate::cluster::Cluster;
 use crate::copy::CopyFormat;
 use crate::error::{ProxyError, Result};
@@ -21,6 +20,7 @@ use crate::route::router::{route, Target};
 use crate::select::{fill, Reader};
 use crate::session::Session;
 use crate::txn::{Txn, TxnState};
+use fortress_storage::aggregate::GroupKey;
 
 /// What a statement returns to the client.
 #[derive(Debug)]

@@ -10,6 +10,7 @@ use crate::cluster::Cluster;
 use crate::plan::{JoinKind, Plan, SelectPlan, SetOp, Source};
 use crate::route::placement::shard_for_row;
 use crate::route::router::{route, Target};
+use crate::select::SplitAggregate;
 
 /// The lines of `EXPLAIN <plan>`.
 pub fn explain(cluster: &Cluster, plan: &Plan) -> Vec<String> {
@@ -232,10 +233,29 @@ fn select(cluster: &Cluster, s: &SelectPlan, depth: usize, out: &mut Vec<String>
     } else if pushed {
         out.push(format!("{pad}Gather: concatenate shard results"));
     }
-    if s.distinct {
+    let split = (!s.subqueries.iter().any(|q| !q.outer_refs.is_empty()))
+        .then(|| SplitAggregate::of(&mut s.clone()))
+        .flatten();
+    if let Some(split) = &split {
+        let what = match &s.aggregate {
+            None => "Distinct: grouped on each shard, merged at the proxy".to_string(),
+            Some(agg) => format!(
+                "Aggregate: partial on each shard, final at the proxy: {} group key(s), {} aggregate(s){}{}",
+                agg.keys.len(),
+                agg.calls.len(),
+                if split.distinct_arg {
+                    ", DISTINCT by grouping on its argument"
+                } else {
+                    ""
+                },
+                if s.having.is_some() { ", HAVING" } else { "" }
+            ),
+        };
+        out.push(format!("{pad}{what}"));
+    } else if s.distinct {
         out.push(format!("{pad}Distinct at the proxy"));
     }
-    if let Some(agg) = &s.aggregate {
+    if let (Some(agg), None) = (&s.aggregate, &split) {
         out.push(format!(
             "{pad}Aggregate at the proxy: {} group key(s), {} aggregate(s){}",
             agg.keys.len(),

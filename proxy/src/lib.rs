@@ -4,7 +4,6 @@
 //! Data flows one way: `wire` -> `sql` (parse, bind) -> `plan` -> `route` ->
 //! [`fortress_storage::Shard`] -> `exec` (merge) -> `wire`.
 
-pub mod aggregate;
 pub mod cache;
 pub mod cluster;
 pub mod coordinator;

@@ -1,6 +1,7 @@
 //! Bound statements: SQL resolved against the catalog, with types checked
 //! and literals coerced. The executor turns these into shard fragments.
 
+pub use fortress_storage::aggregate::{AggCall, AggFunc, Aggregate};
 use fortress_storage::{DataType, Expr, Row, SortKey, TableDef};
 
 /// One output column.
@@ -62,34 +63,6 @@ impl Source {
             Source::Rows { width, .. } => *width,
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AggFunc {
-    Count,
-    Sum,
-    Avg,
-    Min,
-    Max,
-}
-
-/// One aggregate call; `arg == None` is `count(*)`.
-#[derive(Clone, Debug)]
-pub struct AggCall {
-    pub func: AggFunc,
-    pub arg: Option<Expr>,
-    pub distinct: bool,
-    /// Type of the argument (decides the accumulator).
-    pub arg_ty: Option<DataType>,
-    /// `FILTER (WHERE ...)`: only rows passing it are aggregated.
-    pub filter: Option<Expr>,
-}
-
-/// GROUP BY: rows become `[keys.., aggregates..]`, one per group.
-#[derive(Clone, Debug)]
-pub struct Aggregate {
-    pub keys: Vec<Expr>,
-    pub calls: Vec<AggCall>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

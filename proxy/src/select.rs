@@ -12,13 +12,13 @@ use fortress_storage::{
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use crate::aggregate::{group, GroupKey};
 use crate::cluster::Cluster;
 use crate::error::{ProxyError, Result};
 use crate::exec::merge_sorted;
 use crate::plan::{JoinKind, SelectPlan, SetOp, Source, Subquery, SubqueryKind};
 use crate::route::router::{route, Target};
 use crate::txn::Txn;
+use fortress_storage::aggregate::{group, merge_partials, GroupKey};
 
 /// How a statement reads: one snapshot for every shard, plus the
 /// transaction's own writes when it runs inside one.
@@ -195,6 +195,11 @@ impl Reader<'_> {
             if pushable {
                 return self.pushed_down(plan).await;
             }
+            if !overlaid {
+                if let Some(split) = SplitAggregate::of(&mut plan) {
+                    return self.aggregated_on_shards(plan, split).await;
+                }
+            }
             let rows = match &plan.source {
                 None => vec![Vec::new()],
                 Some(Source::Table(t)) => {
@@ -262,6 +267,34 @@ impl Reader<'_> {
         Ok(out)
     }
 
+    /// Grouping split in two: partial aggregates on the shards, merged here.
+    async fn aggregated_on_shards(
+        &self,
+        plan: SelectPlan,
+        split: SplitAggregate,
+    ) -> Result<Vec<Row>> {
+        let (Some(Source::Table(t)), Some(agg)) = (&plan.source, &plan.aggregate) else {
+            unreachable!("checked by SplitAggregate::of")
+        };
+        let r = route(self.cluster.ring(), t, plan.filter.as_ref());
+        let frag = Fragment::Aggregate {
+            table: t.id,
+            key_prefix: r.key_prefix,
+            filter: plan.filter.clone(),
+            aggregate: split.shard,
+            snapshot: Some(self.snapshot),
+        };
+        let parts = self.scan(r.target, &frag).await?;
+        let n: usize = parts.iter().map(Vec::len).sum();
+        within_budget(n, self.cluster.work_rows(), "merging partial aggregates")?;
+        let rows = merge_partials(
+            agg,
+            split.distinct_arg,
+            parts.into_iter().flatten().collect(),
+        )?;
+        finish_grouped(plan, rows)
+    }
+
     fn source_rows<'s>(&'s self, src: &'s Source) -> BoxFuture<'s, Result<Vec<Row>>> {
         async move {
             match src {
@@ -293,6 +326,56 @@ impl Reader<'_> {
             }
         }
         .boxed()
+    }
+}
+
+/// How a one-table GROUP BY (or DISTINCT) runs split in two: the aggregate
+/// each shard computes partially, grouping also on the one argument the
+/// DISTINCT calls share so that the proxy can count its distinct values.
+pub struct SplitAggregate {
+    pub shard: fortress_storage::aggregate::Aggregate,
+    pub distinct_arg: bool,
+}
+
+impl SplitAggregate {
+    /// The split for `plan`, if it has one. A `SELECT DISTINCT` without
+    /// aggregates becomes a grouping on its output columns first.
+    pub fn of(plan: &mut SelectPlan) -> Option<SplitAggregate> {
+        if !matches!(plan.source, Some(Source::Table(_))) {
+            return None;
+        }
+        if plan.aggregate.is_none() && plan.distinct && plan.projection.len() == plan.columns.len()
+        {
+            let keys = std::mem::take(&mut plan.projection);
+            plan.projection = (0..keys.len()).map(Expr::Column).collect();
+            plan.aggregate = Some(fortress_storage::aggregate::Aggregate {
+                keys,
+                calls: Vec::new(),
+            });
+        }
+        let agg = plan.aggregate.as_ref()?;
+        let mut distinct = agg.calls.iter().filter(|c| c.distinct);
+        let arg = match distinct.next() {
+            None => None,
+            Some(first) => {
+                let same = |c: &&fortress_storage::aggregate::AggCall| {
+                    c.arg == first.arg && c.filter.is_none()
+                };
+                if first.filter.is_some() || !distinct.all(|c| same(&c)) {
+                    return None;
+                }
+                first.arg.clone()
+            }
+        };
+        let mut keys = agg.keys.clone();
+        keys.extend(arg.clone());
+        Some(SplitAggregate {
+            shard: fortress_storage::aggregate::Aggregate {
+                keys,
+                calls: agg.calls.iter().filter(|c| !c.distinct).cloned().collect(),
+            },
+            distinct_arg: arg.is_some(),
+        })
     }
 }
 
@@ -335,15 +418,21 @@ pub fn finish(plan: SelectPlan, rows: Vec<Row>) -> Result<Vec<Row>> {
     };
     if let Some(agg) = &plan.aggregate {
         rows = group(agg, rows)?;
-        if let Some(h) = &plan.having {
-            let mut kept = Vec::with_capacity(rows.len());
-            for r in rows {
-                if h.matches(&r)? {
-                    kept.push(r);
-                }
+    }
+    finish_grouped(plan, rows)
+}
+
+/// The pipeline after grouping: HAVING, projection, DISTINCT, sort,
+/// OFFSET/LIMIT.
+fn finish_grouped(plan: SelectPlan, mut rows: Vec<Row>) -> Result<Vec<Row>> {
+    if let (Some(_), Some(h)) = (&plan.aggregate, &plan.having) {
+        let mut kept = Vec::with_capacity(rows.len());
+        for r in rows {
+            if h.matches(&r)? {
+                kept.push(r);
             }
-            rows = kept;
         }
+        rows = kept;
     }
     let mut out: Vec<Row> = rows
         .iter()

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::Aggregate;
 use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::expr::{Expr, SortKey};
@@ -27,6 +28,16 @@ pub enum Fragment {
         limit: Option<u64>,
         /// Read as of this timestamp (waiting for writes below it to apply);
         /// `None` reads the latest applied state.
+        snapshot: Option<Timestamp>,
+    },
+    /// Partial aggregation of the rows a `Scan` with the same fields would
+    /// see: `[keys.., (accumulator, count) per call..]` per group, merged
+    /// at the proxy by [`crate::aggregate::merge_partials`].
+    Aggregate {
+        table: TableId,
+        key_prefix: Vec<Value>,
+        filter: Option<Expr>,
+        aggregate: Aggregate,
         snapshot: Option<Timestamp>,
     },
     /// Inserts whole rows (already coerced and defaulted); 23505 if a key exists.
@@ -80,7 +91,7 @@ pub struct TxnWrite {
 impl Fragment {
     /// True if the fragment only reads.
     pub fn is_read_only(&self) -> bool {
-        matches!(self, Fragment::Scan { .. })
+        matches!(self, Fragment::Scan { .. } | Fragment::Aggregate { .. })
     }
 }
 

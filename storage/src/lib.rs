@@ -4,6 +4,7 @@
 //! records, per tree, the last LSN it applied. Nothing here knows SQL text or
 //! sockets: the proxy sends typed [`api::Fragment`]s and gets rows back.
 
+pub mod aggregate;
 pub mod api;
 pub mod clock;
 pub mod error;

@@ -785,6 +785,47 @@ impl ShardStore {
         }
     }
 
+    /// Calls `f` on each row of `table` under `prefix` that passes `filter`
+    /// as of `snapshot`, through an index when one fits; `f` returns false
+    /// to stop.
+    fn visit_rows(
+        &self,
+        table: TableId,
+        prefix: &[Value],
+        filter: Option<&Expr>,
+        snapshot: u64,
+        mut f: impl FnMut(Row) -> Result<bool>,
+    ) -> Result<()> {
+        let def = self.table(table)?;
+        let mut pass = |row: Row| match filter {
+            Some(e) if !e.matches(&row)? => Ok(true),
+            _ => f(row),
+        };
+        if let (true, Some((idx, vals))) = (prefix.is_empty(), crate::index::choose(&def, filter)) {
+            self.for_each_indexed_row(&def, idx, &vals, snapshot, pass)
+        } else {
+            self.for_each_row(table, prefix, snapshot, |_, row| pass(row))
+        }
+    }
+
+    /// Partial aggregation of the rows a scan with the same arguments sees.
+    fn aggregate(
+        &self,
+        table: TableId,
+        prefix: &[Value],
+        filter: Option<&Expr>,
+        agg: &crate::aggregate::Aggregate,
+        snapshot: u64,
+    ) -> Result<Vec<Row>> {
+        let _reader = self.begin_read(snapshot)?;
+        let mut groups = crate::aggregate::PartialGroups::new(agg);
+        self.visit_rows(table, prefix, filter, snapshot, |row| {
+            groups.add_row(&row)?;
+            Ok(true)
+        })?;
+        Ok(groups.finish()?)
+    }
+
     fn scan(
         &self,
         table: TableId,
@@ -797,28 +838,10 @@ impl ShardStore {
         let _reader = self.begin_read(snapshot)?;
         let mut rows = Vec::new();
         let early_limit = if order_by.is_empty() { limit } else { None };
-        let def = self.table(table)?;
-        if let (true, Some((idx, vals))) = (prefix.is_empty(), crate::index::choose(&def, filter)) {
-            self.for_each_indexed_row(&def, idx, &vals, snapshot, |row| {
-                if let Some(f) = filter {
-                    if !f.matches(&row)? {
-                        return Ok(true);
-                    }
-                }
-                rows.push(row);
-                Ok(early_limit.is_none_or(|l| (rows.len() as u64) < l))
-            })?;
-        } else {
-            self.for_each_row(table, prefix, snapshot, |_, row| {
-                if let Some(f) = filter {
-                    if !f.matches(&row)? {
-                        return Ok(true);
-                    }
-                }
-                rows.push(row);
-                Ok(early_limit.is_none_or(|l| (rows.len() as u64) < l))
-            })?;
-        }
+        self.visit_rows(table, prefix, filter, snapshot, |row| {
+            rows.push(row);
+            Ok(early_limit.is_none_or(|l| (rows.len() as u64) < l))
+        })?;
         if !order_by.is_empty() {
             let mut keyed = rows
                 .into_iter()
@@ -963,6 +986,7 @@ impl ShardStore {
                 }
             }
             Fragment::Scan { .. }
+            | Fragment::Aggregate { .. }
             | Fragment::ApplyCatalog(_)
             | Fragment::CommitPrepared { .. }
             | Fragment::AbortPrepared { .. } => {}
@@ -1199,6 +1223,19 @@ impl Shard for ShardStore {
                 filter.as_ref(),
                 order_by,
                 *limit,
+                snapshot.map_or(LATEST, |t| t.0),
+            )?)),
+            Fragment::Aggregate {
+                table,
+                key_prefix,
+                filter,
+                aggregate,
+                snapshot,
+            } => Ok(FragmentOutput::Rows(self.aggregate(
+                *table,
+                key_prefix,
+                filter.as_ref(),
+                aggregate,
                 snapshot.map_or(LATEST, |t| t.0),
             )?)),
             Fragment::ApplyCatalog(c) => Ok(FragmentOutput::Count(self.apply_catalog(txid, c)?)),

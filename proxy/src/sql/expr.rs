@@ -1238,6 +1238,8 @@ impl Binder<'_> {
             (AggFunc::Sum | AggFunc::Avg, Some(DataType::Float8)) => DataType::Float8,
             (AggFunc::Sum | AggFunc::Avg, other) => return Err(bad(other)),
             (AggFunc::Min | AggFunc::Max, Some(DataType::Bool)) => return Err(bad(arg_ty)),
+            // There is no max(varchar): PostgreSQL uses max(text).
+            (AggFunc::Min | AggFunc::Max, Some(DataType::Varchar(_))) => DataType::Text,
             (AggFunc::Min | AggFunc::Max, Some(t)) => t,
             (AggFunc::Min | AggFunc::Max, None) => return Err(bad(None)),
         };
