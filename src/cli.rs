@@ -44,6 +44,13 @@ pub struct ServeArgs {
     /// sorting; beyond it the statement fails with 53200, not the process.
     #[arg(long, env = "FORTRESS_WORK_ROWS", default_value_t = 5_000_000)]
     pub work_rows: usize,
+    /// Page cache of each shard's sled tree, in MiB.
+    #[arg(long, env = "FORTRESS_PAGE_CACHE_MB", default_value_t = 64)]
+    pub page_cache_mb: u64,
+    /// Memory a shard's sort may use before it spills to temporary files,
+    /// in MiB (PostgreSQL's work_mem, per shard).
+    #[arg(long, env = "FORTRESS_SORT_MEM_MB", default_value_t = 16)]
+    pub sort_mem_mb: usize,
     /// WAL durability: always (fdatasync per commit group), batch, or off.
     #[arg(long, env = "FORTRESS_SYNC", default_value = "always")]
     pub sync: SyncMode,

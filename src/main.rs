@@ -13,6 +13,11 @@ use tokio::net::TcpListener;
 
 use cli::{Cli, Command, ServeArgs};
 
+/// mimalloc returns freed memory to the system, where glibc's allocator
+/// keeps what shard threads freed after a large scan or sort.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -53,6 +58,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     sync: args.sync,
                     ..WalOptions::default()
                 },
+                cache_bytes: args.page_cache_mb << 20,
+                sort_budget: args.sort_mem_mb << 20,
                 ..ShardOptions::default()
             },
             cache_ttl: std::time::Duration::from_secs(args.cache_ttl),

@@ -15,7 +15,7 @@ use crate::plan::{OutputColumn, SelectPlan, Source};
 /// Entries kept at most; the oldest is evicted beyond it.
 const MAX_ENTRIES: usize = 1024;
 /// Results larger than this are not cached.
-const MAX_ROWS: usize = 10_000;
+pub const MAX_ROWS: usize = 10_000;
 /// Rows kept across all entries: the cache's memory bound.
 const MAX_TOTAL_ROWS: usize = 100_000;
 

@@ -258,6 +258,26 @@ impl Cluster {
         futures::future::join_all(shards.iter().map(|&s| self.run(s, txid, fragment.clone()))).await
     }
 
+    /// Starts a streamed scan on each of `shards`; one batch channel each.
+    pub fn stream(
+        &self,
+        shards: &[ShardId],
+        fragment: &Fragment,
+    ) -> Result<Vec<crate::stream::Batches>> {
+        shards
+            .iter()
+            .map(|&s| {
+                let shard = self
+                    .shards
+                    .get(s as usize)
+                    .cloned()
+                    .ok_or_else(|| ProxyError::new("XX000", format!("no shard {s}")))?;
+                self.metrics.record_request(s);
+                Ok(crate::stream::start(shard, fragment.clone()))
+            })
+            .collect()
+    }
+
     /// Every shard id.
     pub fn all_shards(&self) -> Vec<ShardId> {
         (0..self.shard_count()).collect()

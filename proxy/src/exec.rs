@@ -2,14 +2,10 @@
 //! or all in parallel) and merges the results (k-way merge for ORDER BY, then
 //! OFFSET/LIMIT, then projection).
 
-use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet};
 
-use fortress_storage::expr::{compare_keys, sort_values};
 use fortress_storage::fault;
-use fortress_storage::{
-    Expr, Fragment, FragmentOutput, Row, ShardId, SortKey, TableDef, TxnWrite, Value,
-};
+use fortress_storage::{Expr, Fragment, FragmentOutput, Row, ShardId, TableDef, TxnWrite, Value};
 
 use crate::cluster::Cluster;
 use crate::copy::CopyFormat;
@@ -19,6 +15,7 @@ use crate::route::placement::{ring_shard, shard_for_key, shard_for_row};
 use crate::route::router::{route, Target};
 use crate::select::{fill, Reader};
 use crate::session::Session;
+use crate::stream::RowStream;
 use crate::txn::{Txn, TxnState};
 use fortress_storage::aggregate::GroupKey;
 
@@ -31,6 +28,11 @@ pub enum QueryResult {
         tag: &'static str,
         columns: Vec<OutputColumn>,
         rows: Vec<Row>,
+    },
+    /// A SELECT's rows, produced as the client reads them.
+    Stream {
+        columns: Vec<OutputColumn>,
+        rows: RowStream,
     },
     /// COPY FROM STDIN is ready for data: the wire layer collects it and
     /// calls [`copy_in`].
@@ -59,9 +61,10 @@ impl QueryResult {
             QueryResult::Command { notice, .. }
             | QueryResult::TxnStart { notice, .. }
             | QueryResult::TxnEnd { notice, .. } => notice.take(),
-            QueryResult::Rows { .. } | QueryResult::CopyIn { .. } | QueryResult::CopyOut { .. } => {
-                None
-            }
+            QueryResult::Rows { .. }
+            | QueryResult::Stream { .. }
+            | QueryResult::CopyIn { .. }
+            | QueryResult::CopyOut { .. } => None,
         }
     }
 }
@@ -136,15 +139,49 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
     if ddl {
         cluster.cache().invalidate_all();
     }
-    match &result {
-        Err(_) => session.fail_txn(),
-        Ok(r) => {
-            if let (Some(t), QueryResult::Rows { columns, rows, .. }) = (ticket, r) {
+    match (result, ticket) {
+        (Err(e), _) => {
+            session.fail_txn();
+            Err(e)
+        }
+        (Ok(QueryResult::Stream { columns, rows }), Some(t)) => {
+            cache_small(cluster, t, columns, rows).await
+        }
+        (Ok(r), t) => {
+            if let (Some(t), QueryResult::Rows { columns, rows, .. }) = (t, &r) {
                 cluster.cache().store(t, columns, rows);
+            }
+            Ok(r)
+        }
+    }
+}
+
+/// Reads a streamed result far enough to know whether the cache keeps it:
+/// a result that ends within the cache's row limit is stored and sent from
+/// memory, a longer one streams on from where the look-ahead stopped.
+async fn cache_small(
+    cluster: &Cluster,
+    ticket: crate::cache::Ticket,
+    columns: Vec<OutputColumn>,
+    rows: RowStream,
+) -> Result<QueryResult> {
+    use futures::StreamExt;
+    let mut rows = rows.0;
+    let mut head = Vec::new();
+    while head.len() <= crate::cache::MAX_ROWS {
+        match rows.next().await {
+            Some(r) => head.push(r?),
+            None => {
+                cluster.cache().store(ticket, &columns, &head);
+                return Ok(self::rows("SELECT", columns, head));
             }
         }
     }
-    result
+    let rest = futures::stream::iter(head.into_iter().map(Ok)).chain(rows);
+    Ok(QueryResult::Stream {
+        columns,
+        rows: RowStream(rest.boxed()),
+    })
 }
 
 async fn execute_in_session(
@@ -538,7 +575,8 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
                 txn: Some(txn),
             };
             let columns = s.columns.clone();
-            Ok(rows("SELECT", columns, reader.select(s).await?))
+            let rows = reader.select_stream(s).await?;
+            Ok(QueryResult::Stream { columns, rows })
         }
         Plan::Insert {
             table,
@@ -770,7 +808,8 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
     match plan {
         Plan::Select(s) => {
             let columns = s.columns.clone();
-            Ok(rows("SELECT", columns, reader.select(s).await?))
+            let rows = reader.select_stream(s).await?;
+            Ok(QueryResult::Stream { columns, rows })
         }
         Plan::Insert {
             table,
@@ -903,115 +942,5 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
                 vec![vec![Value::Text(v)]],
             ))
         }
-    }
-}
-
-/// One sorted run from a shard, for the k-way merge.
-struct Run {
-    keys: Vec<Value>,
-    row: Row,
-    source: usize,
-}
-
-struct HeapItem<'a> {
-    run: Run,
-    order: &'a [SortKey],
-}
-
-impl PartialEq for HeapItem<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for HeapItem<'_> {}
-impl PartialOrd for HeapItem<'_> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for HeapItem<'_> {
-    /// Reversed, so the max-heap pops the smallest key; ties by shard order.
-    fn cmp(&self, other: &Self) -> Ordering {
-        compare_keys(self.order, &other.run.keys, &self.run.keys)
-            .then(other.run.source.cmp(&self.run.source))
-    }
-}
-
-/// Merges per-shard sorted row lists into one sorted list.
-pub fn merge_sorted(
-    order: &[SortKey],
-    inputs: Vec<Vec<Row>>,
-    limit: Option<usize>,
-) -> Result<Vec<Row>> {
-    let mut iters: Vec<std::vec::IntoIter<Row>> =
-        inputs.into_iter().map(|v| v.into_iter()).collect();
-    let mut heap = BinaryHeap::new();
-    for (i, it) in iters.iter_mut().enumerate() {
-        if let Some(row) = it.next() {
-            heap.push(HeapItem {
-                run: Run {
-                    keys: sort_values(order, &row)?,
-                    row,
-                    source: i,
-                },
-                order,
-            });
-        }
-    }
-    let mut out = Vec::new();
-    while let Some(top) = heap.pop() {
-        if limit.is_some_and(|l| out.len() >= l) {
-            break;
-        }
-        let src = top.run.source;
-        out.push(top.run.row);
-        if let Some(row) = iters[src].next() {
-            heap.push(HeapItem {
-                run: Run {
-                    keys: sort_values(order, &row)?,
-                    row,
-                    source: src,
-                },
-                order,
-            });
-        }
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use fortress_storage::Expr;
-
-    #[test]
-    fn k_way_merge_is_sorted_and_limited() {
-        let order = vec![SortKey {
-            expr: Expr::Column(0),
-            descending: false,
-            nulls_first: false,
-        }];
-        let runs = vec![
-            vec![
-                vec![Value::Int4(1)],
-                vec![Value::Int4(4)],
-                vec![Value::Null],
-            ],
-            vec![vec![Value::Int4(2)], vec![Value::Int4(3)]],
-            vec![],
-        ];
-        let out = merge_sorted(&order, runs.clone(), None).unwrap();
-        let got: Vec<Value> = out.into_iter().map(|mut r| r.remove(0)).collect();
-        assert_eq!(
-            got,
-            vec![
-                Value::Int4(1),
-                Value::Int4(2),
-                Value::Int4(3),
-                Value::Int4(4),
-                Value::Null
-            ]
-        );
-        assert_eq!(merge_sorted(&order, runs, Some(2)).unwrap().len(), 2);
     }
 }

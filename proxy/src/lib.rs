@@ -19,6 +19,7 @@ pub mod route;
 pub mod select;
 pub mod session;
 pub mod sql;
+pub mod stream;
 pub mod txn;
 pub mod wire;
 

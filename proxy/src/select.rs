@@ -14,9 +14,9 @@ use futures::FutureExt;
 
 use crate::cluster::Cluster;
 use crate::error::{ProxyError, Result};
-use crate::exec::merge_sorted;
 use crate::plan::{JoinKind, SelectPlan, SetOp, Source, Subquery, SubqueryKind};
 use crate::route::router::{route, Target};
+use crate::stream::{Finish, RowStream};
 use crate::txn::Txn;
 use fortress_storage::aggregate::{group, merge_partials, GroupKey};
 
@@ -193,7 +193,7 @@ impl Reader<'_> {
             let overlaid = matches!(&plan.source, Some(Source::Table(t)) if self.txn.is_some_and(|x| x.touches(t.id)));
             let pushable = plan.runs_on_shards() && !overlaid;
             if pushable {
-                return self.pushed_down(plan).await;
+                return self.pushed_down(plan)?.collect().await;
             }
             if !overlaid {
                 if let Some(split) = SplitAggregate::of(&mut plan) {
@@ -215,8 +215,27 @@ impl Reader<'_> {
         .boxed()
     }
 
-    /// One table, no grouping: filter, sort and limit run on the shards.
-    async fn pushed_down(&self, plan: SelectPlan) -> Result<Vec<Row>> {
+    /// Runs a SELECT whose rows are streamed to the client: a one-table
+    /// query without grouping is merged from the shards as it is read;
+    /// anything else is computed first.
+    pub async fn select_stream(&self, plan: SelectPlan) -> Result<RowStream> {
+        let mut plan = plan;
+        let overlaid = matches!(&plan.source, Some(Source::Table(t)) if self.txn.is_some_and(|x| x.touches(t.id)));
+        let correlated = plan.subqueries.iter().any(|s| !s.outer_refs.is_empty());
+        if !plan.runs_on_shards() || overlaid || correlated {
+            return Ok(RowStream::ready(self.select(plan).await?));
+        }
+        let subs = std::mem::take(&mut plan.subqueries);
+        if !subs.is_empty() {
+            let values = self.run_subqueries(subs).await?;
+            fill_plan(&mut plan, &values);
+        }
+        self.pushed_down(plan)
+    }
+
+    /// One table, no grouping: filter, sort and limit run on the shards,
+    /// whose sorted streams are merged here as the rows are read.
+    fn pushed_down(&self, plan: SelectPlan) -> Result<RowStream> {
         let Some(Source::Table(t)) = &plan.source else {
             unreachable!("checked by the caller")
         };
@@ -243,28 +262,23 @@ impl Reader<'_> {
             limit: wanted,
             snapshot: Some(self.snapshot),
         };
-        let parts = self.scan(r.target, &frag).await?;
-        let cap = wanted.map(|w| w as usize);
-        let rows = if shard_order.is_empty() {
-            let mut all: Vec<Row> = parts.into_iter().flatten().collect();
-            if let Some(c) = cap {
-                all.truncate(c);
-            }
-            all
-        } else {
-            merge_sorted(&shard_order, parts, cap)?
+        self.cluster.metrics().record_route(&r.target);
+        let shards = match r.target {
+            Target::One(s) => vec![s],
+            Target::Some(s) => s,
+            Target::All => self.cluster.all_shards(),
         };
-        let visible = plan.columns.len();
-        let mut out = Vec::new();
-        for row in rows.into_iter().skip(plan.offset as usize) {
-            if plan.limit.is_some_and(|l| out.len() as u64 >= l) {
-                break;
-            }
-            let mut p = project(&plan.projection, &row)?;
-            p.truncate(visible);
-            out.push(p);
-        }
-        Ok(out)
+        let inputs = self.cluster.stream(&shards, &frag)?;
+        Ok(crate::stream::merge(
+            inputs,
+            Finish {
+                order_by: shard_order,
+                offset: plan.offset,
+                limit: plan.limit,
+                visible: plan.columns.len(),
+                projection: plan.projection,
+            },
+        ))
     }
 
     /// Grouping split in two: partial aggregates on the shards, merged here.

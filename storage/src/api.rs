@@ -107,6 +107,10 @@ pub trait Shard: Send + Sync {
     fn id(&self) -> ShardId;
     /// Runs one fragment; writes are durable when this returns `Ok`.
     fn execute(&self, txid: TxnId, fragment: &Fragment) -> Result<FragmentOutput>;
+    /// Runs a `Scan`, handing its rows to `sink` in order, in batches as
+    /// they are produced; `sink` returns false to stop early. Memory stays
+    /// bounded: a sort past its budget spills to temporary files.
+    fn stream(&self, fragment: &Fragment, sink: &mut dyn FnMut(Vec<Row>) -> bool) -> Result<()>;
     /// This shard's copy of the catalog.
     fn catalog(&self) -> Catalog;
     /// Transactions prepared here whose outcome this shard does not know.

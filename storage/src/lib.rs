@@ -16,6 +16,7 @@ pub mod keycodec;
 pub mod mvcc;
 pub mod schema;
 pub mod shard;
+pub mod sort;
 pub mod value;
 pub mod wal;
 

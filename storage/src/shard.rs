@@ -46,6 +46,9 @@ const KIND_ABORT_PREPARED: u8 = 5;
 /// Meta-tree key prefix of prepared, undecided transactions.
 const META_PREPARED: &[u8] = b"prepared/";
 /// How long a writer or reader waits for an in-doubt transaction.
+/// Rows per batch a streamed scan hands over.
+const STREAM_BATCH: usize = 1024;
+
 const IN_DOUBT_WAIT: Duration = Duration::from_secs(5);
 /// Reserved key in every table tree: the last LSN applied to it.
 const APPLIED_KEY: &[u8] = &[0x00];
@@ -191,6 +194,8 @@ pub struct ShardOptions {
     pub gc_grace: Duration,
     /// Snapshots of open transactions, shared by every shard.
     pub pins: Arc<SnapshotPins>,
+    /// Bytes a streamed sort holds in memory before it spills to disk.
+    pub sort_budget: usize,
 }
 
 impl Default for ShardOptions {
@@ -201,6 +206,7 @@ impl Default for ShardOptions {
             clock: Arc::new(HybridClock::default()),
             gc_grace: Duration::from_secs(10),
             pins: Arc::new(SnapshotPins::default()),
+            sort_budget: crate::sort::DEFAULT_SORT_BUDGET,
         }
     }
 }
@@ -530,6 +536,7 @@ pub struct ShardStore {
     apply: Mutex<ApplyState>,
     applied: Condvar,
     failed: AtomicBool,
+    sort_budget: usize,
 }
 
 impl ShardStore {
@@ -586,6 +593,7 @@ impl ShardStore {
             }),
             applied: Condvar::new(),
             failed: AtomicBool::new(false),
+            sort_budget: opts.sort_budget,
         })
     }
 
@@ -1247,6 +1255,54 @@ impl Shard for ShardStore {
             }
             _ => Ok(FragmentOutput::Count(self.write(txid, fragment)?)),
         }
+    }
+
+    fn stream(&self, fragment: &Fragment, sink: &mut dyn FnMut(Vec<Row>) -> bool) -> Result<()> {
+        let Fragment::Scan {
+            table,
+            key_prefix,
+            filter,
+            order_by,
+            limit,
+            snapshot,
+        } = fragment
+        else {
+            return match self.execute(0, fragment)? {
+                FragmentOutput::Rows(rows) => {
+                    sink(rows);
+                    Ok(())
+                }
+                FragmentOutput::Count(_) => Ok(()),
+            };
+        };
+        if *limit == Some(0) {
+            return Ok(());
+        }
+        let snapshot = snapshot.map_or(LATEST, |t| t.0);
+        let _reader = self.begin_read(snapshot)?;
+        let mut batch = Vec::with_capacity(STREAM_BATCH);
+        let mut left = limit.unwrap_or(u64::MAX);
+        let mut emit = |row: Row| {
+            batch.push(row);
+            left -= 1;
+            let more = batch.len() < STREAM_BATCH || sink(std::mem::take(&mut batch));
+            Ok(more && left > 0)
+        };
+        if order_by.is_empty() {
+            self.visit_rows(*table, key_prefix, filter.as_ref(), snapshot, &mut emit)?;
+        } else {
+            let mut sorter =
+                crate::sort::Sorter::new(order_by, *limit, self.sort_budget, &self.dir);
+            self.visit_rows(*table, key_prefix, filter.as_ref(), snapshot, |row| {
+                sorter.push(row)?;
+                Ok(true)
+            })?;
+            sorter.finish(&mut emit)?;
+        }
+        if !batch.is_empty() {
+            sink(batch);
+        }
+        Ok(())
     }
 
     fn catalog(&self) -> Catalog {

@@ -8,16 +8,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream;
-use futures::{Sink, SinkExt};
+use futures::{Sink, SinkExt, StreamExt};
 use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     DefaultServerParameterProvider, StartupHandler,
 };
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::{send_copy_in_response, send_copy_out_response, CopyHandler};
-use pgwire::api::portal::{Format, Portal};
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{
-    send_execution_response, send_ready_for_query, ExtendedQueryHandler, SimpleQueryHandler,
+    send_execution_response, send_query_response, send_ready_for_query, ExtendedQueryHandler,
+    SimpleQueryHandler,
 };
 use pgwire::api::results::{
     CopyResponse, DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat,
@@ -34,6 +35,7 @@ use pgwire::api::{
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
+use pgwire::messages::extendedquery::Execute;
 use pgwire::messages::extendedquery::Sync as PgSync;
 use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::{
@@ -53,6 +55,7 @@ use crate::plan::OutputColumn;
 use crate::session::{Session, SERVER_VERSION};
 use crate::sql::bind::Binder;
 use crate::sql::{parse, types};
+use crate::stream::RowStream;
 use fortress_storage::{DataType, Value};
 
 /// Converts an error into the ErrorResponse fields sent to the client;
@@ -185,6 +188,26 @@ fn wire_status(session: &Session) -> TransactionStatus {
     }
 }
 
+/// A streamed result whose error, when it comes mid-stream, still aborts
+/// the session's transaction block as any failed statement does.
+fn failing_txn_on_error(result: QueryResult, session: &Arc<Session>) -> QueryResult {
+    match result {
+        QueryResult::Stream { columns, rows } => {
+            let session = session.clone();
+            let rows = rows.0.inspect(move |r| {
+                if r.is_err() {
+                    session.fail_txn();
+                }
+            });
+            QueryResult::Stream {
+                columns,
+                rows: RowStream(rows.boxed()),
+            }
+        }
+        other => other,
+    }
+}
+
 /// Turns a query result into a pgwire response in the requested formats.
 fn respond(result: QueryResult, format: &Format) -> Result<Response, ProxyError> {
     match result {
@@ -200,6 +223,18 @@ fn respond(result: QueryResult, format: &Format) -> Result<Response, ProxyError>
                 .collect();
             let mut response = QueryResponse::new(fields, stream::iter(encoded));
             response.set_command_tag(tag);
+            Ok(Response::Query(response))
+        }
+        QueryResult::Stream { columns, rows } => {
+            let fields = Arc::new(encode::fields(&columns, |i| format.format_for(i)));
+            let mut enc = DataRowEncoder::new(fields.clone());
+            let row_fields = fields.clone();
+            let encoded = rows.0.map(move |r| match r {
+                Ok(row) => encode::encode_row(&mut enc, &row_fields, &columns, &row),
+                Err(e) => Err(user_error(e, "")),
+            });
+            let mut response = QueryResponse::new(fields, encoded);
+            response.set_command_tag("SELECT");
             Ok(Response::Query(response))
         }
         QueryResult::CopyOut { lines, columns } => {
@@ -227,7 +262,6 @@ where
     C::Error: Debug,
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
-    use futures::StreamExt;
     let QueryResponse {
         command_tag,
         row_schema,
@@ -240,7 +274,19 @@ where
         .await?;
     let mut rows = 0;
     while let Some(row) = data_rows.next().await {
-        client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+        match row {
+            Ok(row) => client.feed(PgWireBackendMessage::DataRow(row)).await?,
+            // A statement failing mid-stream ends with its error, and the
+            // session goes on to ReadyForQuery.
+            Err(PgWireError::UserError(info)) => {
+                let info: ErrorInfo = *info;
+                return client
+                    .feed(PgWireBackendMessage::ErrorResponse(info.into()))
+                    .await
+                    .map_err(Into::into);
+            }
+            Err(e) => return Err(e),
+        }
         rows += 1;
     }
     let tag = if command_tag == "SHOW" {
@@ -312,33 +358,41 @@ impl SimpleQueryHandler for Handler {
                 ))
                 .await?;
         } else {
-            let responses = if read_only_text(&query.query) {
-                // Reads may be cancelled; writes run to completion so a
-                // cancel never leaves a commit half done.
-                let handle = client.session_extensions().get::<Arc<ConnectionHandle>>();
-                match handle {
-                    Some(h) => {
-                        let cancelled = h.start_query().await;
-                        let run = SimpleQueryHandler::do_query(self, client, &query.query);
-                        tokio::select! {
-                            r = run => r?,
-                            Ok(()) = cancelled => {
-                                session_of(client).fail_txn();
-                                vec![Response::Error(Box::new(error_info(
-                                    &ProxyError::new("57014", "canceling statement due to user request"),
-                                    &query.query,
-                                )))]
-                            }
-                        }
+            // Reads may be cancelled, while they run and while their rows
+            // stream; writes run to completion so a cancel never leaves a
+            // commit half done.
+            let mut cancelled = match client.session_extensions().get::<Arc<ConnectionHandle>>() {
+                Some(h) if read_only_text(&query.query) => Some(h.start_query().await),
+                _ => None,
+            };
+            let cancel_error = || {
+                let e = ProxyError::new("57014", "canceling statement due to user request");
+                PgWireBackendMessage::ErrorResponse(error_info(&e, &query.query).into())
+            };
+            let run = SimpleQueryHandler::do_query(self, client, &query.query);
+            let responses = match cancelled.as_mut() {
+                Some(c) => tokio::select! {
+                    r = run => r?,
+                    Ok(()) = c => {
+                        session_of(client).fail_txn();
+                        client.feed(cancel_error()).await?;
+                        Vec::new()
                     }
-                    None => SimpleQueryHandler::do_query(self, client, &query.query).await?,
-                }
-            } else {
-                SimpleQueryHandler::do_query(self, client, &query.query).await?
+                },
+                None => run.await?,
             };
             for r in responses {
                 match r {
-                    Response::Query(q) => send_rows(client, q).await?,
+                    Response::Query(q) => match cancelled.as_mut() {
+                        Some(c) => tokio::select! {
+                            r = send_rows(client, q) => r?,
+                            Ok(()) = c => {
+                                session_of(client).fail_txn();
+                                client.feed(cancel_error()).await?;
+                            }
+                        },
+                        None => send_rows(client, q).await?,
+                    },
                     Response::Execution(tag)
                     | Response::TransactionStart(tag)
                     | Response::TransactionEnd(tag) => send_execution_response(client, tag).await?,
@@ -443,6 +497,20 @@ impl SimpleQueryHandler for Handler {
                 Ok(Err(r)) => Ok(*r),
                 Err(e) => Err(e),
             };
+            // Only the last statement streams: an earlier one is read out
+            // before the next runs, so a failure stops the rest.
+            let last = std::ptr::eq(stmt, stmts.last().expect("a statement"));
+            let result = match result {
+                Ok(QueryResult::Stream { columns, rows }) if !last => {
+                    rows.collect().await.map(|rows| QueryResult::Rows {
+                        tag: "SELECT",
+                        columns,
+                        rows,
+                    })
+                }
+                other => other,
+            };
+            let result = result.map(|r| failing_txn_on_error(r, &session));
             match result.and_then(|r| respond(r, &Format::UnifiedText)) {
                 Ok(r) => out.push(r),
                 Err(e) => {
@@ -536,6 +604,61 @@ impl ExtendedQueryHandler for Handler {
 
     fn query_parser(&self) -> Arc<Parser> {
         self.parser.clone()
+    }
+
+    /// Execute: pgwire gathers a portal's rows in memory before sending
+    /// them; a SELECT fetched whole (max_rows 0) streams from here instead,
+    /// so a large result never sits in memory. Row-limited fetches keep
+    /// pgwire's portal suspension.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(p))
+                if message.max_rows == 0
+                    && matches!(p.statement.statement.stmt, Statement::Query(_)) =>
+            {
+                p
+            }
+            _ => return self._on_execute(client, message).await,
+        };
+        let fresh = matches!(*portal.state().lock().await, PortalExecutionState::Initial);
+        if !fresh || !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return self._on_execute(client, message).await;
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let cancelled = match client.session_extensions().get::<Arc<ConnectionHandle>>() {
+            Some(h) => Some(h.start_query().await),
+            None => None,
+        };
+        let run = ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0);
+        let response = match cancelled {
+            Some(cancelled) => tokio::select! {
+                r = run => r,
+                Ok(()) = cancelled => Err(PgWireError::QueryCanceled),
+            },
+            None => run.await,
+        }?;
+        *portal.state().lock().await = PortalExecutionState::Finished;
+        match response {
+            Response::Query(q) => send_query_response(client, q, false).await?,
+            Response::Error(e) => {
+                client
+                    .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
+                    .await?
+            }
+            Response::Execution(tag) => send_execution_response(client, tag).await?,
+            // A SELECT answers rows or an error.
+            _ => {}
+        }
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(wire_status(&session_of(client)));
+        Ok(())
     }
 
     /// ReadyForQuery carries the session's transaction state (see on_query).
@@ -683,6 +806,7 @@ impl ExtendedQueryHandler for Handler {
             Err(e) => Err(e),
         };
         result
+            .map(|r| failing_txn_on_error(r, &session))
             .and_then(|r| respond(r, &portal.result_column_format))
             .map_err(|e| {
                 tracing::debug!(code = e.sql_state(), error = %e, "statement failed");

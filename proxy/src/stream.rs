@@ -1,0 +1,282 @@
+//! Streamed scatter-gather: each shard pushes batches of rows into a small
+//! bounded channel from its own thread, and the proxy merges them (k-way by
+//! the sort keys, or as they come) into the rows it sends. A slow client
+//! holds back the merge, the merge holds back the shards: memory stays at a
+//! few batches per shard whatever the result size.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use fortress_storage::expr::{compare_keys, sort_values};
+use fortress_storage::{Expr, Fragment, Row, Shard, SortKey, Value};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::error::{ProxyError, Result};
+
+/// Rows of a result, produced as the client reads them.
+pub struct RowStream(pub BoxStream<'static, Result<Row>>);
+
+impl std::fmt::Debug for RowStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RowStream")
+    }
+}
+
+impl RowStream {
+    /// A stream over rows already computed.
+    pub fn ready(rows: Vec<Row>) -> RowStream {
+        RowStream(futures::stream::iter(rows.into_iter().map(Ok)).boxed())
+    }
+
+    /// Reads the whole stream.
+    pub async fn collect(mut self) -> Result<Vec<Row>> {
+        let mut rows = Vec::new();
+        while let Some(r) = self.0.next().await {
+            rows.push(r?);
+        }
+        Ok(rows)
+    }
+}
+
+/// Batches in flight per shard.
+const CHANNEL_BATCHES: usize = 2;
+
+pub type Batches = mpsc::Receiver<Result<Vec<Row>>>;
+
+/// Starts `fragment` (a scan) on `shard`; its batches arrive in order.
+pub fn start(shard: Arc<dyn Shard>, fragment: Fragment) -> Batches {
+    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+    tokio::task::spawn_blocking(move || {
+        let mut sink = |batch: Vec<Row>| tx.blocking_send(Ok(batch)).is_ok();
+        if let Err(e) = shard.stream(&fragment, &mut sink) {
+            let _ = tx.blocking_send(Err(e.into()));
+        }
+    });
+    rx
+}
+
+/// What the proxy does to merged rows before sending them.
+pub struct Finish {
+    /// Shard-side sort keys (over table rows); empty: any order.
+    pub order_by: Vec<SortKey>,
+    pub offset: u64,
+    pub limit: Option<u64>,
+    pub projection: Vec<Expr>,
+    /// Output columns; projected columns past these are hidden sort keys.
+    pub visible: usize,
+}
+
+struct Input {
+    rx: Batches,
+    batch: VecDeque<Row>,
+    /// Sort values of `batch.front()`.
+    head: Option<Vec<Value>>,
+    done: bool,
+}
+
+struct Merge {
+    inputs: Vec<Input>,
+    finish: Finish,
+    skipped: u64,
+    sent: u64,
+    failed: bool,
+}
+
+impl Merge {
+    /// Refills `input` from its channel when its batch is empty.
+    async fn fill(input: &mut Input, keys: &[SortKey]) -> Result<()> {
+        while input.batch.is_empty() && !input.done {
+            match input.rx.recv().await {
+                Some(Ok(rows)) => input.batch = rows.into(),
+                Some(Err(e)) => return Err(e),
+                None => input.done = true,
+            }
+        }
+        input.head = match input.batch.front() {
+            Some(r) if !keys.is_empty() => Some(sort_values(keys, r)?),
+            _ => None,
+        };
+        Ok(())
+    }
+
+    /// The next merged row, before OFFSET and LIMIT.
+    async fn next_row(&mut self) -> Result<Option<Row>> {
+        let keys = &self.finish.order_by;
+        for input in &mut self.inputs {
+            if input.batch.is_empty() {
+                Self::fill(input, keys).await?;
+            }
+        }
+        let pick = if keys.is_empty() {
+            self.inputs.iter().position(|i| !i.batch.is_empty())
+        } else {
+            let mut best: Option<usize> = None;
+            for (i, input) in self.inputs.iter().enumerate() {
+                let Some(h) = &input.head else { continue };
+                let better = best.is_none_or(|b| {
+                    let bh = self.inputs[b].head.as_deref().unwrap_or_default();
+                    compare_keys(keys, h, bh).is_lt()
+                });
+                if better {
+                    best = Some(i);
+                }
+            }
+            best
+        };
+        let Some(i) = pick else { return Ok(None) };
+        let row = self.inputs[i].batch.pop_front();
+        if !keys.is_empty() {
+            let input = &mut self.inputs[i];
+            input.head = match input.batch.front() {
+                Some(r) => Some(sort_values(keys, r)?),
+                None => None,
+            };
+        }
+        Ok(row)
+    }
+
+    /// The next row to send, projected.
+    async fn next(&mut self) -> Option<Result<Row>> {
+        if self.failed || self.finish.limit.is_some_and(|l| self.sent >= l) {
+            return None;
+        }
+        loop {
+            let row = match self.next_row().await {
+                Ok(Some(r)) => r,
+                Ok(None) => return None,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            };
+            if self.skipped < self.finish.offset {
+                self.skipped += 1;
+                continue;
+            }
+            self.sent += 1;
+            let projected: std::result::Result<Row, _> = self
+                .finish
+                .projection
+                .iter()
+                .map(|e| e.eval(&row))
+                .collect();
+            return Some(match projected {
+                Ok(mut p) => {
+                    p.truncate(self.finish.visible);
+                    Ok(p)
+                }
+                Err(e) => {
+                    self.failed = true;
+                    Err(ProxyError::from(e))
+                }
+            });
+        }
+    }
+}
+
+/// Merges the shards' batches into one stream of finished rows.
+pub fn merge(inputs: Vec<Batches>, finish: Finish) -> RowStream {
+    let merge = Merge {
+        inputs: inputs
+            .into_iter()
+            .map(|rx| Input {
+                rx,
+                batch: VecDeque::new(),
+                head: None,
+                done: false,
+            })
+            .collect(),
+        finish,
+        skipped: 0,
+        sent: 0,
+        failed: false,
+    };
+    RowStream(
+        futures::stream::unfold(merge, |mut m| async move {
+            let item = m.next().await?;
+            Some((item, m))
+        })
+        .boxed(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shard that has already sent `batches`.
+    fn sent(batches: Vec<Vec<i32>>) -> Batches {
+        let (tx, rx) = mpsc::channel(batches.len().max(1));
+        for b in batches {
+            let rows = b.into_iter().map(|v| vec![Value::Int4(v)]).collect();
+            tx.try_send(Ok(rows)).unwrap();
+        }
+        rx
+    }
+
+    fn finish(order: bool, offset: u64, limit: Option<u64>) -> Finish {
+        Finish {
+            order_by: if order {
+                vec![SortKey {
+                    expr: Expr::Column(0),
+                    descending: false,
+                    nulls_first: false,
+                }]
+            } else {
+                Vec::new()
+            },
+            offset,
+            limit,
+            projection: vec![Expr::Column(0)],
+            visible: 1,
+        }
+    }
+
+    async fn values(s: RowStream) -> Vec<i32> {
+        let rows = s.collect().await.unwrap();
+        rows.into_iter()
+            .map(|r| match r[0] {
+                Value::Int4(v) => v,
+                _ => panic!("not an int"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn k_way_merge_across_batches_with_offset_and_limit() {
+        let inputs = || {
+            vec![
+                sent(vec![vec![1, 4], vec![7, 10]]),
+                sent(vec![vec![2], vec![3, 8]]),
+                sent(vec![]),
+                sent(vec![vec![5, 6, 9]]),
+            ]
+        };
+        assert_eq!(
+            values(merge(inputs(), finish(true, 0, None))).await,
+            (1..=10).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            values(merge(inputs(), finish(true, 3, Some(4)))).await,
+            vec![4, 5, 6, 7]
+        );
+        let mut any = values(merge(inputs(), finish(false, 0, None))).await;
+        any.sort_unstable();
+        assert_eq!(any, (1..=10).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_shard_error_ends_the_stream_with_it() {
+        let (tx, rx) = mpsc::channel(2);
+        tx.try_send(Ok(vec![vec![Value::Int4(1)]])).unwrap();
+        tx.try_send(Err(ProxyError::new("XX000", "disk on fire")))
+            .unwrap();
+        let mut s = merge(vec![rx], finish(false, 0, None)).0;
+        assert!(s.next().await.unwrap().is_ok());
+        let e = s.next().await.unwrap().unwrap_err();
+        assert_eq!(e.sql_state(), "XX000");
+        assert!(s.next().await.is_none());
+    }
+}
