@@ -97,7 +97,13 @@ async fn two_million_row_ordered_scan_streams_in_bounded_memory() {
     const ROWS: i64 = 2_000_000;
     const BOUND_KIB: u64 = 100 * 1024;
     let dir = tempfile::tempdir().unwrap();
-    let env = [("FORTRESS_PAGE_CACHE_MB", "16"), ("FORTRESS_SYNC", "off")];
+    // 8 MiB of sort memory per shard: 32 MiB across the four shards, while
+    // the rows to sort take over 500 MiB in memory.
+    let env = [
+        ("FORTRESS_PAGE_CACHE_MB", "16"),
+        ("FORTRESS_SORT_MEM_MB", "8"),
+        ("FORTRESS_SYNC", "off"),
+    ];
     let mut server = Server::start_env(dir.path(), &env);
     let c = server.client().await;
     let t = Instant::now();

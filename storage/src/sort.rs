@@ -17,18 +17,26 @@ pub const DEFAULT_SORT_BUDGET: usize = 16 << 20;
 
 type Keyed = (Vec<Value>, Row);
 
-/// Rough heap footprint of a value, for the budget.
-fn value_size(v: &Value) -> usize {
-    std::mem::size_of::<Value>()
-        + match v {
-            Value::Text(s) => s.len(),
-            Value::Bytea(b) => b.len(),
-            _ => 0,
-        }
+/// Bytes an allocation costs beyond its contents (allocator bookkeeping).
+const ALLOC_OVERHEAD: usize = 16;
+
+/// Heap bytes a value owns beyond its slot.
+fn value_heap(v: &Value) -> usize {
+    match v {
+        Value::Text(s) => ALLOC_OVERHEAD + s.len(),
+        Value::Bytea(b) => ALLOC_OVERHEAD + b.len(),
+        _ => 0,
+    }
 }
 
+/// Memory a buffered row costs: its slot in the buffer, the key and row
+/// vectors and what their values own.
 fn keyed_size((k, r): &Keyed) -> usize {
-    48 + k.iter().chain(r).map(value_size).sum::<usize>()
+    let slot = std::mem::size_of::<Value>();
+    std::mem::size_of::<Keyed>()
+        + 2 * ALLOC_OVERHEAD
+        + (k.len() + r.len()) * slot
+        + k.iter().chain(r).map(value_heap).sum::<usize>()
 }
 
 /// One sorted run on disk: length-prefixed postcard records.
