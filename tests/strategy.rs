@@ -262,3 +262,99 @@ async fn bad_strategy_options_are_22023() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn co_located_joins_run_on_the_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.client().await;
+    c.batch_execute(
+        "CREATE TABLE cu (id int PRIMARY KEY, name text);
+         CREATE TABLE od (cust int, id int, qty int, PRIMARY KEY (cust, id));
+         CREATE TABLE item (sku int PRIMARY KEY, label text) WITH (replicated = true);
+         CREATE TABLE rc (id int PRIMARY KEY, v int) WITH (strategy = 'range', split_points = '10, 20, 30')",
+    )
+    .await
+    .unwrap();
+    let custs: Vec<String> = (0..40).map(|i| format!("({i}, 'c{i}')")).collect();
+    let orders: Vec<String> = (0..40)
+        .flat_map(|i| (0..3).map(move |j| format!("({i}, {j}, {})", (i + j) % 5)))
+        .collect();
+    c.batch_execute(&format!(
+        "INSERT INTO cu VALUES {}; INSERT INTO od VALUES {}; \
+         INSERT INTO item VALUES (0, 'zero'), (1, 'one'), (2, 'two'), (3, 'three'), (4, 'four')",
+        custs.join(","),
+        orders.join(",")
+    ))
+    .await
+    .unwrap();
+    c.batch_execute(&format!(
+        "INSERT INTO rc VALUES {}",
+        (0..40)
+            .map(|i| format!("({i}, {i})"))
+            .collect::<Vec<_>>()
+            .join(",")
+    ))
+    .await
+    .unwrap();
+    let on_keys = "SELECT cu.name, od.qty FROM cu JOIN od ON od.cust = cu.id";
+    let plan = explain(&c, on_keys).await;
+    assert!(
+        plan.contains("join on the shards (co-located on their shard keys) at all 4 shards"),
+        "{plan}"
+    );
+    // A shard-key filter narrows the pushed join to one shard.
+    let plan = explain(&c, &format!("{on_keys} WHERE cu.id = 7")).await;
+    assert!(
+        plan.contains("co-located on their shard keys) at shard "),
+        "{plan}"
+    );
+    let rows = c
+        .query(&format!("{on_keys} WHERE cu.id = 7 ORDER BY od.qty"), &[])
+        .await
+        .unwrap();
+    let qty: Vec<i32> = rows.iter().map(|r| r.get(1)).collect();
+    assert_eq!(qty, [2, 3, 4]);
+    let with_ref = "SELECT od.id, item.label FROM od LEFT JOIN item ON item.sku = od.qty";
+    let plan = explain(&c, with_ref).await;
+    assert!(
+        plan.contains("Left join on the shards (one side replicated)"),
+        "{plan}"
+    );
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM od LEFT JOIN item ON item.sku = od.qty WHERE item.label IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 120);
+    // Not on the shard keys, or placed differently: joined at the proxy, with
+    // each side still reading only what its filter allows.
+    let off = explain(
+        &c,
+        "SELECT * FROM cu JOIN od ON od.id = cu.id WHERE cu.id < 3",
+    )
+    .await;
+    assert!(off.contains("Inner join at the proxy"), "{off}");
+    let mixed = explain(
+        &c,
+        "SELECT * FROM rc JOIN cu ON cu.id = rc.id WHERE rc.id < 10",
+    )
+    .await;
+    assert!(mixed.contains("join at the proxy"), "{mixed}");
+    assert!(
+        mixed.contains("Scan on rc at shard 0 (single-shard: range strategy"),
+        "{mixed}"
+    );
+    let sum: i64 = c
+        .query_one(
+            "SELECT sum(rc.v) FROM rc JOIN cu ON cu.id = rc.id WHERE rc.id < 10",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sum, 45);
+}

@@ -8,9 +8,10 @@ use fortress_storage::{Expr, TableDef, Value};
 
 use crate::cluster::Cluster;
 use crate::plan::{JoinKind, Plan, SelectPlan, SetOp, Source};
+use crate::pushdown::{colocation, split_for_join, Colocation};
 use crate::route::placement::shard_for_row;
 use crate::route::router::{route, Target};
-use crate::select::SplitAggregate;
+use crate::select::{join_target, SplitAggregate};
 
 /// The lines of `EXPLAIN <plan>`.
 pub fn explain(cluster: &Cluster, plan: &Plan) -> Vec<String> {
@@ -272,14 +273,12 @@ fn select(cluster: &Cluster, s: &SelectPlan, depth: usize, out: &mut Vec<String>
     match &s.source {
         None => out.push(format!("{pad}-> Result (no table)")),
         Some(src) => {
-            let filter = if matches!(src, Source::Table(_)) {
-                s.filter.as_ref()
-            } else {
-                if s.filter.is_some() {
-                    out.push(format!("{pad}Filter at the proxy"));
-                }
-                None
-            };
+            // A join's sides apply the parts of the filter they can; the
+            // whole filter runs at the proxy on the joined rows.
+            if s.filter.is_some() && !matches!(src, Source::Table(_)) {
+                out.push(format!("{pad}Filter at the proxy"));
+            }
+            let filter = s.filter.as_ref();
             source(cluster, src, filter, depth, out);
         }
     }
@@ -303,7 +302,8 @@ fn source(
             kind,
             on,
         } => {
-            let kind = match kind {
+            let (lf, rf) = split_for_join(filter, on.as_ref(), left.width(), *kind);
+            let name = match kind {
                 JoinKind::Inner => "Inner",
                 JoinKind::Left => "Left",
             };
@@ -312,9 +312,40 @@ fn source(
             } else {
                 "nested loop (cross product)"
             };
-            out.push(format!("{pad}-> {kind} join at the proxy: {method}"));
-            source(cluster, left, None, depth + 1, out);
-            source(cluster, right, None, depth + 1, out);
+            if let (Source::Table(lt), Source::Table(rt)) = (left.as_ref(), right.as_ref()) {
+                if let Some(how) = colocation(lt, rt, on.as_ref(), *kind) {
+                    let why = match how {
+                        Colocation::ShardKeys => "co-located on their shard keys",
+                        Colocation::RightReplicated | Colocation::LeftReplicated => {
+                            "one side replicated"
+                        }
+                        Colocation::BothReplicated => "both replicated",
+                    };
+                    let (lr, rr) = (
+                        route(cluster.ring(), lt, lf.as_ref()),
+                        route(cluster.ring(), rt, rf.as_ref()),
+                    );
+                    let target =
+                        join_target(how, *kind, &lr.target, &rr.target, cluster.all_shards());
+                    let at = match target {
+                        Target::One(s) => format!("shard {s}"),
+                        Target::Some(s) => format!(
+                            "shards {}",
+                            s.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                        ),
+                        Target::All => format!("all {} shards", cluster.shard_count()),
+                    };
+                    out.push(format!(
+                        "{pad}-> {name} join on the shards ({why}) at {at}: {method}"
+                    ));
+                    scan(cluster, lt, lf.as_ref(), depth + 1, out);
+                    scan(cluster, rt, rf.as_ref(), depth + 1, out);
+                    return;
+                }
+            }
+            out.push(format!("{pad}-> {name} join at the proxy: {method}"));
+            source(cluster, left, lf.as_ref(), depth + 1, out);
+            source(cluster, right, rf.as_ref(), depth + 1, out);
         }
         Source::Rows { rows, .. } => {
             out.push(format!(

@@ -15,6 +15,7 @@ pub mod explain;
 pub mod metrics;
 pub mod pgcatalog;
 pub mod plan;
+pub mod pushdown;
 pub mod route;
 pub mod select;
 pub mod session;

@@ -2,6 +2,7 @@
 //! and literals coerced. The executor turns these into shard fragments.
 
 pub use fortress_storage::aggregate::{AggCall, AggFunc, Aggregate};
+pub use fortress_storage::join::JoinKind;
 use fortress_storage::{DataType, Expr, Row, SortKey, TableDef};
 
 /// One output column.
@@ -44,12 +45,6 @@ pub enum SetOp {
     Union,
     Intersect,
     Except,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JoinKind {
-    Inner,
-    Left,
 }
 
 impl Source {

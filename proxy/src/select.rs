@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use fortress_storage::expr::{compare_keys, sort_values};
 use fortress_storage::{
-    BinaryOp, Expr, Fragment, FragmentOutput, Row, SortKey, TableDef, Timestamp, Value,
+    Expr, Fragment, FragmentOutput, Row, ShardId, SortKey, TableDef, TableScan, Timestamp, Value,
 };
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -15,10 +15,12 @@ use futures::FutureExt;
 use crate::cluster::Cluster;
 use crate::error::{ProxyError, Result};
 use crate::plan::{JoinKind, SelectPlan, SetOp, Source, Subquery, SubqueryKind};
+use crate::pushdown::{colocation, split_for_join, Colocation};
 use crate::route::router::{route, Target};
 use crate::stream::{Finish, RowStream};
 use crate::txn::Txn;
 use fortress_storage::aggregate::{group, merge_partials, GroupKey};
+use fortress_storage::join::join;
 
 /// How a statement reads: one snapshot for every shard, plus the
 /// transaction's own writes when it runs inside one.
@@ -181,7 +183,7 @@ impl Reader<'_> {
                 // the source rows are gathered.
                 let rows = match &plan.source {
                     None => vec![Vec::new()],
-                    Some(src) => self.source_rows(src).await?,
+                    Some(src) => self.source_rows(src, None).await?,
                 };
                 within_budget(rows.len(), self.cluster.work_rows(), "a correlated subquery")?;
                 let rows = match plan.filter.take() {
@@ -207,7 +209,9 @@ impl Reader<'_> {
                     plan.filter = None;
                     rows
                 }
-                Some(src) => self.source_rows(src).await?,
+                // The filter stays in the plan: parts of it only narrow
+                // what the join sides read.
+                Some(src) => self.source_rows(src, plan.filter.as_ref()).await?,
             };
             within_budget(rows.len(), self.cluster.work_rows(), "grouping or sorting")?;
             finish(plan, rows)
@@ -309,10 +313,16 @@ impl Reader<'_> {
         finish_grouped(plan, rows)
     }
 
-    fn source_rows<'s>(&'s self, src: &'s Source) -> BoxFuture<'s, Result<Vec<Row>>> {
+    /// The rows of `src`. `filter` (over its rows) is applied later by the
+    /// caller; parts of it may narrow what is read here.
+    fn source_rows<'s>(
+        &'s self,
+        src: &'s Source,
+        filter: Option<&'s Expr>,
+    ) -> BoxFuture<'s, Result<Vec<Row>>> {
         async move {
             match src {
-                Source::Table(t) => self.table_rows(t, None).await,
+                Source::Table(t) => self.table_rows(t, filter).await,
                 Source::Derived(p) => self.select((**p).clone()).await,
                 Source::Rows { rows, .. } => Ok(rows.clone()),
                 Source::SetOp {
@@ -332,14 +342,104 @@ impl Reader<'_> {
                     on,
                 } => {
                     let limit = self.cluster.work_rows();
-                    let l = self.source_rows(left).await?;
-                    let r = self.source_rows(right).await?;
+                    let (lf, rf) = split_for_join(filter, on.as_ref(), left.width(), *kind);
+                    if let (Source::Table(lt), Source::Table(rt)) = (left.as_ref(), right.as_ref())
+                    {
+                        let overlaid = self
+                            .txn
+                            .is_some_and(|x| x.touches(lt.id) || x.touches(rt.id));
+                        if let (Some(how), false) =
+                            (colocation(lt, rt, on.as_ref(), *kind), overlaid)
+                        {
+                            let sides = [(lt, lf), (rt, rf)];
+                            return self.join_on_shards(how, sides, *kind, on.clone()).await;
+                        }
+                    }
+                    let l = self.source_rows(left, lf.as_ref()).await?;
+                    let r = self.source_rows(right, rf.as_ref()).await?;
                     within_budget(l.len() + r.len(), limit, "a join")?;
-                    join(l, r, left.width(), right.width(), *kind, on.as_ref(), limit)
+                    Ok(join(
+                        l,
+                        r,
+                        left.width(),
+                        right.width(),
+                        *kind,
+                        on.as_ref(),
+                        limit,
+                    )?)
                 }
             }
         }
         .boxed()
+    }
+
+    /// A join of co-located tables, run by the shards that can hold its
+    /// rows; each side is read with its own filter.
+    async fn join_on_shards(
+        &self,
+        how: Colocation,
+        sides: [(&TableDef, Option<Expr>); 2],
+        kind: JoinKind,
+        on: Option<Expr>,
+    ) -> Result<Vec<Row>> {
+        let [(lt, lf), (rt, rf)] = sides;
+        let (lr, rr) = (
+            route(self.cluster.ring(), lt, lf.as_ref()),
+            route(self.cluster.ring(), rt, rf.as_ref()),
+        );
+        let target = join_target(how, kind, &lr.target, &rr.target, self.cluster.all_shards());
+        let frag = Fragment::JoinScan {
+            left: TableScan {
+                table: lt.id,
+                key_prefix: lr.key_prefix,
+                filter: lf,
+            },
+            right: TableScan {
+                table: rt.id,
+                key_prefix: rr.key_prefix,
+                filter: rf,
+            },
+            kind,
+            on,
+            limit: self.cluster.work_rows() as u64,
+            snapshot: Some(self.snapshot),
+        };
+        let parts = self.scan(target, &frag).await?;
+        let n: usize = parts.iter().map(Vec::len).sum();
+        within_budget(n, self.cluster.work_rows(), "a join's result")?;
+        Ok(parts.into_iter().flatten().collect())
+    }
+}
+
+/// The shards a co-located join runs on: where both sides can have rows
+/// (an inner join on shard keys), where the left side can (a LEFT join, or
+/// a replicated right side), or one shard when both are everywhere.
+pub fn join_target(
+    how: Colocation,
+    kind: JoinKind,
+    left: &Target,
+    right: &Target,
+    all: Vec<ShardId>,
+) -> Target {
+    let set = |t: &Target| -> BTreeSet<ShardId> {
+        match t {
+            Target::One(s) => [*s].into(),
+            Target::Some(s) => s.iter().copied().collect(),
+            Target::All => all.iter().copied().collect(),
+        }
+    };
+    let shards: BTreeSet<ShardId> = match (how, kind) {
+        (Colocation::BothReplicated, _) => return Target::One(0),
+        (Colocation::ShardKeys, JoinKind::Inner) => {
+            set(left).intersection(&set(right)).copied().collect()
+        }
+        (Colocation::ShardKeys | Colocation::RightReplicated, _) => set(left),
+        (Colocation::LeftReplicated, _) => set(right),
+    };
+    match shards.len() {
+        n if n == all.len() => Target::All,
+        0 | 1 => Target::One(shards.first().copied().unwrap_or(0)),
+        _ => Target::Some(shards.into_iter().collect()),
     }
 }
 
@@ -519,80 +619,6 @@ fn set_operation(op: SetOp, all: bool, left: Vec<Row>, right: Vec<Row>) -> Vec<R
             out
         }
     }
-}
-
-/// The `left_col = right_col` conjunct of a join condition, if any, for a
-/// hash join.
-fn equi_key(on: &Expr, left_width: usize) -> Option<(usize, usize)> {
-    match on {
-        Expr::Binary(BinaryOp::And, a, b) => {
-            equi_key(a, left_width).or_else(|| equi_key(b, left_width))
-        }
-        Expr::Binary(BinaryOp::Eq, a, b) => match (a.as_ref(), b.as_ref()) {
-            (Expr::Column(x), Expr::Column(y)) if *x < left_width && *y >= left_width => {
-                Some((*x, *y - left_width))
-            }
-            (Expr::Column(y), Expr::Column(x)) if *x < left_width && *y >= left_width => {
-                Some((*x, *y - left_width))
-            }
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// Joins at the proxy: a hash join on an equality conjunct when there is
-/// one, else nested loops. The full condition is checked on every pair.
-fn join(
-    left: Vec<Row>,
-    right: Vec<Row>,
-    left_width: usize,
-    right_width: usize,
-    kind: JoinKind,
-    on: Option<&Expr>,
-    limit: usize,
-) -> Result<Vec<Row>> {
-    let mut out = Vec::new();
-    let key = on.and_then(|e| equi_key(e, left_width));
-    let index: Option<std::collections::BTreeMap<GroupKey, Vec<usize>>> = key.map(|(_, rk)| {
-        let mut m: std::collections::BTreeMap<GroupKey, Vec<usize>> = Default::default();
-        for (i, r) in right.iter().enumerate() {
-            if !r[rk].is_null() {
-                m.entry(GroupKey(vec![r[rk].clone()])).or_default().push(i);
-            }
-        }
-        m
-    });
-    let all: Vec<usize> = (0..right.len()).collect();
-    for l in left {
-        let candidates: &[usize] = match (&index, key) {
-            (Some(ix), Some((lk, _))) => ix
-                .get(&GroupKey(vec![l[lk].clone()]))
-                .map(|v| v.as_slice())
-                .unwrap_or(&[]),
-            _ => &all,
-        };
-        let mut matched = false;
-        for &ri in candidates {
-            let mut row = l.clone();
-            row.extend(right[ri].iter().cloned());
-            let pass = match on {
-                Some(e) => e.matches(&row)?,
-                None => true,
-            };
-            if pass {
-                matched = true;
-                out.push(row);
-                within_budget(out.len(), limit, "a join's result")?;
-            }
-        }
-        if !matched && kind == JoinKind::Left {
-            let mut row = l;
-            row.extend(std::iter::repeat_n(Value::Null, right_width));
-            out.push(row);
-        }
-    }
-    Ok(out)
 }
 
 /// Replaces subquery slots with their values.

@@ -10,6 +10,7 @@ use crate::aggregate::Aggregate;
 use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::expr::{Expr, SortKey};
+use crate::join::JoinKind;
 use crate::schema::{Catalog, TableId};
 use crate::value::{Row, Value};
 use crate::{ShardId, TxnId};
@@ -38,6 +39,18 @@ pub enum Fragment {
         key_prefix: Vec<Value>,
         filter: Option<Expr>,
         aggregate: Aggregate,
+        snapshot: Option<Timestamp>,
+    },
+    /// `left JOIN right ON on`, computed on this shard for tables whose
+    /// matching rows live on the same shard (co-located on their shard keys,
+    /// or `right` replicated): `[left.., right..]` rows, each side read as
+    /// its scan says. More than `limit` result rows is 53200.
+    JoinScan {
+        left: TableScan,
+        right: TableScan,
+        kind: JoinKind,
+        on: Option<Expr>,
+        limit: u64,
         snapshot: Option<Timestamp>,
     },
     /// Inserts whole rows (already coerced and defaulted); 23505 if a key exists.
@@ -78,6 +91,15 @@ pub enum Fragment {
     AbortPrepared { txid: TxnId },
 }
 
+/// The rows of one table a fragment reads: under `key_prefix` (leading
+/// primary-key values; empty: all) and passing `filter`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TableScan {
+    pub table: TableId,
+    pub key_prefix: Vec<Value>,
+    pub filter: Option<Expr>,
+}
+
 /// One buffered write of a transaction: the row's new value, or `None` to
 /// delete it. `insert` writes must not find a live row (23505).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -91,7 +113,10 @@ pub struct TxnWrite {
 impl Fragment {
     /// True if the fragment only reads.
     pub fn is_read_only(&self) -> bool {
-        matches!(self, Fragment::Scan { .. } | Fragment::Aggregate { .. })
+        matches!(
+            self,
+            Fragment::Scan { .. } | Fragment::Aggregate { .. } | Fragment::JoinScan { .. }
+        )
     }
 }
 

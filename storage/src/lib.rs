@@ -12,6 +12,7 @@ pub mod expr;
 pub mod fault;
 pub mod func;
 pub mod index;
+pub mod join;
 pub mod keycodec;
 pub mod mvcc;
 pub mod schema;
@@ -20,7 +21,7 @@ pub mod sort;
 pub mod value;
 pub mod wal;
 
-pub use api::{Fragment, FragmentOutput, Shard, TxnWrite};
+pub use api::{Fragment, FragmentOutput, Shard, TableScan, TxnWrite};
 pub use clock::{HybridClock, Timestamp};
 pub use error::{EvalError, StorageError};
 pub use expr::{BinaryOp, Expr, SortKey};

@@ -27,9 +27,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Fragment, FragmentOutput, Shard};
+use crate::api::{Fragment, FragmentOutput, Shard, TableScan};
 use crate::clock::{HybridClock, Timestamp};
-use crate::error::{Result, StorageError};
+use crate::error::{EvalError, Result, StorageError};
 use crate::expr::{compare_keys, sort_values, Expr, SortKey};
 use crate::keycodec::{encode_key, versioned_key};
 use crate::mvcc::{collect_garbage, encode_version, visible, SnapshotPins, LATEST};
@@ -816,6 +816,36 @@ impl ShardStore {
         }
     }
 
+    /// The rows of one side of a join, and the table's width; more than
+    /// `limit` of them is 53200.
+    fn scan_rows(
+        &self,
+        scan: &TableScan,
+        snapshot: u64,
+        limit: usize,
+    ) -> Result<(Vec<Row>, usize)> {
+        let width = self.table(scan.table)?.columns.len();
+        let mut rows = Vec::new();
+        self.visit_rows(
+            scan.table,
+            &scan.key_prefix,
+            scan.filter.as_ref(),
+            snapshot,
+            |row| {
+                rows.push(row);
+                Ok(true)
+            },
+        )?;
+        if rows.len() > limit {
+            return Err(EvalError::Invalid(
+                "53200",
+                format!("out of memory: a join side needs more than {limit} rows on a shard (FORTRESS_WORK_ROWS)"),
+            )
+            .into());
+        }
+        Ok((rows, width))
+    }
+
     /// Partial aggregation of the rows a scan with the same arguments sees.
     fn aggregate(
         &self,
@@ -995,6 +1025,7 @@ impl ShardStore {
             }
             Fragment::Scan { .. }
             | Fragment::Aggregate { .. }
+            | Fragment::JoinScan { .. }
             | Fragment::ApplyCatalog(_)
             | Fragment::CommitPrepared { .. }
             | Fragment::AbortPrepared { .. } => {}
@@ -1246,6 +1277,22 @@ impl Shard for ShardStore {
                 aggregate,
                 snapshot.map_or(LATEST, |t| t.0),
             )?)),
+            Fragment::JoinScan {
+                left,
+                right,
+                kind,
+                on,
+                limit,
+                snapshot,
+            } => {
+                let snapshot = snapshot.map_or(LATEST, |t| t.0);
+                let _reader = self.begin_read(snapshot)?;
+                let limit = usize::try_from(*limit).unwrap_or(usize::MAX);
+                let (l, lw) = self.scan_rows(left, snapshot, limit)?;
+                let (r, rw) = self.scan_rows(right, snapshot, limit)?;
+                let joined = crate::join::join(l, r, lw, rw, *kind, on.as_ref(), limit)?;
+                Ok(FragmentOutput::Rows(joined))
+            }
             Fragment::ApplyCatalog(c) => Ok(FragmentOutput::Count(self.apply_catalog(txid, c)?)),
             Fragment::CommitPrepared { txid, commit_ts } => Ok(FragmentOutput::Count(
                 self.resolve(*txid, Some(*commit_ts))?,

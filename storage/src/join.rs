@@ -1,0 +1,100 @@
+//! Joins of two row sets: a hash join on an equality conjunct when the
+//! condition has one, else nested loops; the full condition is checked on
+//! every pair. The proxy joins gathered rows with it, and a shard joins
+//! tables co-located on their shard keys.
+
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::GroupKey;
+use crate::error::EvalError;
+use crate::expr::{BinaryOp, Expr};
+use crate::value::{Row, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JoinKind {
+    Inner,
+    Left,
+}
+
+/// The `left_col = right_col` conjunct of a join condition, if any, for a
+/// hash join: (left column, right column counted from the right row).
+pub fn equi_key(on: &Expr, left_width: usize) -> Option<(usize, usize)> {
+    match on {
+        Expr::Binary(BinaryOp::And, a, b) => {
+            equi_key(a, left_width).or_else(|| equi_key(b, left_width))
+        }
+        Expr::Binary(BinaryOp::Eq, a, b) => match (a.as_ref(), b.as_ref()) {
+            (Expr::Column(x), Expr::Column(y)) if *x < left_width && *y >= left_width => {
+                Some((*x, *y - left_width))
+            }
+            (Expr::Column(y), Expr::Column(x)) if *x < left_width && *y >= left_width => {
+                Some((*x, *y - left_width))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Joins `left` and `right`: rows are `[left.., right..]`, NULL-extended
+/// for unmatched left rows of a LEFT join. More than `limit` result rows
+/// is 53200.
+pub fn join(
+    left: Vec<Row>,
+    right: Vec<Row>,
+    left_width: usize,
+    right_width: usize,
+    kind: JoinKind,
+    on: Option<&Expr>,
+    limit: usize,
+) -> Result<Vec<Row>, EvalError> {
+    let mut out = Vec::new();
+    let key = on.and_then(|e| equi_key(e, left_width));
+    let index: Option<std::collections::BTreeMap<GroupKey, Vec<usize>>> = key.map(|(_, rk)| {
+        let mut m: std::collections::BTreeMap<GroupKey, Vec<usize>> = Default::default();
+        for (i, r) in right.iter().enumerate() {
+            if !r[rk].is_null() {
+                m.entry(GroupKey(vec![r[rk].clone()])).or_default().push(i);
+            }
+        }
+        m
+    });
+    let all: Vec<usize> = (0..right.len()).collect();
+    for l in left {
+        let candidates: &[usize] = match (&index, key) {
+            (Some(ix), Some((lk, _))) => ix
+                .get(&GroupKey(vec![l[lk].clone()]))
+                .map(|v| v.as_slice())
+                .unwrap_or(&[]),
+            _ => &all,
+        };
+        let mut matched = false;
+        for &ri in candidates {
+            let mut row = l.clone();
+            row.extend(right[ri].iter().cloned());
+            let pass = match on {
+                Some(e) => e.matches(&row)?,
+                None => true,
+            };
+            if pass {
+                matched = true;
+                out.push(row);
+                if out.len() > limit {
+                    return Err(EvalError::Invalid(
+                        "53200",
+                        format!(
+                            "out of memory: a join's result needs more than {limit} rows \
+                             (FORTRESS_WORK_ROWS); add a filter or a shard-key condition"
+                        ),
+                    ));
+                }
+            }
+        }
+        if !matched && kind == JoinKind::Left {
+            let mut row = l;
+            row.extend(std::iter::repeat_n(Value::Null, right_width));
+            out.push(row);
+        }
+    }
+    Ok(out)
+}
