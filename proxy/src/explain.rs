@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use fortress_storage::index::IndexUse;
 use fortress_storage::schema::Strategy;
 use fortress_storage::{Expr, TableDef, Value};
 
@@ -191,13 +192,17 @@ fn scan(
             r.key_prefix.len()
         ));
     }
-    if let (true, Some((idx, _))) = (
+    if let (true, Some(how)) = (
         r.key_prefix.is_empty(),
         fortress_storage::index::choose(table, filter),
     ) {
+        let kind = match how {
+            IndexUse::Lookup(..) => "lookup",
+            IndexUse::Range(..) => "range scan",
+        };
         out.push(format!(
-            "{pad}     Index lookup: {} (local to each shard)",
-            idx.name
+            "{pad}     Index {kind}: {} (local to each shard)",
+            how.index().name
         ));
     }
     if filter.is_some() {

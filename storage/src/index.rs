@@ -5,9 +5,12 @@
 //! primary keys by the index, fetches each row at `S` and re-checks the
 //! filter, so the index only narrows which rows are read.
 
+use std::ops::Bound;
+
+use crate::bounds::ColumnBounds;
 use crate::error::Result;
 use crate::expr::{BinaryOp, Expr};
-use crate::keycodec::{encode_key, split_versioned, versioned_key};
+use crate::keycodec::{encode_key, encoded_len, prefix_end, split_versioned, versioned_key};
 use crate::mvcc::{decode_version, encode_version};
 use crate::schema::{IndexDef, TableDef};
 use crate::value::{Row, Value};
@@ -111,23 +114,71 @@ pub fn backfill(table: &sled::Tree, index: &sled::Tree, idx: &IndexDef) -> Resul
     Ok(())
 }
 
-/// An index whose every column the filter fixes by equality, with the
-/// values in index order: the shard can look rows up through it.
-pub fn choose<'a>(
-    table: &'a TableDef,
-    filter: Option<&Expr>,
-) -> Option<(&'a IndexDef, Vec<Value>)> {
+/// How a shard reads through an index.
+#[derive(Debug, PartialEq)]
+pub enum IndexUse<'a> {
+    /// Every column fixed by equality: the values in index order.
+    Lookup(&'a IndexDef, Vec<Value>),
+    /// The first column bounded on both sides.
+    Range(&'a IndexDef, ColumnBounds),
+}
+
+impl IndexUse<'_> {
+    pub fn index(&self) -> &IndexDef {
+        match self {
+            IndexUse::Lookup(i, _) | IndexUse::Range(i, _) => i,
+        }
+    }
+}
+
+/// The index a filter lets the shard read through: one whose columns it
+/// fixes by equality, else one whose first column it bounds on both sides
+/// (a one-sided range may cover most of the table, which a scan reads
+/// faster).
+pub fn choose<'a>(table: &'a TableDef, filter: Option<&Expr>) -> Option<IndexUse<'a>> {
     let f = filter?;
     let mut eq: Vec<(usize, Value)> = Vec::new();
     equalities(f, table, &mut eq);
-    table.indexes.iter().find_map(|idx| {
+    let lookup = table.indexes.iter().find_map(|idx| {
         let vals: Option<Vec<Value>> = idx
             .columns
             .iter()
             .map(|c| eq.iter().find(|(col, _)| col == c).map(|(_, v)| v.clone()))
             .collect();
-        vals.map(|v| (idx, v))
+        vals.map(|v| IndexUse::Lookup(idx, v))
+    });
+    lookup.or_else(|| {
+        table.indexes.iter().find_map(|idx| {
+            let col = *idx.columns.first()?;
+            let b = ColumnBounds::of(f, col, &table.columns[col].ty);
+            (b.lo.is_some() && b.hi.is_some()).then_some(IndexUse::Range(idx, b))
+        })
     })
+}
+
+/// The key range of index entries whose first column lies within `b`.
+pub fn entry_range(b: &ColumnBounds) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let enc = |v: &Value| encode_key(std::slice::from_ref(v));
+    let start = match &b.lo {
+        None => Bound::Unbounded,
+        Some((v, true)) => Bound::Included(enc(v)),
+        Some((v, false)) => prefix_end(&enc(v)).map_or(Bound::Unbounded, Bound::Included),
+    };
+    let end = match &b.hi {
+        None => Bound::Unbounded,
+        Some((v, true)) => prefix_end(&enc(v)).map_or(Bound::Unbounded, Bound::Excluded),
+        Some((v, false)) => Bound::Excluded(enc(v)),
+    };
+    (start, end)
+}
+
+/// The primary-key bytes of an index entry (after its `columns` values).
+pub fn entry_pk(entry: &[u8], columns: usize) -> Option<&[u8]> {
+    let mut at = 0;
+    for _ in 0..columns {
+        at += encoded_len(&entry[at..])?;
+    }
+    Some(&entry[at..])
 }
 
 fn equalities(e: &Expr, table: &TableDef, out: &mut Vec<(usize, Value)>) {

@@ -127,6 +127,54 @@ fn encode_decimal(out: &mut Vec<u8>, d: Decimal) {
     out.push(flip(0x00));
 }
 
+/// Length of the first encoded value in `bytes` (values are
+/// self-delimiting); `None` if `bytes` does not start with a whole value.
+pub fn encoded_len(bytes: &[u8]) -> Option<usize> {
+    let fixed = |n: usize| (bytes.len() >= n).then_some(n);
+    match *bytes.first()? {
+        TAG_NULL => Some(1),
+        TAG_BOOL => fixed(2),
+        TAG_INT | TAG_FLOAT | TAG_TIMESTAMP => fixed(9),
+        TAG_DATE => fixed(5),
+        TAG_UUID => fixed(17),
+        TAG_NUMERIC => match *bytes.get(1)? {
+            0x80 => Some(2),
+            // Sign, exponent, digits, then the terminator (inverted for
+            // negative numbers, whose digit bytes never reach 0xFF).
+            sign => {
+                let end = if sign == 0x40 { 0xFF } else { 0x00 };
+                let at = bytes.get(3..)?.iter().position(|&b| b == end)?;
+                Some(3 + at + 1)
+            }
+        },
+        TAG_TEXT | TAG_BYTES => {
+            let mut i = 1;
+            loop {
+                match (bytes.get(i)?, bytes.get(i + 1)) {
+                    (0x00, Some(0x01)) => return Some(i + 2),
+                    (0x00, Some(_)) => i += 2,
+                    (0x00, None) => return None,
+                    _ => i += 1,
+                }
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The smallest key above every key that starts with `prefix`, or `None`
+/// when there is none (a prefix of 0xFF bytes).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 /// Encodes a key tuple.
 pub fn encode_key(values: &[Value]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 * values.len());
@@ -159,6 +207,40 @@ pub fn split_versioned(key: &[u8]) -> Option<(&[u8], u64)> {
     let (pk, ver) = key.split_at(key.len() - VERSION_LEN);
     let ts = !u64::from_be_bytes(ver.try_into().ok()?);
     Some((pk, ts))
+}
+
+#[cfg(test)]
+mod encoded_len_tests {
+    use super::*;
+    use rust_decimal::Decimal;
+    use std::str::FromStr;
+
+    #[test]
+    fn every_encoded_value_measures_its_own_length() {
+        let values = vec![
+            Value::Null,
+            Value::Bool(true),
+            Value::Int8(-7),
+            Value::Float8(2.5),
+            Value::Numeric(Decimal::ZERO),
+            Value::Numeric(Decimal::from_str("123.45").unwrap()),
+            Value::Numeric(Decimal::from_str("-0.0099").unwrap()),
+            Value::Text("plain".into()),
+            Value::Text("with\u{0}nul".into()),
+            Value::Bytea(vec![0, 1, 0, 255]),
+            Value::Date(19_000),
+            Value::Timestamp(-5),
+            Value::Uuid([7; 16]),
+        ];
+        for v in &values {
+            let mut enc = encode_key(std::slice::from_ref(v));
+            let n = enc.len();
+            enc.extend_from_slice(&[0x20, 1, 2, 3]);
+            assert_eq!(encoded_len(&enc), Some(n), "{v:?}");
+        }
+        assert_eq!(prefix_end(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xFF]), None);
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod api;
+pub mod bounds;
 pub mod clock;
 pub mod error;
 pub mod expr;

@@ -660,23 +660,29 @@ impl ShardStore {
         Ok(())
     }
 
-    /// Calls `f` on the rows visible at `snapshot` whose `idx` columns equal
-    /// `vals`, found through the index and read from the table tree.
+    /// Calls `f` on the rows visible at `snapshot` that the index use finds
+    /// (equal index columns, or the first column in a range), read from
+    /// the table tree.
     fn for_each_indexed_row(
         &self,
         def: &TableDef,
-        idx: &crate::schema::IndexDef,
-        vals: &[Value],
+        how: &crate::index::IndexUse<'_>,
         snapshot: u64,
         mut f: impl FnMut(Row) -> Result<bool>,
     ) -> Result<()> {
+        use crate::index::{entry_pk, entry_range, IndexUse};
+        let idx = how.index();
         let (Some(itree), Some(tree)) = (self.state.tree(idx.id), self.state.tree(def.id)) else {
             return Err(StorageError::UnknownTable(def.name.clone()));
         };
-        let prefix = encode_key(vals);
-        for item in visible(itree.scan_prefix(&prefix), snapshot) {
+        let entries = match how {
+            IndexUse::Lookup(_, vals) => itree.scan_prefix(encode_key(vals)),
+            IndexUse::Range(_, bounds) => itree.range(entry_range(bounds)),
+        };
+        for item in visible(entries, snapshot) {
             let (entry, _) = item?;
-            let pk = &entry[prefix.len()..];
+            let pk = entry_pk(&entry, idx.columns.len())
+                .ok_or_else(|| StorageError::Codec(format!("bad entry in index {}", idx.name)))?;
             let Some(found) = visible(tree.scan_prefix(pk), snapshot).next() else {
                 continue;
             };
@@ -809,8 +815,8 @@ impl ShardStore {
             Some(e) if !e.matches(&row)? => Ok(true),
             _ => f(row),
         };
-        if let (true, Some((idx, vals))) = (prefix.is_empty(), crate::index::choose(&def, filter)) {
-            self.for_each_indexed_row(&def, idx, &vals, snapshot, pass)
+        if let (true, Some(how)) = (prefix.is_empty(), crate::index::choose(&def, filter)) {
+            self.for_each_indexed_row(&def, &how, snapshot, pass)
         } else {
             self.for_each_row(table, prefix, snapshot, |_, row| pass(row))
         }

@@ -5,8 +5,8 @@
 //! does a prefix seek instead of a full scan.
 
 use std::collections::{BTreeSet, HashMap};
-use std::ops::Bound;
 
+use fortress_storage::bounds::{exact, ColumnBounds};
 use fortress_storage::schema::Strategy;
 use fortress_storage::{BinaryOp, Expr, ShardId, TableDef, Value};
 
@@ -59,13 +59,7 @@ fn equalities(e: &Expr, table: &TableDef, out: &mut HashMap<usize, Value>) {
 /// True when `v` survives conversion to `ty` unchanged (so `int_col = 1.5`
 /// is not turned into a lookup of 2).
 fn v_is_exact(v: &Value, ty: &fortress_storage::DataType) -> bool {
-    if v.is_null() {
-        return false;
-    }
-    match v.clone().cast(ty) {
-        Ok(c) => matches!(c.sql_cmp(v), Ok(Some(std::cmp::Ordering::Equal))),
-        Err(_) => false,
-    }
+    exact(v, ty).is_some()
 }
 
 /// The values of `shard_key IN (constants)` when that is one of the
@@ -95,77 +89,6 @@ fn in_list_values(table: &TableDef, f: &Expr) -> Option<Vec<Value>> {
             Some(values)
         }
         _ => None,
-    }
-}
-
-/// Bounds on the shard key from `key < c`, `key >= c`, ... conjuncts
-/// (BETWEEN binds to two of them), keeping the tightest of each side.
-#[derive(Default)]
-struct KeyBounds {
-    lo: Option<(Value, bool)>,
-    hi: Option<(Value, bool)>,
-}
-
-impl KeyBounds {
-    fn collect(&mut self, e: &Expr, table: &TableDef) {
-        let (op, l, r) = match e {
-            Expr::Binary(BinaryOp::And, l, r) => {
-                self.collect(l, table);
-                self.collect(r, table);
-                return;
-            }
-            Expr::Binary(op, l, r) => (*op, l.as_ref(), r.as_ref()),
-            _ => return,
-        };
-        // Normalise to `key op literal`.
-        let (op, lit) = match (l, r) {
-            (Expr::Column(c), Expr::Literal(v)) if *c == table.shard_key => (op, v),
-            (Expr::Literal(v), Expr::Column(c)) if *c == table.shard_key => match op {
-                BinaryOp::Lt => (BinaryOp::Gt, v),
-                BinaryOp::LtEq => (BinaryOp::GtEq, v),
-                BinaryOp::Gt => (BinaryOp::Lt, v),
-                BinaryOp::GtEq => (BinaryOp::LtEq, v),
-                _ => return,
-            },
-            _ => return,
-        };
-        let ty = table.columns[table.shard_key].ty;
-        if !v_is_exact(lit, &ty) {
-            return;
-        }
-        let Ok(v) = lit.clone().cast(&ty) else { return };
-        let tighter = |old: &Option<(Value, bool)>, v: &Value, inclusive: bool, want| match old {
-            None => true,
-            Some((o, o_incl)) => match v.sql_cmp(o) {
-                Ok(Some(std::cmp::Ordering::Equal)) => *o_incl && !inclusive,
-                Ok(Some(ord)) => ord == want,
-                _ => false,
-            },
-        };
-        use std::cmp::Ordering::{Greater, Less};
-        match op {
-            BinaryOp::Gt | BinaryOp::GtEq => {
-                let inclusive = op == BinaryOp::GtEq;
-                if tighter(&self.lo, &v, inclusive, Greater) {
-                    self.lo = Some((v, inclusive));
-                }
-            }
-            BinaryOp::Lt | BinaryOp::LtEq => {
-                let inclusive = op == BinaryOp::LtEq;
-                if tighter(&self.hi, &v, inclusive, Less) {
-                    self.hi = Some((v, inclusive));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn bound(side: &Option<(Value, bool)>) -> Bound<&Value> {
-        match side {
-            None => Bound::Unbounded,
-            Some((v, true)) => Bound::Included(v),
-            Some((v, false)) => Bound::Excluded(v),
-        }
     }
 }
 
@@ -204,11 +127,9 @@ fn candidate_shards(
                 .collect(),
         );
     }
-    let mut bounds = KeyBounds::default();
-    bounds.collect(f, table);
-    if bounds.lo.is_some() || bounds.hi.is_some() {
-        let (lo, hi) = (KeyBounds::bound(&bounds.lo), KeyBounds::bound(&bounds.hi));
-        if let Some(shards) = shards_for_range(ring, table, lo, hi) {
+    let bounds = ColumnBounds::of(f, sk, &table.columns[sk].ty);
+    if !bounds.is_unbounded() {
+        if let Some(shards) = shards_for_range(ring, table, bounds.lo(), bounds.hi()) {
             narrow(shards.into_iter().collect());
         }
     }
