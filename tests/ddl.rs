@@ -409,6 +409,29 @@ async fn metrics_count_routes_and_shard_requests() {
         "one request per single-shard read, four for the scatter"
     );
     assert_eq!(after["hot_shards"], "");
+    assert_eq!(after["hot_vnodes"], "");
+    // One key read over and over is a hot vnode (each read differs in a
+    // parameter so the result cache does not absorb it).
+    let hot = c
+        .prepare("SELECT * FROM m WHERE id = 42 AND v <> $1")
+        .await
+        .unwrap();
+    for i in 0..1_100 {
+        c.query(&hot, &[&i]).await.unwrap();
+    }
+    let plan = explain(&c, "SELECT * FROM m WHERE id = 42").await;
+    let shard = plan
+        .split("at shard ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let flagged = read(&c).await["hot_vnodes"].clone();
+    assert!(
+        flagged.ends_with(&format!("@{shard}")) && !flagged.contains(','),
+        "{flagged}"
+    );
 }
 
 #[tokio::test]

@@ -154,16 +154,17 @@ impl Cluster {
         }
         let shard_count = stores.len() as u32;
         let shards = stores.iter().map(|s| s.clone() as Arc<dyn Shard>).collect();
+        let ring = Ring::new(opts.shards, opts.vnodes);
         Ok(Cluster {
             shards,
             stores,
-            ring: Ring::new(opts.shards, opts.vnodes),
+            metrics: crate::metrics::Metrics::new(shard_count, ring.token_owners()),
+            ring,
             clock: opts.shard.clock.clone(),
             pins: opts.shard.pins.clone(),
             coordinator,
             catalog: RwLock::new(Arc::new(newest)),
             ddl: tokio::sync::Mutex::new(()),
-            metrics: crate::metrics::Metrics::new(shard_count),
             cache: crate::cache::ResultCache::new(opts.cache_ttl),
             work_rows: opts.work_rows,
             // Seeded from the clock so ids stay unique across restarts.
@@ -276,6 +277,29 @@ impl Cluster {
                 Ok(crate::stream::start(shard, fragment.clone()))
             })
             .collect()
+    }
+
+    /// Routes a statement on `table` and counts a key-addressed request
+    /// against the vnode it lands on.
+    pub fn route(
+        &self,
+        table: &fortress_storage::TableDef,
+        filter: Option<&fortress_storage::Expr>,
+    ) -> crate::route::router::Route {
+        let r = crate::route::router::route(&self.ring, table, filter);
+        if let Some(v) = r.vnode {
+            self.metrics.record_vnode(v);
+        }
+        r
+    }
+
+    /// Counts an inserted row against the vnode of its shard key (hash
+    /// tables only).
+    pub fn count_row(&self, table: &fortress_storage::TableDef, row: &fortress_storage::Row) {
+        if table.strategy == fortress_storage::schema::Strategy::Hash && !table.replicated {
+            let key = fortress_storage::keycodec::canonical(&row[table.shard_key]);
+            self.metrics.record_vnode(self.ring.vnode_for_key(&key).0);
+        }
     }
 
     /// Every shard id.

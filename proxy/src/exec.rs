@@ -12,7 +12,7 @@ use crate::copy::CopyFormat;
 use crate::error::{ProxyError, Result};
 use crate::plan::{OnConflict, OutputColumn, Plan, Returning, Subquery};
 use crate::route::placement::{ring_shard, shard_for_key, shard_for_row};
-use crate::route::router::{route, Target};
+use crate::route::router::Target;
 use crate::select::{fill, Reader};
 use crate::session::Session;
 use crate::stream::RowStream;
@@ -215,6 +215,15 @@ async fn execute_in_session(
             .collect();
         out.push(vec![
             Value::Text("hot_shards".into()),
+            Value::Text(hot.join(",")),
+        ]);
+        let hot: Vec<String> = m
+            .hot_vnodes(8.0, 1000)
+            .iter()
+            .map(|(token, shard)| format!("{token}@{shard}"))
+            .collect();
+        out.push(vec![
+            Value::Text("hot_vnodes".into()),
             Value::Text(hot.join(",")),
         ]);
         return Ok(rows("SHOW", plan.output_columns(), out));
@@ -819,7 +828,10 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
         } => {
             let shards: BTreeSet<ShardId> = new_rows
                 .iter()
-                .map(|row| shard_for_row(cluster.ring(), &table, row))
+                .map(|row| {
+                    cluster.count_row(&table, row);
+                    shard_for_row(cluster.ring(), &table, row)
+                })
                 .collect::<Result<_>>()?;
             if shards.len() > 1 || on_conflict.is_some() || writes_need_transaction(&table) {
                 let plan = Plan::Insert {
@@ -860,7 +872,7 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
                 &mut returning,
             )
             .await?;
-            let r = route(cluster.ring(), &table, filter.as_ref());
+            let r = cluster.route(&table, filter.as_ref());
             let moves_key = assignments
                 .iter()
                 .any(|(c, _)| table.primary_key.contains(c))
@@ -891,7 +903,7 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
             subqueries,
         } => {
             fill_write(&reader, subqueries, &mut filter, &mut [], &mut returning).await?;
-            let r = route(cluster.ring(), &table, filter.as_ref());
+            let r = cluster.route(&table, filter.as_ref());
             let in_txn = writes_need_transaction(&table);
             let (Target::One(shard), None, false) = (r.target, &returning, in_txn) else {
                 let plan = Plan::Delete {

@@ -1,5 +1,6 @@
 //! In-process counters: how statements were routed (one shard, several,
-//! every shard), requests per shard, and hot-spot detection over them. The
+//! every shard), requests per shard and per vnode (key-addressed requests
+//! on hash tables), and hot-spot detection over them. The
 //! admin API will publish these; `SHOW fortress.metrics` shows them now.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,16 +16,42 @@ pub struct Metrics {
     multi_shard: AtomicU64,
     scatter_gather: AtomicU64,
     per_shard: Vec<AtomicU64>,
+    /// Indexed by token position on the ring; each with its shard.
+    per_vnode: Vec<(ShardId, AtomicU64)>,
 }
 
 impl Metrics {
-    pub fn new(shards: u32) -> Metrics {
+    /// Counters for `shards` shards; `vnodes` gives each ring token's shard.
+    pub fn new(shards: u32, vnodes: Vec<ShardId>) -> Metrics {
         Metrics {
             single_shard: AtomicU64::new(0),
             multi_shard: AtomicU64::new(0),
             scatter_gather: AtomicU64::new(0),
             per_shard: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            per_vnode: vnodes.into_iter().map(|s| (s, AtomicU64::new(0))).collect(),
         }
+    }
+
+    /// Counts one key-addressed request landing on vnode `token`.
+    pub fn record_vnode(&self, token: usize) {
+        if let Some((_, c)) = self.per_vnode.get(token) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Vnodes (token position, shard) whose request count is more than
+    /// `factor` times the mean over all vnodes (and at least
+    /// `min_requests`): a hot key range, finer than a hot shard.
+    pub fn hot_vnodes(&self, factor: f64, min_requests: u64) -> Vec<(usize, ShardId)> {
+        let counts: Vec<u64> = self
+            .per_vnode
+            .iter()
+            .map(|(_, c)| c.load(Ordering::Relaxed))
+            .collect();
+        hot(&counts, factor, min_requests)
+            .into_iter()
+            .map(|i| (i as usize, self.per_vnode[i as usize].0))
+            .collect()
     }
 
     /// Counts one table read by how it was routed.
@@ -109,7 +136,7 @@ mod tests {
 
     #[test]
     fn routes_are_counted_by_kind() {
-        let m = Metrics::new(2);
+        let m = Metrics::new(2, vec![0, 1]);
         m.record_route(&Target::One(1));
         m.record_route(&Target::All);
         m.record_route(&Target::All);
@@ -118,5 +145,17 @@ mod tests {
         assert_eq!(s["reads_single_shard"], 1);
         assert_eq!(s["reads_scatter_gather"], 2);
         assert_eq!(s["shard_1_requests"], 1);
+    }
+
+    #[test]
+    fn a_vnode_far_above_the_mean_is_hot() {
+        let m = Metrics::new(2, vec![0, 1, 0, 1, 0, 1]);
+        for t in 0..6 {
+            m.record_vnode(t);
+        }
+        for _ in 0..500 {
+            m.record_vnode(3);
+        }
+        assert_eq!(m.hot_vnodes(4.0, 100), vec![(3, 1)]);
     }
 }

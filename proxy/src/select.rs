@@ -16,7 +16,7 @@ use crate::cluster::Cluster;
 use crate::error::{ProxyError, Result};
 use crate::plan::{JoinKind, SelectPlan, SetOp, Source, Subquery, SubqueryKind};
 use crate::pushdown::{colocation, split_for_join, Colocation};
-use crate::route::router::{route, Target};
+use crate::route::router::Target;
 use crate::stream::{Finish, RowStream};
 use crate::txn::Txn;
 use fortress_storage::aggregate::{group, merge_partials, GroupKey};
@@ -40,7 +40,7 @@ pub enum SlotValue {
 impl Reader<'_> {
     /// Rows of `table` passing `filter`, as this reader sees them.
     pub async fn table_rows(&self, table: &TableDef, filter: Option<&Expr>) -> Result<Vec<Row>> {
-        let r = route(self.cluster.ring(), table, filter);
+        let r = self.cluster.route(table, filter);
         let frag = Fragment::Scan {
             table: table.id,
             key_prefix: r.key_prefix,
@@ -257,7 +257,7 @@ impl Reader<'_> {
                 nulls_first: k.nulls_first,
             })
             .collect();
-        let r = route(self.cluster.ring(), t, plan.filter.as_ref());
+        let r = self.cluster.route(t, plan.filter.as_ref());
         let frag = Fragment::Scan {
             table: t.id,
             key_prefix: r.key_prefix,
@@ -294,7 +294,7 @@ impl Reader<'_> {
         let (Some(Source::Table(t)), Some(agg)) = (&plan.source, &plan.aggregate) else {
             unreachable!("checked by SplitAggregate::of")
         };
-        let r = route(self.cluster.ring(), t, plan.filter.as_ref());
+        let r = self.cluster.route(t, plan.filter.as_ref());
         let frag = Fragment::Aggregate {
             table: t.id,
             key_prefix: r.key_prefix,
@@ -384,8 +384,8 @@ impl Reader<'_> {
     ) -> Result<Vec<Row>> {
         let [(lt, lf), (rt, rf)] = sides;
         let (lr, rr) = (
-            route(self.cluster.ring(), lt, lf.as_ref()),
-            route(self.cluster.ring(), rt, rf.as_ref()),
+            self.cluster.route(lt, lf.as_ref()),
+            self.cluster.route(rt, rf.as_ref()),
         );
         let target = join_target(how, kind, &lr.target, &rr.target, self.cluster.all_shards());
         let frag = Fragment::JoinScan {

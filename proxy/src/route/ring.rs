@@ -148,6 +148,20 @@ impl Ring {
         }
     }
 
+    /// The vnode owning a canonical key: the index of its token in ring
+    /// order (`0..token_count()`), with the shard that token belongs to.
+    pub fn vnode_for_key(&self, canonical_key: &[u8]) -> (usize, ShardIndex) {
+        let h = key_hash(canonical_key);
+        let i = self.tokens.partition_point(|&(token, _)| token < h);
+        let i = if i == self.tokens.len() { 0 } else { i };
+        (i, self.tokens[i].1)
+    }
+
+    /// The shard of each token, in ring order.
+    pub fn token_owners(&self) -> Vec<ShardIndex> {
+        self.tokens.iter().map(|&(_, s)| s).collect()
+    }
+
     /// Shard owning a canonical key, i.e. `shard_for_hash(key_hash(canonical_key))`.
     pub fn shard_for_key(&self, canonical_key: &[u8]) -> ShardIndex {
         self.shard_for_hash(key_hash(canonical_key))

@@ -7,6 +7,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use fortress_storage::bounds::{exact, ColumnBounds};
+use fortress_storage::keycodec::canonical;
 use fortress_storage::schema::Strategy;
 use fortress_storage::{BinaryOp, Expr, ShardId, TableDef, Value};
 
@@ -28,6 +29,8 @@ pub struct Route {
     pub target: Target,
     /// Values of the leading primary-key columns fixed by equalities.
     pub key_prefix: Vec<Value>,
+    /// The ring vnode a hash table's shard-key equality lands on.
+    pub vnode: Option<usize>,
 }
 
 /// Collects `column = constant` conjuncts whose constant converts exactly to
@@ -159,7 +162,15 @@ pub fn route(ring: &Ring, table: &TableDef, filter: Option<&Expr>) -> Route {
         .iter()
         .map_while(|c| eq.get(c).cloned())
         .collect();
-    Route { target, key_prefix }
+    let vnode = match (&table.strategy, table.replicated, eq.get(&table.shard_key)) {
+        (Strategy::Hash, false, Some(v)) => Some(ring.vnode_for_key(&canonical(v)).0),
+        _ => None,
+    };
+    Route {
+        target,
+        key_prefix,
+        vnode,
+    }
 }
 
 #[cfg(test)]
