@@ -331,6 +331,7 @@ async fn is_empty(cluster: &Cluster, t: &TableDef) -> Result<bool> {
         table: t.id,
         key_prefix: Vec::new(),
         filter: None,
+        projection: Vec::new(),
         order_by: Vec::new(),
         limit: Some(1),
         snapshot: Some(cluster.snapshot()),

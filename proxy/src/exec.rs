@@ -448,6 +448,7 @@ async fn txn_row(
         table: table.id,
         key_prefix: key.to_vec(),
         filter: None,
+        projection: Vec::new(),
         order_by: Vec::new(),
         limit: Some(1),
         snapshot: Some(txn.snapshot),

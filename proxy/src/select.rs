@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use fortress_storage::expr::{compare_keys, sort_values};
 use fortress_storage::{
-    Expr, Fragment, FragmentOutput, Row, ShardId, SortKey, TableDef, TableScan, Timestamp, Value,
+    Expr, Fragment, FragmentOutput, Row, ShardId, TableDef, TableScan, Timestamp, Value,
 };
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -45,6 +45,7 @@ impl Reader<'_> {
             table: table.id,
             key_prefix: r.key_prefix,
             filter: filter.cloned(),
+            projection: Vec::new(),
             order_by: Vec::new(),
             limit: None,
             snapshot: Some(self.snapshot),
@@ -237,32 +238,22 @@ impl Reader<'_> {
         self.pushed_down(plan)
     }
 
-    /// One table, no grouping: filter, sort and limit run on the shards,
-    /// whose sorted streams are merged here as the rows are read.
+    /// One table, no grouping: filter, projection, sort and limit run on
+    /// the shards, whose sorted streams are merged here as the rows are read.
     fn pushed_down(&self, plan: SelectPlan) -> Result<RowStream> {
         let Some(Source::Table(t)) = &plan.source else {
             unreachable!("checked by the caller")
         };
         let wanted = plan.limit.map(|l| l.saturating_add(plan.offset));
-        // Sort keys are over the projected row; shards sort table rows.
-        let shard_order: Vec<SortKey> = plan
-            .order_by
-            .iter()
-            .map(|k| SortKey {
-                expr: k.expr.clone().rewrite(&mut |e| match e {
-                    Expr::Column(i) => plan.projection[i].clone(),
-                    other => other,
-                }),
-                descending: k.descending,
-                nulls_first: k.nulls_first,
-            })
-            .collect();
         let r = self.cluster.route(t, plan.filter.as_ref());
+        // Sort keys are over the projected row (hidden keys included),
+        // which the shards produce.
         let frag = Fragment::Scan {
             table: t.id,
             key_prefix: r.key_prefix,
             filter: plan.filter.clone(),
-            order_by: shard_order.clone(),
+            projection: plan.projection,
+            order_by: plan.order_by.clone(),
             limit: wanted,
             snapshot: Some(self.snapshot),
         };
@@ -276,11 +267,10 @@ impl Reader<'_> {
         Ok(crate::stream::merge(
             inputs,
             Finish {
-                order_by: shard_order,
+                order_by: plan.order_by,
                 offset: plan.offset,
                 limit: plan.limit,
                 visible: plan.columns.len(),
-                projection: plan.projection,
             },
         ))
     }

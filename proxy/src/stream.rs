@@ -8,12 +8,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use fortress_storage::expr::{compare_keys, sort_values};
-use fortress_storage::{Expr, Fragment, Row, Shard, SortKey, Value};
+use fortress_storage::{Fragment, Row, Shard, SortKey, Value};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::error::{ProxyError, Result};
+use crate::error::Result;
 
 /// Rows of a result, produced as the client reads them.
 pub struct RowStream(pub BoxStream<'static, Result<Row>>);
@@ -59,12 +59,11 @@ pub fn start(shard: Arc<dyn Shard>, fragment: Fragment) -> Batches {
 
 /// What the proxy does to merged rows before sending them.
 pub struct Finish {
-    /// Shard-side sort keys (over table rows); empty: any order.
+    /// The order the shards sorted their rows in; empty: any order.
     pub order_by: Vec<SortKey>,
     pub offset: u64,
     pub limit: Option<u64>,
-    pub projection: Vec<Expr>,
-    /// Output columns; projected columns past these are hidden sort keys.
+    /// Output columns; columns past these are hidden sort keys.
     pub visible: usize,
 }
 
@@ -137,13 +136,13 @@ impl Merge {
         Ok(row)
     }
 
-    /// The next row to send, projected.
+    /// The next row to send, hidden sort keys dropped.
     async fn next(&mut self) -> Option<Result<Row>> {
         if self.failed || self.finish.limit.is_some_and(|l| self.sent >= l) {
             return None;
         }
         loop {
-            let row = match self.next_row().await {
+            let mut row = match self.next_row().await {
                 Ok(Some(r)) => r,
                 Ok(None) => return None,
                 Err(e) => {
@@ -156,22 +155,8 @@ impl Merge {
                 continue;
             }
             self.sent += 1;
-            let projected: std::result::Result<Row, _> = self
-                .finish
-                .projection
-                .iter()
-                .map(|e| e.eval(&row))
-                .collect();
-            return Some(match projected {
-                Ok(mut p) => {
-                    p.truncate(self.finish.visible);
-                    Ok(p)
-                }
-                Err(e) => {
-                    self.failed = true;
-                    Err(ProxyError::from(e))
-                }
-            });
+            row.truncate(self.finish.visible);
+            return Some(Ok(row));
         }
     }
 }
@@ -205,6 +190,8 @@ pub fn merge(inputs: Vec<Batches>, finish: Finish) -> RowStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ProxyError;
+    use fortress_storage::Expr;
 
     /// A shard that has already sent `batches`.
     fn sent(batches: Vec<Vec<i32>>) -> Batches {
@@ -229,7 +216,6 @@ mod tests {
             },
             offset,
             limit,
-            projection: vec![Expr::Column(0)],
             visible: 1,
         }
     }

@@ -19,12 +19,14 @@ use crate::{ShardId, TxnId};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Fragment {
     /// Rows of `table` whose leading primary-key columns equal `key_prefix`
-    /// (empty: all rows) and that pass `filter`, sorted by `order_by`, at most
-    /// `limit` of them.
+    /// (empty: all rows) and that pass `filter`, each turned into
+    /// `projection`'s values (empty: the whole row), sorted by `order_by`
+    /// (over the projected row), at most `limit` of them.
     Scan {
         table: TableId,
         key_prefix: Vec<Value>,
         filter: Option<Expr>,
+        projection: Vec<Expr>,
         order_by: Vec<SortKey>,
         limit: Option<u64>,
         /// Read as of this timestamp (waiting for writes below it to apply);

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::{Fragment, FragmentOutput, Shard, TableScan};
 use crate::clock::{HybridClock, Timestamp};
 use crate::error::{EvalError, Result, StorageError};
-use crate::expr::{compare_keys, sort_values, Expr, SortKey};
+use crate::expr::Expr;
 use crate::keycodec::{encode_key, versioned_key};
 use crate::mvcc::{collect_garbage, encode_version, visible, SnapshotPins, LATEST};
 use crate::schema::{Catalog, TableDef, TableId};
@@ -870,36 +870,6 @@ impl ShardStore {
         Ok(groups.finish()?)
     }
 
-    fn scan(
-        &self,
-        table: TableId,
-        prefix: &[Value],
-        filter: Option<&Expr>,
-        order_by: &[SortKey],
-        limit: Option<u64>,
-        snapshot: u64,
-    ) -> Result<Vec<Row>> {
-        let _reader = self.begin_read(snapshot)?;
-        let mut rows = Vec::new();
-        let early_limit = if order_by.is_empty() { limit } else { None };
-        self.visit_rows(table, prefix, filter, snapshot, |row| {
-            rows.push(row);
-            Ok(early_limit.is_none_or(|l| (rows.len() as u64) < l))
-        })?;
-        if !order_by.is_empty() {
-            let mut keyed = rows
-                .into_iter()
-                .map(|r| Ok((sort_values(order_by, &r)?, r)))
-                .collect::<Result<Vec<_>>>()?;
-            keyed.sort_by(|a, b| compare_keys(order_by, &a.0, &b.0));
-            if let Some(l) = limit {
-                keyed.truncate(l as usize);
-            }
-            rows = keyed.into_iter().map(|(_, r)| r).collect();
-        }
-        Ok(rows)
-    }
-
     /// Computes the operations of a write fragment from the applied state.
     fn plan_write(&self, fragment: &Fragment) -> Result<Vec<WriteOp>> {
         let mut ops = Vec::new();
@@ -1255,21 +1225,14 @@ impl Shard for ShardStore {
 
     fn execute(&self, txid: TxnId, fragment: &Fragment) -> Result<FragmentOutput> {
         match fragment {
-            Fragment::Scan {
-                table,
-                key_prefix,
-                filter,
-                order_by,
-                limit,
-                snapshot,
-            } => Ok(FragmentOutput::Rows(self.scan(
-                *table,
-                key_prefix,
-                filter.as_ref(),
-                order_by,
-                *limit,
-                snapshot.map_or(LATEST, |t| t.0),
-            )?)),
+            Fragment::Scan { .. } => {
+                let mut rows = Vec::new();
+                self.stream(fragment, &mut |batch| {
+                    rows.extend(batch);
+                    true
+                })?;
+                Ok(FragmentOutput::Rows(rows))
+            }
             Fragment::Aggregate {
                 table,
                 key_prefix,
@@ -1315,6 +1278,7 @@ impl Shard for ShardStore {
             table,
             key_prefix,
             filter,
+            projection,
             order_by,
             limit,
             snapshot,
@@ -1335,6 +1299,15 @@ impl Shard for ShardStore {
         let _reader = self.begin_read(snapshot)?;
         let mut batch = Vec::with_capacity(STREAM_BATCH);
         let mut left = limit.unwrap_or(u64::MAX);
+        let project = |row: Row| -> Result<Row> {
+            if projection.is_empty() {
+                return Ok(row);
+            }
+            Ok(projection
+                .iter()
+                .map(|e| e.eval(&row))
+                .collect::<std::result::Result<_, _>>()?)
+        };
         let mut emit = |row: Row| {
             batch.push(row);
             left -= 1;
@@ -1342,12 +1315,14 @@ impl Shard for ShardStore {
             Ok(more && left > 0)
         };
         if order_by.is_empty() {
-            self.visit_rows(*table, key_prefix, filter.as_ref(), snapshot, &mut emit)?;
+            self.visit_rows(*table, key_prefix, filter.as_ref(), snapshot, |row| {
+                emit(project(row)?)
+            })?;
         } else {
             let mut sorter =
                 crate::sort::Sorter::new(order_by, *limit, self.sort_budget, &self.dir);
             self.visit_rows(*table, key_prefix, filter.as_ref(), snapshot, |row| {
-                sorter.push(row)?;
+                sorter.push(project(row)?)?;
                 Ok(true)
             })?;
             sorter.finish(&mut emit)?;

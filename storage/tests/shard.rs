@@ -56,6 +56,7 @@ fn scan(
                 table: 1,
                 key_prefix: vec![],
                 filter: None,
+                projection: Vec::new(),
                 order_by: vec![],
                 limit: None,
                 snapshot,
