@@ -259,24 +259,29 @@ impl Cluster {
         futures::future::join_all(shards.iter().map(|&s| self.run(s, txid, fragment.clone()))).await
     }
 
-    /// Starts a streamed scan on each of `shards`; one batch channel each.
-    pub fn stream(
-        &self,
-        shards: &[ShardId],
-        fragment: &Fragment,
-    ) -> Result<Vec<crate::stream::Batches>> {
-        shards
-            .iter()
-            .map(|&s| {
+    /// Starts a streamed scan on each shard of `parts`; one batch channel each.
+    pub fn stream(&self, parts: Vec<(ShardId, Fragment)>) -> Result<Vec<crate::stream::Batches>> {
+        parts
+            .into_iter()
+            .map(|(s, fragment)| {
                 let shard = self
                     .shards
                     .get(s as usize)
                     .cloned()
                     .ok_or_else(|| ProxyError::new("XX000", format!("no shard {s}")))?;
                 self.metrics.record_request(s);
-                Ok(crate::stream::start(shard, fragment.clone()))
+                Ok(crate::stream::start(shard, fragment))
             })
             .collect()
+    }
+
+    /// Runs each shard's own fragment in parallel; results in `parts` order.
+    pub async fn scatter_each(
+        &self,
+        parts: Vec<(ShardId, Fragment)>,
+    ) -> Vec<Result<FragmentOutput>> {
+        let txid = self.txid();
+        futures::future::join_all(parts.into_iter().map(|(s, f)| self.run(s, txid, f))).await
     }
 
     /// Routes a statement on `table` and counts a key-addressed request

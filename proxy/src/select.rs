@@ -16,7 +16,7 @@ use crate::cluster::Cluster;
 use crate::error::{ProxyError, Result};
 use crate::plan::{JoinKind, SelectPlan, SetOp, Source, Subquery, SubqueryKind};
 use crate::pushdown::{colocation, split_for_join, Colocation};
-use crate::route::router::Target;
+use crate::route::router::{narrow_in_list, Target};
 use crate::stream::{Finish, RowStream};
 use crate::txn::Txn;
 use fortress_storage::aggregate::{group, merge_partials, GroupKey};
@@ -51,7 +51,7 @@ impl Reader<'_> {
             snapshot: Some(self.snapshot),
         };
         let rows: Vec<Row> = self
-            .scan(r.target, &frag)
+            .scan(r.target, Some(table), &frag)
             .await?
             .into_iter()
             .flatten()
@@ -62,18 +62,53 @@ impl Reader<'_> {
         }
     }
 
-    /// Runs a scan on the shards `target` names; one row list per shard.
-    async fn scan(&self, target: Target, frag: &Fragment) -> Result<Vec<Vec<Row>>> {
+    /// The fragment for each shard `target` names. An IN-list route on
+    /// `table` gives each shard only the list values it owns.
+    fn parts(
+        &self,
+        target: Target,
+        table: Option<&TableDef>,
+        frag: &Fragment,
+    ) -> Vec<(ShardId, Fragment)> {
         self.cluster.metrics().record_route(&target);
+        let split = matches!(target, Target::Some(_));
         let shards = match target {
             Target::One(s) => vec![s],
             Target::Some(s) => s,
             Target::All => self.cluster.all_shards(),
         };
-        let mut parts = Vec::with_capacity(shards.len());
+        let narrow = |f: &Option<Expr>, t: &TableDef, shard| {
+            f.as_ref()
+                .map(|e| narrow_in_list(self.cluster.ring(), t, e, shard))
+        };
+        shards
+            .into_iter()
+            .map(|shard| {
+                let mut own = frag.clone();
+                if let (true, Some(t)) = (split, table) {
+                    match &mut own {
+                        Fragment::Scan { filter, .. } | Fragment::Aggregate { filter, .. } => {
+                            *filter = narrow(filter, t, shard);
+                        }
+                        _ => {}
+                    }
+                }
+                (shard, own)
+            })
+            .collect()
+    }
+
+    /// Runs a read on the shards `target` names; one row list per shard.
+    async fn scan(
+        &self,
+        target: Target,
+        table: Option<&TableDef>,
+        frag: &Fragment,
+    ) -> Result<Vec<Vec<Row>>> {
+        let mut parts = Vec::new();
         for o in self
             .cluster
-            .scatter(&shards, self.cluster.txid(), frag)
+            .scatter_each(self.parts(target, table, frag))
             .await
         {
             if let FragmentOutput::Rows(rows) = o? {
@@ -257,13 +292,7 @@ impl Reader<'_> {
             limit: wanted,
             snapshot: Some(self.snapshot),
         };
-        self.cluster.metrics().record_route(&r.target);
-        let shards = match r.target {
-            Target::One(s) => vec![s],
-            Target::Some(s) => s,
-            Target::All => self.cluster.all_shards(),
-        };
-        let inputs = self.cluster.stream(&shards, &frag)?;
+        let inputs = self.cluster.stream(self.parts(r.target, Some(t), &frag))?;
         Ok(crate::stream::merge(
             inputs,
             Finish {
@@ -292,7 +321,7 @@ impl Reader<'_> {
             aggregate: split.shard,
             snapshot: Some(self.snapshot),
         };
-        let parts = self.scan(r.target, &frag).await?;
+        let parts = self.scan(r.target, Some(t), &frag).await?;
         let n: usize = parts.iter().map(Vec::len).sum();
         within_budget(n, self.cluster.work_rows(), "merging partial aggregates")?;
         let rows = merge_partials(
@@ -394,7 +423,7 @@ impl Reader<'_> {
             limit: self.cluster.work_rows() as u64,
             snapshot: Some(self.snapshot),
         };
-        let parts = self.scan(target, &frag).await?;
+        let parts = self.scan(target, None, &frag).await?;
         let n: usize = parts.iter().map(Vec::len).sum();
         within_budget(n, self.cluster.work_rows(), "a join's result")?;
         Ok(parts.into_iter().flatten().collect())

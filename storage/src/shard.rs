@@ -486,6 +486,41 @@ impl Materialized {
     }
 }
 
+/// The values of `first_key_column IN (constants)` among the filter's
+/// top-level conjuncts, sorted by their key encoding and deduplicated.
+fn key_in_list(def: &TableDef, filter: Option<&Expr>) -> Option<Vec<Value>> {
+    let col = *def.primary_key.first()?;
+    let ty = def.columns[col].ty;
+    let mut stack = vec![filter?];
+    while let Some(e) = stack.pop() {
+        match e {
+            Expr::Binary(crate::expr::BinaryOp::And, l, r) => {
+                stack.push(l);
+                stack.push(r);
+            }
+            Expr::In {
+                expr,
+                list,
+                negated: false,
+            } if matches!(expr.as_ref(), Expr::Column(c) if *c == col) => {
+                let mut keys = Vec::with_capacity(list.len());
+                for item in list {
+                    match item {
+                        Expr::Literal(v) if v.is_null() => {}
+                        Expr::Literal(v) => keys.push(crate::bounds::exact(v, &ty)?),
+                        _ => return None,
+                    }
+                }
+                keys.sort_by_cached_key(|k| encode_key(std::slice::from_ref(k)));
+                keys.dedup_by(|a, b| matches!(a.sql_cmp(b), Ok(Some(std::cmp::Ordering::Equal))));
+                return Some(keys);
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 fn tree_name(id: TableId) -> String {
     format!("t{id}")
 }
@@ -815,7 +850,20 @@ impl ShardStore {
             Some(e) if !e.matches(&row)? => Ok(true),
             _ => f(row),
         };
-        if let (true, Some(how)) = (prefix.is_empty(), crate::index::choose(&def, filter)) {
+        if let (true, Some(keys)) = (prefix.is_empty(), key_in_list(&def, filter)) {
+            // Point lookups of the listed leading key values, in key order.
+            for k in keys {
+                let mut more = true;
+                self.for_each_row(table, &[k], snapshot, |_, row| {
+                    more = pass(row)?;
+                    Ok(more)
+                })?;
+                if !more {
+                    break;
+                }
+            }
+            Ok(())
+        } else if let (true, Some(how)) = (prefix.is_empty(), crate::index::choose(&def, filter)) {
             self.for_each_indexed_row(&def, &how, snapshot, pass)
         } else {
             self.for_each_row(table, prefix, snapshot, |_, row| pass(row))

@@ -139,6 +139,39 @@ fn candidate_shards(
     set
 }
 
+/// `filter` for one shard of an IN-list route: the shard-key IN list among
+/// its top-level conjuncts keeps only the values that shard can hold, so
+/// each shard looks up its own keys only.
+pub fn narrow_in_list(ring: &Ring, table: &TableDef, filter: &Expr, shard: ShardId) -> Expr {
+    match filter {
+        Expr::Binary(BinaryOp::And, l, r) => Expr::binary(
+            BinaryOp::And,
+            narrow_in_list(ring, table, l, shard),
+            narrow_in_list(ring, table, r, shard),
+        ),
+        Expr::In {
+            expr,
+            list,
+            negated: false,
+        } if matches!(expr.as_ref(), Expr::Column(c) if *c == table.shard_key) => {
+            let ty = table.columns[table.shard_key].ty;
+            let owned = |item: &Expr| match item {
+                Expr::Literal(v) => match exact(v, &ty) {
+                    Some(v) => shards_for_value(ring, table, &v).contains(&shard),
+                    None => true,
+                },
+                _ => true,
+            };
+            Expr::In {
+                expr: expr.clone(),
+                list: list.iter().filter(|i| owned(i)).cloned().collect(),
+                negated: false,
+            }
+        }
+        other => other.clone(),
+    }
+}
+
 /// Routes a statement on `table` filtered by `filter`.
 pub fn route(ring: &Ring, table: &TableDef, filter: Option<&Expr>) -> Route {
     let mut eq = HashMap::new();
@@ -226,6 +259,33 @@ mod tests {
             negated: true,
         };
         assert_eq!(route(&ring, &t, Some(&not_in)).target, Target::All);
+    }
+
+    #[test]
+    fn an_in_list_is_split_per_shard() {
+        let ring = Ring::new(4, 16);
+        let t = table();
+        let vals: Vec<Value> = (0..40).map(Value::Int4).collect();
+        let f = Expr::In {
+            expr: Box::new(Expr::Column(0)),
+            list: vals.iter().cloned().map(Expr::Literal).collect(),
+            negated: false,
+        };
+        let mut seen = Vec::new();
+        for shard in 0..4 {
+            let Expr::In { list, .. } = narrow_in_list(&ring, &t, &f, shard) else {
+                panic!("still an IN list");
+            };
+            for item in list {
+                let Expr::Literal(v) = item else {
+                    panic!("a literal")
+                };
+                assert_eq!(ring_shard(&ring, &v), shard);
+                seen.push(v);
+            }
+        }
+        seen.sort_by(|a, b| a.sort_cmp(b));
+        assert_eq!(seen, vals, "every value goes to exactly one shard");
     }
 
     #[test]
