@@ -85,6 +85,57 @@ async fn ordered_scatter_gather_spills_and_arrives_in_order() {
     assert_eq!(one, n);
 }
 
+/// A cancel request reaches a SELECT while its rows stream: the client
+/// gets 57014 after some of the rows, and the session goes on.
+#[tokio::test]
+async fn cancel_stops_a_streaming_select() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.client().await;
+    // Wide rows (about 20 MB in all) so the result cannot sit in socket
+    // buffers before the cancel arrives.
+    c.batch_execute("CREATE TABLE w (id int PRIMARY KEY, pad text)")
+        .await
+        .unwrap();
+    let sink = c.copy_in("COPY w FROM STDIN").await.unwrap();
+    futures::pin_mut!(sink);
+    let pad = "x".repeat(1_000);
+    let data: String = (0..20_000).map(|i| format!("{i}\t{pad}\n")).collect();
+    sink.send(bytes::Bytes::from(data)).await.unwrap();
+    sink.finish().await.unwrap();
+    let stream = c
+        .simple_query_raw("SELECT id, pad FROM w ORDER BY pad, id")
+        .await
+        .unwrap();
+    futures::pin_mut!(stream);
+    let mut rows = 0;
+    while rows < 10 {
+        if let tokio_postgres::SimpleQueryMessage::Row(_) = stream.next().await.unwrap().unwrap() {
+            rows += 1;
+        }
+    }
+    c.cancel_token()
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let err = loop {
+        match stream.next().await {
+            Some(Ok(tokio_postgres::SimpleQueryMessage::Row(_))) => rows += 1,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => break e,
+            None => panic!("the SELECT completed ({rows} rows) despite the cancel"),
+        }
+    };
+    assert_eq!(common::code(&err), "57014");
+    assert!(rows < 20_000, "{rows} rows");
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM w", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 20_000, "the session survives the cancel");
+}
+
 /// Two million rows ordered by a non-key column, read slowly. The storage
 /// engine keeps memory in proportion to the data it has touched (a sled
 /// property: its cache bound counts on-disk bytes), so the bound is on what
