@@ -459,8 +459,8 @@ mod tests {
         }
         let mut got = merge_partials(&full, true, partials).unwrap();
         let mut want = want;
-        got.sort_by(|a, b| GroupKey(a.clone()).cmp(&GroupKey(b.clone())));
-        want.sort_by(|a, b| GroupKey(a.clone()).cmp(&GroupKey(b.clone())));
+        got.sort_by_key(|a| GroupKey(a.clone()));
+        want.sort_by_key(|a| GroupKey(a.clone()));
         assert_eq!(got, want);
     }
 
