@@ -103,14 +103,13 @@ async fn cancel_stops_a_streaming_select() {
     let data: String = (0..20_000).map(|i| format!("{i}\t{pad}\n")).collect();
     sink.send(bytes::Bytes::from(data)).await.unwrap();
     sink.finish().await.unwrap();
-    let stream = c
-        .simple_query_raw("SELECT id, pad FROM w ORDER BY pad, id")
-        .await
-        .unwrap();
+    let sql = "SELECT id, pad FROM w ORDER BY pad, id";
+    let stream = c.simple_query_raw(sql).await.unwrap();
     futures::pin_mut!(stream);
     let mut rows = 0;
     while rows < 10 {
-        if let tokio_postgres::SimpleQueryMessage::Row(_) = stream.next().await.unwrap().unwrap() {
+        let msg = stream.next().await.unwrap().unwrap();
+        if let tokio_postgres::SimpleQueryMessage::Row(_) = msg {
             rows += 1;
         }
     }
@@ -123,7 +122,7 @@ async fn cancel_stops_a_streaming_select() {
             Some(Ok(tokio_postgres::SimpleQueryMessage::Row(_))) => rows += 1,
             Some(Ok(_)) => {}
             Some(Err(e)) => break e,
-            None => panic!("the SELECT completed ({rows} rows) despite the cancel"),
+            None => panic!("{sql}: completed ({rows} rows) despite the cancel"),
         }
     };
     assert_eq!(common::code(&err), "57014");
@@ -134,6 +133,40 @@ async fn cancel_stops_a_streaming_select() {
         .unwrap()
         .get(0);
     assert_eq!(n, 20_000, "the session survives the cancel");
+
+    // Through the extended protocol, inside a transaction block: the cancel
+    // fails the block, so its earlier insert is rolled back.
+    c.batch_execute("BEGIN; INSERT INTO w VALUES (-1, 'in the block')")
+        .await
+        .unwrap();
+    let it = c
+        .query_raw("SELECT id, pad FROM w ORDER BY pad, id", Vec::<i32>::new())
+        .await
+        .unwrap();
+    futures::pin_mut!(it);
+    for _ in 0..10 {
+        it.next().await.unwrap().unwrap();
+    }
+    c.cancel_token()
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let err = loop {
+        match it.next().await {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => break e,
+            None => panic!("the extended-protocol SELECT completed despite the cancel"),
+        }
+    };
+    assert_eq!(common::code(&err), "57014");
+    // COMMIT of a failed block rolls it back.
+    c.batch_execute("COMMIT").await.unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM w WHERE id = -1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the cancelled block's insert must not commit");
 }
 
 /// Two million rows ordered by a non-key column, read slowly. The storage

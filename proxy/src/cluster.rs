@@ -13,6 +13,7 @@ use fortress_storage::{
 use crate::coordinator::Coordinator;
 use crate::error::{ProxyError, Result};
 use crate::route::ring::Ring;
+use crate::stream::ShardRows;
 
 /// How to open a cluster.
 #[derive(Clone, Debug)]
@@ -49,7 +50,12 @@ pub struct Cluster {
     metrics: crate::metrics::Metrics,
     cache: crate::cache::ResultCache,
     work_rows: usize,
+    /// Threads streaming shard rows to readers (see [`Cluster::stream`]).
+    streams: Arc<tokio::sync::Semaphore>,
 }
+
+/// Shard producers that may stream at once.
+const MAX_STREAMS: usize = 128;
 
 fn read_identity(dir: &Path) -> Result<Option<(u32, usize)>> {
     let path = dir.join(IDENTITY_FILE);
@@ -167,6 +173,7 @@ impl Cluster {
             ddl: tokio::sync::Mutex::new(()),
             cache: crate::cache::ResultCache::new(opts.cache_ttl),
             work_rows: opts.work_rows,
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
             // Seeded from the clock so ids stay unique across restarts.
             next_txid: AtomicU64::new(
                 std::time::SystemTime::now()
@@ -259,20 +266,34 @@ impl Cluster {
         futures::future::join_all(shards.iter().map(|&s| self.run(s, txid, fragment.clone()))).await
     }
 
-    /// Starts a streamed scan on each shard of `parts`; one batch channel each.
-    pub fn stream(&self, parts: Vec<(ShardId, Fragment)>) -> Result<Vec<crate::stream::Batches>> {
-        parts
-            .into_iter()
-            .map(|(s, fragment)| {
-                let shard = self
-                    .shards
-                    .get(s as usize)
-                    .cloned()
-                    .ok_or_else(|| ProxyError::new("XX000", format!("no shard {s}")))?;
-                self.metrics.record_request(s);
-                Ok(crate::stream::start(shard, fragment))
-            })
-            .collect()
+    /// Starts a streamed scan on each shard of `parts`. Each stream has a
+    /// thread of its own while its reader reads; past `MAX_STREAMS` of
+    /// them a shard's rows are computed up front instead, so idle readers
+    /// can never tie up every thread.
+    pub async fn stream(&self, parts: Vec<(ShardId, Fragment)>) -> Result<Vec<ShardRows>> {
+        let mut out = Vec::with_capacity(parts.len());
+        for (s, fragment) in parts {
+            let shard = self
+                .shards
+                .get(s as usize)
+                .cloned()
+                .ok_or_else(|| ProxyError::new("XX000", format!("no shard {s}")))?;
+            let started = match self.streams.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    self.metrics.record_request(s);
+                    crate::stream::start(shard, fragment.clone(), permit)
+                }
+                Err(_) => None,
+            };
+            out.push(match started {
+                Some(rows) => rows,
+                None => match self.run(s, self.txid(), fragment).await? {
+                    FragmentOutput::Rows(rows) => ShardRows::Ready(rows),
+                    FragmentOutput::Count(_) => ShardRows::Ready(Vec::new()),
+                },
+            });
+        }
+        Ok(out)
     }
 
     /// Runs each shard's own fragment in parallel; results in `parts` order.

@@ -231,7 +231,7 @@ impl Reader<'_> {
             let overlaid = matches!(&plan.source, Some(Source::Table(t)) if self.txn.is_some_and(|x| x.touches(t.id)));
             let pushable = plan.runs_on_shards() && !overlaid;
             if pushable {
-                return self.pushed_down(plan)?.collect().await;
+                return self.pushed_down(plan).await?.collect().await;
             }
             if !overlaid {
                 if let Some(split) = SplitAggregate::of(&mut plan) {
@@ -270,12 +270,12 @@ impl Reader<'_> {
             let values = self.run_subqueries(subs).await?;
             fill_plan(&mut plan, &values);
         }
-        self.pushed_down(plan)
+        self.pushed_down(plan).await
     }
 
     /// One table, no grouping: filter, projection, sort and limit run on
     /// the shards, whose sorted streams are merged here as the rows are read.
-    fn pushed_down(&self, plan: SelectPlan) -> Result<RowStream> {
+    async fn pushed_down(&self, plan: SelectPlan) -> Result<RowStream> {
         let Some(Source::Table(t)) = &plan.source else {
             unreachable!("checked by the caller")
         };
@@ -292,7 +292,10 @@ impl Reader<'_> {
             limit: wanted,
             snapshot: Some(self.snapshot),
         };
-        let inputs = self.cluster.stream(self.parts(r.target, Some(t), &frag))?;
+        let inputs = self
+            .cluster
+            .stream(self.parts(r.target, Some(t), &frag))
+            .await?;
         Ok(crate::stream::merge(
             inputs,
             Finish {

@@ -13,7 +13,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::error::Result;
+use crate::error::{ProxyError, Result};
 
 /// Rows of a result, produced as the client reads them.
 pub struct RowStream(pub BoxStream<'static, Result<Row>>);
@@ -43,18 +43,49 @@ impl RowStream {
 /// Batches in flight per shard.
 const CHANNEL_BATCHES: usize = 2;
 
-pub type Batches = mpsc::Receiver<Result<Vec<Row>>>;
+/// What a shard's producer sends: batches of rows, then `End`. A channel
+/// that closes without `End` means the producer died.
+pub enum Msg {
+    Rows(Vec<Row>),
+    End,
+}
 
-/// Starts `fragment` (a scan) on `shard`; its batches arrive in order.
-pub fn start(shard: Arc<dyn Shard>, fragment: Fragment) -> Batches {
+/// One shard's part of a scatter-gather.
+pub enum ShardRows {
+    /// Produced as they are read, by a thread of its own.
+    Streaming(mpsc::Receiver<Result<Msg>>),
+    /// Computed beforehand (when no producer thread is free).
+    Ready(Vec<Row>),
+}
+
+/// Starts `fragment` (a scan) on `shard` in a thread of its own, which
+/// holds `permit` until it ends; its batches arrive in order. `None` if
+/// the thread cannot start.
+pub fn start(
+    shard: Arc<dyn Shard>,
+    fragment: Fragment,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Option<ShardRows> {
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-    tokio::task::spawn_blocking(move || {
-        let mut sink = |batch: Vec<Row>| tx.blocking_send(Ok(batch)).is_ok();
-        if let Err(e) = shard.stream(&fragment, &mut sink) {
-            let _ = tx.blocking_send(Err(e.into()));
-        }
-    });
-    rx
+    let spawned = std::thread::Builder::new()
+        .name("fortress-stream".into())
+        .spawn(move || {
+            let _permit = permit;
+            // An empty batch asks whether the reader is still there.
+            let mut sink = |batch: Vec<Row>| {
+                if batch.is_empty() {
+                    !tx.is_closed()
+                } else {
+                    tx.blocking_send(Ok(Msg::Rows(batch))).is_ok()
+                }
+            };
+            let last = match shard.stream(&fragment, &mut sink) {
+                Ok(()) => Ok(Msg::End),
+                Err(e) => Err(e.into()),
+            };
+            let _ = tx.blocking_send(last);
+        });
+    spawned.ok().map(|_| ShardRows::Streaming(rx))
 }
 
 /// What the proxy does to merged rows before sending them.
@@ -68,11 +99,11 @@ pub struct Finish {
 }
 
 struct Input {
-    rx: Batches,
+    /// `None` once the input has no more batches to receive.
+    rx: Option<mpsc::Receiver<Result<Msg>>>,
     batch: VecDeque<Row>,
     /// Sort values of `batch.front()`.
     head: Option<Vec<Value>>,
-    done: bool,
 }
 
 struct Merge {
@@ -86,11 +117,18 @@ struct Merge {
 impl Merge {
     /// Refills `input` from its channel when its batch is empty.
     async fn fill(input: &mut Input, keys: &[SortKey]) -> Result<()> {
-        while input.batch.is_empty() && !input.done {
-            match input.rx.recv().await {
-                Some(Ok(rows)) => input.batch = rows.into(),
+        while input.batch.is_empty() {
+            let Some(rx) = input.rx.as_mut() else { break };
+            match rx.recv().await {
+                Some(Ok(Msg::Rows(rows))) => input.batch = rows.into(),
+                Some(Ok(Msg::End)) => input.rx = None,
                 Some(Err(e)) => return Err(e),
-                None => input.done = true,
+                None => {
+                    return Err(ProxyError::new(
+                        "XX000",
+                        "a shard stopped producing rows before the end of its scan",
+                    ))
+                }
             }
         }
         input.head = match input.batch.front() {
@@ -162,15 +200,21 @@ impl Merge {
 }
 
 /// Merges the shards' batches into one stream of finished rows.
-pub fn merge(inputs: Vec<Batches>, finish: Finish) -> RowStream {
+pub fn merge(inputs: Vec<ShardRows>, finish: Finish) -> RowStream {
     let merge = Merge {
         inputs: inputs
             .into_iter()
-            .map(|rx| Input {
-                rx,
-                batch: VecDeque::new(),
-                head: None,
-                done: false,
+            .map(|part| match part {
+                ShardRows::Streaming(rx) => Input {
+                    rx: Some(rx),
+                    batch: VecDeque::new(),
+                    head: None,
+                },
+                ShardRows::Ready(rows) => Input {
+                    rx: None,
+                    batch: rows.into(),
+                    head: None,
+                },
             })
             .collect(),
         finish,
@@ -193,14 +237,15 @@ mod tests {
     use crate::error::ProxyError;
     use fortress_storage::Expr;
 
-    /// A shard that has already sent `batches`.
-    fn sent(batches: Vec<Vec<i32>>) -> Batches {
-        let (tx, rx) = mpsc::channel(batches.len().max(1));
+    /// A shard that has already sent `batches` and its end.
+    fn sent(batches: Vec<Vec<i32>>) -> ShardRows {
+        let (tx, rx) = mpsc::channel(batches.len() + 1);
         for b in batches {
             let rows = b.into_iter().map(|v| vec![Value::Int4(v)]).collect();
-            tx.try_send(Ok(rows)).unwrap();
+            tx.try_send(Ok(Msg::Rows(rows))).unwrap();
         }
-        rx
+        tx.try_send(Ok(Msg::End)).unwrap();
+        ShardRows::Streaming(rx)
     }
 
     fn finish(order: bool, offset: u64, limit: Option<u64>) -> Finish {
@@ -256,13 +301,31 @@ mod tests {
     #[tokio::test]
     async fn a_shard_error_ends_the_stream_with_it() {
         let (tx, rx) = mpsc::channel(2);
-        tx.try_send(Ok(vec![vec![Value::Int4(1)]])).unwrap();
+        tx.try_send(Ok(Msg::Rows(vec![vec![Value::Int4(1)]])))
+            .unwrap();
         tx.try_send(Err(ProxyError::new("XX000", "disk on fire")))
             .unwrap();
-        let mut s = merge(vec![rx], finish(false, 0, None)).0;
+        let mut s = merge(vec![ShardRows::Streaming(rx)], finish(false, 0, None)).0;
         assert!(s.next().await.unwrap().is_ok());
         let e = s.next().await.unwrap().unwrap_err();
         assert_eq!(e.sql_state(), "XX000");
         assert!(s.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_producer_that_dies_is_an_error_not_a_short_result() {
+        let (tx, rx) = mpsc::channel(2);
+        tx.try_send(Ok(Msg::Rows(vec![vec![Value::Int4(1)]])))
+            .unwrap();
+        drop(tx);
+        let inputs = vec![
+            ShardRows::Streaming(rx),
+            ShardRows::Ready(vec![vec![Value::Int4(2)]]),
+        ];
+        let e = merge(inputs, finish(false, 0, None))
+            .collect()
+            .await
+            .unwrap_err();
+        assert_eq!(e.sql_state(), "XX000");
     }
 }

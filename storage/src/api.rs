@@ -135,8 +135,10 @@ pub trait Shard: Send + Sync {
     /// Runs one fragment; writes are durable when this returns `Ok`.
     fn execute(&self, txid: TxnId, fragment: &Fragment) -> Result<FragmentOutput>;
     /// Runs a `Scan`, handing its rows to `sink` in order, in batches as
-    /// they are produced; `sink` returns false to stop early. Memory stays
-    /// bounded: a sort past its budget spills to temporary files.
+    /// they are produced; `sink` returns false to stop early. An empty
+    /// batch only asks whether to go on (a long sort sends nothing for a
+    /// while). Memory stays bounded: a sort past its budget spills to
+    /// temporary files.
     fn stream(&self, fragment: &Fragment, sink: &mut dyn FnMut(Vec<Row>) -> bool) -> Result<()>;
     /// This shard's copy of the catalog.
     fn catalog(&self) -> Catalog;

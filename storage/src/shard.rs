@@ -49,6 +49,9 @@ const META_PREPARED: &[u8] = b"prepared/";
 /// Rows per batch a streamed scan hands over.
 const STREAM_BATCH: usize = 1024;
 
+/// Rows a streamed sort takes in between checks that its reader is there.
+const PROBE_EVERY: u64 = 4096;
+
 const IN_DOUBT_WAIT: Duration = Duration::from_secs(5);
 /// Reserved key in every table tree: the last LSN applied to it.
 const APPLIED_KEY: &[u8] = &[0x00];
@@ -887,7 +890,7 @@ impl ShardStore {
             snapshot,
             |row| {
                 rows.push(row);
-                Ok(true)
+                Ok(rows.len() <= limit)
             },
         )?;
         if rows.len() > limit {
@@ -1356,24 +1359,36 @@ impl Shard for ShardStore {
                 .map(|e| e.eval(&row))
                 .collect::<std::result::Result<_, _>>()?)
         };
-        let mut emit = |row: Row| {
+        // Adds a row to the batch, handing full batches over; false once
+        // the limit is reached or the reader is gone.
+        let mut emit = |sink: &mut dyn FnMut(Vec<Row>) -> bool, row: Row| {
             batch.push(row);
             left -= 1;
             let more = batch.len() < STREAM_BATCH || sink(std::mem::take(&mut batch));
-            Ok(more && left > 0)
+            more && left > 0
         };
         if order_by.is_empty() {
             self.visit_rows(*table, key_prefix, filter.as_ref(), snapshot, |row| {
-                emit(project(row)?)
+                Ok(emit(sink, project(row)?))
             })?;
         } else {
             let mut sorter =
                 crate::sort::Sorter::new(order_by, *limit, self.sort_budget, &self.dir);
+            let (mut sorted, mut alive) = (0u64, true);
             self.visit_rows(*table, key_prefix, filter.as_ref(), snapshot, |row| {
                 sorter.push(project(row)?)?;
-                Ok(true)
+                sorted += 1;
+                // Sorting sends nothing: ask now and then whether anyone
+                // still waits for the result.
+                if sorted % PROBE_EVERY == 0 {
+                    alive = sink(Vec::new());
+                }
+                Ok(alive)
             })?;
-            sorter.finish(&mut emit)?;
+            if !alive {
+                return Ok(());
+            }
+            sorter.finish(|row| Ok(emit(sink, row)))?;
         }
         if !batch.is_empty() {
             sink(batch);

@@ -15,6 +15,10 @@ use crate::value::{Row, Value};
 /// Memory a shard's sort may use before it spills, unless configured.
 pub const DEFAULT_SORT_BUDGET: usize = 16 << 20;
 
+/// Runs kept open at once; past it they are merged into one (a multi-pass
+/// merge), so a huge sort never runs out of file descriptors.
+const MAX_RUNS: usize = 64;
+
 type Keyed = (Vec<Value>, Row);
 
 /// Bytes an allocation costs beyond its contents (allocator bookkeeping).
@@ -125,23 +129,22 @@ impl<'a> Sorter<'a> {
     /// Writes the buffer out as one sorted run.
     fn spill(&mut self) -> Result<()> {
         self.sort_buf();
-        let file = tempfile::tempfile_in(&self.spill_dir).map_err(io)?;
-        let mut w = BufWriter::new(file);
         let keep = self.limit.unwrap_or(usize::MAX);
+        let mut w = RunWriter::new(&self.spill_dir)?;
         for keyed in self.buf.drain(..).take(keep) {
-            let bytes =
-                postcard::to_stdvec(&keyed).map_err(|e| StorageError::Codec(e.to_string()))?;
-            w.write_all(&(bytes.len() as u32).to_le_bytes())
-                .map_err(io)?;
-            w.write_all(&bytes).map_err(io)?;
+            w.push(&keyed)?;
         }
-        let mut file = w.into_inner().map_err(|e| io(e.into_error()))?;
-        file.seek(SeekFrom::Start(0)).map_err(io)?;
         self.buf_bytes = 0;
-        self.runs.push(Run {
-            reader: BufReader::new(file),
-            head: None,
-        });
+        self.runs.push(w.finish()?);
+        if self.runs.len() >= MAX_RUNS {
+            let runs = std::mem::take(&mut self.runs);
+            let mut w = RunWriter::new(&self.spill_dir)?;
+            merge_runs(self.keys, runs, keep, |keyed| {
+                w.push(&keyed)?;
+                Ok(true)
+            })?;
+            self.runs.push(w.finish()?);
+        }
         Ok(())
     }
 
@@ -161,35 +164,78 @@ impl<'a> Sorter<'a> {
         if !self.buf.is_empty() {
             self.spill()?;
         }
-        for run in &mut self.runs {
-            run.head = run.next()?;
-        }
-        let keys = self.keys;
-        for _ in 0..limit {
-            // Runs are few (data / budget): a linear pick of the least head.
-            let mut best: Option<usize> = None;
-            for (i, run) in self.runs.iter().enumerate() {
-                let Some((k, _)) = &run.head else { continue };
-                let better = match best {
-                    None => true,
-                    Some(b) => {
-                        let bk = &self.runs[b].head.as_ref().expect("head").0;
-                        compare_keys(keys, k, bk) == Ordering::Less
-                    }
-                };
-                if better {
-                    best = Some(i);
-                }
-            }
-            let Some(b) = best else { break };
-            let next = self.runs[b].next()?;
-            let (_, row) = std::mem::replace(&mut self.runs[b].head, next).expect("head");
-            if !f(row)? {
-                break;
-            }
-        }
-        Ok(())
+        merge_runs(
+            self.keys,
+            std::mem::take(&mut self.runs),
+            limit,
+            |(_, row)| f(row),
+        )
     }
+}
+
+/// Writes one sorted run to an anonymous temporary file.
+struct RunWriter(BufWriter<File>);
+
+impl RunWriter {
+    fn new(dir: &Path) -> Result<RunWriter> {
+        Ok(RunWriter(BufWriter::new(
+            tempfile::tempfile_in(dir).map_err(io)?,
+        )))
+    }
+
+    fn push(&mut self, keyed: &Keyed) -> Result<()> {
+        let bytes = postcard::to_stdvec(keyed).map_err(|e| StorageError::Codec(e.to_string()))?;
+        self.0
+            .write_all(&(bytes.len() as u32).to_le_bytes())
+            .map_err(io)?;
+        self.0.write_all(&bytes).map_err(io)
+    }
+
+    fn finish(self) -> Result<Run> {
+        let mut file = self.0.into_inner().map_err(|e| io(e.into_error()))?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        Ok(Run {
+            reader: BufReader::new(file),
+            head: None,
+        })
+    }
+}
+
+/// Calls `f` on the rows of sorted `runs` in order, at most `limit` of
+/// them; `f` returns false to stop.
+fn merge_runs(
+    keys: &[SortKey],
+    mut runs: Vec<Run>,
+    limit: usize,
+    mut f: impl FnMut(Keyed) -> Result<bool>,
+) -> Result<()> {
+    for run in &mut runs {
+        run.head = run.next()?;
+    }
+    for _ in 0..limit {
+        // Runs are few (at most MAX_RUNS): a linear pick of the least head.
+        let mut best: Option<usize> = None;
+        for (i, run) in runs.iter().enumerate() {
+            let Some((k, _)) = &run.head else { continue };
+            let better = match best {
+                None => true,
+                Some(b) => {
+                    let bk = &runs[b].head.as_ref().expect("head").0;
+                    compare_keys(keys, k, bk) == Ordering::Less
+                }
+            };
+            if better {
+                best = Some(i);
+            }
+        }
+        let Some(b) = best else { break };
+        let next = runs[b].next()?;
+        let keyed = std::mem::replace(&mut runs[b].head, next).expect("head");
+        if !f(keyed)? {
+            break;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -232,6 +278,15 @@ mod tests {
             "a 64 KiB budget must spill 10,000 rows: {runs} runs"
         );
         assert_eq!(out, (0..10_000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn many_runs_are_merged_into_fewer_files() {
+        // About 14 rows per run: some 400 runs, merged down as they come.
+        let rows = shuffled(6_000);
+        let (out, runs) = sorted(&rows, None, 2 << 10);
+        assert!(runs <= MAX_RUNS, "{runs} runs open");
+        assert_eq!(out, (0..6_000).collect::<Vec<_>>());
     }
 
     #[test]

@@ -384,13 +384,19 @@ impl SimpleQueryHandler for Handler {
             for r in responses {
                 match r {
                     Response::Query(q) => match cancelled.as_mut() {
-                        Some(c) => tokio::select! {
-                            r = send_rows(client, q) => r?,
-                            Ok(()) = c => {
+                        Some(c) => {
+                            let stopped = tokio::select! {
+                                r = send_rows(client, q) => { r?; false }
+                                Ok(()) = c => true,
+                            };
+                            if stopped {
+                                // Like an error, a cancel ends the query
+                                // string: later statements do not run.
                                 session_of(client).fail_txn();
                                 client.feed(cancel_error()).await?;
+                                break;
                             }
-                        },
+                        }
                         None => send_rows(client, q).await?,
                     },
                     Response::Execution(tag)
@@ -636,17 +642,34 @@ impl ExtendedQueryHandler for Handler {
             Some(h) => Some(h.start_query().await),
             None => None,
         };
+        let mut cancelled = cancelled;
+        let canceled = |client: &C| {
+            session_of(client).fail_txn();
+            let e = ProxyError::new("57014", "canceling statement due to user request");
+            user_error(e, &portal.statement.statement.sql)
+        };
         let run = ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0);
-        let response = match cancelled {
-            Some(cancelled) => tokio::select! {
-                r = run => r,
-                Ok(()) = cancelled => Err(PgWireError::QueryCanceled),
+        let response = match cancelled.as_mut() {
+            Some(c) => tokio::select! {
+                r = run => r?,
+                Ok(()) = c => return Err(canceled(client)),
             },
-            None => run.await,
-        }?;
+            None => run.await?,
+        };
         *portal.state().lock().await = PortalExecutionState::Finished;
         match response {
-            Response::Query(q) => send_query_response(client, q, false).await?,
+            Response::Query(q) => match cancelled.as_mut() {
+                Some(c) => {
+                    let stopped = tokio::select! {
+                        r = send_query_response(client, q, false) => { r?; false }
+                        Ok(()) = c => true,
+                    };
+                    if stopped {
+                        return Err(canceled(client));
+                    }
+                }
+                None => send_query_response(client, q, false).await?,
+            },
             Response::Error(e) => {
                 client
                     .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
