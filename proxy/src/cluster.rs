@@ -269,8 +269,25 @@ impl Cluster {
     /// Starts a streamed scan on each shard of `parts`. Each stream has a
     /// thread of its own while its reader reads; past `MAX_STREAMS` of
     /// them a shard's rows are computed up front instead, so idle readers
-    /// can never tie up every thread.
-    pub async fn stream(&self, parts: Vec<(ShardId, Fragment)>) -> Result<Vec<ShardRows>> {
+    /// can never tie up every thread. A result known to be `small` (a key
+    /// lookup, a small LIMIT) is computed up front in parallel, sparing a
+    /// thread start per statement.
+    pub async fn stream(
+        &self,
+        parts: Vec<(ShardId, Fragment)>,
+        small: bool,
+    ) -> Result<Vec<ShardRows>> {
+        if small {
+            return self
+                .scatter_each(parts)
+                .await
+                .into_iter()
+                .map(|o| match o? {
+                    FragmentOutput::Rows(rows) => Ok(ShardRows::Ready(rows)),
+                    FragmentOutput::Count(_) => Ok(ShardRows::Ready(Vec::new())),
+                })
+                .collect();
+        }
         let mut out = Vec::with_capacity(parts.len());
         for (s, fragment) in parts {
             let shard = self

@@ -281,6 +281,7 @@ impl Reader<'_> {
         };
         let wanted = plan.limit.map(|l| l.saturating_add(plan.offset));
         let r = self.cluster.route(t, plan.filter.as_ref());
+        let full_key = r.key_prefix.len() == t.primary_key.len();
         // Sort keys are over the projected row (hidden keys included),
         // which the shards produce.
         let frag = Fragment::Scan {
@@ -292,9 +293,10 @@ impl Reader<'_> {
             limit: wanted,
             snapshot: Some(self.snapshot),
         };
+        let small = full_key || wanted.is_some_and(|w| w <= SMALL_RESULT);
         let inputs = self
             .cluster
-            .stream(self.parts(r.target, Some(t), &frag))
+            .stream(self.parts(r.target, Some(t), &frag), small)
             .await?;
         Ok(crate::stream::merge(
             inputs,
@@ -464,6 +466,10 @@ pub fn join_target(
         _ => Target::Some(shards.into_iter().collect()),
     }
 }
+
+/// Rows a LIMIT may ask for and still be read in one piece rather than
+/// streamed.
+const SMALL_RESULT: u64 = 1024;
 
 /// How a one-table GROUP BY (or DISTINCT) runs split in two: the aggregate
 /// each shard computes partially, grouping also on the one argument the

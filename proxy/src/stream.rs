@@ -142,7 +142,9 @@ impl Merge {
     async fn next_row(&mut self) -> Result<Option<Row>> {
         let keys = &self.finish.order_by;
         for input in &mut self.inputs {
-            if input.batch.is_empty() {
+            // Refill an empty input; give a ready one its first head.
+            let headless = input.head.is_none() && !keys.is_empty();
+            if input.batch.is_empty() || headless {
                 Self::fill(input, keys).await?;
             }
         }
@@ -296,6 +298,16 @@ mod tests {
         let mut any = values(merge(inputs(), finish(false, 0, None))).await;
         any.sort_unstable();
         assert_eq!(any, (1..=10).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn ready_inputs_merge_in_order_too() {
+        let ready = |v: &[i32]| ShardRows::Ready(v.iter().map(|&x| vec![Value::Int4(x)]).collect());
+        let inputs = vec![ready(&[2, 5]), sent(vec![vec![1, 4]]), ready(&[3, 6])];
+        assert_eq!(
+            values(merge(inputs, finish(true, 0, None))).await,
+            (1..=6).collect::<Vec<_>>()
+        );
     }
 
     #[tokio::test]
