@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{code, explain, ids, Server};
+use common::{code, explain, Server};
 
 /// A fresh server and a client; keep the directory alive with the server.
 async fn start() -> (tempfile::TempDir, Server, tokio_postgres::Client) {
@@ -240,6 +240,14 @@ async fn secondary_indexes_serve_lookups_across_restarts() {
     assert!(plan.contains("Index lookup: ev_kind"), "{plan}");
     let by_scan = |k: &str| format!("SELECT id FROM ev WHERE kind || '' = '{k}' ORDER BY id");
     let by_index = |k: &str| format!("SELECT id FROM ev WHERE kind = '{k}' ORDER BY id");
+    async fn ids(c: &tokio_postgres::Client, sql: &str) -> Vec<i32> {
+        c.query(sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
     assert_eq!(
         ids(&c, &by_index("k3")).await,
         ids(&c, &by_scan("k3")).await
@@ -549,6 +557,17 @@ async fn secondary_indexes_serve_ranges() {
     assert!(plan.contains("Index range scan: m_n"), "{plan}");
     let one_sided = explain(&c, "SELECT id FROM m WHERE n > 3").await;
     assert!(!one_sided.contains("Index"), "{one_sided}");
+    async fn ids(c: &tokio_postgres::Client, sql: &str) -> Vec<i32> {
+        let mut v: Vec<i32> = c
+            .query(sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        v.sort_unstable();
+        v
+    }
     // Each range through its index, and through a scan (an expression on
     // the column hides it from the index): the same rows.
     let ranges = [

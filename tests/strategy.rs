@@ -5,8 +5,20 @@
 
 mod common;
 
-use common::{code, explain, ids, Server};
+use common::{code, explain, Server};
 use tokio_postgres::Client;
+
+async fn ids(c: &Client, sql: &str) -> Vec<i32> {
+    let mut v: Vec<i32> = c
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    v.sort_unstable();
+    v
+}
 
 async fn fails(c: &Client, sql: &str) -> String {
     code(&c.batch_execute(sql).await.expect_err(sql))

@@ -339,8 +339,9 @@ impl Cluster {
     /// Counts an inserted row against the vnode of its shard key (hash
     /// tables only).
     pub fn count_row(&self, table: &fortress_storage::TableDef, row: &fortress_storage::Row) {
-        if let Some(v) = crate::route::placement::vnode(&self.ring, table, &row[table.shard_key]) {
-            self.metrics.record_vnode(v);
+        if table.strategy == fortress_storage::schema::Strategy::Hash && !table.replicated {
+            let key = fortress_storage::keycodec::canonical(&row[table.shard_key]);
+            self.metrics.record_vnode(self.ring.vnode_for_key(&key).0);
         }
     }
 

@@ -1,14 +1,13 @@
-//! What a filter's top-level conjuncts fix about columns: equalities to
-//! constants, an IN list of constants, and the tightest lower and upper
-//! bound of `col < c`, `col >= c`, ... (BETWEEN binds to two of them). The
-//! router routes and prunes with them, a shard picks keys and indexes.
+//! What a filter says about one column: the tightest lower and upper bound
+//! its `col < c`, `col >= c`, ... conjuncts give (BETWEEN binds to two of
+//! them). The router prunes range and time shards with it, and a shard
+//! scans an index range with it.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::ops::Bound;
 
 use crate::expr::{BinaryOp, Expr};
-use crate::schema::{ColumnDef, DataType};
+use crate::schema::DataType;
 use crate::value::Value;
 
 /// `v` converted to `ty`, if that changes nothing (so `int_col > 1.5` is
@@ -19,59 +18,6 @@ pub fn exact(v: &Value, ty: &DataType) -> Option<Value> {
     }
     let c = v.clone().cast(ty).ok()?;
     matches!(c.sql_cmp(v), Ok(Some(Ordering::Equal))).then_some(c)
-}
-
-/// `column = constant` conjuncts whose constant converts exactly to the
-/// column's type: column position to value.
-pub fn equalities(filter: &Expr, columns: &[ColumnDef]) -> HashMap<usize, Value> {
-    let mut out = HashMap::new();
-    let mut stack = vec![filter];
-    while let Some(e) = stack.pop() {
-        match e {
-            Expr::Binary(BinaryOp::And, l, r) => {
-                stack.push(r);
-                stack.push(l);
-            }
-            Expr::Binary(BinaryOp::Eq, l, r) => {
-                let (col, lit) = match (l.as_ref(), r.as_ref()) {
-                    (Expr::Column(c), Expr::Literal(v)) | (Expr::Literal(v), Expr::Column(c)) => {
-                        (*c, v)
-                    }
-                    _ => continue,
-                };
-                if let Some(v) = columns.get(col).and_then(|def| exact(lit, &def.ty)) {
-                    out.insert(col, v);
-                }
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-/// The values of `col IN (constants)` when that is one of the filter's
-/// conjuncts, NULLs left out; `None` if there is none or a value does not
-/// convert exactly to `ty`.
-pub fn in_list(filter: &Expr, col: usize, ty: &DataType) -> Option<Vec<Value>> {
-    match filter {
-        Expr::Binary(BinaryOp::And, l, r) => in_list(l, col, ty).or_else(|| in_list(r, col, ty)),
-        Expr::In {
-            expr,
-            list,
-            negated: false,
-        } if matches!(expr.as_ref(), Expr::Column(c) if *c == col) => {
-            let mut values = Vec::with_capacity(list.len());
-            for item in list {
-                match item {
-                    Expr::Literal(v) if v.is_null() => {}
-                    Expr::Literal(v) => values.push(exact(v, ty)?),
-                    _ => return None,
-                }
-            }
-            Some(values)
-        }
-        _ => None,
-    }
 }
 
 /// Bounds on one column; `(value, inclusive)` per side.

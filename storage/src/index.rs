@@ -7,9 +7,9 @@
 
 use std::ops::Bound;
 
-use crate::bounds::{equalities, ColumnBounds};
+use crate::bounds::ColumnBounds;
 use crate::error::Result;
-use crate::expr::Expr;
+use crate::expr::{BinaryOp, Expr};
 use crate::keycodec::{encode_key, encoded_len, prefix_end, split_versioned, versioned_key};
 use crate::mvcc::{decode_version, encode_version};
 use crate::schema::{IndexDef, TableDef};
@@ -137,11 +137,14 @@ impl IndexUse<'_> {
 /// faster).
 pub fn choose<'a>(table: &'a TableDef, filter: Option<&Expr>) -> Option<IndexUse<'a>> {
     let f = filter?;
-    // Only values that convert to the column's type unchanged, so the entry
-    // bytes match what was stored.
-    let eq = equalities(f, &table.columns);
+    let mut eq: Vec<(usize, Value)> = Vec::new();
+    equalities(f, table, &mut eq);
     let lookup = table.indexes.iter().find_map(|idx| {
-        let vals: Option<Vec<Value>> = idx.columns.iter().map(|c| eq.get(c).cloned()).collect();
+        let vals: Option<Vec<Value>> = idx
+            .columns
+            .iter()
+            .map(|c| eq.iter().find(|(col, _)| col == c).map(|(_, v)| v.clone()))
+            .collect();
         vals.map(|v| IndexUse::Lookup(idx, v))
     });
     lookup.or_else(|| {
@@ -176,6 +179,37 @@ pub fn entry_pk(entry: &[u8], columns: usize) -> Option<&[u8]> {
         at += encoded_len(&entry[at..])?;
     }
     Some(&entry[at..])
+}
+
+fn equalities(e: &Expr, table: &TableDef, out: &mut Vec<(usize, Value)>) {
+    match e {
+        Expr::Binary(BinaryOp::And, l, r) => {
+            equalities(l, table, out);
+            equalities(r, table, out);
+        }
+        Expr::Binary(BinaryOp::Eq, l, r) => {
+            let (col, lit) = match (l.as_ref(), r.as_ref()) {
+                (Expr::Column(c), Expr::Literal(v)) | (Expr::Literal(v), Expr::Column(c)) => {
+                    (*c, v)
+                }
+                _ => return,
+            };
+            let Some(def) = table.columns.get(col) else {
+                return;
+            };
+            // Only values that convert to the column's type unchanged, so the
+            // entry bytes match what was stored.
+            if lit.is_null() {
+                return;
+            }
+            if let Ok(v) = lit.clone().cast(&def.ty) {
+                if matches!(v.sql_cmp(lit), Ok(Some(std::cmp::Ordering::Equal))) {
+                    out.push((col, v));
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]

@@ -493,10 +493,35 @@ impl Materialized {
 /// top-level conjuncts, sorted by their key encoding and deduplicated.
 fn key_in_list(def: &TableDef, filter: Option<&Expr>) -> Option<Vec<Value>> {
     let col = *def.primary_key.first()?;
-    let mut keys = crate::bounds::in_list(filter?, col, &def.columns[col].ty)?;
-    keys.sort_by_cached_key(|k| encode_key(std::slice::from_ref(k)));
-    keys.dedup_by(|a, b| matches!(a.sql_cmp(b), Ok(Some(std::cmp::Ordering::Equal))));
-    Some(keys)
+    let ty = def.columns[col].ty;
+    let mut stack = vec![filter?];
+    while let Some(e) = stack.pop() {
+        match e {
+            Expr::Binary(crate::expr::BinaryOp::And, l, r) => {
+                stack.push(l);
+                stack.push(r);
+            }
+            Expr::In {
+                expr,
+                list,
+                negated: false,
+            } if matches!(expr.as_ref(), Expr::Column(c) if *c == col) => {
+                let mut keys = Vec::with_capacity(list.len());
+                for item in list {
+                    match item {
+                        Expr::Literal(v) if v.is_null() => {}
+                        Expr::Literal(v) => keys.push(crate::bounds::exact(v, &ty)?),
+                        _ => return None,
+                    }
+                }
+                keys.sort_by_cached_key(|k| encode_key(std::slice::from_ref(k)));
+                keys.dedup_by(|a, b| matches!(a.sql_cmp(b), Ok(Some(std::cmp::Ordering::Equal))));
+                return Some(keys);
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn tree_name(id: TableId) -> String {

@@ -201,19 +201,6 @@ impl Drop for Server {
     }
 }
 
-/// The first column (an int) of `sql`'s rows, sorted.
-pub async fn ids(c: &Client, sql: &str) -> Vec<i32> {
-    let mut v: Vec<i32> = c
-        .query(sql, &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    v.sort_unstable();
-    v
-}
-
 /// The lines of `EXPLAIN sql`, joined.
 pub async fn explain(c: &Client, sql: &str) -> String {
     c.simple_query(&format!("EXPLAIN {sql}"))

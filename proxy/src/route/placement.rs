@@ -17,13 +17,6 @@ pub fn ring_shard(ring: &Ring, v: &Value) -> ShardId {
     ring.shard_for_key(&canonical(v))
 }
 
-/// The ring vnode a hash table's row with shard-key value `v` lives on
-/// (`None` for other strategies and replicated tables).
-pub fn vnode(ring: &Ring, table: &TableDef, v: &Value) -> Option<usize> {
-    (table.strategy == Strategy::Hash && !table.replicated)
-        .then(|| ring.vnode_for_key(&canonical(v)).0)
-}
-
 /// The shard holding `row` of `table` (for a replicated table: shard 0,
 /// the first of the shards that all hold it).
 pub fn shard_for_row(ring: &Ring, table: &TableDef, row: &Row) -> Result<ShardId> {

@@ -6,11 +6,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use fortress_storage::bounds::{equalities, exact, in_list, ColumnBounds};
+use fortress_storage::bounds::{exact, ColumnBounds};
+use fortress_storage::keycodec::canonical;
 use fortress_storage::schema::Strategy;
 use fortress_storage::{BinaryOp, Expr, ShardId, TableDef, Value};
 
-use super::placement::{shard_for_row, shards_for_range, shards_for_value, vnode};
+use super::placement::{shard_for_row, shards_for_range, shards_for_value};
 use super::ring::Ring;
 
 /// Where a statement runs.
@@ -30,6 +31,68 @@ pub struct Route {
     pub key_prefix: Vec<Value>,
     /// The ring vnode a hash table's shard-key equality lands on.
     pub vnode: Option<usize>,
+}
+
+/// Collects `column = constant` conjuncts whose constant converts exactly to
+/// the column's type.
+fn equalities(e: &Expr, table: &TableDef, out: &mut HashMap<usize, Value>) {
+    match e {
+        Expr::Binary(BinaryOp::And, l, r) => {
+            equalities(l, table, out);
+            equalities(r, table, out);
+        }
+        Expr::Binary(BinaryOp::Eq, l, r) => {
+            let (col, lit) = match (l.as_ref(), r.as_ref()) {
+                (Expr::Column(c), Expr::Literal(v)) | (Expr::Literal(v), Expr::Column(c)) => (c, v),
+                _ => return,
+            };
+            let Some(def) = table.columns.get(*col) else {
+                return;
+            };
+            if v_is_exact(lit, &def.ty) {
+                if let Ok(v) = lit.clone().cast(&def.ty) {
+                    out.insert(*col, v);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// True when `v` survives conversion to `ty` unchanged (so `int_col = 1.5`
+/// is not turned into a lookup of 2).
+fn v_is_exact(v: &Value, ty: &fortress_storage::DataType) -> bool {
+    exact(v, ty).is_some()
+}
+
+/// The values of `shard_key IN (constants)` when that is one of the
+/// filter's conjuncts (or the whole filter).
+fn in_list_values(table: &TableDef, f: &Expr) -> Option<Vec<Value>> {
+    match f {
+        Expr::Binary(BinaryOp::And, l, r) => {
+            in_list_values(table, l).or_else(|| in_list_values(table, r))
+        }
+        Expr::In {
+            expr,
+            list,
+            negated: false,
+        } if matches!(expr.as_ref(), Expr::Column(c) if *c == table.shard_key) => {
+            let ty = table.columns[table.shard_key].ty;
+            let mut values = Vec::new();
+            for item in list {
+                let Expr::Literal(v) = item else { return None };
+                if v.is_null() {
+                    continue;
+                }
+                if !v_is_exact(v, &ty) {
+                    return None;
+                }
+                values.push(v.clone().cast(&ty).ok()?);
+            }
+            Some(values)
+        }
+        _ => None,
+    }
 }
 
 /// The shards a filter on `table` can need, by its strategy: `None` is
@@ -59,7 +122,7 @@ fn candidate_shards(
     };
     if let Some(v) = eq.get(&sk) {
         narrow(shards_for_value(ring, table, v).into_iter().collect());
-    } else if let Some(values) = in_list(f, sk, &table.columns[sk].ty) {
+    } else if let Some(values) = in_list_values(table, f) {
         narrow(
             values
                 .iter()
@@ -111,7 +174,10 @@ pub fn narrow_in_list(ring: &Ring, table: &TableDef, filter: &Expr, shard: Shard
 
 /// Routes a statement on `table` filtered by `filter`.
 pub fn route(ring: &Ring, table: &TableDef, filter: Option<&Expr>) -> Route {
-    let eq = filter.map_or_else(HashMap::new, |f| equalities(f, &table.columns));
+    let mut eq = HashMap::new();
+    if let Some(f) = filter {
+        equalities(f, table, &mut eq);
+    }
     let target = if table.replicated {
         // Every shard holds a replicated table: any one can answer.
         Target::One(0)
@@ -129,7 +195,10 @@ pub fn route(ring: &Ring, table: &TableDef, filter: Option<&Expr>) -> Route {
         .iter()
         .map_while(|c| eq.get(c).cloned())
         .collect();
-    let vnode = eq.get(&table.shard_key).and_then(|v| vnode(ring, table, v));
+    let vnode = match (&table.strategy, table.replicated, eq.get(&table.shard_key)) {
+        (Strategy::Hash, false, Some(v)) => Some(ring.vnode_for_key(&canonical(v)).0),
+        _ => None,
+    };
     Route {
         target,
         key_prefix,
@@ -161,15 +230,6 @@ mod tests {
         )
     }
 
-    /// `column 0 IN (vals)`, or NOT IN.
-    fn in_expr(vals: &[Value], negated: bool) -> Expr {
-        Expr::In {
-            expr: Box::new(Expr::Column(0)),
-            list: vals.iter().cloned().map(Expr::Literal).collect(),
-            negated,
-        }
-    }
-
     fn eq(c: usize, v: Value) -> Expr {
         Expr::binary(BinaryOp::Eq, Expr::Column(c), Expr::Literal(v))
     }
@@ -179,7 +239,11 @@ mod tests {
         let ring = Ring::new(8, 16);
         let t = table();
         let vals: Vec<Value> = (0..3).map(Value::Int4).collect();
-        let f = in_expr(&vals, false);
+        let f = Expr::In {
+            expr: Box::new(Expr::Column(0)),
+            list: vals.iter().cloned().map(Expr::Literal).collect(),
+            negated: false,
+        };
         let mut want: Vec<ShardId> = vals.iter().map(|v| ring_shard(&ring, v)).collect();
         want.sort_unstable();
         want.dedup();
@@ -189,7 +253,11 @@ mod tests {
             Target::One(s) => assert_eq!(vec![s], want),
             Target::All => panic!("an IN list must not scatter to every shard"),
         }
-        let not_in = in_expr(&vals, true);
+        let not_in = Expr::In {
+            expr: Box::new(Expr::Column(0)),
+            list: vals.iter().cloned().map(Expr::Literal).collect(),
+            negated: true,
+        };
         assert_eq!(route(&ring, &t, Some(&not_in)).target, Target::All);
     }
 
@@ -198,7 +266,11 @@ mod tests {
         let ring = Ring::new(4, 16);
         let t = table();
         let vals: Vec<Value> = (0..40).map(Value::Int4).collect();
-        let f = in_expr(&vals, false);
+        let f = Expr::In {
+            expr: Box::new(Expr::Column(0)),
+            list: vals.iter().cloned().map(Expr::Literal).collect(),
+            negated: false,
+        };
         let mut seen = Vec::new();
         for shard in 0..4 {
             let Expr::In { list, .. } = narrow_in_list(&ring, &t, &f, shard) else {
