@@ -52,7 +52,7 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
-    #[error("WAL corruption in {file} at offset {offset}: {reason}")]
+    #[error("corruption in {file} at offset {offset}: {reason}")]
     Corruption {
         file: PathBuf,
         offset: u64,
@@ -111,7 +111,8 @@ impl StorageError {
         }
     }
 
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StorageError::Io {
             path: path.into(),
             source,

@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod api;
 pub mod bounds;
+pub mod checkpoint;
 pub mod clock;
 pub mod error;
 pub mod expr;
@@ -16,6 +17,7 @@ pub mod index;
 pub mod join;
 pub mod keycodec;
 pub mod mvcc;
+pub mod restore;
 pub mod schema;
 pub mod shard;
 pub mod sort;

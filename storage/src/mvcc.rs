@@ -42,6 +42,24 @@ pub fn visible<I>(iter: I, snapshot: u64) -> impl Iterator<Item = Result<(Vec<u8
 where
     I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
 {
+    visible_versions(iter, snapshot).map(|item| {
+        let (k, v) = item?;
+        let bad = || StorageError::Codec("bad stored version".into());
+        let (pk, _) = split_versioned(&k).ok_or_else(bad)?;
+        let row = decode_version(&v)?.ok_or_else(bad)?;
+        Ok((pk.to_vec(), row))
+    })
+}
+
+/// Like [`visible`], but yields the stored `(versioned key, version)` pairs
+/// undecoded: what a checkpoint copies.
+pub fn visible_versions<I>(
+    iter: I,
+    snapshot: u64,
+) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>>
+where
+    I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+{
     let mut done_pk: Option<Vec<u8>> = None;
     iter.filter_map(move |item| {
         let (k, v) = match item {
@@ -53,10 +71,10 @@ where
             return None;
         }
         done_pk = Some(pk.to_vec());
-        match decode_version(&v) {
-            Ok(Some(row)) => Some(Ok((pk.to_vec(), row))),
-            Ok(None) => None,
-            Err(e) => Some(Err(e)),
+        match v.first() {
+            Some(&TOMBSTONE) => None,
+            Some(&ROW) => Some(Ok((k, v))),
+            _ => Some(Err(StorageError::Codec("unknown version tag".into()))),
         }
     })
 }

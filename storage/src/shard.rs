@@ -28,21 +28,26 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Fragment, FragmentOutput, Shard, TableScan};
+use crate::checkpoint::{ShardCut, TableFile};
 use crate::clock::{HybridClock, Timestamp};
 use crate::error::{EvalError, Result, StorageError};
 use crate::expr::Expr;
 use crate::keycodec::{encode_key, versioned_key};
-use crate::mvcc::{collect_garbage, encode_version, visible, SnapshotPins, LATEST};
+use crate::mvcc::{
+    collect_garbage, encode_version, visible, visible_versions, SnapshotPins, LATEST,
+};
 use crate::schema::{Catalog, TableDef, TableId};
 use crate::value::{Row, Value};
 use crate::wal::{Lsn, Record, Wal, WalOptions};
 use crate::{ShardId, TxnId};
 
-const KIND_WRITE: u8 = 1;
-const KIND_CATALOG: u8 = 2;
-const KIND_PREPARE: u8 = 3;
-const KIND_COMMIT_PREPARED: u8 = 4;
-const KIND_ABORT_PREPARED: u8 = 5;
+pub(crate) const KIND_WRITE: u8 = 1;
+pub(crate) const KIND_CATALOG: u8 = 2;
+pub(crate) const KIND_PREPARE: u8 = 3;
+pub(crate) const KIND_COMMIT_PREPARED: u8 = 4;
+pub(crate) const KIND_ABORT_PREPARED: u8 = 5;
+/// Rows loaded by a restore: `(timestamp, put)` pairs.
+pub(crate) const KIND_LOAD: u8 = 6;
 /// Meta-tree key prefix of prepared, undecided transactions.
 const META_PREPARED: &[u8] = b"prepared/";
 /// How long a writer or reader waits for an in-doubt transaction.
@@ -60,7 +65,7 @@ const META_APPLIED: &[u8] = b"applied_lsn";
 
 /// One physical change, as logged.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-enum WriteOp {
+pub(crate) enum WriteOp {
     Put {
         table: TableId,
         key: Vec<u8>,
@@ -87,6 +92,8 @@ enum Change {
         ops: Vec<WriteOp>,
     },
     Catalog(Catalog),
+    /// Rows a restore loads from a checkpoint, each at its own timestamp.
+    Load(Vec<(u64, WriteOp)>),
     Prepare {
         txid: TxnId,
         ts: u64,
@@ -319,6 +326,9 @@ impl Materialized {
     fn apply(&self, lsn: Lsn, change: &Change) -> Result<()> {
         match change {
             Change::Write { ts, ops } => self.apply_write(lsn, *ts, ops),
+            Change::Load(versions) => {
+                self.apply_versions(lsn, versions.iter().map(|(ts, op)| (*ts, op)))
+            }
             Change::Catalog(c) => self.apply_catalog(lsn, c),
             Change::Prepare { txid, ts, ops } => {
                 let p = PreparedTxn {
@@ -371,9 +381,19 @@ impl Materialized {
     }
 
     fn apply_write(&self, lsn: Lsn, ts: u64, ops: &[WriteOp]) -> Result<()> {
-        let mut by_table: BTreeMap<TableId, Vec<&WriteOp>> = BTreeMap::new();
-        for op in ops {
-            by_table.entry(op.target().0).or_default().push(op);
+        self.apply_versions(lsn, ops.iter().map(|op| (ts, op)))
+    }
+
+    /// Writes each op as a version at its own timestamp (one per record for
+    /// ordinary writes; a restore's loaded rows keep their original ones).
+    fn apply_versions<'a>(
+        &self,
+        lsn: Lsn,
+        versions: impl IntoIterator<Item = (u64, &'a WriteOp)>,
+    ) -> Result<()> {
+        let mut by_table: BTreeMap<TableId, Vec<(u64, &WriteOp)>> = BTreeMap::new();
+        for (ts, op) in versions {
+            by_table.entry(op.target().0).or_default().push((ts, op));
         }
         for (table, ops) in by_table {
             // A table dropped later in the log: its writes no longer matter.
@@ -383,16 +403,17 @@ impl Materialized {
             if lsn_of(tree.get(APPLIED_KEY)?) >= lsn {
                 continue;
             }
-            self.apply_index_writes(lsn, ts, table, &tree, &ops)?;
+            let newest = ops.iter().map(|(ts, _)| *ts).max().unwrap_or(0);
+            self.apply_index_writes(lsn, newest, table, &tree, &ops)?;
             let mut batch = sled::Batch::default();
-            for op in ops {
+            for (ts, op) in ops {
                 let version = match op {
                     WriteOp::Put { row, .. } => encode_version(Some(row))?,
                     WriteOp::Delete { .. } => encode_version(None)?,
                 };
                 batch.insert(versioned_key(op.target().1, ts), version);
             }
-            batch.insert(APPLIED_KEY, &applied_value(lsn, ts));
+            batch.insert(APPLIED_KEY, &applied_value(lsn, newest));
             tree.apply_batch(batch)?;
         }
         Ok(())
@@ -404,10 +425,10 @@ impl Materialized {
     fn apply_index_writes(
         &self,
         lsn: Lsn,
-        ts: u64,
+        newest: u64,
         table: TableId,
         tree: &sled::Tree,
-        ops: &[&WriteOp],
+        ops: &[(u64, &WriteOp)],
     ) -> Result<()> {
         let indexes = match self.catalog.read().expect("catalog").by_id(table) {
             Some(def) if !def.indexes.is_empty() => def.indexes.clone(),
@@ -421,7 +442,7 @@ impl Materialized {
                 continue;
             }
             let mut batch = sled::Batch::default();
-            for op in ops {
+            for &(ts, op) in ops {
                 let (_, pk) = op.target();
                 let old = crate::index::row_before(tree, pk, ts)?;
                 let new = match op {
@@ -432,7 +453,7 @@ impl Materialized {
                     batch.insert(k, v);
                 }
             }
-            batch.insert(APPLIED_KEY, &applied_value(lsn, ts));
+            batch.insert(APPLIED_KEY, &applied_value(lsn, newest));
             itree.apply_batch(batch)?;
         }
         Ok(())
@@ -553,6 +574,9 @@ fn decode_change(rec: &Record) -> Result<Change> {
             },
         }),
         KIND_ABORT_PREPARED => Ok(Change::AbortPrepared { txid: rec.txid }),
+        KIND_LOAD => Ok(Change::Load(
+            postcard::from_bytes(&rec.payload).map_err(codec)?,
+        )),
         k => Err(StorageError::Codec(format!(
             "unknown WAL record kind {k} at LSN {}",
             rec.lsn
@@ -777,6 +801,50 @@ impl ShardStore {
             }
         }
         Ok(guard)
+    }
+
+    /// Writes this shard's part of a checkpoint into `dir`: for each table,
+    /// the version of every row visible at `snapshot`, as stored, in key
+    /// order. `wal_after` is an LSN read before the snapshot was taken (every
+    /// record up to it carries an older timestamp). The caller pins
+    /// `snapshot` against garbage collection.
+    pub fn dump(&self, snapshot: u64, wal_after: Lsn, dir: &Path) -> Result<ShardCut> {
+        let _read = self.begin_read(snapshot)?;
+        // Records appended after the read began carry later timestamps.
+        let wal_through = self.writer.lock().expect("write lock").last_appended;
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+        let shard_dir = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut tables = Vec::new();
+        for def in self.catalog().tables.values() {
+            let Some(tree) = self.state.tree(def.id) else {
+                continue;
+            };
+            let name = format!("t{}.rows", def.id);
+            let mut out = crate::checkpoint::BlockWriter::create(&dir.join(&name))?;
+            for item in visible_versions(tree.range(&[0x01u8][..]..), snapshot) {
+                let (k, v) = item?;
+                out.push(&k, &v)?;
+            }
+            let summary = out.finish()?;
+            tables.push(TableFile {
+                table: def.id,
+                name: def.name.clone(),
+                file: format!("{shard_dir}/{name}"),
+                rows: summary.entries,
+                bytes: summary.bytes,
+                raw_bytes: summary.raw_bytes,
+            });
+        }
+        crate::checkpoint::sync_dir(dir)?;
+        Ok(ShardCut {
+            shard: self.id,
+            wal_after,
+            wal_through,
+            tables,
+        })
     }
 
     /// Drops versions no live or future snapshot can see. Returns the count.
@@ -1255,7 +1323,7 @@ impl ShardStore {
 
     fn apply_catalog(&self, txid: TxnId, catalog: &Catalog) -> Result<u64> {
         self.check_failed()?;
-        let w = self.writer.lock().expect("write lock");
+        let mut w = self.writer.lock().expect("write lock");
         if catalog.version <= self.catalog().version {
             return Ok(0);
         }
@@ -1263,6 +1331,7 @@ impl ShardStore {
         let lsn = self
             .wal
             .append(txid, self.clock.now().0, KIND_CATALOG, &payload)?;
+        w.last_appended = lsn;
         drop(w);
         self.commit(lsn, Change::Catalog(catalog.clone()))?;
         Ok(1)

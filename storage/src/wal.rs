@@ -217,68 +217,40 @@ impl Wal {
                 expected = Some(segs[i + 1].0);
                 continue;
             }
-            if let Some(exp) = expected {
-                if *first != exp {
-                    return Err(StorageError::Corruption {
-                        file: path.clone(),
-                        offset: 0,
-                        reason: format!("segment starts at LSN {first}, expected {exp}"),
-                    });
-                }
+            // The first segment read must hold the first record to replay.
+            let exp = expected.unwrap_or((*first).min(replay_after + 1));
+            if *first != exp {
+                return Err(StorageError::Corruption {
+                    file: path.clone(),
+                    offset: 0,
+                    reason: format!("segment starts at LSN {first}, expected {exp}"),
+                });
             }
             let buf = fs::read(path).map_err(|e| StorageError::io(path, e))?;
-            let mut pos = 0usize;
-            let mut next = *first;
-            while pos < buf.len() {
-                match decode(&buf[pos..]) {
-                    Decoded::Record(rec, n) => {
-                        if rec.lsn != next {
-                            return Err(StorageError::Corruption {
-                                file: path.clone(),
-                                offset: pos as u64,
-                                reason: format!("LSN {} where {next} was expected", rec.lsn),
-                            });
-                        }
-                        if rec.lsn > replay_after {
-                            replay(&rec)?;
-                        }
-                        next += 1;
-                        pos += n;
-                    }
-                    Decoded::Incomplete | Decoded::Bad(_)
-                        if last && !has_valid_record_after(&buf, pos + 1, next) =>
-                    {
-                        tracing::warn!(
-                            file = %path.display(),
-                            offset = pos,
-                            dropped = buf.len() - pos,
-                            "truncating torn WAL tail"
-                        );
-                        let f = OpenOptions::new()
-                            .write(true)
-                            .open(path)
-                            .map_err(|e| StorageError::io(path, e))?;
-                        f.set_len(pos as u64)
-                            .and_then(|_| f.sync_all())
-                            .map_err(|e| StorageError::io(path, e))?;
-                        break;
-                    }
-                    Decoded::Incomplete => {
-                        return Err(StorageError::Corruption {
-                            file: path.clone(),
-                            offset: pos as u64,
-                            reason: "truncated record before the end of the log".into(),
-                        })
-                    }
-                    Decoded::Bad(reason) => {
-                        return Err(StorageError::Corruption {
-                            file: path.clone(),
-                            offset: pos as u64,
-                            reason,
-                        })
-                    }
+            let (pos, next) = match scan_segment(path, &buf, *first, last, |rec| {
+                if rec.lsn > replay_after {
+                    replay(rec)?;
                 }
-            }
+                Ok(true)
+            })? {
+                Scanned::Whole(next) | Scanned::Stopped(next) => (buf.len(), next),
+                Scanned::TornAt(pos, next) => {
+                    tracing::warn!(
+                        file = %path.display(),
+                        offset = pos,
+                        dropped = buf.len() - pos,
+                        "truncating torn WAL tail"
+                    );
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .map_err(|e| StorageError::io(path, e))?;
+                    f.set_len(pos as u64)
+                        .and_then(|_| f.sync_all())
+                        .map_err(|e| StorageError::io(path, e))?;
+                    (pos, next)
+                }
+            };
             expected = Some(next);
             if last {
                 tail = Some((path.clone(), pos as u64));
@@ -446,6 +418,122 @@ fn has_valid_record_after(buf: &[u8], from: usize, next: Lsn) -> bool {
     })
 }
 
+/// How a segment scan ended.
+enum Scanned {
+    /// Every record was read; the LSN after the last.
+    Whole(Lsn),
+    /// The visitor asked to stop; the LSN after the last record it saw.
+    Stopped(Lsn),
+    /// A torn tail starts at this offset; the LSN after the last good record.
+    TornAt(usize, Lsn),
+}
+
+/// Decodes the records of one segment (its bytes `buf`, first LSN `first`)
+/// in order, handing each to `visit` until it returns false. Damage at the
+/// end of the last segment with nothing valid after it is a torn tail; any
+/// other damage is corruption naming the file and offset.
+fn scan_segment(
+    path: &Path,
+    buf: &[u8],
+    first: Lsn,
+    last: bool,
+    mut visit: impl FnMut(&Record) -> Result<bool>,
+) -> Result<Scanned> {
+    let mut pos = 0usize;
+    let mut next = first;
+    while pos < buf.len() {
+        let corrupt = |reason: String| StorageError::Corruption {
+            file: path.to_path_buf(),
+            offset: pos as u64,
+            reason,
+        };
+        match decode(&buf[pos..]) {
+            Decoded::Record(rec, n) => {
+                if rec.lsn != next {
+                    return Err(corrupt(format!(
+                        "LSN {} where {next} was expected",
+                        rec.lsn
+                    )));
+                }
+                next += 1;
+                pos += n;
+                if !visit(&rec)? {
+                    return Ok(Scanned::Stopped(next));
+                }
+            }
+            Decoded::Incomplete | Decoded::Bad(_)
+                if last && !has_valid_record_after(buf, pos + 1, next) =>
+            {
+                return Ok(Scanned::TornAt(pos, next));
+            }
+            Decoded::Incomplete => {
+                return Err(corrupt("truncated record before the end of the log".into()))
+            }
+            Decoded::Bad(reason) => return Err(corrupt(reason)),
+        }
+    }
+    Ok(Scanned::Whole(next))
+}
+
+/// Reads the records after `after` from the log in `dir` without changing
+/// it (the log may belong to a running server), handing each to `visit`
+/// until it returns false. A record cut off at the end of the last segment
+/// is where a writer is, or a torn tail: the read ends there. Missing
+/// segments and damage anywhere else are errors naming the file.
+pub fn read_from(
+    dir: &Path,
+    after: Lsn,
+    mut visit: impl FnMut(&Record) -> Result<bool>,
+) -> Result<()> {
+    let segs = list_segments(dir)?;
+    if segs.is_empty() && after == 0 {
+        return Ok(());
+    }
+    let start = segs
+        .iter()
+        .rposition(|(first, _)| *first <= after + 1)
+        .ok_or_else(|| StorageError::Corruption {
+            file: dir.to_path_buf(),
+            offset: 0,
+            reason: match segs.first() {
+                Some((first, _)) => format!(
+                    "the log starts at LSN {first}; records from LSN {} are missing",
+                    after + 1
+                ),
+                None => "the log has no segments".into(),
+            },
+        })?;
+    let mut expected = segs[start].0;
+    for (i, (first, path)) in segs.iter().enumerate().skip(start) {
+        if *first != expected {
+            return Err(StorageError::Corruption {
+                file: path.clone(),
+                offset: 0,
+                reason: format!("segment starts at LSN {first}, expected {expected}"),
+            });
+        }
+        let buf = fs::read(path).map_err(|e| StorageError::io(path, e))?;
+        let last = i + 1 == segs.len();
+        let mut stop = false;
+        let scanned = scan_segment(path, &buf, *first, last, |rec| {
+            if rec.lsn <= after {
+                return Ok(true);
+            }
+            let more = visit(rec)?;
+            stop = !more;
+            Ok(more)
+        })?;
+        match scanned {
+            Scanned::Whole(next) => expected = next,
+            Scanned::Stopped(_) | Scanned::TornAt(..) => return Ok(()),
+        }
+        if stop {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,6 +620,76 @@ mod tests {
         write_n(&wal, 1);
         drop(wal);
         assert_eq!(open(dir.path(), 0).unwrap().1.len(), 4);
+    }
+
+    #[test]
+    fn read_from_leaves_the_log_alone_and_stops_at_a_partial_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions {
+            segment_bytes: 100,
+            ..Default::default()
+        };
+        let wal = Wal::open(dir.path(), opts, 0, |_| Ok(())).unwrap();
+        write_n(&wal, 12);
+        // A writer mid-record: half a record at the end of the last segment.
+        let (_, last) = list_segments(dir.path()).unwrap().pop().unwrap();
+        let mut rec = Vec::new();
+        Record {
+            lsn: 13,
+            txid: 0,
+            ts: 0,
+            kind: 1,
+            payload: vec![1; 30],
+        }
+        .encode_into(&mut rec);
+        let before = fs::metadata(&last).unwrap().len();
+        OpenOptions::new()
+            .append(true)
+            .open(&last)
+            .unwrap()
+            .write_all(&rec[..10])
+            .unwrap();
+        let mut seen = Vec::new();
+        read_from(dir.path(), 4, |r| {
+            seen.push(r.lsn);
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(seen, (5..=12).collect::<Vec<_>>());
+        assert_eq!(fs::metadata(&last).unwrap().len(), before + 10, "untouched");
+        let mut first_two = Vec::new();
+        read_from(dir.path(), 0, |r| {
+            first_two.push(r.lsn);
+            Ok(first_two.len() < 2)
+        })
+        .unwrap();
+        assert_eq!(first_two, vec![1, 2]);
+    }
+
+    #[test]
+    fn missing_early_segments_are_an_error_not_a_short_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions {
+            segment_bytes: 100,
+            ..Default::default()
+        };
+        let wal = Wal::open(dir.path(), opts.clone(), 0, |_| Ok(())).unwrap();
+        write_n(&wal, 12);
+        drop(wal);
+        let segs = list_segments(dir.path()).unwrap();
+        fs::remove_file(&segs[0].1).unwrap();
+        assert!(matches!(
+            read_from(dir.path(), 0, |_| Ok(true)),
+            Err(StorageError::Corruption { .. })
+        ));
+        assert!(matches!(
+            Wal::open(dir.path(), opts.clone(), 0, |_| Ok(())),
+            Err(StorageError::Corruption { .. })
+        ));
+        // Past the missing records, both read.
+        let after = segs[1].0 - 1;
+        read_from(dir.path(), after, |_| Ok(true)).unwrap();
+        Wal::open(dir.path(), opts, after, |_| Ok(())).unwrap();
     }
 
     #[test]
