@@ -10,6 +10,8 @@ use fortress_storage::{
     ShardStore, SnapshotPins, StorageError, Timestamp,
 };
 
+use fortress_storage::checkpoint::{Manifest, RingLayout};
+
 use crate::coordinator::Coordinator;
 use crate::error::{ProxyError, Result};
 use crate::route::ring::Ring;
@@ -57,7 +59,8 @@ pub struct Cluster {
 /// Shard producers that may stream at once.
 const MAX_STREAMS: usize = 128;
 
-fn read_identity(dir: &Path) -> Result<Option<(u32, usize)>> {
+/// The shard count and vnodes a data directory was created with, if any.
+pub fn read_identity(dir: &Path) -> Result<Option<(u32, usize)>> {
     let path = dir.join(IDENTITY_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -103,6 +106,16 @@ fn resolve_in_doubt(stores: &[Arc<ShardStore>], coordinator: &Coordinator) -> Re
     Ok(())
 }
 
+/// Records the layout a data directory is created with.
+pub fn write_identity(dir: &Path, shards: u32, vnodes: usize) -> Result<()> {
+    let path = dir.join(IDENTITY_FILE);
+    let body = format!(
+        "# written at creation; routing depends on it\nshards = {shards}\nvnodes = {vnodes}\nring = 1\n"
+    );
+    std::fs::write(&path, body).map_err(|e| StorageError::Io { path, source: e })?;
+    Ok(())
+}
+
 impl Cluster {
     /// Opens (creating if new) the shards under `opts.data_dir`, replays their
     /// logs and brings every shard's catalog to the newest version.
@@ -125,14 +138,7 @@ impl Cluster {
                 ));
             }
             Some(_) => {}
-            None => {
-                let path = dir.join(IDENTITY_FILE);
-                let body = format!(
-                    "# written at creation; routing depends on it\nshards = {}\nvnodes = {}\nring = 1\n",
-                    opts.shards, opts.vnodes
-                );
-                std::fs::write(&path, body).map_err(|e| StorageError::Io { path, source: e })?;
-            }
+            None => write_identity(dir, opts.shards, opts.vnodes)?,
         }
         let mut stores = Vec::new();
         for i in 0..opts.shards {
@@ -182,6 +188,90 @@ impl Cluster {
                     .unwrap_or(1),
             ),
         })
+    }
+
+    /// Takes a checkpoint of every shard at one snapshot into `root/<id>`
+    /// and returns its manifest. Writes go on meanwhile; DDL waits, so the
+    /// catalog is the one the rows were written under. Every transaction
+    /// committed at or before the snapshot is in it, none after, on every
+    /// shard alike.
+    pub async fn checkpoint(self: &Arc<Self>, root: &Path) -> Result<Manifest> {
+        let _ddl = self.ddl.lock().await;
+        // Read before the snapshot: every record up to these LSNs carries an
+        // earlier timestamp, so replay after a restore can start there.
+        let after: Vec<_> = self.stores.iter().map(|s| s.last_lsn()).collect();
+        let (ts, pin) = self.pinned_snapshot();
+        let this = self.clone();
+        let root = root.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let _pin = pin;
+            this.write_checkpoint(ts, &after, &root)
+        })
+        .await
+        .map_err(|e| ProxyError::new("XX000", format!("checkpoint task failed: {e}")))?
+    }
+
+    fn write_checkpoint(&self, ts: Timestamp, after: &[u64], root: &Path) -> Result<Manifest> {
+        let created =
+            chrono::DateTime::from_timestamp_micros(ts.wall_micros() as i64).unwrap_or_default();
+        let id = created.format("%Y%m%dT%H%M%S%.6fZ").to_string();
+        let tmp = root.join(format!("{id}.tmp"));
+        let io = |path: &Path, e| ProxyError::from(StorageError::io(path, e));
+        std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        let cuts = std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .stores
+                .iter()
+                .zip(after)
+                .map(|(s, &after)| {
+                    let dir = tmp.join(format!("shard-{:03}", s.id()));
+                    scope.spawn(move || s.dump(ts.0, after, &dir))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StorageError::Codec("checkpoint writer panicked".into()))
+                    })
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+        });
+        let cuts = match cuts {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e.into());
+            }
+        };
+        let manifest = Manifest {
+            format: fortress_storage::checkpoint::FORMAT,
+            id: id.clone(),
+            created: created.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            snapshot: ts.0,
+            ring: RingLayout {
+                shards: self.shard_count(),
+                vnodes: self.ring.vnodes(),
+                version: 1,
+            },
+            shards: cuts,
+            catalog: (*self.catalog()).clone(),
+        };
+        manifest.write(&tmp)?;
+        fortress_storage::checkpoint::sync_dir(&tmp)?;
+        let dest = root.join(&id);
+        std::fs::rename(&tmp, &dest).map_err(|e| io(&dest, e))?;
+        fortress_storage::checkpoint::sync_dir(root)?;
+        Ok(manifest)
+    }
+
+    /// Each shard's last WAL position as `SHARD:LSN,...`.
+    pub fn wal_positions(&self) -> String {
+        self.stores
+            .iter()
+            .map(|s| format!("{}:{}", s.id(), s.last_lsn()))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn ring(&self) -> &Ring {

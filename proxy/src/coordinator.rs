@@ -23,6 +23,23 @@ pub struct Coordinator {
     decisions: Mutex<HashMap<TxnId, Timestamp>>,
 }
 
+/// Every commit decision in the log in `dir`, read without changing it (the
+/// log may belong to a running server): what a restore consults for
+/// transactions a shard's log leaves prepared.
+pub fn read_decisions(dir: &Path) -> Result<HashMap<TxnId, u64>, StorageError> {
+    let mut decisions = HashMap::new();
+    if !dir.exists() {
+        return Ok(decisions);
+    }
+    fortress_storage::wal::read_from(dir, 0, |rec| {
+        if rec.kind == KIND_COMMIT {
+            decisions.insert(rec.txid, rec.ts);
+        }
+        Ok(true)
+    })?;
+    Ok(decisions)
+}
+
 impl Coordinator {
     /// Opens the decision log in `dir`, reading every decision not yet done.
     pub fn open(dir: &Path, opts: WalOptions) -> Result<Coordinator, StorageError> {

@@ -208,6 +208,11 @@ async fn execute_in_session(
             let v = c.load(std::sync::atomic::Ordering::Relaxed);
             out.push(vec![Value::Text(k.into()), Value::Text(v.to_string())]);
         }
+        // Each shard's last WAL position, in the form `fortress restore --lsn` takes.
+        out.push(vec![
+            Value::Text("wal_lsn".into()),
+            Value::Text(cluster.wal_positions()),
+        ]);
         let hot: Vec<String> = m
             .hot_shards(4.0, 1000)
             .iter()
