@@ -1,6 +1,7 @@
 //! Command-line interface.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use fortress_storage::SyncMode;
@@ -20,6 +21,117 @@ pub struct Cli {
 pub enum Command {
     /// Serve the PostgreSQL wire protocol from a data directory.
     Serve(ServeArgs),
+    /// Create, list, verify or prune checkpoints of a data directory.
+    Checkpoint(CheckpointArgs),
+    /// Write a new data directory from a checkpoint, optionally replaying the
+    /// WAL to a later point (point-in-time recovery).
+    Restore(RestoreArgs),
+}
+
+/// Where a data directory and its checkpoints are.
+#[derive(Args, Debug, Clone)]
+pub struct DirArgs {
+    /// Data directory.
+    #[arg(long, env = "FORTRESS_DATA_DIR", default_value = "./fortress-data")]
+    pub data_dir: PathBuf,
+    /// Checkpoint directory (default: DATA_DIR/checkpoints).
+    #[arg(long, env = "FORTRESS_CHECKPOINT_DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+}
+
+impl DirArgs {
+    pub fn checkpoints(&self) -> PathBuf {
+        self.checkpoint_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("checkpoints"))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct CheckpointArgs {
+    #[command(subcommand)]
+    pub action: CheckpointAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CheckpointAction {
+    /// Take a checkpoint: through the running server when one holds the
+    /// directory, otherwise by opening it here.
+    Create {
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// List the checkpoints, oldest first.
+    List {
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// Re-read every block of the named checkpoints (all without IDs); exits
+    /// non-zero naming the file and offset of a bad block.
+    Verify {
+        #[command(flatten)]
+        dirs: DirArgs,
+        ids: Vec<String>,
+    },
+    /// Remove old checkpoints; the newest is always kept.
+    Prune {
+        #[command(flatten)]
+        dirs: DirArgs,
+        /// Keep the newest N.
+        #[arg(long)]
+        keep: Option<usize>,
+        /// Remove those older than this (e.g. 90m, 12h, 7d).
+        #[arg(long, value_parser = parse_duration)]
+        older_than: Option<Duration>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub dirs: DirArgs,
+    /// New data directory to write.
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Checkpoint to start from (default: the newest that fits the target).
+    #[arg(long)]
+    pub checkpoint: Option<String>,
+    /// Replay each shard's WAL through this LSN: `N` for every shard, or
+    /// `SHARD:N,...` listing every shard.
+    #[arg(long, group = "target")]
+    pub lsn: Option<String>,
+    /// Replay every transaction committed at or before this time (RFC 3339,
+    /// or PostgreSQL timestamptz text such as `2026-01-02 03:04:05.678+00`).
+    #[arg(long, group = "target")]
+    pub time: Option<String>,
+    /// Replay the whole WAL.
+    #[arg(long, group = "target")]
+    pub latest: bool,
+    /// Write into a non-empty directory, deleting what it holds.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Parses `30s`, `90m`, `12h`, `7d` (or plain seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 30s, 90m, 12h, 7d)"))?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown duration unit {unit:?} (s, m, h, d)")),
+    };
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 #[derive(Args, Debug)]
@@ -54,4 +166,23 @@ pub struct ServeArgs {
     /// WAL durability: always (fdatasync per commit group), batch, or off.
     #[arg(long, env = "FORTRESS_SYNC", default_value = "always")]
     pub sync: SyncMode,
+    /// Checkpoint directory (default: DATA_DIR/checkpoints).
+    #[arg(long, env = "FORTRESS_CHECKPOINT_DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Take a checkpoint this often (e.g. 1h); 0 turns automatic
+    /// checkpoints off.
+    #[arg(long, env = "FORTRESS_CHECKPOINT_INTERVAL", default_value = "0", value_parser = parse_duration)]
+    pub checkpoint_interval: Duration,
+    /// Automatic checkpoints to keep (older ones are pruned).
+    #[arg(long, env = "FORTRESS_CHECKPOINT_KEEP", default_value_t = 24)]
+    pub checkpoint_keep: usize,
+}
+
+impl ServeArgs {
+    pub fn dirs(&self) -> DirArgs {
+        DirArgs {
+            data_dir: self.data_dir.clone(),
+            checkpoint_dir: self.checkpoint_dir.clone(),
+        }
+    }
 }

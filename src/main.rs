@@ -1,6 +1,10 @@
 //! `fortress`: one binary serving a sharded, PostgreSQL-compatible store.
 
+mod checkpoint;
 mod cli;
+mod control;
+mod lock;
+mod restore;
 
 use std::sync::Arc;
 
@@ -30,7 +34,25 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Checkpoint(args) => checkpoint::run(args.action),
+        Command::Restore(args) => restore::run(args),
     }
+}
+
+/// Opens an existing data directory with the layout it was created with and
+/// default settings: for commands that work on a directory no server holds.
+pub fn open_existing(dir: &std::path::Path) -> anyhow::Result<Cluster> {
+    let (shards, vnodes) = fortress_proxy::cluster::read_identity(dir)?
+        .with_context(|| format!("{} is not a fortress data directory", dir.display()))?;
+    let opts = ClusterOptions {
+        data_dir: dir.to_path_buf(),
+        shards,
+        vnodes,
+        shard: ShardOptions::default(),
+        cache_ttl: std::time::Duration::ZERO,
+        work_rows: 1_000_000,
+    };
+    Cluster::open(opts).with_context(|| format!("opening {}", dir.display()))
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -40,6 +62,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.vnodes == 0 {
         anyhow::bail!("--vnodes must be at least 1");
     }
+    let _lock = lock::DirLock::try_acquire(&args.data_dir)?.with_context(|| {
+        format!(
+            "another fortress process holds {} (its lock file)",
+            args.data_dir.display()
+        )
+    })?;
     if let Ok(spec) = std::env::var("FORTRESS_FAULTS") {
         fortress_storage::fault::configure(&spec).map_err(anyhow::Error::msg)?;
         tracing::warn!(faults = %spec, "fault points armed");
@@ -69,6 +97,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await?
             .with_context(|| format!("opening {}", args.data_dir.display()))?;
         let cluster = Arc::new(cluster);
+        control::listen(&args.data_dir, cluster.clone())?;
+        if !args.checkpoint_interval.is_zero() {
+            let root = std::path::absolute(args.dirs().checkpoints())?;
+            checkpoint::spawn_automatic(
+                cluster.clone(),
+                root,
+                args.checkpoint_interval,
+                args.checkpoint_keep,
+            );
+        }
         let listener = TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("binding {}", args.listen))?;

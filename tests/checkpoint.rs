@@ -1,0 +1,528 @@
+//! Checkpoints, restore and point-in-time recovery through the `fortress`
+//! CLI, checked by serving each restored directory and reading it back.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{code, Server};
+
+/// Runs the fortress CLI and returns its output.
+fn fortress(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fortress"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .env("FORTRESS_LOG", "warn")
+        .output()
+        .expect("run fortress")
+}
+
+fn ok(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "fortress failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn failed(out: Output) -> String {
+    assert!(
+        !out.status.success(),
+        "fortress should have failed:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Checkpoint IDs under `data/checkpoints`, oldest first.
+fn checkpoint_ids(data: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(data.join("checkpoints"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.ends_with(".tmp"))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+type Model = BTreeMap<i32, String>;
+
+async fn apply(
+    c: &tokio_postgres::Client,
+    model: &mut Model,
+    sql: &str,
+    effect: impl Fn(&mut Model),
+) {
+    c.batch_execute(sql).await.unwrap();
+    effect(model);
+}
+
+async fn insert_range(
+    c: &tokio_postgres::Client,
+    model: &mut Model,
+    from: i32,
+    to: i32,
+    tag: &str,
+) {
+    for chunk in (from..to).collect::<Vec<_>>().chunks(500) {
+        let values: Vec<String> = chunk.iter().map(|i| format!("({i}, '{tag}{i}')")).collect();
+        c.batch_execute(&format!("INSERT INTO t VALUES {}", values.join(",")))
+            .await
+            .unwrap();
+        for i in chunk {
+            model.insert(*i, format!("{tag}{i}"));
+        }
+    }
+}
+
+async fn wal_lsn(c: &tokio_postgres::Client) -> String {
+    c.query("SHOW fortress.metrics", &[])
+        .await
+        .unwrap()
+        .iter()
+        .find(|r| r.get::<_, String>(0) == "wal_lsn")
+        .map(|r| r.get(1))
+        .expect("wal_lsn metric")
+}
+
+/// Serves `dir` and checks it holds exactly `model`, by scan and by index.
+async fn check_restored(dir: PathBuf, model: &Model, what: &str) {
+    let mut server = Server::start_with(dir, 4);
+    let c = server.client().await;
+    let rows: Model = c
+        .query("SELECT id, v FROM t ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows.len(), model.len(), "{what}: row count");
+    assert!(rows == *model, "{what}: rows differ");
+    let updated: i64 = c
+        .query_one("SELECT count(*) FROM t WHERE v = 'updated'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let expected = model.values().filter(|v| *v == "updated").count() as i64;
+    assert_eq!(updated, expected, "{what}: index lookup");
+    // The restored directory takes writes and keeps them across a restart.
+    c.batch_execute("INSERT INTO t VALUES (-1, 'new')")
+        .await
+        .unwrap();
+    drop(c);
+    server.stop();
+    server.restart();
+    let c = server.client().await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, model.len() as i64 + 1, "{what}: write after restore");
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_to_the_checkpoint_an_lsn_a_time_and_the_end() {
+    let root = tempfile::tempdir().unwrap();
+    let mut server = Server::start(root.path());
+    let data = server.data_dir.clone();
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE INDEX t_v ON t (v)")
+        .await
+        .unwrap();
+    let mut model = Model::new();
+    insert_range(&c, &mut model, 0, 3000, "a").await;
+
+    // A: the checkpoint, taken through the running server.
+    let out = ok(fortress(&["checkpoint", "create", "--data-dir", s(&data)]));
+    assert!(out.contains("(3000 rows"), "{out}");
+    let at_checkpoint = model.clone();
+
+    // B: an LSN.
+    insert_range(&c, &mut model, 3000, 4000, "b").await;
+    apply(
+        &c,
+        &mut model,
+        "UPDATE t SET v = 'updated' WHERE id < 50",
+        |m| {
+            (0..50).for_each(|i| {
+                m.insert(i, "updated".into());
+            })
+        },
+    )
+    .await;
+    let lsn = wal_lsn(&c).await;
+    let at_lsn = model.clone();
+
+    // C: a time, in PostgreSQL's timestamptz text.
+    apply(&c, &mut model, "DELETE FROM t WHERE id >= 3500", |m| {
+        m.retain(|k, _| *k < 3500)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let time = chrono::Utc::now()
+        .format("%Y-%m-%d %H:%M:%S%.6f+00")
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let at_time = model.clone();
+
+    // D: the end of the log, DDL included.
+    insert_range(&c, &mut model, 5000, 5200, "d").await;
+    apply(&c, &mut model, "DELETE FROM t WHERE id < 10", |m| {
+        m.retain(|k, _| *k >= 10)
+    })
+    .await;
+    c.batch_execute("CREATE TABLE other (k int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let at_end = model.clone();
+
+    let list = ok(fortress(&["checkpoint", "list", "--data-dir", s(&data)]));
+    assert_eq!(list.lines().count(), 2, "{list}");
+    let verify = ok(fortress(&["checkpoint", "verify", "--data-dir", s(&data)]));
+    assert!(verify.contains("intact: 3000 rows"), "{verify}");
+
+    let cases: [(&str, Vec<&str>, &Model); 4] = [
+        ("checkpoint", vec![], &at_checkpoint),
+        ("lsn", vec!["--lsn", &lsn], &at_lsn),
+        ("time", vec!["--time", &time], &at_time),
+        ("latest", vec!["--latest"], &at_end),
+    ];
+    let mut restored = Vec::new();
+    for (name, extra, _) in &cases {
+        let to = root.path().join(format!("restored-{name}"));
+        let mut args = vec!["restore", "--data-dir", s(&data), "--to", s(&to)];
+        args.extend(extra);
+        let out = ok(fortress(&args));
+        assert!(out.contains("restored"), "{out}");
+        restored.push(to);
+    }
+    // The source keeps serving throughout; then each copy is checked alone.
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, at_end.len() as i64);
+    drop(c);
+    server.stop();
+    for ((name, _, model), dir) in cases.iter().zip(restored) {
+        check_restored(dir, model, name).await;
+    }
+    // The latest restore has the table created after the checkpoint.
+    let mut again = Server::start_with(root.path().join("restored-latest"), 4);
+    let c = again.client().await;
+    c.batch_execute("INSERT INTO other VALUES (1)")
+        .await
+        .unwrap();
+    drop(c);
+    again.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_taken_during_bank_transfers_restore_exact_totals() {
+    const ACCOUNTS: i32 = 32;
+    const START: i64 = 1000;
+    let root = tempfile::tempdir().unwrap();
+    let mut server = Server::start(root.path());
+    let data = server.data_dir.clone();
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE acct (id int PRIMARY KEY, balance bigint NOT NULL)")
+        .await
+        .unwrap();
+    let values: Vec<String> = (0..ACCOUNTS).map(|i| format!("({i}, {START})")).collect();
+    c.batch_execute(&format!("INSERT INTO acct VALUES {}", values.join(",")))
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..4i32 {
+        let mut c = server.client().await;
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            let mut i = w;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                i = (i * 7 + 3) % ACCOUNTS;
+                let (from, to) = (i, (i + 1 + w) % ACCOUNTS);
+                let t = c.transaction().await.unwrap();
+                let r = async {
+                    t.execute(
+                        "UPDATE acct SET balance = balance - 1 WHERE id = $1",
+                        &[&from],
+                    )
+                    .await?;
+                    t.execute(
+                        "UPDATE acct SET balance = balance + 1 WHERE id = $1",
+                        &[&to],
+                    )
+                    .await?;
+                    t.commit().await
+                }
+                .await;
+                match r {
+                    Ok(()) => done += 1,
+                    Err(e) if code(&e) == "40001" => {}
+                    Err(e) => panic!("transfer failed: {e}"),
+                }
+            }
+            done
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        ok(fortress(&["checkpoint", "create", "--data-dir", s(&data)]));
+        times.push(chrono::Utc::now().to_rfc3339());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut transfers = 0;
+    for w in workers {
+        transfers += w.await.unwrap();
+    }
+    assert!(transfers > 20, "only {transfers} transfers ran");
+    drop(c);
+    server.stop();
+    let ids = checkpoint_ids(&data);
+    assert_eq!(ids.len(), 3);
+    let mut targets: Vec<Vec<String>> = ids
+        .iter()
+        .map(|id| vec!["--checkpoint".to_string(), id.clone()])
+        .collect();
+    targets.push(vec!["--time".into(), times[1].clone()]);
+    for (n, extra) in targets.iter().enumerate() {
+        let to = root.path().join(format!("r{n}"));
+        let mut args = vec!["restore", "--data-dir", s(&data), "--to", s(&to)];
+        args.extend(extra.iter().map(String::as_str));
+        ok(fortress(&args));
+        let mut r = Server::start_with(to, 4);
+        let c = r.client().await;
+        let rows = c.query("SELECT balance FROM acct", &[]).await.unwrap();
+        let total: i64 = rows.iter().map(|r| r.get::<_, i64>(0)).sum();
+        assert_eq!(rows.len(), ACCOUNTS as usize, "{extra:?}");
+        assert_eq!(total, ACCOUNTS as i64 * START, "{extra:?}: the total moved");
+        drop(c);
+        r.stop();
+    }
+}
+
+/// Flips one byte of `path` at `offset`.
+fn flip(path: &Path, offset: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset] ^= 0x20;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_is_named_and_nothing_is_restored_silently() {
+    let root = tempfile::tempdir().unwrap();
+    let mut server = Server::start(root.path());
+    let data = server.data_dir.clone();
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let mut model = Model::new();
+    insert_range(&c, &mut model, 0, 4000, "x").await;
+    drop(c);
+    server.stop();
+
+    // Offline: no server holds the directory, so the command opens it.
+    ok(fortress(&["checkpoint", "create", "--data-dir", s(&data)]));
+    let id = checkpoint_ids(&data).pop().unwrap();
+    let ckpt = data.join("checkpoints").join(&id);
+
+    // After the checkpoint, more writes land in the WAL.
+    server.restart();
+    let c = server.client().await;
+    insert_range(&c, &mut model, 4000, 6000, "y").await;
+    drop(c);
+
+    // A live server's directory is never a restore target.
+    let err = failed(fortress(&[
+        "restore",
+        "--data-dir",
+        s(&data),
+        "--to",
+        s(&data),
+        "--latest",
+    ]));
+    assert!(err.contains("overlaps"), "{err}");
+    let other = root.path().join("other");
+    let mut held = Server::start_with(other.clone(), 4);
+    let err = failed(fortress(&[
+        "restore",
+        "--data-dir",
+        s(&data),
+        "--to",
+        s(&other),
+    ]));
+    assert!(err.contains("held by a running server"), "{err}");
+    held.stop();
+    let err = failed(fortress(&[
+        "restore",
+        "--data-dir",
+        s(&data),
+        "--to",
+        s(&other),
+    ]));
+    assert!(err.contains("not empty"), "{err}");
+    ok(fortress(&[
+        "restore",
+        "--data-dir",
+        s(&data),
+        "--to",
+        s(&other),
+        "--force",
+    ]));
+    server.stop();
+
+    // A flipped byte in a checkpoint block: verify and restore name the file.
+    let rows_file = std::fs::read_dir(ckpt.join("shard-001"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let len = std::fs::metadata(&rows_file).unwrap().len() as usize;
+    flip(&rows_file, len / 2);
+    let err = failed(fortress(&["checkpoint", "verify", "--data-dir", s(&data)]));
+    assert!(
+        err.contains(s(&rows_file)) && err.contains("offset"),
+        "{err}"
+    );
+    let to = root.path().join("bad");
+    let err = failed(fortress(&[
+        "restore",
+        "--data-dir",
+        s(&data),
+        "--to",
+        s(&to),
+    ]));
+    assert!(err.contains(s(&rows_file)), "{err}");
+    assert!(!to.join("shard-000").exists(), "nothing is written");
+    flip(&rows_file, len / 2);
+    ok(fortress(&["checkpoint", "verify", "--data-dir", s(&data)]));
+
+    // A flipped byte in the WAL after the checkpoint: replay names it, while
+    // the checkpoint alone still restores.
+    let wal = data.join("shard-002").join("wal");
+    let seg = std::fs::read_dir(&wal)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .max()
+        .unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len() as usize;
+    flip(&seg, len * 3 / 4);
+    let err = failed(fortress(&[
+        "restore",
+        "--data-dir",
+        s(&data),
+        "--to",
+        s(&to),
+        "--latest",
+    ]));
+    assert!(err.contains(s(&seg)) && err.contains("offset"), "{err}");
+    let to2 = root.path().join("checkpoint-only");
+    ok(fortress(&[
+        "restore",
+        "--data-dir",
+        s(&data),
+        "--to",
+        s(&to2),
+    ]));
+    let mut r = Server::start_with(to2, 4);
+    let c = r.client().await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 4000);
+    drop(c);
+    r.stop();
+    flip(&seg, len * 3 / 4);
+
+    // Retention: prune keeps the newest.
+    ok(fortress(&["checkpoint", "create", "--data-dir", s(&data)]));
+    ok(fortress(&["checkpoint", "create", "--data-dir", s(&data)]));
+    assert_eq!(checkpoint_ids(&data).len(), 3);
+    let out = ok(fortress(&[
+        "checkpoint",
+        "prune",
+        "--data-dir",
+        s(&data),
+        "--keep",
+        "1",
+    ]));
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let left = checkpoint_ids(&data);
+    assert_eq!(left.len(), 1);
+    assert!(left[0] > id);
+    let out = ok(fortress(&[
+        "checkpoint",
+        "prune",
+        "--data-dir",
+        s(&data),
+        "--older-than",
+        "0s",
+    ]));
+    assert_eq!(out, "", "the newest checkpoint is always kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_checkpoints_keep_the_configured_number() {
+    let root = tempfile::tempdir().unwrap();
+    let mut server = Server::start_env(
+        root.path(),
+        &[
+            ("FORTRESS_CHECKPOINT_INTERVAL", "1s"),
+            ("FORTRESS_CHECKPOINT_KEEP", "2"),
+        ],
+    );
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO t VALUES (1), (2), (3)")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.log().matches("checkpoint created").count() < 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        server.log().matches("checkpoint created").count() >= 4,
+        "{}",
+        server.log()
+    );
+    drop(c);
+    server.stop();
+    let ids = checkpoint_ids(&server.data_dir);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let verify = ok(fortress(&[
+        "checkpoint",
+        "verify",
+        "--data-dir",
+        s(&server.data_dir),
+    ]));
+    assert_eq!(verify.matches("intact: 3 rows").count(), 2, "{verify}");
+}
