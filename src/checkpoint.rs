@@ -65,6 +65,7 @@ pub fn log_created(m: &Manifest) {
 /// none does, by opening the directory in this process.
 fn create(dirs: &DirArgs) -> anyhow::Result<Manifest> {
     let root = std::path::absolute(dirs.checkpoints())?;
+    let cipher = crate::key::load(dirs.key_file.as_deref())?;
     let Some(lock) = DirLock::try_acquire(&dirs.data_dir)? else {
         let reply = crate::control::request(
             &dirs.data_dir,
@@ -78,7 +79,7 @@ fn create(dirs: &DirArgs) -> anyhow::Result<Manifest> {
         .enable_all()
         .build()?;
     let m = runtime.block_on(async {
-        let cluster = Arc::new(crate::open_existing(&dirs.data_dir)?);
+        let cluster = Arc::new(crate::open_existing(&dirs.data_dir, cipher)?);
         let m = cluster.checkpoint(&root).await?;
         cluster.flush();
         anyhow::Ok(m)
@@ -89,7 +90,8 @@ fn create(dirs: &DirArgs) -> anyhow::Result<Manifest> {
 }
 
 fn list(dirs: &DirArgs) -> anyhow::Result<()> {
-    let found = checkpoint::list(&dirs.checkpoints())?;
+    let cipher = crate::key::load(dirs.key_file.as_deref())?;
+    let found = checkpoint::list(&dirs.checkpoints(), cipher.as_deref())?;
     if found.is_empty() {
         println!("no checkpoints in {}", dirs.checkpoints().display());
         return Ok(());
@@ -131,7 +133,8 @@ fn name_of(path: &Path) -> String {
 
 fn verify(dirs: &DirArgs, ids: &[String]) -> anyhow::Result<()> {
     let root = dirs.checkpoints();
-    let mut targets: Vec<_> = checkpoint::list(&root)?
+    let cipher = crate::key::load(dirs.key_file.as_deref())?;
+    let mut targets: Vec<_> = checkpoint::list(&root, cipher.as_deref())?
         .into_iter()
         .map(|(p, _)| p)
         .filter(|p| ids.is_empty() || ids.contains(&name_of(p)))
@@ -147,7 +150,7 @@ fn verify(dirs: &DirArgs, ids: &[String]) -> anyhow::Result<()> {
     let mut bad = 0;
     for path in targets {
         let started = Instant::now();
-        match checkpoint::verify(&path) {
+        match checkpoint::verify(&path, cipher.as_deref()) {
             Ok(m) => {
                 let (bytes, _) = m.sizes();
                 let secs = started.elapsed().as_secs_f64();
@@ -173,34 +176,43 @@ fn verify(dirs: &DirArgs, ids: &[String]) -> anyhow::Result<()> {
 }
 
 /// Removes checkpoints beyond the newest `keep` and those older than
-/// `older_than`, never the newest one. Returns the IDs removed.
+/// `older_than`, never the newest one. Checkpoints are known by their IDs,
+/// which are their creation times, so pruning needs no key and also removes
+/// damaged ones. Returns the IDs removed.
 pub fn prune(
     root: &Path,
     keep: Option<usize>,
     older_than: Option<Duration>,
 ) -> anyhow::Result<Vec<String>> {
-    let found: Vec<(std::path::PathBuf, Manifest)> = checkpoint::list(root)?
-        .into_iter()
-        .filter_map(|(p, m)| m.ok().map(|m| (p, m)))
-        .collect();
-    let now_micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_micros() as u64;
+    let mut found: Vec<(chrono::DateTime<chrono::Utc>, String)> = match std::fs::read_dir(root) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| {
+                let id = e.file_name().to_string_lossy().into_owned();
+                let at = chrono::NaiveDateTime::parse_from_str(&id, "%Y%m%dT%H%M%S%.fZ").ok()?;
+                Some((at.and_utc(), id))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", root.display())),
+    };
+    found.sort();
+    let now = chrono::Utc::now();
     let n = found.len();
     let mut removed = Vec::new();
-    for (i, (path, m)) in found.into_iter().enumerate() {
+    for (i, (at, id)) in found.into_iter().enumerate() {
         let newer = n - 1 - i;
         if newer == 0 {
             break;
         }
         let too_many = keep.is_some_and(|k| newer >= k);
-        let wall = fortress_storage::Timestamp(m.snapshot).wall_micros();
-        let too_old =
-            older_than.is_some_and(|d| now_micros.saturating_sub(wall) > d.as_micros() as u64);
+        let too_old = older_than.is_some_and(|d| (now - at).to_std().is_ok_and(|age| age > d));
         if too_many || too_old {
+            let path = root.join(&id);
             std::fs::remove_dir_all(&path)
                 .with_context(|| format!("removing {}", path.display()))?;
-            removed.push(m.id);
+            removed.push(id);
         }
     }
     Ok(removed)

@@ -37,6 +37,10 @@ pub struct DirArgs {
     /// Checkpoint directory (default: DATA_DIR/checkpoints).
     #[arg(long, env = "FORTRESS_CHECKPOINT_DIR")]
     pub checkpoint_dir: Option<PathBuf>,
+    /// File holding the encryption key (32 raw bytes or 64 hex digits);
+    /// the key may instead come from FORTRESS_KEY.
+    #[arg(long, env = "FORTRESS_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
 }
 
 impl DirArgs {
@@ -176,6 +180,11 @@ pub struct ServeArgs {
     /// Automatic checkpoints to keep (older ones are pruned).
     #[arg(long, env = "FORTRESS_CHECKPOINT_KEEP", default_value_t = 24)]
     pub checkpoint_keep: usize,
+    /// File holding the key that encrypts the WAL and checkpoints
+    /// (AES-256-GCM; 32 raw bytes or 64 hex digits); the key may instead
+    /// come from FORTRESS_KEY.
+    #[arg(long, env = "FORTRESS_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -183,6 +192,7 @@ impl ServeArgs {
         DirArgs {
             data_dir: self.data_dir.clone(),
             checkpoint_dir: self.checkpoint_dir.clone(),
+            key_file: self.key_file.clone(),
         }
     }
 }

@@ -3,6 +3,7 @@
 mod checkpoint;
 mod cli;
 mod control;
+mod key;
 mod lock;
 mod restore;
 
@@ -41,14 +42,23 @@ fn main() -> anyhow::Result<()> {
 
 /// Opens an existing data directory with the layout it was created with and
 /// default settings: for commands that work on a directory no server holds.
-pub fn open_existing(dir: &std::path::Path) -> anyhow::Result<Cluster> {
+pub fn open_existing(
+    dir: &std::path::Path,
+    cipher: Option<Arc<fortress_storage::cipher::Cipher>>,
+) -> anyhow::Result<Cluster> {
     let (shards, vnodes) = fortress_proxy::cluster::read_identity(dir)?
         .with_context(|| format!("{} is not a fortress data directory", dir.display()))?;
     let opts = ClusterOptions {
         data_dir: dir.to_path_buf(),
         shards,
         vnodes,
-        shard: ShardOptions::default(),
+        shard: ShardOptions {
+            wal: WalOptions {
+                cipher,
+                ..WalOptions::default()
+            },
+            ..ShardOptions::default()
+        },
         cache_ttl: std::time::Duration::ZERO,
         work_rows: 1_000_000,
     };
@@ -72,6 +82,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         fortress_storage::fault::configure(&spec).map_err(anyhow::Error::msg)?;
         tracing::warn!(faults = %spec, "fault points armed");
     }
+    let cipher = key::load(args.key_file.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("fortress")
@@ -84,6 +95,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shard: ShardOptions {
                 wal: WalOptions {
                     sync: args.sync,
+                    cipher,
                     ..WalOptions::default()
                 },
                 cache_bytes: args.page_cache_mb << 20,

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use fortress_storage::checkpoint::{self, Manifest};
+use fortress_storage::cipher::Cipher;
 use fortress_storage::restore::{restore_shard, split_transactions, Cutoff, ShardSource};
 use fortress_storage::{Catalog, DataType, Lsn, Timestamp, Value};
 
@@ -157,20 +158,33 @@ fn choose(
     root: &Path,
     named: Option<&str>,
     target: &Target,
+    cipher: Option<&Cipher>,
 ) -> anyhow::Result<Option<(PathBuf, Manifest)>> {
-    let found = checkpoint::list(root)?;
+    let found = checkpoint::list(root, cipher)?;
     if let Some(id) = named {
         let path = root.join(id);
-        let m = Manifest::read(&path).with_context(|| format!("reading checkpoint {id}"))?;
+        let m =
+            Manifest::read(&path, cipher).with_context(|| format!("reading checkpoint {id}"))?;
         if !target.fits(&m) {
             bail!("checkpoint {id} is later than the target");
         }
         return Ok(Some((path, m)));
     }
-    let best = found
-        .into_iter()
-        .filter_map(|(p, m)| m.ok().map(|m| (p, m)))
-        .rfind(|(_, m)| target.fits(m));
+    let mut unreadable = None;
+    let mut readable = Vec::new();
+    for (path, m) in found {
+        match m {
+            Ok(m) => readable.push((path, m)),
+            Err(e) => {
+                tracing::warn!(checkpoint = %path.display(), error = %e, "skipping an unreadable checkpoint");
+                unreadable = Some(e);
+            }
+        }
+    }
+    let best = readable.into_iter().rfind(|(_, m)| target.fits(m));
+    if let (None, Some(e)) = (&best, unreadable) {
+        return Err(e).context("no readable checkpoint fits the target");
+    }
     if best.is_none() && *target == Target::Checkpoint {
         bail!("no checkpoint in {}", root.display());
     }
@@ -183,10 +197,12 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
     let (shards, vnodes) = fortress_proxy::cluster::read_identity(from)?
         .with_context(|| format!("{} is not a fortress data directory", from.display()))?;
     let target = Target::from_args(&args, shards)?;
+    let cipher = crate::key::load(args.dirs.key_file.as_deref())?;
     let chosen = choose(
         &args.dirs.checkpoints(),
         args.checkpoint.as_deref(),
         &target,
+        cipher.as_deref(),
     )?;
     if let Some((path, m)) = &chosen {
         if (m.ring.shards, m.ring.vnodes) != (shards, vnodes) {
@@ -198,7 +214,8 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
             );
         }
         tracing::info!(checkpoint = %m.id, "verifying the checkpoint");
-        checkpoint::verify(path).with_context(|| format!("checkpoint {} is damaged", m.id))?;
+        checkpoint::verify(path, cipher.as_deref())
+            .with_context(|| format!("checkpoint {} is damaged", m.id))?;
     }
     let lock = prepare_target(from, &args.to, args.force)?;
     let wal_dir = |s: u32| from.join(format!("shard-{s:03}")).join("wal");
@@ -208,13 +225,14 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
             .and_then(|(_, m)| m.shards.iter().find(|c| c.shard == s))
             .map_or(0, |c| c.wal_after)
     };
-    let decisions = fortress_proxy::coordinator::read_decisions(&from.join("coordinator"))?;
+    let decisions =
+        fortress_proxy::coordinator::read_decisions(&from.join("coordinator"), cipher.as_deref())?;
     let excluded = match &target {
         Target::Lsn(lsns) => {
             let logs: Vec<_> = (0..shards)
                 .map(|s| (wal_dir(s), after(s), lsns[s as usize]))
                 .collect();
-            split_transactions(&logs)?
+            split_transactions(&logs, cipher.as_deref())?
         }
         _ => HashSet::new(),
     };
@@ -247,6 +265,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
             cutoff: target.cutoff(s as usize),
             excluded: &excluded,
             decisions: &decisions,
+            cipher: cipher.clone(),
         };
         let new_dir = args.to.join(format!("shard-{s:03}"));
         let stats = restore_shard(&src, &new_dir, &mut |n| progress.add(n))
@@ -260,7 +279,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
     let written = started.elapsed();
     // Materialise the new directory now, so it is checked and its first
     // start does not replay everything.
-    let cluster = crate::open_existing(&args.to)
+    let cluster = crate::open_existing(&args.to, cipher.clone())
         .with_context(|| format!("opening the restored {}", args.to.display()))?;
     cluster.flush();
     drop(cluster);

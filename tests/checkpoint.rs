@@ -526,3 +526,120 @@ async fn automatic_checkpoints_keep_the_configured_number() {
     ]));
     assert_eq!(verify.matches("intact: 3 rows").count(), 2, "{verify}");
 }
+
+/// Whether any file under `dir` (recursively) contains `needle`.
+fn contains_bytes(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                contains_bytes(&p, needle)
+            } else {
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                bytes.windows(needle.len()).any(|w| w == needle)
+            }
+        })
+}
+
+/// Starts `fortress serve` expecting it to refuse; returns its stderr.
+fn serve_fails(data: &Path, env: &[(&str, &str)]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_fortress"))
+        .args(["serve", "--data-dir", s(data), "--listen"])
+        .arg(format!("127.0.0.1:{}", common::free_port()))
+        .env("RUST_BACKTRACE", "0")
+        .env_remove("FORTRESS_KEY")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run fortress");
+    assert!(!out.status.success(), "serve should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_wal_and_checkpoints_need_the_right_key() {
+    const KEY: &str = "8f3c0b6a1d2e4f5061728394a5b6c7d8e9f00112233445566778899aabbccdde";
+    const WRONG: &str = "0000000000000000000000000000000000000000000000000000000000000001";
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let mut server = Server::launch(data.clone(), 4, &[("FORTRESS_KEY", KEY)]);
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let mut model = Model::new();
+    insert_range(&c, &mut model, 0, 500, "plaintext-marker-").await;
+    drop(c);
+    server.stop();
+    let with_key = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fortress"))
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .env("FORTRESS_KEY", KEY)
+            .output()
+            .expect("run fortress")
+    };
+    ok(with_key(&["checkpoint", "create", "--data-dir", s(&data)]));
+    // Neither the logs nor the checkpoint hold the rows in the clear.
+    for shard in 0..4 {
+        let wal = data.join(format!("shard-{shard:03}/wal"));
+        assert!(
+            !contains_bytes(&wal, b"plaintext-marker-"),
+            "shard {shard} WAL"
+        );
+    }
+    assert!(!contains_bytes(
+        &data.join("checkpoints"),
+        b"plaintext-marker-"
+    ));
+
+    // Without the key, or with another, nothing starts or reads.
+    let err = serve_fails(&data, &[]);
+    assert!(err.contains("no key was given"), "{err}");
+    let err = serve_fails(&data, &[("FORTRESS_KEY", WRONG)]);
+    assert!(err.contains("not the key"), "{err}");
+    let err = failed(fortress(&["checkpoint", "verify", "--data-dir", s(&data)]));
+    assert!(err.contains("no key was given"), "{err}");
+    let key_file = root.path().join("wrong.key");
+    std::fs::write(&key_file, WRONG).unwrap();
+    let to = root.path().join("restored");
+    let err = failed(fortress(&[
+        "restore",
+        "--data-dir",
+        s(&data),
+        "--to",
+        s(&to),
+        "--key-file",
+        s(&key_file),
+    ]));
+    assert!(err.contains("not the key"), "{err}");
+
+    // With it, restore works and the copy is encrypted with the same key.
+    let good_file = root.path().join("good.key");
+    std::fs::write(&good_file, KEY).unwrap();
+    ok(fortress(&[
+        "restore",
+        "--data-dir",
+        s(&data),
+        "--to",
+        s(&to),
+        "--latest",
+        "--key-file",
+        s(&good_file),
+    ]));
+    let err = serve_fails(&to, &[]);
+    assert!(err.contains("no key was given"), "{err}");
+    let mut r = Server::launch(to, 4, &[("FORTRESS_KEY", KEY)]);
+    let c = r.client().await;
+    let rows: Model = c
+        .query("SELECT id, v FROM t", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(rows == model, "restored rows differ");
+    drop(c);
+    r.stop();
+}

@@ -54,6 +54,8 @@ pub struct Cluster {
     work_rows: usize,
     /// Threads streaming shard rows to readers (see [`Cluster::stream`]).
     streams: Arc<tokio::sync::Semaphore>,
+    /// Seals checkpoints, as the shards' WAL options seal their logs.
+    cipher: Option<Arc<fortress_storage::cipher::Cipher>>,
 }
 
 /// Shard producers that may stream at once.
@@ -180,6 +182,7 @@ impl Cluster {
             cache: crate::cache::ResultCache::new(opts.cache_ttl),
             work_rows: opts.work_rows,
             streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
+            cipher: opts.shard.wal.cipher.clone(),
             // Seeded from the clock so ids stay unique across restarts.
             next_txid: AtomicU64::new(
                 std::time::SystemTime::now()
@@ -257,7 +260,7 @@ impl Cluster {
             shards: cuts,
             catalog: (*self.catalog()).clone(),
         };
-        manifest.write(&tmp)?;
+        manifest.write(&tmp, self.cipher.clone())?;
         fortress_storage::checkpoint::sync_dir(&tmp)?;
         let dest = root.join(&id);
         std::fs::rename(&tmp, &dest).map_err(|e| io(&dest, e))?;

@@ -26,12 +26,15 @@ pub struct Coordinator {
 /// Every commit decision in the log in `dir`, read without changing it (the
 /// log may belong to a running server): what a restore consults for
 /// transactions a shard's log leaves prepared.
-pub fn read_decisions(dir: &Path) -> Result<HashMap<TxnId, u64>, StorageError> {
+pub fn read_decisions(
+    dir: &Path,
+    cipher: Option<&fortress_storage::cipher::Cipher>,
+) -> Result<HashMap<TxnId, u64>, StorageError> {
     let mut decisions = HashMap::new();
     if !dir.exists() {
         return Ok(decisions);
     }
-    fortress_storage::wal::read_from(dir, 0, |rec| {
+    fortress_storage::wal::read_from(dir, 0, cipher, |rec| {
         if rec.kind == KIND_COMMIT {
             decisions.insert(rec.txid, rec.ts);
         }

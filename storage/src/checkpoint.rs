@@ -13,13 +13,17 @@
 //! header fields' data and `stored`. Entries are
 //! `key_len:u32 | key | value_len:u32 | value`. The last block has
 //! `raw_len` 0 and stores the entry count, so a cut-off file is caught too.
+//! With encryption at rest, flag 2 says each block's compressed bytes are
+//! sealed with AES-256-GCM (see [`crate::cipher`]), bound to `raw_len`.
 
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cipher::Cipher;
 use crate::error::{Result, StorageError};
 use crate::schema::{Catalog, TableId};
 use crate::wal::Lsn;
@@ -27,6 +31,8 @@ use crate::ShardId;
 
 const MAGIC: &[u8; 8] = b"FORTCKP1";
 const FLAG_ZSTD: u8 = 1;
+/// Blocks are sealed with AES-256-GCM after compression.
+const FLAG_SEALED: u8 = 2;
 const BLOCK_HEADER: usize = 12;
 /// Raw bytes gathered before a block is compressed and written.
 const BLOCK_RAW: usize = 1 << 20;
@@ -49,6 +55,7 @@ fn corrupt(file: &Path, offset: u64, reason: impl Into<String>) -> StorageError 
 /// Writes one block file.
 pub struct BlockWriter {
     out: BufWriter<File>,
+    cipher: Option<Arc<Cipher>>,
     path: PathBuf,
     raw: Vec<u8>,
     entries: u64,
@@ -66,14 +73,21 @@ pub struct FileSummary {
 }
 
 impl BlockWriter {
-    pub fn create(path: &Path) -> Result<BlockWriter> {
+    /// Creates `path`; blocks are sealed when a cipher is given.
+    pub fn create(path: &Path, cipher: Option<Arc<Cipher>>) -> Result<BlockWriter> {
         let file = File::create(path).map_err(|e| StorageError::io(path, e))?;
         let mut out = BufWriter::with_capacity(1 << 16, file);
+        let flags = if cipher.is_some() {
+            FLAG_ZSTD | FLAG_SEALED
+        } else {
+            FLAG_ZSTD
+        };
         out.write_all(MAGIC)
-            .and_then(|_| out.write_all(&[FLAG_ZSTD]))
+            .and_then(|_| out.write_all(&[flags]))
             .map_err(|e| StorageError::io(path, e))?;
         Ok(BlockWriter {
             out,
+            cipher,
             path: path.to_path_buf(),
             raw: Vec::with_capacity(BLOCK_RAW + 4096),
             entries: 0,
@@ -116,9 +130,12 @@ impl BlockWriter {
         if self.raw.is_empty() {
             return Ok(());
         }
-        let stored = zstd::bulk::compress(&self.raw, ZSTD_LEVEL)
+        let mut stored = zstd::bulk::compress(&self.raw, ZSTD_LEVEL)
             .map_err(|e| StorageError::io(&self.path, e))?;
         let raw_len = self.raw.len();
+        if let Some(c) = &self.cipher {
+            stored = c.seal(&stored, &(raw_len as u32).to_le_bytes());
+        }
         self.write_block(raw_len, &stored)?;
         self.raw_bytes += raw_len as u64;
         self.raw.clear();
@@ -146,9 +163,11 @@ impl BlockWriter {
 
 /// Reads a block file, checking every block, and hands each entry to
 /// `visit`. Any damage is [`StorageError::Corruption`] naming the file and
-/// the offset of the bad block.
+/// the offset of the bad block; a sealed file needs the key it was written
+/// with ([`StorageError::Encryption`] otherwise).
 pub fn read_file(
     path: &Path,
+    cipher: Option<&Cipher>,
     mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>,
 ) -> Result<FileSummary> {
     let file = File::open(path).map_err(|e| StorageError::io(path, e))?;
@@ -157,13 +176,27 @@ pub fn read_file(
     if input.read_exact(&mut head).is_err() || &head[..8] != MAGIC {
         return Err(corrupt(path, 0, "not a fortress checkpoint file"));
     }
-    if head[8] != FLAG_ZSTD {
-        return Err(corrupt(
-            path,
-            8,
-            format!("unknown file flags {:#x}", head[8]),
-        ));
-    }
+    let sealed = match head[8] {
+        FLAG_ZSTD => false,
+        f if f == FLAG_ZSTD | FLAG_SEALED => true,
+        f => return Err(corrupt(path, 8, format!("unknown file flags {f:#x}"))),
+    };
+    let encryption = |offset: u64, reason: String| StorageError::Encryption {
+        file: path.to_path_buf(),
+        offset,
+        reason,
+    };
+    let cipher = match (sealed, cipher) {
+        (true, None) => {
+            return Err(encryption(
+                8,
+                "the checkpoint is encrypted and no key was given (FORTRESS_KEY or --key-file)"
+                    .into(),
+            ))
+        }
+        (true, Some(c)) => Some(c),
+        (false, _) => None,
+    };
     let mut offset = head.len() as u64;
     let mut summary = FileSummary::default();
     let mut stored = Vec::new();
@@ -212,7 +245,25 @@ pub fn read_file(
             }
             return Ok(summary);
         }
-        let raw = zstd::bulk::decompress(&stored, raw_len)
+        let opened;
+        let compressed = match cipher {
+            Some(c) => {
+                opened = c
+                    .open(&stored, &(raw_len as u32).to_le_bytes())
+                    .ok_or_else(|| {
+                        encryption(
+                            offset,
+                            format!(
+                                "cannot decrypt with key {}: it is not the key the checkpoint was written with",
+                                c.id()
+                            ),
+                        )
+                    })?;
+                &opened
+            }
+            None => &stored,
+        };
+        let raw = zstd::bulk::decompress(compressed, raw_len)
             .map_err(|e| corrupt(path, offset, format!("block does not decompress: {e}")))?;
         if raw.len() != raw_len {
             return Err(corrupt(
@@ -311,13 +362,13 @@ impl Manifest {
     }
 
     /// Writes the manifest into `dir` (durably).
-    pub fn write(&self, dir: &Path) -> Result<()> {
+    pub fn write(&self, dir: &Path, cipher: Option<Arc<Cipher>>) -> Result<()> {
         let path = dir.join(MANIFEST);
         let json =
             serde_json::to_vec_pretty(self).map_err(|e| StorageError::Codec(e.to_string()))?;
         let catalog =
             postcard::to_stdvec(&self.catalog).map_err(|e| StorageError::Codec(e.to_string()))?;
-        let mut w = BlockWriter::create(&path)?;
+        let mut w = BlockWriter::create(&path, cipher)?;
         w.push(b"manifest", &json)?;
         w.push(b"catalog", &catalog)?;
         w.finish()?;
@@ -325,10 +376,10 @@ impl Manifest {
     }
 
     /// Reads and checks the manifest of the checkpoint in `dir`.
-    pub fn read(dir: &Path) -> Result<Manifest> {
+    pub fn read(dir: &Path, cipher: Option<&Cipher>) -> Result<Manifest> {
         let path = dir.join(MANIFEST);
         let (mut json, mut catalog) = (None, None);
-        read_file(&path, |k, v| {
+        read_file(&path, cipher, |k, v| {
             match k {
                 b"manifest" => json = Some(v.to_vec()),
                 b"catalog" => catalog = Some(v.to_vec()),
@@ -355,12 +406,12 @@ impl Manifest {
 
 /// Re-reads every file of the checkpoint in `dir`, checking every block and
 /// that each file holds the rows the manifest says. Returns the manifest.
-pub fn verify(dir: &Path) -> Result<Manifest> {
-    let m = Manifest::read(dir)?;
+pub fn verify(dir: &Path, cipher: Option<&Cipher>) -> Result<Manifest> {
+    let m = Manifest::read(dir, cipher)?;
     for cut in &m.shards {
         for t in &cut.tables {
             let path = dir.join(&t.file);
-            let got = read_file(&path, |_, _| Ok(()))?;
+            let got = read_file(&path, cipher, |_, _| Ok(()))?;
             if got.entries != t.rows || got.bytes != t.bytes {
                 return Err(corrupt(
                     &path,
@@ -378,7 +429,7 @@ pub fn verify(dir: &Path) -> Result<Manifest> {
 
 /// The checkpoints under `root`, oldest first; directories being written
 /// (`*.tmp`) are skipped, unreadable manifests are reported as errors.
-pub fn list(root: &Path) -> Result<Vec<(PathBuf, Result<Manifest>)>> {
+pub fn list(root: &Path, cipher: Option<&Cipher>) -> Result<Vec<(PathBuf, Result<Manifest>)>> {
     let mut out = Vec::new();
     let rd = match fs::read_dir(root) {
         Ok(rd) => rd,
@@ -392,7 +443,7 @@ pub fn list(root: &Path) -> Result<Vec<(PathBuf, Result<Manifest>)>> {
         if !path.is_dir() || name.ends_with(".tmp") {
             continue;
         }
-        out.push((path.clone(), Manifest::read(&path)));
+        out.push((path.clone(), Manifest::read(&path, cipher)));
     }
     out.sort_by_key(|(p, m)| (m.as_ref().map(|m| m.snapshot).unwrap_or(0), p.clone()));
     Ok(out)
@@ -410,7 +461,7 @@ mod tests {
     use super::*;
 
     fn write(path: &Path, n: u32) -> FileSummary {
-        let mut w = BlockWriter::create(path).unwrap();
+        let mut w = BlockWriter::create(path, None).unwrap();
         for i in 0..n {
             w.push(
                 &i.to_be_bytes(),
@@ -427,7 +478,7 @@ mod tests {
         let path = dir.path().join("f.rows");
         let written = write(&path, 40_000);
         let mut seen = Vec::new();
-        let read = read_file(&path, |k, v| {
+        let read = read_file(&path, None, |k, v| {
             seen.push((k.to_vec(), v.len()));
             Ok(())
         })
@@ -449,7 +500,7 @@ mod tests {
         let at = bytes.len() / 2;
         bytes[at] ^= 0x40;
         fs::write(&path, &bytes).unwrap();
-        match read_file(&path, |_, _| Ok(())) {
+        match read_file(&path, None, |_, _| Ok(())) {
             Err(StorageError::Corruption { file, offset, .. }) => {
                 assert_eq!(file, path);
                 assert!(offset <= at as u64 && offset > 0, "{offset} vs {at}");
@@ -466,7 +517,7 @@ mod tests {
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..s.bytes as usize - 20]).unwrap();
         assert!(matches!(
-            read_file(&path, |_, _| Ok(())),
+            read_file(&path, None, |_, _| Ok(())),
             Err(StorageError::Corruption { .. })
         ));
     }
@@ -496,8 +547,39 @@ mod tests {
             }],
             catalog,
         };
-        m.write(dir.path()).unwrap();
-        assert_eq!(Manifest::read(dir.path()).unwrap(), m);
-        assert_eq!(verify(dir.path()).unwrap().snapshot, 42);
+        m.write(dir.path(), None).unwrap();
+        assert_eq!(Manifest::read(dir.path(), None).unwrap(), m);
+        assert_eq!(verify(dir.path(), None).unwrap().snapshot, 42);
+    }
+
+    #[test]
+    fn sealed_files_need_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.rows");
+        let key = Arc::new(Cipher::new(&[3; 32]));
+        let mut w = BlockWriter::create(&path, Some(key.clone())).unwrap();
+        for i in 0..1000u32 {
+            w.push(&i.to_be_bytes(), b"secret row").unwrap();
+        }
+        w.finish().unwrap();
+        let bytes = fs::read(&path).unwrap();
+        assert!(!bytes.windows(10).any(|w| w == b"secret row"));
+        let n = read_file(&path, Some(&key), |_, v| {
+            assert_eq!(v, b"secret row");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n.entries, 1000);
+        assert!(matches!(
+            read_file(&path, None, |_, _| Ok(())),
+            Err(StorageError::Encryption { .. })
+        ));
+        let other = Cipher::new(&[4; 32]);
+        match read_file(&path, Some(&other), |_, _| Ok(())) {
+            Err(StorageError::Encryption { reason, .. }) => {
+                assert!(reason.contains("not the key"), "{reason}")
+            }
+            other => panic!("expected a key error, got {other:?}"),
+        }
     }
 }

@@ -58,6 +58,12 @@ pub enum StorageError {
         offset: u64,
         reason: String,
     },
+    #[error("encryption: {file} at offset {offset}: {reason}")]
+    Encryption {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
     #[error("codec: {0}")]
@@ -93,6 +99,7 @@ impl StorageError {
             StorageError::NotNull { .. } => "23502",
             StorageError::Eval(e) => e.sql_state(),
             StorageError::Corruption { .. } => "XX001",
+            StorageError::Encryption { .. } => "XX000",
             StorageError::Unavailable { .. } => "58000",
             StorageError::SnapshotTooOld { .. } => "72000",
             StorageError::SerializationFailure { .. } => "40001",

@@ -8,6 +8,7 @@ pub mod aggregate;
 pub mod api;
 pub mod bounds;
 pub mod checkpoint;
+pub mod cipher;
 pub mod clock;
 pub mod error;
 pub mod expr;

@@ -11,8 +11,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::checkpoint::{read_file, ShardCut};
+use crate::cipher::Cipher;
 use crate::error::{Result, StorageError};
 use crate::keycodec::split_versioned;
 use crate::mvcc::decode_version;
@@ -53,6 +55,8 @@ pub struct ShardSource<'a> {
     pub excluded: &'a HashSet<TxnId>,
     /// Commit decisions from the source's coordinator log.
     pub decisions: &'a HashMap<TxnId, u64>,
+    /// The key the source was written with, which also seals the new log.
+    pub cipher: Option<Arc<Cipher>>,
 }
 
 /// What a shard restore did.
@@ -98,7 +102,11 @@ pub fn restore_shard(
     new_dir: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<RestoreStats> {
-    let wal = Wal::open(&new_dir.join("wal"), WalOptions::default(), 0, |_| {
+    let opts = WalOptions {
+        cipher: src.cipher.clone(),
+        ..WalOptions::default()
+    };
+    let wal = Wal::open(&new_dir.join("wal"), opts, 0, |_| {
         Err(StorageError::Codec(format!(
             "{} already holds a log",
             new_dir.display()
@@ -116,7 +124,7 @@ pub fn restore_shard(
         let payload = postcard::to_stdvec(src.catalog).map_err(codec)?;
         out.append(0, 0, KIND_CATALOG, &payload)?;
         for t in &cut.tables {
-            load_table(&mut out, &dir.join(&t.file), t.table)?;
+            load_table(&mut out, &dir.join(&t.file), t.table, src.cipher.as_deref())?;
         }
     }
     if src.cutoff != Cutoff::Checkpoint {
@@ -128,7 +136,12 @@ pub fn restore_shard(
 }
 
 /// Loads one table file as loaded-rows records.
-fn load_table(out: &mut Output<'_>, path: &Path, table: crate::schema::TableId) -> Result<()> {
+fn load_table(
+    out: &mut Output<'_>,
+    path: &Path,
+    table: crate::schema::TableId,
+    cipher: Option<&Cipher>,
+) -> Result<()> {
     let mut batch: Vec<(u64, WriteOp)> = Vec::new();
     let mut size = 0usize;
     let mut newest = 0u64;
@@ -140,7 +153,7 @@ fn load_table(out: &mut Output<'_>, path: &Path, table: crate::schema::TableId) 
         batch.clear();
         out.append(0, newest, KIND_LOAD, &payload)
     };
-    let summary = read_file(path, |key, value| {
+    let summary = read_file(path, cipher, |key, value| {
         let bad = || StorageError::Corruption {
             file: path.to_path_buf(),
             offset: 0,
@@ -179,7 +192,7 @@ fn replay(out: &mut Output<'_>, src: &ShardSource<'_>, after: Lsn) -> Result<()>
     // Prepared write sets awaiting their outcome: (prepare ts, payload).
     let mut prepared: HashMap<TxnId, Vec<u8>> = HashMap::new();
     let mut stopped_by_lsn = false;
-    read_from(&src.wal, after, |rec: &Record| {
+    read_from(&src.wal, after, src.cipher.as_deref(), |rec: &Record| {
         if let Cutoff::Lsn(n) = src.cutoff {
             if rec.lsn > n {
                 stopped_by_lsn = true;
@@ -246,12 +259,15 @@ fn replay(out: &mut Output<'_>, src: &ShardSource<'_>, after: Lsn) -> Result<()>
 /// For LSN targets: the multi-shard transactions whose commit record lies
 /// within the target on some shard but not on another. `logs` gives each
 /// shard's log, the LSN replay starts after, and its target.
-pub fn split_transactions(logs: &[(PathBuf, Lsn, Lsn)]) -> Result<HashSet<TxnId>> {
+pub fn split_transactions(
+    logs: &[(PathBuf, Lsn, Lsn)],
+    cipher: Option<&Cipher>,
+) -> Result<HashSet<TxnId>> {
     // txid -> (committed within a target somewhere, cut off somewhere)
     let mut seen: HashMap<TxnId, (bool, bool)> = HashMap::new();
     for (dir, after, target) in logs {
         let mut open: HashSet<TxnId> = HashSet::new();
-        read_from(dir, *after, |rec| {
+        read_from(dir, *after, cipher, |rec| {
             match rec.kind {
                 KIND_PREPARE => {
                     open.insert(rec.txid);

@@ -823,7 +823,10 @@ impl ShardStore {
                 continue;
             };
             let name = format!("t{}.rows", def.id);
-            let mut out = crate::checkpoint::BlockWriter::create(&dir.join(&name))?;
+            let mut out = crate::checkpoint::BlockWriter::create(
+                &dir.join(&name),
+                self.wal.cipher().cloned(),
+            )?;
             for item in visible_versions(tree.range(&[0x01u8][..]..), snapshot) {
                 let (k, v) = item?;
                 out.push(&k, &v)?;

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::cipher::Cipher;
 use crate::error::{Result, StorageError};
 
 /// Log sequence number: position of a record in one shard's log.
@@ -37,6 +38,8 @@ const HEADER: usize = 4 + 8 + 8 + 8 + 1;
 const TRAILER: usize = 4;
 /// Upper bound on one record's payload; anything larger is corruption.
 pub const MAX_PAYLOAD: usize = 256 << 20;
+/// Kind bit of a record whose payload is sealed with the log's cipher.
+const SEALED: u8 = 0x80;
 /// Default size at which a new segment is started.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
@@ -87,6 +90,42 @@ impl Record {
         out.extend_from_slice(&self.payload);
         let crc = crc32fast::hash(&out[start..]);
         out.extend_from_slice(&crc.to_le_bytes());
+    }
+}
+
+impl Record {
+    /// The header fields a sealed payload is bound to.
+    fn sealing_aad(lsn: Lsn, txid: u64, ts: u64, kind: u8) -> [u8; 25] {
+        let mut aad = [0u8; 25];
+        aad[..8].copy_from_slice(&lsn.to_le_bytes());
+        aad[8..16].copy_from_slice(&txid.to_le_bytes());
+        aad[16..24].copy_from_slice(&ts.to_le_bytes());
+        aad[24] = kind;
+        aad
+    }
+
+    /// Decrypts a sealed payload in place (found at `offset` of `file`).
+    fn unseal(&mut self, cipher: Option<&Cipher>, file: &Path, offset: usize) -> Result<()> {
+        if self.kind & SEALED == 0 {
+            return Ok(());
+        }
+        let fail = |reason: String| StorageError::Encryption {
+            file: file.to_path_buf(),
+            offset: offset as u64,
+            reason,
+        };
+        let cipher = cipher.ok_or_else(|| {
+            fail("the log is encrypted and no key was given (FORTRESS_KEY or --key-file)".into())
+        })?;
+        self.kind &= !SEALED;
+        let aad = Record::sealing_aad(self.lsn, self.txid, self.ts, self.kind);
+        self.payload = cipher.open(&self.payload, &aad).ok_or_else(|| {
+            fail(format!(
+                "cannot decrypt with key {}: it is not the key the log was written with",
+                cipher.id()
+            ))
+        })?;
+        Ok(())
     }
 }
 
@@ -174,6 +213,9 @@ pub struct WalOptions {
     pub segment_bytes: u64,
     /// How long a `batch` sync leader waits for company.
     pub batch_window: Duration,
+    /// Seals record payloads (encryption at rest); records are read with
+    /// it whether or not they were sealed.
+    pub cipher: Option<Arc<Cipher>>,
 }
 
 impl Default for WalOptions {
@@ -182,6 +224,7 @@ impl Default for WalOptions {
             sync: SyncMode::Always,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             batch_window: Duration::from_millis(2),
+            cipher: None,
         }
     }
 }
@@ -227,30 +270,31 @@ impl Wal {
                 });
             }
             let buf = fs::read(path).map_err(|e| StorageError::io(path, e))?;
-            let (pos, next) = match scan_segment(path, &buf, *first, last, |rec| {
-                if rec.lsn > replay_after {
-                    replay(rec)?;
-                }
-                Ok(true)
-            })? {
-                Scanned::Whole(next) | Scanned::Stopped(next) => (buf.len(), next),
-                Scanned::TornAt(pos, next) => {
-                    tracing::warn!(
-                        file = %path.display(),
-                        offset = pos,
-                        dropped = buf.len() - pos,
-                        "truncating torn WAL tail"
-                    );
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .open(path)
-                        .map_err(|e| StorageError::io(path, e))?;
-                    f.set_len(pos as u64)
-                        .and_then(|_| f.sync_all())
-                        .map_err(|e| StorageError::io(path, e))?;
-                    (pos, next)
-                }
-            };
+            let (pos, next) =
+                match scan_segment(path, &buf, *first, last, opts.cipher.as_deref(), |rec| {
+                    if rec.lsn > replay_after {
+                        replay(rec)?;
+                    }
+                    Ok(true)
+                })? {
+                    Scanned::Whole(next) | Scanned::Stopped(next) => (buf.len(), next),
+                    Scanned::TornAt(pos, next) => {
+                        tracing::warn!(
+                            file = %path.display(),
+                            offset = pos,
+                            dropped = buf.len() - pos,
+                            "truncating torn WAL tail"
+                        );
+                        let f = OpenOptions::new()
+                            .write(true)
+                            .open(path)
+                            .map_err(|e| StorageError::io(path, e))?;
+                        f.set_len(pos as u64)
+                            .and_then(|_| f.sync_all())
+                            .map_err(|e| StorageError::io(path, e))?;
+                        (pos, next)
+                    }
+                };
             expected = Some(next);
             if last {
                 tail = Some((path.clone(), pos as u64));
@@ -285,6 +329,11 @@ impl Wal {
             failed: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
         })
+    }
+
+    /// The cipher sealing this log's records, if encrypted.
+    pub fn cipher(&self) -> Option<&Arc<Cipher>> {
+        self.opts.cipher.as_ref()
     }
 
     /// LSN of the last appended record (0 when empty).
@@ -326,7 +375,7 @@ impl Wal {
     /// OS but not yet durable: call [`Wal::wait_durable`] before acknowledging.
     pub fn append(&self, txid: u64, ts: u64, kind: u8, payload: &[u8]) -> Result<Lsn> {
         self.check_failed()?;
-        if payload.len() > MAX_PAYLOAD {
+        if payload.len() + crate::cipher::OVERHEAD > MAX_PAYLOAD {
             return Err(StorageError::Codec(format!(
                 "WAL record of {} bytes exceeds the maximum",
                 payload.len()
@@ -337,12 +386,21 @@ impl Wal {
             self.rotate(&mut w)?;
         }
         let lsn = w.next_lsn;
-        let rec = Record {
-            lsn,
-            txid,
-            ts,
-            kind,
-            payload: payload.to_vec(),
+        let rec = match &self.opts.cipher {
+            Some(c) => Record {
+                lsn,
+                txid,
+                ts,
+                kind: kind | SEALED,
+                payload: c.seal(payload, &Record::sealing_aad(lsn, txid, ts, kind)),
+            },
+            None => Record {
+                lsn,
+                txid,
+                ts,
+                kind,
+                payload: payload.to_vec(),
+            },
         };
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
@@ -437,6 +495,7 @@ fn scan_segment(
     buf: &[u8],
     first: Lsn,
     last: bool,
+    cipher: Option<&Cipher>,
     mut visit: impl FnMut(&Record) -> Result<bool>,
 ) -> Result<Scanned> {
     let mut pos = 0usize;
@@ -448,13 +507,14 @@ fn scan_segment(
             reason,
         };
         match decode(&buf[pos..]) {
-            Decoded::Record(rec, n) => {
+            Decoded::Record(mut rec, n) => {
                 if rec.lsn != next {
                     return Err(corrupt(format!(
                         "LSN {} where {next} was expected",
                         rec.lsn
                     )));
                 }
+                rec.unseal(cipher, path, pos)?;
                 next += 1;
                 pos += n;
                 if !visit(&rec)? {
@@ -483,6 +543,7 @@ fn scan_segment(
 pub fn read_from(
     dir: &Path,
     after: Lsn,
+    cipher: Option<&Cipher>,
     mut visit: impl FnMut(&Record) -> Result<bool>,
 ) -> Result<()> {
     let segs = list_segments(dir)?;
@@ -515,7 +576,7 @@ pub fn read_from(
         let buf = fs::read(path).map_err(|e| StorageError::io(path, e))?;
         let last = i + 1 == segs.len();
         let mut stop = false;
-        let scanned = scan_segment(path, &buf, *first, last, |rec| {
+        let scanned = scan_segment(path, &buf, *first, last, cipher, |rec| {
             if rec.lsn <= after {
                 return Ok(true);
             }
@@ -650,7 +711,7 @@ mod tests {
             .write_all(&rec[..10])
             .unwrap();
         let mut seen = Vec::new();
-        read_from(dir.path(), 4, |r| {
+        read_from(dir.path(), 4, None, |r| {
             seen.push(r.lsn);
             Ok(true)
         })
@@ -658,7 +719,7 @@ mod tests {
         assert_eq!(seen, (5..=12).collect::<Vec<_>>());
         assert_eq!(fs::metadata(&last).unwrap().len(), before + 10, "untouched");
         let mut first_two = Vec::new();
-        read_from(dir.path(), 0, |r| {
+        read_from(dir.path(), 0, None, |r| {
             first_two.push(r.lsn);
             Ok(first_two.len() < 2)
         })
@@ -679,7 +740,7 @@ mod tests {
         let segs = list_segments(dir.path()).unwrap();
         fs::remove_file(&segs[0].1).unwrap();
         assert!(matches!(
-            read_from(dir.path(), 0, |_| Ok(true)),
+            read_from(dir.path(), 0, None, |_| Ok(true)),
             Err(StorageError::Corruption { .. })
         ));
         assert!(matches!(
@@ -688,8 +749,50 @@ mod tests {
         ));
         // Past the missing records, both read.
         let after = segs[1].0 - 1;
-        read_from(dir.path(), after, |_| Ok(true)).unwrap();
+        read_from(dir.path(), after, None, |_| Ok(true)).unwrap();
         Wal::open(dir.path(), opts, after, |_| Ok(())).unwrap();
+    }
+
+    #[test]
+    fn sealed_records_read_back_only_with_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |k: u8| WalOptions {
+            cipher: Some(Arc::new(Cipher::new(&[k; 32]))),
+            ..Default::default()
+        };
+        let wal = Wal::open(dir.path(), key(1), 0, |_| Ok(())).unwrap();
+        write_n(&wal, 5);
+        drop(wal);
+        let (_, seg) = list_segments(dir.path()).unwrap().pop().unwrap();
+        let bytes = fs::read(&seg).unwrap();
+        assert!(
+            !bytes.windows(9).any(|w| w == b"payload-3"),
+            "sealed on disk"
+        );
+        let mut seen = Vec::new();
+        let wal = Wal::open(dir.path(), key(1), 0, |r| {
+            seen.push(r.clone());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen[3].payload, b"payload-3");
+        assert_eq!(seen[3].kind, 1, "the sealed bit is not the caller's");
+        drop(wal);
+        for opts in [WalOptions::default(), key(2)] {
+            assert!(matches!(
+                Wal::open(dir.path(), opts, 0, |_| Ok(())),
+                Err(StorageError::Encryption { offset: 0, .. })
+            ));
+        }
+        let c = Cipher::new(&[1; 32]);
+        let mut n = 0;
+        read_from(dir.path(), 2, Some(&c), |r| {
+            assert_eq!(r.payload, format!("payload-{}", r.lsn - 1).as_bytes());
+            n += 1;
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(n, 3);
     }
 
     #[test]

@@ -49,7 +49,8 @@ impl Server {
         Self::launch(data_dir, shards, &[])
     }
 
-    fn launch(data_dir: PathBuf, shards: u32, env: &[(&str, &str)]) -> Server {
+    /// Starts a server on `data_dir` with `shards` shards and extra environment.
+    pub fn launch(data_dir: PathBuf, shards: u32, env: &[(&str, &str)]) -> Server {
         let mut s = Server {
             child: None,
             port: free_port(),
