@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use fortress_proxy::Cluster;
 use fortress_storage::checkpoint::{self, Manifest};
+use fortress_storage::cipher::Cipher;
 
 use crate::cli::{CheckpointAction, DirArgs};
 use crate::lock::DirLock;
@@ -37,7 +38,16 @@ pub fn run(action: CheckpointAction) -> anyhow::Result<()> {
             if keep.is_none() && older_than.is_none() {
                 anyhow::bail!("prune needs --keep N or --older-than DURATION");
             }
-            for id in prune(&dirs.checkpoints(), keep, older_than)? {
+            let identity =
+                fortress_proxy::cluster::read_identity(&dirs.data_dir)?.with_context(|| {
+                    format!(
+                        "{} is not a fortress data directory",
+                        dirs.data_dir.display()
+                    )
+                })?;
+            let cipher = crate::key::load(dirs.key_file.as_deref())?;
+            let root = dirs.checkpoints();
+            for id in prune(&root, &identity.id, cipher.as_deref(), keep, older_than)? {
                 println!("removed checkpoint {id}");
             }
             Ok(())
@@ -175,44 +185,45 @@ fn verify(dirs: &DirArgs, ids: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes checkpoints beyond the newest `keep` and those older than
-/// `older_than`, never the newest one. Checkpoints are known by their IDs,
-/// which are their creation times, so pruning needs no key and also removes
-/// damaged ones. Returns the IDs removed.
+/// Removes checkpoints of directory `cluster` beyond the newest `keep` and
+/// those older than `older_than`, never the newest one; checkpoints of other
+/// directories sharing the root, and unreadable ones, are left alone.
+/// Returns the IDs removed.
 pub fn prune(
     root: &Path,
+    cluster: &str,
+    cipher: Option<&Cipher>,
     keep: Option<usize>,
     older_than: Option<Duration>,
 ) -> anyhow::Result<Vec<String>> {
-    let mut found: Vec<(chrono::DateTime<chrono::Utc>, String)> = match std::fs::read_dir(root) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| {
-                let id = e.file_name().to_string_lossy().into_owned();
-                let at = chrono::NaiveDateTime::parse_from_str(&id, "%Y%m%dT%H%M%S%.fZ").ok()?;
-                Some((at.and_utc(), id))
-            })
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", root.display())),
-    };
-    found.sort();
-    let now = chrono::Utc::now();
+    let mut found = Vec::new();
+    for (path, m) in checkpoint::list(root, cipher)? {
+        match m {
+            Ok(m) if m.cluster == cluster => found.push((path, m)),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(checkpoint = %path.display(), error = %e, "not pruning an unreadable checkpoint")
+            }
+        }
+    }
+    let now_micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_micros() as u64;
     let n = found.len();
     let mut removed = Vec::new();
-    for (i, (at, id)) in found.into_iter().enumerate() {
+    for (i, (path, m)) in found.into_iter().enumerate() {
         let newer = n - 1 - i;
         if newer == 0 {
             break;
         }
         let too_many = keep.is_some_and(|k| newer >= k);
-        let too_old = older_than.is_some_and(|d| (now - at).to_std().is_ok_and(|age| age > d));
+        let wall = fortress_storage::Timestamp(m.snapshot).wall_micros();
+        let too_old =
+            older_than.is_some_and(|d| now_micros.saturating_sub(wall) > d.as_micros() as u64);
         if too_many || too_old {
-            let path = root.join(&id);
             std::fs::remove_dir_all(&path)
                 .with_context(|| format!("removing {}", path.display()))?;
-            removed.push(id);
+            removed.push(m.id);
         }
     }
     Ok(removed)
@@ -233,8 +244,17 @@ pub fn spawn_automatic(
                 Ok(m) => {
                     log_created(&m);
                     let root = root.clone();
-                    match tokio::task::spawn_blocking(move || prune(&root, Some(keep.max(1)), None))
-                        .await
+                    let c = cluster.clone();
+                    match tokio::task::spawn_blocking(move || {
+                        prune(
+                            &root,
+                            c.id(),
+                            c.cipher().map(|k| &**k),
+                            Some(keep.max(1)),
+                            None,
+                        )
+                    })
+                    .await
                     {
                         Ok(Ok(ids)) if !ids.is_empty() => {
                             tracing::info!(removed = ?ids, "pruned old checkpoints")

@@ -46,8 +46,9 @@ pub fn open_existing(
     dir: &std::path::Path,
     cipher: Option<Arc<fortress_storage::cipher::Cipher>>,
 ) -> anyhow::Result<Cluster> {
-    let (shards, vnodes) = fortress_proxy::cluster::read_identity(dir)?
+    let identity = fortress_proxy::cluster::read_identity(dir)?
         .with_context(|| format!("{} is not a fortress data directory", dir.display()))?;
+    let (shards, vnodes) = (identity.shards, identity.vnodes);
     let opts = ClusterOptions {
         data_dir: dir.to_path_buf(),
         shards,

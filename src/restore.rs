@@ -2,7 +2,6 @@
 //! brought forward by replaying the source's WAL to an LSN, a time, or its
 //! end (point-in-time recovery).
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -11,6 +10,7 @@ use fortress_storage::checkpoint::{self, Manifest};
 use fortress_storage::cipher::Cipher;
 use fortress_storage::restore::{restore_shard, split_transactions, Cutoff, ShardSource};
 use fortress_storage::{Catalog, DataType, Lsn, Timestamp, Value};
+use std::sync::Arc;
 
 use crate::cli::RestoreArgs;
 use crate::lock::DirLock;
@@ -75,6 +75,9 @@ fn parse_time(text: &str) -> anyhow::Result<Timestamp> {
         },
     };
     let micros = u64::try_from(micros).context("times before 1970 hold no transactions")?;
+    if micros >= u64::MAX >> 8 {
+        bail!("{text:?} is beyond the last time a timestamp can hold");
+    }
     Ok(Timestamp(Timestamp::from_wall(micros + 1).0 - 1))
 }
 
@@ -108,17 +111,25 @@ fn parse_lsns(text: &str, shards: u32) -> anyhow::Result<Vec<Lsn>> {
         .collect()
 }
 
-/// Checks that `to` may be written: not the source, not held by a live
-/// server, empty unless `force` (then emptied). Returns its lock.
-fn prepare_target(from: &Path, to: &Path, force: bool) -> anyhow::Result<DirLock> {
+/// Checks that `to` may be written: not overlapping the source or its
+/// checkpoints, not held by a live server, empty unless `force` (then
+/// emptied). Returns its lock.
+fn prepare_target(
+    from: &Path,
+    checkpoints: &Path,
+    to: &Path,
+    force: bool,
+) -> anyhow::Result<DirLock> {
     if to.exists() {
-        let (a, b) = (from.canonicalize()?, to.canonicalize()?);
-        if a == b || a.starts_with(&b) || b.starts_with(&a) {
-            bail!(
-                "--to {} overlaps the source directory {}",
-                to.display(),
-                from.display()
-            );
+        let b = to.canonicalize()?;
+        for (what, dir) in [
+            ("the source directory", from),
+            ("its checkpoints", checkpoints),
+        ] {
+            let Ok(a) = dir.canonicalize() else { continue };
+            if a.starts_with(&b) || b.starts_with(&a) {
+                bail!("--to {} overlaps {what} {}", to.display(), dir.display());
+            }
         }
     }
     let lock = DirLock::try_acquire(to)?.with_context(|| {
@@ -127,44 +138,58 @@ fn prepare_target(from: &Path, to: &Path, force: bool) -> anyhow::Result<DirLock
             to.display()
         )
     })?;
-    let lock_name = lock.path().file_name().map(|n| n.to_owned());
-    let others: Vec<_> = std::fs::read_dir(to)?
-        .filter_map(|e| e.ok())
-        .filter(|e| Some(e.file_name()) != lock_name)
-        .collect();
-    if !others.is_empty() {
+    let leftovers = others(&lock, to)?;
+    if !leftovers.is_empty() {
         if !force {
             bail!(
                 "{} is not empty; pass --force to replace what it holds",
                 to.display()
             );
         }
-        for e in others {
-            let p = e.path();
-            if p.is_dir() {
-                std::fs::remove_dir_all(&p)
-            } else {
-                std::fs::remove_file(&p)
-            }
-            .with_context(|| format!("clearing {}", p.display()))?;
-        }
+        clear(&lock, to)?;
     }
     Ok(lock)
 }
 
-/// Picks the checkpoint to start from: the named one, else the newest that
-/// fits the target. `None`: replay the whole log instead.
+/// What `dir` holds besides its lock file.
+fn others(lock: &DirLock, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let lock_name = lock.path().file_name().map(|n| n.to_owned());
+    Ok(std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| Some(e.file_name()) != lock_name)
+        .map(|e| e.path())
+        .collect())
+}
+
+/// Removes everything in `dir` but its lock file.
+fn clear(lock: &DirLock, dir: &Path) -> anyhow::Result<()> {
+    for p in others(lock, dir)? {
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        }
+        .with_context(|| format!("clearing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Picks the checkpoint of directory `cluster` to start from: the named
+/// one, else the newest that fits the target. `None`: replay the whole log.
 fn choose(
     root: &Path,
+    cluster: &str,
     named: Option<&str>,
     target: &Target,
     cipher: Option<&Cipher>,
 ) -> anyhow::Result<Option<(PathBuf, Manifest)>> {
-    let found = checkpoint::list(root, cipher)?;
     if let Some(id) = named {
         let path = root.join(id);
         let m =
             Manifest::read(&path, cipher).with_context(|| format!("reading checkpoint {id}"))?;
+        if m.cluster != cluster {
+            bail!("checkpoint {id} was taken of another data directory");
+        }
         if !target.fits(&m) {
             bail!("checkpoint {id} is later than the target");
         }
@@ -172,9 +197,10 @@ fn choose(
     }
     let mut unreadable = None;
     let mut readable = Vec::new();
-    for (path, m) in found {
+    for (path, m) in checkpoint::list(root, cipher)? {
         match m {
-            Ok(m) => readable.push((path, m)),
+            Ok(m) if m.cluster == cluster => readable.push((path, m)),
+            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(checkpoint = %path.display(), error = %e, "skipping an unreadable checkpoint");
                 unreadable = Some(e);
@@ -186,7 +212,7 @@ fn choose(
         return Err(e).context("no readable checkpoint fits the target");
     }
     if best.is_none() && *target == Target::Checkpoint {
-        bail!("no checkpoint in {}", root.display());
+        bail!("no checkpoint of {} in {}", cluster, root.display());
     }
     Ok(best)
 }
@@ -194,30 +220,51 @@ fn choose(
 pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let from = &args.dirs.data_dir;
-    let (shards, vnodes) = fortress_proxy::cluster::read_identity(from)?
+    let identity = fortress_proxy::cluster::read_identity(from)?
         .with_context(|| format!("{} is not a fortress data directory", from.display()))?;
-    let target = Target::from_args(&args, shards)?;
+    let shards = identity.shards;
+    let mut target = Target::from_args(&args, shards)?;
+    // A live source keeps committing while its shards are read one after
+    // another: only transactions committed before the restore began are
+    // sure to be complete on every shard.
+    let source_lock = DirLock::try_acquire(from)?;
+    if source_lock.is_none() {
+        let began = Timestamp::from_wall(wall_micros_now()?);
+        match target {
+            Target::Latest => target = Target::Time(began),
+            Target::Time(t) if t > began => target = Target::Time(began),
+            _ => {}
+        }
+        if matches!(target, Target::Time(_)) {
+            tracing::info!(
+                "the source is live: restoring what was committed before the restore began"
+            );
+        }
+    }
     let cipher = crate::key::load(args.dirs.key_file.as_deref())?;
+    let root = args.dirs.checkpoints();
     let chosen = choose(
-        &args.dirs.checkpoints(),
+        &root,
+        &identity.id,
         args.checkpoint.as_deref(),
         &target,
         cipher.as_deref(),
     )?;
     if let Some((path, m)) = &chosen {
-        if (m.ring.shards, m.ring.vnodes) != (shards, vnodes) {
+        if (m.ring.shards, m.ring.vnodes) != (identity.shards, identity.vnodes) {
             bail!(
-                "checkpoint {} has {} shards and {} vnodes; the directory has {shards} and {vnodes}",
+                "checkpoint {} has {} shards and {} vnodes; the directory has {} and {}",
                 m.id,
                 m.ring.shards,
-                m.ring.vnodes
+                m.ring.vnodes,
+                identity.shards,
+                identity.vnodes
             );
         }
         tracing::info!(checkpoint = %m.id, "verifying the checkpoint");
         checkpoint::verify(path, cipher.as_deref())
             .with_context(|| format!("checkpoint {} is damaged", m.id))?;
     }
-    let lock = prepare_target(from, &args.to, args.force)?;
     let wal_dir = |s: u32| from.join(format!("shard-{s:03}")).join("wal");
     let after = |s: u32| {
         chosen
@@ -225,68 +272,52 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
             .and_then(|(_, m)| m.shards.iter().find(|c| c.shard == s))
             .map_or(0, |c| c.wal_after)
     };
-    let decisions =
-        fortress_proxy::coordinator::read_decisions(&from.join("coordinator"), cipher.as_deref())?;
-    let excluded = match &target {
-        Target::Lsn(lsns) => {
-            let logs: Vec<_> = (0..shards)
-                .map(|s| (wal_dir(s), after(s), lsns[s as usize]))
-                .collect();
-            split_transactions(&logs, cipher.as_deref())?
+    if let Target::Lsn(lsns) = &target {
+        let logs: Vec<_> = (0..shards)
+            .map(|s| (wal_dir(s), after(s), lsns[s as usize]))
+            .collect();
+        let mut split: Vec<_> = split_transactions(&logs, cipher.as_deref())?
+            .into_iter()
+            .collect();
+        if !split.is_empty() {
+            split.sort();
+            bail!(
+                "the LSN target cuts multi-shard transactions {split:?} in half (committed on some shards within it, not on others); choose other LSNs or use --time"
+            );
         }
-        _ => HashSet::new(),
-    };
-    if !excluded.is_empty() {
-        tracing::warn!(
-            transactions = ?excluded,
-            "left out multi-shard transactions the LSN target cuts in half"
-        );
     }
+    let lock = prepare_target(from, &root, &args.to, args.force)?;
     let total = input_bytes(chosen.as_ref().map(|(_, m)| m), &target, shards, &wal_dir);
-    let mut progress = Progress::new(total);
-    fortress_proxy::cluster::write_identity(&args.to, shards, vnodes)?;
-    let empty = Catalog::default();
-    let (mut rows, mut records, mut bytes) = (0, 0, 0);
-    let mut positions = Vec::new();
-    for s in 0..shards {
-        let cut = chosen.as_ref().and_then(|(p, m)| {
-            m.shards
-                .iter()
-                .find(|c| c.shard == s)
-                .map(|c| (p.as_path(), c))
-        });
-        if chosen.is_some() && cut.is_none() {
-            bail!("the checkpoint has no part for shard {s}");
+    let result = write_shards(
+        &args,
+        &target,
+        chosen.as_ref(),
+        cipher.clone(),
+        total,
+        &wal_dir,
+    )
+    .and_then(|summary| {
+        fortress_proxy::cluster::write_identity(&args.to, identity.shards, identity.vnodes)?;
+        // Materialise the new directory now, so it is checked and its
+        // first start does not replay everything.
+        let cluster = crate::open_existing(&args.to, cipher.clone())
+            .with_context(|| format!("opening the restored {}", args.to.display()))?;
+        cluster.flush();
+        Ok(summary)
+    });
+    let (rows, records, bytes, positions, written) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            // Nothing half-restored is left for a server to start on.
+            let _ = clear(&lock, &args.to);
+            return Err(e);
         }
-        let src = ShardSource {
-            checkpoint: cut,
-            catalog: chosen.as_ref().map_or(&empty, |(_, m)| &m.catalog),
-            wal: wal_dir(s),
-            cutoff: target.cutoff(s as usize),
-            excluded: &excluded,
-            decisions: &decisions,
-            cipher: cipher.clone(),
-        };
-        let new_dir = args.to.join(format!("shard-{s:03}"));
-        let stats = restore_shard(&src, &new_dir, &mut |n| progress.add(n))
-            .with_context(|| format!("restoring shard {s}"))?;
-        rows += stats.rows;
-        records += stats.replayed;
-        bytes += stats.bytes;
-        positions.push(format!("{s}:{}", stats.last_lsn));
-    }
-    progress.finish();
-    let written = started.elapsed();
-    // Materialise the new directory now, so it is checked and its first
-    // start does not replay everything.
-    let cluster = crate::open_existing(&args.to, cipher.clone())
-        .with_context(|| format!("opening the restored {}", args.to.display()))?;
-    cluster.flush();
-    drop(cluster);
+    };
     drop(lock);
+    drop(source_lock);
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "restored {} into {}: {} rows from checkpoint {}, {} WAL records read through {}; {:.1} MB read in {:.2} s ({:.1} MB/s; log written in {:.2} s)",
+        "restored {} into {}: {} rows from checkpoint {}, {} WAL records read through {}; {:.1} MB read in {:.2} s ({:.1} MB/s; logs written in {:.2} s)",
         from.display(),
         args.to.display(),
         rows,
@@ -295,15 +326,93 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
         match &target {
             Target::Checkpoint => "the checkpoint".to_string(),
             Target::Latest => "the end of the log".to_string(),
-            Target::Time(_) => format!("time {}", args.time.as_deref().unwrap_or("")),
+            Target::Time(t) => format!("time {}", format_ts(*t)),
             Target::Lsn(_) => format!("LSNs {}", positions.join(",")),
         },
         bytes as f64 / 1e6,
         secs,
         bytes as f64 / 1e6 / secs.max(1e-6),
-        written.as_secs_f64()
+        written
     );
     Ok(())
+}
+
+type Written = (u64, u64, u64, Vec<String>, f64);
+
+/// Writes every shard's new log; returns rows loaded, records read, bytes
+/// read, each shard's last source LSN and the seconds it took.
+fn write_shards(
+    args: &RestoreArgs,
+    target: &Target,
+    chosen: Option<&(PathBuf, Manifest)>,
+    cipher: Option<Arc<Cipher>>,
+    total: u64,
+    wal_dir: &dyn Fn(u32) -> PathBuf,
+) -> anyhow::Result<Written> {
+    let started = Instant::now();
+    let from = &args.dirs.data_dir;
+    let shards = match chosen {
+        Some((_, m)) => m.ring.shards,
+        None => fortress_proxy::cluster::read_identity(from)?.map_or(0, |i| i.shards),
+    };
+    let mut progress = Progress::new(total);
+    let empty = Catalog::default();
+    let mut pending = Vec::new();
+    for s in 0..shards {
+        let cut = chosen.map(|(p, m)| {
+            m.shards
+                .iter()
+                .find(|c| c.shard == s)
+                .map(|c| (p.as_path(), c))
+                .with_context(|| format!("the checkpoint has no part for shard {s}"))
+        });
+        let src = ShardSource {
+            checkpoint: cut.transpose()?,
+            catalog: chosen.map_or(&empty, |(_, m)| &m.catalog),
+            snapshot: chosen.map_or(0, |(_, m)| m.snapshot),
+            wal: wal_dir(s),
+            cutoff: target.cutoff(s as usize),
+            cipher: cipher.clone(),
+        };
+        let new_dir = args.to.join(format!("shard-{s:03}"));
+        pending.push(
+            restore_shard(&src, &new_dir, &mut |n| progress.add(n))
+                .with_context(|| format!("restoring shard {s}"))?,
+        );
+    }
+    progress.finish();
+    // Read after every shard's log: a commit decided before a shard was read
+    // is in this log by now.
+    let decisions =
+        fortress_proxy::coordinator::read_decisions(&from.join("coordinator"), cipher.as_deref())?;
+    let (mut rows, mut records, mut bytes) = (0, 0, 0);
+    let mut positions = Vec::new();
+    for (s, p) in pending.into_iter().enumerate() {
+        let stats = p.finish(&decisions)?;
+        rows += stats.rows;
+        records += stats.replayed;
+        bytes += stats.bytes;
+        positions.push(format!("{s}:{}", stats.last_lsn));
+    }
+    Ok((
+        rows,
+        records,
+        bytes,
+        positions,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+fn wall_micros_now() -> anyhow::Result<u64> {
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_micros() as u64)
+}
+
+fn format_ts(t: Timestamp) -> String {
+    chrono::DateTime::from_timestamp_micros(t.wall_micros() as i64)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_else(|| t.0.to_string())
 }
 
 /// Bytes a restore reads: the checkpoint's files and the WAL segments it

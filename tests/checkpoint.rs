@@ -441,6 +441,10 @@ async fn damage_is_named_and_nothing_is_restored_silently() {
         "--latest",
     ]));
     assert!(err.contains(s(&seg)) && err.contains("offset"), "{err}");
+    assert!(
+        !to.join("fortress.cluster").exists() && !to.join("shard-000").exists(),
+        "a failed restore leaves nothing to serve"
+    );
     let to2 = root.path().join("checkpoint-only");
     ok(fortress(&[
         "restore",
@@ -460,6 +464,31 @@ async fn damage_is_named_and_nothing_is_restored_silently() {
     drop(c);
     r.stop();
     flip(&seg, len * 3 / 4);
+
+    // Checkpoints are tied to the directory they were taken of.
+    let ckpts = data.join("checkpoints");
+    let err = failed(fortress(&[
+        "restore",
+        "--data-dir",
+        s(&other),
+        "--checkpoint-dir",
+        s(&ckpts),
+        "--to",
+        s(&to),
+    ]));
+    assert!(err.contains("no checkpoint of"), "{err}");
+    let err = failed(fortress(&[
+        "restore",
+        "--data-dir",
+        s(&other),
+        "--checkpoint-dir",
+        s(&ckpts),
+        "--to",
+        s(&to),
+        "--checkpoint",
+        &id,
+    ]));
+    assert!(err.contains("another data directory"), "{err}");
 
     // Retention: prune keeps the newest.
     ok(fortress(&["checkpoint", "create", "--data-dir", s(&data)]));
@@ -642,4 +671,72 @@ async fn encrypted_wal_and_checkpoints_need_the_right_key() {
     assert!(rows == model, "restored rows differ");
     drop(c);
     r.stop();
+}
+
+/// Each shard's LSN from `SHOW fortress.metrics`'s `0:12,1:9,...`.
+fn parse_positions(text: &str) -> Vec<u64> {
+    text.split(',')
+        .map(|p| p.split_once(':').unwrap().1.parse().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_lsn_target_that_splits_a_transaction_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let mut server = Server::start(root.path());
+    let data = server.data_dir.clone();
+    let mut c = server.client().await;
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let mut model = Model::new();
+    insert_range(&c, &mut model, 0, 64, "v").await;
+    let before = parse_positions(&wal_lsn(&c).await);
+    // One transaction over every row: every shard prepares and commits it.
+    let t = c.transaction().await.unwrap();
+    t.execute("UPDATE t SET v = 'both'", &[]).await.unwrap();
+    t.commit().await.unwrap();
+    let after = parse_positions(&wal_lsn(&c).await);
+    let moved: Vec<usize> = (0..4).filter(|&s| after[s] > before[s]).collect();
+    assert!(
+        moved.len() > 1,
+        "a multi-shard transaction: {before:?} -> {after:?}"
+    );
+    drop(c);
+    server.stop();
+    // Stop one participant just before its commit record.
+    let mut cut = after.clone();
+    cut[moved[0]] -= 1;
+    let target: Vec<String> = cut
+        .iter()
+        .enumerate()
+        .map(|(s, n)| format!("{s}:{n}"))
+        .collect();
+    let to = root.path().join("split");
+    let err = failed(fortress(&[
+        "restore",
+        "--data-dir",
+        s(&data),
+        "--to",
+        s(&to),
+        "--lsn",
+        &target.join(","),
+    ]));
+    assert!(err.contains("cuts multi-shard transactions"), "{err}");
+    // Before the transaction on every shard, or after it, is fine.
+    let whole: Vec<String> = before
+        .iter()
+        .enumerate()
+        .map(|(s, n)| format!("{s}:{n}"))
+        .collect();
+    ok(fortress(&[
+        "restore",
+        "--data-dir",
+        s(&data),
+        "--to",
+        s(&to),
+        "--lsn",
+        &whole.join(","),
+    ]));
+    check_restored(to, &model, "before the transaction").await;
 }

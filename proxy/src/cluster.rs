@@ -56,13 +56,27 @@ pub struct Cluster {
     streams: Arc<tokio::sync::Semaphore>,
     /// Seals checkpoints, as the shards' WAL options seal their logs.
     cipher: Option<Arc<fortress_storage::cipher::Cipher>>,
+    /// The data directory's id (see [`Identity`]).
+    id: String,
 }
 
 /// Shard producers that may stream at once.
 const MAX_STREAMS: usize = 128;
 
-/// The shard count and vnodes a data directory was created with, if any.
-pub fn read_identity(dir: &Path) -> Result<Option<(u32, usize)>> {
+/// What a data directory was created as: its layout, which routing depends
+/// on, and an id that ties its checkpoints to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub shards: u32,
+    pub vnodes: usize,
+    /// Random, fixed at creation (a restore makes a new directory, with a
+    /// new id).
+    pub id: String,
+}
+
+/// The identity of a data directory, if it has one. Directories made before
+/// ids existed get one now.
+pub fn read_identity(dir: &Path) -> Result<Option<Identity>> {
     let path = dir.join(IDENTITY_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -71,25 +85,55 @@ pub fn read_identity(dir: &Path) -> Result<Option<(u32, usize)>> {
     };
     let mut shards = None;
     let mut vnodes = None;
+    let mut id = None;
     for line in text.lines() {
         if let Some((k, v)) = line.split_once('=') {
             match k.trim() {
                 "shards" => shards = v.trim().parse().ok(),
                 "vnodes" => vnodes = v.trim().parse().ok(),
+                "id" => id = Some(v.trim().to_string()),
                 _ => {}
             }
         }
     }
-    match (shards, vnodes) {
-        (Some(s), Some(v)) => Ok(Some((s, v))),
-        _ => Err(ProxyError::new(
+    let (Some(shards), Some(vnodes)) = (shards, vnodes) else {
+        return Err(ProxyError::new(
             "XX000",
             format!(
                 "{} is damaged: expected shards = N and vnodes = N",
                 path.display()
             ),
-        )),
+        ));
+    };
+    match id {
+        Some(id) => Ok(Some(Identity { shards, vnodes, id })),
+        None => write_identity(dir, shards, vnodes).map(Some),
     }
+}
+
+/// Records the layout a data directory is created with, under a new id.
+pub fn write_identity(dir: &Path, shards: u32, vnodes: usize) -> Result<Identity> {
+    use sha2::Digest;
+    let seed = format!(
+        "{:?} {} {}",
+        std::time::SystemTime::now(),
+        std::process::id(),
+        dir.display()
+    );
+    let id: String = sha2::Sha256::digest(seed.as_bytes())
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let path = dir.join(IDENTITY_FILE);
+    let body = format!(
+        "# written at creation; routing depends on it\nshards = {shards}\nvnodes = {vnodes}\nring = 1\nid = {id}\n"
+    );
+    let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
+    std::fs::write(&tmp, body)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| StorageError::Io { path, source: e })?;
+    Ok(Identity { shards, vnodes, id })
 }
 
 /// Finishes transactions a crash left prepared: commit where the coordinator
@@ -108,16 +152,6 @@ fn resolve_in_doubt(stores: &[Arc<ShardStore>], coordinator: &Coordinator) -> Re
     Ok(())
 }
 
-/// Records the layout a data directory is created with.
-pub fn write_identity(dir: &Path, shards: u32, vnodes: usize) -> Result<()> {
-    let path = dir.join(IDENTITY_FILE);
-    let body = format!(
-        "# written at creation; routing depends on it\nshards = {shards}\nvnodes = {vnodes}\nring = 1\n"
-    );
-    std::fs::write(&path, body).map_err(|e| StorageError::Io { path, source: e })?;
-    Ok(())
-}
-
 impl Cluster {
     /// Opens (creating if new) the shards under `opts.data_dir`, replays their
     /// logs and brings every shard's catalog to the newest version.
@@ -127,8 +161,12 @@ impl Cluster {
             path: dir.clone(),
             source: e,
         })?;
-        match read_identity(dir)? {
-            Some((s, v)) if (s, v) != (opts.shards, opts.vnodes) => {
+        let identity = match read_identity(dir)? {
+            Some(Identity {
+                shards: s,
+                vnodes: v,
+                ..
+            }) if (s, v) != (opts.shards, opts.vnodes) => {
                 return Err(ProxyError::new(
                     "55000",
                     format!(
@@ -139,9 +177,9 @@ impl Cluster {
                     ),
                 ));
             }
-            Some(_) => {}
+            Some(identity) => identity,
             None => write_identity(dir, opts.shards, opts.vnodes)?,
-        }
+        };
         let mut stores = Vec::new();
         for i in 0..opts.shards {
             let sdir = dir.join(format!("shard-{i:03}"));
@@ -183,6 +221,7 @@ impl Cluster {
             work_rows: opts.work_rows,
             streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
             cipher: opts.shard.wal.cipher.clone(),
+            id: identity.id,
             // Seeded from the clock so ids stay unique across restarts.
             next_txid: AtomicU64::new(
                 std::time::SystemTime::now()
@@ -250,6 +289,7 @@ impl Cluster {
         let manifest = Manifest {
             format: fortress_storage::checkpoint::FORMAT,
             id: id.clone(),
+            cluster: self.id.clone(),
             created: created.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             snapshot: ts.0,
             ring: RingLayout {
@@ -275,6 +315,16 @@ impl Cluster {
             .map(|s| format!("{}:{}", s.id(), s.last_lsn()))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The key sealing this cluster's logs and checkpoints, if encrypted.
+    pub fn cipher(&self) -> Option<&Arc<fortress_storage::cipher::Cipher>> {
+        self.cipher.as_ref()
+    }
+
+    /// The data directory's id, which its checkpoints carry.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     pub fn ring(&self) -> &Ring {

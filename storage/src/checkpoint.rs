@@ -332,6 +332,9 @@ pub struct ShardCut {
 pub struct Manifest {
     pub format: u32,
     pub id: String,
+    /// Id of the data directory the checkpoint was taken of: its log is the
+    /// one that continues it.
+    pub cluster: String,
     /// Wall time of the snapshot, RFC 3339.
     pub created: String,
     /// Hybrid-clock timestamp of the cut: every transaction committed at or
@@ -532,6 +535,7 @@ mod tests {
         let m = Manifest {
             format: FORMAT,
             id: "x".into(),
+            cluster: "c".into(),
             created: "2026-01-01T00:00:00Z".into(),
             snapshot: 42,
             ring: RingLayout {

@@ -5,11 +5,13 @@
 //! catalog, its rows (each version keeping its commit timestamp), then the
 //! source log's records after the checkpoint up to the target. The source is
 //! only read. Two-phase-commit records become plain writes at their commit
-//! timestamp, so the restored shard has nothing in doubt: a transaction
-//! prepared but not committed by the target is left out (presumed abort)
-//! unless the coordinator's log holds a commit decision within the target.
+//! timestamp, so the restored shard has nothing in doubt. A transaction the
+//! shard's log leaves prepared is decided by the coordinator's log, which
+//! the caller reads only after every shard's log (see [`PendingShard`]): a
+//! commit decided within the target is applied, anything else left out
+//! (presumed abort).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,7 +20,7 @@ use crate::cipher::Cipher;
 use crate::error::{Result, StorageError};
 use crate::keycodec::split_versioned;
 use crate::mvcc::decode_version;
-use crate::schema::Catalog;
+use crate::schema::{Catalog, TableId};
 use crate::shard::{
     WriteOp, KIND_ABORT_PREPARED, KIND_CATALOG, KIND_COMMIT_PREPARED, KIND_LOAD, KIND_PREPARE,
     KIND_WRITE,
@@ -42,19 +44,26 @@ pub enum Cutoff {
     Lsn(Lsn),
 }
 
+impl Cutoff {
+    fn keeps(&self, ts: u64) -> bool {
+        match self {
+            Cutoff::Time(t) => ts <= *t,
+            _ => true,
+        }
+    }
+}
+
 /// What to rebuild one shard from.
 pub struct ShardSource<'a> {
     /// The checkpoint directory and this shard's part of it, if any.
     pub checkpoint: Option<(&'a Path, &'a ShardCut)>,
     /// The catalog at the checkpoint (empty without one).
     pub catalog: &'a Catalog,
+    /// The checkpoint's snapshot timestamp (0 without one).
+    pub snapshot: u64,
     /// The source shard's log directory.
     pub wal: PathBuf,
     pub cutoff: Cutoff,
-    /// Multi-shard transactions the target cuts in half: left out everywhere.
-    pub excluded: &'a HashSet<TxnId>,
-    /// Commit decisions from the source's coordinator log.
-    pub decisions: &'a HashMap<TxnId, u64>,
     /// The key the source was written with, which also seals the new log.
     pub cipher: Option<Arc<Cipher>>,
 }
@@ -70,6 +79,33 @@ pub struct RestoreStats {
     pub bytes: u64,
     /// Last source LSN replayed (the checkpoint's position without replay).
     pub last_lsn: Lsn,
+}
+
+/// A shard whose log is written but for the transactions its source log
+/// left prepared, which wait for the coordinator's decisions.
+pub struct PendingShard {
+    wal: Wal,
+    stats: RestoreStats,
+    cutoff: Cutoff,
+    /// Prepared write sets with no outcome in the source log.
+    prepared: BTreeMap<TxnId, Vec<u8>>,
+}
+
+impl PendingShard {
+    /// Applies the prepared transactions that `decisions` (txid to commit
+    /// timestamp) committed within the target, and makes the log durable.
+    pub fn finish(mut self, decisions: &HashMap<TxnId, u64>) -> Result<RestoreStats> {
+        for (txid, payload) in std::mem::take(&mut self.prepared) {
+            if let Some(&ts) = decisions.get(&txid) {
+                if self.cutoff.keeps(ts) {
+                    self.wal.append(txid, ts, KIND_WRITE, &payload)?;
+                }
+            }
+        }
+        let last = self.wal.last_lsn();
+        self.wal.wait_durable(last)?;
+        Ok(self.stats)
+    }
 }
 
 /// Appends records to the new shard's log, reporting bytes read.
@@ -101,7 +137,7 @@ pub fn restore_shard(
     src: &ShardSource<'_>,
     new_dir: &Path,
     progress: &mut dyn FnMut(u64),
-) -> Result<RestoreStats> {
+) -> Result<PendingShard> {
     let opts = WalOptions {
         cipher: src.cipher.clone(),
         ..WalOptions::default()
@@ -122,47 +158,54 @@ pub fn restore_shard(
         after = cut.wal_after;
         out.stats.last_lsn = cut.wal_through;
         let payload = postcard::to_stdvec(src.catalog).map_err(codec)?;
-        out.append(0, 0, KIND_CATALOG, &payload)?;
+        out.append(0, src.snapshot, KIND_CATALOG, &payload)?;
         for t in &cut.tables {
-            load_table(&mut out, &dir.join(&t.file), t.table, src.cipher.as_deref())?;
+            load_table(&mut out, &dir.join(&t.file), t.table, src)?;
         }
     }
+    let mut prepared = BTreeMap::new();
     if src.cutoff != Cutoff::Checkpoint {
-        replay(&mut out, src, after)?;
+        prepared = replay(&mut out, src, after)?;
     }
-    let last = out.wal.last_lsn();
-    out.wal.wait_durable(last)?;
-    Ok(out.stats)
+    Ok(PendingShard {
+        wal: out.wal,
+        stats: out.stats,
+        cutoff: src.cutoff,
+        prepared,
+    })
 }
 
-/// Loads one table file as loaded-rows records.
+/// Loads one table file as loaded-rows records. Each record carries the
+/// checkpoint's snapshot as its timestamp: no earlier point can be
+/// recovered from a log that starts with them.
 fn load_table(
     out: &mut Output<'_>,
     path: &Path,
-    table: crate::schema::TableId,
-    cipher: Option<&Cipher>,
+    table: TableId,
+    src: &ShardSource<'_>,
 ) -> Result<()> {
     let mut batch: Vec<(u64, WriteOp)> = Vec::new();
     let mut size = 0usize;
-    let mut newest = 0u64;
-    let flush = |out: &mut Output<'_>, batch: &mut Vec<(u64, WriteOp)>, newest: u64| {
+    let flush = |out: &mut Output<'_>, batch: &mut Vec<(u64, WriteOp)>| {
         if batch.is_empty() {
             return Ok(());
         }
         let payload = postcard::to_stdvec(&*batch).map_err(codec)?;
         batch.clear();
-        out.append(0, newest, KIND_LOAD, &payload)
+        out.append(0, src.snapshot, KIND_LOAD, &payload)
     };
-    let summary = read_file(path, cipher, |key, value| {
-        let bad = || StorageError::Corruption {
+    let summary = read_file(path, src.cipher.as_deref(), |key, value| {
+        let bad = |reason: String| StorageError::Corruption {
             file: path.to_path_buf(),
             offset: 0,
-            reason: "a row file entry is not a stored version".into(),
+            reason,
         };
-        let (pk, ts) = split_versioned(key).ok_or_else(bad)?;
-        let row = decode_version(value)?.ok_or_else(bad)?;
+        let (pk, ts) =
+            split_versioned(key).ok_or_else(|| bad("an entry's key has no version".into()))?;
+        let row = decode_version(value)
+            .map_err(|e| bad(format!("an entry is not a stored row: {e}")))?
+            .ok_or_else(|| bad("an entry is a deletion".into()))?;
         size += key.len() + value.len();
-        newest = newest.max(ts);
         batch.push((
             ts,
             WriteOp::Put {
@@ -172,29 +215,32 @@ fn load_table(
             },
         ));
         if size >= LOAD_RECORD_BYTES {
-            flush(out, &mut batch, newest)?;
+            flush(out, &mut batch)?;
             size = 0;
         }
         out.stats.rows += 1;
         Ok(())
     })?;
-    flush(out, &mut batch, newest)?;
+    flush(out, &mut batch)?;
     out.read(summary.bytes);
     Ok(())
 }
 
-/// Copies the source log's records after `after` that the cutoff keeps.
-fn replay(out: &mut Output<'_>, src: &ShardSource<'_>, after: Lsn) -> Result<()> {
-    let keeps_ts = |ts: u64| match src.cutoff {
-        Cutoff::Time(t) => ts <= t,
-        _ => true,
-    };
-    // Prepared write sets awaiting their outcome: (prepare ts, payload).
-    let mut prepared: HashMap<TxnId, Vec<u8>> = HashMap::new();
+/// Copies the source log's records after `after` that the cutoff keeps;
+/// returns the write sets left prepared.
+fn replay(
+    out: &mut Output<'_>,
+    src: &ShardSource<'_>,
+    after: Lsn,
+) -> Result<BTreeMap<TxnId, Vec<u8>>> {
+    let mut prepared: BTreeMap<TxnId, Vec<u8>> = BTreeMap::new();
     let mut stopped_by_lsn = false;
-    read_from(&src.wal, after, src.cipher.as_deref(), |rec: &Record| {
+    let end = read_from(&src.wal, after, src.cipher.as_deref(), |rec: &Record| {
         if let Cutoff::Lsn(n) = src.cutoff {
             if rec.lsn > n {
+                if rec.kind == KIND_LOAD {
+                    return Err(before_base(&src.wal, rec));
+                }
                 stopped_by_lsn = true;
                 return Ok(false);
             }
@@ -203,16 +249,20 @@ fn replay(out: &mut Output<'_>, src: &ShardSource<'_>, after: Lsn) -> Result<()>
         out.stats.last_lsn = rec.lsn;
         out.stats.replayed += 1;
         match rec.kind {
-            KIND_WRITE | KIND_CATALOG if keeps_ts(rec.ts) => {
+            KIND_WRITE | KIND_CATALOG if src.cutoff.keeps(rec.ts) => {
                 out.append(rec.txid, rec.ts, rec.kind, &rec.payload)?;
             }
             KIND_WRITE | KIND_CATALOG => {}
+            KIND_LOAD if src.cutoff.keeps(rec.ts) => {
+                out.append(rec.txid, rec.ts, rec.kind, &rec.payload)?;
+            }
+            KIND_LOAD => return Err(before_base(&src.wal, rec)),
             KIND_PREPARE => {
                 prepared.insert(rec.txid, rec.payload.clone());
             }
             KIND_COMMIT_PREPARED => {
                 let ops = prepared.remove(&rec.txid);
-                if keeps_ts(rec.ts) && !src.excluded.contains(&rec.txid) {
+                if src.cutoff.keeps(rec.ts) {
                     let payload = match ops {
                         _ if !rec.payload.is_empty() => rec.payload.clone(),
                         Some(p) => p,
@@ -229,7 +279,6 @@ fn replay(out: &mut Output<'_>, src: &ShardSource<'_>, after: Lsn) -> Result<()>
             KIND_ABORT_PREPARED => {
                 prepared.remove(&rec.txid);
             }
-            KIND_LOAD => out.append(rec.txid, rec.ts, rec.kind, &rec.payload)?,
             k => {
                 return Err(StorageError::Codec(format!(
                     "unknown WAL record kind {k} at LSN {}",
@@ -239,26 +288,51 @@ fn replay(out: &mut Output<'_>, src: &ShardSource<'_>, after: Lsn) -> Result<()>
         }
         Ok(true)
     })?;
-    // Prepared when the log ends: committed only if the coordinator decided
-    // so within the target. An LSN target cuts by position, not decisions.
-    if !stopped_by_lsn && !matches!(src.cutoff, Cutoff::Lsn(_)) {
-        let mut left: Vec<_> = prepared.into_iter().collect();
-        left.sort_by_key(|(txid, _)| *txid);
-        for (txid, payload) in left {
-            match src.decisions.get(&txid) {
-                Some(&ts) if keeps_ts(ts) && !src.excluded.contains(&txid) => {
-                    out.append(txid, ts, KIND_WRITE, &payload)?;
-                }
-                _ => {}
-            }
+    // A log that ends before the checkpoint's position is not the log the
+    // checkpoint was taken from (or it lost records).
+    if let Some((_, cut)) = src.checkpoint {
+        if end < cut.wal_through {
+            return Err(StorageError::Corruption {
+                file: src.wal.clone(),
+                offset: 0,
+                reason: format!(
+                    "the log ends at LSN {end}, before the checkpoint's LSN {}: the checkpoint belongs to another log, or records are missing",
+                    cut.wal_through
+                ),
+            });
         }
     }
-    Ok(())
+    if let Cutoff::Lsn(n) = src.cutoff {
+        if !stopped_by_lsn && end < n {
+            return Err(StorageError::Corruption {
+                file: src.wal.clone(),
+                offset: 0,
+                reason: format!("the log ends at LSN {end}, before the target LSN {n}"),
+            });
+        }
+        // Decided or not, an LSN target cuts by position.
+        prepared.clear();
+    }
+    Ok(prepared)
+}
+
+/// The target lies inside rows a previous restore loaded.
+fn before_base(wal: &Path, rec: &Record) -> StorageError {
+    StorageError::Corruption {
+        file: wal.to_path_buf(),
+        offset: 0,
+        reason: format!(
+            "this log starts from a restored checkpoint (LSN {} holds its rows); no point before that checkpoint can be recovered from it",
+            rec.lsn
+        ),
+    }
 }
 
 /// For LSN targets: the multi-shard transactions whose commit record lies
-/// within the target on some shard but not on another. `logs` gives each
-/// shard's log, the LSN replay starts after, and its target.
+/// within the target on some shard but not on another (or that are left
+/// prepared on one). Restoring to such a target would keep half of each, so
+/// the caller refuses it. `logs` gives each shard's log, the LSN replay
+/// starts after, and its target.
 pub fn split_transactions(
     logs: &[(PathBuf, Lsn, Lsn)],
     cipher: Option<&Cipher>,
@@ -269,7 +343,7 @@ pub fn split_transactions(
         let mut open: HashSet<TxnId> = HashSet::new();
         read_from(dir, *after, cipher, |rec| {
             match rec.kind {
-                KIND_PREPARE => {
+                KIND_PREPARE if rec.lsn <= *target => {
                     open.insert(rec.txid);
                 }
                 KIND_COMMIT_PREPARED => {
@@ -288,7 +362,7 @@ pub fn split_transactions(
             }
             Ok(true)
         })?;
-        // Prepared here with no commit record at all: cut off here.
+        // Prepared within the target with no outcome at all: cut off here.
         for txid in open {
             seen.entry(txid).or_default().1 = true;
         }

@@ -539,16 +539,17 @@ fn scan_segment(
 /// it (the log may belong to a running server), handing each to `visit`
 /// until it returns false. A record cut off at the end of the last segment
 /// is where a writer is, or a torn tail: the read ends there. Missing
-/// segments and damage anywhere else are errors naming the file.
+/// segments and damage anywhere else are errors naming the file. Returns
+/// the LSN of the last record read (visited or not).
 pub fn read_from(
     dir: &Path,
     after: Lsn,
     cipher: Option<&Cipher>,
     mut visit: impl FnMut(&Record) -> Result<bool>,
-) -> Result<()> {
+) -> Result<Lsn> {
     let segs = list_segments(dir)?;
     if segs.is_empty() && after == 0 {
-        return Ok(());
+        return Ok(0);
     }
     let start = segs
         .iter()
@@ -575,24 +576,26 @@ pub fn read_from(
         }
         let buf = fs::read(path).map_err(|e| StorageError::io(path, e))?;
         let last = i + 1 == segs.len();
-        let mut stop = false;
         let scanned = scan_segment(path, &buf, *first, last, cipher, |rec| {
             if rec.lsn <= after {
                 return Ok(true);
             }
-            let more = visit(rec)?;
-            stop = !more;
-            Ok(more)
+            visit(rec)
         })?;
         match scanned {
             Scanned::Whole(next) => expected = next,
-            Scanned::Stopped(_) | Scanned::TornAt(..) => return Ok(()),
-        }
-        if stop {
-            return Ok(());
+            Scanned::Stopped(next) => return Ok(next - 1),
+            Scanned::TornAt(pos, next) => {
+                tracing::warn!(
+                    file = %path.display(),
+                    offset = pos,
+                    "the log ends with an incomplete or damaged record (a torn tail, or a live server writing it); reading stops before it"
+                );
+                return Ok(next - 1);
+            }
         }
     }
-    Ok(())
+    Ok(expected - 1)
 }
 
 #[cfg(test)]
