@@ -345,4 +345,13 @@ fn malformed_input_gets_errors_and_the_server_keeps_serving() {
     let mut other = RawClient::connect(server.port, "fortress", "app");
     let ok = other.query("SELECT count(*) FROM t", None);
     assert!(matches!(&ok[..], [Outcome::Rows { .. }]), "{ok:?}");
+    // The cut-short Parse is one pgwire's decoder panics on: the server
+    // ended that connection alone and said why.
+    assert!(
+        server
+            .log()
+            .contains("closed a connection whose message the protocol decoder could not read"),
+        "{}",
+        server.log()
+    );
 }

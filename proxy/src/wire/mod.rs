@@ -2,6 +2,7 @@
 //! query, and the mapping of errors to ErrorResponse with their SQLSTATE.
 
 pub mod encode;
+pub mod frame;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -1001,9 +1002,21 @@ pub async fn serve(
                 Ok((socket, peer)) => {
                     let _ = socket.set_nodelay(true);
                     let server = server.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, server).await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                                        tokio::spawn(async move {
+                        // pgwire 0.42 panics decoding some malformed messages
+                        // (see `frame`): that ends this connection only.
+                        let session = std::panic::AssertUnwindSafe(
+                            pgwire::tokio::process_socket(socket, None, server),
+                        );
+                        match futures::FutureExt::catch_unwind(session).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "connection ended with an error")
+                            }
+                            Err(_) => tracing::warn!(
+                                %peer,
+                                "closed a connection whose message the protocol decoder could not read"
+                            ),
                         }
                     });
                 }

@@ -1,0 +1,4 @@
+//! Fuzz target: see `fortress_props::router` for the property.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fortress_props::router(data));
