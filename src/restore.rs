@@ -300,12 +300,13 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
         fortress_proxy::cluster::write_identity(&args.to, identity.shards, identity.vnodes)?;
         // Materialise the new directory now, so it is checked and its
         // first start does not replay everything.
+        let began = Instant::now();
         let cluster = crate::open_existing(&args.to, cipher.clone())
             .with_context(|| format!("opening the restored {}", args.to.display()))?;
         cluster.flush();
-        Ok(summary)
+        Ok((summary, began.elapsed().as_secs_f64()))
     });
-    let (rows, records, bytes, positions, written) = match result {
+    let ((rows, records, bytes, positions, written), applied) = match result {
         Ok(r) => r,
         Err(e) => {
             // Nothing half-restored is left for a server to start on.
@@ -317,7 +318,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
     drop(source_lock);
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "restored {} into {}: {} rows from checkpoint {}, {} WAL records read through {}; {:.1} MB read in {:.2} s ({:.1} MB/s; logs written in {:.2} s)",
+        "restored {} into {}: {} rows from checkpoint {}, {} WAL records read through {}; {:.1} MB read and new logs written in {:.2} s ({:.1} MB/s), applied to the new shards in {:.2} s, {:.2} s in all",
         from.display(),
         args.to.display(),
         rows,
@@ -329,10 +330,11 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
             Target::Time(t) => format!("time {}", format_ts(*t)),
             Target::Lsn(_) => format!("LSNs {}", positions.join(",")),
         },
-        bytes as f64 / 1e6,
-        secs,
-        bytes as f64 / 1e6 / secs.max(1e-6),
-        written
+                bytes as f64 / 1e6,
+        written,
+        bytes as f64 / 1e6 / written.max(1e-6),
+        applied,
+        secs
     );
     Ok(())
 }

@@ -180,11 +180,24 @@ impl Cluster {
             Some(identity) => identity,
             None => write_identity(dir, opts.shards, opts.vnodes)?,
         };
-        let mut stores = Vec::new();
-        for i in 0..opts.shards {
-            let sdir = dir.join(format!("shard-{i:03}"));
-            stores.push(Arc::new(ShardStore::open(i, &sdir, opts.shard.clone())?));
-        }
+        // Shards replay their logs in parallel.
+        let stores = std::thread::scope(|scope| {
+            let opening: Vec<_> = (0..opts.shards)
+                .map(|i| {
+                    let sdir = dir.join(format!("shard-{i:03}"));
+                    let shard_opts = opts.shard.clone();
+                    scope.spawn(move || ShardStore::open(i, &sdir, shard_opts).map(Arc::new))
+                })
+                .collect();
+            opening
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StorageError::Codec("a shard panicked while opening".into()))
+                    })
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+        })?;
         let newest = stores
             .iter()
             .map(|s| s.catalog())
