@@ -102,6 +102,7 @@ fn create(dirs: &DirArgs) -> anyhow::Result<Manifest> {
 fn list(dirs: &DirArgs) -> anyhow::Result<()> {
     let cipher = crate::key::load(dirs.key_file.as_deref())?;
     let found = checkpoint::list(&dirs.checkpoints(), cipher.as_deref())?;
+    let ours = fortress_proxy::cluster::read_identity(&dirs.data_dir)?.map(|i| i.id);
     if found.is_empty() {
         println!("no checkpoints in {}", dirs.checkpoints().display());
         return Ok(());
@@ -119,8 +120,13 @@ fn list(dirs: &DirArgs) -> anyhow::Result<()> {
                     .iter()
                     .map(|s| format!("{}:{}", s.shard, s.wal_through))
                     .collect();
+                let other = if ours.as_deref() == Some(m.cluster.as_str()) {
+                    ""
+                } else {
+                    "  (of another data directory)"
+                };
                 println!(
-                    "{:<26} {:<28} {:>10} {:>12} {:>12}  {}",
+                    "{:<26} {:<28} {:>10} {:>12} {:>12}  {}{other}",
                     m.id,
                     m.created,
                     m.rows(),
@@ -196,6 +202,7 @@ pub fn prune(
     keep: Option<usize>,
     older_than: Option<Duration>,
 ) -> anyhow::Result<Vec<String>> {
+    remove_stale_partials(root)?;
     let mut found = Vec::new();
     for (path, m) in checkpoint::list(root, cipher)? {
         match m {
@@ -227,6 +234,29 @@ pub fn prune(
         }
     }
     Ok(removed)
+}
+
+/// Removes `*.tmp` directories that checkpoints interrupted by a crash left
+/// behind (untouched for an hour: none is still being written).
+fn remove_stale_partials(root: &Path) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Ok(());
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let path = e.path();
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3600));
+        if stale && path.is_dir() && name_of(&path).ends_with(".tmp") {
+            tracing::info!(dir = %path.display(), "removing an interrupted checkpoint");
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Takes a checkpoint every `every` and keeps the newest `keep`.

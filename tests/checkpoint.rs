@@ -489,6 +489,15 @@ async fn damage_is_named_and_nothing_is_restored_silently() {
         &id,
     ]));
     assert!(err.contains("another data directory"), "{err}");
+    let list = ok(fortress(&[
+        "checkpoint",
+        "list",
+        "--data-dir",
+        s(&other),
+        "--checkpoint-dir",
+        s(&ckpts),
+    ]));
+    assert!(list.contains("(of another data directory)"), "{list}");
 
     // Retention: prune keeps the newest.
     ok(fortress(&["checkpoint", "create", "--data-dir", s(&data)]));
