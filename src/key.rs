@@ -7,18 +7,28 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use fortress_storage::cipher::Cipher;
 
-/// The configured key, if any.
+/// The configured key, if any. A key from the environment is then taken
+/// out of it, so child processes do not inherit it; callers run this before
+/// they start threads.
 pub fn load(key_file: Option<&Path>) -> anyhow::Result<Option<Arc<Cipher>>> {
     let from_env = std::env::var_os("FORTRESS_KEY");
-    let bytes = match (from_env, key_file) {
+    if from_env.is_some() {
+        std::env::remove_var("FORTRESS_KEY");
+    }
+    let key = match (from_env, key_file) {
         (Some(_), Some(_)) => bail!("set FORTRESS_KEY or --key-file, not both"),
-        (Some(k), None) => k.into_encoded_bytes(),
-        (None, Some(path)) => std::fs::read(path)
-            .with_context(|| format!("reading the key file {}", path.display()))?,
+        // Hex only: a 32-character passphrase is not a key.
+        (Some(k), None) => Cipher::parse_hex_key(&k.to_string_lossy())?,
+        (None, Some(path)) => Cipher::parse_key(
+            &std::fs::read(path)
+                .with_context(|| format!("reading the key file {}", path.display()))?,
+        )?,
         (None, None) => return Ok(None),
     };
-    let key = Cipher::parse_key(&bytes)?;
     let cipher = Cipher::new(&key);
-    tracing::info!(key = cipher.id(), "encryption at rest is on");
+    tracing::info!(
+        key = cipher.id(),
+        "WAL records and checkpoints are encrypted (sled's own files are not)"
+    );
     Ok(Some(Arc::new(cipher)))
 }

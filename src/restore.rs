@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use fortress_storage::checkpoint::{self, Manifest};
 use fortress_storage::cipher::Cipher;
 use fortress_storage::restore::{restore_shard, split_transactions, Cutoff, ShardSource};
-use fortress_storage::{Catalog, DataType, Lsn, Timestamp, Value};
+use fortress_storage::{DataType, Lsn, Timestamp, Value};
 use std::sync::Arc;
 
 use crate::cli::RestoreArgs;
@@ -358,7 +358,7 @@ fn write_shards(
         None => fortress_proxy::cluster::read_identity(from)?.map_or(0, |i| i.shards),
     };
     let mut progress = Progress::new(total);
-    let empty = Catalog::default();
+    let empty = Manifest::default();
     let mut pending = Vec::new();
     for s in 0..shards {
         let cut = chosen.map(|(p, m)| {
@@ -370,8 +370,7 @@ fn write_shards(
         });
         let src = ShardSource {
             checkpoint: cut.transpose()?,
-            catalog: chosen.map_or(&empty, |(_, m)| &m.catalog),
-            snapshot: chosen.map_or(0, |(_, m)| m.snapshot),
+            manifest: chosen.map_or(&empty, |(_, m)| m),
             wal: wal_dir(s),
             cutoff: target.cutoff(s as usize),
             cipher: cipher.clone(),

@@ -207,13 +207,22 @@ pub fn wal(data: &[u8]) {
         ),
     }
     check_block_file(dir.path(), data);
+    // The same bytes as an encrypted log: an error or records, no panic.
+    let sealed_dir = dir.path().join("sealed");
+    std::fs::create_dir_all(&sealed_dir).expect("sealed dir");
+    std::fs::write(sealed_dir.join("00000000000000000001.seg"), data).expect("segment");
+    let opts = WalOptions {
+        cipher: Some(Arc::new(fortress_storage::cipher::Cipher::new(&[9; 32]))),
+        ..WalOptions::default()
+    };
+    let _ = Wal::open(&sealed_dir, opts, 0, |_| Ok(()));
 }
 
 /// Arbitrary bytes as a checkpoint file: an error, never a panic.
 fn check_block_file(dir: &Path, data: &[u8]) {
     let path = dir.join("f.rows");
     std::fs::write(&path, data).expect("file");
-    let _ = fortress_storage::checkpoint::read_file(&path, None, |_, _| Ok(()));
+    let _ = fortress_storage::checkpoint::read_file(&path, "f.rows", None, |_, _| Ok(()));
 }
 
 /// Parameter types the wire property decodes Bind values as.
@@ -251,17 +260,15 @@ pub fn wire(data: &[u8]) {
         // connection, see tests/wire.rs): the check must catch every such
         // body, so only checked messages reach pgwire's decoder.
         if !ctx.awaiting_frontend_startup {
-            if let Some((&tag, len)) = buf.split_first() {
-                let Some(len) = len
-                    .first_chunk::<4>()
-                    .map(|l| u32::from_be_bytes(*l) as usize)
-                else {
+            if let Some((&tag, rest)) = buf.split_first() {
+                let Some(len) = rest.first_chunk::<4>().map(|l| u32::from_be_bytes(*l)) else {
                     break;
                 };
-                let Some(body) = buf.get(5..(len + 1).max(5)) else {
+                let end = (len as usize).saturating_add(1).max(5);
+                let Some(body) = buf.get(5..end) else {
                     break;
                 };
-                if len < 4 || frame::check(tag, body).is_err() {
+                if frame::check(tag, len, body).is_err() {
                     break;
                 }
             }

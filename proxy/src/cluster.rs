@@ -312,6 +312,7 @@ impl Cluster {
             },
             shards: cuts,
             catalog: (*self.catalog()).clone(),
+            sealed: self.cipher.is_some(),
         };
         manifest.write(&tmp, self.cipher.clone())?;
         fortress_storage::checkpoint::sync_dir(&tmp)?;

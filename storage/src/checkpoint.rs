@@ -56,6 +56,9 @@ fn corrupt(file: &Path, offset: u64, reason: impl Into<String>) -> StorageError 
 pub struct BlockWriter {
     out: BufWriter<File>,
     cipher: Option<Arc<Cipher>>,
+    /// The file's name in its checkpoint, which sealed blocks are bound to.
+    label: String,
+    blocks: u64,
     path: PathBuf,
     raw: Vec<u8>,
     entries: u64,
@@ -70,11 +73,24 @@ pub struct FileSummary {
     pub bytes: u64,
     /// Bytes of the entries before compression.
     pub raw_bytes: u64,
+    /// Whether the blocks are sealed (encrypted).
+    pub sealed: bool,
+}
+
+/// What a sealed block is bound to: its file, its place in it and its
+/// length, so blocks cannot be dropped, reordered or moved between files.
+fn block_aad(label: &str, index: u64, raw_len: usize) -> Vec<u8> {
+    let mut aad = label.as_bytes().to_vec();
+    aad.push(0);
+    aad.extend_from_slice(&index.to_le_bytes());
+    aad.extend_from_slice(&(raw_len as u32).to_le_bytes());
+    aad
 }
 
 impl BlockWriter {
-    /// Creates `path`; blocks are sealed when a cipher is given.
-    pub fn create(path: &Path, cipher: Option<Arc<Cipher>>) -> Result<BlockWriter> {
+    /// Creates `path`, known in its checkpoint as `label`; blocks are
+    /// sealed when a cipher is given.
+    pub fn create(path: &Path, label: &str, cipher: Option<Arc<Cipher>>) -> Result<BlockWriter> {
         let file = File::create(path).map_err(|e| StorageError::io(path, e))?;
         let mut out = BufWriter::with_capacity(1 << 16, file);
         let flags = if cipher.is_some() {
@@ -88,6 +104,8 @@ impl BlockWriter {
         Ok(BlockWriter {
             out,
             cipher,
+            label: label.to_string(),
+            blocks: 0,
             path: path.to_path_buf(),
             raw: Vec::with_capacity(BLOCK_RAW + 4096),
             entries: 0,
@@ -111,6 +129,15 @@ impl BlockWriter {
     }
 
     fn write_block(&mut self, raw_len: usize, stored: &[u8]) -> Result<()> {
+        let sealed;
+        let stored = match &self.cipher {
+            Some(c) => {
+                sealed = c.seal(stored, &block_aad(&self.label, self.blocks, raw_len));
+                &sealed
+            }
+            None => stored,
+        };
+        self.blocks += 1;
         let mut header = [0u8; BLOCK_HEADER];
         header[0..4].copy_from_slice(&(raw_len as u32).to_le_bytes());
         header[4..8].copy_from_slice(&(stored.len() as u32).to_le_bytes());
@@ -130,12 +157,9 @@ impl BlockWriter {
         if self.raw.is_empty() {
             return Ok(());
         }
-        let mut stored = zstd::bulk::compress(&self.raw, ZSTD_LEVEL)
+        let stored = zstd::bulk::compress(&self.raw, ZSTD_LEVEL)
             .map_err(|e| StorageError::io(&self.path, e))?;
         let raw_len = self.raw.len();
-        if let Some(c) = &self.cipher {
-            stored = c.seal(&stored, &(raw_len as u32).to_le_bytes());
-        }
         self.write_block(raw_len, &stored)?;
         self.raw_bytes += raw_len as u64;
         self.raw.clear();
@@ -157,6 +181,7 @@ impl BlockWriter {
             entries: self.entries,
             bytes: self.bytes,
             raw_bytes: self.raw_bytes,
+            sealed: self.cipher.is_some(),
         })
     }
 }
@@ -167,6 +192,7 @@ impl BlockWriter {
 /// with ([`StorageError::Encryption`] otherwise).
 pub fn read_file(
     path: &Path,
+    label: &str,
     cipher: Option<&Cipher>,
     mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>,
 ) -> Result<FileSummary> {
@@ -198,8 +224,12 @@ pub fn read_file(
         (false, _) => None,
     };
     let mut offset = head.len() as u64;
-    let mut summary = FileSummary::default();
+    let mut summary = FileSummary {
+        sealed,
+        ..FileSummary::default()
+    };
     let mut stored = Vec::new();
+    let mut index = 0u64;
     loop {
         let mut header = [0u8; BLOCK_HEADER];
         input
@@ -222,8 +252,27 @@ pub fn read_file(
             return Err(corrupt(path, offset, "block checksum mismatch"));
         }
         summary.bytes = offset + (BLOCK_HEADER + stored_len) as u64;
+        let opened;
+        let content = match cipher {
+            Some(c) => {
+                opened = c
+                    .open(&stored, &block_aad(label, index, raw_len))
+                    .ok_or_else(|| {
+                        encryption(
+                            offset,
+                            format!(
+                                "cannot decrypt with key {}: it is not the key the checkpoint was written with, or the block was moved",
+                                c.id()
+                            ),
+                        )
+                    })?;
+                &opened
+            }
+            None => &stored,
+        };
+        index += 1;
         if raw_len == 0 {
-            let count = stored
+            let count = content
                 .as_slice()
                 .try_into()
                 .map(u64::from_le_bytes)
@@ -245,25 +294,7 @@ pub fn read_file(
             }
             return Ok(summary);
         }
-        let opened;
-        let compressed = match cipher {
-            Some(c) => {
-                opened = c
-                    .open(&stored, &(raw_len as u32).to_le_bytes())
-                    .ok_or_else(|| {
-                        encryption(
-                            offset,
-                            format!(
-                                "cannot decrypt with key {}: it is not the key the checkpoint was written with",
-                                c.id()
-                            ),
-                        )
-                    })?;
-                &opened
-            }
-            None => &stored,
-        };
-        let raw = zstd::bulk::decompress(compressed, raw_len)
+        let raw = zstd::bulk::decompress(content, raw_len)
             .map_err(|e| corrupt(path, offset, format!("block does not decompress: {e}")))?;
         if raw.len() != raw_len {
             return Err(corrupt(
@@ -296,7 +327,7 @@ fn take_field(raw: &[u8], pos: usize) -> Option<(&[u8], usize)> {
 }
 
 /// The ring a checkpoint's rows were placed by.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RingLayout {
     pub shards: u32,
     pub vnodes: usize,
@@ -328,7 +359,7 @@ pub struct ShardCut {
 }
 
 /// The description of a checkpoint, stored in its `MANIFEST`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
     pub id: String,
@@ -344,6 +375,9 @@ pub struct Manifest {
     pub shards: Vec<ShardCut>,
     #[serde(skip)]
     pub catalog: Catalog,
+    /// Whether the checkpoint is encrypted (read from its files, not stored).
+    #[serde(skip)]
+    pub sealed: bool,
 }
 
 impl Manifest {
@@ -371,7 +405,7 @@ impl Manifest {
             serde_json::to_vec_pretty(self).map_err(|e| StorageError::Codec(e.to_string()))?;
         let catalog =
             postcard::to_stdvec(&self.catalog).map_err(|e| StorageError::Codec(e.to_string()))?;
-        let mut w = BlockWriter::create(&path, cipher)?;
+        let mut w = BlockWriter::create(&path, MANIFEST, cipher)?;
         w.push(b"manifest", &json)?;
         w.push(b"catalog", &catalog)?;
         w.finish()?;
@@ -382,7 +416,7 @@ impl Manifest {
     pub fn read(dir: &Path, cipher: Option<&Cipher>) -> Result<Manifest> {
         let path = dir.join(MANIFEST);
         let (mut json, mut catalog) = (None, None);
-        read_file(&path, cipher, |k, v| {
+        let file = read_file(&path, MANIFEST, cipher, |k, v| {
             match k {
                 b"manifest" => json = Some(v.to_vec()),
                 b"catalog" => catalog = Some(v.to_vec()),
@@ -396,6 +430,7 @@ impl Manifest {
         let mut m: Manifest =
             serde_json::from_slice(&json).map_err(|e| corrupt(&path, 0, e.to_string()))?;
         m.catalog = postcard::from_bytes(&catalog).map_err(|e| corrupt(&path, 0, e.to_string()))?;
+        m.sealed = file.sealed;
         if m.format != FORMAT {
             return Err(corrupt(
                 &path,
@@ -413,21 +448,37 @@ pub fn verify(dir: &Path, cipher: Option<&Cipher>) -> Result<Manifest> {
     let m = Manifest::read(dir, cipher)?;
     for cut in &m.shards {
         for t in &cut.tables {
-            let path = dir.join(&t.file);
-            let got = read_file(&path, cipher, |_, _| Ok(()))?;
-            if got.entries != t.rows || got.bytes != t.bytes {
-                return Err(corrupt(
-                    &path,
-                    got.bytes,
-                    format!(
-                        "{} rows in {} bytes where the manifest says {} rows in {} bytes",
-                        got.entries, got.bytes, t.rows, t.bytes
-                    ),
-                ));
-            }
+            let got = read_file(&dir.join(&t.file), &t.file, cipher, |_, _| Ok(()))?;
+            m.check_file(dir, t, &got)?;
         }
     }
     Ok(m)
+}
+
+impl Manifest {
+    /// Checks a file read whole against what the manifest says of it: its
+    /// rows, its size and whether it is sealed like the manifest.
+    pub fn check_file(&self, dir: &Path, t: &TableFile, got: &FileSummary) -> Result<()> {
+        let path = dir.join(&t.file);
+        if got.sealed != self.sealed {
+            return Err(StorageError::Encryption {
+                file: path,
+                offset: 8,
+                reason: "the file is not encrypted like its manifest".into(),
+            });
+        }
+        if got.entries != t.rows || got.bytes != t.bytes {
+            return Err(corrupt(
+                &path,
+                got.bytes,
+                format!(
+                    "{} rows in {} bytes where the manifest says {} rows in {} bytes",
+                    got.entries, got.bytes, t.rows, t.bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The checkpoints under `root`, oldest first; directories being written
@@ -464,7 +515,7 @@ mod tests {
     use super::*;
 
     fn write(path: &Path, n: u32) -> FileSummary {
-        let mut w = BlockWriter::create(path, None).unwrap();
+        let mut w = BlockWriter::create(path, "f.rows", None).unwrap();
         for i in 0..n {
             w.push(
                 &i.to_be_bytes(),
@@ -481,7 +532,7 @@ mod tests {
         let path = dir.path().join("f.rows");
         let written = write(&path, 40_000);
         let mut seen = Vec::new();
-        let read = read_file(&path, None, |k, v| {
+        let read = read_file(&path, "f.rows", None, |k, v| {
             seen.push((k.to_vec(), v.len()));
             Ok(())
         })
@@ -503,7 +554,7 @@ mod tests {
         let at = bytes.len() / 2;
         bytes[at] ^= 0x40;
         fs::write(&path, &bytes).unwrap();
-        match read_file(&path, None, |_, _| Ok(())) {
+        match read_file(&path, "f.rows", None, |_, _| Ok(())) {
             Err(StorageError::Corruption { file, offset, .. }) => {
                 assert_eq!(file, path);
                 assert!(offset <= at as u64 && offset > 0, "{offset} vs {at}");
@@ -520,7 +571,7 @@ mod tests {
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..s.bytes as usize - 20]).unwrap();
         assert!(matches!(
-            read_file(&path, None, |_, _| Ok(())),
+            read_file(&path, "f.rows", None, |_, _| Ok(())),
             Err(StorageError::Corruption { .. })
         ));
     }
@@ -550,6 +601,7 @@ mod tests {
                 tables: vec![],
             }],
             catalog,
+            sealed: false,
         };
         m.write(dir.path(), None).unwrap();
         assert_eq!(Manifest::read(dir.path(), None).unwrap(), m);
@@ -561,25 +613,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.rows");
         let key = Arc::new(Cipher::new(&[3; 32]));
-        let mut w = BlockWriter::create(&path, Some(key.clone())).unwrap();
+        let mut w = BlockWriter::create(&path, "f.rows", Some(key.clone())).unwrap();
         for i in 0..1000u32 {
             w.push(&i.to_be_bytes(), b"secret row").unwrap();
         }
         w.finish().unwrap();
         let bytes = fs::read(&path).unwrap();
         assert!(!bytes.windows(10).any(|w| w == b"secret row"));
-        let n = read_file(&path, Some(&key), |_, v| {
+        let n = read_file(&path, "f.rows", Some(&key), |_, v| {
             assert_eq!(v, b"secret row");
             Ok(())
         })
         .unwrap();
         assert_eq!(n.entries, 1000);
         assert!(matches!(
-            read_file(&path, None, |_, _| Ok(())),
+            read_file(&path, "f.rows", None, |_, _| Ok(())),
             Err(StorageError::Encryption { .. })
         ));
         let other = Cipher::new(&[4; 32]);
-        match read_file(&path, Some(&other), |_, _| Ok(())) {
+        match read_file(&path, "f.rows", Some(&other), |_, _| Ok(())) {
             Err(StorageError::Encryption { reason, .. }) => {
                 assert!(reason.contains("not the key"), "{reason}")
             }

@@ -14,7 +14,8 @@ pub const OVERHEAD: usize = NONCE + 16;
 /// An AES-256-GCM key, ready to seal and open.
 pub struct Cipher {
     aead: Aes256Gcm,
-    /// First 8 hex digits of SHA-256 of nothing secret: a name for logs.
+    /// A key check value (4 bytes of AES over a fixed block): names the key
+    /// in logs and errors without revealing it.
     id: String,
 }
 
@@ -42,13 +43,17 @@ impl Cipher {
         Cipher { aead, id }
     }
 
-    /// Reads a key given as 64 hex digits (surrounding whitespace ignored)
-    /// or, for key files, as exactly 32 raw bytes.
+    /// Reads a key file: exactly 32 raw bytes, or 64 hex digits.
     pub fn parse_key(bytes: &[u8]) -> Result<[u8; 32], BadKey> {
         if let Ok(raw) = <[u8; 32]>::try_from(bytes) {
             return Ok(raw);
         }
-        let text = std::str::from_utf8(bytes).map_err(|_| BadKey)?.trim();
+        Cipher::parse_hex_key(std::str::from_utf8(bytes).map_err(|_| BadKey)?)
+    }
+
+    /// Reads a key given as 64 hex digits (surrounding whitespace ignored).
+    pub fn parse_hex_key(text: &str) -> Result<[u8; 32], BadKey> {
+        let text = text.trim();
         if text.len() != 64 {
             return Err(BadKey);
         }

@@ -15,12 +15,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::checkpoint::{read_file, ShardCut};
+use crate::checkpoint::{read_file, Manifest, ShardCut, TableFile};
 use crate::cipher::Cipher;
 use crate::error::{Result, StorageError};
 use crate::keycodec::split_versioned;
 use crate::mvcc::decode_version;
-use crate::schema::{Catalog, TableId};
 use crate::shard::{
     WriteOp, KIND_ABORT_PREPARED, KIND_CATALOG, KIND_COMMIT_PREPARED, KIND_LOAD, KIND_PREPARE,
     KIND_WRITE,
@@ -57,10 +56,8 @@ impl Cutoff {
 pub struct ShardSource<'a> {
     /// The checkpoint directory and this shard's part of it, if any.
     pub checkpoint: Option<(&'a Path, &'a ShardCut)>,
-    /// The catalog at the checkpoint (empty without one).
-    pub catalog: &'a Catalog,
-    /// The checkpoint's snapshot timestamp (0 without one).
-    pub snapshot: u64,
+    /// The checkpoint's manifest (an empty one without a checkpoint).
+    pub manifest: &'a Manifest,
     /// The source shard's log directory.
     pub wal: PathBuf,
     pub cutoff: Cutoff,
@@ -157,10 +154,10 @@ pub fn restore_shard(
     if let Some((dir, cut)) = src.checkpoint {
         after = cut.wal_after;
         out.stats.last_lsn = cut.wal_through;
-        let payload = postcard::to_stdvec(src.catalog).map_err(codec)?;
-        out.append(0, src.snapshot, KIND_CATALOG, &payload)?;
+        let payload = postcard::to_stdvec(&src.manifest.catalog).map_err(codec)?;
+        out.append(0, src.manifest.snapshot, KIND_CATALOG, &payload)?;
         for t in &cut.tables {
-            load_table(&mut out, &dir.join(&t.file), t.table, src)?;
+            load_table(&mut out, dir, t, src)?;
         }
     }
     let mut prepared = BTreeMap::new();
@@ -180,10 +177,12 @@ pub fn restore_shard(
 /// recovered from a log that starts with them.
 fn load_table(
     out: &mut Output<'_>,
-    path: &Path,
-    table: TableId,
+    dir: &Path,
+    file: &TableFile,
     src: &ShardSource<'_>,
 ) -> Result<()> {
+    let path = &dir.join(&file.file);
+    let table = file.table;
     let mut batch: Vec<(u64, WriteOp)> = Vec::new();
     let mut size = 0usize;
     let flush = |out: &mut Output<'_>, batch: &mut Vec<(u64, WriteOp)>| {
@@ -192,9 +191,9 @@ fn load_table(
         }
         let payload = postcard::to_stdvec(&*batch).map_err(codec)?;
         batch.clear();
-        out.append(0, src.snapshot, KIND_LOAD, &payload)
+        out.append(0, src.manifest.snapshot, KIND_LOAD, &payload)
     };
-    let summary = read_file(path, src.cipher.as_deref(), |key, value| {
+    let summary = read_file(path, &file.file, src.cipher.as_deref(), |key, value| {
         let bad = |reason: String| StorageError::Corruption {
             file: path.to_path_buf(),
             offset: 0,
@@ -222,6 +221,7 @@ fn load_table(
         Ok(())
     })?;
     flush(out, &mut batch)?;
+    src.manifest.check_file(dir, file, &summary)?;
     out.read(summary.bytes);
     Ok(())
 }

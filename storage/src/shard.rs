@@ -823,8 +823,10 @@ impl ShardStore {
                 continue;
             };
             let name = format!("t{}.rows", def.id);
+            let label = format!("{shard_dir}/{name}");
             let mut out = crate::checkpoint::BlockWriter::create(
                 &dir.join(&name),
+                &label,
                 self.wal.cipher().cloned(),
             )?;
             for item in visible_versions(tree.range(&[0x01u8][..]..), snapshot) {
@@ -835,7 +837,7 @@ impl ShardStore {
             tables.push(TableFile {
                 table: def.id,
                 name: def.name.clone(),
-                file: format!("{shard_dir}/{name}"),
+                file: label,
                 rows: summary.entries,
                 bytes: summary.bytes,
                 raw_bytes: summary.raw_bytes,

@@ -253,6 +253,10 @@ impl Wal {
         fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
         let segs = list_segments(dir)?;
         let mut expected: Option<Lsn> = None;
+        let mut sealing = Sealing {
+            cipher: opts.cipher.as_deref(),
+            sealed: None,
+        };
         let mut tail: Option<(PathBuf, u64)> = None;
         for (i, (first, path)) in segs.iter().enumerate() {
             let last = i + 1 == segs.len();
@@ -270,35 +274,41 @@ impl Wal {
                 });
             }
             let buf = fs::read(path).map_err(|e| StorageError::io(path, e))?;
-            let (pos, next) =
-                match scan_segment(path, &buf, *first, last, opts.cipher.as_deref(), |rec| {
-                    if rec.lsn > replay_after {
-                        replay(rec)?;
-                    }
-                    Ok(true)
-                })? {
-                    Scanned::Whole(next) | Scanned::Stopped(next) => (buf.len(), next),
-                    Scanned::TornAt(pos, next) => {
-                        tracing::warn!(
-                            file = %path.display(),
-                            offset = pos,
-                            dropped = buf.len() - pos,
-                            "truncating torn WAL tail"
-                        );
-                        let f = OpenOptions::new()
-                            .write(true)
-                            .open(path)
-                            .map_err(|e| StorageError::io(path, e))?;
-                        f.set_len(pos as u64)
-                            .and_then(|_| f.sync_all())
-                            .map_err(|e| StorageError::io(path, e))?;
-                        (pos, next)
-                    }
-                };
+            let (pos, next) = match scan_segment(path, &buf, *first, last, &mut sealing, |rec| {
+                if rec.lsn > replay_after {
+                    replay(rec)?;
+                }
+                Ok(true)
+            })? {
+                Scanned::Whole(next) | Scanned::Stopped(next) => (buf.len(), next),
+                Scanned::TornAt(pos, next) => {
+                    tracing::warn!(
+                        file = %path.display(),
+                        offset = pos,
+                        dropped = buf.len() - pos,
+                        "truncating torn WAL tail"
+                    );
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .map_err(|e| StorageError::io(path, e))?;
+                    f.set_len(pos as u64)
+                        .and_then(|_| f.sync_all())
+                        .map_err(|e| StorageError::io(path, e))?;
+                    (pos, next)
+                }
+            };
             expected = Some(next);
             if last {
                 tail = Some((path.clone(), pos as u64));
             }
+        }
+        if opts.cipher.is_some() && sealing.sealed == Some(false) {
+            return Err(StorageError::Encryption {
+                file: dir.to_path_buf(),
+                offset: 0,
+                reason: "the log is not encrypted; to encrypt a data directory, restore it into a new one with the key".into(),
+            });
         }
         let next_lsn = expected.unwrap_or(1).max(1);
         let (path, size) = match tail {
@@ -375,6 +385,11 @@ impl Wal {
     /// OS but not yet durable: call [`Wal::wait_durable`] before acknowledging.
     pub fn append(&self, txid: u64, ts: u64, kind: u8, payload: &[u8]) -> Result<Lsn> {
         self.check_failed()?;
+        if kind & SEALED != 0 {
+            return Err(StorageError::Codec(format!(
+                "record kind {kind} is reserved"
+            )));
+        }
         if payload.len() + crate::cipher::OVERHEAD > MAX_PAYLOAD {
             return Err(StorageError::Codec(format!(
                 "WAL record of {} bytes exceeds the maximum",
@@ -476,6 +491,27 @@ fn has_valid_record_after(buf: &[u8], from: usize, next: Lsn) -> bool {
     })
 }
 
+/// Whether a log's records are sealed: all of them or none, as its first
+/// record says, so unsealed records cannot be slipped into an encrypted log.
+struct Sealing<'a> {
+    cipher: Option<&'a Cipher>,
+    sealed: Option<bool>,
+}
+
+impl Sealing<'_> {
+    fn check(&mut self, rec: &Record, file: &Path, offset: usize) -> Result<()> {
+        let sealed = rec.kind & SEALED != 0;
+        match self.sealed.replace(sealed) {
+            Some(was) if was != sealed => Err(StorageError::Encryption {
+                file: file.to_path_buf(),
+                offset: offset as u64,
+                reason: "the log mixes encrypted and unencrypted records".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// How a segment scan ended.
 enum Scanned {
     /// Every record was read; the LSN after the last.
@@ -495,7 +531,7 @@ fn scan_segment(
     buf: &[u8],
     first: Lsn,
     last: bool,
-    cipher: Option<&Cipher>,
+    sealing: &mut Sealing<'_>,
     mut visit: impl FnMut(&Record) -> Result<bool>,
 ) -> Result<Scanned> {
     let mut pos = 0usize;
@@ -514,7 +550,8 @@ fn scan_segment(
                         rec.lsn
                     )));
                 }
-                rec.unseal(cipher, path, pos)?;
+                sealing.check(&rec, path, pos)?;
+                rec.unseal(sealing.cipher, path, pos)?;
                 next += 1;
                 pos += n;
                 if !visit(&rec)? {
@@ -566,6 +603,10 @@ pub fn read_from(
             },
         })?;
     let mut expected = segs[start].0;
+    let mut sealing = Sealing {
+        cipher,
+        sealed: None,
+    };
     for (i, (first, path)) in segs.iter().enumerate().skip(start) {
         if *first != expected {
             return Err(StorageError::Corruption {
@@ -576,7 +617,7 @@ pub fn read_from(
         }
         let buf = fs::read(path).map_err(|e| StorageError::io(path, e))?;
         let last = i + 1 == segs.len();
-        let scanned = scan_segment(path, &buf, *first, last, cipher, |rec| {
+        let scanned = scan_segment(path, &buf, *first, last, &mut sealing, |rec| {
             if rec.lsn <= after {
                 return Ok(true);
             }
@@ -796,6 +837,50 @@ mod tests {
         })
         .unwrap();
         assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn a_log_is_sealed_throughout_or_not_at_all() {
+        let key = || WalOptions {
+            cipher: Some(Arc::new(Cipher::new(&[5; 32]))),
+            ..Default::default()
+        };
+        // A plaintext log is not silently continued under a key.
+        let plain = tempfile::tempdir().unwrap();
+        let wal = Wal::open(plain.path(), WalOptions::default(), 0, |_| Ok(())).unwrap();
+        write_n(&wal, 2);
+        drop(wal);
+        assert!(matches!(
+            Wal::open(plain.path(), key(), 0, |_| Ok(())),
+            Err(StorageError::Encryption { .. })
+        ));
+        // An unsealed record slipped into a sealed log is refused.
+        let sealed = tempfile::tempdir().unwrap();
+        let wal = Wal::open(sealed.path(), key(), 0, |_| Ok(())).unwrap();
+        write_n(&wal, 2);
+        drop(wal);
+        let (_, seg) = list_segments(sealed.path()).unwrap().pop().unwrap();
+        let mut forged = Vec::new();
+        Record {
+            lsn: 3,
+            txid: 0,
+            ts: 0,
+            kind: 1,
+            payload: b"forged".to_vec(),
+        }
+        .encode_into(&mut forged);
+        OpenOptions::new()
+            .append(true)
+            .open(&seg)
+            .unwrap()
+            .write_all(&forged)
+            .unwrap();
+        match Wal::open(sealed.path(), key(), 0, |_| Ok(())) {
+            Err(StorageError::Encryption { reason, .. }) => assert!(reason.contains("mixes")),
+            other => panic!("expected a refusal, got {:?}", other.map(|w| w.last_lsn())),
+        }
+        let c = Cipher::new(&[5; 32]);
+        assert!(read_from(sealed.path(), 0, Some(&c), |_| Ok(true)).is_err());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Structure checks of frontend messages, as PostgreSQL's protocol defines
 //! them. pgwire 0.42's decoders read past the end of a Parse, Bind,
-//! Describe, Close or Execute body that is cut short and panic; a message
-//! that passes [`check`] decodes without that.
+//! Describe, Close or Execute body that is cut short, or of any message
+//! whose length field is under 4, and panic; they also read a body's
+//! trailing bytes as the next message. A message that passes [`check`]
+//! decodes without either.
 
 /// Why a message body is malformed.
 pub type Malformed = &'static str;
@@ -43,8 +45,15 @@ impl<'a> Body<'a> {
     }
 }
 
-/// Checks the body of a regular (post-startup) message with type byte `tag`.
-pub fn check(tag: u8, body: &[u8]) -> Result<(), Malformed> {
+/// Checks a regular (post-startup) message: its type byte `tag`, its length
+/// field `len` (which counts itself) and its body.
+pub fn check(tag: u8, len: u32, body: &[u8]) -> Result<(), Malformed> {
+    if len < 4 {
+        return Err("message length shorter than its own field");
+    }
+    if body.len() != len as usize - 4 {
+        return Err("message body does not match its length");
+    }
     let mut b = Body { rest: body };
     match tag {
         // Parse: name, query, parameter type count, type OIDs.
@@ -86,6 +95,10 @@ pub fn check(tag: u8, body: &[u8]) -> Result<(), Malformed> {
         b'Q' | b'f' => b.cstring()?,
         _ => return Ok(()),
     }
+    if !b.rest.is_empty() {
+        // pgwire would read the rest as the next message.
+        return Err("bytes after the end of the message");
+    }
     Ok(())
 }
 
@@ -98,9 +111,12 @@ mod tests {
         let mut parse = b"s1\0SELECT $1\0".to_vec();
         parse.extend_from_slice(&1u16.to_be_bytes());
         parse.extend_from_slice(&23u32.to_be_bytes());
-        assert_eq!(check(b'P', &parse), Ok(()));
+        assert_eq!(check(b'P', parse.len() as u32 + 4, &parse), Ok(()));
         for cut in 0..parse.len() {
-            assert!(check(b'P', &parse[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                check(b'P', cut as u32 + 4, &parse[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut bind = b"\0s1\0".to_vec();
         bind.extend_from_slice(&0u16.to_be_bytes());
@@ -109,11 +125,19 @@ mod tests {
         bind.extend_from_slice(&2i32.to_be_bytes());
         bind.extend_from_slice(b"42");
         bind.extend_from_slice(&0u16.to_be_bytes());
-        assert_eq!(check(b'B', &bind), Ok(()));
+        assert_eq!(check(b'B', bind.len() as u32 + 4, &bind), Ok(()));
         for cut in 0..bind.len() {
-            assert!(check(b'B', &bind[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                check(b'B', cut as u32 + 4, &bind[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
-        assert!(check(b'E', b"\0\0\0").is_err());
-        assert_eq!(check(b'S', b""), Ok(()));
+        assert!(check(b'E', 7, b"\0\0\0").is_err());
+        assert_eq!(check(b'S', 4, b""), Ok(()));
+        assert!(check(b'd', 3, b"").is_err(), "length under 4");
+        assert!(
+            check(b'Q', 16, b"SELECT 1\0\0\0\0").is_err(),
+            "trailing bytes"
+        );
     }
 }
