@@ -23,8 +23,8 @@ use fortress_storage::{ShardOptions, Value};
 use pgwire::api::Type;
 use pgwire::messages::{DecodeContext, PgWireFrontendMessage};
 
-/// Routing is total, in bounds and deterministic for any ring layout and
-/// key, and a value routes alike whatever integer width carries it.
+/// Routing is total, in bounds and deterministic for ring layouts of 1-16
+/// shards and any key, and a value routes alike whatever integer width carries it.
 pub fn router(data: &[u8]) {
     let Some((&s, rest)) = data.split_first() else {
         return;
@@ -32,12 +32,11 @@ pub fn router(data: &[u8]) {
     let Some((v, key)) = rest.split_first_chunk::<2>() else {
         return;
     };
-    let shards = u32::from(s % 64) + 1;
-    let vnodes = usize::from(u16::from_le_bytes(*v) % 400) + 1;
+    // Layouts from a small set, so rings are built once and the fuzzer's
+    // time goes to keys (building a ring dominates otherwise).
+    let shards = u32::from(s % 16) + 1;
+    let vnodes = VNODES[usize::from(u16::from_le_bytes(*v)) % VNODES.len()];
     RINGS.with_borrow_mut(|rings| {
-        if rings.len() > 64 {
-            rings.clear();
-        }
         let ring = rings.entry((shards, vnodes)).or_insert_with(|| {
             let ring = Ring::new(shards, vnodes);
             let again = Ring::new(shards, vnodes);
@@ -47,6 +46,9 @@ pub fn router(data: &[u8]) {
         check_key(ring, shards, key);
     });
 }
+
+/// Vnode counts the router property builds rings with (150 is the default).
+const VNODES: [usize; 7] = [1, 2, 3, 7, 16, 64, 150];
 
 thread_local! {
     /// Rings by layout: building one is the slow part, and rebuilding is
