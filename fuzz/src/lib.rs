@@ -117,7 +117,7 @@ fn fixture() -> &'static Fixture {
                 "INSERT INTO r VALUES (1, 'x'), (15, 'y'), (25, 'z')",
                 "INSERT INTO ref VALUES ('a', 'A')",
             ] {
-                run_sql(&cluster, &session, ddl, true).await;
+                run_sql(&cluster, &session, ddl, false).await;
             }
         });
         Fixture {
@@ -128,15 +128,21 @@ fn fixture() -> &'static Fixture {
     })
 }
 
-/// Parses, binds and (unless DDL, so the catalog stays put) executes `sql`.
-async fn run_sql(cluster: &Cluster, session: &Session, sql: &str, ddl: bool) {
+/// Parses, binds and executes `sql`: as given for the fixture's setup, or
+/// (`probe`) inside a transaction block that is rolled back, skipping DDL
+/// and transaction control, so every input meets the same data and catalog
+/// and a crash reproduces from its input alone.
+async fn run_sql(cluster: &Cluster, session: &Session, sql: &str, probe: bool) {
     let Ok(stmts) = parse(sql) else { return };
+    if probe {
+        control(cluster, session, "BEGIN").await;
+    }
     for stmt in stmts.iter().take(8) {
         let catalog = cluster.catalog();
         let Ok(plan) = Binder::new(&catalog, session, Some(&[]), Vec::new()).bind(stmt) else {
             continue;
         };
-        let is_ddl = matches!(
+        let skip = matches!(
             plan,
             Plan::CreateTable { .. }
                 | Plan::DropTable { .. }
@@ -144,10 +150,28 @@ async fn run_sql(cluster: &Cluster, session: &Session, sql: &str, ddl: bool) {
                 | Plan::AlterTable { .. }
                 | Plan::CreateIndex { .. }
                 | Plan::DropIndex { .. }
+                | Plan::Begin { .. }
+                | Plan::Commit
+                | Plan::Rollback
         );
-        if is_ddl && !ddl {
+        if probe && skip {
             continue;
         }
+        let _ = execute(cluster, session, plan).await;
+    }
+    if probe {
+        control(cluster, session, "ROLLBACK").await;
+    }
+}
+
+/// Runs one transaction-control statement.
+async fn control(cluster: &Cluster, session: &Session, sql: &str) {
+    let Ok(stmts) = parse(sql) else { return };
+    let catalog = cluster.catalog();
+    if let Some(Ok(plan)) = stmts
+        .first()
+        .map(|s| Binder::new(&catalog, session, Some(&[]), Vec::new()).bind(s))
+    {
         let _ = execute(cluster, session, plan).await;
     }
 }
@@ -162,7 +186,7 @@ pub fn sql(data: &[u8]) {
     let f = fixture();
     let session = Session::new("fuzz", "fuzz");
     f.runtime
-        .block_on(run_sql(&f.cluster, &session, &text, false));
+        .block_on(run_sql(&f.cluster, &session, &text, true));
 }
 
 /// Arbitrary bytes as WAL: decoding never panics and never yields a record
