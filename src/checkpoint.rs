@@ -1,7 +1,7 @@
 //! `fortress checkpoint`: create, list, verify and prune checkpoints, and the
 //! server's automatic checkpoints.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,6 +9,7 @@ use anyhow::Context;
 use fortress_proxy::Cluster;
 use fortress_storage::checkpoint::{self, Manifest};
 use fortress_storage::cipher::Cipher;
+use fortress_storage::StorageError;
 
 use crate::cli::{CheckpointAction, DirArgs};
 use crate::lock::DirLock;
@@ -203,16 +204,7 @@ pub fn prune(
     older_than: Option<Duration>,
 ) -> anyhow::Result<Vec<String>> {
     remove_stale_partials(root)?;
-    let mut found = Vec::new();
-    for (path, m) in checkpoint::list(root, cipher)? {
-        match m {
-            Ok(m) if m.cluster == cluster => found.push((path, m)),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(checkpoint = %path.display(), error = %e, "not pruning an unreadable checkpoint")
-            }
-        }
-    }
+    let (found, _) = checkpoints_of(root, cluster, cipher)?;
     let now_micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_micros() as u64;
@@ -234,6 +226,33 @@ pub fn prune(
         }
     }
     Ok(removed)
+}
+
+/// Checkpoints found: the readable ones with their directories, and the last
+/// error of those that could not be read.
+pub type Found = (Vec<(PathBuf, Manifest)>, Option<StorageError>);
+
+/// The readable checkpoints of data directory `cluster` under `root`, oldest
+/// first, and the last error of those that could not be read (each is
+/// logged: it may be anyone's, so it is never pruned nor restored).
+pub fn checkpoints_of(
+    root: &Path,
+    cluster: &str,
+    cipher: Option<&Cipher>,
+) -> anyhow::Result<Found> {
+    let mut unreadable = None;
+    let mut found = Vec::new();
+    for (path, m) in checkpoint::list(root, cipher)? {
+        match m {
+            Ok(m) if m.cluster == cluster => found.push((path, m)),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(checkpoint = %path.display(), error = %e, "skipping an unreadable checkpoint");
+                unreadable = Some(e);
+            }
+        }
+    }
+    Ok((found, unreadable))
 }
 
 /// Removes `*.tmp` directories that checkpoints interrupted by a crash left
@@ -260,12 +279,7 @@ fn remove_stale_partials(root: &Path) -> anyhow::Result<()> {
 }
 
 /// Takes a checkpoint every `every` and keeps the newest `keep`.
-pub fn spawn_automatic(
-    cluster: Arc<Cluster>,
-    root: std::path::PathBuf,
-    every: Duration,
-    keep: usize,
-) {
+pub fn spawn_automatic(cluster: Arc<Cluster>, root: PathBuf, every: Duration, keep: usize) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {

@@ -195,18 +195,7 @@ fn choose(
         }
         return Ok(Some((path, m)));
     }
-    let mut unreadable = None;
-    let mut readable = Vec::new();
-    for (path, m) in checkpoint::list(root, cipher)? {
-        match m {
-            Ok(m) if m.cluster == cluster => readable.push((path, m)),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(checkpoint = %path.display(), error = %e, "skipping an unreadable checkpoint");
-                unreadable = Some(e);
-            }
-        }
-    }
+    let (readable, unreadable) = crate::checkpoint::checkpoints_of(root, cluster, cipher)?;
     let best = readable.into_iter().rfind(|(_, m)| target.fits(m));
     if let (None, Some(e)) = (&best, unreadable) {
         return Err(e).context("no readable checkpoint fits the target");
@@ -287,13 +276,12 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
         }
     }
     let lock = prepare_target(from, &root, &args.to, args.force)?;
-    let total = input_bytes(chosen.as_ref().map(|(_, m)| m), &target, shards, &wal_dir);
     let result = write_shards(
         &args,
         &target,
         chosen.as_ref(),
         cipher.clone(),
-        total,
+        shards,
         &wal_dir,
     )
     .and_then(|summary| {
@@ -348,15 +336,12 @@ fn write_shards(
     target: &Target,
     chosen: Option<&(PathBuf, Manifest)>,
     cipher: Option<Arc<Cipher>>,
-    total: u64,
+    shards: u32,
     wal_dir: &dyn Fn(u32) -> PathBuf,
 ) -> anyhow::Result<Written> {
     let started = Instant::now();
     let from = &args.dirs.data_dir;
-    let shards = match chosen {
-        Some((_, m)) => m.ring.shards,
-        None => fortress_proxy::cluster::read_identity(from)?.map_or(0, |i| i.shards),
-    };
+    let total = input_bytes(chosen.map(|(_, m)| m), target, shards, wal_dir);
     let mut progress = Progress::new(total);
     let empty = Manifest::default();
     let mut pending = Vec::new();

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{code, Server};
+use common::{code, transfer, Server};
 use fortress_proxy::route::ring::Ring;
 use fortress_storage::keycodec::canonical;
 use fortress_storage::Value;
@@ -19,26 +19,6 @@ const START: i64 = 100;
 
 fn retryable(e: &tokio_postgres::Error) -> bool {
     code(e) == "40001"
-}
-
-async fn transfer(
-    c: &mut tokio_postgres::Client,
-    from: i32,
-    to: i32,
-    amount: i64,
-) -> Result<(), tokio_postgres::Error> {
-    let t = c.transaction().await?;
-    t.execute(
-        "UPDATE acct SET balance = balance - $1 WHERE id = $2",
-        &[&amount, &from],
-    )
-    .await?;
-    t.execute(
-        "UPDATE acct SET balance = balance + $1 WHERE id = $2",
-        &[&amount, &to],
-    )
-    .await?;
-    t.commit().await
 }
 
 /// Gives accounts `0..ACCOUNTS` a balance of `START` each.

@@ -10,14 +10,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{code, Server};
+use common::{code, transfer, Server};
 
 /// Runs the fortress CLI and returns its output.
 fn fortress(args: &[&str]) -> Output {
+    fortress_env(args, &[])
+}
+
+/// Runs the fortress CLI with `env` (and no key unless `env` gives one).
+fn fortress_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fortress"))
         .args(args)
         .env("RUST_BACKTRACE", "0")
         .env("FORTRESS_LOG", "warn")
+        .env_remove("FORTRESS_KEY")
+        .envs(env.iter().copied())
         .output()
         .expect("run fortress")
 }
@@ -89,6 +96,17 @@ async fn insert_range(
     }
 }
 
+/// Creates `t (id int PRIMARY KEY, v text)` holding ids `0..rows` tagged
+/// `tag`, and returns what it holds.
+async fn table_t(c: &tokio_postgres::Client, rows: i32, tag: &str) -> Model {
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let mut model = Model::new();
+    insert_range(c, &mut model, 0, rows, tag).await;
+    model
+}
+
 async fn wal_lsn(c: &tokio_postgres::Client) -> String {
     c.query("SHOW fortress.metrics", &[])
         .await
@@ -99,17 +117,29 @@ async fn wal_lsn(c: &tokio_postgres::Client) -> String {
         .expect("wal_lsn metric")
 }
 
-/// Serves `dir` and checks it holds exactly `model`, by scan and by index.
-async fn check_restored(dir: PathBuf, model: &Model, what: &str) {
-    let mut server = Server::start_with(dir, 4);
-    let c = server.client().await;
-    let rows: Model = c
-        .query("SELECT id, v FROM t ORDER BY id", &[])
+/// What table `t` holds.
+async fn rows_of_t(c: &tokio_postgres::Client) -> Model {
+    c.query("SELECT id, v FROM t ORDER BY id", &[])
         .await
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
-        .collect();
+        .collect()
+}
+
+/// `SELECT count(*) FROM t`.
+async fn count_t(c: &tokio_postgres::Client) -> i64 {
+    c.query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Serves `dir` and checks it holds exactly `model`, by scan and by index.
+async fn check_restored(dir: PathBuf, model: &Model, what: &str) {
+    let mut server = Server::start_with(dir, 4);
+    let c = server.client().await;
+    let rows = rows_of_t(&c).await;
     assert_eq!(rows.len(), model.len(), "{what}: row count");
     assert!(rows == *model, "{what}: rows differ");
     let updated: i64 = c
@@ -127,11 +157,7 @@ async fn check_restored(dir: PathBuf, model: &Model, what: &str) {
     server.stop();
     server.restart();
     let c = server.client().await;
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = count_t(&c).await;
     assert_eq!(n, model.len() as i64 + 1, "{what}: write after restore");
     server.stop();
 }
@@ -142,10 +168,8 @@ async fn restore_to_the_checkpoint_an_lsn_a_time_and_the_end() {
     let mut server = Server::start(root.path());
     let data = server.data_dir.clone();
     let c = server.client().await;
-    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE INDEX t_v ON t (v)")
-        .await
-        .unwrap();
-    let mut model = Model::new();
+    let mut model = table_t(&c, 0, "a").await;
+    c.batch_execute("CREATE INDEX t_v ON t (v)").await.unwrap();
     insert_range(&c, &mut model, 0, 3000, "a").await;
 
     // A: the checkpoint, taken through the running server.
@@ -213,11 +237,7 @@ async fn restore_to_the_checkpoint_an_lsn_a_time_and_the_end() {
         restored.push(to);
     }
     // The source keeps serving throughout; then each copy is checked alone.
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = count_t(&c).await;
     assert_eq!(n, at_end.len() as i64);
     drop(c);
     server.stop();
@@ -261,22 +281,7 @@ async fn checkpoints_taken_during_bank_transfers_restore_exact_totals() {
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                 i = (i * 7 + 3) % ACCOUNTS;
                 let (from, to) = (i, (i + 1 + w) % ACCOUNTS);
-                let t = c.transaction().await.unwrap();
-                let r = async {
-                    t.execute(
-                        "UPDATE acct SET balance = balance - 1 WHERE id = $1",
-                        &[&from],
-                    )
-                    .await?;
-                    t.execute(
-                        "UPDATE acct SET balance = balance + 1 WHERE id = $1",
-                        &[&to],
-                    )
-                    .await?;
-                    t.commit().await
-                }
-                .await;
-                match r {
+                match transfer(&mut c, from, to, 1).await {
                     Ok(()) => done += 1,
                     Err(e) if code(&e) == "40001" => {}
                     Err(e) => panic!("transfer failed: {e}"),
@@ -336,11 +341,7 @@ async fn damage_is_named_and_nothing_is_restored_silently() {
     let mut server = Server::start(root.path());
     let data = server.data_dir.clone();
     let c = server.client().await;
-    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
-    let mut model = Model::new();
-    insert_range(&c, &mut model, 0, 4000, "x").await;
+    let mut model = table_t(&c, 4000, "x").await;
     drop(c);
     server.stop();
 
@@ -455,11 +456,7 @@ async fn damage_is_named_and_nothing_is_restored_silently() {
     ]));
     let mut r = Server::start_with(to2, 4);
     let c = r.client().await;
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = count_t(&c).await;
     assert_eq!(n, 4000);
     drop(c);
     r.stop();
@@ -583,16 +580,11 @@ fn contains_bytes(dir: &Path, needle: &[u8]) -> bool {
 
 /// Starts `fortress serve` expecting it to refuse; returns its stderr.
 fn serve_fails(data: &Path, env: &[(&str, &str)]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_fortress"))
-        .args(["serve", "--data-dir", s(data), "--listen"])
-        .arg(format!("127.0.0.1:{}", common::free_port()))
-        .env("RUST_BACKTRACE", "0")
-        .env_remove("FORTRESS_KEY")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run fortress");
-    assert!(!out.status.success(), "serve should have failed");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    failed(fortress_env(
+        &["serve", "--data-dir", s(data), "--listen", &listen],
+        env,
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -603,22 +595,13 @@ async fn encrypted_wal_and_checkpoints_need_the_right_key() {
     let data = root.path().join("data");
     let mut server = Server::launch(data.clone(), 4, &[("FORTRESS_KEY", KEY)]);
     let c = server.client().await;
-    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
-    let mut model = Model::new();
-    insert_range(&c, &mut model, 0, 500, "plaintext-marker-").await;
+    let model = table_t(&c, 500, "plaintext-marker-").await;
     drop(c);
     server.stop();
-    let with_key = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_fortress"))
-            .args(args)
-            .env("RUST_BACKTRACE", "0")
-            .env("FORTRESS_KEY", KEY)
-            .output()
-            .expect("run fortress")
-    };
-    ok(with_key(&["checkpoint", "create", "--data-dir", s(&data)]));
+    ok(fortress_env(
+        &["checkpoint", "create", "--data-dir", s(&data)],
+        &[("FORTRESS_KEY", KEY)],
+    ));
     // Neither the logs nor the checkpoint hold the rows in the clear.
     for shard in 0..4 {
         let wal = data.join(format!("shard-{shard:03}/wal"));
@@ -670,14 +653,7 @@ async fn encrypted_wal_and_checkpoints_need_the_right_key() {
     assert!(err.contains("no key was given"), "{err}");
     let mut r = Server::launch(to, 4, &[("FORTRESS_KEY", KEY)]);
     let c = r.client().await;
-    let rows: Model = c
-        .query("SELECT id, v FROM t", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    assert!(rows == model, "restored rows differ");
+    assert!(rows_of_t(&c).await == model, "restored rows differ");
     drop(c);
     r.stop();
 }
@@ -695,11 +671,7 @@ async fn an_lsn_target_that_splits_a_transaction_is_refused() {
     let mut server = Server::start(root.path());
     let data = server.data_dir.clone();
     let mut c = server.client().await;
-    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
-    let mut model = Model::new();
-    insert_range(&c, &mut model, 0, 64, "v").await;
+    let model = table_t(&c, 64, "v").await;
     let before = parse_positions(&wal_lsn(&c).await);
     // One transaction over every row: every shard prepares and commits it.
     let t = c.transaction().await.unwrap();

@@ -142,18 +142,8 @@ async fn run_sql(cluster: &Cluster, session: &Session, sql: &str, probe: bool) {
         let Ok(plan) = Binder::new(&catalog, session, Some(&[]), Vec::new()).bind(stmt) else {
             continue;
         };
-        let skip = matches!(
-            plan,
-            Plan::CreateTable { .. }
-                | Plan::DropTable { .. }
-                | Plan::Truncate { .. }
-                | Plan::AlterTable { .. }
-                | Plan::CreateIndex { .. }
-                | Plan::DropIndex { .. }
-                | Plan::Begin { .. }
-                | Plan::Commit
-                | Plan::Rollback
-        );
+        let skip =
+            plan.is_ddl() || matches!(plan, Plan::Begin { .. } | Plan::Commit | Plan::Rollback);
         if probe && skip {
             continue;
         }

@@ -136,6 +136,25 @@ pub fn write_identity(dir: &Path, shards: u32, vnodes: usize) -> Result<Identity
     Ok(Identity { shards, vnodes, id })
 }
 
+/// Runs each job on a thread of its own and returns their results in order;
+/// the first error (or a panic, as an error) wins.
+fn in_parallel<T, F>(jobs: impl Iterator<Item = F>) -> std::result::Result<Vec<T>, StorageError>
+where
+    T: Send,
+    F: FnOnce() -> std::result::Result<T, StorageError> + Send,
+{
+    std::thread::scope(|scope| {
+        let running: Vec<_> = jobs.map(|job| scope.spawn(job)).collect();
+        running
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(StorageError::Codec("a shard thread panicked".into())))
+            })
+            .collect()
+    })
+}
+
 /// Finishes transactions a crash left prepared: commit where the coordinator
 /// logged a decision, abort otherwise (presumed abort).
 fn resolve_in_doubt(stores: &[Arc<ShardStore>], coordinator: &Coordinator) -> Result<()> {
@@ -181,23 +200,11 @@ impl Cluster {
             None => write_identity(dir, opts.shards, opts.vnodes)?,
         };
         // Shards replay their logs in parallel.
-        let stores = std::thread::scope(|scope| {
-            let opening: Vec<_> = (0..opts.shards)
-                .map(|i| {
-                    let sdir = dir.join(format!("shard-{i:03}"));
-                    let shard_opts = opts.shard.clone();
-                    scope.spawn(move || ShardStore::open(i, &sdir, shard_opts).map(Arc::new))
-                })
-                .collect();
-            opening
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(StorageError::Codec("a shard panicked while opening".into()))
-                    })
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()
-        })?;
+        let stores = in_parallel((0..opts.shards).map(|i| {
+            let sdir = dir.join(format!("shard-{i:03}"));
+            let shard_opts = opts.shard.clone();
+            move || ShardStore::open(i, &sdir, shard_opts).map(Arc::new)
+        }))?;
         let newest = stores
             .iter()
             .map(|s| s.catalog())
@@ -273,25 +280,10 @@ impl Cluster {
         let tmp = root.join(format!("{id}.tmp"));
         let io = |path: &Path, e| ProxyError::from(StorageError::io(path, e));
         std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-        let cuts = std::thread::scope(|scope| {
-            let handles: Vec<_> = self
-                .stores
-                .iter()
-                .zip(after)
-                .map(|(s, &after)| {
-                    let dir = tmp.join(format!("shard-{:03}", s.id()));
-                    scope.spawn(move || s.dump(ts.0, after, &dir))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(StorageError::Codec("checkpoint writer panicked".into()))
-                    })
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()
-        });
+        let cuts = in_parallel(self.stores.iter().zip(after).map(|(s, &after)| {
+            let dir = tmp.join(format!("shard-{:03}", s.id()));
+            move || s.dump(ts.0, after, &dir)
+        }));
         let cuts = match cuts {
             Ok(c) => c,
             Err(e) => {

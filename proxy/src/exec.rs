@@ -121,15 +121,7 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
         Plan::Commit => session.written_tables(),
         _ => Vec::new(),
     };
-    let ddl = matches!(
-        plan,
-        Plan::CreateTable { .. }
-            | Plan::DropTable { .. }
-            | Plan::Truncate { .. }
-            | Plan::AlterTable { .. }
-            | Plan::CreateIndex { .. }
-            | Plan::DropIndex { .. }
-    );
+    let ddl = plan.is_ddl();
     // While a write runs the cache neither serves nor stores results of its
     // tables; when it ends (even failed: a commit's outcome may be unknown)
     // results read before it are stale.

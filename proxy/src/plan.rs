@@ -228,6 +228,19 @@ pub enum Plan {
 }
 
 impl Plan {
+    /// Whether the plan changes the catalog.
+    pub fn is_ddl(&self) -> bool {
+        matches!(
+            self,
+            Plan::CreateTable { .. }
+                | Plan::DropTable { .. }
+                | Plan::Truncate { .. }
+                | Plan::AlterTable { .. }
+                | Plan::CreateIndex { .. }
+                | Plan::DropIndex { .. }
+        )
+    }
+
     /// Columns of the rows this plan returns (empty for commands).
     pub fn output_columns(&self) -> Vec<OutputColumn> {
         match self {

@@ -256,6 +256,7 @@ impl Wal {
         let mut sealing = Sealing {
             cipher: opts.cipher.as_deref(),
             sealed: None,
+            key_checked: false,
         };
         let mut tail: Option<(PathBuf, u64)> = None;
         for (i, (first, path)) in segs.iter().enumerate() {
@@ -274,12 +275,19 @@ impl Wal {
                 });
             }
             let buf = fs::read(path).map_err(|e| StorageError::io(path, e))?;
-            let (pos, next) = match scan_segment(path, &buf, *first, last, &mut sealing, |rec| {
-                if rec.lsn > replay_after {
+            let scanned = scan_segment(
+                path,
+                &buf,
+                *first,
+                last,
+                replay_after,
+                &mut sealing,
+                |rec| {
                     replay(rec)?;
-                }
-                Ok(true)
-            })? {
+                    Ok(true)
+                },
+            )?;
+            let (pos, next) = match scanned {
                 Scanned::Whole(next) | Scanned::Stopped(next) => (buf.len(), next),
                 Scanned::TornAt(pos, next) => {
                     tracing::warn!(
@@ -496,6 +504,7 @@ fn has_valid_record_after(buf: &[u8], from: usize, next: Lsn) -> bool {
 struct Sealing<'a> {
     cipher: Option<&'a Cipher>,
     sealed: Option<bool>,
+    key_checked: bool,
 }
 
 impl Sealing<'_> {
@@ -523,7 +532,8 @@ enum Scanned {
 }
 
 /// Decodes the records of one segment (its bytes `buf`, first LSN `first`)
-/// in order, handing each to `visit` until it returns false. Damage at the
+/// in order, handing each after LSN `after` (decrypted) to `visit` until it
+/// returns false; earlier ones are checked but not decrypted. Damage at the
 /// end of the last segment with nothing valid after it is a torn tail; any
 /// other damage is corruption naming the file and offset.
 fn scan_segment(
@@ -531,6 +541,7 @@ fn scan_segment(
     buf: &[u8],
     first: Lsn,
     last: bool,
+    after: Lsn,
     sealing: &mut Sealing<'_>,
     mut visit: impl FnMut(&Record) -> Result<bool>,
 ) -> Result<Scanned> {
@@ -551,10 +562,15 @@ fn scan_segment(
                     )));
                 }
                 sealing.check(&rec, path, pos)?;
-                rec.unseal(sealing.cipher, path, pos)?;
+                // The first record is decrypted whatever `after`, so a wrong
+                // key is found before anything is appended under it.
+                if rec.lsn > after || !sealing.key_checked {
+                    rec.unseal(sealing.cipher, path, pos)?;
+                    sealing.key_checked = true;
+                }
                 next += 1;
                 pos += n;
-                if !visit(&rec)? {
+                if rec.lsn > after && !visit(&rec)? {
                     return Ok(Scanned::Stopped(next));
                 }
             }
@@ -606,6 +622,7 @@ pub fn read_from(
     let mut sealing = Sealing {
         cipher,
         sealed: None,
+        key_checked: false,
     };
     for (i, (first, path)) in segs.iter().enumerate().skip(start) {
         if *first != expected {
@@ -617,12 +634,7 @@ pub fn read_from(
         }
         let buf = fs::read(path).map_err(|e| StorageError::io(path, e))?;
         let last = i + 1 == segs.len();
-        let scanned = scan_segment(path, &buf, *first, last, &mut sealing, |rec| {
-            if rec.lsn <= after {
-                return Ok(true);
-            }
-            visit(rec)
-        })?;
+        let scanned = scan_segment(path, &buf, *first, last, after, &mut sealing, &mut visit)?;
         match scanned {
             Scanned::Whole(next) => expected = next,
             Scanned::Stopped(next) => return Ok(next - 1),

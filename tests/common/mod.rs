@@ -202,6 +202,28 @@ impl Drop for Server {
     }
 }
 
+/// Moves `amount` from account `from` to `to` of table `acct (id int,
+/// balance bigint)` in one transaction (two shards when they differ).
+pub async fn transfer(
+    c: &mut Client,
+    from: i32,
+    to: i32,
+    amount: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let t = c.transaction().await?;
+    t.execute(
+        "UPDATE acct SET balance = balance - $1 WHERE id = $2",
+        &[&amount, &from],
+    )
+    .await?;
+    t.execute(
+        "UPDATE acct SET balance = balance + $1 WHERE id = $2",
+        &[&amount, &to],
+    )
+    .await?;
+    t.commit().await
+}
+
 /// The lines of `EXPLAIN sql`, joined.
 pub async fn explain(c: &Client, sql: &str) -> String {
     c.simple_query(&format!("EXPLAIN {sql}"))
