@@ -286,7 +286,7 @@ async fn errors_carry_their_sqlstate_and_the_session_survives() {
         ("SELECT * FROM acct WHERE owner = 1", "42883"),
         ("CREATE VIEW v AS SELECT 1", "0A000"),
         ("WITH RECURSIVE x AS (SELECT 1) SELECT * FROM x", "0A000"),
-        ("CREATE TABLE nokey (a int)", "0A000"),
+        ("CREATE TEMPORARY TABLE tmp (a int)", "0A000"),
         ("SHOW no_such_setting", "42704"),
     ];
     for (sql, want) in cases {

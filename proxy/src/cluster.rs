@@ -205,11 +205,19 @@ impl Cluster {
             let shard_opts = opts.shard.clone();
             move || ShardStore::open(i, &sdir, shard_opts).map(Arc::new)
         }))?;
-        let newest = stores
+        let mut newest = stores
             .iter()
             .map(|s| s.catalog())
             .max_by_key(|c| c.version)
             .unwrap_or_default();
+        // A table still locked was being rewritten when the process
+        // stopped: the rewrite never started, so it is simply unlocked.
+        if newest.tables.values().any(|t| t.locked) {
+            for t in newest.tables.values_mut() {
+                t.locked = false;
+            }
+            newest.version += 1;
+        }
         for s in &stores {
             if s.catalog().version < newest.version {
                 tracing::warn!(

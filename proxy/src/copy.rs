@@ -228,6 +228,10 @@ fn text_records(data: &str, delimiter: char, null: &str) -> Result<Vec<Vec<Optio
         if line.is_empty() {
             continue;
         }
+        // The end-of-data marker older clients (and pgbench) still send.
+        if line == "\\." {
+            break;
+        }
         let mut fields = Vec::new();
         let mut raw = String::new();
         let mut field = String::new();
@@ -303,6 +307,15 @@ mod tests {
             CopyFormat::csv().format_row(&[Value::Text(String::new()), Value::Null]),
             "\"\",\n"
         );
+    }
+
+    #[test]
+    fn text_data_ends_at_the_end_marker() {
+        let rows = CopyFormat::text()
+            .parse("1\ta\n2\t\\.\n\\.\n", &[DataType::Int4, DataType::Text])
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1][1], Value::Text(".".into()));
     }
 
     #[test]

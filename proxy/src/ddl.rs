@@ -2,7 +2,7 @@
 //! ALTER TABLE). Each is one new catalog version, serialised by the
 //! cluster's DDL lock.
 
-use fortress_storage::{Catalog, Fragment, FragmentOutput, TableDef};
+use fortress_storage::{Catalog, Fragment, FragmentOutput, Row, TableDef};
 
 use crate::cluster::Cluster;
 use crate::error::{ProxyError, Result};
@@ -223,6 +223,18 @@ async fn alter(
             }),
         });
     };
+    if let Some(columns) = ops.iter().find_map(|op| match op {
+        AlterOp::AddPrimaryKey { columns } => Some(columns.clone()),
+        _ => None,
+    }) {
+        if ops.len() > 1 {
+            return Err(ProxyError::unsupported(
+                "ADD PRIMARY KEY together with other ALTER TABLE actions",
+            ));
+        }
+        add_primary_key(cluster, txid, catalog, t, columns).await?;
+        return Ok(done("ALTER TABLE"));
+    }
     let mut notice = None;
     let mut changed = false;
     for op in ops {
@@ -269,6 +281,7 @@ async fn alter(
                 t.columns.push(column);
                 changed = true;
             }
+            AlterOp::AddPrimaryKey { .. } => unreachable!("handled above"),
             AlterOp::DropColumn {
                 name: col,
                 if_exists,
@@ -325,6 +338,146 @@ async fn alter(
     })
 }
 
+/// ALTER TABLE ADD PRIMARY KEY on a table created without one. The table is
+/// locked (shards refuse writes to it), checked for NULLs and duplicates,
+/// then each shard re-keys its rows into a new tree as it installs the new
+/// catalog. A key that contains the shard key keeps every row on its shard,
+/// so equal keys can only meet on one shard and each shard's check covers
+/// the whole table; the shard key may change only while the table is empty.
+async fn add_primary_key(
+    cluster: &Cluster,
+    txid: u64,
+    mut catalog: Catalog,
+    mut t: TableDef,
+    columns: Vec<usize>,
+) -> Result<()> {
+    let Some(rowid) = t.rowid else {
+        return Err(ProxyError::new(
+            "42P16",
+            format!(
+                "multiple primary keys for table \"{}\" are not allowed",
+                t.name
+            ),
+        ));
+    };
+    if !t.uniques.is_empty() {
+        return Err(ProxyError::unsupported(
+            "ADD PRIMARY KEY on a table with UNIQUE constraints",
+        ));
+    }
+    t.locked = true;
+    catalog.tables.insert(t.name.clone(), t.clone());
+    catalog.version += 1;
+    apply_catalog(cluster, txid, catalog.clone()).await?;
+    let checked = check_new_key(cluster, &t, &columns).await;
+    t.locked = false;
+    let mut next = catalog;
+    next.version += 1;
+    if let Err(e) = checked {
+        next.tables.insert(t.name.clone(), t);
+        apply_catalog(cluster, txid, next).await?;
+        return Err(e);
+    }
+    let mut new = t.clone();
+    next.next_table_id += 1;
+    new.id = next.next_table_id;
+    new.rewritten_from = Some(t.id);
+    for idx in &mut new.indexes {
+        next.next_table_id += 1;
+        idx.id = next.next_table_id;
+    }
+    let gone = &mut new.columns[rowid];
+    gone.dropped = true;
+    gone.nullable = true;
+    gone.default = None;
+    new.rowid = None;
+    for &c in &columns {
+        new.columns[c].nullable = false;
+    }
+    if !columns.contains(&new.shard_key) {
+        new.shard_key = columns[0];
+    }
+    new.primary_key = columns;
+    next.tables.insert(new.name.clone(), new);
+    apply_catalog(cluster, txid, next).await
+}
+
+/// The checks before `columns` become `t`'s primary key (`t` is locked).
+async fn check_new_key(cluster: &Cluster, t: &TableDef, columns: &[usize]) -> Result<()> {
+    if !columns.contains(&t.shard_key) && !is_empty(cluster, t).await? {
+        return Err(ProxyError::new(
+            "0A000",
+            format!(
+                "the primary key of \"{}\" must include its shard key \"{}\": rows are placed by it",
+                t.name, t.columns[t.shard_key].name
+            ),
+        ));
+    }
+    if !columns.contains(&t.shard_key) && t.strategy != fortress_storage::schema::Strategy::Hash {
+        return Err(ProxyError::unsupported(format!(
+            "a primary key without the shard key on a {} table",
+            t.strategy.name()
+        )));
+    }
+    let frag = Fragment::FindKeyViolation {
+        table: t.id,
+        columns: columns.to_vec(),
+    };
+    // A prepared transaction that writes to the table is waited out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut found: Vec<Row> = Vec::new();
+    for shard in cluster.all_shards() {
+        loop {
+            match cluster
+                .scatter(&[shard], cluster.txid(), &frag)
+                .await
+                .remove(0)
+            {
+                Err(e) if e.sql_state() == "55P03" && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+                Ok(FragmentOutput::Rows(rows)) => {
+                    found.extend(rows);
+                    break;
+                }
+                Ok(FragmentOutput::Count(_)) => break,
+            }
+        }
+    }
+    let null = |row: &Row| columns.iter().any(|&c| row[c].is_null());
+    let Some(row) = found.iter().find(|r| null(r)).or(found.first()) else {
+        return Ok(());
+    };
+    if let Some(&c) = columns.iter().find(|&&c| row[c].is_null()) {
+        return Err(ProxyError::new(
+            "23502",
+            format!(
+                "column \"{}\" of relation \"{}\" contains null values",
+                t.columns[c].name, t.name
+            ),
+        ));
+    }
+    let names: Vec<&str> = columns
+        .iter()
+        .map(|&c| t.columns[c].name.as_str())
+        .collect();
+    let values: Vec<String> = columns
+        .iter()
+        .map(|&c| row[c].to_text().unwrap_or_default())
+        .collect();
+    Err(ProxyError::Sql {
+        code: "23505",
+        message: format!("could not create unique index \"{}\"", t.pkey_name()),
+        detail: Some(format!(
+            "Key ({})=({}) is duplicated.",
+            names.join(", "),
+            values.join(", ")
+        )),
+        position: None,
+    })
+}
+
 /// True if no shard holds a live row of `t`.
 async fn is_empty(cluster: &Cluster, t: &TableDef) -> Result<bool> {
     let frag = Fragment::Scan {
@@ -361,9 +514,13 @@ pub fn unique_index_table(base: &TableDef, u: &fortress_storage::schema::UniqueD
         .iter()
         .map(|&c| key_col(&base.columns[c].name, c))
         .chain(
+            // A keyless table's shard key may be NULL.
             base.primary_key
                 .iter()
-                .map(|&c| key_col(&format!("pk_{}", base.columns[c].name), c)),
+                .map(|&c| fortress_storage::ColumnDef {
+                    nullable: base.columns[c].nullable,
+                    ..key_col(&format!("pk_{}", base.columns[c].name), c)
+                }),
         )
         .collect();
     TableDef {

@@ -660,11 +660,28 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
                 fill_write(&reader, subqueries, &mut filter, &mut [], &mut returning).await?;
                 reader.table_rows(&table, filter.as_ref()).await?
             };
-            for row in &old_rows {
-                maintain_uniques(cluster, txn, &table, Some(row), None).await?;
-                txn.put(table.id, Txn::key_of(&table, row), None, false);
-            }
+            delete_rows(cluster, txn, &table, &old_rows).await?;
             written("DELETE", returning, old_rows)
+        }
+        Plan::Truncate { names } => {
+            // Inside a block TRUNCATE deletes the rows as part of the
+            // transaction, so it commits or rolls back with the rest.
+            for name in names {
+                let table = cluster
+                    .catalog()
+                    .get(&name)
+                    .cloned()
+                    .ok_or_else(|| ProxyError::undefined_table(&name))?;
+                let rows = Reader {
+                    cluster,
+                    snapshot: txn.snapshot,
+                    txn: Some(txn),
+                }
+                .table_rows(&table, None)
+                .await?;
+                delete_rows(cluster, txn, &table, &rows).await?;
+            }
+            Ok(done("TRUNCATE TABLE"))
         }
         Plan::CopyIn { .. } | Plan::CopyOut { .. } | Plan::Sleep(_) => {
             let reader = Reader {
@@ -680,10 +697,14 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
         )),
         Plan::CreateTable { .. }
         | Plan::DropTable { .. }
-        | Plan::Truncate { .. }
         | Plan::AlterTable { .. }
         | Plan::CreateIndex { .. }
         | Plan::DropIndex { .. } => Err(ProxyError::unsupported("DDL inside a transaction block")),
+        Plan::Maintenance("VACUUM") => Err(ProxyError::new(
+            "25001",
+            "VACUUM cannot run inside a transaction block",
+        )),
+        Plan::Maintenance(tag) => Ok(done(tag)),
         Plan::Explain(_) | Plan::ShowMetrics => {
             Err(ProxyError::new("XX000", "EXPLAIN reached the executor"))
         }
@@ -692,6 +713,20 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
             "transaction control reached the statement executor",
         )),
     }
+}
+
+/// Buffers the deletion of `rows` (and their UNIQUE index entries).
+async fn delete_rows(
+    cluster: &Cluster,
+    txn: &mut Txn,
+    table: &TableDef,
+    rows: &[Row],
+) -> Result<()> {
+    for row in rows {
+        maintain_uniques(cluster, txn, table, Some(row), None).await?;
+        txn.put(table.id, Txn::key_of(table, row), None, false);
+    }
+    Ok(())
 }
 
 /// Statements that read (or wait) and hand the rest to the wire layer.
@@ -923,6 +958,7 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
         Plan::CopyIn { .. } | Plan::CopyOut { .. } | Plan::Sleep(_) => {
             read_only(&reader, plan).await
         }
+        Plan::Maintenance(tag) => Ok(done(tag)),
         p @ (Plan::CreateTable { .. }
         | Plan::DropTable { .. }
         | Plan::Truncate { .. }

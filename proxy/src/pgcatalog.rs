@@ -304,7 +304,12 @@ fn regex_lite(p: &[u8], s: &[u8]) -> bool {
 }
 
 fn index_names(t: &TableDef) -> Vec<String> {
-    let mut v = vec![t.pkey_name()];
+    let mut v: Vec<String> = t
+        .rowid
+        .is_none()
+        .then(|| t.pkey_name())
+        .into_iter()
+        .collect();
     v.extend(t.uniques.iter().map(|u| u.name.clone()));
     v.extend(t.indexes.iter().map(|i| i.name.clone()));
     v
@@ -382,8 +387,13 @@ fn index_rows(t: &TableDef) -> Vec<Vec<Value>> {
         ]);
     }
     rows.extend(others);
-    // psql orders by primary first, then name.
-    rows[1..].sort_by(|a, b| a[0].sort_cmp(&b[0]));
+    // psql orders by primary first, then name; a keyless table has none.
+    if t.rowid.is_some() {
+        rows.remove(0);
+        rows.sort_by(|a, b| a[0].sort_cmp(&b[0]));
+    } else {
+        rows[1..].sort_by(|a, b| a[0].sort_cmp(&b[0]));
+    }
     rows
 }
 

@@ -145,6 +145,10 @@ pub enum AlterOp {
         name: String,
         if_exists: bool,
     },
+    /// On a table created without one: the rows are re-keyed by `columns`.
+    AddPrimaryKey {
+        columns: Vec<usize>,
+    },
 }
 
 /// A statement ready to execute.
@@ -212,6 +216,10 @@ pub enum Plan {
     Explain(Box<Plan>),
     /// `SELECT pg_sleep(n)`: waits, cancellably.
     Sleep(std::time::Duration),
+    /// VACUUM or ANALYZE (the command tag): old versions are collected in
+    /// the background and the planner keeps no statistics, so once the
+    /// tables are known to exist there is nothing left to do.
+    Maintenance(&'static str),
     SetVariable {
         name: String,
         value: Option<String>,

@@ -72,6 +72,11 @@ pub enum Fragment {
     },
     /// Installs a new catalog version (DDL); creates and drops table trees.
     ApplyCatalog(Catalog),
+    /// The first row of `table` (latest state) with a NULL in `columns`, or
+    /// whose `columns` equal another row's: what must not exist before they
+    /// become the primary key. 55P03 while a prepared transaction writes
+    /// to the table.
+    FindKeyViolation { table: TableId, columns: Vec<usize> },
     /// Commits a transaction's buffered writes to this shard as one WAL
     /// record. First committer wins: any key with a version newer than
     /// `snapshot` fails the whole commit with 40001.

@@ -73,7 +73,7 @@ impl Default for HybridClock {
 
 impl HybridClock {
     /// A clock that refuses remote timestamps more than `max_offset` ahead.
-    pub fn new(max_offset: Duration) -> HybridClock {
+    pub const fn new(max_offset: Duration) -> HybridClock {
         HybridClock {
             last: AtomicU64::new(0),
             skew_micros: AtomicI64::new(0),

@@ -88,6 +88,8 @@ pub enum StorageError {
     SnapshotTooOld { snapshot: u64 },
     #[error("shard {shard} is unavailable: {reason}")]
     Unavailable { shard: u32, reason: String },
+    #[error("could not obtain lock on relation \"{table}\": {reason}")]
+    Locked { table: String, reason: String },
 }
 
 impl StorageError {
@@ -95,6 +97,7 @@ impl StorageError {
     pub fn sql_state(&self) -> &'static str {
         match self {
             StorageError::UnknownTable(_) => "42P01",
+            StorageError::Locked { .. } => "55P03",
             StorageError::DuplicateKey { .. } => "23505",
             StorageError::NotNull { .. } => "23502",
             StorageError::Eval(e) => e.sql_state(),

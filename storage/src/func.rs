@@ -37,7 +37,16 @@ pub enum Func {
     Power,
     /// `now()`: the current time as timestamptz.
     Now,
+    /// The row id of a table without a primary key: never repeated by this
+    /// process, and past any id of an earlier run unless the wall clock
+    /// went back (a repeat would be a 23505, never an overwrite).
+    RowId,
 }
+
+/// Row ids follow wall time like commit timestamps do (microseconds and a
+/// counter), so they need no state on disk.
+static ROW_IDS: crate::clock::HybridClock =
+    crate::clock::HybridClock::new(std::time::Duration::ZERO);
 
 impl Func {
     /// True if a NULL argument makes the result NULL without evaluation.
@@ -167,6 +176,7 @@ impl Func {
             }
             Func::Concat => Value::Text(args.iter().filter_map(Value::to_text).collect()),
             Func::Now => Value::Timestamptz(chrono::Utc::now().timestamp_micros()),
+            Func::RowId => Value::Int8(ROW_IDS.now().0 as i64),
             Func::Power => {
                 let (Value::Float8(x), Value::Float8(y)) = (&args[0], &args[1]) else {
                     return Err(no_function("power", &args[0]));

@@ -201,6 +201,16 @@ pub struct TableDef {
     pub indexes: Vec<IndexDef>,
     /// Placement by the shard key; hash unless CREATE TABLE chose another.
     pub strategy: Strategy,
+    /// A table created without a primary key: the position of its hidden
+    /// row-id column (a fresh `Func::RowId` per row), which follows the
+    /// shard key in the storage key so rows with equal values stay distinct.
+    pub rowid: Option<usize>,
+    /// While ALTER TABLE rewrites the table, shards refuse writes to it
+    /// (55P03) so that what was checked is what gets rewritten.
+    pub locked: bool,
+    /// Set by ALTER TABLE ADD PRIMARY KEY: the table whose rows each shard
+    /// re-keys into this table's new tree when it installs the catalog.
+    pub rewritten_from: Option<TableId>,
 }
 
 impl TableDef {
@@ -223,20 +233,29 @@ impl TableDef {
             hidden: false,
             indexes: Vec::new(),
             strategy: Strategy::Hash,
+            rowid: None,
+            locked: false,
+            rewritten_from: None,
         }
+    }
+
+    /// True for a column SQL can name: not dropped and not the row id.
+    pub fn is_visible(&self, i: usize) -> bool {
+        !self.columns[i].dropped && self.rowid != Some(i)
     }
 
     /// Position of the (live) column named `name`.
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns
             .iter()
-            .position(|c| c.name == name && !c.dropped)
+            .enumerate()
+            .position(|(i, c)| c.name == name && self.is_visible(i))
     }
 
     /// Positions of the columns SQL sees, in order.
     pub fn visible_columns(&self) -> Vec<usize> {
         (0..self.columns.len())
-            .filter(|&i| !self.columns[i].dropped)
+            .filter(|&i| self.is_visible(i))
             .collect()
     }
 

@@ -466,13 +466,19 @@ impl Materialized {
         let mut trees = self.trees.write().expect("trees");
         let mut live: HashSet<TableId> = catalog.tables.values().map(|t| t.id).collect();
         for t in catalog.tables.values() {
-            if let std::collections::hash_map::Entry::Vacant(slot) = trees.entry(t.id) {
-                let tree = self.db.open_tree(tree_name(t.id))?;
-                if tree.get(APPLIED_KEY)?.is_none() {
-                    tree.insert(APPLIED_KEY, &applied_value(lsn, 0))?;
-                }
-                slot.insert(tree);
+            if trees.contains_key(&t.id) {
+                continue;
             }
+            let tree = self.db.open_tree(tree_name(t.id))?;
+            // A rewritten table's tree is complete only once its applied
+            // LSN is set: a crash midway redoes the copy.
+            if tree.get(APPLIED_KEY)?.is_none() {
+                if let Some(from) = t.rewritten_from.and_then(|id| trees.get(&id)) {
+                    rekey(from, &tree, t)?;
+                }
+                tree.insert(APPLIED_KEY, &applied_value(lsn, 0))?;
+            }
+            trees.insert(t.id, tree);
         }
         // New indexes are built from the versions already stored; the
         // tree's applied LSN is set only once the build is complete.
@@ -508,6 +514,38 @@ impl Materialized {
         *self.catalog.write().expect("catalog") = catalog.clone();
         Ok(())
     }
+}
+
+/// Copies the newest version of every live row of `from` into `to`, keyed
+/// by `def`'s primary key, keeping its commit timestamp; dropped columns
+/// (the old row id among them) are cleared. Older versions are not copied:
+/// like PostgreSQL's table rewrites, this is not MVCC-safe for snapshots
+/// taken before it.
+fn rekey(from: &sled::Tree, to: &sled::Tree, def: &TableDef) -> Result<()> {
+    let bad = || StorageError::Codec("bad stored version".into());
+    let mut batch = sled::Batch::default();
+    let mut pending = 0;
+    for item in crate::mvcc::visible_versions(from.range(&[0x01u8][..]..), LATEST) {
+        let (k, v) = item?;
+        let (_, ts) = crate::keycodec::split_versioned(&k).ok_or_else(bad)?;
+        let mut row = crate::mvcc::decode_version(&v)?.ok_or_else(bad)?;
+        def.complete_row(&mut row);
+        for (value, c) in row.iter_mut().zip(&def.columns) {
+            if c.dropped {
+                *value = Value::Null;
+            }
+        }
+        let pk: Vec<Value> = def.primary_key.iter().map(|&i| row[i].clone()).collect();
+        let key = crate::keycodec::versioned_key(&encode_key(&pk), ts);
+        batch.insert(key, encode_version(Some(&row))?);
+        pending += 1;
+        if pending == 10_000 {
+            to.apply_batch(std::mem::take(&mut batch))?;
+            pending = 0;
+        }
+    }
+    to.apply_batch(batch)?;
+    Ok(())
 }
 
 /// The values of `first_key_column IN (constants)` among the filter's
@@ -1127,6 +1165,7 @@ impl ShardStore {
             | Fragment::Aggregate { .. }
             | Fragment::JoinScan { .. }
             | Fragment::ApplyCatalog(_)
+            | Fragment::FindKeyViolation { .. }
             | Fragment::CommitPrepared { .. }
             | Fragment::AbortPrepared { .. } => {}
         }
@@ -1153,6 +1192,7 @@ impl ShardStore {
             if ops.is_empty() {
                 return Ok(0);
             }
+            self.check_unlocked(&ops)?;
             let locked = ops.iter().any(|op| {
                 let (t, k) = op.target();
                 prepared.locks.contains_key(&(t, k.to_vec()))
@@ -1206,6 +1246,65 @@ impl ShardStore {
             self.commit(lsn, change)?;
             return Ok(n);
         }
+    }
+
+    /// 55P03 if a write targets a table ALTER TABLE is rewriting.
+    fn check_unlocked(&self, ops: &[WriteOp]) -> Result<()> {
+        let catalog = self.state.catalog.read().expect("catalog");
+        let mut last = None;
+        for op in ops {
+            let (t, _) = op.target();
+            if last == Some(t) {
+                continue;
+            }
+            last = Some(t);
+            if let Some(def) = catalog.by_id(t).filter(|d| d.locked) {
+                return Err(StorageError::Locked {
+                    table: def.name.clone(),
+                    reason: "ALTER TABLE is rewriting it".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// See [`Fragment::FindKeyViolation`]. The proxy has locked the table
+    /// first, so once the writes already logged are applied the rows stay
+    /// as checked.
+    fn find_key_violation(&self, table: TableId, columns: &[usize]) -> Result<Vec<Row>> {
+        let def = self.table(table)?;
+        let last = {
+            let w = self.writer.lock().expect("write lock");
+            let prepared = self.state.prepared.lock().expect("prepared");
+            let busy = prepared
+                .txns
+                .values()
+                .any(|p| p.ops.iter().any(|op| op.target().0 == table));
+            if busy {
+                return Err(StorageError::Locked {
+                    table: def.name,
+                    reason: "a prepared transaction writes to it".into(),
+                });
+            }
+            w.last_appended
+        };
+        self.wait_applied(last)?;
+        // A NULL is reported before a duplicate, as PostgreSQL checks.
+        let mut seen = HashSet::new();
+        let mut duplicate = None;
+        let mut null = None;
+        self.for_each_row(table, &[], LATEST, |_, row| {
+            let key: Vec<Value> = columns.iter().map(|&c| row[c].clone()).collect();
+            if key.iter().any(Value::is_null) {
+                null = Some(row);
+                return Ok(false);
+            }
+            if !seen.insert(encode_key(&key)) && duplicate.is_none() {
+                duplicate = Some(row);
+            }
+            Ok(true)
+        })?;
+        Ok(null.or(duplicate).into_iter().collect())
     }
 
     /// Logs and applies the outcome of a prepared transaction.
@@ -1388,6 +1487,9 @@ impl Shard for ShardStore {
                 Ok(FragmentOutput::Rows(joined))
             }
             Fragment::ApplyCatalog(c) => Ok(FragmentOutput::Count(self.apply_catalog(txid, c)?)),
+            Fragment::FindKeyViolation { table, columns } => Ok(FragmentOutput::Rows(
+                self.find_key_violation(*table, columns)?,
+            )),
             Fragment::CommitPrepared { txid, commit_ts } => Ok(FragmentOutput::Count(
                 self.resolve(*txid, Some(*commit_ts))?,
             )),

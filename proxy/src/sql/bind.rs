@@ -298,6 +298,18 @@ impl<'a> Binder<'a> {
                     if_exists: *if_exists,
                 })
             }
+            Statement::Vacuum(v) => {
+                if let Some(t) = &v.table_name {
+                    self.table(t)?;
+                }
+                Ok(Plan::Maintenance("VACUUM"))
+            }
+            Statement::Analyze { table_name, .. } => {
+                if !table_name.0.is_empty() {
+                    self.table(table_name)?;
+                }
+                Ok(Plan::Maintenance("ANALYZE"))
+            }
             Statement::Truncate {
                 table_names,
                 partitions: None,
@@ -747,7 +759,7 @@ impl<'a> Binder<'a> {
             }
             Some(ast::ConflictTarget::OnConstraint(name)) => {
                 let n = name.to_string();
-                if n != format!("{}_pkey", def.name) {
+                if n != format!("{}_pkey", def.name) || def.rowid.is_some() {
                     return Err(ProxyError::new(
                         "42704",
                         format!(
@@ -892,6 +904,35 @@ impl<'a> Binder<'a> {
                         if_not_exists: *if_not_exists,
                     });
                 }
+                ast::AlterTableOperation::AddConstraint {
+                    constraint: ast::TableConstraint::PrimaryKey { columns: cols, .. },
+                    ..
+                } => {
+                    let mut columns = Vec::new();
+                    for ic in cols {
+                        let ast::Expr::Identifier(id) = &ic.column.expr else {
+                            return Err(ProxyError::unsupported("expression in a key"));
+                        };
+                        let n = ident_name(id);
+                        let i = table.column_index(&n).ok_or_else(|| {
+                            ProxyError::new(
+                                "42703",
+                                format!(
+                                    "column \"{n}\" of relation \"{}\" does not exist",
+                                    table.name
+                                ),
+                            )
+                        })?;
+                        if columns.contains(&i) {
+                            return Err(ProxyError::new(
+                                "42701",
+                                format!("column \"{n}\" appears twice in primary key constraint"),
+                            ));
+                        }
+                        columns.push(i);
+                    }
+                    ops.push(AlterOp::AddPrimaryKey { columns });
+                }
                 ast::AlterTableOperation::DropColumn {
                     column_names,
                     if_exists,
@@ -987,14 +1028,15 @@ impl<'a> Binder<'a> {
         if columns.is_empty() {
             return Err(ProxyError::unsupported("a table without columns"));
         }
-        if pk.is_empty() {
-            return Err(ProxyError::new(
-                "0A000",
-                format!("table \"{name}\" needs a PRIMARY KEY: its first column is the shard key"),
-            ));
-        }
-        for &i in &pk {
-            columns[i].nullable = false;
+        // Without a primary key the table is sharded on its first column (or
+        // `shard_key`), and a hidden row id keeps equal rows apart.
+        let keyless = pk.is_empty();
+        if keyless {
+            pk.push(0);
+        } else {
+            for &i in &pk {
+                columns[i].nullable = false;
+            }
         }
         let (mut shard_key, mut replicated) = (pk[0], false);
         let mut sharding = super::strategy::StrategyOptions::default();
@@ -1027,7 +1069,9 @@ impl<'a> Binder<'a> {
                             format!("shard key column \"{col}\" does not exist"),
                         )
                     })?;
-                    if !pk.contains(&i) {
+                    if keyless {
+                        pk[0] = i;
+                    } else if !pk.contains(&i) {
                         return Err(ProxyError::new(
                             "0A000",
                             format!("shard key \"{col}\" must be a primary-key column, so every row has one home shard"),
@@ -1049,6 +1093,15 @@ impl<'a> Binder<'a> {
             }
         }
         let strategy = sharding.build(&columns, &pk, shard_key)?;
+        let rowid = keyless.then(|| {
+            columns.push(ColumnDef {
+                nullable: false,
+                default: Some(Expr::Func(fortress_storage::Func::RowId, Vec::new())),
+                ..ColumnDef::new("rowid", DataType::Int8)
+            });
+            pk.push(columns.len() - 1);
+            columns.len() - 1
+        });
         if replicated && strategy != fortress_storage::schema::Strategy::Hash {
             return Err(ProxyError::new(
                 "22023",
@@ -1085,6 +1138,9 @@ impl<'a> Binder<'a> {
                 hidden: false,
                 indexes: Vec::new(),
                 strategy,
+                rowid,
+                locked: false,
+                rewritten_from: None,
             },
             if_not_exists: c.if_not_exists,
         })

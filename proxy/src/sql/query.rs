@@ -493,7 +493,7 @@ impl Binder<'_> {
                         if qualifier.is_some() && c.qualifier != qualifier {
                             continue;
                         }
-                        if c.name.starts_with(crate::sql::scope::DROPPED_PREFIX) {
+                        if c.name.starts_with(crate::sql::scope::HIDDEN_PREFIX) {
                             continue;
                         }
                         projection.push(Expr::Column(i));

@@ -5,8 +5,9 @@ use fortress_storage::{DataType, TableDef};
 
 use crate::error::{ProxyError, Result};
 
-/// Name prefix of dropped columns; `*` skips them.
-pub const DROPPED_PREFIX: &str = "........pg.dropped.";
+/// Name prefix of the columns SQL cannot see (dropped ones, the row id of
+/// a table without a primary key); `*` skips them.
+pub const HIDDEN_PREFIX: &str = "........";
 
 #[derive(Clone, Debug)]
 pub struct ScopeColumn {
@@ -37,7 +38,9 @@ impl Scope {
                     // A dropped column keeps its place in the row, under a
                     // name no query can write (PostgreSQL's own spelling).
                     name: if c.dropped {
-                        format!("{DROPPED_PREFIX}{}........", i + 1)
+                        format!("{HIDDEN_PREFIX}pg.dropped.{}........", i + 1)
+                    } else if table.rowid == Some(i) {
+                        format!("{HIDDEN_PREFIX}fortress.rowid........")
                     } else {
                         c.name.clone()
                     },
