@@ -3,7 +3,8 @@
 //! folded in) and remembers the write generation of every table it read;
 //! any later write to one of them makes it stale, as does its TTL.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -20,6 +21,8 @@ pub const MAX_ROWS: usize = 10_000;
 const MAX_TOTAL_ROWS: usize = 100_000;
 
 struct Entry {
+    /// Insertion number: its place in [`Entries::order`].
+    seq: u64,
     columns: Vec<OutputColumn>,
     rows: Vec<Row>,
     /// (table, its write generation when the read began).
@@ -29,10 +32,39 @@ struct Entry {
     stored: Instant,
 }
 
+/// The entries, with their insertion order for eviction and their row count.
+#[derive(Default)]
+struct Entries {
+    map: HashMap<String, Entry>,
+    /// (seq, key), oldest first; a key replaced since keeps a stale pair.
+    order: VecDeque<(u64, String)>,
+    rows: usize,
+    next_seq: u64,
+}
+
+impl Entries {
+    fn remove(&mut self, key: &str) {
+        if let Some(e) = self.map.remove(key) {
+            self.rows -= e.rows.len();
+        }
+    }
+
+    /// Drops the oldest entry; false when there is none.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some((seq, key)) = self.order.pop_front() {
+            if self.map.get(&key).is_some_and(|e| e.seq == seq) {
+                self.remove(&key);
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// The cache, shared by every session of a cluster.
 pub struct ResultCache {
     ttl: Duration,
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<Entries>,
     /// Per table: (write generation, writes in flight). A write counts as
     /// in flight from before it can become visible until it has returned,
     /// and bumps the generation when it ends.
@@ -56,7 +88,7 @@ impl ResultCache {
     pub fn new(ttl: Duration) -> ResultCache {
         ResultCache {
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
             generations: Mutex::new(HashMap::new()),
             catalog_generation: AtomicU64::new(0),
             time_offset: Mutex::new(Duration::ZERO),
@@ -136,11 +168,11 @@ impl ResultCache {
         let Some(tables) = self.generations_of(&tables) else {
             return Err(None);
         };
-        let key = format!("{plan:?}");
+        let key = key_of(plan);
         let catalog = self.catalog_generation.load(Ordering::Acquire);
         let now = self.now();
         let mut entries = self.entries.lock().expect("cache entries");
-        if let Some(e) = entries.get(&key) {
+        if let Some(e) = entries.map.get(&key) {
             let fresh = now.duration_since(e.stored) < self.ttl
                 && e.catalog == catalog
                 && e.tables == tables;
@@ -169,21 +201,22 @@ impl ResultCache {
         }
         let now = self.now();
         let mut entries = self.entries.lock().expect("cache entries");
-        let mut total: usize = entries.values().map(|e| e.rows.len()).sum();
-        while !entries.is_empty()
-            && (entries.len() >= MAX_ENTRIES || total + rows.len() > MAX_TOTAL_ROWS)
-        {
-            let oldest = entries
-                .iter()
-                .min_by_key(|(_, e)| e.stored)
-                .map(|(k, _)| k.clone());
-            if let Some(e) = oldest.and_then(|k| entries.remove(&k)) {
-                total -= e.rows.len();
-            }
+        entries.remove(&ticket.key);
+        while (entries.map.len() >= MAX_ENTRIES || entries.rows + rows.len() > MAX_TOTAL_ROWS)
+            && entries.evict_oldest()
+        {}
+        let seq = entries.next_seq;
+        entries.next_seq += 1;
+        entries.rows += rows.len();
+        entries.order.push_back((seq, ticket.key.clone()));
+        if entries.order.len() > 2 * MAX_ENTRIES {
+            let Entries { map, order, .. } = &mut *entries;
+            order.retain(|(seq, key)| map.get(key).is_some_and(|e| e.seq == *seq));
         }
-        entries.insert(
+        entries.map.insert(
             ticket.key,
             Entry {
+                seq,
                 columns: columns.to_vec(),
                 rows: rows.to_vec(),
                 tables: ticket.tables,
@@ -191,6 +224,84 @@ impl ResultCache {
                 stored: now,
             },
         );
+    }
+}
+
+/// The cache key of a plan: its parts, with tables by id (their definitions
+/// are covered by the catalog generation). Destructured in full, so a new
+/// plan field cannot be left out unnoticed.
+fn key_of(plan: &SelectPlan) -> String {
+    let mut k = String::new();
+    write_plan(plan, &mut k);
+    k
+}
+
+fn write_plan(plan: &SelectPlan, k: &mut String) {
+    let SelectPlan {
+        source,
+        filter,
+        aggregate,
+        having,
+        projection,
+        columns,
+        distinct,
+        order_by,
+        limit,
+        offset,
+        subqueries,
+        untyped,
+    } = plan;
+    if let Some(src) = source {
+        write_source(src, k);
+    }
+    let _ = write!(
+        k,
+        "|{filter:?}|{aggregate:?}|{having:?}|{projection:?}|{columns:?}|{distinct}|{order_by:?}|{limit:?}|{offset}|{untyped:?}"
+    );
+    for s in subqueries {
+        let _ = write!(k, "[{} {:?} {:?} ", s.slot, s.kind, s.outer_refs);
+        write_plan(&s.plan, k);
+        k.push(']');
+    }
+}
+
+fn write_source(src: &Source, k: &mut String) {
+    match src {
+        Source::Table(t) => {
+            let _ = write!(k, "T{}", t.id);
+        }
+        Source::Join {
+            left,
+            right,
+            kind,
+            on,
+        } => {
+            k.push('(');
+            write_source(left, k);
+            let _ = write!(k, " {kind:?} {on:?} ");
+            write_source(right, k);
+            k.push(')');
+        }
+        Source::Derived(p) => {
+            k.push('(');
+            write_plan(p, k);
+            k.push(')');
+        }
+        Source::Rows { rows, width } => {
+            let _ = write!(k, "R{width}{rows:?}");
+        }
+        Source::SetOp {
+            op,
+            all,
+            left,
+            right,
+        } => {
+            let _ = write!(k, "{op:?}{all}(");
+            write_plan(left, k);
+            k.push(',');
+            write_plan(right, k);
+            k.push(')');
+        }
     }
 }
 

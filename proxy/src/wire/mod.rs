@@ -1,6 +1,7 @@
 //! The PostgreSQL wire front end (pgwire): startup, simple and extended
 //! query, and the mapping of errors to ErrorResponse with their SQLSTATE.
 
+pub mod conn;
 pub mod encode;
 pub mod frame;
 
@@ -1006,7 +1007,7 @@ pub async fn serve(
                         // pgwire 0.42 panics decoding some malformed messages
                         // (see `frame`): that ends this connection only.
                         let session = std::panic::AssertUnwindSafe(
-                            pgwire::tokio::process_socket(socket, None, server),
+                            conn::process(socket, server),
                         );
                         match futures::FutureExt::catch_unwind(session).await {
                             Ok(Ok(())) => {}
