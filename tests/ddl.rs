@@ -260,9 +260,9 @@ async fn secondary_indexes_serve_lookups_across_restarts() {
     )
     .await
     .unwrap();
-    // A transaction's snapshot still sees the index as of its start.
+    // A REPEATABLE READ snapshot still sees the index as of its start.
     let mut t = server.client().await;
-    let tx = t.transaction().await.unwrap();
+    let tx = common::snapshot_txn(&mut t).await.unwrap();
     let before: Vec<i32> = tx
         .query(&by_index("k3"), &[])
         .await

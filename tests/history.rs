@@ -45,7 +45,7 @@ async fn run_client(mut c: tokio_postgres::Client, client: i64, txns: usize) -> 
     let mut element = client * 1_000_000;
     for _ in 0..txns {
         let mut ops = Vec::new();
-        let t = c.transaction().await.unwrap();
+        let t = common::snapshot_txn(&mut c).await.unwrap();
         let mut ok = true;
         for _ in 0..1 + next(3) {
             let k = next(KEYS as u64) as i32;

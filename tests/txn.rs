@@ -5,7 +5,7 @@ mod common;
 
 use std::io::Write;
 
-use common::{code, Server};
+use common::{code, snapshot_txn, Server};
 
 /// Accounts of one branch: the shard key is `branch`, so every row lives on
 /// one shard and transactions over them commit on that shard alone.
@@ -126,7 +126,7 @@ async fn a_transaction_reads_one_snapshot() {
     let server = Server::start(dir.path());
     let mut a = setup(&server).await;
     let b = server.client().await;
-    let t = a.transaction().await.unwrap();
+    let t = snapshot_txn(&mut a).await.unwrap();
     let sum = |rows: Vec<tokio_postgres::Row>| rows.iter().map(|r| r.get::<_, i64>(0)).sum::<i64>();
     assert_eq!(
         sum(t.query("SELECT balance FROM acct", &[]).await.unwrap()),
@@ -155,8 +155,8 @@ async fn first_committer_wins() {
     let server = Server::start(dir.path());
     let mut a = setup(&server).await;
     let mut b = server.client().await;
-    let ta = a.transaction().await.unwrap();
-    let tb = b.transaction().await.unwrap();
+    let ta = snapshot_txn(&mut a).await.unwrap();
+    let tb = snapshot_txn(&mut b).await.unwrap();
     ta.execute(
         "UPDATE acct SET balance = balance + 1 WHERE branch = 1 AND id = 1",
         &[],
@@ -241,8 +241,8 @@ async fn a_transaction_over_several_shards_commits_whole() {
     );
     // A conflict on one participant aborts every participant.
     let mut other = server.client().await;
-    let t1 = c.transaction().await.unwrap();
-    let t2 = other.transaction().await.unwrap();
+    let t1 = snapshot_txn(&mut c).await.unwrap();
+    let t2 = snapshot_txn(&mut other).await.unwrap();
     t1.execute("UPDATE acct SET balance = balance + 1 WHERE id >= 10", &[])
         .await
         .unwrap();
@@ -367,4 +367,90 @@ async fn concurrent_increments_lose_no_update() {
     );
     assert!(acked > 0);
     eprintln!("{acked} increments committed, {retries} serialization retries");
+}
+
+/// READ COMMITTED, the default: a second writer of a row waits for the
+/// first to finish and then updates the committed row, so neither fails
+/// and no update is lost; a wait that closes a cycle fails with 40P01.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_committed_writers_wait_for_row_locks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut a = setup(&server).await;
+    let mut b = server.client().await;
+    let level: String = a
+        .query_one("SHOW default_transaction_isolation", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(level, "read committed");
+    let ta = a.transaction().await.unwrap();
+    ta.execute("UPDATE acct SET balance = balance + 1 WHERE id = 1", &[])
+        .await
+        .unwrap();
+    let waiter = tokio::spawn(async move {
+        let tb = b.transaction().await.unwrap();
+        // A range filter: rows found, locked, then read again.
+        let n = tb
+            .execute("UPDATE acct SET balance = balance + 10 WHERE id >= 1", &[])
+            .await
+            .unwrap();
+        let seen: i64 = tb
+            .query_one("SELECT balance FROM acct WHERE id = 1", &[])
+            .await
+            .unwrap()
+            .get(0);
+        tb.commit().await.unwrap();
+        (n, seen)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the second writer waits for the lock"
+    );
+    // Meanwhile readers are not blocked and see the committed value.
+    let reader = server.client().await;
+    assert_eq!(balance(&reader, 1).await, Some(100));
+    ta.commit().await.unwrap();
+    let (n, seen) = waiter.await.unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(seen, 111, "the waiter updated the committed row");
+    assert_eq!(balance(&a, 1).await, Some(111));
+    assert_eq!(balance(&a, 2).await, Some(60));
+
+    // Opposite lock orders: one of the two is told it deadlocked.
+    let mut c = server.client().await;
+    let t1 = a.transaction().await.unwrap();
+    t1.execute("UPDATE acct SET balance = balance + 1 WHERE id = 1", &[])
+        .await
+        .unwrap();
+    let second = tokio::spawn(async move {
+        let t2 = c.transaction().await.unwrap();
+        t2.execute("UPDATE acct SET balance = balance + 1 WHERE id = 2", &[])
+            .await
+            .unwrap();
+        let r = t2
+            .execute("UPDATE acct SET balance = balance + 1 WHERE id = 1", &[])
+            .await;
+        match r {
+            Ok(_) => t2.commit().await.map(|_| ()),
+            Err(e) => Err(e),
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let first = async move {
+        t1.execute("UPDATE acct SET balance = balance + 1 WHERE id = 2", &[])
+            .await?;
+        t1.commit().await
+    }
+    .await;
+    let second = second.await.unwrap();
+    let deadlocks = [&first, &second]
+        .iter()
+        .filter(|r| matches!(r, Err(e) if code(e) == "40P01"))
+        .count();
+    assert_eq!(deadlocks, 1, "{first:?} {second:?}");
+    assert!(first.is_ok() || second.is_ok());
+    assert_eq!(balance(&a, 1).await, Some(112));
+    assert_eq!(balance(&a, 2).await, Some(61));
 }

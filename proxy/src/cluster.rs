@@ -44,7 +44,7 @@ pub struct Cluster {
     ring: Ring,
     clock: Arc<HybridClock>,
     pins: Arc<SnapshotPins>,
-    coordinator: Coordinator,
+    coordinator: Arc<Coordinator>,
     catalog: RwLock<Arc<Catalog>>,
     /// Serialises DDL so catalog versions are assigned one at a time.
     pub(crate) ddl: tokio::sync::Mutex<()>,
@@ -58,6 +58,8 @@ pub struct Cluster {
     cipher: Option<Arc<fortress_storage::cipher::Cipher>>,
     /// The data directory's id (see [`Identity`]).
     id: String,
+    /// Row locks of READ COMMITTED transactions.
+    locks: Arc<crate::locks::LockTable>,
 }
 
 /// Shard producers that may stream at once.
@@ -242,7 +244,7 @@ impl Cluster {
             ring,
             clock: opts.shard.clock.clone(),
             pins: opts.shard.pins.clone(),
-            coordinator,
+            coordinator: Arc::new(coordinator),
             catalog: RwLock::new(Arc::new(newest)),
             ddl: tokio::sync::Mutex::new(()),
             cache: crate::cache::ResultCache::new(opts.cache_ttl),
@@ -257,6 +259,7 @@ impl Cluster {
                     .map(|d| d.as_micros() as u64)
                     .unwrap_or(1),
             ),
+            locks: Arc::new(crate::locks::LockTable::default()),
         })
     }
 
@@ -407,10 +410,34 @@ impl Cluster {
             .cloned()
             .ok_or_else(|| ProxyError::new("XX000", format!("no shard {shard}")))?;
         self.metrics.record_request(shard);
+        if let Some(done) = s.try_read(&fragment) {
+            return done.map_err(ProxyError::from);
+        }
         tokio::task::spawn_blocking(move || s.execute(txid, &fragment))
             .await
             .map_err(|e| ProxyError::new("XX000", format!("shard task failed: {e}")))?
             .map_err(ProxyError::from)
+    }
+
+    /// Logs a two-phase commit's decision durably, off the async workers.
+    pub async fn log_commit(
+        &self,
+        txid: u64,
+        commit_ts: Timestamp,
+    ) -> std::result::Result<(), fortress_storage::StorageError> {
+        let coordinator = self.coordinator.clone();
+        tokio::task::spawn_blocking(move || coordinator.log_commit(txid, commit_ts))
+            .await
+            .unwrap_or_else(|e| {
+                Err(fortress_storage::StorageError::Codec(format!(
+                    "decision task: {e}"
+                )))
+            })
+    }
+
+    /// Row locks of READ COMMITTED transactions.
+    pub fn locks(&self) -> &Arc<crate::locks::LockTable> {
+        &self.locks
     }
 
     /// Runs `fragment` on each of `shards` in parallel; results in shard order.

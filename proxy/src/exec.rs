@@ -10,14 +10,16 @@ use fortress_storage::{Expr, Fragment, FragmentOutput, Row, ShardId, TableDef, T
 use crate::cluster::Cluster;
 use crate::copy::CopyFormat;
 use crate::error::{ProxyError, Result};
+use crate::locks::HeldLocks;
 use crate::plan::{OnConflict, OutputColumn, Plan, Returning, Subquery};
 use crate::route::placement::{ring_shard, shard_for_key, shard_for_row};
 use crate::route::router::Target;
 use crate::select::{fill, Reader};
 use crate::session::Session;
 use crate::stream::RowStream;
-use crate::txn::{Txn, TxnState};
+use crate::txn::{Isolation, Txn, TxnState};
 use fortress_storage::aggregate::GroupKey;
+use fortress_storage::keycodec::encode_key;
 
 /// What a statement returns to the client.
 #[derive(Debug)]
@@ -234,12 +236,27 @@ async fn execute_in_session(
         ));
     }
     match (session.replace_txn(TxnState::Idle), plan) {
-        (TxnState::Idle, Plan::Begin { tag }) => {
+        (TxnState::Idle, Plan::Begin { tag, isolation }) => {
+            let isolation = isolation
+                .or_else(|| {
+                    session
+                        .get("default_transaction_isolation")
+                        .and_then(|s| Isolation::parse(&s))
+                })
+                .unwrap_or(Isolation::ReadCommitted);
             let (snapshot, pin) = cluster.pinned_snapshot();
-            session.replace_txn(TxnState::Active(Txn::new(snapshot, pin)));
+            let txn = match isolation {
+                Isolation::RepeatableRead => Txn::new(snapshot, pin),
+                Isolation::ReadCommitted => Txn::read_committed(
+                    snapshot,
+                    pin,
+                    HeldLocks::new(cluster.locks().clone(), cluster.txid()),
+                ),
+            };
+            session.replace_txn(TxnState::Active(txn));
             Ok(QueryResult::TxnStart { tag, notice: None })
         }
-        (state @ (TxnState::Active(_) | TxnState::Failed), Plan::Begin { tag }) => {
+        (state @ (TxnState::Active(_) | TxnState::Failed), Plan::Begin { tag, .. }) => {
             session.replace_txn(state);
             Ok(QueryResult::TxnStart {
                 tag,
@@ -309,11 +326,19 @@ fn key_shards(
 /// across shards by two-phase commit (see [`crate::coordinator`]).
 async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
     let snapshot = txn.snapshot;
+    // Row locks are held until the writes are applied everywhere.
+    let _locks = txn.locks().cloned();
     let mut by_shard: BTreeMap<ShardId, Vec<TxnWrite>> = BTreeMap::new();
     let catalog = cluster.catalog();
     for w in txn.into_writes() {
-        for shard in key_shards(cluster, &catalog, w.table, &w.key)? {
+        // Moved to its shard; copied only for a replicated table's shards.
+        let mut shards = key_shards(cluster, &catalog, w.table, &w.key)?;
+        let last = shards.pop();
+        for shard in shards {
             by_shard.entry(shard).or_default().push(w.clone());
+        }
+        if let Some(shard) = last {
+            by_shard.entry(shard).or_default().push(w);
         }
     }
     if by_shard.len() <= 1 {
@@ -350,21 +375,24 @@ async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
         });
     }
     let commit_ts = cluster.snapshot();
-    cluster.coordinator().log_commit(txid, commit_ts).map_err(|e| {
+    cluster.log_commit(txid, commit_ts).await.map_err(|e| {
         ProxyError::new(
             "40003",
             format!("commit outcome unknown: the decision could not be logged ({e}); restart resolves it"),
         )
     })?;
     fault::hit("2pc.after_decision").map_err(|f| ProxyError::new("XX000", f.to_string()))?;
-    // The transaction is committed now; phase two only publishes it.
+    // The transaction is committed now; phase two only publishes it: the
+    // first participant, then (past the crash tests' fault point) the rest
+    // in parallel.
+    let frag = Fragment::CommitPrepared { txid, commit_ts };
+    let (first, rest) = participants.split_at(1);
+    let mut results = cluster.scatter(first, txid, &frag).await;
+    fault::hit("2pc.mid_phase_two").map_err(|f| ProxyError::new("XX000", f.to_string()))?;
+    results.extend(cluster.scatter(rest, txid, &frag).await);
     let mut all_applied = true;
-    for (i, &shard) in participants.iter().enumerate() {
-        if i == 1 {
-            fault::hit("2pc.mid_phase_two").map_err(|f| ProxyError::new("XX000", f.to_string()))?;
-        }
-        let frag = Fragment::CommitPrepared { txid, commit_ts };
-        if let Err(e) = cluster.run(shard, txid, frag).await {
+    for (r, shard) in results.into_iter().zip(&participants) {
+        if let Err(e) = r {
             all_applied = false;
             tracing::error!(txid, shard, error = %e, "commit of a decided transaction failed; restart applies it");
         }
@@ -523,17 +551,30 @@ async fn txn_insert(
     returning: Option<Returning>,
 ) -> Result<QueryResult> {
     let mut out = Vec::new();
+    let mut count = 0usize;
     let mut affected = BTreeSet::new();
+    // A keyless table's key ends in a fresh row id: there is nothing to look
+    // up (a repeat would still fail the commit with 23505).
+    let fresh_keys = table.rowid.is_some() && on_conflict.is_none();
     for row in new_rows {
         table.check_not_null(&row)?;
         let key = Txn::key_of(&table, &row);
-        let first_touch = affected.insert(GroupKey(key.clone()));
-        match (txn_row(cluster, txn, &table, &key).await?, &on_conflict) {
+        let first_touch = matches!(on_conflict, Some(OnConflict::DoUpdate { .. }))
+            && affected.insert(GroupKey(key.clone()));
+        let existing = if fresh_keys {
+            None
+        } else {
+            txn_row(cluster, txn, &table, &key).await?
+        };
+        match (existing, &on_conflict) {
             (None, _) => {
                 maintain_uniques(cluster, txn, &table, None, Some(&row)).await?;
                 let was_deleted_here = txn.get(table.id, &key).is_some();
-                txn.put(table.id, key, Some(row.clone()), !was_deleted_here);
-                out.push(row);
+                count += 1;
+                if returning.is_some() {
+                    out.push(row.clone());
+                }
+                txn.put(table.id, key, Some(row), !was_deleted_here);
             }
             (Some(_), None) => return Err(table.duplicate_error(&row).into()),
             (Some(_), Some(OnConflict::DoNothing)) => {}
@@ -564,16 +605,24 @@ async fn txn_insert(
                 table.check_not_null(&new)?;
                 maintain_uniques(cluster, txn, &table, Some(&old), Some(&new)).await?;
                 txn.put(table.id, key, Some(new.clone()), false);
+                count += 1;
                 out.push(new);
             }
         }
     }
-    written("INSERT 0", returning, out)
+    match returning {
+        Some(_) => written("INSERT 0", returning, out),
+        None => Ok(done(format!("INSERT 0 {count}"))),
+    }
 }
 
 /// A statement inside a transaction block: reads at the transaction's
 /// snapshot plus its own writes; writes go to the buffer.
 async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<QueryResult> {
+    // READ COMMITTED: each statement sees what is committed when it starts.
+    if txn.locks().is_some() {
+        txn.snapshot = cluster.snapshot();
+    }
     match plan {
         Plan::Select(s) => {
             let reader = Reader {
@@ -612,7 +661,15 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
                     &mut returning,
                 )
                 .await?;
-                reader.table_rows(&table, filter.as_ref()).await?
+                if txn.locks().is_none() {
+                    reader.table_rows(&table, filter.as_ref()).await?
+                } else {
+                    Vec::new()
+                }
+            };
+            let old_rows = match txn.locks().cloned() {
+                Some(locks) => lock_rows(cluster, txn, &locks, &table, filter.as_ref()).await?,
+                None => old_rows,
             };
             let mut out = Vec::with_capacity(old_rows.len());
             let mut moved = Vec::new();
@@ -658,7 +715,15 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
                     txn: Some(txn),
                 };
                 fill_write(&reader, subqueries, &mut filter, &mut [], &mut returning).await?;
-                reader.table_rows(&table, filter.as_ref()).await?
+                if txn.locks().is_none() {
+                    reader.table_rows(&table, filter.as_ref()).await?
+                } else {
+                    Vec::new()
+                }
+            };
+            let old_rows = match txn.locks().cloned() {
+                Some(locks) => lock_rows(cluster, txn, &locks, &table, filter.as_ref()).await?,
+                None => old_rows,
             };
             delete_rows(cluster, txn, &table, &old_rows).await?;
             written("DELETE", returning, old_rows)
@@ -713,6 +778,52 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
             "transaction control reached the statement executor",
         )),
     }
+}
+
+/// READ COMMITTED: the rows `filter` selects for an UPDATE or DELETE,
+/// locked, as last committed (or as this transaction wrote them). A filter
+/// naming the whole primary key locks that row before reading it. Otherwise
+/// the rows found are locked, then read again at a fresh snapshot and
+/// checked against the filter anew, as PostgreSQL re-checks a row that
+/// changed while it waited for its lock. Rows inserted meanwhile are not
+/// picked up, as in PostgreSQL.
+async fn lock_rows(
+    cluster: &Cluster,
+    txn: &mut Txn,
+    locks: &crate::locks::HeldLocks,
+    table: &TableDef,
+    filter: Option<&Expr>,
+) -> Result<Vec<Row>> {
+    fn reader<'a>(cluster: &'a Cluster, txn: &'a Txn) -> Reader<'a> {
+        Reader {
+            cluster,
+            snapshot: txn.snapshot,
+            txn: Some(txn),
+        }
+    }
+    let point = cluster.route(table, filter).key_prefix;
+    if point.len() == table.primary_key.len() {
+        locks.lock((table.id, encode_key(&point))).await?;
+        txn.snapshot = cluster.snapshot();
+        return reader(cluster, txn).table_rows(table, filter).await;
+    }
+    let found = reader(cluster, txn).table_rows(table, filter).await?;
+    for row in &found {
+        locks
+            .lock((table.id, encode_key(&Txn::key_of(table, row))))
+            .await?;
+    }
+    txn.snapshot = cluster.snapshot();
+    let mut rows = Vec::with_capacity(found.len());
+    for row in found {
+        let key = Txn::key_of(table, &row);
+        if let Some(now) = txn_row(cluster, txn, table, &key).await? {
+            if filter.map_or(Ok(true), |f| f.matches(&now))? {
+                rows.push(now);
+            }
+        }
+    }
+    Ok(rows)
 }
 
 /// Buffers the deletion of `rows` (and their UNIQUE index entries).

@@ -230,6 +230,8 @@ pub enum Plan {
     /// BEGIN or START TRANSACTION (the command tag echoes which).
     Begin {
         tag: &'static str,
+        /// `ISOLATION LEVEL ...`; otherwise the session's default.
+        isolation: Option<crate::txn::Isolation>,
     },
     Commit,
     Rollback,

@@ -1,12 +1,15 @@
-//! Session transactions: snapshot isolation with writes buffered in the
-//! session until COMMIT.
+//! Session transactions, with writes buffered in the session until COMMIT.
 //!
-//! BEGIN takes one snapshot timestamp from the cluster clock; every read in
-//! the transaction reads all shards at it and then overlays the transaction's
-//! own buffered writes (read-your-writes). COMMIT sends the buffer to the
-//! owning shard, which applies it as one WAL record unless some key has a
-//! version newer than the snapshot (first committer wins, 40001). A buffer
-//! spanning several shards commits by two-phase commit.
+//! REPEATABLE READ (and SERIALIZABLE, served the same way) is snapshot
+//! isolation: BEGIN takes one snapshot timestamp from the cluster clock and
+//! every read reads all shards at it, then overlays the transaction's own
+//! buffered writes (read-your-writes). READ COMMITTED, PostgreSQL's default,
+//! takes a fresh snapshot per statement, and its UPDATEs and DELETEs lock
+//! the rows they change ([`crate::locks`]) and work on the latest committed
+//! version. COMMIT sends the buffer to the owning shard, which applies it as
+//! one WAL record unless some key has a version newer than the one the
+//! write was computed from (first committer wins, 40001). A buffer spanning
+//! several shards commits by two-phase commit.
 
 use std::collections::BTreeMap;
 
@@ -16,24 +19,63 @@ use std::sync::Arc;
 use fortress_storage::{Expr, PinGuard, Row, TableDef, TableId, Timestamp, TxnWrite, Value};
 
 use crate::error::Result;
+use crate::locks::HeldLocks;
+
+/// The isolation a transaction block runs at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    ReadCommitted,
+    /// Snapshot isolation; also what SERIALIZABLE gets.
+    RepeatableRead,
+}
+
+impl Isolation {
+    /// From PostgreSQL's spelling (`transaction_isolation` values).
+    pub fn parse(text: &str) -> Option<Isolation> {
+        match text.to_lowercase().as_str() {
+            "read committed" | "read uncommitted" => Some(Isolation::ReadCommitted),
+            "repeatable read" | "serializable" => Some(Isolation::RepeatableRead),
+            _ => None,
+        }
+    }
+}
 
 /// An open transaction.
 #[derive(Debug, Clone)]
 pub struct Txn {
+    /// What reads see: the transaction's snapshot, or under READ COMMITTED
+    /// the current statement's.
     pub snapshot: Timestamp,
     writes: BTreeMap<(TableId, Vec<u8>), TxnWrite>,
     /// Keeps garbage collection from removing what the snapshot can see,
     /// for as long as the transaction (or its session) lives.
     _pin: Arc<PinGuard>,
+    /// Row locks (READ COMMITTED only), released when the transaction ends.
+    locks: Option<Arc<HeldLocks>>,
 }
 
 impl Txn {
+    /// A snapshot-isolation transaction.
     pub fn new(snapshot: Timestamp, pin: PinGuard) -> Txn {
         Txn {
             snapshot,
             writes: BTreeMap::new(),
             _pin: Arc::new(pin),
+            locks: None,
         }
+    }
+
+    /// A READ COMMITTED transaction locking rows in `locks`.
+    pub fn read_committed(snapshot: Timestamp, pin: PinGuard, locks: HeldLocks) -> Txn {
+        Txn {
+            locks: Some(Arc::new(locks)),
+            ..Txn::new(snapshot, pin)
+        }
+    }
+
+    /// The row locks of a READ COMMITTED transaction.
+    pub fn locks(&self) -> Option<&Arc<HeldLocks>> {
+        self.locks.as_ref()
     }
 
     /// Primary-key values of `row`.
@@ -57,6 +99,9 @@ impl Txn {
             }
             (prev, _) => {
                 let insert = prev.unwrap_or(insert);
+                // A READ COMMITTED write was computed from what this
+                // statement read; conflicts are counted from then.
+                let read_ts = self.locks.is_some().then_some(self.snapshot);
                 self.writes.insert(
                     slot,
                     TxnWrite {
@@ -64,6 +109,7 @@ impl Txn {
                         key,
                         row,
                         insert,
+                        read_ts,
                     },
                 );
             }

@@ -115,6 +115,10 @@ pub struct TxnWrite {
     pub key: Vec<Value>,
     pub row: Option<Row>,
     pub insert: bool,
+    /// When the row this write was computed from was read, if later than
+    /// the transaction's snapshot (READ COMMITTED reads each statement
+    /// afresh): a version newer than this is a conflict.
+    pub read_ts: Option<Timestamp>,
 }
 
 impl Fragment {
@@ -139,6 +143,13 @@ pub trait Shard: Send + Sync {
     fn id(&self) -> ShardId;
     /// Runs one fragment; writes are durable when this returns `Ok`.
     fn execute(&self, txid: TxnId, fragment: &Fragment) -> Result<FragmentOutput>;
+    /// Runs a point read (a `Scan` of one whole primary key) at once if it
+    /// has nothing to wait for (writes below its snapshot still being
+    /// applied, prepared transactions); `None` asks the caller to `execute`
+    /// it where blocking is allowed. Spares short reads a thread hand-off.
+    fn try_read(&self, _fragment: &Fragment) -> Option<Result<FragmentOutput>> {
+        None
+    }
     /// Runs a `Scan`, handing its rows to `sink` in order, in batches as
     /// they are produced; `sink` returns false to stop early. An empty
     /// batch only asks whether to go on (a long sort sends nothing for a

@@ -51,6 +51,22 @@ where
     })
 }
 
+/// The version of the row keyed `pk` visible at `snapshot`, with one seek:
+/// versions sort newest first, so the first key at or past `pk ++
+/// !snapshot` is the newest version at or below the snapshot. A point
+/// read does not walk the older versions a hot row piles up.
+pub fn visible_at(tree: &sled::Tree, pk: &[u8], snapshot: u64) -> Result<Option<Row>> {
+    let from = crate::keycodec::versioned_key(pk, snapshot);
+    let Some(item) = tree.range(from..).next() else {
+        return Ok(None);
+    };
+    let (k, v) = item?;
+    match split_versioned(&k) {
+        Some((found, _)) if found == pk => decode_version(&v),
+        _ => Ok(None),
+    }
+}
+
 /// Like [`visible`], but yields the stored `(versioned key, version)` pairs
 /// undecoded: what a checkpoint copies.
 pub fn visible_versions<I>(

@@ -315,6 +315,7 @@ fn snapshots_see_the_past_and_gc_reclaims_what_none_can_see() {
 
 fn txn_write(id: i64, v: i64) -> fortress_storage::TxnWrite {
     fortress_storage::TxnWrite {
+        read_ts: None,
         table: 1,
         key: vec![Value::Int8(id)],
         row: Some(vec![Value::Int8(id), Value::Int8(v)]),

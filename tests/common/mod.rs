@@ -224,6 +224,16 @@ pub async fn transfer(
     t.commit().await
 }
 
+/// A REPEATABLE READ block: one snapshot throughout, first committer wins.
+pub async fn snapshot_txn(
+    c: &mut Client,
+) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
+    c.build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+}
+
 /// The lines of `EXPLAIN sql`, joined.
 pub async fn explain(c: &Client, sql: &str) -> String {
     c.simple_query(&format!("EXPLAIN {sql}"))

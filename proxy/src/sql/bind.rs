@@ -444,8 +444,14 @@ impl<'a> Binder<'a> {
                 }
                 Ok(Plan::ShowVariable { name })
             }
-            Statement::StartTransaction { begin, .. } => Ok(Plan::Begin {
+            Statement::StartTransaction { begin, modes, .. } => Ok(Plan::Begin {
                 tag: if *begin { "BEGIN" } else { "START TRANSACTION" },
+                isolation: modes.iter().find_map(|m| match m {
+                    ast::TransactionMode::IsolationLevel(l) => {
+                        crate::txn::Isolation::parse(&l.to_string())
+                    }
+                    _ => None,
+                }),
             }),
             Statement::Commit { chain: false, .. } => Ok(Plan::Commit),
             Statement::Rollback {
