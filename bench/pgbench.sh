@@ -7,9 +7,9 @@
 # --sync always. Both get `pgbench -i -s SCALE`, then the select-only (-S)
 # and TPC-B-like scripts, each with -M prepared and -M simple, 8 clients and
 # 2 threads for SECONDS, twice, interleaved (PostgreSQL first in round 1,
-# fortress first in round 2). Prints tps, mean latency and failed
-# transactions per run, then a table of the means and the ratio
-# fortress / PostgreSQL, and fortress's peak RSS.
+# fortress first in round 2). Prints tps, mean latency, failed transactions
+# and p99 latency (from pgbench's per-transaction log) per run, then a table
+# of the means and the ratio fortress / PostgreSQL, and fortress's peak RSS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-30}
@@ -75,13 +75,17 @@ for round in 1 2; do
     for script in select-only tpcb-like; do
         for mode in prepared simple; do
             for target in $order; do
-                args=(-M "$mode" -c "$CLIENTS" -j "$THREADS" -T "$DURATION")
+                # Per-transaction logs give the latency percentiles.
+                logs="$WORK/log-$round-$script-$mode-$target"
+                args=(-M "$mode" -c "$CLIENTS" -j "$THREADS" -T "$DURATION" -l --log-prefix="$logs")
                 [ "$script" = select-only ] && args+=(-S)
-                out=$(pgb "$target" "${args[@]}" 2>&1) || { echo "$out"; exit 1; }
+                out=$(cd "$WORK" && pgb "$target" "${args[@]}" 2>&1) || { echo "$out"; exit 1; }
                 tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")
                 lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' <<<"$out")
                 failed=$(sed -n 's/^number of failed transactions: [0-9]* (\([0-9.]*\)%).*/\1/p' <<<"$out")
-                echo "$round $script $mode $target ${tps:-0} ${lat:-0} ${failed:-0}" | tee -a "$RESULTS"
+                p99=$(cat "$logs".* | awk '{ print $3 }' | sort -n | awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.3f", v[i] / 1000 }')
+                rm -f "$logs".*
+                echo "$round $script $mode $target ${tps:-0} ${lat:-0} ${failed:-0} ${p99:-0}" | tee -a "$RESULTS"
             done
         done
     done
@@ -93,11 +97,11 @@ import sys
 from collections import defaultdict
 runs = defaultdict(list)
 for line in open(sys.argv[1]):
-    _, script, mode, target, tps, lat, failed = line.split()
-    runs[(script, mode, target)].append((float(tps), float(lat), float(failed)))
+    _, script, mode, target, tps, lat, failed, p99 = line.split()
+    runs[(script, mode, target)].append((float(tps), float(lat), float(failed), float(p99)))
 mean = lambda xs: sum(xs) / len(xs)
 print()
-print("| workload | mode | PostgreSQL tps | fortress tps | ratio | PostgreSQL latency ms | fortress latency ms | fortress failed % |")
+print("| workload | mode | PostgreSQL tps | fortress tps | ratio | PostgreSQL mean / p99 ms | fortress mean / p99 ms | fortress failed % |")
 print("|---|---|---:|---:|---:|---:|---:|---:|")
 for script in ("select-only", "tpcb-like"):
     for mode in ("prepared", "simple"):
@@ -106,7 +110,8 @@ for script in ("select-only", "tpcb-like"):
         pg_tps, fo_tps = mean([r[0] for r in pg]), mean([r[0] for r in fo])
         ratio = fo_tps / pg_tps if pg_tps else float("nan")
         print(f"| {script} | {mode} | {pg_tps:.0f} | {fo_tps:.0f} | {ratio:.2f}x "
-              f"| {mean([r[1] for r in pg]):.3f} | {mean([r[1] for r in fo]):.3f} "
+              f"| {mean([r[1] for r in pg]):.3f} / {mean([r[3] for r in pg]):.3f} "
+              f"| {mean([r[1] for r in fo]):.3f} / {mean([r[3] for r in fo]):.3f} "
               f"| {mean([r[2] for r in fo]):.1f} |")
 print()
 print(f"fortress peak RSS: {int(sys.argv[2]) / 1024:.0f} MiB")

@@ -322,6 +322,9 @@ fn key_shards(
     })
 }
 
+/// Past this many writes a transaction's second phase runs shard by shard.
+const BULK_WRITES: usize = 10_000;
+
 /// Commits a transaction's buffered writes: on its one shard directly, or
 /// across shards by two-phase commit (see [`crate::coordinator`]).
 async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
@@ -350,6 +353,7 @@ async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
     }
     let txid = cluster.txid();
     let participants: Vec<ShardId> = by_shard.keys().copied().collect();
+    let total_writes: usize = by_shard.values().map(Vec::len).sum();
     let prepares = by_shard.into_iter().map(|(shard, writes)| {
         let frag = Fragment::Prepare {
             txid,
@@ -358,7 +362,16 @@ async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
         };
         cluster.run(shard, txid, frag)
     });
-    let prepared = futures::future::join_all(prepares).await;
+    // A bulk write set is prepared shard by shard, like its second phase.
+    let prepared = if total_writes > BULK_WRITES {
+        let mut out = Vec::new();
+        for p in prepares {
+            out.push(p.await);
+        }
+        out
+    } else {
+        futures::future::join_all(prepares).await
+    };
     let failed = prepared.into_iter().find_map(|r| r.err());
     let injected = fault::hit("2pc.after_prepare").err();
     if failed.is_some() || injected.is_some() {
@@ -384,12 +397,19 @@ async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
     fault::hit("2pc.after_decision").map_err(|f| ProxyError::new("XX000", f.to_string()))?;
     // The transaction is committed now; phase two only publishes it: the
     // first participant, then (past the crash tests' fault point) the rest
-    // in parallel.
+    // in parallel, or one by one for a bulk write set (each shard applying
+    // its part holds copies of it: one at a time bounds the peak).
     let frag = Fragment::CommitPrepared { txid, commit_ts };
     let (first, rest) = participants.split_at(1);
     let mut results = cluster.scatter(first, txid, &frag).await;
     fault::hit("2pc.mid_phase_two").map_err(|f| ProxyError::new("XX000", f.to_string()))?;
-    results.extend(cluster.scatter(rest, txid, &frag).await);
+    if total_writes > BULK_WRITES {
+        for &shard in rest {
+            results.extend(cluster.scatter(&[shard], txid, &frag).await);
+        }
+    } else {
+        results.extend(cluster.scatter(rest, txid, &frag).await);
+    }
     let mut all_applied = true;
     for (r, shard) in results.into_iter().zip(&participants) {
         if let Err(e) = r {
