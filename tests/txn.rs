@@ -384,6 +384,13 @@ async fn read_committed_writers_wait_for_row_locks() {
         .unwrap()
         .get(0);
     assert_eq!(level, "read committed");
+    // now() stays the transaction's start time while snapshots move on.
+    let t = a.transaction().await.unwrap();
+    let first: String = t.query_one("SELECT now()::text", &[]).await.unwrap().get(0);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let later: String = t.query_one("SELECT now()::text", &[]).await.unwrap().get(0);
+    assert_eq!(first, later);
+    t.commit().await.unwrap();
     let ta = a.transaction().await.unwrap();
     ta.execute("UPDATE acct SET balance = balance + 1 WHERE id = 1", &[])
         .await

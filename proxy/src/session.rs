@@ -113,7 +113,7 @@ impl Session {
     /// Unix microseconds: what now() returns inside a transaction block.
     pub fn txn_start_micros(&self) -> Option<i64> {
         match &*self.txn.lock().expect("txn") {
-            TxnState::Active(t) => Some(t.snapshot.wall_micros() as i64),
+            TxnState::Active(t) => Some(t.start.wall_micros() as i64),
             _ => None,
         }
     }

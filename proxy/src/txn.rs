@@ -46,6 +46,8 @@ pub struct Txn {
     /// What reads see: the transaction's snapshot, or under READ COMMITTED
     /// the current statement's.
     pub snapshot: Timestamp,
+    /// When the transaction began: what now() returns throughout it.
+    pub start: Timestamp,
     writes: BTreeMap<(TableId, Vec<u8>), TxnWrite>,
     /// Keeps garbage collection from removing what the snapshot can see,
     /// for as long as the transaction (or its session) lives.
@@ -59,6 +61,7 @@ impl Txn {
     pub fn new(snapshot: Timestamp, pin: PinGuard) -> Txn {
         Txn {
             snapshot,
+            start: snapshot,
             writes: BTreeMap::new(),
             _pin: Arc::new(pin),
             locks: None,
