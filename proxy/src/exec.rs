@@ -667,30 +667,20 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
             mut returning,
             subqueries,
         } => {
-            let old_rows = {
-                let reader = Reader {
-                    cluster,
-                    snapshot: txn.snapshot,
-                    txn: Some(txn),
-                };
-                fill_write(
-                    &reader,
-                    subqueries,
-                    &mut filter,
-                    &mut assignments,
-                    &mut returning,
-                )
-                .await?;
-                if txn.locks().is_none() {
-                    reader.table_rows(&table, filter.as_ref()).await?
-                } else {
-                    Vec::new()
-                }
+            let reader = Reader {
+                cluster,
+                snapshot: txn.snapshot,
+                txn: Some(txn),
             };
-            let old_rows = match txn.locks().cloned() {
-                Some(locks) => lock_rows(cluster, txn, &locks, &table, filter.as_ref()).await?,
-                None => old_rows,
-            };
+            fill_write(
+                &reader,
+                subqueries,
+                &mut filter,
+                &mut assignments,
+                &mut returning,
+            )
+            .await?;
+            let old_rows = target_rows(cluster, txn, &table, filter.as_ref()).await?;
             let mut out = Vec::with_capacity(old_rows.len());
             let mut moved = Vec::new();
             for row in old_rows {
@@ -728,23 +718,13 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
             mut returning,
             subqueries,
         } => {
-            let old_rows = {
-                let reader = Reader {
-                    cluster,
-                    snapshot: txn.snapshot,
-                    txn: Some(txn),
-                };
-                fill_write(&reader, subqueries, &mut filter, &mut [], &mut returning).await?;
-                if txn.locks().is_none() {
-                    reader.table_rows(&table, filter.as_ref()).await?
-                } else {
-                    Vec::new()
-                }
+            let reader = Reader {
+                cluster,
+                snapshot: txn.snapshot,
+                txn: Some(txn),
             };
-            let old_rows = match txn.locks().cloned() {
-                Some(locks) => lock_rows(cluster, txn, &locks, &table, filter.as_ref()).await?,
-                None => old_rows,
-            };
+            fill_write(&reader, subqueries, &mut filter, &mut [], &mut returning).await?;
+            let old_rows = target_rows(cluster, txn, &table, filter.as_ref()).await?;
             delete_rows(cluster, txn, &table, &old_rows).await?;
             written("DELETE", returning, old_rows)
         }
@@ -797,6 +777,28 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
             "XX000",
             "transaction control reached the statement executor",
         )),
+    }
+}
+
+/// The rows an UPDATE or DELETE in a block changes: read at the snapshot
+/// under REPEATABLE READ, locked and read afresh under READ COMMITTED.
+async fn target_rows(
+    cluster: &Cluster,
+    txn: &mut Txn,
+    table: &TableDef,
+    filter: Option<&Expr>,
+) -> Result<Vec<Row>> {
+    match txn.locks().cloned() {
+        Some(locks) => lock_rows(cluster, txn, &locks, table, filter).await,
+        None => {
+            Reader {
+                cluster,
+                snapshot: txn.snapshot,
+                txn: Some(txn),
+            }
+            .table_rows(table, filter)
+            .await
+        }
     }
 }
 

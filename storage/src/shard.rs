@@ -806,17 +806,17 @@ impl ShardStore {
         Ok(())
     }
 
-    /// Registers a reader at `snapshot` and waits until every write that may
-    /// carry a timestamp at or below it is applied, so the read is repeatable.
     /// True if a read at `snapshot` would find every write it must see
     /// applied and no prepared transaction it must wait for.
     fn read_ready(&self, snapshot: u64) -> bool {
         let last = self.writer.lock().expect("write lock").last_appended;
-        if self.apply.lock().expect("apply").next <= last {
-            return false;
-        }
-        !self
-            .state
+        self.apply.lock().expect("apply").next > last && !self.prepared_at_or_below(snapshot)
+    }
+
+    /// True if a transaction prepared at or below `snapshot` is undecided:
+    /// it may commit at a timestamp the snapshot covers.
+    fn prepared_at_or_below(&self, snapshot: u64) -> bool {
+        self.state
             .prepared
             .lock()
             .expect("prepared")
@@ -825,6 +825,8 @@ impl ShardStore {
             .any(|p| p.ts <= snapshot)
     }
 
+    /// Registers a reader at `snapshot` and waits until every write that may
+    /// carry a timestamp at or below it is applied, so the read is repeatable.
     fn begin_read(&self, snapshot: u64) -> Result<SnapshotGuard<'_>> {
         {
             let mut reg = self.snapshots.lock().expect("snapshots");
@@ -843,18 +845,7 @@ impl ShardStore {
             // A prepared transaction below the snapshot may commit at a
             // timestamp the snapshot covers: wait for its outcome.
             let deadline = std::time::Instant::now() + IN_DOUBT_WAIT;
-            loop {
-                let blocked = self
-                    .state
-                    .prepared
-                    .lock()
-                    .expect("prepared")
-                    .txns
-                    .values()
-                    .any(|p| p.ts <= snapshot);
-                if !blocked {
-                    break;
-                }
+            while self.prepared_at_or_below(snapshot) {
                 if std::time::Instant::now() > deadline {
                     return Err(StorageError::SerializationFailure {
                         reason: "rows of an in-doubt two-phase commit".into(),
@@ -1492,7 +1483,11 @@ impl Shard for ShardStore {
         else {
             return None;
         };
-        if self.table(*table).ok()?.primary_key.len() != key_prefix.len() {
+        let key_len = {
+            let catalog = self.state.catalog.read().expect("catalog");
+            catalog.by_id(*table)?.primary_key.len()
+        };
+        if key_len != key_prefix.len() {
             return None;
         }
         let snapshot = snapshot.map_or(LATEST, |t| t.0);

@@ -31,9 +31,18 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
 }
 
 /// When some statement of `sql` is VACUUM or ANALYZE: the text of each
-/// statement, split at the top-level semicolons.
+/// statement, split at the top-level semicolons. Text without either word
+/// is not tokenized here (every query passes through).
 fn with_maintenance(sql: &str) -> Option<Vec<String>> {
     use sqlparser::tokenizer::{Token, Tokenizer};
+    let mentions = sql.as_bytes().windows(6).any(|w| {
+        w.eq_ignore_ascii_case(b"vacuum")
+            || w.eq_ignore_ascii_case(b"analyz")
+            || w.eq_ignore_ascii_case(b"analys")
+    });
+    if !mentions {
+        return None;
+    }
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
     let mut pieces = vec![Vec::new()];
     let mut found = false;

@@ -1001,7 +1001,6 @@ pub async fn serve(
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    let _ = socket.set_nodelay(true);
                     let server = server.clone();
                                         tokio::spawn(async move {
                         // pgwire 0.42 panics decoding some malformed messages
