@@ -97,14 +97,44 @@ where
 
 /// Removes versions invisible to every snapshot at or above `horizon`: all
 /// but the newest version at or below it, and that one too if a tombstone.
-/// Returns how many versions were removed.
-pub fn collect_garbage(tree: &sled::Tree, horizon: u64) -> Result<u64> {
-    let mut removed = 0;
-    let mut batch = sled::Batch::default();
-    let mut pending = 0;
+/// Walks the whole tree. Returns how many versions were removed and the
+/// keys that still have versions above the horizon.
+pub fn collect_garbage(tree: &sled::Tree, horizon: u64) -> Result<Collected> {
+    let mut out = Collected::default();
+    collect_versions(tree, tree.range(&[0x01u8][..]..), horizon, &mut out)?;
+    Ok(out)
+}
+
+/// [`collect_garbage`] for the versions of one key only.
+pub fn collect_key_garbage(
+    tree: &sled::Tree,
+    pk: &[u8],
+    horizon: u64,
+    out: &mut Collected,
+) -> Result<()> {
+    let newest = crate::keycodec::versioned_key(pk, u64::MAX);
+    let oldest = crate::keycodec::versioned_key(pk, 0);
+    collect_versions(tree, tree.range(newest..=oldest), horizon, out)
+}
+
+/// What a garbage collection pass did.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub removed: u64,
+    /// Keys left with a version above the horizon: once the horizon passes
+    /// it, the versions under it may become garbage.
+    pub young: Vec<Vec<u8>>,
+}
+
+/// Collects over versions in key order. Plain removes, not a sled batch:
+/// garbage collection is not logged and needs no atomicity.
+fn collect_versions<I>(tree: &sled::Tree, iter: I, horizon: u64, out: &mut Collected) -> Result<()>
+where
+    I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+{
     let mut current: Option<Vec<u8>> = None;
     let mut kept_below = false;
-    for item in tree.range(&[0x01u8][..]..) {
+    for item in iter {
         let (k, v) = item?;
         let Some((pk, ts)) = split_versioned(&k) else {
             continue;
@@ -114,6 +144,9 @@ pub fn collect_garbage(tree: &sled::Tree, horizon: u64) -> Result<u64> {
             kept_below = false;
         }
         if ts > horizon {
+            if out.young.last().map(Vec::as_slice) != Some(pk) {
+                out.young.push(pk.to_vec());
+            }
             continue;
         }
         if !kept_below {
@@ -122,18 +155,10 @@ pub fn collect_garbage(tree: &sled::Tree, horizon: u64) -> Result<u64> {
                 continue;
             }
         }
-        batch.remove(k);
-        removed += 1;
-        pending += 1;
-        if pending == 1024 {
-            tree.apply_batch(std::mem::take(&mut batch))?;
-            pending = 0;
-        }
+        tree.remove(&k)?;
+        out.removed += 1;
     }
-    if pending > 0 {
-        tree.apply_batch(batch)?;
-    }
-    Ok(removed)
+    Ok(())
 }
 
 /// Snapshots pinned for longer than one read (open transactions). Every

@@ -34,7 +34,8 @@ use crate::error::{EvalError, Result, StorageError};
 use crate::expr::Expr;
 use crate::keycodec::{encode_key, versioned_key};
 use crate::mvcc::{
-    collect_garbage, encode_version, visible, visible_versions, SnapshotPins, LATEST,
+    collect_garbage, collect_key_garbage, encode_version, visible, visible_versions, Collected,
+    SnapshotPins, LATEST,
 };
 use crate::schema::{Catalog, TableDef, TableId};
 use crate::value::{Row, Value};
@@ -158,6 +159,18 @@ struct WriterState {
     pending: HashMap<(TableId, Vec<u8>), Lsn>,
     /// LSN of the last record appended; ordered like its timestamp.
     last_appended: Lsn,
+    /// LSN of the last catalog change appended: every read waits for it.
+    last_catalog: Lsn,
+}
+
+/// The rows a read covers, so that it waits only for writes it could see.
+enum ReadScope<'a> {
+    /// One row, by its whole encoded primary key.
+    Key { table: TableId, key: &'a [u8] },
+    /// Every row of one table and of its indexes.
+    Table(TableId),
+    /// Everything on the shard.
+    Shard,
 }
 
 /// Snapshots of running reads, and the horizon garbage collection used last.
@@ -228,6 +241,45 @@ struct Materialized {
     catalog: RwLock<Catalog>,
     trees: RwLock<HashMap<TableId, sled::Tree>>,
     prepared: Mutex<PreparedSet>,
+    dirty: Mutex<DirtyKeys>,
+}
+
+/// More keys than this written between two garbage collections, and the
+/// next one walks every tree instead.
+const MAX_DIRTY_KEYS: usize = 200_000;
+
+/// Keys given a version since garbage collection last looked, by tree: only
+/// they can hold new garbage, so a collection need not walk every row.
+struct DirtyKeys {
+    trees: HashMap<TableId, HashSet<Vec<u8>>>,
+    len: usize,
+    /// Too many keys, or a shard just opened: walk every tree.
+    everything: bool,
+}
+
+impl DirtyKeys {
+    fn new(everything: bool) -> DirtyKeys {
+        DirtyKeys {
+            trees: HashMap::new(),
+            len: 0,
+            everything,
+        }
+    }
+
+    fn add(&mut self, tree: TableId, pk: &[u8]) {
+        if self.everything {
+            return;
+        }
+        let keys = self.trees.entry(tree).or_default();
+        if keys.contains(pk) {
+            return;
+        }
+        keys.insert(pk.to_vec());
+        self.len += 1;
+        if self.len > MAX_DIRTY_KEYS {
+            *self = DirtyKeys::new(true);
+        }
+    }
 }
 
 fn codec<E: std::fmt::Display>(e: E) -> StorageError {
@@ -297,6 +349,7 @@ impl Materialized {
             catalog: RwLock::new(catalog),
             trees: RwLock::new(trees),
             prepared: Mutex::new(prepared),
+            dirty: Mutex::new(DirtyKeys::new(true)),
         })
     }
 
@@ -336,7 +389,7 @@ impl Materialized {
                     ops: ops.clone(),
                 };
                 let bytes = postcard::to_stdvec(&p).map_err(codec)?;
-                self.apply_meta(lsn, |b| b.insert(prepared_key(*txid), bytes))?;
+                self.apply_meta(lsn, |m| m.insert(prepared_key(*txid), bytes))?;
                 self.prepared.lock().expect("prepared").add(*txid, p);
                 Ok(())
             }
@@ -356,27 +409,29 @@ impl Materialized {
                     None
                 };
                 self.apply_write(lsn, *commit_ts, from_set.as_deref().unwrap_or(ops))?;
-                self.apply_meta(lsn, |b| b.remove(prepared_key(*txid)))?;
+                self.apply_meta(lsn, |m| m.remove(prepared_key(*txid)))?;
                 self.prepared.lock().expect("prepared").remove(*txid);
                 Ok(())
             }
             Change::AbortPrepared { txid } => {
-                self.apply_meta(lsn, |b| b.remove(prepared_key(*txid)))?;
+                self.apply_meta(lsn, |m| m.remove(prepared_key(*txid)))?;
                 self.prepared.lock().expect("prepared").remove(*txid);
                 Ok(())
             }
         }
     }
 
-    /// Applies a meta-tree change with the meta watermark, once per LSN.
-    fn apply_meta(&self, lsn: Lsn, f: impl FnOnce(&mut sled::Batch)) -> Result<()> {
+    /// Applies a meta-tree change, then the meta watermark, once per LSN.
+    fn apply_meta(
+        &self,
+        lsn: Lsn,
+        f: impl FnOnce(&sled::Tree) -> sled::Result<Option<sled::IVec>>,
+    ) -> Result<()> {
         if lsn_of(self.meta.get(META_APPLIED)?) >= lsn {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        f(&mut batch);
-        batch.insert(META_APPLIED, &lsn.to_be_bytes());
-        self.meta.apply_batch(batch)?;
+        f(&self.meta)?;
+        self.meta.insert(META_APPLIED, &lsn.to_be_bytes())?;
         Ok(())
     }
 
@@ -386,6 +441,14 @@ impl Materialized {
 
     /// Writes each op as a version at its own timestamp (one per record for
     /// ordinary writes; a restore's loaded rows keep their original ones).
+    ///
+    /// Plain inserts, not a sled batch: every batch makes sled write and
+    /// sync its log buffer twice, which cost more than the whole commit.
+    /// Atomicity is not needed from sled. Each write is idempotent and the
+    /// tree's applied LSN is written last; sled recovers a prefix of its
+    /// log, so a crash midway leaves the LSN behind and replay redoes the
+    /// record. Readers wait until the record's keys leave `pending` (or
+    /// the prepared set), which happens once the whole record is applied.
     fn apply_versions<'a>(
         &self,
         lsn: Lsn,
@@ -405,16 +468,18 @@ impl Materialized {
             }
             let newest = ops.iter().map(|(ts, _)| *ts).max().unwrap_or(0);
             self.apply_index_writes(lsn, newest, table, &tree, &ops)?;
-            let mut batch = sled::Batch::default();
-            for (ts, op) in ops {
+            for &(ts, op) in &ops {
                 let version = match op {
                     WriteOp::Put { row, .. } => encode_version(Some(row))?,
                     WriteOp::Delete { .. } => encode_version(None)?,
                 };
-                batch.insert(versioned_key(op.target().1, ts), version);
+                tree.insert(versioned_key(op.target().1, ts), version)?;
             }
-            batch.insert(APPLIED_KEY, &applied_value(lsn, newest));
-            tree.apply_batch(batch)?;
+            tree.insert(APPLIED_KEY, &applied_value(lsn, newest))?;
+            let mut dirty = self.dirty.lock().expect("dirty");
+            for (_, op) in &ops {
+                dirty.add(table, op.target().1);
+            }
         }
         Ok(())
     }
@@ -441,7 +506,6 @@ impl Materialized {
             if lsn_of(itree.get(APPLIED_KEY)?) >= lsn {
                 continue;
             }
-            let mut batch = sled::Batch::default();
             for &(ts, op) in ops {
                 let (_, pk) = op.target();
                 let old = crate::index::row_before(tree, pk, ts)?;
@@ -450,11 +514,13 @@ impl Materialized {
                     WriteOp::Delete { .. } => None,
                 };
                 for (k, v) in crate::index::changes(idx, pk, old.as_ref(), new, ts)? {
-                    batch.insert(k, v);
+                    if let Some((entry, _)) = crate::keycodec::split_versioned(&k) {
+                        self.dirty.lock().expect("dirty").add(idx.id, entry);
+                    }
+                    itree.insert(k, v)?;
                 }
             }
-            batch.insert(APPLIED_KEY, &applied_value(lsn, newest));
-            itree.apply_batch(batch)?;
+            itree.insert(APPLIED_KEY, &applied_value(lsn, newest))?;
         }
         Ok(())
     }
@@ -682,6 +748,7 @@ impl ShardStore {
             writer: Mutex::new(WriterState {
                 pending: HashMap::new(),
                 last_appended: next - 1,
+                last_catalog: 0,
             }),
             snapshots: Mutex::new(Snapshots::default()),
             gc_grace: opts.gc_grace,
@@ -730,6 +797,13 @@ impl ShardStore {
             .by_id(id)
             .cloned()
             .ok_or_else(|| StorageError::UnknownTable(format!("table #{id}")))
+    }
+
+    /// The encoded primary key when `prefix` names a whole one.
+    fn point_key(&self, table: TableId, prefix: &[Value]) -> Option<Vec<u8>> {
+        let catalog = self.state.catalog.read().expect("catalog");
+        let whole = catalog.by_id(table)?.primary_key.len() == prefix.len();
+        whole.then(|| encode_key(prefix))
     }
 
     /// Visits every row of `table` under `prefix` as of `snapshot`.
@@ -806,28 +880,56 @@ impl ShardStore {
         Ok(())
     }
 
-    /// True if a read at `snapshot` would find every write it must see
-    /// applied and no prepared transaction it must wait for.
-    fn read_ready(&self, snapshot: u64) -> bool {
-        let last = self.writer.lock().expect("write lock").last_appended;
-        self.apply.lock().expect("apply").next > last && !self.prepared_at_or_below(snapshot)
+    /// The LSN a read over `scope` must see applied first: the newest
+    /// logged write to a row it covers, or any catalog change in flight.
+    fn read_barrier(&self, scope: &ReadScope<'_>) -> Lsn {
+        let w = self.writer.lock().expect("write lock");
+        let rows = match scope {
+            ReadScope::Shard => return w.last_appended,
+            ReadScope::Key { table, key } => w.pending.get(&(*table, key.to_vec())).copied(),
+            ReadScope::Table(t) => w
+                .pending
+                .iter()
+                .filter(|((table, _), _)| table == t)
+                .map(|(_, lsn)| *lsn)
+                .max(),
+        };
+        rows.unwrap_or(0).max(w.last_catalog)
     }
 
-    /// True if a transaction prepared at or below `snapshot` is undecided:
-    /// it may commit at a timestamp the snapshot covers.
-    fn prepared_at_or_below(&self, snapshot: u64) -> bool {
-        self.state
-            .prepared
-            .lock()
-            .expect("prepared")
-            .txns
-            .values()
-            .any(|p| p.ts <= snapshot)
+    /// True if a read at `snapshot` over `scope` would find every write it
+    /// must see applied and no prepared transaction it must wait for.
+    fn read_ready(&self, snapshot: u64, scope: &ReadScope<'_>) -> bool {
+        let barrier = self.read_barrier(scope);
+        self.apply.lock().expect("apply").next > barrier
+            && !self.prepared_at_or_below(snapshot, scope)
     }
 
-    /// Registers a reader at `snapshot` and waits until every write that may
-    /// carry a timestamp at or below it is applied, so the read is repeatable.
-    fn begin_read(&self, snapshot: u64) -> Result<SnapshotGuard<'_>> {
+    /// True if a transaction prepared at or below `snapshot` is undecided
+    /// and writes inside `scope`: it may commit at a timestamp the snapshot
+    /// covers.
+    fn prepared_at_or_below(&self, snapshot: u64, scope: &ReadScope<'_>) -> bool {
+        let prepared = self.state.prepared.lock().expect("prepared");
+        let below = |p: &PreparedTxn| p.ts <= snapshot;
+        match scope {
+            ReadScope::Shard => prepared.txns.values().any(below),
+            ReadScope::Key { table, key } => prepared
+                .locks
+                .get(&(*table, key.to_vec()))
+                .and_then(|txid| prepared.txns.get(txid))
+                .is_some_and(below),
+            ReadScope::Table(t) => prepared
+                .txns
+                .values()
+                .any(|p| below(p) && p.ops.iter().any(|op| op.target().0 == *t)),
+        }
+    }
+
+    /// Registers a reader at `snapshot` and waits until every write inside
+    /// `scope` that may carry a timestamp at or below it is applied, so the
+    /// read is repeatable. Writes elsewhere on the shard, still waiting for
+    /// their fsync, do not hold the read up.
+    fn begin_read(&self, snapshot: u64, scope: &ReadScope<'_>) -> Result<SnapshotGuard<'_>> {
         {
             let mut reg = self.snapshots.lock().expect("snapshots");
             if snapshot < reg.horizon {
@@ -840,12 +942,11 @@ impl ShardStore {
             snapshot,
         };
         if snapshot != LATEST {
-            let last = self.writer.lock().expect("write lock").last_appended;
-            self.wait_applied(last)?;
+            self.wait_applied(self.read_barrier(scope))?;
             // A prepared transaction below the snapshot may commit at a
             // timestamp the snapshot covers: wait for its outcome.
             let deadline = std::time::Instant::now() + IN_DOUBT_WAIT;
-            while self.prepared_at_or_below(snapshot) {
+            while self.prepared_at_or_below(snapshot, scope) {
                 if std::time::Instant::now() > deadline {
                     return Err(StorageError::SerializationFailure {
                         reason: "rows of an in-doubt two-phase commit".into(),
@@ -863,7 +964,7 @@ impl ShardStore {
     /// record up to it carries an older timestamp). The caller pins
     /// `snapshot` against garbage collection.
     pub fn dump(&self, snapshot: u64, wal_after: Lsn, dir: &Path) -> Result<ShardCut> {
-        let _read = self.begin_read(snapshot)?;
+        let _read = self.begin_read(snapshot, &ReadScope::Shard)?;
         // Records appended after the read began carry later timestamps.
         let wal_through = self.writer.lock().expect("write lock").last_appended;
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
@@ -924,18 +1025,45 @@ impl ShardStore {
             reg.horizon = h;
             h
         };
-        let trees: Vec<sled::Tree> = self
-            .state
-            .trees
-            .read()
-            .expect("trees")
-            .values()
-            .cloned()
-            .collect();
+        let work = std::mem::replace(
+            &mut *self.state.dirty.lock().expect("dirty"),
+            DirtyKeys::new(false),
+        );
+        let trees = self.state.trees.read().expect("trees").clone();
         let mut removed = 0;
-        for t in trees {
-            removed += collect_garbage(&t, horizon)?;
+        let mut young = Vec::new();
+        let mut collect = || -> Result<()> {
+            if work.everything {
+                for (id, tree) in &trees {
+                    let c = collect_garbage(tree, horizon)?;
+                    removed += c.removed;
+                    young.push((*id, c.young));
+                }
+                return Ok(());
+            }
+            for (id, keys) in &work.trees {
+                let Some(tree) = trees.get(id) else { continue };
+                let mut c = Collected::default();
+                for k in keys {
+                    collect_key_garbage(tree, k, horizon, &mut c)?;
+                }
+                removed += c.removed;
+                young.push((*id, c.young));
+            }
+            Ok(())
+        };
+        let outcome = collect();
+        let mut dirty = self.state.dirty.lock().expect("dirty");
+        if outcome.is_err() {
+            dirty.everything = true;
         }
+        for (id, keys) in young {
+            for k in keys {
+                dirty.add(id, &k);
+            }
+        }
+        drop(dirty);
+        outcome?;
         if removed > 0 {
             tracing::debug!(
                 shard = self.id,
@@ -1039,7 +1167,7 @@ impl ShardStore {
         agg: &crate::aggregate::Aggregate,
         snapshot: u64,
     ) -> Result<Vec<Row>> {
-        let _reader = self.begin_read(snapshot)?;
+        let _reader = self.begin_read(snapshot, &ReadScope::Table(table))?;
         let mut groups = crate::aggregate::PartialGroups::new(agg);
         self.visit_rows(table, prefix, filter, snapshot, |row| {
             groups.add_row(&row)?;
@@ -1461,6 +1589,7 @@ impl ShardStore {
             .wal
             .append(txid, self.clock.now().0, KIND_CATALOG, &payload)?;
         w.last_appended = lsn;
+        w.last_catalog = lsn;
         drop(w);
         self.commit(lsn, Change::Catalog(catalog.clone()))?;
         Ok(1)
@@ -1483,17 +1612,15 @@ impl Shard for ShardStore {
         else {
             return None;
         };
-        let key_len = {
-            let catalog = self.state.catalog.read().expect("catalog");
-            catalog.by_id(*table)?.primary_key.len()
-        };
-        if key_len != key_prefix.len() {
-            return None;
-        }
+        let key = self.point_key(*table, key_prefix)?;
         let snapshot = snapshot.map_or(LATEST, |t| t.0);
         // A write logged after this check may still make the read wait
         // briefly: rare, and only ever as long as one commit.
-        if snapshot != LATEST && !self.read_ready(snapshot) {
+        let scope = ReadScope::Key {
+            table: *table,
+            key: &key,
+        };
+        if snapshot != LATEST && !self.read_ready(snapshot, &scope) {
             return None;
         }
         Some(self.execute(0, fragment))
@@ -1531,7 +1658,8 @@ impl Shard for ShardStore {
                 snapshot,
             } => {
                 let snapshot = snapshot.map_or(LATEST, |t| t.0);
-                let _reader = self.begin_read(snapshot)?;
+                let _left = self.begin_read(snapshot, &ReadScope::Table(left.table))?;
+                let _right = self.begin_read(snapshot, &ReadScope::Table(right.table))?;
                 let limit = usize::try_from(*limit).unwrap_or(usize::MAX);
                 let (l, lw) = self.scan_rows(left, snapshot, limit)?;
                 let (r, rw) = self.scan_rows(right, snapshot, limit)?;
@@ -1575,7 +1703,12 @@ impl Shard for ShardStore {
             return Ok(());
         }
         let snapshot = snapshot.map_or(LATEST, |t| t.0);
-        let _reader = self.begin_read(snapshot)?;
+        let point = self.point_key(*table, key_prefix);
+        let scope = match &point {
+            Some(key) => ReadScope::Key { table: *table, key },
+            None => ReadScope::Table(*table),
+        };
+        let _reader = self.begin_read(snapshot, &scope)?;
         let mut batch = Vec::with_capacity(STREAM_BATCH);
         let mut left = limit.unwrap_or(u64::MAX);
         let project = |row: Row| -> Result<Row> {
