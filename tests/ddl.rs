@@ -453,7 +453,14 @@ async fn result_cache_hits_on_repeat_and_never_serves_stale_rows() {
             })
             .unwrap()
     }
+    // A scan is cached; a point read (one seek) is not.
     async fn v(c: &tokio_postgres::Client) -> i32 {
+        c.query_one("SELECT v FROM k WHERE id > $1", &[&0i32])
+            .await
+            .unwrap()
+            .get(0)
+    }
+    async fn point(c: &tokio_postgres::Client) -> i32 {
         c.query_one("SELECT v FROM k WHERE id = $1", &[&1i32])
             .await
             .unwrap()
@@ -466,6 +473,13 @@ async fn result_cache_hits_on_repeat_and_never_serves_stale_rows() {
         counter(&c, "cache_hits").await,
         hits + 1,
         "the repeat is a hit"
+    );
+    assert_eq!(point(&c).await, 10);
+    assert_eq!(point(&c).await, 10);
+    assert_eq!(
+        counter(&c, "cache_hits").await,
+        hits + 1,
+        "point reads bypass the cache"
     );
     // Another session's write: the next read sees it, not the cached row.
     let w = server.client().await;

@@ -172,6 +172,17 @@ pub fn narrow_in_list(ring: &Ring, table: &TableDef, filter: &Expr, shard: Shard
     }
 }
 
+/// True when `filter`'s equalities fix every primary-key column: the
+/// statement reads at most one row, by one seek on its shard.
+pub fn fixes_primary_key(table: &TableDef, filter: Option<&Expr>) -> bool {
+    let Some(f) = filter else {
+        return false;
+    };
+    let mut eq = HashMap::new();
+    equalities(f, table, &mut eq);
+    !table.primary_key.is_empty() && table.primary_key.iter().all(|c| eq.contains_key(c))
+}
+
 /// Routes a statement on `table` filtered by `filter`.
 pub fn route(ring: &Ring, table: &TableDef, filter: Option<&Expr>) -> Route {
     let mut eq = HashMap::new();
