@@ -16,6 +16,7 @@ use crate::coordinator::Coordinator;
 use crate::error::{ProxyError, Result};
 use crate::route::ring::Ring;
 use crate::stream::ShardRows;
+use fortress_storage::fault;
 
 /// How to open a cluster.
 #[derive(Clone, Debug)]
@@ -419,20 +420,53 @@ impl Cluster {
             .map_err(ProxyError::from)
     }
 
-    /// Logs a two-phase commit's decision durably, off the async workers.
-    pub async fn log_commit(
+    /// Phase two of a two-phase commit as one blocking task: logs the
+    /// decision durably, then commits the participants one after another,
+    /// the first alone before the crash tests' mid-phase fault point. One
+    /// hand-off to a blocking thread instead of one per step, each of which
+    /// costs two context switches. Gives each participant's outcome in
+    /// order, or the error that stopped phase two (40003 when the decision
+    /// could not be logged).
+    pub async fn decide_commit(
         &self,
         txid: u64,
         commit_ts: Timestamp,
-    ) -> std::result::Result<(), fortress_storage::StorageError> {
-        let coordinator = self.coordinator.clone();
-        tokio::task::spawn_blocking(move || coordinator.log_commit(txid, commit_ts))
-            .await
-            .unwrap_or_else(|e| {
-                Err(fortress_storage::StorageError::Codec(format!(
-                    "decision task: {e}"
-                )))
+        participants: &[ShardId],
+    ) -> Result<Vec<Result<FragmentOutput>>> {
+        let shards = participants
+            .iter()
+            .map(|&p| {
+                self.metrics.record_request(p);
+                self.shards
+                    .get(p as usize)
+                    .cloned()
+                    .ok_or_else(|| ProxyError::new("XX000", format!("no shard {p}")))
             })
+            .collect::<Result<Vec<_>>>()?;
+        let coordinator = self.coordinator.clone();
+        tokio::task::spawn_blocking(move || {
+            coordinator.log_commit(txid, commit_ts).map_err(|e| {
+                ProxyError::new(
+                    "40003",
+                    format!("commit outcome unknown: the decision could not be logged ({e}); restart resolves it"),
+                )
+            })?;
+            let fault = |point| {
+                fault::hit(point).map_err(|f| ProxyError::new("XX000", f.to_string()))
+            };
+            fault("2pc.after_decision")?;
+            let frag = Fragment::CommitPrepared { txid, commit_ts };
+            let mut out = Vec::with_capacity(shards.len());
+            for (i, s) in shards.iter().enumerate() {
+                if i == 1 {
+                    fault("2pc.mid_phase_two")?;
+                }
+                out.push(s.execute(txid, &frag).map_err(ProxyError::from));
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| ProxyError::new("XX000", format!("commit task failed: {e}")))?
     }
 
     /// Row locks of READ COMMITTED transactions.

@@ -343,7 +343,9 @@ fn key_shards(
     })
 }
 
-/// Past this many writes a transaction's second phase runs shard by shard.
+/// Past this many writes a transaction's participants prepare one at a
+/// time: each shard applying its part holds copies of it, so one at a time
+/// bounds the peak (phase two always runs shard by shard).
 const BULK_WRITES: usize = 10_000;
 
 /// Commits a transaction's buffered writes: on its one shard directly, or
@@ -408,29 +410,12 @@ async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
             (None, None) => unreachable!("checked above"),
         });
     }
+    // The decision makes the transaction committed; phase two only
+    // publishes it (see Cluster::decide_commit).
     let commit_ts = cluster.snapshot();
-    cluster.log_commit(txid, commit_ts).await.map_err(|e| {
-        ProxyError::new(
-            "40003",
-            format!("commit outcome unknown: the decision could not be logged ({e}); restart resolves it"),
-        )
-    })?;
-    fault::hit("2pc.after_decision").map_err(|f| ProxyError::new("XX000", f.to_string()))?;
-    // The transaction is committed now; phase two only publishes it: the
-    // first participant, then (past the crash tests' fault point) the rest
-    // in parallel, or one by one for a bulk write set (each shard applying
-    // its part holds copies of it: one at a time bounds the peak).
-    let frag = Fragment::CommitPrepared { txid, commit_ts };
-    let (first, rest) = participants.split_at(1);
-    let mut results = cluster.scatter(first, txid, &frag).await;
-    fault::hit("2pc.mid_phase_two").map_err(|f| ProxyError::new("XX000", f.to_string()))?;
-    if total_writes > BULK_WRITES {
-        for &shard in rest {
-            results.extend(cluster.scatter(&[shard], txid, &frag).await);
-        }
-    } else {
-        results.extend(cluster.scatter(rest, txid, &frag).await);
-    }
+    let results = cluster
+        .decide_commit(txid, commit_ts, &participants)
+        .await?;
     let mut all_applied = true;
     for (r, shard) in results.into_iter().zip(&participants) {
         if let Err(e) = r {
