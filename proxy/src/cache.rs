@@ -151,12 +151,13 @@ impl ResultCache {
     }
 
     /// Looks `plan` up. On a miss, returns the ticket to store its result
-    /// with (`None` when the plan is not cacheable).
+    /// with (`None` when the plan is not cacheable). A point read is not:
+    /// its one seek costs less than a look-up and a store.
     pub fn lookup(
         &self,
         plan: &SelectPlan,
     ) -> Result<(Vec<OutputColumn>, Vec<Row>), Option<Ticket>> {
-        if self.ttl.is_zero() {
+        if self.ttl.is_zero() || point_read(plan) {
             return Err(None);
         }
         let Some(tables) = tables_read(plan) else {
@@ -307,6 +308,19 @@ fn write_source(src: &Source, k: &mut String) {
 
 /// The tables a plan reads, or `None` if its result is not a function of
 /// table contents alone (system relations, clock functions).
+/// A one-table SELECT whose filter fixes the whole primary key, with
+/// nothing computed across rows.
+fn point_read(plan: &SelectPlan) -> bool {
+    match &plan.source {
+        Some(Source::Table(t)) => {
+            plan.runs_on_shards()
+                && plan.subqueries.is_empty()
+                && crate::route::router::fixes_primary_key(t, plan.filter.as_ref())
+        }
+        _ => false,
+    }
+}
+
 fn tables_read(plan: &SelectPlan) -> Option<Vec<TableId>> {
     let mut out = Vec::new();
     collect(plan, &mut out)?;
@@ -354,18 +368,23 @@ mod tests {
     use super::*;
     use fortress_storage::{ColumnDef, DataType, TableDef, Value};
 
-    fn plan(table_id: TableId, filter: i32) -> SelectPlan {
+    /// `SELECT id FROM t WHERE <column> = filter`; on `v` it is a scan, on
+    /// the key `id` a point read.
+    fn plan_on(table_id: TableId, column: usize, filter: i32) -> SelectPlan {
         let t = TableDef::new(
             table_id,
             "t",
-            vec![ColumnDef::new("id", DataType::Int4)],
+            vec![
+                ColumnDef::new("id", DataType::Int4),
+                ColumnDef::new("v", DataType::Int4),
+            ],
             vec![0],
         );
         SelectPlan {
             source: Some(Source::Table(t)),
             filter: Some(Expr::binary(
                 fortress_storage::BinaryOp::Eq,
-                Expr::Column(0),
+                Expr::Column(column),
                 Expr::Literal(Value::Int4(filter)),
             )),
             aggregate: None,
@@ -382,6 +401,18 @@ mod tests {
             subqueries: Vec::new(),
             untyped: Vec::new(),
         }
+    }
+
+    /// A scan the cache keeps.
+    fn plan(table_id: TableId, filter: i32) -> SelectPlan {
+        plan_on(table_id, 1, filter)
+    }
+
+    #[test]
+    fn point_reads_are_not_cacheable() {
+        let c = ResultCache::new(Duration::from_secs(300));
+        assert!(matches!(c.lookup(&plan_on(7, 0, 1)), Err(None)));
+        assert!(matches!(c.lookup(&plan(7, 1)), Err(Some(_))));
     }
 
     fn cached(c: &ResultCache, p: &SelectPlan) -> bool {

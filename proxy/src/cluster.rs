@@ -398,6 +398,15 @@ impl Cluster {
         self.next_txid.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The shard `id`, counting a request to it.
+    fn shard(&self, id: ShardId) -> Result<Arc<dyn Shard>> {
+        self.metrics.record_request(id);
+        self.shards
+            .get(id as usize)
+            .cloned()
+            .ok_or_else(|| ProxyError::new("XX000", format!("no shard {id}")))
+    }
+
     /// Runs one fragment on one shard, off the async runtime.
     pub async fn run(
         &self,
@@ -405,12 +414,7 @@ impl Cluster {
         txid: u64,
         fragment: Fragment,
     ) -> Result<FragmentOutput> {
-        let s = self
-            .shards
-            .get(shard as usize)
-            .cloned()
-            .ok_or_else(|| ProxyError::new("XX000", format!("no shard {shard}")))?;
-        self.metrics.record_request(shard);
+        let s = self.shard(shard)?;
         if let Some(done) = s.try_read(&fragment) {
             return done.map_err(ProxyError::from);
         }
@@ -435,13 +439,7 @@ impl Cluster {
     ) -> Result<Vec<Result<FragmentOutput>>> {
         let shards = participants
             .iter()
-            .map(|&p| {
-                self.metrics.record_request(p);
-                self.shards
-                    .get(p as usize)
-                    .cloned()
-                    .ok_or_else(|| ProxyError::new("XX000", format!("no shard {p}")))
-            })
+            .map(|&p| self.shard(p))
             .collect::<Result<Vec<_>>>()?;
         let coordinator = self.coordinator.clone();
         tokio::task::spawn_blocking(move || {

@@ -108,17 +108,9 @@ fn count(outputs: Vec<Result<FragmentOutput>>) -> Result<u64> {
 /// a transaction block aborts the block.
 pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result<QueryResult> {
     // Reads outside a transaction block may be answered from the cache;
-    // the look-up happens before the read's snapshot is taken. A point
-    // read is not cached: its one seek costs less than a look-up and store.
+    // the look-up happens before the read's snapshot is taken.
     let mut ticket = None;
     if let (Plan::Select(s), b'I') = (&plan, session.txn_status()) {
-        if point_read(s) {
-            return execute_in_session(cluster, session, plan)
-                .await
-                .inspect_err(|_| {
-                    session.fail_txn();
-                });
-        }
         match cluster.cache().lookup(s) {
             Ok((columns, cached)) => return Ok(rows("SELECT", columns, cached)),
             Err(t) => ticket = t,
@@ -155,19 +147,6 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
             }
             Ok(r)
         }
-    }
-}
-
-/// A one-table SELECT whose filter fixes the whole primary key, with
-/// nothing computed across rows.
-fn point_read(s: &crate::plan::SelectPlan) -> bool {
-    match &s.source {
-        Some(crate::plan::Source::Table(t)) => {
-            s.runs_on_shards()
-                && s.subqueries.is_empty()
-                && crate::route::router::fixes_primary_key(t, s.filter.as_ref())
-        }
-        _ => false,
     }
 }
 
