@@ -14,17 +14,23 @@
 //! write only after `wait_durable`. A failed write or fsync poisons the log:
 //! nothing after it is acknowledged.
 //!
-//! **Recovery rule.** [`Wal::open`] reads the segments in order. A record that
+//! **Preallocation.** The segment being written is extended with zeros a
+//! chunk at a time, ahead of its records, so that most fdatasyncs overwrite
+//! allocated blocks and need not also commit a new file size. Only the last
+//! segment ends in zeros; rotation trims it to its records first.
+//!
+//! **Recovery rule.** [`Wal::open`] reads the segments in order. The last
+//! segment's records may be followed by zeros: that is its end. A record that
 //! is incomplete, or fails its CRC, at the very end of the last segment with no
 //! valid record after it is a torn tail: it is truncated and logged. Any other
 //! bad record stops start-up with [`StorageError::Corruption`] naming the file
 //! and offset.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::cipher::Cipher;
@@ -42,6 +48,8 @@ pub const MAX_PAYLOAD: usize = 256 << 20;
 const SEALED: u8 = 0x80;
 /// Default size at which a new segment is started.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+/// How far ahead of its records the current segment is zero-filled.
+const PREALLOCATE_BYTES: u64 = 1 << 20;
 
 /// When a commit counts as durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -201,7 +209,10 @@ fn sync_dir(dir: &Path) -> Result<()> {
 struct Writer {
     file: Arc<File>,
     path: PathBuf,
+    /// End of the records: where the next one is written.
     size: u64,
+    /// Length of the file; the bytes from `size` on are zeros.
+    allocated: u64,
     next_lsn: Lsn,
     buf: Vec<u8>,
 }
@@ -235,7 +246,11 @@ pub struct Wal {
     opts: WalOptions,
     writer: Mutex<Writer>,
     durable: AtomicU64,
-    sync_leader: Mutex<()>,
+    /// True while a leader's fdatasync is in flight; `synced` wakes every
+    /// waiter when it ends, so those it covered return at once instead of
+    /// queueing behind the next leader.
+    syncing: Mutex<bool>,
+    synced: Condvar,
     failed: AtomicBool,
     syncs: AtomicU64,
 }
@@ -258,7 +273,7 @@ impl Wal {
             sealed: None,
             key_checked: false,
         };
-        let mut tail: Option<(PathBuf, u64)> = None;
+        let mut tail: Option<(PathBuf, u64, u64)> = None;
         for (i, (first, path)) in segs.iter().enumerate() {
             let last = i + 1 == segs.len();
             if !last && segs[i + 1].0 <= replay_after + 1 {
@@ -289,6 +304,7 @@ impl Wal {
             )?;
             let (pos, next) = match scanned {
                 Scanned::Whole(next) | Scanned::Stopped(next) => (buf.len(), next),
+                Scanned::ZeroTail(pos, next) => (pos, next),
                 Scanned::TornAt(pos, next) => {
                     tracing::warn!(
                         file = %path.display(),
@@ -308,7 +324,10 @@ impl Wal {
             };
             expected = Some(next);
             if last {
-                tail = Some((path.clone(), pos as u64));
+                let len = fs::metadata(path)
+                    .map_err(|e| StorageError::io(path, e))?
+                    .len();
+                tail = Some((path.clone(), pos as u64, len));
             }
         }
         if opts.cipher.is_some() && sealing.sealed == Some(false) {
@@ -319,16 +338,14 @@ impl Wal {
             });
         }
         let next_lsn = expected.unwrap_or(1).max(1);
-        let (path, size) = match tail {
+        let (path, size, allocated) = match tail {
             Some(t) => t,
-            None => {
-                let path = dir.join(segment_name(next_lsn));
-                (path, 0)
-            }
+            None => (dir.join(segment_name(next_lsn)), 0, 0),
         };
         let file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .truncate(false)
+            .write(true)
             .open(&path)
             .map_err(|e| StorageError::io(&path, e))?;
         sync_dir(dir)?;
@@ -339,11 +356,13 @@ impl Wal {
                 file: Arc::new(file),
                 path,
                 size,
+                allocated,
                 next_lsn,
                 buf: Vec::with_capacity(4096),
             }),
             durable: AtomicU64::new(next_lsn - 1),
-            sync_leader: Mutex::new(()),
+            syncing: Mutex::new(false),
+            synced: Condvar::new(),
             failed: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
         })
@@ -428,8 +447,13 @@ impl Wal {
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
         rec.encode_into(&mut buf);
-        let res = (&*w.file).write_all(&buf);
-        w.size += buf.len() as u64;
+        let end = w.size + buf.len() as u64;
+        let mut res = Ok(());
+        if end > w.allocated {
+            res = self.preallocate(&mut w, end);
+        }
+        let res = res.and_then(|_| w.file.write_all_at(&buf, w.size));
+        w.size = end;
         w.buf = buf;
         if let Err(e) = res {
             let path = w.path.clone();
@@ -439,15 +463,29 @@ impl Wal {
         Ok(lsn)
     }
 
-    /// Seals the current segment (fsynced) and starts the next one.
+    /// Zero-fills the current segment from its allocated end to at least
+    /// `end`, a chunk ahead but not past the segment size. Real zeros, not
+    /// `fallocate`: writing into unwritten extents changes metadata too.
+    fn preallocate(&self, w: &mut Writer, end: u64) -> std::io::Result<()> {
+        let target = (w.size + PREALLOCATE_BYTES)
+            .min(self.opts.segment_bytes)
+            .max(end);
+        let zeros = vec![0u8; (target - w.allocated) as usize];
+        w.file.write_all_at(&zeros, w.allocated)?;
+        w.allocated = target;
+        Ok(())
+    }
+
+    /// Seals the current segment (trimmed to its records, fsynced) and
+    /// starts the next one.
     fn rotate(&self, w: &mut Writer) -> Result<()> {
-        if let Err(e) = w.file.sync_data() {
+        if let Err(e) = w.file.set_len(w.size).and_then(|_| w.file.sync_data()) {
             let path = w.path.clone();
             return self.fail(&path, e);
         }
         self.durable.fetch_max(w.next_lsn - 1, Ordering::AcqRel);
         let path = self.dir.join(segment_name(w.next_lsn));
-        let file = match OpenOptions::new().create_new(true).append(true).open(&path) {
+        let file = match OpenOptions::new().create_new(true).write(true).open(&path) {
             Ok(f) => f,
             Err(e) => return self.fail(&path, e),
         };
@@ -455,10 +493,13 @@ impl Wal {
         w.file = Arc::new(file);
         w.path = path;
         w.size = 0;
+        w.allocated = 0;
         Ok(())
     }
 
-    /// Blocks until `lsn` is durable under the configured sync mode.
+    /// Blocks until `lsn` is durable under the configured sync mode. One
+    /// waiter at a time leads: its fdatasync covers every record appended
+    /// before it began.
     pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
         if self.opts.sync == SyncMode::Off {
             return self.check_failed();
@@ -467,24 +508,42 @@ impl Wal {
             if self.durable.load(Ordering::Acquire) >= lsn {
                 return Ok(());
             }
-            self.check_failed()?;
-            let _leader = self.sync_leader.lock().expect("wal sync leader");
-            if self.durable.load(Ordering::Acquire) >= lsn {
-                return Ok(());
+            {
+                let mut syncing = self.syncing.lock().expect("wal sync");
+                loop {
+                    if self.durable.load(Ordering::Acquire) >= lsn {
+                        return Ok(());
+                    }
+                    self.check_failed()?;
+                    if !*syncing {
+                        break;
+                    }
+                    syncing = self.synced.wait(syncing).expect("wal sync");
+                }
+                *syncing = true;
             }
-            if self.opts.sync == SyncMode::Batch {
-                std::thread::sleep(self.opts.batch_window);
-            }
-            let (file, path, upto) = {
-                let w = self.writer.lock().expect("wal writer");
-                (w.file.clone(), w.path.clone(), w.next_lsn - 1)
-            };
-            if let Err(e) = file.sync_data() {
-                return self.fail(&path, e);
-            }
-            self.syncs.fetch_add(1, Ordering::Relaxed);
-            self.durable.fetch_max(upto, Ordering::AcqRel);
+            let res = self.sync();
+            *self.syncing.lock().expect("wal sync") = false;
+            self.synced.notify_all();
+            res?;
         }
+    }
+
+    /// The leader's fdatasync of everything appended so far.
+    fn sync(&self) -> Result<()> {
+        if self.opts.sync == SyncMode::Batch {
+            std::thread::sleep(self.opts.batch_window);
+        }
+        let (file, path, upto) = {
+            let w = self.writer.lock().expect("wal writer");
+            (w.file.clone(), w.path.clone(), w.next_lsn - 1)
+        };
+        if let Err(e) = file.sync_data() {
+            return self.fail(&path, e);
+        }
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.durable.fetch_max(upto, Ordering::AcqRel);
+        Ok(())
     }
 }
 
@@ -527,6 +586,9 @@ enum Scanned {
     Whole(Lsn),
     /// The visitor asked to stop; the LSN after the last record it saw.
     Stopped(Lsn),
+    /// The records end at this offset and only zeros follow (the last
+    /// segment, preallocated); the LSN after the last record.
+    ZeroTail(usize, Lsn),
     /// A torn tail starts at this offset; the LSN after the last good record.
     TornAt(usize, Lsn),
 }
@@ -573,6 +635,9 @@ fn scan_segment(
                 if rec.lsn > after && !visit(&rec)? {
                     return Ok(Scanned::Stopped(next));
                 }
+            }
+            Decoded::Incomplete | Decoded::Bad(_) if last && buf[pos..].iter().all(|&b| b == 0) => {
+                return Ok(Scanned::ZeroTail(pos, next));
             }
             Decoded::Incomplete | Decoded::Bad(_)
                 if last && !has_valid_record_after(buf, pos + 1, next) =>
@@ -637,7 +702,7 @@ pub fn read_from(
         let scanned = scan_segment(path, &buf, *first, last, after, &mut sealing, &mut visit)?;
         match scanned {
             Scanned::Whole(next) => expected = next,
-            Scanned::Stopped(next) => return Ok(next - 1),
+            Scanned::Stopped(next) | Scanned::ZeroTail(_, next) => return Ok(next - 1),
             Scanned::TornAt(pos, next) => {
                 tracing::warn!(
                     file = %path.display(),
@@ -662,6 +727,23 @@ mod tests {
             Ok(())
         })?;
         Ok((wal, seen))
+    }
+
+    /// Where the records of segment `path` end (its zero tail starts).
+    fn records_end(path: &Path) -> u64 {
+        let buf = fs::read(path).unwrap();
+        let mut pos = 0;
+        while let Decoded::Record(_, n) = decode(&buf[pos..]) {
+            pos += n;
+        }
+        pos as u64
+    }
+
+    /// Writes `bytes` right after the records of segment `path`, as a
+    /// writer would.
+    fn write_after_records(path: &Path, bytes: &[u8]) {
+        let f = OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(bytes, records_end(path)).unwrap();
     }
 
     fn write_n(wal: &Wal, n: u64) {
@@ -716,7 +798,7 @@ mod tests {
         write_n(&wal, 3);
         drop(wal);
         let (_, path) = list_segments(dir.path()).unwrap().pop().unwrap();
-        let good = fs::metadata(&path).unwrap().len();
+        let good = records_end(&path);
         // Half of a fourth record, as a crash mid-write leaves it.
         let mut rec = Vec::new();
         Record {
@@ -727,9 +809,7 @@ mod tests {
             payload: vec![7; 40],
         }
         .encode_into(&mut rec);
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&rec[..rec.len() / 2]).unwrap();
-        drop(f);
+        write_after_records(&path, &rec[..rec.len() / 2]);
         let (wal, seen) = open(dir.path(), 0).unwrap();
         assert_eq!(seen.len(), 3);
         assert_eq!(fs::metadata(&path).unwrap().len(), good);
@@ -737,6 +817,49 @@ mod tests {
         write_n(&wal, 1);
         drop(wal);
         assert_eq!(open(dir.path(), 0).unwrap().1.len(), 4);
+    }
+
+    #[test]
+    fn segments_are_zero_filled_ahead_and_trimmed_when_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions {
+            segment_bytes: 4096,
+            ..Default::default()
+        };
+        let wal = Wal::open(dir.path(), opts.clone(), 0, |_| Ok(())).unwrap();
+        write_n(&wal, 3);
+        let (_, first) = list_segments(dir.path()).unwrap().pop().unwrap();
+        // Appends within the allocated chunk leave the file size alone.
+        assert_eq!(fs::metadata(&first).unwrap().len(), 4096);
+        write_n(&wal, 2);
+        assert_eq!(fs::metadata(&first).unwrap().len(), 4096);
+        // Enough to rotate: sealed segments end at their last record.
+        write_n(&wal, 300);
+        let segs = list_segments(dir.path()).unwrap();
+        assert!(segs.len() > 2);
+        for (_, path) in &segs[..segs.len() - 1] {
+            assert_eq!(fs::metadata(path).unwrap().len(), records_end(path));
+        }
+        drop(wal);
+        // The zeros after the last record are its end, not a torn tail.
+        let (_, last) = segs.last().unwrap().clone();
+        let len = fs::metadata(&last).unwrap().len();
+        assert!(len > records_end(&last));
+        let mut seen = Vec::new();
+        let wal = Wal::open(dir.path(), opts, 0, |r| {
+            seen.push(r.lsn);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, (1..=305).collect::<Vec<_>>());
+        assert_eq!(
+            fs::metadata(&last).unwrap().len(),
+            len,
+            "kept, not truncated"
+        );
+        assert_eq!(read_from(dir.path(), 300, None, |_| Ok(true)).unwrap(), 305);
+        write_n(&wal, 1);
+        assert_eq!(wal.last_lsn(), 306);
     }
 
     #[test]
@@ -759,13 +882,8 @@ mod tests {
             payload: vec![1; 30],
         }
         .encode_into(&mut rec);
-        let before = fs::metadata(&last).unwrap().len();
-        OpenOptions::new()
-            .append(true)
-            .open(&last)
-            .unwrap()
-            .write_all(&rec[..10])
-            .unwrap();
+        write_after_records(&last, &rec[..10]);
+        let before = fs::read(&last).unwrap();
         let mut seen = Vec::new();
         read_from(dir.path(), 4, None, |r| {
             seen.push(r.lsn);
@@ -773,7 +891,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, (5..=12).collect::<Vec<_>>());
-        assert_eq!(fs::metadata(&last).unwrap().len(), before + 10, "untouched");
+        assert_eq!(fs::read(&last).unwrap(), before, "untouched");
         let mut first_two = Vec::new();
         read_from(dir.path(), 0, None, |r| {
             first_two.push(r.lsn);
@@ -881,12 +999,7 @@ mod tests {
             payload: b"forged".to_vec(),
         }
         .encode_into(&mut forged);
-        OpenOptions::new()
-            .append(true)
-            .open(&seg)
-            .unwrap()
-            .write_all(&forged)
-            .unwrap();
+        write_after_records(&seg, &forged);
         match Wal::open(sealed.path(), key(), 0, |_| Ok(())) {
             Err(StorageError::Encryption { reason, .. }) => assert!(reason.contains("mixes")),
             other => panic!("expected a refusal, got {:?}", other.map(|w| w.last_lsn())),
