@@ -66,46 +66,66 @@ impl Server {
         s
     }
 
+    /// Starts the server and waits until it says it is ready. A port taken
+    /// since `free_port` chose it (another test's server or client) makes
+    /// it fail to bind: then it is started again on another port.
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open server log");
-        let child = Command::new(env!("CARGO_BIN_EXE_fortress"))
-            .args(["serve", "--data-dir"])
-            .arg(&self.data_dir)
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .args(["--shards", &self.shards.to_string()])
-            .env(
-                "FORTRESS_LOG",
-                std::env::var("FORTRESS_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start fortress");
-        self.child = Some(child);
-        self.wait_ready();
+        for _ in 0..5 {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+                .expect("open server log");
+            let log_start = log.metadata().expect("log metadata").len() as usize;
+            let child = Command::new(env!("CARGO_BIN_EXE_fortress"))
+                .args(["serve", "--data-dir"])
+                .arg(&self.data_dir)
+                .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+                .args(["--shards", &self.shards.to_string()])
+                .env(
+                    "FORTRESS_LOG",
+                    std::env::var("FORTRESS_TEST_LOG").unwrap_or_else(|_| "info".into()),
+                )
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("start fortress");
+            self.child = Some(child);
+            if self.wait_ready(log_start) {
+                return;
+            }
+            self.child = None;
+            self.port = free_port();
+        }
+        panic!("fortress could not bind a free port:\n{}", self.log());
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until this start of the server logs that it is ready and
+    /// accepts a connection; false if it exited because its port was taken.
+    fn wait_ready(&mut self, log_start: usize) -> bool {
+        // The ready line is logged at info, the tests' default level.
+        let logs_ready = std::env::var("FORTRESS_TEST_LOG").is_err()
+            && !self.env.iter().any(|(k, _)| k == "FORTRESS_LOG");
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+            let log = self.log();
+            let this_start = log.get(log_start..).unwrap_or("");
+            if (this_start.contains("fortress is ready") || !logs_ready)
+                && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
+                return true;
             }
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!(
-                    "fortress exited with {status} during start-up:\n{}",
-                    self.log()
-                );
+                if this_start.contains("Address already in use") {
+                    return false;
+                }
+                panic!("fortress exited with {status} during start-up:\n{log}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
