@@ -122,9 +122,16 @@ pub fn collect_key_garbage(
 pub struct Collected {
     pub removed: u64,
     /// Keys left with a version above the horizon: once the horizon passes
-    /// it, the versions under it may become garbage.
+    /// it, the versions under it may become garbage. At most
+    /// [`MAX_YOUNG_KEYS`]; past that `young_overflow` is set instead.
     pub young: Vec<Vec<u8>>,
+    /// More young keys than are kept: the next collection walks everything.
+    pub young_overflow: bool,
 }
+
+/// Bound on the young keys one collection remembers, so that a walk over a
+/// freshly loaded table does not hold a copy of every key.
+pub const MAX_YOUNG_KEYS: usize = 200_000;
 
 /// Collects over versions in key order. Plain removes, not a sled batch:
 /// garbage collection is not logged and needs no atomicity.
@@ -145,7 +152,11 @@ where
         }
         if ts > horizon {
             if out.young.last().map(Vec::as_slice) != Some(pk) {
-                out.young.push(pk.to_vec());
+                if out.young.len() < MAX_YOUNG_KEYS {
+                    out.young.push(pk.to_vec());
+                } else {
+                    out.young_overflow = true;
+                }
             }
             continue;
         }
@@ -201,5 +212,29 @@ impl Drop for PinGuard {
                 active.remove(&self.ts);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keycodec::versioned_key;
+
+    #[test]
+    fn a_walk_remembers_a_bounded_number_of_young_keys() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let row = encode_version(Some(&vec![])).unwrap();
+        let young = MAX_YOUNG_KEYS as u32 + 10;
+        for i in 0..young {
+            let pk = [&[0x01u8][..], &i.to_be_bytes()].concat();
+            tree.insert(versioned_key(&pk, 100), row.clone()).unwrap();
+        }
+        let c = collect_garbage(&tree, 50).unwrap();
+        assert_eq!(c.removed, 0);
+        assert_eq!(c.young.len(), MAX_YOUNG_KEYS);
+        assert!(c.young_overflow);
+        let c = collect_garbage(&tree, 200).unwrap();
+        assert!(c.young.is_empty() && !c.young_overflow);
     }
 }

@@ -246,7 +246,7 @@ struct Materialized {
 
 /// More keys than this written between two garbage collections, and the
 /// next one walks every tree instead.
-const MAX_DIRTY_KEYS: usize = 200_000;
+const MAX_DIRTY_KEYS: usize = crate::mvcc::MAX_YOUNG_KEYS;
 
 /// Keys given a version since garbage collection last looked, by tree: only
 /// they can hold new garbage, so a collection need not walk every row.
@@ -1032,11 +1032,13 @@ impl ShardStore {
         let trees = self.state.trees.read().expect("trees").clone();
         let mut removed = 0;
         let mut young = Vec::new();
+        let mut overflow = false;
         let mut collect = || -> Result<()> {
             if work.everything {
                 for (id, tree) in &trees {
                     let c = collect_garbage(tree, horizon)?;
                     removed += c.removed;
+                    overflow |= c.young_overflow;
                     young.push((*id, c.young));
                 }
                 return Ok(());
@@ -1048,18 +1050,21 @@ impl ShardStore {
                     collect_key_garbage(tree, k, horizon, &mut c)?;
                 }
                 removed += c.removed;
+                overflow |= c.young_overflow;
                 young.push((*id, c.young));
             }
             Ok(())
         };
         let outcome = collect();
         let mut dirty = self.state.dirty.lock().expect("dirty");
-        if outcome.is_err() {
-            dirty.everything = true;
-        }
-        for (id, keys) in young {
-            for k in keys {
-                dirty.add(id, &k);
+        if outcome.is_err() || overflow {
+            // Too many to remember (or a failed pass): walk everything next.
+            *dirty = DirtyKeys::new(true);
+        } else {
+            for (id, keys) in young {
+                for k in keys {
+                    dirty.add(id, &k);
+                }
             }
         }
         drop(dirty);
