@@ -175,7 +175,8 @@ async fn cancel_stops_a_streaming_select() {
 /// the statement adds over a warmed store: shard sorts within their budget,
 /// a few batches per shard in flight, nothing proportional to the result
 /// (over 500 MiB here). Runs measured +79 to +134 MiB on 2026-11-25 and
-/// +39 to +337 MiB on 2026-12-02 on the same code: the excess is anonymous
+/// +209 to +337 MiB on 2026-12-02 before the garbage collector's bound on
+/// young keys, +39 to +315 after it: the excess is anonymous
 /// memory held by the four shard producer threads (sled pages they pulled,
 /// freed elsewhere, kept in their allocator heaps) and returned when they
 /// exit. The bound leaves room for that and stays under the result's size,

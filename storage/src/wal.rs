@@ -302,9 +302,10 @@ impl Wal {
                     Ok(true)
                 },
             )?;
-            let (pos, next) = match scanned {
-                Scanned::Whole(next) | Scanned::Stopped(next) => (buf.len(), next),
-                Scanned::ZeroTail(pos, next) => (pos, next),
+            // Where the records end, and the file's length after the scan.
+            let (pos, len, next) = match scanned {
+                Scanned::Whole(next) | Scanned::Stopped(next) => (buf.len(), buf.len(), next),
+                Scanned::ZeroTail(pos, next) => (pos, buf.len(), next),
                 Scanned::TornAt(pos, next) => {
                     tracing::warn!(
                         file = %path.display(),
@@ -319,15 +320,12 @@ impl Wal {
                     f.set_len(pos as u64)
                         .and_then(|_| f.sync_all())
                         .map_err(|e| StorageError::io(path, e))?;
-                    (pos, next)
+                    (pos, pos, next)
                 }
             };
             expected = Some(next);
             if last {
-                let len = fs::metadata(path)
-                    .map_err(|e| StorageError::io(path, e))?
-                    .len();
-                tail = Some((path.clone(), pos as u64, len));
+                tail = Some((path.clone(), pos as u64, len as u64));
             }
         }
         if opts.cipher.is_some() && sealing.sealed == Some(false) {
@@ -746,6 +744,14 @@ mod tests {
         f.write_all_at(bytes, records_end(path)).unwrap();
     }
 
+    /// Default options with segments of `bytes`, so that a few records rotate.
+    fn segments_of(bytes: u64) -> WalOptions {
+        WalOptions {
+            segment_bytes: bytes,
+            ..Default::default()
+        }
+    }
+
     fn write_n(wal: &Wal, n: u64) {
         for i in 0..n {
             let lsn = wal
@@ -774,10 +780,7 @@ mod tests {
     #[test]
     fn replay_starts_after_the_applied_lsn() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = WalOptions {
-            segment_bytes: 100,
-            ..Default::default()
-        };
+        let opts = segments_of(100);
         let wal = Wal::open(dir.path(), opts.clone(), 0, |_| Ok(())).unwrap();
         write_n(&wal, 20);
         drop(wal);
@@ -822,10 +825,7 @@ mod tests {
     #[test]
     fn segments_are_zero_filled_ahead_and_trimmed_when_sealed() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = WalOptions {
-            segment_bytes: 4096,
-            ..Default::default()
-        };
+        let opts = segments_of(4096);
         let wal = Wal::open(dir.path(), opts.clone(), 0, |_| Ok(())).unwrap();
         write_n(&wal, 3);
         let (_, first) = list_segments(dir.path()).unwrap().pop().unwrap();
@@ -865,10 +865,7 @@ mod tests {
     #[test]
     fn read_from_leaves_the_log_alone_and_stops_at_a_partial_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = WalOptions {
-            segment_bytes: 100,
-            ..Default::default()
-        };
+        let opts = segments_of(100);
         let wal = Wal::open(dir.path(), opts, 0, |_| Ok(())).unwrap();
         write_n(&wal, 12);
         // A writer mid-record: half a record at the end of the last segment.
@@ -904,10 +901,7 @@ mod tests {
     #[test]
     fn missing_early_segments_are_an_error_not_a_short_replay() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = WalOptions {
-            segment_bytes: 100,
-            ..Default::default()
-        };
+        let opts = segments_of(100);
         let wal = Wal::open(dir.path(), opts.clone(), 0, |_| Ok(())).unwrap();
         write_n(&wal, 12);
         drop(wal);

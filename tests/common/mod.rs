@@ -110,8 +110,7 @@ impl Server {
             && !self.env.iter().any(|(k, _)| k == "FORTRESS_LOG");
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            let log = self.log();
-            let this_start = log.get(log_start..).unwrap_or("");
+            let this_start = self.log_since(log_start);
             if (this_start.contains("fortress is ready") || !logs_ready)
                 && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
             {
@@ -125,7 +124,7 @@ impl Server {
                 if this_start.contains("Address already in use") {
                     return false;
                 }
-                panic!("fortress exited with {status} during start-up:\n{log}");
+                panic!("fortress exited with {status} during start-up:\n{this_start}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -138,6 +137,13 @@ impl Server {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
         line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// What the server logged from byte `start` of its log on (an earlier
+    /// run's output comes before it).
+    fn log_since(&self, start: usize) -> String {
+        let bytes = std::fs::read(&self.log).unwrap_or_default();
+        String::from_utf8_lossy(bytes.get(start..).unwrap_or_default()).into_owned()
     }
 
     /// The server's log so far.
