@@ -232,6 +232,8 @@ impl Cluster {
         }
         let coordinator = Coordinator::open(&dir.join("coordinator"), opts.shard.wal.clone())?;
         resolve_in_doubt(&stores, &coordinator)?;
+        let coordinator = Arc::new(coordinator);
+        coordinator.spawn_retirer();
         for s in &stores {
             s.spawn_gc(GC_EVERY);
         }
@@ -245,7 +247,7 @@ impl Cluster {
             ring,
             clock: opts.shard.clock.clone(),
             pins: opts.shard.pins.clone(),
-            coordinator: Arc::new(coordinator),
+            coordinator,
             catalog: RwLock::new(Arc::new(newest)),
             ddl: tokio::sync::Mutex::new(()),
             cache: crate::cache::ResultCache::new(opts.cache_ttl),
@@ -425,7 +427,8 @@ impl Cluster {
     }
 
     /// Phase two of a two-phase commit as one blocking task: logs the
-    /// decision durably, then commits the participants one after another,
+    /// decision durably, then commits the participants one after another
+    /// (and, once all have, queues the decision to be forgotten),
     /// the first alone before the crash tests' mid-phase fault point. One
     /// hand-off to a blocking thread instead of one per step, each of which
     /// costs two context switches. Gives each participant's outcome in
@@ -460,6 +463,9 @@ impl Cluster {
                     fault("2pc.mid_phase_two")?;
                 }
                 out.push(s.execute(txid, &frag).map_err(ProxyError::from));
+            }
+            if out.iter().all(Result::is_ok) {
+                coordinator.retire(txid, shards);
             }
             Ok(out)
         })

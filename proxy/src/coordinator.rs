@@ -6,21 +6,36 @@
 //! for it to be durable; only then does it tell the participants to commit.
 //! At start-up every in-doubt transaction on a shard is committed if this log
 //! holds its decision and aborted otherwise (presumed abort).
+//!
+//! A decision is forgotten (a DONE record) only once every participant's
+//! commit record is durable: participants apply a decided commit before
+//! syncing it, and a decision gone while a participant's commit is lost
+//! would have presumed abort undo an acknowledged transaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use fortress_storage::wal::{Wal, WalOptions};
-use fortress_storage::{StorageError, Timestamp, TxnId};
+use fortress_storage::{Shard, ShardId, StorageError, Timestamp, TxnId};
 
 const KIND_COMMIT: u8 = 1;
 const KIND_DONE: u8 = 2;
+
+/// How often the retiring thread looks for decisions to forget.
+const RETIRE_EVERY: Duration = Duration::from_millis(20);
+
+/// A decision every participant has applied, with those participants.
+type Retiring = (TxnId, Vec<Arc<dyn Shard>>);
 
 /// Durable commit decisions of multi-shard transactions.
 pub struct Coordinator {
     wal: Wal,
     decisions: Mutex<HashMap<TxnId, Timestamp>>,
+    /// Decisions every participant has applied, with those participants,
+    /// waiting for their commit records to be durable.
+    retiring: Mutex<Vec<Retiring>>,
 }
 
 /// Every commit decision in the log in `dir`, read without changing it (the
@@ -67,6 +82,7 @@ impl Coordinator {
         Ok(Coordinator {
             wal,
             decisions: Mutex::new(decisions),
+            retiring: Mutex::new(Vec::new()),
         })
     }
 
@@ -81,8 +97,70 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Records that every participant has applied `txid`'s outcome.
-    pub fn log_done(&self, txid: TxnId) -> Result<(), StorageError> {
+    /// Queues `txid`, which every one of `participants` has applied, to be
+    /// forgotten once their logs hold its commit durably.
+    pub fn retire(&self, txid: TxnId, participants: Vec<Arc<dyn Shard>>) {
+        self.retiring
+            .lock()
+            .expect("retiring")
+            .push((txid, participants));
+    }
+
+    /// Forgets the queued decisions: syncs each participant's log once, then
+    /// logs DONE for every decision whose participants all synced. One whose
+    /// participant could not sync stays decided (a restart commits it
+    /// again). Returns how many were forgotten.
+    pub fn retire_queued(&self) -> usize {
+        let queued = std::mem::take(&mut *self.retiring.lock().expect("retiring"));
+        if queued.is_empty() {
+            return 0;
+        }
+        let mut shards: BTreeMap<ShardId, Arc<dyn Shard>> = BTreeMap::new();
+        for (_, participants) in &queued {
+            for s in participants {
+                shards.entry(s.id()).or_insert_with(|| s.clone());
+            }
+        }
+        let synced: HashMap<ShardId, bool> = shards
+            .iter()
+            .map(|(&id, s)| {
+                let ok = s.sync_log().map_err(|e| {
+                    tracing::warn!(shard = id, error = %e, "could not sync a participant; its decisions are kept");
+                });
+                (id, ok.is_ok())
+            })
+            .collect();
+        let mut retired = 0;
+        for (txid, participants) in queued {
+            if participants.iter().all(|s| synced[&s.id()]) {
+                match self.log_done(txid) {
+                    Ok(()) => retired += 1,
+                    Err(e) => {
+                        tracing::warn!(txid, error = %e, "could not log the end of a transaction")
+                    }
+                }
+            }
+        }
+        retired
+    }
+
+    /// Runs [`Coordinator::retire_queued`] every few milliseconds until the
+    /// coordinator is dropped.
+    pub fn spawn_retirer(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("2pc-retire".into())
+            .spawn(move || loop {
+                std::thread::sleep(RETIRE_EVERY);
+                let Some(c) = weak.upgrade() else { break };
+                c.retire_queued();
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the 2PC retiring thread");
+        }
+    }
+
+    fn log_done(&self, txid: TxnId) -> Result<(), StorageError> {
         self.wal.append(txid, 0, KIND_DONE, &[])?;
         self.decisions.lock().expect("decisions").remove(&txid);
         Ok(())
@@ -95,5 +173,90 @@ impl Coordinator {
             .expect("decisions")
             .get(&txid)
             .copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fortress_storage::{Catalog, Fragment, FragmentOutput, Row};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A participant that only syncs its log (or fails to).
+    struct Participant {
+        id: ShardId,
+        fails: bool,
+        syncs: AtomicUsize,
+    }
+
+    impl Participant {
+        fn new(id: ShardId, fails: bool) -> Arc<Participant> {
+            Arc::new(Participant {
+                id,
+                fails,
+                syncs: AtomicUsize::new(0),
+            })
+        }
+    }
+
+    impl Shard for Participant {
+        fn id(&self) -> ShardId {
+            self.id
+        }
+        fn execute(&self, _: TxnId, _: &Fragment) -> Result<FragmentOutput, StorageError> {
+            unreachable!("retiring only syncs")
+        }
+        fn sync_log(&self) -> Result<(), StorageError> {
+            self.syncs.fetch_add(1, Ordering::SeqCst);
+            if self.fails {
+                return Err(StorageError::Unavailable {
+                    shard: self.id,
+                    reason: "disk gone".into(),
+                });
+            }
+            Ok(())
+        }
+        fn stream(
+            &self,
+            _: &Fragment,
+            _: &mut dyn FnMut(Vec<Row>) -> bool,
+        ) -> Result<(), StorageError> {
+            unreachable!("retiring only syncs")
+        }
+        fn catalog(&self) -> Catalog {
+            Catalog::default()
+        }
+        fn in_doubt(&self) -> Vec<TxnId> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn a_decision_is_forgotten_only_once_its_participants_have_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Coordinator::open(dir.path(), WalOptions::default()).unwrap();
+        c.log_commit(1, Timestamp(10)).unwrap();
+        c.log_commit(2, Timestamp(11)).unwrap();
+        let healthy = Participant::new(0, false);
+        let broken = Participant::new(1, true);
+        c.retire(1, vec![healthy.clone()]);
+        c.retire(2, vec![healthy.clone(), broken.clone()]);
+        // Queued, not yet forgotten: nothing has synced the participants.
+        assert_eq!(c.decision(1), Some(Timestamp(10)));
+        assert_eq!(healthy.syncs.load(Ordering::SeqCst), 0);
+
+        assert_eq!(c.retire_queued(), 1);
+        // One sync per participant covers every queued decision.
+        assert_eq!(healthy.syncs.load(Ordering::SeqCst), 1);
+        assert_eq!(broken.syncs.load(Ordering::SeqCst), 1);
+        assert_eq!(c.decision(1), None);
+        assert_eq!(c.decision(2), Some(Timestamp(11)));
+        assert_eq!(c.retire_queued(), 0);
+
+        // The DONE record is in the log: a restart keeps only decision 2.
+        drop(c);
+        let c = Coordinator::open(dir.path(), WalOptions::default()).unwrap();
+        assert_eq!(c.decision(1), None);
+        assert_eq!(c.decision(2), Some(Timestamp(11)));
     }
 }

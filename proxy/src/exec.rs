@@ -395,16 +395,9 @@ async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
     let results = cluster
         .decide_commit(txid, commit_ts, &participants)
         .await?;
-    let mut all_applied = true;
     for (r, shard) in results.into_iter().zip(&participants) {
         if let Err(e) = r {
-            all_applied = false;
             tracing::error!(txid, shard, error = %e, "commit of a decided transaction failed; restart applies it");
-        }
-    }
-    if all_applied {
-        if let Err(e) = cluster.coordinator().log_done(txid) {
-            tracing::warn!(txid, error = %e, "could not log the end of a transaction");
         }
     }
     Ok(())

@@ -141,8 +141,13 @@ pub enum FragmentOutput {
 /// A shard: executes fragments against its own data.
 pub trait Shard: Send + Sync {
     fn id(&self) -> ShardId;
-    /// Runs one fragment; writes are durable when this returns `Ok`.
+    /// Runs one fragment; writes are durable when this returns `Ok`, except
+    /// the outcome of a prepared transaction (`CommitPrepared`,
+    /// `AbortPrepared`), applied at once because it is durable elsewhere
+    /// already: [`Shard::sync_log`] waits for its record.
     fn execute(&self, txid: TxnId, fragment: &Fragment) -> Result<FragmentOutput>;
+    /// Makes every record this shard has logged so far durable.
+    fn sync_log(&self) -> Result<()>;
     /// Runs a point read (a `Scan` of one whole primary key) at once if it
     /// has nothing to wait for (writes below its snapshot still being
     /// applied, prepared transactions); `None` asks the caller to `execute`

@@ -1766,6 +1766,11 @@ impl Shard for ShardStore {
         self.state.catalog.read().expect("catalog").clone()
     }
 
+    fn sync_log(&self) -> Result<()> {
+        self.check_failed()?;
+        self.wal.wait_durable(self.wal.last_lsn())
+    }
+
     fn in_doubt(&self) -> Vec<TxnId> {
         self.state
             .prepared
