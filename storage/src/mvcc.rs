@@ -121,10 +121,10 @@ pub fn collect_key_garbage(
 #[derive(Debug, Default)]
 pub struct Collected {
     pub removed: u64,
-    /// Keys left with a version above the horizon: once the horizon passes
-    /// it, the versions under it may become garbage. At most
+    /// Keys that will hold garbage once the horizon reaches the timestamp
+    /// beside them (the version superseding their oldest one). At most
     /// [`MAX_YOUNG_KEYS`]; past that `young_overflow` is set instead.
-    pub young: Vec<Vec<u8>>,
+    pub young: Vec<(Vec<u8>, u64)>,
     /// More young keys than are kept: the next collection walks everything.
     pub young_overflow: bool,
 }
@@ -133,41 +133,92 @@ pub struct Collected {
 /// freshly loaded table does not hold a copy of every key.
 pub const MAX_YOUNG_KEYS: usize = 200_000;
 
+/// One key's versions as a collection walks them, newest first.
+struct KeyWalk {
+    pk: Vec<u8>,
+    /// Oldest version above the horizon so far, and if it is a tombstone.
+    oldest_young: Option<(u64, bool)>,
+    /// The young version just newer than that one.
+    next_young: Option<u64>,
+    /// A live version at or below the horizon stays.
+    kept_live: bool,
+    /// The newest version at or below the horizon has been seen.
+    kept_below: bool,
+}
+
+impl KeyWalk {
+    fn new(pk: &[u8]) -> KeyWalk {
+        KeyWalk {
+            pk: pk.to_vec(),
+            oldest_young: None,
+            next_young: None,
+            kept_live: false,
+            kept_below: false,
+        }
+    }
+
+    /// When the horizon makes garbage of this key's versions that remain:
+    /// at the version superseding the oldest one, or at the oldest one if it
+    /// is a tombstone. `None` when only one live version remains.
+    fn next_garbage(&self) -> Option<u64> {
+        let (oldest, tombstone) = self.oldest_young?;
+        if self.kept_live || tombstone {
+            Some(oldest)
+        } else {
+            self.next_young
+        }
+    }
+
+    fn finish(self, out: &mut Collected) {
+        if let Some(ts) = self.next_garbage() {
+            if out.young.len() < MAX_YOUNG_KEYS {
+                out.young.push((self.pk, ts));
+            } else {
+                out.young_overflow = true;
+            }
+        }
+    }
+}
+
 /// Collects over versions in key order. Plain removes, not a sled batch:
 /// garbage collection is not logged and needs no atomicity.
 fn collect_versions<I>(tree: &sled::Tree, iter: I, horizon: u64, out: &mut Collected) -> Result<()>
 where
     I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
 {
-    let mut current: Option<Vec<u8>> = None;
-    let mut kept_below = false;
+    let mut key: Option<KeyWalk> = None;
     for item in iter {
         let (k, v) = item?;
         let Some((pk, ts)) = split_versioned(&k) else {
             continue;
         };
-        if current.as_deref() != Some(pk) {
-            current = Some(pk.to_vec());
-            kept_below = false;
-        }
-        if ts > horizon {
-            if out.young.last().map(Vec::as_slice) != Some(pk) {
-                if out.young.len() < MAX_YOUNG_KEYS {
-                    out.young.push(pk.to_vec());
-                } else {
-                    out.young_overflow = true;
+        let walk = match &mut key {
+            Some(w) if w.pk == pk => w,
+            _ => {
+                if let Some(done) = key.replace(KeyWalk::new(pk)) {
+                    done.finish(out);
                 }
+                key.as_mut().expect("just set")
             }
+        };
+        let tombstone = v.first() == Some(&TOMBSTONE);
+        if ts > horizon {
+            walk.next_young = walk.oldest_young.map(|(t, _)| t);
+            walk.oldest_young = Some((ts, tombstone));
             continue;
         }
-        if !kept_below {
-            kept_below = true;
-            if v.first() != Some(&TOMBSTONE) {
+        if !walk.kept_below {
+            walk.kept_below = true;
+            if !tombstone {
+                walk.kept_live = true;
                 continue;
             }
         }
         tree.remove(&k)?;
         out.removed += 1;
+    }
+    if let Some(done) = key {
+        done.finish(out);
     }
     Ok(())
 }
@@ -229,12 +280,54 @@ mod tests {
         for i in 0..young {
             let pk = [&[0x01u8][..], &i.to_be_bytes()].concat();
             tree.insert(versioned_key(&pk, 100), row.clone()).unwrap();
+            tree.insert(versioned_key(&pk, 110), row.clone()).unwrap();
         }
         let c = collect_garbage(&tree, 50).unwrap();
         assert_eq!(c.removed, 0);
         assert_eq!(c.young.len(), MAX_YOUNG_KEYS);
         assert!(c.young_overflow);
         let c = collect_garbage(&tree, 200).unwrap();
+        assert_eq!(c.removed, young as u64);
         assert!(c.young.is_empty() && !c.young_overflow);
+    }
+
+    #[test]
+    fn young_keys_say_when_they_next_hold_garbage() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let row = encode_version(Some(&vec![])).unwrap();
+        let dead = encode_version(None).unwrap();
+        let put = |pk: &[u8], ts, v: &Vec<u8>| {
+            tree.insert(versioned_key(&[&[0x01u8], pk].concat(), ts), v.clone())
+                .unwrap();
+        };
+        put(b"a", 10, &row);
+        put(b"a", 20, &row); // supersedes 10 at 20
+        put(b"b", 30, &row); // one live version: never garbage by itself
+        put(b"c", 5, &row);
+        put(b"c", 30, &dead); // the tombstone and what it hides go at 30
+        put(b"d", 20, &row);
+        put(b"d", 30, &row); // all young: 20 goes once 30 is below
+        put(b"e", 20, &dead); // a lone tombstone goes at its own timestamp
+        let c = collect_garbage(&tree, 15).unwrap();
+        assert_eq!(c.removed, 0);
+        let young: Vec<(Vec<u8>, u64)> = c
+            .young
+            .into_iter()
+            .map(|(pk, ts)| (pk[1..].to_vec(), ts))
+            .collect();
+        assert_eq!(
+            young,
+            vec![
+                (b"a".to_vec(), 20),
+                (b"c".to_vec(), 30),
+                (b"d".to_vec(), 30),
+                (b"e".to_vec(), 20)
+            ]
+        );
+        let c = collect_garbage(&tree, 100).unwrap();
+        assert_eq!(c.removed, 5);
+        assert!(c.young.is_empty());
+        assert_eq!(tree.len(), 3);
     }
 }

@@ -249,9 +249,12 @@ struct Materialized {
 const MAX_DIRTY_KEYS: usize = crate::mvcc::MAX_YOUNG_KEYS;
 
 /// Keys given a version since garbage collection last looked, by tree: only
-/// they can hold new garbage, so a collection need not walk every row.
+/// they can hold new garbage, so a collection need not walk every row. Each
+/// key carries the timestamp from which it can: the oldest version written
+/// since, which supersedes the one before it. A collection whose horizon is
+/// below that timestamp passes the key over without reading it.
 struct DirtyKeys {
-    trees: HashMap<TableId, HashSet<Vec<u8>>>,
+    trees: HashMap<TableId, HashMap<Vec<u8>, u64>>,
     len: usize,
     /// Too many keys, or a shard just opened: walk every tree.
     everything: bool,
@@ -266,15 +269,16 @@ impl DirtyKeys {
         }
     }
 
-    fn add(&mut self, tree: TableId, pk: &[u8]) {
+    fn add(&mut self, tree: TableId, pk: &[u8], ts: u64) {
         if self.everything {
             return;
         }
         let keys = self.trees.entry(tree).or_default();
-        if keys.contains(pk) {
+        if let Some(from) = keys.get_mut(pk) {
+            *from = (*from).min(ts);
             return;
         }
-        keys.insert(pk.to_vec());
+        keys.insert(pk.to_vec(), ts);
         self.len += 1;
         if self.len > MAX_DIRTY_KEYS {
             *self = DirtyKeys::new(true);
@@ -477,8 +481,8 @@ impl Materialized {
             }
             tree.insert(APPLIED_KEY, &applied_value(lsn, newest))?;
             let mut dirty = self.dirty.lock().expect("dirty");
-            for (_, op) in &ops {
-                dirty.add(table, op.target().1);
+            for (ts, op) in &ops {
+                dirty.add(table, op.target().1, *ts);
             }
         }
         Ok(())
@@ -515,7 +519,7 @@ impl Materialized {
                 };
                 for (k, v) in crate::index::changes(idx, pk, old.as_ref(), new, ts)? {
                     if let Some((entry, _)) = crate::keycodec::split_versioned(&k) {
-                        self.dirty.lock().expect("dirty").add(idx.id, entry);
+                        self.dirty.lock().expect("dirty").add(idx.id, entry, ts);
                     }
                     itree.insert(k, v)?;
                 }
@@ -1046,7 +1050,18 @@ impl ShardStore {
             for (id, keys) in &work.trees {
                 let Some(tree) = trees.get(id) else { continue };
                 let mut c = Collected::default();
-                for k in keys {
+                // Keys still too young are carried over unread; the rest
+                // are read in key order, which keeps sled's path warm.
+                let mut due = Vec::with_capacity(keys.len());
+                for (k, &from) in keys {
+                    if from > horizon {
+                        c.young.push((k.clone(), from));
+                    } else {
+                        due.push(k);
+                    }
+                }
+                due.sort_unstable();
+                for k in due {
                     collect_key_garbage(tree, k, horizon, &mut c)?;
                 }
                 removed += c.removed;
@@ -1062,8 +1077,8 @@ impl ShardStore {
             *dirty = DirtyKeys::new(true);
         } else {
             for (id, keys) in young {
-                for k in keys {
-                    dirty.add(id, &k);
+                for (k, from) in keys {
+                    dirty.add(id, &k, from);
                 }
             }
         }
