@@ -1,7 +1,7 @@
 //! A shard store: sled trees materialised from the shard's WAL.
 //!
 //! **Layout.** `DIR/wal/` holds the log, `DIR/db/` the sled database: a `meta`
-//! tree (catalog, last applied catalog LSN) and one tree `t<id>` per table whose
+//! tree (catalog, an applied LSN, the prepare floor) and one tree `t<id>` per table whose
 //! keys are `pk ++ !ts` (see [`crate::keycodec`]) and whose reserved key
 //! `[0x00]` holds the last LSN applied to that tree (and its newest version
 //! timestamp), written in the same sled batch as the data.
@@ -15,11 +15,13 @@
 //! the apply, so no writer can plan from data a pending write is changing.
 //! Readers only see applied, hence durable, data.
 //!
-//! **Recovery rule.** On open, replay the WAL from the lowest watermark and
-//! skip, per tree, records at or below that tree's watermark. If sled cannot be
+//! **Recovery rule.** On open, replay the WAL from the lowest watermark (or
+//! the prepare floor, if lower: prepared transactions are kept in memory and
+//! rebuilt from their PREPARE records) and skip, per tree, records at or
+//! below that tree's watermark. If sled cannot be
 //! opened, it is moved aside and rebuilt from the whole log.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -63,6 +65,12 @@ const IN_DOUBT_WAIT: Duration = Duration::from_secs(5);
 const APPLIED_KEY: &[u8] = &[0x00];
 const META_CATALOG: &[u8] = b"catalog";
 const META_APPLIED: &[u8] = b"applied_lsn";
+/// Meta key: an LSN at or below which every PREPARE record is resolved.
+/// Replay on open starts no later than it, so it rebuilds the prepared set.
+const META_PREPARE_FLOOR: &[u8] = b"prepare_floor";
+/// Records applied between two writes of the meta tree's applied LSN and
+/// prepare floor: what a restart replays beyond the trees' watermark.
+const MARK_EVERY: Lsn = 1024;
 
 /// One physical change, as logged.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -117,31 +125,60 @@ enum Change {
 struct PreparedTxn {
     ts: u64,
     ops: Vec<WriteOp>,
+    /// LSN of its PREPARE record; 0 for one loaded from the meta tree.
+    #[serde(skip)]
+    lsn: Lsn,
 }
 
 /// Prepared transactions and the keys they lock.
+///
+/// The set lives in memory and is rebuilt on open by replaying the log
+/// from the prepare floor (see [`Materialized::mark_applied`]). Earlier
+/// versions stored each prepared transaction in the meta tree instead;
+/// those entries are still loaded, and their keys removed once resolved.
 #[derive(Default)]
 struct PreparedSet {
     txns: BTreeMap<TxnId, PreparedTxn>,
     locks: HashMap<(TableId, Vec<u8>), TxnId>,
+    /// PREPARE LSNs of the transactions in the set, oldest first.
+    logged: BTreeSet<Lsn>,
+    /// Transactions whose entry is in the meta tree.
+    stored: HashSet<TxnId>,
 }
 
 impl PreparedSet {
     fn add(&mut self, txid: TxnId, p: PreparedTxn) {
+        if let Some(old) = self.txns.get(&txid) {
+            self.logged.remove(&old.lsn);
+        }
         for op in &p.ops {
             let (t, k) = op.target();
             self.locks.insert((t, k.to_vec()), txid);
         }
+        if p.lsn > 0 {
+            self.logged.insert(p.lsn);
+        }
         self.txns.insert(txid, p);
     }
 
-    fn remove(&mut self, txid: TxnId) -> Option<PreparedTxn> {
-        let p = self.txns.remove(&txid)?;
-        for op in &p.ops {
-            let (t, k) = op.target();
-            self.locks.remove(&(t, k.to_vec()));
+    /// Drops `txid` from the set; true if its entry is in the meta tree.
+    fn remove(&mut self, txid: TxnId) -> bool {
+        if let Some(p) = self.txns.remove(&txid) {
+            self.logged.remove(&p.lsn);
+            for op in &p.ops {
+                let (t, k) = op.target();
+                self.locks.remove(&(t, k.to_vec()));
+            }
         }
-        Some(p)
+        self.stored.remove(&txid)
+    }
+
+    /// The highest LSN at or below which every PREPARE is resolved, given
+    /// that everything through `applied` is applied.
+    fn floor(&self, applied: Lsn) -> Lsn {
+        self.logged
+            .first()
+            .map_or(applied, |&oldest| applied.min(oldest - 1))
     }
 }
 
@@ -346,6 +383,7 @@ impl Materialized {
                 .map(u64::from_be_bytes)
                 .ok_or_else(|| StorageError::Codec("bad prepared-transaction key".into()))?;
             prepared.add(txid, postcard::from_bytes(&v).map_err(codec)?);
+            prepared.stored.insert(txid);
         }
         Ok(Materialized {
             db,
@@ -387,13 +425,15 @@ impl Materialized {
                 self.apply_versions(lsn, versions.iter().map(|(ts, op)| (*ts, op)))
             }
             Change::Catalog(c) => self.apply_catalog(lsn, c),
+            // The prepared set is memory only: its PREPARE records are
+            // replayed on open (see `mark_applied`), and commits carry their
+            // writes, so neither touches the meta tree.
             Change::Prepare { txid, ts, ops } => {
                 let p = PreparedTxn {
                     ts: *ts,
                     ops: ops.clone(),
+                    lsn,
                 };
-                let bytes = postcard::to_stdvec(&p).map_err(codec)?;
-                self.apply_meta(lsn, |m| m.insert(prepared_key(*txid), bytes))?;
                 self.prepared.lock().expect("prepared").add(*txid, p);
                 Ok(())
             }
@@ -413,30 +453,41 @@ impl Materialized {
                     None
                 };
                 self.apply_write(lsn, *commit_ts, from_set.as_deref().unwrap_or(ops))?;
-                self.apply_meta(lsn, |m| m.remove(prepared_key(*txid)))?;
-                self.prepared.lock().expect("prepared").remove(*txid);
-                Ok(())
+                self.forget_prepared(*txid)
             }
-            Change::AbortPrepared { txid } => {
-                self.apply_meta(lsn, |m| m.remove(prepared_key(*txid)))?;
-                self.prepared.lock().expect("prepared").remove(*txid);
-                Ok(())
-            }
+            Change::AbortPrepared { txid } => self.forget_prepared(*txid),
         }
     }
 
-    /// Applies a meta-tree change, then the meta watermark, once per LSN.
-    fn apply_meta(
-        &self,
-        lsn: Lsn,
-        f: impl FnOnce(&sled::Tree) -> sled::Result<Option<sled::IVec>>,
-    ) -> Result<()> {
-        if lsn_of(self.meta.get(META_APPLIED)?) >= lsn {
-            return Ok(());
+    /// Drops a resolved transaction from the prepared set, and from the
+    /// meta tree if an earlier version stored it there.
+    fn forget_prepared(&self, txid: TxnId) -> Result<()> {
+        if self.prepared.lock().expect("prepared").remove(txid) {
+            self.meta.remove(prepared_key(txid))?;
         }
-        f(&self.meta)?;
-        self.meta.insert(META_APPLIED, &lsn.to_be_bytes())?;
         Ok(())
+    }
+
+    /// Records in the meta tree that everything through `applied` is
+    /// applied, and the prepare floor. Replay on open starts at the lower
+    /// of the floor and the watermark, so every PREPARE still unresolved is
+    /// replayed. Both only ever move up, and sled recovers a prefix of its
+    /// writes, so a crash leaves older values that are still correct.
+    fn mark_applied(&self, applied: Lsn) -> Result<()> {
+        let floor = self.prepared.lock().expect("prepared").floor(applied);
+        self.meta.insert(META_PREPARE_FLOOR, &floor.to_be_bytes())?;
+        self.meta.insert(META_APPLIED, &applied.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Where replay on open must start: after `watermark`, or earlier if a
+    /// PREPARE below it may be unresolved. A meta tree without a floor
+    /// comes from a version that stored the prepared set in it.
+    fn replay_after(&self, watermark: Lsn) -> Result<Lsn> {
+        Ok(match self.meta.get(META_PREPARE_FLOOR)? {
+            Some(v) => watermark.min(lsn_of(Some(v))),
+            None => watermark,
+        })
     }
 
     fn apply_write(&self, lsn: Lsn, ts: u64, ops: &[WriteOp]) -> Result<()> {
@@ -730,7 +781,7 @@ impl ShardStore {
                 Materialized::open(&db_path, opts.cache_bytes)?
             }
         };
-        let start = state.watermark()?;
+        let start = state.replay_after(state.watermark()?)?;
         let mut replayed = 0u64;
         let clock = opts.clock.clone();
         let mut newest = 0u64;
@@ -743,6 +794,7 @@ impl ShardStore {
         // wall clock did: the newest applied version also bounds the clock.
         clock.observe_own(Timestamp(newest.max(state.newest_version()?)));
         let next = wal.last_lsn() + 1;
+        state.mark_applied(next - 1)?;
         tracing::info!(shard = id, replayed, last_lsn = next - 1, "shard open");
         Ok(ShardStore {
             id,
@@ -779,6 +831,10 @@ impl ShardStore {
 
     /// Flushes sled so the next start replays less. Not needed for durability.
     pub fn flush(&self) -> Result<()> {
+        {
+            let st = self.apply.lock().expect("apply");
+            self.state.mark_applied(st.next - 1)?;
+        }
         self.state.db.flush()?;
         Ok(())
     }
@@ -1555,7 +1611,14 @@ impl ShardStore {
             let Some(change) = st.ready.remove(&next) else {
                 break;
             };
-            if let Err(e) = self.state.apply(next, &change) {
+            let applied = self.state.apply(next, &change).and_then(|()| {
+                if next % MARK_EVERY == 0 {
+                    self.state.mark_applied(next)
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = applied {
                 self.failed.store(true, Ordering::Release);
                 self.applied.notify_all();
                 tracing::error!(shard = self.id, lsn = next, error = %e, "apply failed");

@@ -496,3 +496,53 @@ fn key_in_lists_look_up_each_key_and_project() {
     );
     assert_eq!(run(both, None), vec![21, 31]);
 }
+
+#[test]
+fn a_prepared_transaction_below_the_watermark_survives_restart() {
+    use fortress_storage::HybridClock;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(HybridClock::default());
+    let opts = ShardOptions {
+        clock: clock.clone(),
+        ..ShardOptions::default()
+    };
+    // Well past the interval at which the applied LSN and prepare floor
+    // are written, so the trees' watermark passes the PREPARE record.
+    const LATER_WRITES: i64 = 2_500;
+    {
+        let s = ShardStore::open(0, dir.path(), opts.clone()).unwrap();
+        s.execute(1, &Fragment::ApplyCatalog(catalog())).unwrap();
+        insert(&s, 0..4);
+        let prep = Fragment::Prepare {
+            txid: 77,
+            snapshot: clock.now(),
+            writes: vec![txn_write(1, 1001)],
+        };
+        s.execute(9, &prep).unwrap();
+        for i in 0..LATER_WRITES {
+            insert(&s, 100 + i..101 + i);
+        }
+        s.flush().unwrap();
+    }
+    let s = ShardStore::open(0, dir.path(), opts.clone()).unwrap();
+    assert_eq!(s.in_doubt(), vec![77]);
+    assert_eq!(rows(&s)[1], (1, 10), "still invisible");
+    s.execute(
+        9,
+        &Fragment::CommitPrepared {
+            txid: 77,
+            commit_ts: clock.now(),
+        },
+    )
+    .unwrap();
+    for i in 0..LATER_WRITES {
+        insert(&s, 10_000 + i..10_001 + i);
+    }
+    s.flush().unwrap();
+    drop(s);
+    let s = ShardStore::open(0, dir.path(), opts).unwrap();
+    assert!(s.in_doubt().is_empty(), "resolved before the restart");
+    let all = rows(&s);
+    assert_eq!(all[1], (1, 1001));
+    assert_eq!(all.len(), 4 + 2 * LATER_WRITES as usize);
+}
