@@ -1612,7 +1612,7 @@ impl ShardStore {
                 break;
             };
             let applied = self.state.apply(next, &change).and_then(|()| {
-                if next % MARK_EVERY == 0 {
+                if next.is_multiple_of(MARK_EVERY) {
                     self.state.mark_applied(next)
                 } else {
                     Ok(())
