@@ -1,10 +1,10 @@
 //! A shard store: sled trees materialised from the shard's WAL.
 //!
 //! **Layout.** `DIR/wal/` holds the log, `DIR/db/` the sled database: a `meta`
-//! tree (catalog, an applied LSN, the prepare floor) and one tree `t<id>` per table whose
-//! keys are `pk ++ !ts` (see [`crate::keycodec`]) and whose reserved key
-//! `[0x00]` holds the last LSN applied to that tree (and its newest version
-//! timestamp), written in the same sled batch as the data.
+//! tree (catalog, an applied LSN, the prepare floor) and one tree `t<id>` per
+//! table whose keys are `pk ++ !ts` (see [`crate::keycodec`]) and whose
+//! reserved key `[0x00]` holds the last LSN applied to that tree (and its
+//! newest version timestamp), written in the same sled batch as the data.
 //!
 //! **Write rule.** Under the shard's write lock a writer computes its
 //! operations from the applied state, appends one WAL record and registers its
@@ -18,8 +18,8 @@
 //! **Recovery rule.** On open, replay the WAL from the lowest watermark (or
 //! the prepare floor, if lower: prepared transactions are kept in memory and
 //! rebuilt from their PREPARE records) and skip, per tree, records at or
-//! below that tree's watermark. If sled cannot be
-//! opened, it is moved aside and rebuilt from the whole log.
+//! below that tree's watermark. If sled cannot be opened, it is moved aside
+//! and rebuilt from the whole log.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -425,9 +425,7 @@ impl Materialized {
                 self.apply_versions(lsn, versions.iter().map(|(ts, op)| (*ts, op)))
             }
             Change::Catalog(c) => self.apply_catalog(lsn, c),
-            // The prepared set is memory only: its PREPARE records are
-            // replayed on open (see `mark_applied`), and commits carry their
-            // writes, so neither touches the meta tree.
+            // Memory only (see PreparedSet); commits carry their writes.
             Change::Prepare { txid, ts, ops } => {
                 let p = PreparedTxn {
                     ts: *ts,

@@ -321,6 +321,16 @@ fn snapshots_see_the_past_and_gc_reclaims_what_none_can_see() {
     assert_eq!(rows(&s), vec![(0, 3), (2, 20)]);
 }
 
+/// Default options with a clock the test can read commit timestamps from.
+fn clocked() -> (Arc<fortress_storage::HybridClock>, ShardOptions) {
+    let clock = Arc::new(fortress_storage::HybridClock::default());
+    let opts = ShardOptions {
+        clock: clock.clone(),
+        ..ShardOptions::default()
+    };
+    (clock, opts)
+}
+
 fn txn_write(id: i64, v: i64) -> fortress_storage::TxnWrite {
     fortress_storage::TxnWrite {
         read_ts: None,
@@ -333,13 +343,9 @@ fn txn_write(id: i64, v: i64) -> fortress_storage::TxnWrite {
 
 #[test]
 fn prepared_transactions_survive_restart_and_resolve_either_way() {
-    use fortress_storage::{HybridClock, Timestamp};
+    use fortress_storage::Timestamp;
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(HybridClock::default());
-    let opts = ShardOptions {
-        clock: clock.clone(),
-        ..ShardOptions::default()
-    };
+    let (clock, opts) = clocked();
     {
         let s = ShardStore::open(0, dir.path(), opts.clone()).unwrap();
         s.execute(1, &Fragment::ApplyCatalog(catalog())).unwrap();
@@ -499,13 +505,8 @@ fn key_in_lists_look_up_each_key_and_project() {
 
 #[test]
 fn a_prepared_transaction_below_the_watermark_survives_restart() {
-    use fortress_storage::HybridClock;
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(HybridClock::default());
-    let opts = ShardOptions {
-        clock: clock.clone(),
-        ..ShardOptions::default()
-    };
+    let (clock, opts) = clocked();
     // Well past the interval at which the applied LSN and prepare floor
     // are written, so the trees' watermark passes the PREPARE record.
     const LATER_WRITES: i64 = 2_500;
