@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -53,23 +53,25 @@ pub(crate) const KIND_ABORT_PREPARED: u8 = 5;
 pub(crate) const KIND_LOAD: u8 = 6;
 /// Meta-tree key prefix of prepared, undecided transactions.
 const META_PREPARED: &[u8] = b"prepared/";
-/// How long a writer or reader waits for an in-doubt transaction.
 /// Rows per batch a streamed scan hands over.
 const STREAM_BATCH: usize = 1024;
 
 /// Rows a streamed sort takes in between checks that its reader is there.
 const PROBE_EVERY: u64 = 4096;
 
+/// How long a writer or reader waits for an in-doubt transaction.
 const IN_DOUBT_WAIT: Duration = Duration::from_secs(5);
-/// Reserved key in every table tree: the last LSN applied to it.
+/// Reserved key in every table and index tree: an LSN through which the
+/// tree holds every record, and the newest version timestamp then.
 const APPLIED_KEY: &[u8] = &[0x00];
 const META_CATALOG: &[u8] = b"catalog";
 const META_APPLIED: &[u8] = b"applied_lsn";
 /// Meta key: an LSN at or below which every PREPARE record is resolved.
 /// Replay on open starts no later than it, so it rebuilds the prepared set.
 const META_PREPARE_FLOOR: &[u8] = b"prepare_floor";
-/// Records applied between two writes of the meta tree's applied LSN and
-/// prepare floor: what a restart replays beyond the trees' watermark.
+/// Records applied between two writes of the applied marks (the meta
+/// tree's and every tree's) and the prepare floor: at most what a restart
+/// replays.
 const MARK_EVERY: Lsn = 1024;
 
 /// One physical change, as logged.
@@ -277,6 +279,14 @@ struct Materialized {
     meta: sled::Tree,
     catalog: RwLock<Catalog>,
     trees: RwLock<HashMap<TableId, sled::Tree>>,
+    /// Per tree, the LSN its applied mark held when it was opened or
+    /// created: records up to it are already in the tree. Only a replay
+    /// meets such records; marks are written every [`MARK_EVERY`] records,
+    /// not per record, so a replay redoes the rest (every write is
+    /// idempotent, and what it puts back under a newer version is garbage).
+    held_through: RwLock<HashMap<TableId, Lsn>>,
+    /// Largest version timestamp applied, written with the marks.
+    newest: AtomicU64,
     prepared: Mutex<PreparedSet>,
     dirty: Mutex<DirtyKeys>,
 }
@@ -368,11 +378,17 @@ impl Materialized {
             None => Catalog::default(),
         };
         let mut trees = HashMap::new();
-        for t in catalog.tables.values() {
-            trees.insert(t.id, db.open_tree(tree_name(t.id))?);
-            for idx in &t.indexes {
-                trees.insert(idx.id, db.open_tree(tree_name(idx.id))?);
-            }
+        let mut held_through = HashMap::new();
+        let mut newest = 0;
+        let ids = catalog.tables.values().flat_map(|t| {
+            std::iter::once(t.id).chain(t.indexes.iter().map(|idx| idx.id))
+        });
+        for id in ids {
+            let tree = db.open_tree(tree_name(id))?;
+            let mark = tree.get(APPLIED_KEY)?;
+            newest = newest.max(ts_of(mark.clone()));
+            held_through.insert(id, lsn_of(mark));
+            trees.insert(id, tree);
         }
         let mut prepared = PreparedSet::default();
         for item in meta.scan_prefix(META_PREPARED) {
@@ -390,6 +406,8 @@ impl Materialized {
             meta,
             catalog: RwLock::new(catalog),
             trees: RwLock::new(trees),
+            held_through: RwLock::new(held_through),
+            newest: AtomicU64::new(newest),
             prepared: Mutex::new(prepared),
             dirty: Mutex::new(DirtyKeys::new(true)),
         })
@@ -398,24 +416,26 @@ impl Materialized {
     /// Lowest LSN every tree has applied: replay starts after it.
     fn watermark(&self) -> Result<Lsn> {
         let mut low = lsn_of(self.meta.get(META_APPLIED)?);
-        for tree in self.trees.read().expect("trees").values() {
-            low = low.min(lsn_of(tree.get(APPLIED_KEY)?));
+        for &through in self.held_through.read().expect("held").values() {
+            low = low.min(through);
         }
         Ok(low)
     }
 
-    /// Largest version timestamp any table tree has applied (kept beside its
-    /// applied LSN, so this reads one key per tree).
-    fn newest_version(&self) -> Result<u64> {
-        let mut newest = 0;
-        for tree in self.trees.read().expect("trees").values() {
-            newest = newest.max(ts_of(tree.get(APPLIED_KEY)?));
-        }
-        Ok(newest)
+    /// Largest version timestamp applied: the marks' at open, raised by
+    /// every write since.
+    fn newest_version(&self) -> u64 {
+        self.newest.load(Ordering::Acquire)
     }
 
     fn tree(&self, table: TableId) -> Option<sled::Tree> {
         self.trees.read().expect("trees").get(&table).cloned()
+    }
+
+    /// The record at `lsn` is already in `table`'s tree.
+    fn holds(&self, table: TableId, lsn: Lsn) -> bool {
+        let held = self.held_through.read().expect("held");
+        held.get(&table).is_some_and(|&through| through >= lsn)
     }
 
     fn apply(&self, lsn: Lsn, change: &Change) -> Result<()> {
@@ -472,6 +492,10 @@ impl Materialized {
     /// replayed. Both only ever move up, and sled recovers a prefix of its
     /// writes, so a crash leaves older values that are still correct.
     fn mark_applied(&self, applied: Lsn) -> Result<()> {
+        let mark = applied_value(applied, self.newest_version());
+        for tree in self.trees.read().expect("trees").values() {
+            tree.insert(APPLIED_KEY, &mark)?;
+        }
         let floor = self.prepared.lock().expect("prepared").floor(applied);
         self.meta.insert(META_PREPARE_FLOOR, &floor.to_be_bytes())?;
         self.meta.insert(META_APPLIED, &applied.to_be_bytes())?;
@@ -498,9 +522,8 @@ impl Materialized {
     /// Plain inserts, not a sled batch: every batch makes sled write and
     /// sync its log buffer twice, which cost more than the whole commit.
     /// Atomicity is not needed from sled. Each write is idempotent and the
-    /// tree's applied LSN is written last; sled recovers a prefix of its
-    /// log, so a crash midway leaves the LSN behind and replay redoes the
-    /// record. Readers wait until the record's keys leave `pending` (or
+    /// applied marks come after it; sled recovers a prefix of its log, so
+    /// a crash leaves the marks behind and replay redoes the record. Readers wait until the record's keys leave `pending` (or
     /// the prepared set), which happens once the whole record is applied.
     fn apply_versions<'a>(
         &self,
@@ -516,11 +539,11 @@ impl Materialized {
             let Some(tree) = self.tree(table) else {
                 continue;
             };
-            if lsn_of(tree.get(APPLIED_KEY)?) >= lsn {
+            if self.holds(table, lsn) {
                 continue;
             }
             let newest = ops.iter().map(|(ts, _)| *ts).max().unwrap_or(0);
-            self.apply_index_writes(lsn, newest, table, &tree, &ops)?;
+            self.apply_index_writes(lsn, table, &tree, &ops)?;
             for &(ts, op) in &ops {
                 let version = match op {
                     WriteOp::Put { row, .. } => encode_version(Some(row))?,
@@ -528,7 +551,7 @@ impl Materialized {
                 };
                 tree.insert(versioned_key(op.target().1, ts), version)?;
             }
-            tree.insert(APPLIED_KEY, &applied_value(lsn, newest))?;
+            self.newest.fetch_max(newest, Ordering::AcqRel);
             let mut dirty = self.dirty.lock().expect("dirty");
             for (ts, op) in &ops {
                 dirty.add(table, op.target().1, *ts);
@@ -543,7 +566,6 @@ impl Materialized {
     fn apply_index_writes(
         &self,
         lsn: Lsn,
-        newest: u64,
         table: TableId,
         tree: &sled::Tree,
         ops: &[(u64, &WriteOp)],
@@ -556,7 +578,7 @@ impl Materialized {
             let Some(itree) = self.tree(idx.id) else {
                 continue;
             };
-            if lsn_of(itree.get(APPLIED_KEY)?) >= lsn {
+            if self.holds(idx.id, lsn) {
                 continue;
             }
             for &(ts, op) in ops {
@@ -573,7 +595,6 @@ impl Materialized {
                     itree.insert(k, v)?;
                 }
             }
-            itree.insert(APPLIED_KEY, &applied_value(lsn, newest))?;
         }
         Ok(())
     }
@@ -583,6 +604,7 @@ impl Materialized {
             return Ok(());
         }
         let mut trees = self.trees.write().expect("trees");
+        let mut held = self.held_through.write().expect("held");
         let mut live: HashSet<TableId> = catalog.tables.values().map(|t| t.id).collect();
         for t in catalog.tables.values() {
             if trees.contains_key(&t.id) {
@@ -597,6 +619,7 @@ impl Materialized {
                 }
                 tree.insert(APPLIED_KEY, &applied_value(lsn, 0))?;
             }
+            held.insert(t.id, lsn_of(tree.get(APPLIED_KEY)?));
             trees.insert(t.id, tree);
         }
         // New indexes are built from the versions already stored; the
@@ -614,6 +637,7 @@ impl Materialized {
                     }
                     itree.insert(APPLIED_KEY, &applied_value(lsn, 0))?;
                 }
+                held.insert(idx.id, lsn_of(itree.get(APPLIED_KEY)?));
                 trees.insert(idx.id, itree);
             }
         }
@@ -624,6 +648,7 @@ impl Materialized {
             .collect();
         for id in dropped {
             trees.remove(&id);
+            held.remove(&id);
             self.db.drop_tree(tree_name(id))?;
         }
         let mut batch = sled::Batch::default();
@@ -790,7 +815,7 @@ impl ShardStore {
         })?;
         // Commit timestamps never go backwards across a restart, even if the
         // wall clock did: the newest applied version also bounds the clock.
-        clock.observe_own(Timestamp(newest.max(state.newest_version()?)));
+        clock.observe_own(Timestamp(newest.max(state.newest_version())));
         let next = wal.last_lsn() + 1;
         state.mark_applied(next - 1)?;
         tracing::info!(shard = id, replayed, last_lsn = next - 1, "shard open");
