@@ -278,6 +278,9 @@ struct Materialized {
     db: sled::Db,
     meta: sled::Tree,
     catalog: RwLock<Catalog>,
+    /// The catalog's tables by id, shared: a write looks its table up
+    /// without copying the definition.
+    defs: RwLock<HashMap<TableId, Arc<TableDef>>>,
     trees: RwLock<HashMap<TableId, sled::Tree>>,
     /// Per tree, the LSN its applied mark held when it was opened or
     /// created: records up to it are already in the tree. Only a replay
@@ -335,6 +338,14 @@ impl DirtyKeys {
 
 fn codec<E: std::fmt::Display>(e: E) -> StorageError {
     StorageError::Codec(e.to_string())
+}
+
+fn defs_by_id(catalog: &Catalog) -> HashMap<TableId, Arc<TableDef>> {
+    catalog
+        .tables
+        .values()
+        .map(|t| (t.id, Arc::new(t.clone())))
+        .collect()
 }
 
 /// The applied LSN stored under [`APPLIED_KEY`] (first 8 bytes).
@@ -404,6 +415,7 @@ impl Materialized {
         Ok(Materialized {
             db,
             meta,
+            defs: RwLock::new(defs_by_id(&catalog)),
             catalog: RwLock::new(catalog),
             trees: RwLock::new(trees),
             held_through: RwLock::new(held_through),
@@ -430,6 +442,10 @@ impl Materialized {
 
     fn tree(&self, table: TableId) -> Option<sled::Tree> {
         self.trees.read().expect("trees").get(&table).cloned()
+    }
+
+    fn def(&self, table: TableId) -> Option<Arc<TableDef>> {
+        self.defs.read().expect("defs").get(&table).cloned()
     }
 
     /// The record at `lsn` is already in `table`'s tree.
@@ -570,11 +586,10 @@ impl Materialized {
         tree: &sled::Tree,
         ops: &[(u64, &WriteOp)],
     ) -> Result<()> {
-        let indexes = match self.catalog.read().expect("catalog").by_id(table) {
-            Some(def) if !def.indexes.is_empty() => def.indexes.clone(),
-            _ => return Ok(()),
+        let Some(def) = self.def(table) else {
+            return Ok(());
         };
-        for idx in &indexes {
+        for idx in &def.indexes {
             let Some(itree) = self.tree(idx.id) else {
                 continue;
             };
@@ -655,6 +670,7 @@ impl Materialized {
         batch.insert(META_CATALOG, postcard::to_stdvec(catalog).map_err(codec)?);
         batch.insert(META_APPLIED, &lsn.to_be_bytes());
         self.meta.apply_batch(batch)?;
+        *self.defs.write().expect("defs") = defs_by_id(catalog);
         *self.catalog.write().expect("catalog") = catalog.clone();
         Ok(())
     }
@@ -872,13 +888,9 @@ impl ShardStore {
         Ok(())
     }
 
-    fn table(&self, id: TableId) -> Result<TableDef> {
+    fn table(&self, id: TableId) -> Result<Arc<TableDef>> {
         self.state
-            .catalog
-            .read()
-            .expect("catalog")
-            .by_id(id)
-            .cloned()
+            .def(id)
             .ok_or_else(|| StorageError::UnknownTable(format!("table #{id}")))
     }
 
@@ -1525,7 +1537,7 @@ impl ShardStore {
                 .any(|p| p.ops.iter().any(|op| op.target().0 == table));
             if busy {
                 return Err(StorageError::Locked {
-                    table: def.name,
+                    table: def.name.clone(),
                     reason: "a prepared transaction writes to it".into(),
                 });
             }
