@@ -391,9 +391,10 @@ impl Materialized {
         let mut trees = HashMap::new();
         let mut held_through = HashMap::new();
         let mut newest = 0;
-        let ids = catalog.tables.values().flat_map(|t| {
-            std::iter::once(t.id).chain(t.indexes.iter().map(|idx| idx.id))
-        });
+        let ids = catalog
+            .tables
+            .values()
+            .flat_map(|t| std::iter::once(t.id).chain(t.indexes.iter().map(|idx| idx.id)));
         for id in ids {
             let tree = db.open_tree(tree_name(id))?;
             let mark = tree.get(APPLIED_KEY)?;
@@ -539,8 +540,9 @@ impl Materialized {
     /// sync its log buffer twice, which cost more than the whole commit.
     /// Atomicity is not needed from sled. Each write is idempotent and the
     /// applied marks come after it; sled recovers a prefix of its log, so
-    /// a crash leaves the marks behind and replay redoes the record. Readers wait until the record's keys leave `pending` (or
-    /// the prepared set), which happens once the whole record is applied.
+    /// a crash leaves the marks behind and replay redoes the record.
+    /// Readers wait until the record's keys leave `pending` (or the
+    /// prepared set), which happens once the whole record is applied.
     fn apply_versions<'a>(
         &self,
         lsn: Lsn,
