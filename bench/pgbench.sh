@@ -10,6 +10,9 @@
 # fortress first in round 2). Prints tps, mean latency, failed transactions
 # and p99 latency (from pgbench's per-transaction log) per run, then a table
 # of the means and the ratio fortress / PostgreSQL, and fortress's peak RSS.
+# Each run also records the CPU time the hypervisor stole (/proc/stat): on a
+# shared VM a run with much steal is slower for both servers, and ratios from
+# such a run say less.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-30}
@@ -58,6 +61,14 @@ pgb() { # target, args...
     "$PGBIN/pgbench" -h 127.0.0.1 -p "$port" -U postgres "$@" postgres
 }
 
+# Steal and total CPU ticks so far (the first eight fields of /proc/stat's
+# cpu line; guest time is already counted in user).
+cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t }' /proc/stat; }
+steal_since() { # steal ticks, total ticks at the start
+    read -r steal total < <(cpu_ticks)
+    python3 -c "print(f'{100 * ($steal - $1) / max($total - $2, 1):.1f}')"
+}
+
 RESULTS=$WORK/results
 : >"$RESULTS"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
@@ -79,13 +90,15 @@ for round in 1 2; do
                 logs="$WORK/log-$round-$script-$mode-$target"
                 args=(-M "$mode" -c "$CLIENTS" -j "$THREADS" -T "$DURATION" -l --log-prefix="$logs")
                 [ "$script" = select-only ] && args+=(-S)
+                read -r steal0 total0 < <(cpu_ticks)
                 out=$(cd "$WORK" && pgb "$target" "${args[@]}" 2>&1) || { echo "$out"; exit 1; }
+                steal=$(steal_since "$steal0" "$total0")
                 tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")
                 lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' <<<"$out")
                 failed=$(sed -n 's/^number of failed transactions: [0-9]* (\([0-9.]*\)%).*/\1/p' <<<"$out")
                 p99=$(cat "$logs".* | awk '{ print $3 }' | sort -n | awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.3f", v[i] / 1000 }')
                 rm -f "$logs".*
-                echo "$round $script $mode $target ${tps:-0} ${lat:-0} ${failed:-0} ${p99:-0}" | tee -a "$RESULTS"
+                echo "$round $script $mode $target ${tps:-0} ${lat:-0} ${failed:-0} ${p99:-0} $steal" | tee -a "$RESULTS"
             done
         done
     done
@@ -96,9 +109,11 @@ python3 - "$RESULTS" "$PEAK_KIB" <<'EOF'
 import sys
 from collections import defaultdict
 runs = defaultdict(list)
+steals = []
 for line in open(sys.argv[1]):
-    _, script, mode, target, tps, lat, failed, p99 = line.split()
+    _, script, mode, target, tps, lat, failed, p99, steal = line.split()
     runs[(script, mode, target)].append((float(tps), float(lat), float(failed), float(p99)))
+    steals.append(float(steal))
 mean = lambda xs: sum(xs) / len(xs)
 print()
 print("| workload | mode | PostgreSQL tps | fortress tps | ratio | PostgreSQL mean / p99 ms | fortress mean / p99 ms | fortress failed % |")
@@ -115,4 +130,5 @@ for script in ("select-only", "tpcb-like"):
               f"| {mean([r[2] for r in fo]):.1f} |")
 print()
 print(f"fortress peak RSS: {int(sys.argv[2]) / 1024:.0f} MiB")
+print(f"CPU stolen by the hypervisor during the runs: mean {mean(steals):.1f}%, max {max(steals):.1f}%")
 EOF
