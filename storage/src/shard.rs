@@ -1829,8 +1829,14 @@ impl Shard for ShardStore {
             None => ReadScope::Table(*table),
         };
         let _reader = self.begin_read(snapshot, &scope)?;
-        let mut batch = Vec::with_capacity(STREAM_BATCH);
         let mut left = limit.unwrap_or(u64::MAX);
+        // A point read or a small limit needs no full batch's room.
+        let room = if point.is_some() {
+            1
+        } else {
+            left.min(STREAM_BATCH as u64) as usize
+        };
+        let mut batch = Vec::with_capacity(room);
         let project = |row: Row| -> Result<Row> {
             if projection.is_empty() {
                 return Ok(row);
