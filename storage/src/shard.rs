@@ -3,8 +3,9 @@
 //! **Layout.** `DIR/wal/` holds the log, `DIR/db/` the sled database: a `meta`
 //! tree (catalog, an applied LSN, the prepare floor) and one tree `t<id>` per
 //! table whose keys are `pk ++ !ts` (see [`crate::keycodec`]) and whose
-//! reserved key `[0x00]` holds the last LSN applied to that tree (and its
-//! newest version timestamp), written in the same sled batch as the data.
+//! reserved key `[0x00]` holds an LSN through which the tree has every
+//! record (and the newest version timestamp then), written with the meta
+//! tree's every [`MARK_EVERY`] records, at open and at flush.
 //!
 //! **Write rule.** Under the shard's write lock a writer computes its
 //! operations from the applied state, appends one WAL record and registers its
@@ -18,7 +19,8 @@
 //! **Recovery rule.** On open, replay the WAL from the lowest watermark (or
 //! the prepare floor, if lower: prepared transactions are kept in memory and
 //! rebuilt from their PREPARE records) and skip, per tree, records at or
-//! below that tree's watermark. If sled cannot be opened, it is moved aside
+//! below that tree's watermark; later ones are redone, whether or not GC
+//! has collected over them. If sled cannot be opened, it is moved aside
 //! and rebuilt from the whole log.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -578,9 +580,9 @@ impl Materialized {
         Ok(())
     }
 
-    /// Writes the entries of `table`'s secondary indexes for `ops` (before
-    /// the rows, so a replay that finds the row tree done still redoes them:
-    /// each index tree keeps its own applied LSN).
+    /// Writes the entries of `table`'s secondary indexes for `ops`. Each
+    /// index tree is skipped on its own: one built after the record (its
+    /// backfill read the rows) already has it.
     fn apply_index_writes(
         &self,
         lsn: Lsn,

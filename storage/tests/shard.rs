@@ -49,13 +49,22 @@ fn scan(
     s: &ShardStore,
     snapshot: Option<fortress_storage::Timestamp>,
 ) -> Result<Vec<(i64, i64)>, String> {
+    scan_where(s, snapshot, None)
+}
+
+/// [`scan`] of the rows `filter` passes.
+fn scan_where(
+    s: &ShardStore,
+    snapshot: Option<fortress_storage::Timestamp>,
+    filter: Option<Expr>,
+) -> Result<Vec<(i64, i64)>, String> {
     let out = s
         .execute(
             1,
             &Fragment::Scan {
                 table: 1,
                 key_prefix: vec![],
-                filter: None,
+                filter,
                 projection: Vec::new(),
                 order_by: vec![],
                 limit: None,
@@ -76,9 +85,27 @@ fn rows(s: &ShardStore) -> Vec<(i64, i64)> {
     scan(s, None).unwrap()
 }
 
+/// `col = v`.
+fn col_is(col: usize, v: i64) -> Expr {
+    Expr::binary(
+        BinaryOp::Eq,
+        Expr::Column(col),
+        Expr::Literal(Value::Int8(v)),
+    )
+}
+
+/// Deletes the row whose id is `id`.
+fn delete_id(s: &ShardStore, id: i64) {
+    let del = Fragment::Delete {
+        table: 1,
+        key_prefix: vec![],
+        filter: Some(col_is(0, id)),
+    };
+    s.execute(1, &del).unwrap();
+}
+
 fn add_to_v(s: &ShardStore, id: Option<i64>, delta: i64) -> u64 {
-    let filter =
-        id.map(|i| Expr::binary(BinaryOp::Eq, Expr::Column(0), Expr::Literal(Value::Int8(i))));
+    let filter = id.map(|i| col_is(0, i));
     let assign = Expr::binary(
         BinaryOp::Plus,
         Expr::Column(1),
@@ -277,16 +304,7 @@ fn snapshots_see_the_past_and_gc_reclaims_what_none_can_see() {
     insert(&s, 0..3);
     let before = clock.now();
     add_to_v(&s, Some(0), 1);
-    let del = Fragment::Delete {
-        table: 1,
-        key_prefix: vec![],
-        filter: Some(Expr::binary(
-            BinaryOp::Eq,
-            Expr::Column(0),
-            Expr::Literal(Value::Int8(1)),
-        )),
-    };
-    s.execute(1, &del).unwrap();
+    delete_id(&s, 1);
     assert_eq!(scan_at(&s, before).unwrap(), vec![(0, 0), (1, 10), (2, 20)]);
     assert_eq!(rows(&s), vec![(0, 1), (2, 20)]);
     // A deleted key can be inserted again; the old snapshot is unaffected.
@@ -311,7 +329,7 @@ fn snapshots_see_the_past_and_gc_reclaims_what_none_can_see() {
     // every superseded version and tombstone.
     add_to_v(&s, Some(0), 1);
     add_to_v(&s, Some(0), 1);
-    s.execute(1, &del).unwrap();
+    delete_id(&s, 1);
     assert_eq!(s.gc().unwrap(), 4, "two old versions of row 0, row 1's two");
     assert_eq!(s.gc().unwrap(), 0);
     assert_eq!(rows(&s), vec![(0, 3), (2, 20)]);
@@ -324,22 +342,7 @@ fn snapshots_see_the_past_and_gc_reclaims_what_none_can_see() {
 /// `(id, v)` of the rows whose `v` equals `v`: read through the index on
 /// `v` when the catalog has one.
 fn rows_with_v(s: &ShardStore, v: i64) -> Vec<(i64, i64)> {
-    let filter = Expr::binary(BinaryOp::Eq, Expr::Column(1), Expr::Literal(Value::Int8(v)));
-    let scan = Fragment::Scan {
-        table: 1,
-        key_prefix: vec![],
-        filter: Some(filter),
-        projection: Vec::new(),
-        order_by: vec![],
-        limit: None,
-        snapshot: None,
-    };
-    let FragmentOutput::Rows(rows) = s.execute(1, &scan).unwrap() else {
-        panic!("scan returned no rows")
-    };
-    rows.iter()
-        .map(|r| (r[0].as_i64().unwrap(), r[1].as_i64().unwrap()))
-        .collect()
+    scan_where(s, None, Some(col_is(1, v))).unwrap()
 }
 
 #[test]
@@ -363,16 +366,7 @@ fn replay_over_collected_versions_keeps_rows_and_index_lookups_right() {
         insert(&s, 0..4);
         add_to_v(&s, Some(0), 1);
         add_to_v(&s, Some(0), 1);
-        let del = Fragment::Delete {
-            table: 1,
-            key_prefix: vec![],
-            filter: Some(Expr::binary(
-                BinaryOp::Eq,
-                Expr::Column(0),
-                Expr::Literal(Value::Int8(1)),
-            )),
-        };
-        s.execute(1, &del).unwrap();
+        delete_id(&s, 1);
         insert(&s, 1..2);
         add_to_v(&s, Some(1), 5);
         assert!(s.gc().unwrap() > 0, "superseded versions are collected");
