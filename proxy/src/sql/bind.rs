@@ -44,11 +44,34 @@ pub struct Binder<'a> {
     pub(crate) correlation_allowed: bool,
     /// now() for this statement: the transaction's start inside a block,
     /// else the statement's start, so every call in it agrees.
-    pub(crate) now_micros: i64,
+    now_micros: i64,
     /// Set while binding a column DEFAULT: now() stays a call, evaluated
     /// when a row is inserted.
     pub(crate) defer_now: bool,
     next_slot: u32,
+    /// When binding a reusable plan: each parameter read becomes slot
+    /// `PARAM_SLOT_BASE + i`, filled per execution from `sites[i]`.
+    pub(crate) sites: Option<Vec<ParamSite>>,
+    /// Set when the plan read the clock or a session setting: it holds
+    /// for this execution only.
+    pub(crate) volatile: std::cell::Cell<bool>,
+}
+
+/// First slot of parameter reads; subquery and aggregate slots count up
+/// from 1 and stay below it.
+pub const PARAM_SLOT_BASE: u32 = 1 << 31;
+
+/// One read of parameter `index` in a reusable plan: its value is cast
+/// through `casts` in order, as binding with the value would have done.
+#[derive(Clone, Debug)]
+pub struct ParamSite {
+    pub index: usize,
+    pub casts: Vec<DataType>,
+}
+
+/// A parameter's value as a plan reads it at one site.
+pub fn cast_param(value: Value, casts: &[DataType]) -> Result<Value> {
+    casts.iter().try_fold(value, |v, ty| Ok(v.cast(ty)?))
 }
 
 /// COPY options: FORMAT text|csv, DELIMITER, NULL, HEADER, QUOTE, ESCAPE
@@ -173,12 +196,36 @@ impl<'a> Binder<'a> {
                 .unwrap_or_else(|| chrono::Utc::now().timestamp_micros()),
             defer_now: false,
             next_slot: 0,
+            sites: None,
+            volatile: std::cell::Cell::new(false),
         }
+    }
+
+    /// now() for this statement; a plan that reads it is not reusable.
+    pub(crate) fn now_micros(&self) -> i64 {
+        self.volatile.set(true);
+        self.now_micros
+    }
+
+    /// Parameter `n` read at one site, cast through `casts`: a literal, or
+    /// a slot when binding a reusable plan (NULL while describing).
+    pub(crate) fn param(&mut self, n: usize, casts: &[DataType]) -> Result<Expr> {
+        let Some(values) = self.params else {
+            return Ok(Expr::Literal(Value::Null));
+        };
+        if let Some(sites) = &mut self.sites {
+            sites.push(ParamSite {
+                index: n,
+                casts: casts.to_vec(),
+            });
+            return Ok(Expr::Slot(PARAM_SLOT_BASE + (sites.len() - 1) as u32));
+        }
+        cast_param(values.get(n).cloned().unwrap_or(Value::Null), casts).map(Expr::Literal)
     }
 
     /// Replaces now() calls with this statement's time.
     pub(crate) fn stable_now(&self, e: Expr) -> Expr {
-        let now = self.now_micros;
+        let now = self.now_micros();
         e.rewrite(&mut |n| match n {
             Expr::Func(fortress_storage::Func::Now, _) => Expr::Literal(Value::Timestamptz(now)),
             other => other,

@@ -103,17 +103,7 @@ impl Binder<'_> {
             Unknown::Param(n) => {
                 let slot = &mut self.param_types[*n];
                 let pty = *slot.get_or_insert(*ty);
-                match self.params {
-                    Some(values) => Expr::Literal(
-                        values
-                            .get(*n)
-                            .cloned()
-                            .unwrap_or(Value::Null)
-                            .cast(&pty)?
-                            .cast(ty)?,
-                    ),
-                    None => Expr::Literal(Value::Null),
-                }
+                self.param(*n, &[pty, *ty])?
             }
         };
         Ok(Typed {
@@ -755,11 +745,7 @@ impl Binder<'_> {
                     }
                 }
                 if let Some(ty) = self.param_types[n - 1] {
-                    let v = match self.params {
-                        Some(values) => values[n - 1].clone().cast(&ty)?,
-                        None => Value::Null,
-                    };
-                    return Ok(Typed::known(Expr::Literal(v), ty));
+                    return Ok(Typed::known(self.param(n - 1, &[ty])?, ty));
                 }
                 Ok(Typed {
                     expr: Expr::Literal(Value::Null),
@@ -1006,6 +992,7 @@ impl Binder<'_> {
                     Value::Text(s) => s,
                     _ => return Err(ProxyError::new("22004", "setting name must not be null")),
                 };
+                self.volatile.set(true);
                 let v = self.session.get(&key).ok_or_else(|| {
                     ProxyError::new(
                         "42704",
@@ -1018,7 +1005,7 @@ impl Binder<'_> {
                 let e = if self.defer_now {
                     Expr::Func(Func::Now, Vec::new())
                 } else {
-                    Expr::Literal(Value::Timestamptz(self.now_micros))
+                    Expr::Literal(Value::Timestamptz(self.now_micros()))
                 };
                 Typed::known(e, DataType::Timestamptz)
             }
@@ -1026,11 +1013,11 @@ impl Binder<'_> {
                 Typed::known(Expr::Func(Func::Now, Vec::new()), DataType::Timestamptz)
             }
             ("localtimestamp", []) => Typed::known(
-                Expr::Literal(Value::Timestamp(self.now_micros)),
+                Expr::Literal(Value::Timestamp(self.now_micros())),
                 DataType::Timestamp,
             ),
             ("current_date", []) => {
-                let day = self.now_micros.div_euclid(86_400_000_000) as i32;
+                let day = self.now_micros().div_euclid(86_400_000_000) as i32;
                 Typed::known(Expr::Literal(Value::Date(day)), DataType::Date)
             }
             ("coalesce", _) if !args.is_empty() => {

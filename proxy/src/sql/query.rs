@@ -796,6 +796,8 @@ impl Binder<'_> {
             }
             _ => return None,
         };
+        // Their rows are the catalog and session as of this execution.
+        self.volatile.set(true);
         crate::sql::virtual_tables::lookup(schema, rel, self.catalog, self.session)
             .map(|r| (rel.to_string(), r))
     }
