@@ -1,6 +1,8 @@
 //! Property test: no statement text, however odd, panics the front end or the
 //! executor. Generated statements go through parse, bind and execute against
-//! a real two-shard cluster; each must end in `Ok` or a typed error.
+//! a real two-shard cluster; each must end in `Ok` or a typed error. The
+//! same statements check that a prepared statement's reused plan, filled
+//! with parameters, is the plan binding them as literals gives.
 
 use std::sync::Arc;
 
@@ -8,8 +10,9 @@ use fortress_proxy::exec::execute;
 use fortress_proxy::session::Session;
 use fortress_proxy::sql::bind::Binder;
 use fortress_proxy::sql::parse;
+use fortress_proxy::sql::template::Template;
 use fortress_proxy::{Cluster, ClusterOptions};
-use fortress_storage::{ShardOptions, Value};
+use fortress_storage::{DataType, ShardOptions, Value};
 use proptest::prelude::*;
 
 fn atom() -> impl Strategy<Value = String> {
@@ -167,4 +170,59 @@ fn random_statements_never_panic() {
             .unwrap();
         execute(&c, &session, plan).await.unwrap();
     });
+}
+
+#[test]
+fn reused_plans_are_the_plans_bound_with_literals() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = cluster(dir.path());
+    let session = Session::new("fuzz", "fuzz");
+    rt.block_on(run(
+        &c,
+        &session,
+        "CREATE TABLE t (id int PRIMARY KEY, name varchar(4), amount numeric(6,2), day date)",
+        Some(&[]),
+    ));
+    let catalog = c.catalog();
+    let declared = vec![Some(DataType::Int8), Some(DataType::Text)];
+    let first = [Value::Int8(3), Value::Text("2024-01-01".into())];
+    let others = [
+        [Value::Int8(-40_000), Value::Text("ab".into())],
+        [Value::Null, Value::Null],
+        [Value::Int8(7), Value::Text("12.5".into())],
+    ];
+    let reused = std::cell::Cell::new(0);
+    let cases = std::cell::Cell::new(0);
+    proptest!(ProptestConfig::with_cases(400), |(sql in statement())| {
+        let Ok(stmts) = parse(&sql) else { return Ok(()) };
+        for stmt in &stmts {
+            cases.set(cases.get() + 1);
+            let Some(t) = Template::bind(&catalog, &session, stmt, &first, declared.clone()) else {
+                continue;
+            };
+            reused.set(reused.get() + 1);
+            for params in std::iter::once(&first).chain(&others) {
+                let literal = Binder::new(&catalog, &session, Some(params), declared.clone())
+                    .bind(stmt)
+                    .map(|p| format!("{p:?}"))
+                    .map_err(|e| e.sql_state().to_string());
+                let filled = t
+                    .instantiate(params)
+                    .map(|p| format!("{p:?}"))
+                    .map_err(|e| e.sql_state().to_string());
+                prop_assert_eq!(filled, literal, "{} with {:?}", sql, params);
+            }
+        }
+    });
+    // The generator reaches both kinds: plans reused and plans bound anew.
+    let (reused, cases) = (reused.get(), cases.get());
+    assert!(reused > 20, "{reused} of {cases} statements reused a plan");
+    assert!(
+        reused < cases,
+        "{reused} of {cases} statements reused a plan"
+    );
 }

@@ -6,6 +6,7 @@ pub mod expr;
 pub mod query;
 pub mod scope;
 pub mod strategy;
+pub mod template;
 pub mod types;
 pub mod virtual_tables;
 

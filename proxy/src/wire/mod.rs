@@ -6,7 +6,7 @@ pub mod encode;
 pub mod frame;
 
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::stream;
@@ -53,12 +53,13 @@ use crate::copy::{PendingCopy, MAX_COPY_BYTES};
 use crate::error::ProxyError;
 use crate::exec::{copy_in, execute, Notice, QueryResult};
 use crate::pgcatalog;
-use crate::plan::OutputColumn;
+use crate::plan::{OutputColumn, Plan};
 use crate::session::{Session, SERVER_VERSION};
 use crate::sql::bind::Binder;
+use crate::sql::template::Template;
 use crate::sql::{parse, types};
 use crate::stream::RowStream;
-use fortress_storage::{DataType, Value};
+use fortress_storage::{Catalog, DataType, Value};
 
 /// Converts an error into the ErrorResponse fields sent to the client;
 /// `query` is the text the error's position refers to.
@@ -97,6 +98,18 @@ pub struct Prepared {
     stmt: Statement,
     param_types: Vec<DataType>,
     columns: Vec<OutputColumn>,
+    /// Its bound plan, shared by the executions while the catalog stays.
+    reuse: Arc<Mutex<Reuse>>,
+}
+
+/// What executing a prepared statement learned about its plan.
+#[derive(Debug, Default)]
+enum Reuse {
+    #[default]
+    Unknown,
+    Plan(Arc<Template>),
+    /// The plan holds for one execution only, under this catalog.
+    Never(Arc<Catalog>),
 }
 
 /// Handles every connection: startup, queries, prepared statements.
@@ -587,6 +600,7 @@ impl QueryParser for Parser {
             columns: plan.output_columns(),
             stmt,
             param_types,
+            reuse: Arc::default(),
         }))
     }
 
@@ -812,10 +826,7 @@ impl ExtendedQueryHandler for Handler {
                     &pg_ty,
                 )?);
             }
-            let catalog = self.cluster.catalog();
-            let declared = p.param_types.iter().map(|t| Some(*t)).collect();
-            let mut binder = Binder::new(&catalog, &session, Some(&values), declared);
-            let plan = binder.bind(&p.stmt)?;
+            let plan = bind_prepared(&self.cluster.catalog(), &session, p, &values)?;
             execute(&self.cluster, &session, plan).await
         };
         let result = match run.await {
@@ -838,6 +849,45 @@ impl ExtendedQueryHandler for Handler {
                 session.fail_txn();
                 user_error(e, &p.sql)
             })
+    }
+}
+
+/// The plan of one execution: the statement's reusable plan with `values`
+/// filled in, bound on first use; or, where the plan holds for one
+/// execution only, the statement bound with `values` as literals.
+fn bind_prepared(
+    catalog: &Arc<Catalog>,
+    session: &Session,
+    p: &Prepared,
+    values: &[Value],
+) -> Result<Plan, ProxyError> {
+    let template = {
+        let mut reuse = p.reuse.lock().expect("prepared plan");
+        match &*reuse {
+            Reuse::Plan(t) if t.fits(catalog) => Some(t.clone()),
+            Reuse::Never(c) if Arc::ptr_eq(c, catalog) => None,
+            _ => {
+                let declared = p.param_types.iter().map(|t| Some(*t)).collect();
+                match Template::bind(catalog, session, &p.stmt, values, declared) {
+                    Some(t) => {
+                        let t = Arc::new(t);
+                        *reuse = Reuse::Plan(t.clone());
+                        Some(t)
+                    }
+                    None => {
+                        *reuse = Reuse::Never(catalog.clone());
+                        None
+                    }
+                }
+            }
+        }
+    };
+    match template {
+        Some(t) => t.instantiate(values),
+        None => {
+            let declared = p.param_types.iter().map(|t| Some(*t)).collect();
+            Binder::new(catalog, session, Some(values), declared).bind(&p.stmt)
+        }
     }
 }
 

@@ -1,0 +1,183 @@
+//! Plans bound once per prepared statement and reused by its executions.
+//! Parameters are bound as slots that each execution fills; binding the
+//! statement again would resolve every name and type anew for the same plan.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use fortress_storage::{Catalog, DataType, Expr, Value};
+use sqlparser::ast::Statement;
+
+use crate::error::Result;
+use crate::plan::{OnConflict, Plan, Returning, SelectPlan, Source};
+use crate::session::Session;
+use crate::sql::bind::{cast_param, Binder, ParamSite, PARAM_SLOT_BASE};
+
+/// A plan with parameter slots, good while the catalog it was bound
+/// against is the current one.
+#[derive(Debug)]
+pub struct Template {
+    catalog: Arc<Catalog>,
+    plan: Plan,
+    sites: Vec<ParamSite>,
+}
+
+impl Template {
+    /// Binds `stmt` for reuse. `None` when the plan holds for one execution
+    /// only (it read the clock or a setting, or a parameter went into a
+    /// bind-time constant such as LIMIT or VALUES), or reads a parameter in a
+    /// part [`Template::instantiate`] does not fill. The caller then binds
+    /// with the values as literals, which also reports any error.
+    pub fn bind(
+        catalog: &Arc<Catalog>,
+        session: &Session,
+        stmt: &Statement,
+        params: &[Value],
+        declared: Vec<Option<DataType>>,
+    ) -> Option<Template> {
+        let mut binder = Binder::new(catalog, session, Some(params), declared);
+        binder.sites = Some(Vec::new());
+        let mut plan = binder.bind(stmt).ok()?;
+        if binder.volatile.get() {
+            return None;
+        }
+        let sites = binder.sites.take().unwrap_or_default();
+        let mut reached = HashSet::new();
+        let walked = each_expr(&mut plan, &mut |e| {
+            e.visit(&mut |n| {
+                if let Expr::Slot(s) = n {
+                    if *s >= PARAM_SLOT_BASE {
+                        reached.insert(*s);
+                    }
+                }
+            })
+        });
+        (walked && reached.len() == sites.len()).then(|| Template {
+            catalog: catalog.clone(),
+            plan,
+            sites,
+        })
+    }
+
+    /// Whether the plan was bound against `catalog`.
+    pub fn fits(&self, catalog: &Arc<Catalog>) -> bool {
+        Arc::ptr_eq(&self.catalog, catalog)
+    }
+
+    /// The plan with `params` in its slots, cast as binding would cast them.
+    pub fn instantiate(&self, params: &[Value]) -> Result<Plan> {
+        let values = self
+            .sites
+            .iter()
+            .map(|s| {
+                cast_param(
+                    params.get(s.index).cloned().unwrap_or(Value::Null),
+                    &s.casts,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut plan = self.plan.clone();
+        if values.is_empty() {
+            return Ok(plan);
+        }
+        each_expr(&mut plan, &mut |e| {
+            let taken = std::mem::replace(e, Expr::Literal(Value::Null));
+            *e = taken.rewrite(&mut |n| match n {
+                Expr::Slot(s) if s >= PARAM_SLOT_BASE => values
+                    .get((s - PARAM_SLOT_BASE) as usize)
+                    .cloned()
+                    .map_or(Expr::Slot(s), Expr::Literal),
+                other => other,
+            });
+        });
+        Ok(plan)
+    }
+}
+
+/// Calls `f` on every expression of the plan kinds a template may hold.
+/// False for any other plan, or one with subqueries or derived tables,
+/// whose expressions it does not reach.
+fn each_expr(plan: &mut Plan, f: &mut impl FnMut(&mut Expr)) -> bool {
+    match plan {
+        Plan::Select(s) => select_exprs(s, f),
+        Plan::Insert {
+            on_conflict,
+            returning,
+            ..
+        } => {
+            if let Some(OnConflict::DoUpdate {
+                assignments,
+                filter,
+            }) = on_conflict
+            {
+                assignments.iter_mut().for_each(|(_, e)| f(e));
+                filter.iter_mut().for_each(&mut *f);
+            }
+            returning_exprs(returning, f);
+            true
+        }
+        Plan::Update {
+            filter,
+            assignments,
+            returning,
+            subqueries,
+            ..
+        } => {
+            filter.iter_mut().for_each(&mut *f);
+            assignments.iter_mut().for_each(|(_, e)| f(e));
+            returning_exprs(returning, f);
+            subqueries.is_empty()
+        }
+        Plan::Delete {
+            filter,
+            returning,
+            subqueries,
+            ..
+        } => {
+            filter.iter_mut().for_each(&mut *f);
+            returning_exprs(returning, f);
+            subqueries.is_empty()
+        }
+        _ => false,
+    }
+}
+
+fn returning_exprs(returning: &mut Option<Returning>, f: &mut impl FnMut(&mut Expr)) {
+    if let Some(r) = returning {
+        r.projection.iter_mut().for_each(f);
+    }
+}
+
+fn select_exprs(s: &mut SelectPlan, f: &mut impl FnMut(&mut Expr)) -> bool {
+    if let Some(src) = &mut s.source {
+        if !source_exprs(src, f) {
+            return false;
+        }
+    }
+    s.filter.iter_mut().for_each(&mut *f);
+    s.having.iter_mut().for_each(&mut *f);
+    s.projection.iter_mut().for_each(&mut *f);
+    s.order_by.iter_mut().for_each(|k| f(&mut k.expr));
+    if let Some(agg) = &mut s.aggregate {
+        agg.keys.iter_mut().for_each(&mut *f);
+        for c in &mut agg.calls {
+            c.arg.iter_mut().for_each(&mut *f);
+            c.filter.iter_mut().for_each(&mut *f);
+        }
+    }
+    s.subqueries.is_empty()
+}
+
+fn source_exprs(src: &mut Source, f: &mut impl FnMut(&mut Expr)) -> bool {
+    match src {
+        Source::Table(_) => true,
+        Source::Join {
+            left, right, on, ..
+        } => {
+            let sides = source_exprs(left, f) && source_exprs(right, f);
+            on.iter_mut().for_each(f);
+            sides
+        }
+        Source::Derived(_) | Source::Rows { .. } | Source::SetOp { .. } => false,
+    }
+}
