@@ -192,6 +192,26 @@ async fn vacuum_and_analyze_check_their_tables() {
     c.batch_execute("ROLLBACK").await.unwrap();
     let e = c.batch_execute("VACUUM t t").await.unwrap_err();
     assert_eq!(code(&e), "42601");
+    // VACUUM collects old versions now: what is visible stays, through
+    // the table, its index and its UNIQUE index table alike.
+    let values: Vec<String> = (1..=50).map(|i| format!("({i}, {i}, {i})")).collect();
+    c.batch_execute(&format!(
+        "CREATE TABLE u (id int PRIMARY KEY, v int, w int UNIQUE); CREATE INDEX u_v ON u (v);
+         INSERT INTO u VALUES {};
+         UPDATE u SET v = v + 100, w = w + 100; DELETE FROM u WHERE id > 40;
+         VACUUM u; VACUUM",
+        values.join(", ")
+    ))
+    .await
+    .unwrap();
+    assert_eq!(int(&c, "SELECT count(*) FROM u").await, 40);
+    assert_eq!(int(&c, "SELECT id::int8 FROM u WHERE v = 107").await, 7);
+    assert_eq!(int(&c, "SELECT count(*) FROM u WHERE v < 100").await, 0);
+    let e = c
+        .batch_execute("INSERT INTO u VALUES (99, 0, 120)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "23505", "the UNIQUE index survives VACUUM");
 }
 
 /// PostgreSQL 15's pgbench, if installed (CI installs it).

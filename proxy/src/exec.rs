@@ -743,11 +743,11 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
         | Plan::AlterTable { .. }
         | Plan::CreateIndex { .. }
         | Plan::DropIndex { .. } => Err(ProxyError::unsupported("DDL inside a transaction block")),
-        Plan::Maintenance("VACUUM") => Err(ProxyError::new(
+        Plan::Vacuum { .. } => Err(ProxyError::new(
             "25001",
             "VACUUM cannot run inside a transaction block",
         )),
-        Plan::Maintenance(tag) => Ok(done(tag)),
+        Plan::Analyze => Ok(done("ANALYZE")),
         Plan::Explain(_) | Plan::ShowMetrics => {
             Err(ProxyError::new("XX000", "EXPLAIN reached the executor"))
         }
@@ -1069,7 +1069,14 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
         Plan::CopyIn { .. } | Plan::CopyOut { .. } | Plan::Sleep(_) => {
             read_only(&reader, plan).await
         }
-        Plan::Maintenance(tag) => Ok(done(tag)),
+        Plan::Vacuum { trees } => {
+            let frag = Fragment::Vacuum { trees };
+            for r in cluster.scatter(&cluster.all_shards(), 0, &frag).await {
+                r?;
+            }
+            Ok(done("VACUUM"))
+        }
+        Plan::Analyze => Ok(done("ANALYZE")),
         p @ (Plan::CreateTable { .. }
         | Plan::DropTable { .. }
         | Plan::Truncate { .. }

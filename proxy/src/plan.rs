@@ -216,10 +216,15 @@ pub enum Plan {
     Explain(Box<Plan>),
     /// `SELECT pg_sleep(n)`: waits, cancellably.
     Sleep(std::time::Duration),
-    /// VACUUM or ANALYZE (the command tag): old versions are collected in
-    /// the background and the planner keeps no statistics, so once the
-    /// tables are known to exist there is nothing left to do.
-    Maintenance(&'static str),
+    /// VACUUM: collect the old versions of these trees (a table, its
+    /// indexes and its UNIQUE index tables) on every shard now; every tree
+    /// when empty.
+    Vacuum {
+        trees: Vec<fortress_storage::TableId>,
+    },
+    /// ANALYZE: the planner keeps no statistics, so once the tables are
+    /// known to exist there is nothing left to do.
+    Analyze,
     SetVariable {
         name: String,
         value: Option<String>,

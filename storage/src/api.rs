@@ -96,6 +96,9 @@ pub enum Fragment {
     CommitPrepared { txid: TxnId, commit_ts: Timestamp },
     /// Phase two: drop a prepared transaction. Unknown ones are a no-op.
     AbortPrepared { txid: TxnId },
+    /// VACUUM: drops the versions no snapshot can see from these trees
+    /// (tables and their index trees; every tree when empty). Counts them.
+    Vacuum { trees: Vec<TableId> },
 }
 
 /// The rows of one table a fragment reads: under `key_prefix` (leading

@@ -308,8 +308,10 @@ const MAX_DIRTY_KEYS: usize = crate::mvcc::MAX_YOUNG_KEYS;
 struct DirtyKeys {
     trees: HashMap<TableId, HashMap<Vec<u8>, u64>>,
     len: usize,
-    /// Too many keys, or a shard just opened: walk every tree.
+    /// Too many keys, or a shard just opened: walk every tree but those in
+    /// `walked`, which a VACUUM has walked since and whose keys are kept.
     everything: bool,
+    walked: HashSet<TableId>,
 }
 
 impl DirtyKeys {
@@ -318,11 +320,12 @@ impl DirtyKeys {
             trees: HashMap::new(),
             len: 0,
             everything,
+            walked: HashSet::new(),
         }
     }
 
     fn add(&mut self, tree: TableId, pk: &[u8], ts: u64) {
-        if self.everything {
+        if self.everything && !self.walked.contains(&tree) {
             return;
         }
         let keys = self.trees.entry(tree).or_default();
@@ -334,6 +337,23 @@ impl DirtyKeys {
         self.len += 1;
         if self.len > MAX_DIRTY_KEYS {
             *self = DirtyKeys::new(true);
+        }
+    }
+
+    /// The collection work that walking `whole` now takes over: their keys
+    /// are forgotten, and an everything-walk no longer needs them.
+    fn walking(&mut self, whole: &HashSet<TableId>, all: &HashSet<TableId>) {
+        for id in whole {
+            if let Some(keys) = self.trees.remove(id) {
+                self.len -= keys.len();
+            }
+        }
+        if self.everything {
+            self.walked.extend(whole);
+            if all.is_subset(&self.walked) {
+                self.everything = false;
+                self.walked.clear();
+            }
         }
     }
 }
@@ -801,6 +821,8 @@ pub struct ShardStore {
     applied: Condvar,
     failed: AtomicBool,
     sort_budget: usize,
+    /// One garbage collection at a time: the background pass or a VACUUM.
+    collecting: Mutex<()>,
 }
 
 impl ShardStore {
@@ -860,6 +882,7 @@ impl ShardStore {
             applied: Condvar::new(),
             failed: AtomicBool::new(false),
             sort_budget: opts.sort_budget,
+            collecting: Mutex::new(()),
         })
     }
 
@@ -1108,41 +1131,72 @@ impl ShardStore {
 
     /// Drops versions no live or future snapshot can see. Returns the count.
     pub fn gc(&self) -> Result<u64> {
-        let horizon = {
-            let mut reg = self.snapshots.lock().expect("snapshots");
-            let grace = self.gc_grace.as_micros() as u64;
-            let floor =
-                Timestamp::from_wall(self.clock.now().wall_micros().saturating_sub(grace)).0;
-            let oldest = reg
-                .active
-                .keys()
-                .next()
-                .copied()
-                .unwrap_or(u64::MAX)
-                .min(self.pins.oldest().unwrap_or(u64::MAX));
-            let h = floor.min(oldest).max(reg.horizon);
-            reg.horizon = h;
-            h
-        };
-        let work = std::mem::replace(
-            &mut *self.state.dirty.lock().expect("dirty"),
-            DirtyKeys::new(false),
-        );
+        self.collect(None)
+    }
+
+    /// VACUUM: collects the garbage of `trees` (every tree when empty) by
+    /// walking each whole, now. This also ends the whole-shard walk a bulk
+    /// load or a restart leaves to the next collection, for those trees.
+    pub fn vacuum(&self, trees: &[TableId]) -> Result<u64> {
+        self.collect(Some(trees))
+    }
+
+    /// The oldest snapshot a reader may still take: garbage is below it.
+    fn horizon(&self) -> u64 {
+        let mut reg = self.snapshots.lock().expect("snapshots");
+        let grace = self.gc_grace.as_micros() as u64;
+        let floor = Timestamp::from_wall(self.clock.now().wall_micros().saturating_sub(grace)).0;
+        let oldest = reg
+            .active
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(u64::MAX)
+            .min(self.pins.oldest().unwrap_or(u64::MAX));
+        let h = floor.min(oldest).max(reg.horizon);
+        reg.horizon = h;
+        h
+    }
+
+    /// One collection: the dirty keys (and any tree an everything-walk is
+    /// owed) when `whole` is `None`, else the trees it names, walked whole.
+    fn collect(&self, whole: Option<&[TableId]>) -> Result<u64> {
+        let _one = self.collecting.lock().expect("collecting");
+        let horizon = self.horizon();
         let trees = self.state.trees.read().expect("trees").clone();
+        let all: HashSet<TableId> = trees.keys().copied().collect();
+        let (walk, by_key) = {
+            let mut dirty = self.state.dirty.lock().expect("dirty");
+            match whole {
+                None => {
+                    let work = std::mem::replace(&mut *dirty, DirtyKeys::new(false));
+                    let walk = match work.everything {
+                        true => all.difference(&work.walked).copied().collect(),
+                        false => HashSet::new(),
+                    };
+                    (walk, work.trees)
+                }
+                Some(ids) => {
+                    let walk = match ids.is_empty() {
+                        true => all.clone(),
+                        false => ids.iter().copied().filter(|id| all.contains(id)).collect(),
+                    };
+                    dirty.walking(&walk, &all);
+                    (walk, HashMap::new())
+                }
+            }
+        };
         let mut removed = 0;
         let mut young = Vec::new();
         let mut overflow = false;
         let mut collect = || -> Result<()> {
-            if work.everything {
-                for (id, tree) in &trees {
-                    let c = collect_garbage(tree, horizon)?;
-                    removed += c.removed;
-                    overflow |= c.young_overflow;
-                    young.push((*id, c.young));
-                }
-                return Ok(());
+            for id in &walk {
+                let c = collect_garbage(&trees[id], horizon)?;
+                removed += c.removed;
+                overflow |= c.young_overflow;
+                young.push((*id, c.young));
             }
-            for (id, keys) in &work.trees {
+            for (id, keys) in &by_key {
                 let Some(tree) = trees.get(id) else { continue };
                 let mut c = Collected::default();
                 // Keys still too young are carried over unread; the rest
@@ -1426,7 +1480,8 @@ impl ShardStore {
             | Fragment::ApplyCatalog(_)
             | Fragment::FindKeyViolation { .. }
             | Fragment::CommitPrepared { .. }
-            | Fragment::AbortPrepared { .. } => {}
+            | Fragment::AbortPrepared { .. }
+            | Fragment::Vacuum { .. } => {}
         }
         Ok(ops)
     }
@@ -1798,6 +1853,7 @@ impl Shard for ShardStore {
             Fragment::AbortPrepared { txid } => {
                 Ok(FragmentOutput::Count(self.resolve(*txid, None)?))
             }
+            Fragment::Vacuum { trees } => Ok(FragmentOutput::Count(self.vacuum(trees)?)),
             _ => Ok(FragmentOutput::Count(self.write(txid, fragment)?)),
         }
     }

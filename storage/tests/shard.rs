@@ -389,6 +389,50 @@ fn replay_over_collected_versions_keeps_rows_and_index_lookups_right() {
     }
 }
 
+#[test]
+fn vacuum_collects_at_once_and_pays_the_walk_a_fresh_shard_owes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cat = catalog();
+    cat.tables
+        .get_mut("t")
+        .unwrap()
+        .indexes
+        .push(fortress_storage::IndexDef {
+            name: "t_v".into(),
+            id: 2,
+            columns: vec![1],
+        });
+    cat.next_table_id = 2;
+    let opts = ShardOptions {
+        gc_grace: std::time::Duration::ZERO,
+        ..ShardOptions::default()
+    };
+    // A shard just opened owes every tree a whole walk.
+    let s = ShardStore::open(0, dir.path(), opts).unwrap();
+    s.execute(1, &Fragment::ApplyCatalog(cat)).unwrap();
+    insert(&s, 0..3);
+    add_to_v(&s, Some(0), 1);
+    add_to_v(&s, Some(0), 1);
+    assert_eq!(s.vacuum(&[1]).unwrap(), 2, "row 0's two old versions");
+    // Written after its tree was walked, while the index tree is still
+    // owed its walk: the key is remembered, not left to a walk.
+    add_to_v(&s, Some(0), 1);
+    assert!(
+        s.vacuum(&[2]).unwrap() > 0,
+        "the index's superseded entries"
+    );
+    assert_eq!(
+        s.gc().unwrap(),
+        1,
+        "row 0's version from before the last write"
+    );
+    assert_eq!(s.gc().unwrap(), 0);
+    assert_eq!(s.vacuum(&[]).unwrap(), 0);
+    assert_eq!(rows(&s), vec![(0, 3), (1, 10), (2, 20)]);
+    assert_eq!(rows_with_v(&s, 3), vec![(0, 3)]);
+    assert_eq!(rows_with_v(&s, 2), vec![]);
+}
+
 /// Default options with a clock the test can read commit timestamps from.
 fn clocked() -> (Arc<fortress_storage::HybridClock>, ShardOptions) {
     let clock = Arc::new(fortress_storage::HybridClock::default());

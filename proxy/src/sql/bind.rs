@@ -346,16 +346,25 @@ impl<'a> Binder<'a> {
                 })
             }
             Statement::Vacuum(v) => {
-                if let Some(t) = &v.table_name {
-                    self.table(t)?;
+                let mut trees = Vec::new();
+                if let Some(name) = &v.table_name {
+                    let t = self.table(name)?;
+                    let uniques = t
+                        .uniques
+                        .iter()
+                        .filter_map(|u| self.catalog.get(&u.index_table));
+                    for def in std::iter::once(&t).chain(uniques) {
+                        trees.push(def.id);
+                        trees.extend(def.indexes.iter().map(|i| i.id));
+                    }
                 }
-                Ok(Plan::Maintenance("VACUUM"))
+                Ok(Plan::Vacuum { trees })
             }
             Statement::Analyze { table_name, .. } => {
                 if !table_name.0.is_empty() {
                     self.table(table_name)?;
                 }
-                Ok(Plan::Maintenance("ANALYZE"))
+                Ok(Plan::Analyze)
             }
             Statement::Truncate {
                 table_names,
