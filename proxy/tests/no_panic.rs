@@ -137,6 +137,20 @@ async fn run(c: &Cluster, session: &Session, sql: &str, params: Option<&[Value]>
     }
 }
 
+/// A cluster in `dir` holding the table the generated statements name, and
+/// a session on it.
+fn with_table(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> (Arc<Cluster>, Session) {
+    let c = cluster(dir);
+    let session = Session::new("fuzz", "fuzz");
+    rt.block_on(run(
+        &c,
+        &session,
+        "CREATE TABLE t (id int PRIMARY KEY, name varchar(4), amount numeric(6,2), day date)",
+        Some(&[]),
+    ));
+    (c, session)
+}
+
 #[test]
 fn random_statements_never_panic() {
     let dir = tempfile::tempdir().unwrap();
@@ -145,14 +159,7 @@ fn random_statements_never_panic() {
         .enable_all()
         .build()
         .unwrap();
-    let c = cluster(dir.path());
-    let session = Session::new("fuzz", "fuzz");
-    rt.block_on(run(
-        &c,
-        &session,
-        "CREATE TABLE t (id int PRIMARY KEY, name varchar(4), amount numeric(6,2), day date)",
-        Some(&[]),
-    ));
+    let (c, session) = with_table(&rt, dir.path());
     let params = [Value::Int8(3), Value::Text("2024-01-01".into())];
     proptest!(ProptestConfig::with_cases(400), |(sql in statement())| {
         rt.block_on(async {
@@ -179,14 +186,7 @@ fn reused_plans_are_the_plans_bound_with_literals() {
         .enable_all()
         .build()
         .unwrap();
-    let c = cluster(dir.path());
-    let session = Session::new("fuzz", "fuzz");
-    rt.block_on(run(
-        &c,
-        &session,
-        "CREATE TABLE t (id int PRIMARY KEY, name varchar(4), amount numeric(6,2), day date)",
-        Some(&[]),
-    ));
+    let (c, session) = with_table(&rt, dir.path());
     let catalog = c.catalog();
     let declared = vec![Some(DataType::Int8), Some(DataType::Text)];
     let first = [Value::Int8(3), Value::Text("2024-01-01".into())];

@@ -345,9 +345,9 @@ fn rows_with_v(s: &ShardStore, v: i64) -> Vec<(i64, i64)> {
     scan_where(s, None, Some(col_is(1, v))).unwrap()
 }
 
-#[test]
-fn replay_over_collected_versions_keeps_rows_and_index_lookups_right() {
-    let dir = tempfile::tempdir().unwrap();
+/// The test catalog with an index (tree 2) on `v`, and options under which
+/// every superseded version is garbage at once.
+fn indexed_on_v() -> (fortress_storage::Catalog, ShardOptions) {
     let mut cat = catalog();
     let t = cat.tables.get_mut("t").unwrap();
     t.indexes.push(fortress_storage::IndexDef {
@@ -360,6 +360,13 @@ fn replay_over_collected_versions_keeps_rows_and_index_lookups_right() {
         gc_grace: std::time::Duration::ZERO,
         ..ShardOptions::default()
     };
+    (cat, opts)
+}
+
+#[test]
+fn replay_over_collected_versions_keeps_rows_and_index_lookups_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cat, opts) = indexed_on_v();
     let expected = {
         let s = ShardStore::open(0, dir.path(), opts.clone()).unwrap();
         s.execute(1, &Fragment::ApplyCatalog(cat.clone())).unwrap();
@@ -392,21 +399,7 @@ fn replay_over_collected_versions_keeps_rows_and_index_lookups_right() {
 #[test]
 fn vacuum_collects_at_once_and_pays_the_walk_a_fresh_shard_owes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cat = catalog();
-    cat.tables
-        .get_mut("t")
-        .unwrap()
-        .indexes
-        .push(fortress_storage::IndexDef {
-            name: "t_v".into(),
-            id: 2,
-            columns: vec![1],
-        });
-    cat.next_table_id = 2;
-    let opts = ShardOptions {
-        gc_grace: std::time::Duration::ZERO,
-        ..ShardOptions::default()
-    };
+    let (cat, opts) = indexed_on_v();
     // A shard just opened owes every tree a whole walk.
     let s = ShardStore::open(0, dir.path(), opts).unwrap();
     s.execute(1, &Fragment::ApplyCatalog(cat)).unwrap();

@@ -861,33 +861,28 @@ fn bind_prepared(
     p: &Prepared,
     values: &[Value],
 ) -> Result<Plan, ProxyError> {
+    let declared = || p.param_types.iter().map(|t| Some(*t)).collect();
     let template = {
         let mut reuse = p.reuse.lock().expect("prepared plan");
         match &*reuse {
             Reuse::Plan(t) if t.fits(catalog) => Some(t.clone()),
             Reuse::Never(c) if Arc::ptr_eq(c, catalog) => None,
-            _ => {
-                let declared = p.param_types.iter().map(|t| Some(*t)).collect();
-                match Template::bind(catalog, session, &p.stmt, values, declared) {
-                    Some(t) => {
-                        let t = Arc::new(t);
-                        *reuse = Reuse::Plan(t.clone());
-                        Some(t)
-                    }
-                    None => {
-                        *reuse = Reuse::Never(catalog.clone());
-                        None
-                    }
+            _ => match Template::bind(catalog, session, &p.stmt, values, declared()) {
+                Some(t) => {
+                    let t = Arc::new(t);
+                    *reuse = Reuse::Plan(t.clone());
+                    Some(t)
                 }
-            }
+                None => {
+                    *reuse = Reuse::Never(catalog.clone());
+                    None
+                }
+            },
         }
     };
     match template {
         Some(t) => t.instantiate(values),
-        None => {
-            let declared = p.param_types.iter().map(|t| Some(*t)).collect();
-            Binder::new(catalog, session, Some(values), declared).bind(&p.stmt)
-        }
+        None => Binder::new(catalog, session, Some(values), declared()).bind(&p.stmt),
     }
 }
 
