@@ -158,6 +158,19 @@ where
     })
 }
 
+/// Runs a fragment on `shard` without blocking the runtime: a write the
+/// shard can log at once is awaited here, anything else runs on a blocking
+/// thread.
+async fn run_on(shard: Arc<dyn Shard>, txid: u64, fragment: Fragment) -> Result<FragmentOutput> {
+    if let Some(started) = shard.try_write(txid, &fragment) {
+        return Ok(started?.await?);
+    }
+    tokio::task::spawn_blocking(move || shard.execute(txid, &fragment))
+        .await
+        .map_err(|e| ProxyError::new("XX000", format!("shard task failed: {e}")))?
+        .map_err(ProxyError::from)
+}
+
 /// Finishes transactions a crash left prepared: commit where the coordinator
 /// logged a decision, abort otherwise (presumed abort).
 fn resolve_in_doubt(stores: &[Arc<ShardStore>], coordinator: &Coordinator) -> Result<()> {
@@ -233,9 +246,10 @@ impl Cluster {
         let coordinator = Coordinator::open(&dir.join("coordinator"), opts.shard.wal.clone())?;
         resolve_in_doubt(&stores, &coordinator)?;
         let coordinator = Arc::new(coordinator);
-        coordinator.spawn_retirer();
+        coordinator.spawn_threads();
         for s in &stores {
             s.spawn_gc(GC_EVERY);
+            s.spawn_committer();
         }
         let shard_count = stores.len() as u32;
         let shards = stores.iter().map(|s| s.clone() as Arc<dyn Shard>).collect();
@@ -420,18 +434,16 @@ impl Cluster {
         if let Some(done) = s.try_read(&fragment) {
             return done.map_err(ProxyError::from);
         }
-        tokio::task::spawn_blocking(move || s.execute(txid, &fragment))
-            .await
-            .map_err(|e| ProxyError::new("XX000", format!("shard task failed: {e}")))?
-            .map_err(ProxyError::from)
+        run_on(s, txid, fragment).await
     }
 
-    /// Phase two of a two-phase commit as one blocking task: logs the
-    /// decision durably, then commits the participants one after another
-    /// (and, once all have, queues the decision to be forgotten),
-    /// the first alone before the crash tests' mid-phase fault point. One
-    /// hand-off to a blocking thread instead of one per step, each of which
-    /// costs two context switches. Gives each participant's outcome in
+    /// Phase two of a two-phase commit: logs the decision durably, then
+    /// commits the participants one after another (and, once all have,
+    /// queues the decision to be forgotten), the first alone before the
+    /// crash tests' mid-phase fault point. Neither step holds a thread
+    /// while it waits (see [`Coordinator::log_commit_async`] and
+    /// [`Shard::try_write`]). Callers run it to completion: writes are
+    /// never cancelled (see `wire`). Gives each participant's outcome in
     /// order, or the error that stopped phase two (40003 when the decision
     /// could not be logged).
     pub async fn decide_commit(
@@ -444,33 +456,36 @@ impl Cluster {
             .iter()
             .map(|&p| self.shard(p))
             .collect::<Result<Vec<_>>>()?;
-        let coordinator = self.coordinator.clone();
-        tokio::task::spawn_blocking(move || {
-            coordinator.log_commit(txid, commit_ts).map_err(|e| {
-                ProxyError::new(
-                    "40003",
-                    format!("commit outcome unknown: the decision could not be logged ({e}); restart resolves it"),
-                )
-            })?;
-            let fault = |point| {
-                fault::hit(point).map_err(|f| ProxyError::new("XX000", f.to_string()))
-            };
-            fault("2pc.after_decision")?;
-            let frag = Fragment::CommitPrepared { txid, commit_ts };
-            let mut out = Vec::with_capacity(shards.len());
-            for (i, s) in shards.iter().enumerate() {
-                if i == 1 {
-                    fault("2pc.mid_phase_two")?;
-                }
-                out.push(s.execute(txid, &frag).map_err(ProxyError::from));
+        let logged = match self.coordinator.log_commit_async(txid, commit_ts) {
+            Some(durable) => durable.await,
+            None => {
+                let coordinator = self.coordinator.clone();
+                tokio::task::spawn_blocking(move || coordinator.log_commit(txid, commit_ts))
+                    .await
+                    .map_err(|e| StorageError::Codec(format!("decision task failed: {e}")))
+                    .and_then(|r| r)
             }
-            if out.iter().all(Result::is_ok) {
-                coordinator.retire(txid, shards);
+        };
+        logged.map_err(|e| {
+            ProxyError::new(
+                "40003",
+                format!("commit outcome unknown: the decision could not be logged ({e}); restart resolves it"),
+            )
+        })?;
+        let fault = |point| fault::hit(point).map_err(|f| ProxyError::new("XX000", f.to_string()));
+        fault("2pc.after_decision")?;
+        let frag = Fragment::CommitPrepared { txid, commit_ts };
+        let mut out = Vec::with_capacity(shards.len());
+        for (i, s) in shards.iter().enumerate() {
+            if i == 1 {
+                fault("2pc.mid_phase_two")?;
             }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| ProxyError::new("XX000", format!("commit task failed: {e}")))?
+            out.push(run_on(s.clone(), txid, frag.clone()).await);
+        }
+        if out.iter().all(Result::is_ok) {
+            self.coordinator.retire(txid, shards);
+        }
+        Ok(out)
     }
 
     /// Row locks of READ COMMITTED transactions.

@@ -17,8 +17,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use fortress_storage::durable::{fail_all, DurableQueue, Signal};
 use fortress_storage::wal::{Wal, WalOptions};
-use fortress_storage::{Shard, ShardId, StorageError, Timestamp, TxnId};
+use fortress_storage::{Shard, ShardId, StorageError, SyncMode, Timestamp, TxnId};
 
 const KIND_COMMIT: u8 = 1;
 const KIND_DONE: u8 = 2;
@@ -36,6 +39,10 @@ pub struct Coordinator {
     /// Decisions every participant has applied, with those participants,
     /// waiting for their commit records to be durable.
     retiring: Mutex<Vec<Retiring>>,
+    /// Decisions waiting for their fdatasync, served by the flusher thread.
+    flushing: Arc<DurableQueue<Arc<Signal>>>,
+    /// True once [`Coordinator::log_commit_async`] can be served.
+    flusher: AtomicBool,
 }
 
 /// Every commit decision in the log in `dir`, read without changing it (the
@@ -83,6 +90,8 @@ impl Coordinator {
             wal,
             decisions: Mutex::new(decisions),
             retiring: Mutex::new(Vec::new()),
+            flushing: Arc::new(DurableQueue::default()),
+            flusher: AtomicBool::new(false),
         })
     }
 
@@ -95,6 +104,39 @@ impl Coordinator {
             .expect("decisions")
             .insert(txid, commit_ts);
         Ok(())
+    }
+
+    /// Logs the decision to commit `txid` at `commit_ts` without blocking:
+    /// the future resolves once it is durable, its fdatasync shared with
+    /// the decisions logged meanwhile. `None` until the flusher runs (see
+    /// [`Coordinator::spawn_threads`]): then use [`Coordinator::log_commit`].
+    pub fn log_commit_async(
+        self: &Arc<Self>,
+        txid: TxnId,
+        commit_ts: Timestamp,
+    ) -> Option<impl std::future::Future<Output = Result<(), StorageError>> + Send + 'static> {
+        if !self.flusher.load(Ordering::Acquire) {
+            return None;
+        }
+        let appended = self.wal.append(txid, commit_ts.0, KIND_COMMIT, &[]);
+        let signal = Signal::new();
+        if let Ok(lsn) = appended {
+            if self.wal.sync_mode() == SyncMode::Off {
+                signal.fire(Ok(()));
+            } else {
+                self.flushing.push(lsn, signal.clone());
+            }
+        }
+        let me = self.clone();
+        Some(async move {
+            appended?;
+            signal.wait().await?;
+            me.decisions
+                .lock()
+                .expect("decisions")
+                .insert(txid, commit_ts);
+            Ok(())
+        })
     }
 
     /// Queues `txid`, which every one of `participants` has applied, to be
@@ -144,9 +186,45 @@ impl Coordinator {
         retired
     }
 
+    /// Starts the coordinator's threads: the flusher, which syncs the log
+    /// for [`Coordinator::log_commit_async`], and the retirer (see
+    /// [`Coordinator::retire_queued`]). Both stop once it is dropped.
+    pub fn spawn_threads(self: &Arc<Self>) {
+        self.spawn_flusher();
+        self.spawn_retirer();
+    }
+
+    fn spawn_flusher(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let queue = self.flushing.clone();
+        let spawned = std::thread::Builder::new()
+            .name("2pc-flush".into())
+            .spawn(move || loop {
+                let batch = queue.take(Duration::from_millis(100));
+                let Some(c) = weak.upgrade() else {
+                    let signals = batch.into_iter().map(|(_, s)| s);
+                    fail_all(signals, u32::MAX, "the coordinator was closed");
+                    break;
+                };
+                let Some(&(last, _)) = batch.last() else {
+                    continue;
+                };
+                let synced = c.wal.wait_durable(last);
+                let signals = batch.into_iter().map(|(_, s)| s);
+                match synced {
+                    Ok(()) => signals.for_each(|s| s.fire(Ok(()))),
+                    Err(e) => fail_all(signals, u32::MAX, &e.to_string()),
+                }
+            });
+        match spawned {
+            Ok(_) => self.flusher.store(true, Ordering::Release),
+            Err(e) => tracing::warn!(error = %e, "could not start the 2PC flusher thread"),
+        }
+    }
+
     /// Runs [`Coordinator::retire_queued`] every few milliseconds until the
     /// coordinator is dropped.
-    pub fn spawn_retirer(self: &Arc<Self>) {
+    fn spawn_retirer(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
             .name("2pc-retire".into())
@@ -228,6 +306,30 @@ mod tests {
         }
         fn in_doubt(&self) -> Vec<TxnId> {
             Vec::new()
+        }
+    }
+
+    #[test]
+    fn an_async_decision_is_durable_when_its_future_resolves() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Arc::new(Coordinator::open(dir.path(), WalOptions::default()).unwrap());
+        assert!(
+            c.log_commit_async(1, Timestamp(10)).is_none(),
+            "no flusher yet: the caller must block"
+        );
+        c.spawn_threads();
+        let decided: Vec<_> = (1..=8u64)
+            .map(|txid| c.log_commit_async(txid, Timestamp(100 + txid)).unwrap())
+            .collect();
+        for d in decided {
+            futures::executor::block_on(d).unwrap();
+        }
+        assert_eq!(c.decision(3), Some(Timestamp(103)));
+        // Each decision is in the log a restart reads.
+        drop(c);
+        let c = Coordinator::open(dir.path(), WalOptions::default()).unwrap();
+        for txid in 1..=8u64 {
+            assert_eq!(c.decision(txid), Some(Timestamp(100 + txid)));
         }
     }
 

@@ -141,6 +141,10 @@ pub enum FragmentOutput {
     Count(u64),
 }
 
+/// A write a shard has logged, resolving once it is durable and applied.
+pub type PendingWrite =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<FragmentOutput>> + Send>>;
+
 /// A shard: executes fragments against its own data.
 pub trait Shard: Send + Sync {
     fn id(&self) -> ShardId;
@@ -156,6 +160,14 @@ pub trait Shard: Send + Sync {
     /// applied, prepared transactions); `None` asks the caller to `execute`
     /// it where blocking is allowed. Spares short reads a thread hand-off.
     fn try_read(&self, _fragment: &Fragment) -> Option<Result<FragmentOutput>> {
+        None
+    }
+    /// Starts a transaction's write (`CommitTxn`, `Prepare`, or the outcome
+    /// of a prepared one) without blocking: validated and logged now, the
+    /// returned future resolves as `execute` would return. `None` asks the
+    /// caller to `execute` it where blocking is allowed (it would have to
+    /// wait for another write first, or is too large to plan in passing).
+    fn try_write(&self, _txid: TxnId, _fragment: &Fragment) -> Option<Result<PendingWrite>> {
         None
     }
     /// Runs a `Scan`, handing its rows to `sink` in order, in batches as

@@ -10,6 +10,7 @@ pub mod bounds;
 pub mod checkpoint;
 pub mod cipher;
 pub mod clock;
+pub mod durable;
 pub mod error;
 pub mod expr;
 pub mod fault;
@@ -25,7 +26,7 @@ pub mod sort;
 pub mod value;
 pub mod wal;
 
-pub use api::{Fragment, FragmentOutput, Shard, TableScan, TxnWrite};
+pub use api::{Fragment, FragmentOutput, PendingWrite, Shard, TableScan, TxnWrite};
 pub use clock::{HybridClock, Timestamp};
 pub use error::{EvalError, StorageError};
 pub use expr::{BinaryOp, Expr, SortKey};

@@ -31,9 +31,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Fragment, FragmentOutput, Shard, TableScan};
+use crate::api::{Fragment, FragmentOutput, PendingWrite, Shard, TableScan};
 use crate::checkpoint::{ShardCut, TableFile};
 use crate::clock::{HybridClock, Timestamp};
+use crate::durable::{fail_all, DurableQueue, Signal};
 use crate::error::{EvalError, Result, StorageError};
 use crate::expr::Expr;
 use crate::keycodec::{encode_key, versioned_key};
@@ -43,7 +44,7 @@ use crate::mvcc::{
 };
 use crate::schema::{Catalog, TableDef, TableId};
 use crate::value::{Row, Value};
-use crate::wal::{Lsn, Record, Wal, WalOptions};
+use crate::wal::{Lsn, Record, SyncMode, Wal, WalOptions};
 use crate::{ShardId, TxnId};
 
 pub(crate) const KIND_WRITE: u8 = 1;
@@ -239,10 +240,43 @@ impl Drop for SnapshotGuard<'_> {
     }
 }
 
+/// What [`ShardStore::log_write`] did with a write.
+enum Logged {
+    /// The write changes nothing.
+    Nothing,
+    /// Logged at `lsn`: durable and applied once `change` is.
+    Appended { lsn: Lsn, change: Change, rows: u64 },
+    /// A row it writes is locked by a prepared transaction.
+    Locked,
+    /// A row it writes has a logged write still being applied, at this LSN.
+    Applying(Lsn),
+}
+
+/// 40001 for a write to a row an in-doubt two-phase commit holds.
+fn in_doubt_lock() -> StorageError {
+    StorageError::SerializationFailure {
+        reason: "a row locked by an in-doubt two-phase commit".into(),
+    }
+}
+
+/// Transaction write sets up to this size are logged on the caller's
+/// (async) thread by [`Shard::try_write`]; larger ones take long enough to
+/// plan that they run where blocking is allowed.
+const INLINE_WRITES: usize = 64;
+
+/// Async writers' changes, waiting for the log to be durable through them.
+type CommitQueue = DurableQueue<(Change, Arc<Signal>)>;
+
 #[derive(Default)]
 struct ApplyState {
+    /// The lowest LSN not yet applied: everything below it is.
     next: Lsn,
-    ready: BTreeMap<Lsn, Change>,
+    /// Logged changes waiting for the records before them, each with the
+    /// signal of an async writer waiting for it, if any.
+    ready: BTreeMap<Lsn, (Change, Option<Arc<Signal>>)>,
+    /// Resolutions of prepared transactions applied ahead of `next` (see
+    /// [`ShardStore::apply_resolution`]); `next` steps over them.
+    ahead: BTreeSet<Lsn>,
 }
 
 /// Options for opening a shard.
@@ -823,6 +857,11 @@ pub struct ShardStore {
     sort_budget: usize,
     /// One garbage collection at a time: the background pass or a VACUUM.
     collecting: Mutex<()>,
+    /// Served by the committer thread (see [`ShardStore::spawn_committer`]).
+    committer: Arc<CommitQueue>,
+    /// True once async writers can be served: the committer runs, or the
+    /// log is never synced.
+    committing: AtomicBool,
 }
 
 impl ShardStore {
@@ -877,12 +916,14 @@ impl ShardStore {
             clock,
             apply: Mutex::new(ApplyState {
                 next,
-                ready: BTreeMap::new(),
+                ..ApplyState::default()
             }),
             applied: Condvar::new(),
             failed: AtomicBool::new(false),
             sort_budget: opts.sort_budget,
             collecting: Mutex::new(()),
+            committer: Arc::new(CommitQueue::default()),
+            committing: AtomicBool::new(false),
         })
     }
 
@@ -1490,76 +1531,88 @@ impl ShardStore {
     /// `Prepare`, logs the write set and locks its keys).
     fn write(&self, txid: TxnId, fragment: &Fragment) -> Result<u64> {
         let deadline = std::time::Instant::now() + IN_DOUBT_WAIT;
+        loop {
+            match self.log_write(txid, fragment)? {
+                Logged::Nothing => return Ok(0),
+                Logged::Appended { lsn, change, rows } => {
+                    self.commit(lsn, change)?;
+                    return Ok(rows);
+                }
+                Logged::Locked => {
+                    if std::time::Instant::now() > deadline {
+                        return Err(in_doubt_lock());
+                    }
+                    self.wait_for_change();
+                }
+                Logged::Applying(lsn) => self.wait_applied(lsn)?,
+            }
+        }
+    }
+
+    /// Validates a write fragment and logs it, or says what it must wait
+    /// for first; nothing is changed unless it returns `Appended`.
+    fn log_write(&self, txid: TxnId, fragment: &Fragment) -> Result<Logged> {
         let is_txn = matches!(
             fragment,
             Fragment::CommitTxn { .. } | Fragment::Prepare { .. }
         );
-        loop {
-            self.check_failed()?;
-            let mut w = self.writer.lock().expect("write lock");
-            // Validation and the lock check see one state of the prepared
-            // set: a commit being applied writes its versions before it
-            // drops its locks, so holding the set across both means a key is
-            // either still locked or already carries the committed version.
-            let prepared = self.state.prepared.lock().expect("prepared");
-            let ops = self.plan_write(fragment)?;
-            if ops.is_empty() {
-                return Ok(0);
-            }
-            self.check_unlocked(&ops)?;
-            let locked = ops.iter().any(|op| {
-                let (t, k) = op.target();
-                prepared.locks.contains_key(&(t, k.to_vec()))
-            });
-            drop(prepared);
-            if locked {
-                // A transaction snapshot older than the lock cannot win.
-                if is_txn || std::time::Instant::now() > deadline {
-                    return Err(StorageError::SerializationFailure {
-                        reason: "a row locked by an in-doubt two-phase commit".into(),
-                    });
-                }
-                drop(w);
-                self.wait_for_change();
-                continue;
-            }
-            let blocking = ops
-                .iter()
-                .filter_map(|op| {
-                    let (t, k) = op.target();
-                    w.pending.get(&(t, k.to_vec())).copied()
-                })
-                .max();
-            if let Some(lsn) = blocking {
-                drop(w);
-                self.wait_applied(lsn)?;
-                continue;
-            }
-            let ts = self.clock.now().0;
-            let payload = postcard::to_stdvec(&ops).map_err(codec)?;
-            let (kind, rec_txid) = match fragment {
-                Fragment::Prepare { txid, .. } => (KIND_PREPARE, *txid),
-                _ => (KIND_WRITE, txid),
-            };
-            let lsn = self.wal.append(rec_txid, ts, kind, &payload)?;
-            w.last_appended = lsn;
-            for op in &ops {
-                let (t, k) = op.target();
-                w.pending.insert((t, k.to_vec()), lsn);
-            }
-            drop(w);
-            let n = ops.len() as u64;
-            let change = match kind {
-                KIND_PREPARE => Change::Prepare {
-                    txid: rec_txid,
-                    ts,
-                    ops,
-                },
-                _ => Change::Write { ts, ops },
-            };
-            self.commit(lsn, change)?;
-            return Ok(n);
+        self.check_failed()?;
+        let mut w = self.writer.lock().expect("write lock");
+        // Validation and the lock check see one state of the prepared
+        // set: a commit being applied writes its versions before it
+        // drops its locks, so holding the set across both means a key is
+        // either still locked or already carries the committed version.
+        let prepared = self.state.prepared.lock().expect("prepared");
+        let ops = self.plan_write(fragment)?;
+        if ops.is_empty() {
+            return Ok(Logged::Nothing);
         }
+        self.check_unlocked(&ops)?;
+        let locked = ops.iter().any(|op| {
+            let (t, k) = op.target();
+            prepared.locks.contains_key(&(t, k.to_vec()))
+        });
+        drop(prepared);
+        if locked {
+            // A transaction snapshot older than the lock cannot win.
+            if is_txn {
+                return Err(in_doubt_lock());
+            }
+            return Ok(Logged::Locked);
+        }
+        let blocking = ops
+            .iter()
+            .filter_map(|op| {
+                let (t, k) = op.target();
+                w.pending.get(&(t, k.to_vec())).copied()
+            })
+            .max();
+        if let Some(lsn) = blocking {
+            return Ok(Logged::Applying(lsn));
+        }
+        let ts = self.clock.now().0;
+        let payload = postcard::to_stdvec(&ops).map_err(codec)?;
+        let (kind, rec_txid) = match fragment {
+            Fragment::Prepare { txid, .. } => (KIND_PREPARE, *txid),
+            _ => (KIND_WRITE, txid),
+        };
+        let lsn = self.wal.append(rec_txid, ts, kind, &payload)?;
+        w.last_appended = lsn;
+        for op in &ops {
+            let (t, k) = op.target();
+            w.pending.insert((t, k.to_vec()), lsn);
+        }
+        drop(w);
+        let rows = ops.len() as u64;
+        let change = match kind {
+            KIND_PREPARE => Change::Prepare {
+                txid: rec_txid,
+                ts,
+                ops,
+            },
+            _ => Change::Write { ts, ops },
+        };
+        Ok(Logged::Appended { lsn, change, rows })
     }
 
     /// 55P03 if a write targets a table ALTER TABLE is rewriting.
@@ -1672,8 +1725,32 @@ impl ShardStore {
         // The outcome is durable already (the coordinator's decision, or
         // presumed abort): a crash before this record is synced resolves
         // the transaction the same way again, so it is applied at once.
-        self.apply_in_order(lsn, change)?;
+        self.apply_resolution(lsn, change)?;
         Ok(1)
+    }
+
+    /// Applies the outcome of a prepared transaction logged at `lsn` now,
+    /// even while records before it still wait for their fsync. Its rows
+    /// are locked by the prepared set since the PREPARE was applied, so no
+    /// record between the two touches them and the order does not change
+    /// what is stored; waiting would hold the transaction's locks for
+    /// another transaction's fsync. `next` (what the applied mark and
+    /// shard-wide reads go by) still advances in LSN order.
+    fn apply_resolution(&self, lsn: Lsn, change: Change) -> Result<()> {
+        let mut st = self.apply.lock().expect("apply");
+        if st.next == lsn {
+            drop(st);
+            return self.apply_in_order(lsn, change);
+        }
+        if let Err(e) = self.state.apply(lsn, &change) {
+            tracing::error!(shard = self.id, lsn, error = %e, "apply failed");
+            self.fail_waiting(&mut st, &e, None);
+            return Err(e);
+        }
+        st.ahead.insert(lsn);
+        drop(st);
+        self.applied.notify_all();
+        Ok(())
     }
 
     /// Sleeps until some record is applied (or a short timeout passes).
@@ -1688,24 +1765,116 @@ impl ShardStore {
     /// Waits for durability of `lsn`, then applies it in LSN order.
     fn commit(&self, lsn: Lsn, change: Change) -> Result<()> {
         if let Err(e) = self.wal.wait_durable(lsn) {
-            self.failed.store(true, Ordering::Release);
-            self.applied.notify_all();
+            let mut st = self.apply.lock().expect("apply");
+            self.fail_waiting(&mut st, &e, None);
             return Err(e);
         }
         self.apply_in_order(lsn, change)
+    }
+
+    /// Starts the thread that makes async writers' records durable (one
+    /// fdatasync per batch) and applies them; until it runs,
+    /// [`Shard::try_write`] declines. It stops once the shard is dropped.
+    pub fn spawn_committer(self: &Arc<Self>) {
+        if self.wal.sync_mode() == SyncMode::Off {
+            self.committing.store(true, Ordering::Release);
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let queue = self.committer.clone();
+        let id = self.id;
+        let spawned = std::thread::Builder::new()
+            .name(format!("shard-{id}-commit"))
+            .spawn(move || loop {
+                let batch = queue.take(Duration::from_millis(100));
+                let Some(shard) = weak.upgrade() else {
+                    fail_all(
+                        batch.into_iter().map(|(_, (_, s))| s),
+                        id,
+                        "the shard was closed",
+                    );
+                    break;
+                };
+                if let Some(&(last, _)) = batch.last() {
+                    match shard.wal.wait_durable(last) {
+                        Ok(()) => shard.apply_batch(batch),
+                        Err(e) => {
+                            let mut st = shard.apply.lock().expect("apply");
+                            fail_all(batch.into_iter().map(|(_, (_, s))| s), id, &e.to_string());
+                            shard.fail_waiting(&mut st, &e, None);
+                        }
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => self.committing.store(true, Ordering::Release),
+            Err(e) => {
+                tracing::warn!(shard = id, error = %e, "no committer thread: writes take the blocking path")
+            }
+        }
+    }
+
+    /// Queues durable changes of async writers for apply, in LSN order
+    /// with everything else, firing each writer's signal once applied.
+    fn apply_batch(&self, batch: Vec<(Lsn, (Change, Arc<Signal>))>) {
+        let mut st = self.apply.lock().expect("apply");
+        if self.failed.load(Ordering::Acquire) {
+            let signals = batch.into_iter().map(|(_, (_, s))| s);
+            fail_all(signals, self.id, "an earlier write failed");
+            return;
+        }
+        for (lsn, (change, signal)) in batch {
+            st.ready.insert(lsn, (change, Some(signal)));
+        }
+        // A failure has already failed every waiter.
+        let _ = self.apply_ready(&mut st);
+    }
+
+    /// The rest of an async write logged at `lsn`: resolves once the
+    /// record is durable and applied.
+    fn finish_async(&self, lsn: Lsn, change: Change, rows: u64) -> PendingWrite {
+        let signal = Signal::new();
+        if self.wal.sync_mode() == SyncMode::Off {
+            self.apply_batch(vec![(lsn, (change, signal.clone()))]);
+        } else {
+            self.committer.push(lsn, (change, signal.clone()));
+        }
+        Box::pin(async move { signal.wait().await.map(|()| FragmentOutput::Count(rows)) })
     }
 
     /// Applies the change logged at `lsn` once every record before it is
     /// applied (records are applied in LSN order).
     fn apply_in_order(&self, lsn: Lsn, change: Change) -> Result<()> {
         let mut st = self.apply.lock().expect("apply");
-        st.ready.insert(lsn, change);
+        st.ready.insert(lsn, (change, None));
+        self.apply_ready(&mut st)?;
+        while st.next <= lsn {
+            self.check_failed()?;
+            st = self
+                .applied
+                .wait_timeout(st, Duration::from_millis(100))
+                .expect("apply")
+                .0;
+        }
+        Ok(())
+    }
+
+    /// Applies every ready change whose predecessors are all applied,
+    /// firing the signals of the async writers among them. A failure fails
+    /// the shard, and every writer still waiting gets the error.
+    fn apply_ready(&self, st: &mut ApplyState) -> Result<()> {
         loop {
             let next = st.next;
-            let Some(change) = st.ready.remove(&next) else {
-                break;
+            let (change, signal) = match st.ready.remove(&next) {
+                Some((change, signal)) => (Some(change), signal),
+                None if st.ahead.remove(&next) => (None, None),
+                None => break,
             };
-            let applied = self.state.apply(next, &change).and_then(|()| {
+            let applied = match &change {
+                Some(change) => self.state.apply(next, change),
+                None => Ok(()),
+            }
+            .and_then(|()| {
                 if next.is_multiple_of(MARK_EVERY) {
                     self.state.mark_applied(next)
                 } else {
@@ -1713,12 +1882,11 @@ impl ShardStore {
                 }
             });
             if let Err(e) = applied {
-                self.failed.store(true, Ordering::Release);
-                self.applied.notify_all();
                 tracing::error!(shard = self.id, lsn = next, error = %e, "apply failed");
+                self.fail_waiting(st, &e, signal);
                 return Err(e);
             }
-            if let Change::Write { ops, .. } | Change::Prepare { ops, .. } = &change {
+            if let Some(Change::Write { ops, .. } | Change::Prepare { ops, .. }) = &change {
                 let mut w = self.writer.lock().expect("write lock");
                 for op in ops {
                     let (t, k) = op.target();
@@ -1729,17 +1897,25 @@ impl ShardStore {
                 }
             }
             st.next += 1;
+            if let Some(signal) = signal {
+                signal.fire(Ok(()));
+            }
         }
         self.applied.notify_all();
-        while st.next <= lsn {
-            self.check_failed()?;
-            st = self
-                .applied
-                .wait_timeout(st, Duration::from_millis(100))
-                .expect("apply")
-                .0;
-        }
         Ok(())
+    }
+
+    /// Marks the shard failed after `e` and fails every async writer still
+    /// waiting for an apply (`first` among them).
+    fn fail_waiting(&self, st: &mut ApplyState, e: &StorageError, first: Option<Arc<Signal>>) {
+        self.failed.store(true, Ordering::Release);
+        let waiting = first.into_iter().chain(
+            std::mem::take(&mut st.ready)
+                .into_values()
+                .filter_map(|(_, s)| s),
+        );
+        fail_all(waiting, self.id, &e.to_string());
+        self.applied.notify_all();
     }
 
     fn wait_applied(&self, lsn: Lsn) -> Result<()> {
@@ -1801,6 +1977,35 @@ impl Shard for ShardStore {
             return None;
         }
         Some(self.execute(0, fragment))
+    }
+
+    fn try_write(&self, txid: TxnId, fragment: &Fragment) -> Option<Result<PendingWrite>> {
+        if !self.committing.load(Ordering::Acquire) {
+            return None;
+        }
+        let done = |n: Result<u64>| -> Option<Result<PendingWrite>> {
+            Some(n.map(|n| -> PendingWrite {
+                Box::pin(std::future::ready(Ok(FragmentOutput::Count(n))))
+            }))
+        };
+        match fragment {
+            Fragment::CommitTxn { writes, .. } | Fragment::Prepare { writes, .. }
+                if writes.len() <= INLINE_WRITES => {}
+            // Applied at once, never waiting for another record.
+            Fragment::CommitPrepared { txid, commit_ts } => {
+                return done(self.resolve(*txid, Some(*commit_ts)))
+            }
+            Fragment::AbortPrepared { txid } => return done(self.resolve(*txid, None)),
+            _ => return None,
+        }
+        match self.log_write(txid, fragment) {
+            Err(e) => Some(Err(e)),
+            Ok(Logged::Nothing) => done(Ok(0)),
+            Ok(Logged::Appended { lsn, change, rows }) => {
+                Some(Ok(self.finish_async(lsn, change, rows)))
+            }
+            Ok(Logged::Locked | Logged::Applying(_)) => None,
+        }
     }
 
     fn execute(&self, txid: TxnId, fragment: &Fragment) -> Result<FragmentOutput> {

@@ -367,6 +367,11 @@ impl Wal {
     }
 
     /// The cipher sealing this log's records, if encrypted.
+    /// When appended records are made durable.
+    pub fn sync_mode(&self) -> SyncMode {
+        self.opts.sync
+    }
+
     pub fn cipher(&self) -> Option<&Arc<Cipher>> {
         self.opts.cipher.as_ref()
     }

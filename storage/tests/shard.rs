@@ -652,3 +652,124 @@ fn a_prepared_transaction_below_the_watermark_survives_restart() {
     assert_eq!(all[1], (1, 1001));
     assert_eq!(all.len(), 4 + 2 * LATER_WRITES as usize);
 }
+
+/// Starts `fragment` through the non-blocking write path and waits for it.
+fn write_async(s: &ShardStore, fragment: &Fragment) -> Result<FragmentOutput, String> {
+    let started = s
+        .try_write(9, fragment)
+        .expect("a small transaction write is taken");
+    let pending = started.map_err(|e| e.sql_state().to_string())?;
+    futures::executor::block_on(pending).map_err(|e| e.sql_state().to_string())
+}
+
+#[test]
+fn async_and_blocking_writers_share_the_log_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, opts) = clocked();
+    let s = Arc::new(ShardStore::open(0, dir.path(), opts.clone()).unwrap());
+    s.execute(1, &Fragment::ApplyCatalog(catalog())).unwrap();
+    insert(&s, 0..1);
+    let commit = move |id: i64, v: i64| Fragment::CommitTxn {
+        snapshot: clock.now(),
+        writes: vec![fortress_storage::TxnWrite {
+            insert: true,
+            ..txn_write(id, v)
+        }],
+    };
+    assert!(
+        s.try_write(9, &commit(1, 1)).is_none(),
+        "no committer yet: the caller must block"
+    );
+    s.spawn_committer();
+    let writers: Vec<_> = (0..4i64)
+        .map(|t| {
+            let s = s.clone();
+            let commit = commit.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let id = 1 + t * 1000 + i;
+                    let done = write_async(&s, &commit(id, id * 10));
+                    assert_eq!(done, Ok(FragmentOutput::Count(1)));
+                    // Read-your-writes: applied when the future resolves.
+                    assert!(rows(&s).contains(&(id, id * 10)));
+                }
+            })
+        })
+        .collect();
+    for _ in 0..100 {
+        assert_eq!(add_to_v(&s, Some(0), 1), 1);
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    // First committer wins on the async path too.
+    let stale = Fragment::CommitTxn {
+        snapshot: fortress_storage::Timestamp(1),
+        writes: vec![txn_write(1, 7)],
+    };
+    assert_eq!(write_async(&s, &stale), Err("40001".into()));
+    let before = rows(&s);
+    assert_eq!(before.len(), 201);
+    assert_eq!(before[0], (0, 100));
+    drop(s);
+    let s = ShardStore::open(0, dir.path(), opts).unwrap();
+    assert_eq!(rows(&s), before);
+}
+
+#[test]
+fn a_resolution_applies_while_an_earlier_record_waits_for_its_fsync() {
+    use std::task::Context;
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, opts) = clocked();
+    {
+        let s = ShardStore::open(0, dir.path(), opts.clone()).unwrap();
+        s.execute(1, &Fragment::ApplyCatalog(catalog())).unwrap();
+        insert(&s, 0..4);
+        let prep = Fragment::Prepare {
+            txid: 77,
+            snapshot: clock.now(),
+            writes: vec![txn_write(1, 1001)],
+        };
+        s.execute(9, &prep).unwrap();
+    }
+    // Reopened with every fdatasync waiting this long first: the write
+    // below stays logged but not durable while the resolution applies.
+    let mut opts = opts;
+    opts.wal.sync = fortress_storage::SyncMode::Batch;
+    opts.wal.batch_window = std::time::Duration::from_secs(3);
+    let s = Arc::new(ShardStore::open(0, dir.path(), opts.clone()).unwrap());
+    assert_eq!(s.in_doubt(), vec![77]);
+    s.spawn_committer();
+    let later = Fragment::CommitTxn {
+        snapshot: clock.now(),
+        writes: vec![txn_write(2, 2002)],
+    };
+    let mut pending = s.try_write(9, &later).unwrap().unwrap();
+    let commit_ts = clock.now();
+    s.execute(
+        9,
+        &Fragment::CommitPrepared {
+            txid: 77,
+            commit_ts,
+        },
+    )
+    .unwrap();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(
+        pending.as_mut().poll(&mut cx).is_pending(),
+        "the later write still waits for its fsync"
+    );
+    assert!(s.in_doubt().is_empty());
+    assert_eq!(&rows(&s)[1..3], &[(1, 1001), (2, 20)]);
+    assert_eq!(
+        futures::executor::block_on(pending).unwrap(),
+        FragmentOutput::Count(1)
+    );
+    let after = rows(&s);
+    assert_eq!(&after[1..3], &[(1, 1001), (2, 2002)]);
+    // Both are in the log, applied again in order on reopen.
+    drop(s);
+    let s = ShardStore::open(0, dir.path(), opts).unwrap();
+    assert!(s.in_doubt().is_empty());
+    assert_eq!(rows(&s), after);
+}
