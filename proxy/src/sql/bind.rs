@@ -214,11 +214,19 @@ impl<'a> Binder<'a> {
             return Ok(Expr::Literal(Value::Null));
         };
         if let Some(sites) = &mut self.sites {
-            sites.push(ParamSite {
-                index: n,
-                casts: casts.to_vec(),
-            });
-            return Ok(Expr::Slot(PARAM_SLOT_BASE + (sites.len() - 1) as u32));
+            // Reads alike share a slot, so equal expressions stay equal
+            // (ORDER BY $1 + 1 matches the select list's $1 + 1).
+            let at = match sites.iter().position(|s| s.index == n && s.casts == casts) {
+                Some(at) => at,
+                None => {
+                    sites.push(ParamSite {
+                        index: n,
+                        casts: casts.to_vec(),
+                    });
+                    sites.len() - 1
+                }
+            };
+            return Ok(Expr::Slot(PARAM_SLOT_BASE + at as u32));
         }
         cast_param(values.get(n).cloned().unwrap_or(Value::Null), casts).map(Expr::Literal)
     }
