@@ -354,6 +354,7 @@ fn write_shards(
                 .with_context(|| format!("the checkpoint has no part for shard {s}"))
         });
         let src = ShardSource {
+            shard: s,
             checkpoint: cut.transpose()?,
             manifest: chosen.map_or(&empty, |(_, m)| m),
             wal: wal_dir(s),
@@ -367,10 +368,11 @@ fn write_shards(
         );
     }
     progress.finish();
-    // Read after every shard's log: a commit decided before a shard was read
-    // is in this log by now.
-    let decisions =
+    // Read after every shard's log: a decision logged before a shard was
+    // read is in this log by now.
+    let logged =
         fortress_proxy::coordinator::read_decisions(&from.join("coordinator"), cipher.as_deref())?;
+    let decisions = fortress_storage::restore::decide(&pending, &logged);
     let (mut rows, mut records, mut bytes) = (0, 0, 0);
     let mut positions = Vec::new();
     for (s, p) in pending.into_iter().enumerate() {

@@ -151,6 +151,12 @@ fn ids_on_two_shards() -> (i32, i32) {
 /// Runs one-unit cross-shard transfers with a crash armed at `point`, then
 /// restarts without faults and returns (acknowledged transfers, B's balance).
 async fn crash_at(point: &str) -> (i64, i64) {
+    crash_then(point, false).await
+}
+
+/// [`crash_at`], reading the crashed directory back either by a restart
+/// or, with `restore`, by `fortress restore --latest` into a new one.
+async fn crash_then(point: &str, restore: bool) -> (i64, i64) {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = ids_on_two_shards();
     let mut server = Server::start(dir.path());
@@ -179,7 +185,25 @@ async fn crash_at(point: &str) -> (i64, i64) {
     );
     assert_eq!(acked, 3, "the 4th transfer hits the fault");
     server.env.clear();
-    server.restart();
+    if restore {
+        let to = dir.path().join("restored");
+        let (from, to_arg) = (dir.path().join("data"), to.join("data"));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fortress"))
+            .args(["restore", "--latest", "--data-dir"])
+            .arg(&from)
+            .arg("--to")
+            .arg(&to_arg)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server = Server::start(&to);
+    } else {
+        server.restart();
+    }
     let c = server.client().await;
     let bal = |id: i32| {
         let c = &c;
@@ -205,9 +229,19 @@ async fn crash_at(point: &str) -> (i64, i64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crash_after_prepare_aborts_the_transaction() {
+async fn crash_after_every_prepare_commits_at_restart() {
     let (acked, b) = crash_at("2pc.after_prepare").await;
-    assert_eq!(b, acked, "no decision was logged: presumed abort");
+    assert_eq!(
+        b,
+        acked + 1,
+        "every PREPARE was durable, which commits the transaction (parallel commits)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_of_a_crash_after_every_prepare_commits_too() {
+    let (acked, b) = crash_then("2pc.after_prepare", true).await;
+    assert_eq!(b, acked + 1, "a restore decides as a restart does");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,6 +252,51 @@ async fn crash_after_the_decision_commits_at_restart() {
         acked + 1,
         "the logged decision is carried out at restart"
     );
+}
+
+/// A transfer aborted after all its prepares succeeded (an injected error)
+/// stays aborted through SIGKILL and a restart, and the transfers around it
+/// are kept (the recovery rules themselves are unit-tested in `recovery`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_after_every_prepare_survives_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = ids_on_two_shards();
+    let mut server = Server::start(dir.path());
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE acct (id int PRIMARY KEY, balance bigint NOT NULL)")
+        .await
+        .unwrap();
+    c.execute("INSERT INTO acct VALUES ($1, 1000), ($2, 0)", &[&a, &b])
+        .await
+        .unwrap();
+    drop(c);
+    server.stop();
+    server.env = vec![("FORTRESS_FAULTS".into(), "2pc.after_prepare=error@2".into())];
+    server.restart();
+    let mut c = server.client().await;
+    transfer(&mut c, a, b, 1).await.unwrap();
+    let err = transfer(&mut c, a, b, 1).await.unwrap_err();
+    let message = err.as_db_error().map(|e| e.message().to_string());
+    assert!(
+        message.as_deref().unwrap_or("").contains("injected fault"),
+        "{err:?}"
+    );
+    transfer(&mut c, a, b, 1).await.unwrap();
+    drop(c);
+    server.kill();
+    server.env.clear();
+    server.restart();
+    let c = server.client().await;
+    let row = c
+        .query_one("SELECT balance FROM acct WHERE id = $1", &[&b])
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, i64>(0),
+        2,
+        "two transfers acknowledged, one aborted"
+    );
+    server.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use fortress_storage::{
-    Catalog, Fragment, FragmentOutput, HybridClock, PinGuard, Shard, ShardId, ShardOptions,
-    ShardStore, SnapshotPins, StorageError, Timestamp,
+    Catalog, DecisionLog, Fragment, FragmentOutput, HybridClock, PinGuard, Shard, ShardId,
+    ShardOptions, ShardStore, SnapshotPins, StorageError, Timestamp,
 };
 
 use fortress_storage::checkpoint::{Manifest, RingLayout};
@@ -171,22 +171,6 @@ async fn run_on(shard: Arc<dyn Shard>, txid: u64, fragment: Fragment) -> Result<
         .map_err(ProxyError::from)
 }
 
-/// Finishes transactions a crash left prepared: commit where the coordinator
-/// logged a decision, abort otherwise (presumed abort).
-fn resolve_in_doubt(stores: &[Arc<ShardStore>], coordinator: &Coordinator) -> Result<()> {
-    for s in stores {
-        for txid in s.in_doubt() {
-            let fragment = match coordinator.decision(txid) {
-                Some(commit_ts) => Fragment::CommitPrepared { txid, commit_ts },
-                None => Fragment::AbortPrepared { txid },
-            };
-            tracing::warn!(shard = s.id(), txid, outcome = ?fragment, "resolving in-doubt transaction");
-            s.execute(txid, &fragment)?;
-        }
-    }
-    Ok(())
-}
-
 impl Cluster {
     /// Opens (creating if new) the shards under `opts.data_dir`, replays their
     /// logs and brings every shard's catalog to the newest version.
@@ -215,10 +199,21 @@ impl Cluster {
             Some(identity) => identity,
             None => write_identity(dir, opts.shards, opts.vnodes)?,
         };
+        let coordinator = Arc::new(Coordinator::open(
+            &dir.join("coordinator"),
+            opts.shard.wal.clone(),
+        )?);
+        let decisions = {
+            let c = coordinator.clone();
+            DecisionLog(Arc::new(move || c.sync()))
+        };
         // Shards replay their logs in parallel.
         let stores = in_parallel((0..opts.shards).map(|i| {
             let sdir = dir.join(format!("shard-{i:03}"));
-            let shard_opts = opts.shard.clone();
+            let shard_opts = ShardOptions {
+                decisions: Some(decisions.clone()),
+                ..opts.shard.clone()
+            };
             move || ShardStore::open(i, &sdir, shard_opts).map(Arc::new)
         }))?;
         let mut newest = stores
@@ -243,10 +238,8 @@ impl Cluster {
                 s.execute(0, &Fragment::ApplyCatalog(newest.clone()))?;
             }
         }
-        let coordinator = Coordinator::open(&dir.join("coordinator"), opts.shard.wal.clone())?;
-        resolve_in_doubt(&stores, &coordinator)?;
-        let coordinator = Arc::new(coordinator);
-        coordinator.spawn_threads();
+        crate::recovery::resolve_in_doubt(&stores, &coordinator)?;
+        coordinator.spawn_retirer();
         for s in &stores {
             s.spawn_gc(GC_EVERY);
             s.spawn_committer();
@@ -437,15 +430,13 @@ impl Cluster {
         run_on(s, txid, fragment).await
     }
 
-    /// Phase two of a two-phase commit: logs the decision durably, then
-    /// commits the participants one after another (and, once all have,
-    /// queues the decision to be forgotten), the first alone before the
-    /// crash tests' mid-phase fault point. Neither step holds a thread
-    /// while it waits (see [`Coordinator::log_commit_async`] and
-    /// [`Shard::try_write`]). Callers run it to completion: writes are
-    /// never cancelled (see `wire`). Gives each participant's outcome in
-    /// order, or the error that stopped phase two (40003 when the decision
-    /// could not be logged).
+    /// Phase two of a two-phase commit whose every participant prepared:
+    /// the transaction is committed already (see [`crate::coordinator`]).
+    /// Appends the decision, then commits the participants one after
+    /// another, the first alone before the crash tests' mid-phase fault
+    /// point, and once all have, queues the decision to be forgotten.
+    /// Nothing here waits for a disk. Gives each participant's outcome in
+    /// order, or the fault that stopped phase two.
     pub async fn decide_commit(
         &self,
         txid: u64,
@@ -456,22 +447,10 @@ impl Cluster {
             .iter()
             .map(|&p| self.shard(p))
             .collect::<Result<Vec<_>>>()?;
-        let logged = match self.coordinator.log_commit_async(txid, commit_ts) {
-            Some(durable) => durable.await,
-            None => {
-                let coordinator = self.coordinator.clone();
-                tokio::task::spawn_blocking(move || coordinator.log_commit(txid, commit_ts))
-                    .await
-                    .map_err(|e| StorageError::Codec(format!("decision task failed: {e}")))
-                    .and_then(|r| r)
-            }
-        };
-        logged.map_err(|e| {
-            ProxyError::new(
-                "40003",
-                format!("commit outcome unknown: the decision could not be logged ({e}); restart resolves it"),
-            )
-        })?;
+        if let Err(e) = self.coordinator.append_commit(txid, commit_ts) {
+            // Committed all the same; a restart finds every PREPARE.
+            tracing::warn!(txid, error = %e, "could not log a commit decision");
+        }
         let fault = |point| fault::hit(point).map_err(|f| ProxyError::new("XX000", f.to_string()));
         fault("2pc.after_decision")?;
         let frag = Fragment::CommitPrepared { txid, commit_ts };
@@ -486,6 +465,31 @@ impl Cluster {
             self.coordinator.retire(txid, shards);
         }
         Ok(out)
+    }
+
+    /// Aborts a transaction whose prepare failed somewhere: the abort is
+    /// logged durably first (a restart must not find every PREPARE and
+    /// commit it), then every participant drops its PREPARE. 40003 if the
+    /// abort could not be logged: the outcome is then a restart's to find.
+    pub async fn abort_prepared(&self, txid: u64, participants: &[ShardId]) -> Result<()> {
+        let coordinator = self.coordinator.clone();
+        tokio::task::spawn_blocking(move || coordinator.log_abort(txid))
+            .await
+            .map_err(|e| StorageError::Codec(format!("abort task failed: {e}")))
+            .and_then(|r| r)
+            .map_err(|e| {
+                ProxyError::new(
+                    "40003",
+                    format!("transaction outcome unknown: its abort could not be logged ({e}); a restart decides it"),
+                )
+            })?;
+        let abort = Fragment::AbortPrepared { txid };
+        for r in self.scatter(participants, txid, &abort).await {
+            if let Err(e) = r {
+                tracing::warn!(txid, error = %e, "abort after a failed prepare; restart resolves it");
+            }
+        }
+        Ok(())
     }
 
     /// Row locks of READ COMMITTED transactions.
@@ -519,10 +523,7 @@ impl Cluster {
                 .scatter_each(parts)
                 .await
                 .into_iter()
-                .map(|o| match o? {
-                    FragmentOutput::Rows(rows) => Ok(ShardRows::Ready(rows)),
-                    FragmentOutput::Count(_) => Ok(ShardRows::Ready(Vec::new())),
-                })
+                .map(|o| Ok(ShardRows::Ready(o?.into_rows())))
                 .collect();
         }
         let mut out = Vec::with_capacity(parts.len());
@@ -541,10 +542,7 @@ impl Cluster {
             };
             out.push(match started {
                 Some(rows) => rows,
-                None => match self.run(s, self.txid(), fragment).await? {
-                    FragmentOutput::Rows(rows) => ShardRows::Ready(rows),
-                    FragmentOutput::Count(_) => ShardRows::Ready(Vec::new()),
-                },
+                None => ShardRows::Ready(self.run(s, self.txid(), fragment).await?.into_rows()),
             });
         }
         Ok(out)

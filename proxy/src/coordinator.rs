@@ -1,30 +1,36 @@
 //! The two-phase-commit coordinator's decision log.
 //!
-//! A transaction that wrote to several shards is committed in two phases:
-//! every participant durably PREPAREs (write set logged, keys locked); then
-//! the coordinator logs a COMMIT decision with the commit timestamp and waits
-//! for it to be durable; only then does it tell the participants to commit.
-//! At start-up every in-doubt transaction on a shard is committed if this log
-//! holds its decision and aborted otherwise (presumed abort).
+//! A transaction that wrote to several shards commits by parallel commits
+//! (as CockroachDB does): every participant durably PREPAREs (write set
+//! and the list of participants logged, keys locked, a prepare timestamp
+//! taken), and once every PREPARE is durable the transaction is committed,
+//! at the greatest prepare timestamp. The client is answered then; this
+//! log's COMMIT record is appended without waiting for its fsync, and the
+//! participants are told to commit. A restart that finds a transaction
+//! prepared decides it by this log if it holds the outcome, else commits
+//! it if every participant still holds its PREPARE (or its commit), and
+//! aborts it otherwise (see [`crate::recovery`]).
+//!
+//! What keeps that sound: an abort is logged here durably before any
+//! participant is told to abort, and a shard's prepare floor (the point
+//! its restart replays from) moves past a transaction it resolved only
+//! after this log is synced (`ShardOptions::decisions`), so an outcome
+//! that only a participant's log held is never lost to the others.
 //!
 //! A decision is forgotten (a DONE record) only once every participant's
-//! commit record is durable: participants apply a decided commit before
-//! syncing it, and a decision gone while a participant's commit is lost
-//! would have presumed abort undo an acknowledged transaction.
+//! commit record is durable.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use fortress_storage::durable::{fail_all, DurableQueue, Signal};
 use fortress_storage::wal::{Wal, WalOptions};
-use fortress_storage::{Shard, ShardId, StorageError, SyncMode, Timestamp, TxnId};
+use fortress_storage::{Shard, ShardId, StorageError, Timestamp, TxnId};
 
 const KIND_COMMIT: u8 = 1;
 const KIND_DONE: u8 = 2;
+const KIND_ABORT: u8 = 3;
 
 /// How often the retiring thread looks for decisions to forget.
 const RETIRE_EVERY: Duration = Duration::from_millis(20);
@@ -32,33 +38,39 @@ const RETIRE_EVERY: Duration = Duration::from_millis(20);
 /// A decision every participant has applied, with those participants.
 type Retiring = (TxnId, Vec<Arc<dyn Shard>>);
 
-/// Durable commit decisions of multi-shard transactions.
+/// A logged outcome: the commit timestamp, or `None` for an abort.
+pub type Outcome = Option<Timestamp>;
+
+/// Decisions of multi-shard transactions.
 pub struct Coordinator {
     wal: Wal,
-    decisions: Mutex<HashMap<TxnId, Timestamp>>,
+    decisions: Mutex<HashMap<TxnId, Outcome>>,
     /// Decisions every participant has applied, with those participants,
     /// waiting for their commit records to be durable.
     retiring: Mutex<Vec<Retiring>>,
-    /// Decisions waiting for their fdatasync, served by the flusher thread.
-    flushing: Arc<DurableQueue<Arc<Signal>>>,
-    /// True once [`Coordinator::log_commit_async`] can be served.
-    flusher: AtomicBool,
 }
 
-/// Every commit decision in the log in `dir`, read without changing it (the
-/// log may belong to a running server): what a restore consults for
-/// transactions a shard's log leaves prepared.
+/// Every outcome in the log in `dir` (txid to commit timestamp, `None` for
+/// an abort), read without changing it (the log may belong to a running
+/// server): what a restore consults for transactions a shard's log leaves
+/// prepared.
 pub fn read_decisions(
     dir: &Path,
     cipher: Option<&fortress_storage::cipher::Cipher>,
-) -> Result<HashMap<TxnId, u64>, StorageError> {
+) -> Result<HashMap<TxnId, Option<u64>>, StorageError> {
     let mut decisions = HashMap::new();
     if !dir.exists() {
         return Ok(decisions);
     }
     fortress_storage::wal::read_from(dir, 0, cipher, |rec| {
-        if rec.kind == KIND_COMMIT {
-            decisions.insert(rec.txid, rec.ts);
+        match rec.kind {
+            KIND_COMMIT => {
+                decisions.insert(rec.txid, Some(rec.ts));
+            }
+            KIND_ABORT => {
+                decisions.insert(rec.txid, None);
+            }
+            _ => {}
         }
         Ok(true)
     })?;
@@ -72,7 +84,10 @@ impl Coordinator {
         let wal = Wal::open(dir, opts, 0, |rec| {
             match rec.kind {
                 KIND_COMMIT => {
-                    decisions.insert(rec.txid, Timestamp(rec.ts));
+                    decisions.insert(rec.txid, Some(Timestamp(rec.ts)));
+                }
+                KIND_ABORT => {
+                    decisions.insert(rec.txid, None);
                 }
                 KIND_DONE => {
                     decisions.remove(&rec.txid);
@@ -90,53 +105,37 @@ impl Coordinator {
             wal,
             decisions: Mutex::new(decisions),
             retiring: Mutex::new(Vec::new()),
-            flushing: Arc::new(DurableQueue::default()),
-            flusher: AtomicBool::new(false),
         })
+    }
+
+    /// Appends the commit of `txid` at `commit_ts`, without waiting for it
+    /// to be durable: every PREPARE is, which already commits it.
+    pub fn append_commit(&self, txid: TxnId, commit_ts: Timestamp) -> Result<(), StorageError> {
+        self.wal.append(txid, commit_ts.0, KIND_COMMIT, &[])?;
+        self.decisions
+            .lock()
+            .expect("decisions")
+            .insert(txid, Some(commit_ts));
+        Ok(())
     }
 
     /// Logs the decision to commit `txid` at `commit_ts`; durable on return.
     pub fn log_commit(&self, txid: TxnId, commit_ts: Timestamp) -> Result<(), StorageError> {
-        let lsn = self.wal.append(txid, commit_ts.0, KIND_COMMIT, &[])?;
-        self.wal.wait_durable(lsn)?;
-        self.decisions
-            .lock()
-            .expect("decisions")
-            .insert(txid, commit_ts);
-        Ok(())
+        self.append_commit(txid, commit_ts)?;
+        self.sync()
     }
 
-    /// Logs the decision to commit `txid` at `commit_ts` without blocking:
-    /// the future resolves once it is durable, its fdatasync shared with
-    /// the decisions logged meanwhile. `None` until the flusher runs (see
-    /// [`Coordinator::spawn_threads`]): then use [`Coordinator::log_commit`].
-    pub fn log_commit_async(
-        self: &Arc<Self>,
-        txid: TxnId,
-        commit_ts: Timestamp,
-    ) -> Option<impl std::future::Future<Output = Result<(), StorageError>> + Send + 'static> {
-        if !self.flusher.load(Ordering::Acquire) {
-            return None;
-        }
-        let appended = self.wal.append(txid, commit_ts.0, KIND_COMMIT, &[]);
-        let signal = Signal::new();
-        if let Ok(lsn) = appended {
-            if self.wal.sync_mode() == SyncMode::Off {
-                signal.fire(Ok(()));
-            } else {
-                self.flushing.push(lsn, signal.clone());
-            }
-        }
-        let me = self.clone();
-        Some(async move {
-            appended?;
-            signal.wait().await?;
-            me.decisions
-                .lock()
-                .expect("decisions")
-                .insert(txid, commit_ts);
-            Ok(())
-        })
+    /// Logs the abort of `txid`; durable on return, before any participant
+    /// may drop its PREPARE.
+    pub fn log_abort(&self, txid: TxnId) -> Result<(), StorageError> {
+        self.wal.append(txid, 0, KIND_ABORT, &[])?;
+        self.decisions.lock().expect("decisions").insert(txid, None);
+        self.sync()
+    }
+
+    /// Makes every decision appended so far durable.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.wal.wait_durable(self.wal.last_lsn())
     }
 
     /// Queues `txid`, which every one of `participants` has applied, to be
@@ -186,45 +185,9 @@ impl Coordinator {
         retired
     }
 
-    /// Starts the coordinator's threads: the flusher, which syncs the log
-    /// for [`Coordinator::log_commit_async`], and the retirer (see
-    /// [`Coordinator::retire_queued`]). Both stop once it is dropped.
-    pub fn spawn_threads(self: &Arc<Self>) {
-        self.spawn_flusher();
-        self.spawn_retirer();
-    }
-
-    fn spawn_flusher(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        let queue = self.flushing.clone();
-        let spawned = std::thread::Builder::new()
-            .name("2pc-flush".into())
-            .spawn(move || loop {
-                let batch = queue.take(Duration::from_millis(100));
-                let Some(c) = weak.upgrade() else {
-                    let signals = batch.into_iter().map(|(_, s)| s);
-                    fail_all(signals, u32::MAX, "the coordinator was closed");
-                    break;
-                };
-                let Some(&(last, _)) = batch.last() else {
-                    continue;
-                };
-                let synced = c.wal.wait_durable(last);
-                let signals = batch.into_iter().map(|(_, s)| s);
-                match synced {
-                    Ok(()) => signals.for_each(|s| s.fire(Ok(()))),
-                    Err(e) => fail_all(signals, u32::MAX, &e.to_string()),
-                }
-            });
-        match spawned {
-            Ok(_) => self.flusher.store(true, Ordering::Release),
-            Err(e) => tracing::warn!(error = %e, "could not start the 2PC flusher thread"),
-        }
-    }
-
     /// Runs [`Coordinator::retire_queued`] every few milliseconds until the
     /// coordinator is dropped.
-    fn spawn_retirer(self: &Arc<Self>) {
+    pub fn spawn_retirer(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
             .name("2pc-retire".into())
@@ -244,8 +207,8 @@ impl Coordinator {
         Ok(())
     }
 
-    /// The logged commit timestamp of `txid`, if it was decided to commit.
-    pub fn decision(&self, txid: TxnId) -> Option<Timestamp> {
+    /// The logged outcome of `txid`, if one was logged and not yet done.
+    pub fn outcome(&self, txid: TxnId) -> Option<Outcome> {
         self.decisions
             .lock()
             .expect("decisions")
@@ -310,27 +273,24 @@ mod tests {
     }
 
     #[test]
-    fn an_async_decision_is_durable_when_its_future_resolves() {
+    fn commits_aborts_and_their_end_are_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let c = Arc::new(Coordinator::open(dir.path(), WalOptions::default()).unwrap());
-        assert!(
-            c.log_commit_async(1, Timestamp(10)).is_none(),
-            "no flusher yet: the caller must block"
-        );
-        c.spawn_threads();
-        let decided: Vec<_> = (1..=8u64)
-            .map(|txid| c.log_commit_async(txid, Timestamp(100 + txid)).unwrap())
-            .collect();
-        for d in decided {
-            futures::executor::block_on(d).unwrap();
-        }
-        assert_eq!(c.decision(3), Some(Timestamp(103)));
-        // Each decision is in the log a restart reads.
+        let c = Coordinator::open(dir.path(), WalOptions::default()).unwrap();
+        c.append_commit(1, Timestamp(10)).unwrap();
+        c.log_abort(2).unwrap();
+        c.log_commit(3, Timestamp(12)).unwrap();
+        c.retire(3, Vec::new());
+        assert_eq!(c.retire_queued(), 1);
+        c.sync().unwrap();
         drop(c);
         let c = Coordinator::open(dir.path(), WalOptions::default()).unwrap();
-        for txid in 1..=8u64 {
-            assert_eq!(c.decision(txid), Some(Timestamp(100 + txid)));
-        }
+        assert_eq!(c.outcome(1), Some(Some(Timestamp(10))));
+        assert_eq!(c.outcome(2), Some(None));
+        assert_eq!(c.outcome(3), None, "done: forgotten");
+        assert_eq!(c.outcome(4), None);
+        let read = read_decisions(dir.path(), None).unwrap();
+        assert_eq!(read.get(&1), Some(&Some(10)));
+        assert_eq!(read.get(&2), Some(&None));
     }
 
     #[test]
@@ -344,21 +304,21 @@ mod tests {
         c.retire(1, vec![healthy.clone()]);
         c.retire(2, vec![healthy.clone(), broken.clone()]);
         // Queued, not yet forgotten: nothing has synced the participants.
-        assert_eq!(c.decision(1), Some(Timestamp(10)));
+        assert_eq!(c.outcome(1), Some(Some(Timestamp(10))));
         assert_eq!(healthy.syncs.load(Ordering::SeqCst), 0);
 
         assert_eq!(c.retire_queued(), 1);
         // One sync per participant covers every queued decision.
         assert_eq!(healthy.syncs.load(Ordering::SeqCst), 1);
         assert_eq!(broken.syncs.load(Ordering::SeqCst), 1);
-        assert_eq!(c.decision(1), None);
-        assert_eq!(c.decision(2), Some(Timestamp(11)));
+        assert_eq!(c.outcome(1), None);
+        assert_eq!(c.outcome(2), Some(Some(Timestamp(11))));
         assert_eq!(c.retire_queued(), 0);
 
         // The DONE record is in the log: a restart keeps only decision 2.
         drop(c);
         let c = Coordinator::open(dir.path(), WalOptions::default()).unwrap();
-        assert_eq!(c.decision(1), None);
-        assert_eq!(c.decision(2), Some(Timestamp(11)));
+        assert_eq!(c.outcome(1), None);
+        assert_eq!(c.outcome(2), Some(Some(Timestamp(11))));
     }
 }

@@ -437,11 +437,10 @@ async fn check_new_key(cluster: &Cluster, t: &TableDef, columns: &[usize]) -> Re
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
                 Err(e) => return Err(e),
-                Ok(FragmentOutput::Rows(rows)) => {
-                    found.extend(rows);
+                Ok(out) => {
+                    found.extend(out.into_rows());
                     break;
                 }
-                Ok(FragmentOutput::Count(_)) => break,
             }
         }
     }

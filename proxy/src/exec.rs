@@ -361,6 +361,7 @@ async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
             txid,
             snapshot,
             writes,
+            participants: participants.clone(),
         };
         cluster.run(shard, txid, frag)
     });
@@ -374,24 +375,33 @@ async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
     } else {
         futures::future::join_all(prepares).await
     };
-    let failed = prepared.into_iter().find_map(|r| r.err());
-    let injected = fault::hit("2pc.after_prepare").err();
-    if failed.is_some() || injected.is_some() {
-        let abort = Fragment::AbortPrepared { txid };
-        for r in cluster.scatter(&participants, txid, &abort).await {
-            if let Err(e) = r {
-                tracing::warn!(txid, error = %e, "abort after a failed prepare; restart resolves it");
+    // Every vote durable: committed, at the greatest prepare timestamp.
+    let mut commit_ts = None;
+    let mut failed = None;
+    for r in prepared {
+        match r {
+            Ok(FragmentOutput::Prepared { ts }) => commit_ts = commit_ts.max(Some(ts)),
+            Ok(other) => {
+                failed = Some(ProxyError::new(
+                    "XX000",
+                    format!("a prepare answered {other:?}"),
+                ))
             }
+            Err(e) => failed = Some(e),
         }
-        return Err(match (failed, injected) {
-            (Some(e), _) => e,
-            (None, Some(f)) => ProxyError::new("XX000", f.to_string()),
-            (None, None) => unreachable!("checked above"),
-        });
     }
-    // The decision makes the transaction committed; phase two only
-    // publishes it (see Cluster::decide_commit).
-    let commit_ts = cluster.snapshot();
+    let injected = fault::hit("2pc.after_prepare").err();
+    let commit_ts = match (failed, injected, commit_ts) {
+        (None, None, Some(ts)) => ts,
+        (failed, injected, _) => {
+            cluster.abort_prepared(txid, &participants).await?;
+            return Err(match (failed, injected) {
+                (Some(e), _) => e,
+                (None, Some(f)) => ProxyError::new("XX000", f.to_string()),
+                (None, None) => ProxyError::new("XX000", "a transaction with no participants"),
+            });
+        }
+    };
     let results = cluster
         .decide_commit(txid, commit_ts, &participants)
         .await?;
@@ -477,10 +487,11 @@ async fn txn_row(
         snapshot: Some(txn.snapshot),
     };
     let shard = shard_for_key(cluster.ring(), table, key)?;
-    match cluster.run(shard, cluster.txid(), frag).await? {
-        FragmentOutput::Rows(mut r) => Ok(r.pop()),
-        FragmentOutput::Count(_) => Ok(None),
-    }
+    Ok(cluster
+        .run(shard, cluster.txid(), frag)
+        .await?
+        .into_rows()
+        .pop())
 }
 
 /// Keeps a table's UNIQUE index tables in step with one row change; a new

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod pgcatalog;
 pub mod plan;
 pub mod pushdown;
+pub mod recovery;
 pub mod route;
 pub mod select;
 pub mod session;

@@ -86,10 +86,14 @@ pub enum Fragment {
     },
     /// Two-phase commit, phase one: validate like `CommitTxn`, then log the
     /// write set durably and lock its keys until the outcome is known.
+    /// Returns [`FragmentOutput::Prepared`].
     Prepare {
         txid: TxnId,
         snapshot: Timestamp,
         writes: Vec<TxnWrite>,
+        /// Every shard the transaction prepares on, logged with the write
+        /// set: a restart that finds all their PREPAREs durable commits it.
+        participants: Vec<ShardId>,
     },
     /// Phase two: apply a prepared transaction's writes at `commit_ts`.
     /// Unknown (already resolved) transactions are a no-op.
@@ -139,6 +143,21 @@ impl Fragment {
 pub enum FragmentOutput {
     Rows(Vec<Row>),
     Count(u64),
+    /// A `Prepare` is durable; the transaction commits at the greatest
+    /// `ts` of its participants.
+    Prepared {
+        ts: Timestamp,
+    },
+}
+
+impl FragmentOutput {
+    /// The rows of a read; a write's output has none.
+    pub fn into_rows(self) -> Vec<Row> {
+        match self {
+            FragmentOutput::Rows(rows) => rows,
+            FragmentOutput::Count(_) | FragmentOutput::Prepared { .. } => Vec::new(),
+        }
+    }
 }
 
 /// A write a shard has logged, resolving once it is durable and applied.

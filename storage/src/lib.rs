@@ -33,7 +33,7 @@ pub use expr::{BinaryOp, Expr, SortKey};
 pub use func::Func;
 pub use mvcc::{PinGuard, SnapshotPins};
 pub use schema::{Catalog, ColumnDef, DataType, IndexDef, TableDef, TableId};
-pub use shard::{ShardOptions, ShardStore};
+pub use shard::{DecisionLog, ShardOptions, ShardStore, TxnStatus};
 pub use value::{Row, Value};
 pub use wal::{Lsn, SyncMode};
 

@@ -6,10 +6,11 @@
 //! source log's records after the checkpoint up to the target. The source is
 //! only read. Two-phase-commit records become plain writes at their commit
 //! timestamp, so the restored shard has nothing in doubt. A transaction the
-//! shard's log leaves prepared is decided by the coordinator's log, which
-//! the caller reads only after every shard's log (see [`PendingShard`]): a
-//! commit decided within the target is applied, anything else left out
-//! (presumed abort).
+//! shard's log leaves prepared is decided once every shard's log is read
+//! (see [`decide`]): by the coordinator's log, or, as a restart decides, by
+//! whether every participant's log holds its PREPARE (then it committed at
+//! the greatest of their timestamps). A commit within the target is
+//! applied, anything else left out.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -21,10 +22,11 @@ use crate::error::{Result, StorageError};
 use crate::keycodec::split_versioned;
 use crate::mvcc::decode_version;
 use crate::shard::{
-    WriteOp, KIND_ABORT_PREPARED, KIND_CATALOG, KIND_COMMIT_PREPARED, KIND_LOAD, KIND_PREPARE,
-    KIND_WRITE,
+    PrepareRecord, WriteOp, KIND_ABORT_PREPARED, KIND_CATALOG, KIND_COMMIT_PREPARED, KIND_LOAD,
+    KIND_PREPARE, KIND_PREPARE_ALL, KIND_WRITE,
 };
 use crate::wal::{read_from, Lsn, Record, Wal, WalOptions};
+use crate::ShardId;
 use crate::TxnId;
 
 /// Payload bytes gathered into one loaded-rows record.
@@ -54,6 +56,8 @@ impl Cutoff {
 
 /// What to rebuild one shard from.
 pub struct ShardSource<'a> {
+    /// Which shard this is (participants name each other by it).
+    pub shard: ShardId,
     /// The checkpoint directory and this shard's part of it, if any.
     pub checkpoint: Option<(&'a Path, &'a ShardCut)>,
     /// The checkpoint's manifest (an empty one without a checkpoint).
@@ -78,24 +82,66 @@ pub struct RestoreStats {
     pub last_lsn: Lsn,
 }
 
+/// A transaction the source log left prepared.
+struct Prepared {
+    /// Its write set, as a plain write's payload.
+    ops: Vec<u8>,
+    /// Every participant, if its PREPARE named them.
+    participants: Vec<ShardId>,
+}
+
 /// A shard whose log is written but for the transactions its source log
-/// left prepared, which wait for the coordinator's decisions.
+/// left prepared, which wait for [`decide`].
 pub struct PendingShard {
+    shard: ShardId,
     wal: Wal,
     stats: RestoreStats,
     cutoff: Cutoff,
     /// Prepared write sets with no outcome in the source log.
-    prepared: BTreeMap<TxnId, Vec<u8>>,
+    prepared: BTreeMap<TxnId, Prepared>,
+    /// The timestamp of every PREPARE naming its participants that the
+    /// source log holds, resolved or not: this shard's votes.
+    votes: HashMap<TxnId, u64>,
+}
+
+/// The commit timestamp of each transaction some shard left prepared and
+/// that committed: by the coordinator's log (`logged`, txid to commit
+/// timestamp, or `None` for an abort), else if every participant's log
+/// voted for it, at the greatest of their votes.
+pub fn decide(
+    shards: &[PendingShard],
+    logged: &HashMap<TxnId, Option<u64>>,
+) -> HashMap<TxnId, u64> {
+    let by_id: HashMap<ShardId, &PendingShard> = shards.iter().map(|s| (s.shard, s)).collect();
+    let mut out = HashMap::new();
+    for (&txid, p) in shards.iter().flat_map(|s| s.prepared.iter()) {
+        if let Some(outcome) = logged.get(&txid) {
+            if let Some(ts) = outcome {
+                out.insert(txid, *ts);
+            }
+            continue;
+        }
+        let votes: Option<Vec<u64>> = p
+            .participants
+            .iter()
+            .map(|s| by_id.get(s).and_then(|s| s.votes.get(&txid).copied()))
+            .collect();
+        if let Some(ts) = votes.and_then(|v| v.into_iter().max()) {
+            out.insert(txid, ts);
+        }
+    }
+    out
 }
 
 impl PendingShard {
     /// Applies the prepared transactions that `decisions` (txid to commit
-    /// timestamp) committed within the target, and makes the log durable.
+    /// timestamp, see [`decide`]) committed within the target, and makes
+    /// the log durable.
     pub fn finish(mut self, decisions: &HashMap<TxnId, u64>) -> Result<RestoreStats> {
-        for (txid, payload) in std::mem::take(&mut self.prepared) {
+        for (txid, p) in std::mem::take(&mut self.prepared) {
             if let Some(&ts) = decisions.get(&txid) {
                 if self.cutoff.keeps(ts) {
-                    self.wal.append(txid, ts, KIND_WRITE, &payload)?;
+                    self.wal.append(txid, ts, KIND_WRITE, &p.ops)?;
                 }
             }
         }
@@ -161,14 +207,17 @@ pub fn restore_shard(
         }
     }
     let mut prepared = BTreeMap::new();
+    let mut votes = HashMap::new();
     if src.cutoff != Cutoff::Checkpoint {
-        prepared = replay(&mut out, src, after)?;
+        (prepared, votes) = replay(&mut out, src, after)?;
     }
     Ok(PendingShard {
+        shard: src.shard,
         wal: out.wal,
         stats: out.stats,
         cutoff: src.cutoff,
         prepared,
+        votes,
     })
 }
 
@@ -227,13 +276,14 @@ fn load_table(
 }
 
 /// Copies the source log's records after `after` that the cutoff keeps;
-/// returns the write sets left prepared.
+/// returns the write sets left prepared and the log's votes.
 fn replay(
     out: &mut Output<'_>,
     src: &ShardSource<'_>,
     after: Lsn,
-) -> Result<BTreeMap<TxnId, Vec<u8>>> {
-    let mut prepared: BTreeMap<TxnId, Vec<u8>> = BTreeMap::new();
+) -> Result<(BTreeMap<TxnId, Prepared>, HashMap<TxnId, u64>)> {
+    let mut prepared: BTreeMap<TxnId, Prepared> = BTreeMap::new();
+    let mut votes = HashMap::new();
     let mut stopped_by_lsn = false;
     let end = read_from(&src.wal, after, src.cipher.as_deref(), |rec: &Record| {
         if let Cutoff::Lsn(n) = src.cutoff {
@@ -258,14 +308,27 @@ fn replay(
             }
             KIND_LOAD => return Err(before_base(&src.wal, rec)),
             KIND_PREPARE => {
-                prepared.insert(rec.txid, rec.payload.clone());
+                let p = Prepared {
+                    ops: rec.payload.clone(),
+                    participants: Vec::new(),
+                };
+                prepared.insert(rec.txid, p);
+            }
+            KIND_PREPARE_ALL => {
+                let r: PrepareRecord = postcard::from_bytes(&rec.payload).map_err(codec)?;
+                let p = Prepared {
+                    ops: postcard::to_stdvec(&r.ops).map_err(codec)?,
+                    participants: r.participants,
+                };
+                prepared.insert(rec.txid, p);
+                votes.insert(rec.txid, rec.ts);
             }
             KIND_COMMIT_PREPARED => {
                 let ops = prepared.remove(&rec.txid);
                 if src.cutoff.keeps(rec.ts) {
                     let payload = match ops {
                         _ if !rec.payload.is_empty() => rec.payload.clone(),
-                        Some(p) => p,
+                        Some(p) => p.ops,
                         None => {
                             return Err(StorageError::Codec(format!(
                                 "the commit of transaction {} at LSN {} carries no writes and its prepare is before the checkpoint",
@@ -313,7 +376,7 @@ fn replay(
         // Decided or not, an LSN target cuts by position.
         prepared.clear();
     }
-    Ok(prepared)
+    Ok((prepared, votes))
 }
 
 /// The target lies inside rows a previous restore loaded.
@@ -343,7 +406,7 @@ pub fn split_transactions(
         let mut open: HashSet<TxnId> = HashSet::new();
         read_from(dir, *after, cipher, |rec| {
             match rec.kind {
-                KIND_PREPARE if rec.lsn <= *target => {
+                KIND_PREPARE | KIND_PREPARE_ALL if rec.lsn <= *target => {
                     open.insert(rec.txid);
                 }
                 KIND_COMMIT_PREPARED => {

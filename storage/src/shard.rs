@@ -54,6 +54,9 @@ pub(crate) const KIND_COMMIT_PREPARED: u8 = 4;
 pub(crate) const KIND_ABORT_PREPARED: u8 = 5;
 /// Rows loaded by a restore: `(timestamp, put)` pairs.
 pub(crate) const KIND_LOAD: u8 = 6;
+/// A PREPARE that names every participant of its transaction (see
+/// [`PrepareRecord`]); [`KIND_PREPARE`] records come from older versions.
+pub(crate) const KIND_PREPARE_ALL: u8 = 7;
 /// Meta-tree key prefix of prepared, undecided transactions.
 const META_PREPARED: &[u8] = b"prepared/";
 /// Rows per batch a streamed scan hands over.
@@ -99,6 +102,16 @@ impl WriteOp {
     }
 }
 
+/// Payload of a [`KIND_PREPARE_ALL`] record. With every participant named,
+/// a restart can tell a transaction whose every PREPARE is durable, which
+/// is committed at the greatest of their timestamps even if the
+/// coordinator's decision was lost (parallel commits).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct PrepareRecord {
+    pub participants: Vec<ShardId>,
+    pub ops: Vec<WriteOp>,
+}
+
 /// A durable record waiting for its turn to be applied.
 enum Change {
     Write {
@@ -112,6 +125,8 @@ enum Change {
         txid: TxnId,
         ts: u64,
         ops: Vec<WriteOp>,
+        /// Empty for a record that does not name them.
+        participants: Vec<ShardId>,
     },
     /// Carries the transaction's writes (from its PREPARE), so replay never
     /// depends on the prepared set having survived in sled.
@@ -133,6 +148,40 @@ struct PreparedTxn {
     /// LSN of its PREPARE record; 0 for one loaded from the meta tree.
     #[serde(skip)]
     lsn: Lsn,
+    /// Every shard it prepared on; empty if its record did not say.
+    #[serde(skip)]
+    participants: Vec<ShardId>,
+}
+
+/// What one shard knows of a two-phase transaction (see
+/// [`ShardStore::txn_status`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnStatus {
+    /// Prepared here at `ts`, outcome unknown. `participants` is empty if
+    /// the PREPARE record did not name them.
+    Prepared {
+        ts: Timestamp,
+        participants: Vec<ShardId>,
+    },
+    /// The log replayed at open holds its commit, at this timestamp.
+    Committed(Timestamp),
+    /// The log replayed at open holds its abort.
+    Aborted,
+    /// Nothing: never prepared here, or resolved before the replayed part
+    /// of the log.
+    Unknown,
+}
+
+/// Makes the coordinator's decisions logged so far durable. A shard of a
+/// cluster calls it before its prepare floor moves past transactions it
+/// resolved (see [`ShardOptions::decisions`]).
+#[derive(Clone)]
+pub struct DecisionLog(pub Arc<dyn Fn() -> Result<()> + Send + Sync>);
+
+impl std::fmt::Debug for DecisionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DecisionLog")
+    }
 }
 
 /// Prepared transactions and the keys they lock.
@@ -244,8 +293,13 @@ impl Drop for SnapshotGuard<'_> {
 enum Logged {
     /// The write changes nothing.
     Nothing,
-    /// Logged at `lsn`: durable and applied once `change` is.
-    Appended { lsn: Lsn, change: Change, rows: u64 },
+    /// Logged at `lsn`: durable and applied once `change` is; `out` is
+    /// what the fragment returns then.
+    Appended {
+        lsn: Lsn,
+        change: Change,
+        out: FragmentOutput,
+    },
     /// A row it writes is locked by a prepared transaction.
     Locked,
     /// A row it writes has a logged write still being applied, at this LSN.
@@ -294,6 +348,10 @@ pub struct ShardOptions {
     pub pins: Arc<SnapshotPins>,
     /// Bytes a streamed sort holds in memory before it spills to disk.
     pub sort_budget: usize,
+    /// The coordinator's decision log, for a shard of a cluster: its
+    /// prepare floor then holds until [`ShardStore::recovered`] and rises
+    /// only past decisions this makes durable.
+    pub decisions: Option<DecisionLog>,
 }
 
 impl Default for ShardOptions {
@@ -305,6 +363,7 @@ impl Default for ShardOptions {
             gc_grace: Duration::from_secs(10),
             pins: Arc::new(SnapshotPins::default()),
             sort_budget: crate::sort::DEFAULT_SORT_BUDGET,
+            decisions: None,
         }
     }
 }
@@ -519,11 +578,17 @@ impl Materialized {
             }
             Change::Catalog(c) => self.apply_catalog(lsn, c),
             // Memory only (see PreparedSet); commits carry their writes.
-            Change::Prepare { txid, ts, ops } => {
+            Change::Prepare {
+                txid,
+                ts,
+                ops,
+                participants,
+            } => {
                 let p = PreparedTxn {
                     ts: *ts,
                     ops: ops.clone(),
                     lsn,
+                    participants: participants.clone(),
                 };
                 self.prepared.lock().expect("prepared").add(*txid, p);
                 Ok(())
@@ -560,16 +625,15 @@ impl Materialized {
     }
 
     /// Records in the meta tree that everything through `applied` is
-    /// applied, and the prepare floor. Replay on open starts at the lower
+    /// applied, and the prepare `floor`. Replay on open starts at the lower
     /// of the floor and the watermark, so every PREPARE still unresolved is
     /// replayed. Both only ever move up, and sled recovers a prefix of its
     /// writes, so a crash leaves older values that are still correct.
-    fn mark_applied(&self, applied: Lsn) -> Result<()> {
+    fn mark_applied(&self, applied: Lsn, floor: Lsn) -> Result<()> {
         let mark = applied_value(applied, self.newest_version());
         for tree in self.trees.read().expect("trees").values() {
             tree.insert(APPLIED_KEY, &mark)?;
         }
-        let floor = self.prepared.lock().expect("prepared").floor(applied);
         self.meta.insert(META_PREPARE_FLOOR, &floor.to_be_bytes())?;
         self.meta.insert(META_APPLIED, &applied.to_be_bytes())?;
         Ok(())
@@ -818,7 +882,17 @@ fn decode_change(rec: &Record) -> Result<Change> {
             txid: rec.txid,
             ts: rec.ts,
             ops: postcard::from_bytes(&rec.payload).map_err(codec)?,
+            participants: Vec::new(),
         }),
+        KIND_PREPARE_ALL => {
+            let p: PrepareRecord = postcard::from_bytes(&rec.payload).map_err(codec)?;
+            Ok(Change::Prepare {
+                txid: rec.txid,
+                ts: rec.ts,
+                ops: p.ops,
+                participants: p.participants,
+            })
+        }
         KIND_COMMIT_PREPARED => Ok(Change::CommitPrepared {
             txid: rec.txid,
             commit_ts: rec.ts,
@@ -862,6 +936,13 @@ pub struct ShardStore {
     /// True once async writers can be served: the committer runs, or the
     /// log is never synced.
     committing: AtomicBool,
+    /// The coordinator's log, when this shard is one of a cluster's.
+    decisions: Option<DecisionLog>,
+    /// Outcomes of two-phase transactions the open replayed, kept until
+    /// recovery ends (see [`ShardStore::txn_status`]).
+    recovering: Mutex<Option<HashMap<TxnId, Option<Timestamp>>>>,
+    /// The prepare floor last written.
+    floor: AtomicU64,
 }
 
 impl ShardStore {
@@ -889,16 +970,35 @@ impl ShardStore {
         let mut replayed = 0u64;
         let clock = opts.clock.clone();
         let mut newest = 0u64;
+        let mut outcomes = HashMap::new();
         let wal = Wal::open(&dir.join("wal"), opts.wal, start, |rec| {
             replayed += 1;
             newest = newest.max(rec.ts);
-            state.apply(rec.lsn, &decode_change(rec)?)
+            let change = decode_change(rec)?;
+            match &change {
+                Change::CommitPrepared {
+                    txid, commit_ts, ..
+                } => {
+                    outcomes.insert(*txid, Some(Timestamp(*commit_ts)));
+                }
+                Change::AbortPrepared { txid } => {
+                    outcomes.insert(*txid, None);
+                }
+                _ => {}
+            }
+            state.apply(rec.lsn, &change)
         })?;
         // Commit timestamps never go backwards across a restart, even if the
         // wall clock did: the newest applied version also bounds the clock.
         clock.observe_own(Timestamp(newest.max(state.newest_version())));
         let next = wal.last_lsn() + 1;
-        state.mark_applied(next - 1)?;
+        // Until recovery is over (see `recovered`) the floor stays where
+        // this replay started, when a coordinator's log decides with it.
+        let floor = match opts.decisions {
+            Some(_) => start,
+            None => state.prepared.lock().expect("prepared").floor(next - 1),
+        };
+        state.mark_applied(next - 1, floor)?;
         tracing::info!(shard = id, replayed, last_lsn = next - 1, "shard open");
         Ok(ShardStore {
             id,
@@ -924,7 +1024,74 @@ impl ShardStore {
             collecting: Mutex::new(()),
             committer: Arc::new(CommitQueue::default()),
             committing: AtomicBool::new(false),
+            decisions: opts.decisions,
+            recovering: Mutex::new(Some(outcomes)),
+            floor: AtomicU64::new(floor),
         })
+    }
+
+    /// What this shard knows of two-phase transaction `txid`: prepared and
+    /// undecided, or resolved by a record the open replayed (until
+    /// [`ShardStore::recovered`]), or nothing.
+    pub fn txn_status(&self, txid: TxnId) -> TxnStatus {
+        if let Some(p) = self
+            .state
+            .prepared
+            .lock()
+            .expect("prepared")
+            .txns
+            .get(&txid)
+        {
+            return TxnStatus::Prepared {
+                ts: Timestamp(p.ts),
+                participants: p.participants.clone(),
+            };
+        }
+        let recovering = self.recovering.lock().expect("recovering");
+        match recovering.as_ref().and_then(|o| o.get(&txid)) {
+            Some(Some(ts)) => TxnStatus::Committed(*ts),
+            Some(None) => TxnStatus::Aborted,
+            None => TxnStatus::Unknown,
+        }
+    }
+
+    /// Ends recovery: every transaction a crash left prepared has its
+    /// decision logged, so the prepare floor may rise past them again.
+    pub fn recovered(&self) {
+        *self.recovering.lock().expect("recovering") = None;
+    }
+
+    /// Writes the applied marks through `applied`. The prepare floor rises
+    /// past a resolved transaction only once the coordinator's decisions
+    /// are durable: a restart that no longer replays this shard's outcome
+    /// then finds it in the coordinator's log.
+    fn mark_applied(&self, applied: Lsn) -> Result<()> {
+        let want = self.state.prepared.lock().expect("prepared").floor(applied);
+        let held = self.floor.load(Ordering::Acquire);
+        let floor = if want <= held || self.may_raise_floor() {
+            want
+        } else {
+            held
+        };
+        self.state.mark_applied(applied, floor)?;
+        self.floor.store(floor, Ordering::Release);
+        Ok(())
+    }
+
+    fn may_raise_floor(&self) -> bool {
+        let Some(log) = &self.decisions else {
+            return true;
+        };
+        if self.recovering.lock().expect("recovering").is_some() {
+            return false;
+        }
+        match (log.0)() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(shard = self.id, error = %e, "the coordinator's log did not sync; the prepare floor stays");
+                false
+            }
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -940,7 +1107,7 @@ impl ShardStore {
     pub fn flush(&self) -> Result<()> {
         {
             let st = self.apply.lock().expect("apply");
-            self.state.mark_applied(st.next - 1)?;
+            self.mark_applied(st.next - 1)?;
         }
         self.state.db.flush()?;
         Ok(())
@@ -1529,14 +1696,14 @@ impl ShardStore {
 
     /// Validates, logs, waits for durability and applies one write (or, for
     /// `Prepare`, logs the write set and locks its keys).
-    fn write(&self, txid: TxnId, fragment: &Fragment) -> Result<u64> {
+    fn write(&self, txid: TxnId, fragment: &Fragment) -> Result<FragmentOutput> {
         let deadline = std::time::Instant::now() + IN_DOUBT_WAIT;
         loop {
             match self.log_write(txid, fragment)? {
-                Logged::Nothing => return Ok(0),
-                Logged::Appended { lsn, change, rows } => {
+                Logged::Nothing => return Ok(FragmentOutput::Count(0)),
+                Logged::Appended { lsn, change, out } => {
                     self.commit(lsn, change)?;
-                    return Ok(rows);
+                    return Ok(out);
                 }
                 Logged::Locked => {
                     if std::time::Instant::now() > deadline {
@@ -1564,7 +1731,9 @@ impl ShardStore {
         // either still locked or already carries the committed version.
         let prepared = self.state.prepared.lock().expect("prepared");
         let ops = self.plan_write(fragment)?;
-        if ops.is_empty() {
+        // A PREPARE is logged even with nothing to write: a restart counts
+        // its record as this participant's vote.
+        if ops.is_empty() && !matches!(fragment, Fragment::Prepare { .. }) {
             return Ok(Logged::Nothing);
         }
         self.check_unlocked(&ops)?;
@@ -1591,11 +1760,19 @@ impl ShardStore {
             return Ok(Logged::Applying(lsn));
         }
         let ts = self.clock.now().0;
-        let payload = postcard::to_stdvec(&ops).map_err(codec)?;
-        let (kind, rec_txid) = match fragment {
-            Fragment::Prepare { txid, .. } => (KIND_PREPARE, *txid),
-            _ => (KIND_WRITE, txid),
+        let (kind, rec_txid, participants) = match fragment {
+            Fragment::Prepare {
+                txid, participants, ..
+            } => (KIND_PREPARE_ALL, *txid, participants.clone()),
+            _ => (KIND_WRITE, txid, Vec::new()),
         };
+        let rec = PrepareRecord { participants, ops };
+        let payload = match kind {
+            KIND_PREPARE_ALL => postcard::to_stdvec(&rec),
+            _ => postcard::to_stdvec(&rec.ops),
+        }
+        .map_err(codec)?;
+        let PrepareRecord { participants, ops } = rec;
         let lsn = self.wal.append(rec_txid, ts, kind, &payload)?;
         w.last_appended = lsn;
         for op in &ops {
@@ -1603,16 +1780,22 @@ impl ShardStore {
             w.pending.insert((t, k.to_vec()), lsn);
         }
         drop(w);
-        let rows = ops.len() as u64;
-        let change = match kind {
-            KIND_PREPARE => Change::Prepare {
-                txid: rec_txid,
-                ts,
-                ops,
-            },
-            _ => Change::Write { ts, ops },
+        let (change, out) = match kind {
+            KIND_PREPARE_ALL => (
+                Change::Prepare {
+                    txid: rec_txid,
+                    ts,
+                    ops,
+                    participants,
+                },
+                FragmentOutput::Prepared { ts: Timestamp(ts) },
+            ),
+            _ => {
+                let rows = ops.len() as u64;
+                (Change::Write { ts, ops }, FragmentOutput::Count(rows))
+            }
         };
-        Ok(Logged::Appended { lsn, change, rows })
+        Ok(Logged::Appended { lsn, change, out })
     }
 
     /// 55P03 if a write targets a table ALTER TABLE is rewriting.
@@ -1832,14 +2015,14 @@ impl ShardStore {
 
     /// The rest of an async write logged at `lsn`: resolves once the
     /// record is durable and applied.
-    fn finish_async(&self, lsn: Lsn, change: Change, rows: u64) -> PendingWrite {
+    fn finish_async(&self, lsn: Lsn, change: Change, out: FragmentOutput) -> PendingWrite {
         let signal = Signal::new();
         if self.wal.sync_mode() == SyncMode::Off {
             self.apply_batch(vec![(lsn, (change, signal.clone()))]);
         } else {
             self.committer.push(lsn, (change, signal.clone()));
         }
-        Box::pin(async move { signal.wait().await.map(|()| FragmentOutput::Count(rows)) })
+        Box::pin(async move { signal.wait().await.map(|()| out) })
     }
 
     /// Applies the change logged at `lsn` once every record before it is
@@ -1876,7 +2059,7 @@ impl ShardStore {
             }
             .and_then(|()| {
                 if next.is_multiple_of(MARK_EVERY) {
-                    self.state.mark_applied(next)
+                    self.mark_applied(next)
                 } else {
                     Ok(())
                 }
@@ -2001,8 +2184,8 @@ impl Shard for ShardStore {
         match self.log_write(txid, fragment) {
             Err(e) => Some(Err(e)),
             Ok(Logged::Nothing) => done(Ok(0)),
-            Ok(Logged::Appended { lsn, change, rows }) => {
-                Some(Ok(self.finish_async(lsn, change, rows)))
+            Ok(Logged::Appended { lsn, change, out }) => {
+                Some(Ok(self.finish_async(lsn, change, out)))
             }
             Ok(Logged::Locked | Logged::Applying(_)) => None,
         }
@@ -2059,7 +2242,7 @@ impl Shard for ShardStore {
                 Ok(FragmentOutput::Count(self.resolve(*txid, None)?))
             }
             Fragment::Vacuum { trees } => Ok(FragmentOutput::Count(self.vacuum(trees)?)),
-            _ => Ok(FragmentOutput::Count(self.write(txid, fragment)?)),
+            _ => self.write(txid, fragment),
         }
     }
 
@@ -2079,7 +2262,7 @@ impl Shard for ShardStore {
                     sink(rows);
                     Ok(())
                 }
-                FragmentOutput::Count(_) => Ok(()),
+                FragmentOutput::Count(_) | FragmentOutput::Prepared { .. } => Ok(()),
             };
         };
         if *limit == Some(0) {

@@ -461,8 +461,10 @@ fn prepared_transactions_survive_restart_and_resolve_either_way() {
                 txid,
                 snapshot,
                 writes: vec![txn_write(id, 1000 + id)],
+                participants: vec![0],
             };
-            assert_eq!(s.execute(9, &prep).unwrap(), FragmentOutput::Count(1));
+            let out = s.execute(9, &prep).unwrap();
+            assert!(matches!(out, FragmentOutput::Prepared { ts } if ts > snapshot));
         }
         // Locked keys: a transaction commit touching them loses at once.
         let rival = Fragment::CommitTxn {
@@ -623,6 +625,7 @@ fn a_prepared_transaction_below_the_watermark_survives_restart() {
             txid: 77,
             snapshot: clock.now(),
             writes: vec![txn_write(1, 1001)],
+            participants: vec![0],
         };
         s.execute(9, &prep).unwrap();
         for i in 0..LATER_WRITES {
@@ -729,6 +732,7 @@ fn a_resolution_applies_while_an_earlier_record_waits_for_its_fsync() {
             txid: 77,
             snapshot: clock.now(),
             writes: vec![txn_write(1, 1001)],
+            participants: vec![0],
         };
         s.execute(9, &prep).unwrap();
     }
@@ -772,4 +776,68 @@ fn a_resolution_applies_while_an_earlier_record_waits_for_its_fsync() {
     let s = ShardStore::open(0, dir.path(), opts).unwrap();
     assert!(s.in_doubt().is_empty());
     assert_eq!(rows(&s), after);
+}
+
+#[test]
+fn the_prepare_floor_passes_a_resolved_transaction_only_once_decisions_are_durable() {
+    use fortress_storage::{DecisionLog, TxnStatus};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Past one interval of the applied marks, which write the floor.
+    const LATER_WRITES: i64 = 1_100;
+    let run = |durable: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let (clock, mut opts) = clocked();
+        let synced = Arc::new(AtomicBool::new(durable));
+        let flag = synced.clone();
+        opts.decisions = Some(DecisionLog(Arc::new(move || {
+            if flag.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(fortress_storage::StorageError::Codec("no disk".into()))
+            }
+        })));
+        let commit_ts = {
+            let s = ShardStore::open(0, dir.path(), opts.clone()).unwrap();
+            s.recovered();
+            s.execute(1, &Fragment::ApplyCatalog(catalog())).unwrap();
+            let prep = Fragment::Prepare {
+                txid: 77,
+                snapshot: clock.now(),
+                writes: vec![txn_write(1, 1001)],
+                participants: vec![0, 1],
+            };
+            s.execute(9, &prep).unwrap();
+            let commit_ts = clock.now();
+            s.execute(
+                9,
+                &Fragment::CommitPrepared {
+                    txid: 77,
+                    commit_ts,
+                },
+            )
+            .unwrap();
+            for i in 0..LATER_WRITES {
+                insert(&s, 100 + i..101 + i);
+            }
+            s.flush().unwrap();
+            commit_ts
+        };
+        let s = ShardStore::open(0, dir.path(), opts).unwrap();
+        assert_eq!(rows(&s)[0], (1, 1001));
+        let status = s.txn_status(77);
+        s.recovered();
+        assert_eq!(
+            s.txn_status(77),
+            TxnStatus::Unknown,
+            "forgotten after recovery"
+        );
+        (status, commit_ts)
+    };
+    // The coordinator's log could not be synced: the floor stayed below
+    // the PREPARE, so the reopened shard replays the outcome itself.
+    let (status, commit_ts) = run(false);
+    assert_eq!(status, TxnStatus::Committed(commit_ts));
+    // Synced: the floor moved on and the outcome is the coordinator's.
+    let (status, _) = run(true);
+    assert_eq!(status, TxnStatus::Unknown);
 }
