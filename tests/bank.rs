@@ -148,6 +148,25 @@ fn ids_on_two_shards() -> (i32, i32) {
     (1, b)
 }
 
+/// A server in `dir` with accounts A (balance 1000) and B (0) on two
+/// shards, restarted with the fault points of `faults` armed.
+async fn two_accounts_with_faults(dir: &std::path::Path, faults: &str) -> (Server, i32, i32) {
+    let (a, b) = ids_on_two_shards();
+    let mut server = Server::start(dir);
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE acct (id int PRIMARY KEY, balance bigint NOT NULL)")
+        .await
+        .unwrap();
+    c.execute("INSERT INTO acct VALUES ($1, 1000), ($2, 0)", &[&a, &b])
+        .await
+        .unwrap();
+    drop(c);
+    server.stop();
+    server.env = vec![("FORTRESS_FAULTS".into(), faults.into())];
+    server.restart();
+    (server, a, b)
+}
+
 /// Runs one-unit cross-shard transfers with a crash armed at `point`, then
 /// restarts without faults and returns (acknowledged transfers, B's balance).
 async fn crash_at(point: &str) -> (i64, i64) {
@@ -158,19 +177,8 @@ async fn crash_at(point: &str) -> (i64, i64) {
 /// or, with `restore`, by `fortress restore --latest` into a new one.
 async fn crash_then(point: &str, restore: bool) -> (i64, i64) {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = ids_on_two_shards();
-    let mut server = Server::start(dir.path());
-    let c = server.client().await;
-    c.batch_execute("CREATE TABLE acct (id int PRIMARY KEY, balance bigint NOT NULL)")
-        .await
-        .unwrap();
-    c.execute("INSERT INTO acct VALUES ($1, 1000), ($2, 0)", &[&a, &b])
-        .await
-        .unwrap();
-    drop(c);
-    server.stop();
-    server.env = vec![("FORTRESS_FAULTS".into(), format!("{point}=crash@4"))];
-    server.restart();
+    let (mut server, a, b) =
+        two_accounts_with_faults(dir.path(), &format!("{point}=crash@4")).await;
     let mut c = server.client().await;
     let mut acked = 0i64;
     for _ in 0..10 {
@@ -260,19 +268,8 @@ async fn crash_after_the_decision_commits_at_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abort_after_every_prepare_survives_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = ids_on_two_shards();
-    let mut server = Server::start(dir.path());
-    let c = server.client().await;
-    c.batch_execute("CREATE TABLE acct (id int PRIMARY KEY, balance bigint NOT NULL)")
-        .await
-        .unwrap();
-    c.execute("INSERT INTO acct VALUES ($1, 1000), ($2, 0)", &[&a, &b])
-        .await
-        .unwrap();
-    drop(c);
-    server.stop();
-    server.env = vec![("FORTRESS_FAULTS".into(), "2pc.after_prepare=error@2".into())];
-    server.restart();
+    let (mut server, a, b) =
+        two_accounts_with_faults(dir.path(), "2pc.after_prepare=error@2").await;
     let mut c = server.client().await;
     transfer(&mut c, a, b, 1).await.unwrap();
     let err = transfer(&mut c, a, b, 1).await.unwrap_err();

@@ -106,10 +106,16 @@ impl WriteOp {
 /// a restart can tell a transaction whose every PREPARE is durable, which
 /// is committed at the greatest of their timestamps even if the
 /// coordinator's decision was lost (parallel commits).
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 pub(crate) struct PrepareRecord {
     pub participants: Vec<ShardId>,
     pub ops: Vec<WriteOp>,
+}
+
+/// Encodes a [`PrepareRecord`] from borrowed parts (postcard writes a
+/// struct as the tuple of its fields).
+fn encode_prepare(participants: &[ShardId], ops: &[WriteOp]) -> Result<Vec<u8>> {
+    postcard::to_stdvec(&(participants, ops)).map_err(codec)
 }
 
 /// A durable record waiting for its turn to be applied.
@@ -320,6 +326,11 @@ const INLINE_WRITES: usize = 64;
 
 /// Async writers' changes, waiting for the log to be durable through them.
 type CommitQueue = DurableQueue<(Change, Arc<Signal>)>;
+
+/// The waiting writers' signals of a batch taken from a [`CommitQueue`].
+fn signals(batch: Vec<(Lsn, (Change, Arc<Signal>))>) -> impl Iterator<Item = Arc<Signal>> {
+    batch.into_iter().map(|(_, (_, s))| s)
+}
 
 #[derive(Default)]
 struct ApplyState {
@@ -1760,19 +1771,12 @@ impl ShardStore {
             return Ok(Logged::Applying(lsn));
         }
         let ts = self.clock.now().0;
-        let (kind, rec_txid, participants) = match fragment {
+        let (kind, rec_txid, payload) = match fragment {
             Fragment::Prepare {
                 txid, participants, ..
-            } => (KIND_PREPARE_ALL, *txid, participants.clone()),
-            _ => (KIND_WRITE, txid, Vec::new()),
+            } => (KIND_PREPARE_ALL, *txid, encode_prepare(participants, &ops)?),
+            _ => (KIND_WRITE, txid, postcard::to_stdvec(&ops).map_err(codec)?),
         };
-        let rec = PrepareRecord { participants, ops };
-        let payload = match kind {
-            KIND_PREPARE_ALL => postcard::to_stdvec(&rec),
-            _ => postcard::to_stdvec(&rec.ops),
-        }
-        .map_err(codec)?;
-        let PrepareRecord { participants, ops } = rec;
         let lsn = self.wal.append(rec_txid, ts, kind, &payload)?;
         w.last_appended = lsn;
         for op in &ops {
@@ -1780,13 +1784,13 @@ impl ShardStore {
             w.pending.insert((t, k.to_vec()), lsn);
         }
         drop(w);
-        let (change, out) = match kind {
-            KIND_PREPARE_ALL => (
+        let (change, out) = match fragment {
+            Fragment::Prepare { participants, .. } => (
                 Change::Prepare {
                     txid: rec_txid,
                     ts,
                     ops,
-                    participants,
+                    participants: participants.clone(),
                 },
                 FragmentOutput::Prepared { ts: Timestamp(ts) },
             ),
@@ -1971,11 +1975,7 @@ impl ShardStore {
             .spawn(move || loop {
                 let batch = queue.take(Duration::from_millis(100));
                 let Some(shard) = weak.upgrade() else {
-                    fail_all(
-                        batch.into_iter().map(|(_, (_, s))| s),
-                        id,
-                        "the shard was closed",
-                    );
+                    fail_all(signals(batch), id, "the shard was closed");
                     break;
                 };
                 if let Some(&(last, _)) = batch.last() {
@@ -1983,7 +1983,7 @@ impl ShardStore {
                         Ok(()) => shard.apply_batch(batch),
                         Err(e) => {
                             let mut st = shard.apply.lock().expect("apply");
-                            fail_all(batch.into_iter().map(|(_, (_, s))| s), id, &e.to_string());
+                            fail_all(signals(batch), id, &e.to_string());
                             shard.fail_waiting(&mut st, &e, None);
                         }
                     }
@@ -2002,8 +2002,7 @@ impl ShardStore {
     fn apply_batch(&self, batch: Vec<(Lsn, (Change, Arc<Signal>))>) {
         let mut st = self.apply.lock().expect("apply");
         if self.failed.load(Ordering::Acquire) {
-            let signals = batch.into_iter().map(|(_, (_, s))| s);
-            fail_all(signals, self.id, "an earlier write failed");
+            fail_all(signals(batch), self.id, "an earlier write failed");
             return;
         }
         for (lsn, (change, signal)) in batch {
@@ -2028,18 +2027,12 @@ impl ShardStore {
     /// Applies the change logged at `lsn` once every record before it is
     /// applied (records are applied in LSN order).
     fn apply_in_order(&self, lsn: Lsn, change: Change) -> Result<()> {
-        let mut st = self.apply.lock().expect("apply");
-        st.ready.insert(lsn, (change, None));
-        self.apply_ready(&mut st)?;
-        while st.next <= lsn {
-            self.check_failed()?;
-            st = self
-                .applied
-                .wait_timeout(st, Duration::from_millis(100))
-                .expect("apply")
-                .0;
+        {
+            let mut st = self.apply.lock().expect("apply");
+            st.ready.insert(lsn, (change, None));
+            self.apply_ready(&mut st)?;
         }
-        Ok(())
+        self.wait_applied(lsn)
     }
 
     /// Applies every ready change whose predecessors are all applied,

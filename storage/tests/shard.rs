@@ -446,6 +446,24 @@ fn txn_write(id: i64, v: i64) -> fortress_storage::TxnWrite {
     }
 }
 
+/// A shard with the test catalog and rows `0..4`, and transaction 77
+/// prepared on it writing row 1 = 1001 (shard 0 its one participant).
+fn with_prepared_77(s: &ShardStore, clock: &fortress_storage::HybridClock) {
+    s.execute(1, &Fragment::ApplyCatalog(catalog())).unwrap();
+    insert(s, 0..4);
+    s.execute(9, &prepare_77(clock, vec![0])).unwrap();
+}
+
+/// Transaction 77's PREPARE of row 1 = 1001, naming `participants`.
+fn prepare_77(clock: &fortress_storage::HybridClock, participants: Vec<u32>) -> Fragment {
+    Fragment::Prepare {
+        txid: 77,
+        snapshot: clock.now(),
+        writes: vec![txn_write(1, 1001)],
+        participants,
+    }
+}
+
 #[test]
 fn prepared_transactions_survive_restart_and_resolve_either_way() {
     use fortress_storage::Timestamp;
@@ -619,15 +637,7 @@ fn a_prepared_transaction_below_the_watermark_survives_restart() {
     const LATER_WRITES: i64 = 2_500;
     {
         let s = ShardStore::open(0, dir.path(), opts.clone()).unwrap();
-        s.execute(1, &Fragment::ApplyCatalog(catalog())).unwrap();
-        insert(&s, 0..4);
-        let prep = Fragment::Prepare {
-            txid: 77,
-            snapshot: clock.now(),
-            writes: vec![txn_write(1, 1001)],
-            participants: vec![0],
-        };
-        s.execute(9, &prep).unwrap();
+        with_prepared_77(&s, &clock);
         for i in 0..LATER_WRITES {
             insert(&s, 100 + i..101 + i);
         }
@@ -726,15 +736,7 @@ fn a_resolution_applies_while_an_earlier_record_waits_for_its_fsync() {
     let (clock, opts) = clocked();
     {
         let s = ShardStore::open(0, dir.path(), opts.clone()).unwrap();
-        s.execute(1, &Fragment::ApplyCatalog(catalog())).unwrap();
-        insert(&s, 0..4);
-        let prep = Fragment::Prepare {
-            txid: 77,
-            snapshot: clock.now(),
-            writes: vec![txn_write(1, 1001)],
-            participants: vec![0],
-        };
-        s.execute(9, &prep).unwrap();
+        with_prepared_77(&s, &clock);
     }
     // Reopened with every fdatasync waiting this long first: the write
     // below stays logged but not durable while the resolution applies.
@@ -800,13 +802,7 @@ fn the_prepare_floor_passes_a_resolved_transaction_only_once_decisions_are_durab
             let s = ShardStore::open(0, dir.path(), opts.clone()).unwrap();
             s.recovered();
             s.execute(1, &Fragment::ApplyCatalog(catalog())).unwrap();
-            let prep = Fragment::Prepare {
-                txid: 77,
-                snapshot: clock.now(),
-                writes: vec![txn_write(1, 1001)],
-                participants: vec![0, 1],
-            };
-            s.execute(9, &prep).unwrap();
+            s.execute(9, &prepare_77(&clock, vec![0, 1])).unwrap();
             let commit_ts = clock.now();
             s.execute(
                 9,
