@@ -163,6 +163,10 @@ pub struct ServeArgs {
     /// Page cache of each shard's sled tree, in MiB.
     #[arg(long, env = "FORTRESS_PAGE_CACHE_MB", default_value_t = 64)]
     pub page_cache_mb: u64,
+    /// Newest versions of recently read rows kept per shard for point
+    /// reads, in MiB (0 turns the cache off).
+    #[arg(long, env = "FORTRESS_ROW_CACHE_MB", default_value_t = 64)]
+    pub row_cache_mb: u64,
     /// Memory a shard's sort may use before it spills to temporary files,
     /// in MiB (PostgreSQL's work_mem, per shard).
     #[arg(long, env = "FORTRESS_SORT_MEM_MB", default_value_t = 16)]

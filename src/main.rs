@@ -100,6 +100,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     ..WalOptions::default()
                 },
                 cache_bytes: args.page_cache_mb << 20,
+                head_cache_bytes: args.row_cache_mb << 20,
                 sort_budget: args.sort_mem_mb << 20,
                 ..ShardOptions::default()
             },

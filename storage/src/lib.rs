@@ -15,6 +15,7 @@ pub mod error;
 pub mod expr;
 pub mod fault;
 pub mod func;
+pub mod heads;
 pub mod index;
 pub mod join;
 pub mod keycodec;

@@ -25,6 +25,11 @@ pub fn encode_version(row: Option<&Row>) -> Result<Vec<u8>> {
     }
 }
 
+/// True if a stored version holds a row (is not a tombstone).
+pub fn is_row(version: &[u8]) -> bool {
+    version.first() == Some(&ROW)
+}
+
 /// Decodes a stored version; `None` for a tombstone.
 pub fn decode_version(bytes: &[u8]) -> Result<Option<Row>> {
     match bytes.split_first() {

@@ -37,10 +37,11 @@ use crate::clock::{HybridClock, Timestamp};
 use crate::durable::{fail_all, DurableQueue, Signal};
 use crate::error::{EvalError, Result, StorageError};
 use crate::expr::Expr;
+use crate::heads::{read_head, Head, HeadCache};
 use crate::keycodec::{encode_key, versioned_key};
 use crate::mvcc::{
-    collect_garbage, collect_key_garbage, encode_version, visible, visible_versions, Collected,
-    SnapshotPins, LATEST,
+    collect_garbage, collect_key_garbage, decode_version, encode_version, visible,
+    visible_versions, Collected, SnapshotPins, LATEST,
 };
 use crate::schema::{Catalog, TableDef, TableId};
 use crate::value::{Row, Value};
@@ -350,6 +351,8 @@ pub struct ShardOptions {
     pub wal: WalOptions,
     /// sled page cache size in bytes.
     pub cache_bytes: u64,
+    /// Bytes of rows' newest versions kept for point reads (0: none).
+    pub head_cache_bytes: u64,
     /// Source of commit timestamps; one clock is shared by all shards.
     pub clock: Arc<HybridClock>,
     /// Versions younger than this stay even with no reader needing them, so
@@ -370,6 +373,7 @@ impl Default for ShardOptions {
         ShardOptions {
             wal: WalOptions::default(),
             cache_bytes: 64 << 20,
+            head_cache_bytes: 64 << 20,
             clock: Arc::new(HybridClock::default()),
             gc_grace: Duration::from_secs(10),
             pins: Arc::new(SnapshotPins::default()),
@@ -398,6 +402,8 @@ struct Materialized {
     newest: AtomicU64,
     prepared: Mutex<PreparedSet>,
     dirty: Mutex<DirtyKeys>,
+    /// Each recently used row's newest version, for point reads.
+    heads: HeadCache,
 }
 
 /// More keys than this written between two garbage collections, and the
@@ -503,7 +509,7 @@ fn applied_value(lsn: Lsn, ts: u64) -> [u8; 16] {
 }
 
 impl Materialized {
-    fn open(path: &Path, cache_bytes: u64) -> Result<Materialized> {
+    fn open(path: &Path, cache_bytes: u64, head_bytes: u64) -> Result<Materialized> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
@@ -549,6 +555,7 @@ impl Materialized {
             newest: AtomicU64::new(newest),
             prepared: Mutex::new(prepared),
             dirty: Mutex::new(DirtyKeys::new(true)),
+            heads: HeadCache::new(head_bytes),
         })
     }
 
@@ -569,6 +576,29 @@ impl Materialized {
 
     fn tree(&self, table: TableId) -> Option<sled::Tree> {
         self.trees.read().expect("trees").get(&table).cloned()
+    }
+
+    /// The newest version of `pk` in `table`'s tree, through the cache.
+    fn head(&self, table: TableId, tree: &sled::Tree, pk: &[u8]) -> Result<Head> {
+        self.heads.head(table, pk, || read_head(tree, pk))
+    }
+
+    /// The version of `pk` visible at `snapshot`: the newest one when the
+    /// snapshot covers it (the common case, answered from the cache), else
+    /// a seek in the tree.
+    fn visible_row(
+        &self,
+        table: TableId,
+        tree: &sled::Tree,
+        pk: &[u8],
+        snapshot: u64,
+    ) -> Result<Option<Row>> {
+        let head = self.head(table, tree, pk)?;
+        match &head.version {
+            None => Ok(None),
+            Some(v) if head.ts <= snapshot => decode_version(v),
+            Some(_) => crate::mvcc::visible_at(tree, pk, snapshot),
+        }
     }
 
     fn def(&self, table: TableId) -> Option<Arc<TableDef>> {
@@ -694,11 +724,13 @@ impl Materialized {
             let newest = ops.iter().map(|(ts, _)| *ts).max().unwrap_or(0);
             self.apply_index_writes(lsn, table, &tree, &ops)?;
             for &(ts, op) in &ops {
-                let version = match op {
+                let version = sled::IVec::from(match op {
                     WriteOp::Put { row, .. } => encode_version(Some(row))?,
                     WriteOp::Delete { .. } => encode_version(None)?,
-                };
-                tree.insert(versioned_key(op.target().1, ts), version)?;
+                });
+                let pk = op.target().1;
+                tree.insert(versioned_key(pk, ts), version.clone())?;
+                self.heads.wrote(table, pk, ts, &version);
             }
             self.newest.fetch_max(newest, Ordering::AcqRel);
             let mut dirty = self.dirty.lock().expect("dirty");
@@ -763,7 +795,7 @@ impl Materialized {
             // LSN is set: a crash midway redoes the copy.
             if tree.get(APPLIED_KEY)?.is_none() {
                 if let Some(from) = t.rewritten_from.and_then(|id| trees.get(&id)) {
-                    rekey(from, &tree, t)?;
+                    rekey(from, &tree, t, &self.heads)?;
                 }
                 tree.insert(APPLIED_KEY, &applied_value(lsn, 0))?;
             }
@@ -805,6 +837,8 @@ impl Materialized {
         self.meta.apply_batch(batch)?;
         *self.defs.write().expect("defs") = defs_by_id(catalog);
         *self.catalog.write().expect("catalog") = catalog.clone();
+        // Dropped and truncated tables' rows must not hold memory.
+        self.heads.retain(|id| live.contains(&id));
         Ok(())
     }
 }
@@ -813,8 +847,9 @@ impl Materialized {
 /// by `def`'s primary key, keeping its commit timestamp; dropped columns
 /// (the old row id among them) are cleared. Older versions are not copied:
 /// like PostgreSQL's table rewrites, this is not MVCC-safe for snapshots
-/// taken before it.
-fn rekey(from: &sled::Tree, to: &sled::Tree, def: &TableDef) -> Result<()> {
+/// taken before it. The copies go into the head cache too: nothing else
+/// can write the new table before its catalog is applied.
+fn rekey(from: &sled::Tree, to: &sled::Tree, def: &TableDef, heads: &HeadCache) -> Result<()> {
     let bad = || StorageError::Codec("bad stored version".into());
     let mut batch = sled::Batch::default();
     let mut pending = 0;
@@ -829,8 +864,17 @@ fn rekey(from: &sled::Tree, to: &sled::Tree, def: &TableDef) -> Result<()> {
             }
         }
         let pk: Vec<Value> = def.primary_key.iter().map(|&i| row[i].clone()).collect();
-        let key = crate::keycodec::versioned_key(&encode_key(&pk), ts);
-        batch.insert(key, encode_version(Some(&row))?);
+        let pk = encode_key(&pk);
+        let version = sled::IVec::from(encode_version(Some(&row))?);
+        batch.insert(versioned_key(&pk, ts), version.clone());
+        heads.prime(
+            def.id,
+            &pk,
+            Head {
+                ts,
+                version: Some(version),
+            },
+        );
         pending += 1;
         if pending == 10_000 {
             to.apply_batch(std::mem::take(&mut batch))?;
@@ -961,7 +1005,7 @@ impl ShardStore {
     pub fn open(id: ShardId, dir: &Path, opts: ShardOptions) -> Result<ShardStore> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
         let db_path = dir.join("db");
-        let state = match Materialized::open(&db_path, opts.cache_bytes) {
+        let state = match Materialized::open(&db_path, opts.cache_bytes, opts.head_cache_bytes) {
             Ok(s) => s,
             Err(e) => {
                 let aside = dir.join(format!(
@@ -974,7 +1018,7 @@ impl ShardStore {
                 tracing::error!(shard = id, error = %e, moved_to = %aside.display(),
                     "sled state unreadable; rebuilding it from the WAL");
                 std::fs::rename(&db_path, &aside).map_err(|e| StorageError::io(&db_path, e))?;
-                Materialized::open(&db_path, opts.cache_bytes)?
+                Materialized::open(&db_path, opts.cache_bytes, opts.head_cache_bytes)?
             }
         };
         let start = state.replay_after(state.watermark()?)?;
@@ -1162,7 +1206,7 @@ impl ShardStore {
             .ok_or_else(|| StorageError::UnknownTable(def.name.clone()))?;
         if prefix.len() == def.primary_key.len() {
             let pk = encode_key(prefix);
-            if let Some(mut row) = crate::mvcc::visible_at(&tree, &pk, snapshot)? {
+            if let Some(mut row) = self.state.visible_row(table, &tree, &pk, snapshot)? {
                 def.complete_row(&mut row);
                 f(&pk, row)?;
             }
@@ -1587,11 +1631,7 @@ impl ShardStore {
                     def.check_not_null(row)?;
                     let pk: Vec<Value> = def.primary_key.iter().map(|&i| row[i].clone()).collect();
                     let key = encode_key(&pk);
-                    if !seen.insert(key.clone())
-                        || visible(tree.scan_prefix(&key), LATEST)
-                            .next()
-                            .transpose()?
-                            .is_some()
+                    if !seen.insert(key.clone()) || self.state.head(*table, &tree, &key)?.is_live()
                     {
                         return Err(def.duplicate_error(row));
                     }
@@ -1664,18 +1704,15 @@ impl ShardStore {
                         .tree(wr.table)
                         .ok_or_else(|| StorageError::UnknownTable(def.name.clone()))?;
                     let key = encode_key(&wr.key);
-                    if let Some(item) = tree.scan_prefix(&key).next() {
-                        let (k, v) = item?;
-                        let newest = crate::keycodec::split_versioned(&k).map_or(0, |(_, ts)| ts);
-                        if newest > wr.read_ts.unwrap_or(*snapshot).0 {
-                            return Err(StorageError::SerializationFailure {
-                                reason: format!("a newer version in \"{}\"", def.name),
-                            });
-                        }
-                        if wr.insert && crate::mvcc::decode_version(&v)?.is_some() {
-                            let row = wr.row.clone().unwrap_or_default();
-                            return Err(def.duplicate_error(&row));
-                        }
+                    let head = self.state.head(wr.table, &tree, &key)?;
+                    if head.ts > wr.read_ts.unwrap_or(*snapshot).0 {
+                        return Err(StorageError::SerializationFailure {
+                            reason: format!("a newer version in \"{}\"", def.name),
+                        });
+                    }
+                    if wr.insert && head.is_live() {
+                        let row = wr.row.clone().unwrap_or_default();
+                        return Err(def.duplicate_error(&row));
                     }
                     match &wr.row {
                         Some(row) => {
