@@ -267,20 +267,14 @@ impl HeadCache {
     }
 }
 
-/// Reads the newest version of `pk` from `tree` with one seek: versions
-/// sort newest first, so it is the first key at or past `pk ++ !MAX`.
+/// Reads the newest version of `pk` from `tree`.
 pub fn read_head(tree: &sled::Tree, pk: &[u8]) -> Result<Head> {
-    let from = crate::keycodec::versioned_key(pk, u64::MAX);
-    let Some(item) = tree.range(from..).next() else {
-        return Ok(Head::ABSENT);
-    };
-    let (k, v) = item?;
-    Ok(match crate::keycodec::split_versioned(&k) {
-        Some((found, ts)) if found == pk => Head {
+    Ok(match crate::mvcc::version_at(tree, pk, u64::MAX)? {
+        Some((ts, v)) => Head {
             ts,
             version: Some(v),
         },
-        _ => Head::ABSENT,
+        None => Head::ABSENT,
     })
 }
 

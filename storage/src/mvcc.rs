@@ -56,19 +56,31 @@ where
     })
 }
 
-/// The version of the row keyed `pk` visible at `snapshot`, with one seek:
-/// versions sort newest first, so the first key at or past `pk ++
-/// !snapshot` is the newest version at or below the snapshot. A point
-/// read does not walk the older versions a hot row piles up.
-pub fn visible_at(tree: &sled::Tree, pk: &[u8], snapshot: u64) -> Result<Option<Row>> {
+/// The newest stored version of the row keyed `pk` at or below `snapshot`
+/// (a tombstone included), with its timestamp, in one seek: versions sort
+/// newest first, so it is the first key at or past `pk ++ !snapshot`. A
+/// point read does not walk the older versions a hot row piles up.
+pub fn version_at(
+    tree: &sled::Tree,
+    pk: &[u8],
+    snapshot: u64,
+) -> Result<Option<(u64, sled::IVec)>> {
     let from = crate::keycodec::versioned_key(pk, snapshot);
     let Some(item) = tree.range(from..).next() else {
         return Ok(None);
     };
     let (k, v) = item?;
-    match split_versioned(&k) {
-        Some((found, _)) if found == pk => decode_version(&v),
-        _ => Ok(None),
+    Ok(match split_versioned(&k) {
+        Some((found, ts)) if found == pk => Some((ts, v)),
+        _ => None,
+    })
+}
+
+/// The row keyed `pk` visible at `snapshot` (see [`version_at`]).
+pub fn visible_at(tree: &sled::Tree, pk: &[u8], snapshot: u64) -> Result<Option<Row>> {
+    match version_at(tree, pk, snapshot)? {
+        Some((_, v)) => decode_version(&v),
+        None => Ok(None),
     }
 }
 
