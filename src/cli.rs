@@ -167,6 +167,10 @@ pub struct ServeArgs {
     /// reads, in MiB (0 turns the cache off).
     #[arg(long, env = "FORTRESS_ROW_CACHE_MB", default_value_t = 64)]
     pub row_cache_mb: u64,
+    /// Threads serving client connections, each owning the connections it
+    /// is given (0: one per core).
+    #[arg(long, env = "FORTRESS_WORKERS", default_value_t = 0)]
+    pub workers: usize,
     /// Memory a shard's sort may use before it spills to temporary files,
     /// in MiB (PostgreSQL's work_mem, per shard).
     #[arg(long, env = "FORTRESS_SORT_MEM_MB", default_value_t = 16)]

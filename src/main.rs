@@ -131,7 +131,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             sync = ?args.sync,
             "fortress is ready"
         );
-        fortress_proxy::wire::serve(listener, cluster.clone(), shutdown_signal()).await;
+        let workers = match args.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        fortress_proxy::wire::serve(listener, cluster.clone(), workers, shutdown_signal())
+            .await
+            .context("serving connections")?;
         tracing::info!("shutting down");
         let c = cluster.clone();
         tokio::task::spawn_blocking(move || c.flush()).await?;

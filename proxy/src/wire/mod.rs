@@ -4,6 +4,7 @@
 pub mod conn;
 pub mod encode;
 pub mod frame;
+pub mod homes;
 
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
@@ -1031,45 +1032,54 @@ impl PgWireServerHandlers for Server {
     }
 }
 
-/// Accepts connections until `shutdown` resolves.
+/// Accepts connections until `shutdown` resolves, serving each on one of
+/// `threads` connection threads; returning closes the connections.
 pub async fn serve(
     listener: TcpListener,
     cluster: Arc<Cluster>,
+    threads: usize,
     shutdown: impl std::future::Future<Output = ()>,
-) {
+) -> std::io::Result<()> {
     let server = Arc::new(Server {
         handler: Arc::new(Handler::new(cluster)),
     });
+    let homes = homes::Homes::start(threads)?;
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let accepted = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    let server = server.clone();
-                                        tokio::spawn(async move {
-                        // pgwire 0.42 panics decoding some malformed messages
-                        // (see `frame`): that ends this connection only.
-                        let session = std::panic::AssertUnwindSafe(
-                            conn::process(socket, server),
-                        );
-                        match futures::FutureExt::catch_unwind(session).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "connection ended with an error")
-                            }
-                            Err(_) => tracing::warn!(
-                                %peer,
-                                "closed a connection whose message the protocol decoder could not read"
-                            ),
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
             }
+        };
+        let server = server.clone();
+        let adopted = homes.run(socket, move |socket| async move {
+            // pgwire 0.42 panics decoding some malformed messages (see
+            // `frame`): that ends this connection only.
+            let session = std::panic::AssertUnwindSafe(conn::process(socket, server));
+            match futures::FutureExt::catch_unwind(session).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error")
+                }
+                Err(_) => tracing::warn!(
+                    %peer,
+                    "closed a connection whose message the protocol decoder could not read"
+                ),
+            }
+        });
+        if let Err(e) = adopted {
+            tracing::warn!(%peer, error = %e, "could not hand a connection to its thread");
         }
     }
+    // Stopping joins the threads: do it where blocking is allowed.
+    tokio::task::spawn_blocking(move || drop(homes))
+        .await
+        .map_err(std::io::Error::other)
 }
