@@ -15,6 +15,8 @@ pub struct Metrics {
     single_shard: AtomicU64,
     multi_shard: AtomicU64,
     scatter_gather: AtomicU64,
+    /// Simple queries run on a plan their connection had bound before.
+    plans_reused: AtomicU64,
     per_shard: Vec<AtomicU64>,
     /// Indexed by token position on the ring; each with its shard.
     per_vnode: Vec<(ShardId, AtomicU64)>,
@@ -27,6 +29,7 @@ impl Metrics {
             single_shard: AtomicU64::new(0),
             multi_shard: AtomicU64::new(0),
             scatter_gather: AtomicU64::new(0),
+            plans_reused: AtomicU64::new(0),
             per_shard: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             per_vnode: vnodes.into_iter().map(|s| (s, AtomicU64::new(0))).collect(),
         }
@@ -64,6 +67,11 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a simple query that reused its shape's plan.
+    pub fn record_plan_reuse(&self) {
+        self.plans_reused.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one fragment sent to `shard`.
     pub fn record_request(&self, shard: ShardId) {
         if let Some(c) = self.per_shard.get(shard as usize) {
@@ -85,6 +93,10 @@ impl Metrics {
             (
                 "reads_scatter_gather".to_string(),
                 self.scatter_gather.load(Ordering::Relaxed),
+            ),
+            (
+                "simple_plans_reused".to_string(),
+                self.plans_reused.load(Ordering::Relaxed),
             ),
         ];
         for (i, c) in self.per_shard.iter().enumerate() {

@@ -14,7 +14,7 @@ pub struct OutputColumn {
 
 /// Where a SELECT's rows come from. Rows of a join are the left row followed
 /// by the right row.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Source {
     Table(TableDef),
     Join {
@@ -72,7 +72,7 @@ pub enum SubqueryKind {
 
 /// A subquery whose result fills `Expr::Slot(slot)`: before the statement
 /// runs, or per outer row when it is correlated.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Subquery {
     pub slot: u32,
     pub kind: SubqueryKind,
@@ -84,7 +84,7 @@ pub struct Subquery {
 }
 
 /// A SELECT: source, filter, grouping, projection, DISTINCT, sort, limit.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SelectPlan {
     /// `None` for `SELECT <exprs>` without FROM.
     pub source: Option<Source>,
@@ -117,14 +117,14 @@ impl SelectPlan {
 }
 
 /// `RETURNING`: expressions over the written row.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Returning {
     pub projection: Vec<Expr>,
     pub columns: Vec<OutputColumn>,
 }
 
 /// `ON CONFLICT` on the primary key.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum OnConflict {
     DoNothing,
     /// Assignments and filter over `[existing row.., excluded row..]`.
@@ -135,7 +135,7 @@ pub enum OnConflict {
 }
 
 /// One ALTER TABLE action.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum AlterOp {
     AddColumn {
         column: fortress_storage::ColumnDef,
@@ -152,7 +152,7 @@ pub enum AlterOp {
 }
 
 /// A statement ready to execute.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Plan {
     CreateTable {
         table: TableDef,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::copy::PendingCopy;
+use crate::sql::shape::ShapeCache;
 use crate::txn::TxnState;
 
 /// The server version reported to clients (PostgreSQL 15 compatible).
@@ -50,6 +51,8 @@ pub struct Session {
     txn: Mutex<TxnState>,
     /// A COPY FROM STDIN in progress.
     pub copy: Mutex<Option<PendingCopy>>,
+    /// Plans of the simple queries this connection repeats.
+    pub shapes: Mutex<ShapeCache>,
 }
 
 impl Session {
@@ -64,6 +67,7 @@ impl Session {
             settings: Mutex::new(settings),
             txn: Mutex::new(TxnState::Idle),
             copy: Mutex::new(None),
+            shapes: Mutex::default(),
         }
     }
 

@@ -5,6 +5,7 @@ pub mod bind;
 pub mod expr;
 pub mod query;
 pub mod scope;
+pub mod shape;
 pub mod strategy;
 pub mod template;
 pub mod types;

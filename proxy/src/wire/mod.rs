@@ -57,6 +57,7 @@ use crate::pgcatalog;
 use crate::plan::{OutputColumn, Plan};
 use crate::session::{Session, SERVER_VERSION};
 use crate::sql::bind::Binder;
+use crate::sql::shape::{self, Lookup};
 use crate::sql::template::Template;
 use crate::sql::{parse, types};
 use crate::stream::RowStream;
@@ -173,6 +174,87 @@ impl Handler {
         let plan = binder.bind(stmt)?;
         execute(&self.cluster, session, plan).await
     }
+
+    /// The plan of `query` from the connection's shape cache, when its shape
+    /// has a reusable plan; `None` binds it as usual. A failed transaction
+    /// block goes the usual way, which refuses all but its end.
+    fn shaped_plan(&self, session: &Session, query: &str) -> Option<Result<Plan, ProxyError>> {
+        if session.txn_status() == b'E' {
+            return None;
+        }
+        let shape = shape::of(query)?;
+        let catalog = self.cluster.catalog();
+        let lookup = session
+            .shapes
+            .lock()
+            .expect("shapes")
+            .lookup(&shape, &catalog);
+        match lookup {
+            Lookup::Reuse(t) => {
+                self.cluster.metrics().record_plan_reuse();
+                Some(t.instantiate(&shape.values))
+            }
+            Lookup::Bind => None,
+            Lookup::Learn => {
+                let template = shape_template(&catalog, session, query, &shape);
+                let plan = template.as_ref().map(|t| t.instantiate(&shape.values));
+                session
+                    .shapes
+                    .lock()
+                    .expect("shapes")
+                    .learn(&shape, &catalog, template);
+                plan
+            }
+        }
+    }
+
+    /// Sends a statement's notices and turns its result into the response;
+    /// false when the rest of the query must not run (an error, or COPY
+    /// FROM STDIN, whose data comes next). Only the `last` statement streams:
+    /// an earlier one is read out before the next runs.
+    async fn answer<C>(
+        &self,
+        client: &mut C,
+        session: &Arc<Session>,
+        query: &str,
+        result: Result<QueryResult, ProxyError>,
+        last: bool,
+    ) -> PgWireResult<(Response, bool)>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let result = match result {
+            Ok(mut r) => {
+                send_notice(client, r.take_notice()).await?;
+                match begin_copy_in(session, r) {
+                    Ok(copy) => return Ok((copy, false)),
+                    Err(r) => Ok(*r),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let result = match result {
+            Ok(QueryResult::Stream { columns, rows }) if !last => {
+                rows.collect().await.map(|rows| QueryResult::Rows {
+                    tag: "SELECT",
+                    columns,
+                    rows,
+                })
+            }
+            other => other,
+        };
+        let result = result.map(|r| failing_txn_on_error(r, session));
+        match result.and_then(|r| respond(r, &Format::UnifiedText)) {
+            Ok(r) => Ok((r, true)),
+            Err(e) => {
+                tracing::debug!(code = e.sql_state(), error = %e, "statement failed");
+                session.fail_txn();
+                Ok((Response::Error(Box::new(error_info(&e, query))), false))
+            }
+        }
+    }
 }
 
 /// True for a single SELECT, the statements a cancel request interrupts:
@@ -181,6 +263,37 @@ fn read_only_text(sql: &str) -> bool {
     let t = sql.trim_start();
     let one_statement = !t.trim_end().trim_end_matches(';').contains(';');
     one_statement && t.get(..6).is_some_and(|h| h.eq_ignore_ascii_case("select"))
+}
+
+/// A reusable plan for `shape`, when binding its text gives one and that
+/// plan, filled with the shape's values, is the plan `query` itself binds
+/// to: the values then play no part in the plan beyond being its constants.
+fn shape_template(
+    catalog: &Arc<Catalog>,
+    session: &Session,
+    query: &str,
+    shape: &shape::Shape,
+) -> Option<Template> {
+    let [stmt]: [Statement; 1] = parse(query).ok()?.try_into().ok()?;
+    let plan = Binder::new(catalog, session, Some(&[]), Vec::new())
+        .bind(&stmt)
+        .ok()?;
+    let reusable = matches!(
+        plan,
+        Plan::Select(_)
+            | Plan::Insert { .. }
+            | Plan::Update { .. }
+            | Plan::Delete { .. }
+            | Plan::Begin { .. }
+            | Plan::Commit
+            | Plan::Rollback
+    );
+    if !reusable {
+        return None;
+    }
+    let [shaped]: [Statement; 1] = parse(&shape.text).ok()?.try_into().ok()?;
+    let template = Template::bind(catalog, session, &shaped, &shape.values, shape.declared())?;
+    (template.instantiate(&shape.values).ok()? == plan).then_some(template)
 }
 
 /// In a failed transaction block only COMMIT and ROLLBACK run (25P02).
@@ -483,6 +596,14 @@ impl SimpleQueryHandler for Handler {
                 Err(e) => Ok(vec![Response::Error(Box::new(error_info(&e, query)))]),
             };
         }
+        if let Some(planned) = self.shaped_plan(&session, query) {
+            let result = match planned {
+                Ok(plan) => execute(&self.cluster, &session, plan).await,
+                Err(e) => Err(e),
+            };
+            let (response, _) = self.answer(client, &session, query, result, true).await?;
+            return Ok(vec![response]);
+        }
         let stmts = match parse(query) {
             Ok(s) => s,
             Err(e) => {
@@ -503,44 +624,12 @@ impl SimpleQueryHandler for Handler {
                 out.push(Response::Execution(Tag::new(tag)));
                 continue;
             }
-            let result = match self.run_one(&session, stmt).await {
-                Ok(mut r) => {
-                    send_notice(client, r.take_notice()).await?;
-                    Ok(r)
-                }
-                Err(e) => Err(e),
-            };
-            let result = match result.map(|r| begin_copy_in(&session, r)) {
-                Ok(Ok(copy)) => {
-                    // The data comes next; later statements are not run.
-                    out.push(copy);
-                    break;
-                }
-                Ok(Err(r)) => Ok(*r),
-                Err(e) => Err(e),
-            };
-            // Only the last statement streams: an earlier one is read out
-            // before the next runs, so a failure stops the rest.
+            let result = self.run_one(&session, stmt).await;
             let last = std::ptr::eq(stmt, stmts.last().expect("a statement"));
-            let result = match result {
-                Ok(QueryResult::Stream { columns, rows }) if !last => {
-                    rows.collect().await.map(|rows| QueryResult::Rows {
-                        tag: "SELECT",
-                        columns,
-                        rows,
-                    })
-                }
-                other => other,
-            };
-            let result = result.map(|r| failing_txn_on_error(r, &session));
-            match result.and_then(|r| respond(r, &Format::UnifiedText)) {
-                Ok(r) => out.push(r),
-                Err(e) => {
-                    tracing::debug!(code = e.sql_state(), error = %e, "statement failed");
-                    session.fail_txn();
-                    out.push(Response::Error(Box::new(error_info(&e, query))));
-                    break;
-                }
+            let (response, go_on) = self.answer(client, &session, query, result, last).await?;
+            out.push(response);
+            if !go_on {
+                break;
             }
         }
         Ok(out)
