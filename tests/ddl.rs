@@ -474,6 +474,7 @@ async fn result_cache_hits_on_repeat_and_never_serves_stale_rows() {
         hits + 1,
         "the repeat is a hit"
     );
+    let row_hits = counter(&c, "row_cache_hits").await;
     assert_eq!(point(&c).await, 10);
     assert_eq!(point(&c).await, 10);
     assert_eq!(
@@ -481,6 +482,11 @@ async fn result_cache_hits_on_repeat_and_never_serves_stale_rows() {
         hits + 1,
         "point reads bypass the cache"
     );
+    assert!(
+        counter(&c, "row_cache_hits").await > row_hits,
+        "a repeated point read is answered by the shard's row cache"
+    );
+    assert!(counter(&c, "row_cache_bytes").await > 0);
     // Another session's write: the next read sees it, not the cached row.
     let w = server.client().await;
     w.execute("UPDATE k SET v = 11 WHERE id = 1", &[])

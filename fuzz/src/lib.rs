@@ -166,13 +166,20 @@ async fn control(cluster: &Cluster, session: &Session, sql: &str) {
     }
 }
 
-/// Any text through the SQL front end, the planner and the executor ends in
-/// a result or a typed error.
+/// Any text through the shape scanner, the SQL front end, the planner and
+/// the executor ends in a result or a typed error.
 pub fn sql(data: &[u8]) {
     if data.len() > 4096 {
         return;
     }
     let text = String::from_utf8_lossy(data);
+    // The shape scanner reads the same client text before the parser does.
+    if let Some(shape) = fortress_proxy::sql::shape::of(&text) {
+        if !text.contains('"') {
+            let placeholders = shape.text.matches('$').count();
+            assert_eq!(placeholders, shape.values.len(), "{text:?} -> {shape:?}");
+        }
+    }
     let f = fixture();
     let session = Session::new("fuzz", "fuzz");
     f.runtime

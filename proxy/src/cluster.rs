@@ -336,6 +336,14 @@ impl Cluster {
     }
 
     /// Each shard's last WAL position as `SHARD:LSN,...`.
+    /// Every shard's row cache summed: hits, misses and bytes held.
+    pub fn row_cache_stats(&self) -> (u64, u64, usize) {
+        self.stores.iter().fold((0, 0, 0), |(h, m, b), s| {
+            let (sh, sm, sb) = s.row_cache_stats();
+            (h + sh, m + sm, b + sb)
+        })
+    }
+
     pub fn wal_positions(&self) -> String {
         self.stores
             .iter()

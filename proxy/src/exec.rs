@@ -202,6 +202,14 @@ async fn execute_in_session(
             let v = c.load(std::sync::atomic::Ordering::Relaxed);
             out.push(vec![Value::Text(k.into()), Value::Text(v.to_string())]);
         }
+        let (hits, misses, bytes) = cluster.row_cache_stats();
+        for (k, v) in [
+            ("row_cache_hits", hits),
+            ("row_cache_misses", misses),
+            ("row_cache_bytes", bytes as u64),
+        ] {
+            out.push(vec![Value::Text(k.into()), Value::Text(v.to_string())]);
+        }
         // Each shard's last WAL position, in the form `fortress restore --lsn` takes.
         out.push(vec![
             Value::Text("wal_lsn".into()),

@@ -1153,6 +1153,13 @@ impl ShardStore {
         &self.dir
     }
 
+    /// The row (head) cache's lookups answered from memory, those that read
+    /// the tree, and the bytes it holds.
+    pub fn row_cache_stats(&self) -> (u64, u64, usize) {
+        let (hits, misses) = self.state.heads.hits_and_misses();
+        (hits, misses, self.state.heads.bytes())
+    }
+
     /// Last LSN in this shard's log.
     pub fn last_lsn(&self) -> Lsn {
         self.wal.last_lsn()

@@ -267,6 +267,18 @@ mod tests {
         assert_eq!(shape("BEGIN;"), Some(("BEGIN".into(), vec![])));
     }
 
+    proptest::proptest! {
+        /// Any text: no panic, and each literal taken out leaves one `$n`.
+        #[test]
+        fn any_text_is_scanned_without_panic(sql in "[a-z0-9 '\"$;.,=()+*/<>-]{0,40}|\\PC{0,40}") {
+            if let Some(shape) = of(&sql) {
+                if !sql.contains('"') {
+                    proptest::prop_assert_eq!(shape.text.matches('$').count(), shape.values.len());
+                }
+            }
+        }
+    }
+
     #[test]
     fn what_the_parser_should_see_is_refused() {
         for sql in [
