@@ -4,7 +4,7 @@
 //! leading run of primary-key columns also become a key prefix, so the shard
 //! does a prefix seek instead of a full scan.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use fortress_storage::bounds::{exact, ColumnBounds};
 use fortress_storage::keycodec::canonical;
@@ -33,9 +33,32 @@ pub struct Route {
     pub vnode: Option<usize>,
 }
 
+/// Columns fixed by `column = constant` conjuncts: a handful at most, so a
+/// list beats a hash map built per statement.
+#[derive(Default)]
+struct Equalities(Vec<(usize, Value)>);
+
+impl Equalities {
+    fn get(&self, col: &usize) -> Option<&Value> {
+        self.0.iter().find(|(c, _)| c == col).map(|(_, v)| v)
+    }
+
+    fn contains_key(&self, col: &usize) -> bool {
+        self.get(col).is_some()
+    }
+
+    /// The last equality on a column wins, as it always has.
+    fn insert(&mut self, col: usize, v: Value) {
+        match self.0.iter_mut().find(|(c, _)| *c == col) {
+            Some(slot) => slot.1 = v,
+            None => self.0.push((col, v)),
+        }
+    }
+}
+
 /// Collects `column = constant` conjuncts whose constant converts exactly to
 /// the column's type.
-fn equalities(e: &Expr, table: &TableDef, out: &mut HashMap<usize, Value>) {
+fn equalities(e: &Expr, table: &TableDef, out: &mut Equalities) {
     match e {
         Expr::Binary(BinaryOp::And, l, r) => {
             equalities(l, table, out);
@@ -101,7 +124,7 @@ fn candidate_shards(
     ring: &Ring,
     table: &TableDef,
     filter: Option<&Expr>,
-    eq: &HashMap<usize, Value>,
+    eq: &Equalities,
 ) -> Option<BTreeSet<ShardId>> {
     let sk = table.shard_key;
     if let (Strategy::Hybrid { hash_key, .. }, Some(v)) = (&table.strategy, eq.get(&sk)) {
@@ -178,16 +201,37 @@ pub fn fixes_primary_key(table: &TableDef, filter: Option<&Expr>) -> bool {
     let Some(f) = filter else {
         return false;
     };
-    let mut eq = HashMap::new();
+    let mut eq = Equalities::default();
     equalities(f, table, &mut eq);
     !table.primary_key.is_empty() && table.primary_key.iter().all(|c| eq.contains_key(c))
 }
 
 /// Routes a statement on `table` filtered by `filter`.
 pub fn route(ring: &Ring, table: &TableDef, filter: Option<&Expr>) -> Route {
-    let mut eq = HashMap::new();
+    let mut eq = Equalities::default();
     if let Some(f) = filter {
         equalities(f, table, &mut eq);
+    }
+    let key_prefix: Vec<Value> = table
+        .primary_key
+        .iter()
+        .map_while(|c| eq.get(c).cloned())
+        .collect();
+    // The common point lookup: on a hash table the shard-key equality alone
+    // decides (no bound narrows a hash further), and one hash gives both the
+    // vnode and its shard.
+    if let (Strategy::Hash, false, Some(v), true) = (
+        &table.strategy,
+        table.replicated,
+        eq.get(&table.shard_key),
+        ring.shards() > 1,
+    ) {
+        let (vnode, shard) = ring.vnode_for_key(&canonical(v));
+        return Route {
+            target: Target::One(shard),
+            key_prefix,
+            vnode: Some(vnode),
+        };
     }
     let target = if table.replicated {
         // Every shard holds a replicated table: any one can answer.
@@ -201,11 +245,6 @@ pub fn route(ring: &Ring, table: &TableDef, filter: Option<&Expr>) -> Route {
             Some(s) => Target::Some(s.into_iter().collect()),
         }
     };
-    let key_prefix = table
-        .primary_key
-        .iter()
-        .map_while(|c| eq.get(c).cloned())
-        .collect();
     let vnode = match (&table.strategy, table.replicated, eq.get(&table.shard_key)) {
         (Strategy::Hash, false, Some(v)) => Some(ring.vnode_for_key(&canonical(v)).0),
         _ => None,
@@ -307,6 +346,27 @@ mod tests {
         let r = route(&ring, &t, Some(&f));
         assert_eq!(r.target, Target::One(ring_shard(&ring, &Value::Int8(7))));
         assert_eq!(r.key_prefix, vec![Value::Int4(7)]);
+    }
+
+    #[test]
+    fn a_point_lookup_lands_where_the_row_is_placed_and_counts_its_vnode() {
+        let t = table();
+        for shards in [1, 2, 4, 7] {
+            let ring = Ring::new(shards, 150);
+            for a in -50..50 {
+                let r = route(&ring, &t, Some(&eq(0, Value::Int4(a))));
+                let row = vec![Value::Int4(a), Value::Text("x".into()), Value::Int8(0)];
+                let home = crate::route::placement::shard_for_row(&ring, &t, &row).unwrap();
+                let expected = if shards == 1 {
+                    Target::All
+                } else {
+                    Target::One(home)
+                };
+                assert_eq!(r.target, expected, "a = {a} on {shards} shards");
+                let (vnode, owner) = ring.vnode_for_key(&canonical(&Value::Int4(a)));
+                assert_eq!((r.vnode, owner), (Some(vnode), home));
+            }
+        }
     }
 
     #[test]
