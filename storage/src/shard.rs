@@ -785,7 +785,14 @@ impl Materialized {
         }
         let mut trees = self.trees.write().expect("trees");
         let mut held = self.held_through.write().expect("held");
-        let mut live: HashSet<TableId> = catalog.tables.values().map(|t| t.id).collect();
+        let live: HashSet<TableId> = catalog
+            .tables
+            .values()
+            .flat_map(|t| std::iter::once(t.id).chain(t.indexes.iter().map(|i| i.id)))
+            .collect();
+        // Dropped, truncated and rewritten tables' rows must not hold memory,
+        // nor crowd out the copies a rewrite is about to cache.
+        self.heads.retain(|id| live.contains(&id));
         for t in catalog.tables.values() {
             if trees.contains_key(&t.id) {
                 continue;
@@ -806,7 +813,6 @@ impl Materialized {
         // tree's applied LSN is set only once the build is complete.
         for t in catalog.tables.values() {
             for idx in &t.indexes {
-                live.insert(idx.id);
                 if trees.contains_key(&idx.id) {
                     continue;
                 }
@@ -837,8 +843,6 @@ impl Materialized {
         self.meta.apply_batch(batch)?;
         *self.defs.write().expect("defs") = defs_by_id(catalog);
         *self.catalog.write().expect("catalog") = catalog.clone();
-        // Dropped and truncated tables' rows must not hold memory.
-        self.heads.retain(|id| live.contains(&id));
         Ok(())
     }
 }
