@@ -890,8 +890,9 @@ fn rekey(from: &sled::Tree, to: &sled::Tree, def: &TableDef, heads: &HeadCache) 
 }
 
 /// The values of `first_key_column IN (constants)` among the filter's
-/// top-level conjuncts, sorted by their key encoding and deduplicated.
-fn key_in_list(def: &TableDef, filter: Option<&Expr>) -> Option<Vec<Value>> {
+/// top-level conjuncts, sorted by their key encoding and deduplicated, with
+/// that conjunct (true of every row the keys find).
+fn key_in_list<'a>(def: &TableDef, filter: Option<&'a Expr>) -> Option<(Vec<Value>, &'a Expr)> {
     let col = *def.primary_key.first()?;
     let ty = def.columns[col].ty;
     let mut stack = vec![filter?];
@@ -901,7 +902,7 @@ fn key_in_list(def: &TableDef, filter: Option<&Expr>) -> Option<Vec<Value>> {
                 stack.push(l);
                 stack.push(r);
             }
-            Expr::In {
+            found @ Expr::In {
                 expr,
                 list,
                 negated: false,
@@ -916,12 +917,29 @@ fn key_in_list(def: &TableDef, filter: Option<&Expr>) -> Option<Vec<Value>> {
                 }
                 keys.sort_by_cached_key(|k| encode_key(std::slice::from_ref(k)));
                 keys.dedup_by(|a, b| matches!(a.sql_cmp(b), Ok(Some(std::cmp::Ordering::Equal))));
-                return Some(keys);
+                return Some((keys, found));
             }
             _ => {}
         }
     }
     None
+}
+
+/// `filter` without the conjunct `skip` (found by address); `None` when
+/// nothing is left. Rows known to pass `skip` need only this residue.
+fn without_conjunct(filter: &Expr, skip: &Expr) -> Option<Expr> {
+    if std::ptr::eq(filter, skip) {
+        return None;
+    }
+    match filter {
+        Expr::Binary(crate::expr::BinaryOp::And, l, r) => {
+            match (without_conjunct(l, skip), without_conjunct(r, skip)) {
+                (Some(l), Some(r)) => Some(Expr::binary(crate::expr::BinaryOp::And, l, r)),
+                (one, other) => one.or(other),
+            }
+        }
+        other => Some(other.clone()),
+    }
 }
 
 fn tree_name(id: TableId) -> String {
@@ -1547,24 +1565,31 @@ impl ShardStore {
         mut f: impl FnMut(Row) -> Result<bool>,
     ) -> Result<()> {
         let def = self.table(table)?;
-        let mut pass = |row: Row| match filter {
-            Some(e) if !e.matches(&row)? => Ok(true),
-            _ => f(row),
-        };
-        if let (true, Some(keys)) = (prefix.is_empty(), key_in_list(&def, filter)) {
+        if let (true, Some((keys, list))) = (prefix.is_empty(), key_in_list(&def, filter)) {
             // Point lookups of the listed leading key values, in key order.
+            // The rows found are in the list: only the rest of the filter is
+            // checked, or a long list would be searched once per row.
+            let rest = filter.and_then(|e| without_conjunct(e, list));
             for k in keys {
                 let mut more = true;
                 self.for_each_row(table, &[k], snapshot, |_, row| {
-                    more = pass(row)?;
+                    more = match &rest {
+                        Some(e) if !e.matches(&row)? => true,
+                        _ => f(row)?,
+                    };
                     Ok(more)
                 })?;
                 if !more {
                     break;
                 }
             }
-            Ok(())
-        } else if let (true, Some(how)) = (prefix.is_empty(), crate::index::choose(&def, filter)) {
+            return Ok(());
+        }
+        let mut pass = |row: Row| match filter {
+            Some(e) if !e.matches(&row)? => Ok(true),
+            _ => f(row),
+        };
+        if let (true, Some(how)) = (prefix.is_empty(), crate::index::choose(&def, filter)) {
             self.for_each_indexed_row(&def, &how, snapshot, pass)
         } else {
             self.for_each_row(table, prefix, snapshot, |_, row| pass(row))

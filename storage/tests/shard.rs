@@ -626,6 +626,25 @@ fn key_in_lists_look_up_each_key_and_project() {
         ),
     );
     assert_eq!(run(both, None), vec![21, 31]);
+    // The list may sit anywhere in the conjunction; the rest still counts.
+    let gt = |c: usize, v: i64| {
+        Expr::binary(BinaryOp::Gt, Expr::Column(c), Expr::Literal(Value::Int8(v)))
+    };
+    let lt = |c: usize, v: i64| {
+        Expr::binary(BinaryOp::Lt, Expr::Column(c), Expr::Literal(Value::Int8(v)))
+    };
+    let nested = Expr::binary(
+        BinaryOp::And,
+        Expr::binary(BinaryOp::And, gt(1, 10), list(&[4, 1, 2, 3, 40])),
+        lt(1, 40),
+    );
+    assert_eq!(run(nested, None), vec![21, 31]);
+    let unknown = Expr::binary(
+        BinaryOp::And,
+        list(&[1, 2]),
+        Expr::binary(BinaryOp::Gt, Expr::Column(1), Expr::Literal(Value::Null)),
+    );
+    assert_eq!(run(unknown, None), Vec::<i64>::new());
 }
 
 #[test]
