@@ -1344,17 +1344,7 @@ impl ShardStore {
     /// read is repeatable. Writes elsewhere on the shard, still waiting for
     /// their fsync, do not hold the read up.
     fn begin_read(&self, snapshot: u64, scope: &ReadScope<'_>) -> Result<SnapshotGuard<'_>> {
-        {
-            let mut reg = self.snapshots.lock().expect("snapshots");
-            if snapshot < reg.horizon {
-                return Err(StorageError::SnapshotTooOld { snapshot });
-            }
-            *reg.active.entry(snapshot).or_default() += 1;
-        }
-        let guard = SnapshotGuard {
-            shard: self,
-            snapshot,
-        };
+        let guard = self.register_reader(snapshot)?;
         if snapshot != LATEST {
             self.wait_applied(self.read_barrier(scope))?;
             // A prepared transaction below the snapshot may commit at a
@@ -1370,6 +1360,83 @@ impl ShardStore {
             }
         }
         Ok(guard)
+    }
+
+    /// Registers a reader at `snapshot`, so that garbage collection keeps
+    /// what it may read, until the guard drops.
+    fn register_reader(&self, snapshot: u64) -> Result<SnapshotGuard<'_>> {
+        let mut reg = self.snapshots.lock().expect("snapshots");
+        if snapshot < reg.horizon {
+            return Err(StorageError::SnapshotTooOld { snapshot });
+        }
+        *reg.active.entry(snapshot).or_default() += 1;
+        Ok(SnapshotGuard {
+            shard: self,
+            snapshot,
+        })
+    }
+
+    /// A scan naming a whole primary key, when it can be answered without
+    /// waiting: the row, filtered and projected. What [`Shard::stream`]
+    /// does for it, with the key encoded once and the readiness checked
+    /// once; `None` when the read would wait (or the table is unknown).
+    fn point_read(&self, fragment: &Fragment) -> Option<Result<FragmentOutput>> {
+        let Fragment::Scan {
+            table,
+            key_prefix,
+            filter,
+            projection,
+            limit,
+            snapshot,
+            ..
+        } = fragment
+        else {
+            return None;
+        };
+        let def = self.state.def(*table)?;
+        if def.primary_key.len() != key_prefix.len() {
+            return None;
+        }
+        let tree = self.state.tree(*table)?;
+        let key = encode_key(key_prefix);
+        let snapshot = snapshot.map_or(LATEST, |t| t.0);
+        let _reader = match self.register_reader(snapshot) {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        // The checks `begin_read` waits on, made once: registered first,
+        // then every write to the key that the snapshot may cover is
+        // applied and no prepared one is undecided, or the caller takes
+        // the path that waits.
+        let scope = ReadScope::Key {
+            table: *table,
+            key: &key,
+        };
+        if snapshot != LATEST && !self.read_ready(snapshot, &scope) {
+            return None;
+        }
+        let read = || -> Result<Vec<Row>> {
+            if *limit == Some(0) {
+                return Ok(Vec::new());
+            }
+            let Some(mut row) = self.state.visible_row(*table, &tree, &key, snapshot)? else {
+                return Ok(Vec::new());
+            };
+            def.complete_row(&mut row);
+            if let Some(f) = filter {
+                if !f.matches(&row)? {
+                    return Ok(Vec::new());
+                }
+            }
+            if !projection.is_empty() {
+                row = projection
+                    .iter()
+                    .map(|e| e.eval(&row))
+                    .collect::<std::result::Result<_, _>>()?;
+            }
+            Ok(vec![row])
+        };
+        Some(read().map(FragmentOutput::Rows))
     }
 
     /// Writes this shard's part of a checkpoint into `dir`: for each table,
@@ -2205,27 +2272,7 @@ impl Shard for ShardStore {
 
     fn try_read(&self, fragment: &Fragment) -> Option<Result<FragmentOutput>> {
         // Only a point read (the whole primary key): it stays short.
-        let Fragment::Scan {
-            table,
-            key_prefix,
-            snapshot,
-            ..
-        } = fragment
-        else {
-            return None;
-        };
-        let key = self.point_key(*table, key_prefix)?;
-        let snapshot = snapshot.map_or(LATEST, |t| t.0);
-        // A write logged after this check may still make the read wait
-        // briefly: rare, and only ever as long as one commit.
-        let scope = ReadScope::Key {
-            table: *table,
-            key: &key,
-        };
-        if snapshot != LATEST && !self.read_ready(snapshot, &scope) {
-            return None;
-        }
-        Some(self.execute(0, fragment))
+        self.point_read(fragment)
     }
 
     fn try_write(&self, txid: TxnId, fragment: &Fragment) -> Option<Result<PendingWrite>> {
