@@ -1,6 +1,6 @@
 //! Storage hot paths: key encoding, WAL append with group commit (1 and 8
 //! writers, fdatasync per group as `--sync always` does), and a point get on
-//! a shard holding 100k rows.
+//! a shard holding 100k rows (latest, and at a snapshot as the proxy reads).
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
@@ -66,7 +66,9 @@ fn wal_append(c: &mut Criterion) {
 fn point_get(c: &mut Criterion) {
     const ROWS: i64 = 100_000;
     let dir = tempfile::tempdir().unwrap();
-    let shard = ShardStore::open(0, dir.path(), ShardOptions::default()).unwrap();
+    let opts = ShardOptions::default();
+    let clock = opts.clock.clone();
+    let shard = ShardStore::open(0, dir.path(), opts).unwrap();
     let mut table = TableDef::new(
         1,
         "accounts",
@@ -108,6 +110,23 @@ fn point_get(c: &mut Criterion) {
                 snapshot: None,
             };
             shard.execute(0, black_box(&frag)).unwrap()
+        })
+    });
+    // As the proxy reads a point: at a snapshot, through the non-waiting
+    // path that checks the key is ready first.
+    c.bench_function("point_get_100k_rows_at_snapshot", |b| {
+        b.iter(|| {
+            i = (i * 7919 + 13) % ROWS;
+            let frag = Fragment::Scan {
+                table: 1,
+                key_prefix: vec![Value::Int8(i)],
+                filter: None,
+                projection: Vec::new(),
+                order_by: Vec::new(),
+                limit: None,
+                snapshot: Some(clock.now()),
+            };
+            shard.try_read(black_box(&frag)).unwrap().unwrap()
         })
     });
 }
