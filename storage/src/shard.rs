@@ -843,6 +843,8 @@ impl Materialized {
         self.meta.apply_batch(batch)?;
         *self.defs.write().expect("defs") = defs_by_id(catalog);
         *self.catalog.write().expect("catalog") = catalog.clone();
+        // Again for any row a reader cached meanwhile from a table now gone.
+        self.heads.retain(|id| live.contains(&id));
         Ok(())
     }
 }
