@@ -92,6 +92,40 @@ pub enum Expr {
     /// A value the proxy fills in before evaluation (an aggregate's result or
     /// a subquery's); evaluating an unfilled slot is an error.
     Slot(u32),
+    /// `expr [NOT] IN (list)` over a long list of integer or text constants,
+    /// sorted and deduplicated without its NULLs (`null`: it held one), so
+    /// that a row costs a binary search rather than a pass over the list.
+    /// Made for evaluation by [`Expr::with_sorted_lists`]; never bound.
+    InSorted {
+        expr: Box<Expr>,
+        list: Vec<Value>,
+        null: bool,
+        negated: bool,
+    },
+}
+
+/// IN lists at least this long are sorted for evaluation over many rows.
+const SORTED_IN_MIN: usize = 16;
+
+/// Integers compare with integers and text with text without error, in one
+/// total order: a list of one of them can be binary searched for such a value.
+fn same_kind(a: &Value, b: &Value) -> bool {
+    use Value::*;
+    matches!(
+        (a, b),
+        (Int2(_) | Int4(_) | Int8(_), Int2(_) | Int4(_) | Int8(_)) | (Text(_), Text(_))
+    )
+}
+
+/// The constants of an IN list that [`Expr::InSorted`] can hold: literals,
+/// NULL or all of one kind, at least one not NULL.
+fn sortable(list: &[Expr]) -> bool {
+    let mut first: Option<&Value> = None;
+    list.iter().all(|e| match e {
+        Expr::Literal(Value::Null) => true,
+        Expr::Literal(v) => same_kind(first.get_or_insert(v), v),
+        _ => false,
+    }) && first.is_some()
 }
 
 impl Expr {
@@ -232,7 +266,84 @@ impl Expr {
                 "XX000",
                 format!("unfilled expression slot {n}"),
             )),
+            Expr::InSorted {
+                expr,
+                list,
+                null,
+                negated,
+            } => {
+                let v = expr.eval(row)?;
+                if v.is_null() {
+                    return Ok(Value::Null);
+                }
+                let found = match list.first() {
+                    Some(first) if same_kind(first, &v) => list
+                        .binary_search_by(|item| {
+                            item.sql_cmp(&v).ok().flatten().unwrap_or(Ordering::Less)
+                        })
+                        .is_ok(),
+                    // Another type: compared item by item, as IN does.
+                    _ => {
+                        let mut found = false;
+                        for item in list {
+                            if binary(BinaryOp::Eq, v.clone(), item.clone())? == Value::Bool(true) {
+                                found = true;
+                                break;
+                            }
+                        }
+                        found
+                    }
+                };
+                Ok(if found {
+                    Value::Bool(!negated)
+                } else if *null {
+                    Value::Null
+                } else {
+                    Value::Bool(*negated)
+                })
+            }
         }
+    }
+
+    /// This expression with each long IN list of integer or text constants
+    /// made an [`Expr::InSorted`]: the same results, faster over many rows.
+    pub fn with_sorted_lists(self) -> Expr {
+        self.rewrite(&mut |e| match e {
+            Expr::In {
+                expr,
+                list,
+                negated,
+            } if list.len() >= SORTED_IN_MIN && sortable(&list) => {
+                let null = list.iter().any(|e| matches!(e, Expr::Literal(Value::Null)));
+                let mut values: Vec<Value> = list
+                    .into_iter()
+                    .filter_map(|e| match e {
+                        Expr::Literal(v) if !v.is_null() => Some(v),
+                        _ => None,
+                    })
+                    .collect();
+                let order = |a: &Value, b: &Value| a.sql_cmp(b).ok().flatten();
+                values.sort_by(|a, b| order(a, b).unwrap_or(Ordering::Equal));
+                values.dedup_by(|a, b| order(a, b) == Some(Ordering::Equal));
+                Expr::InSorted {
+                    expr,
+                    list: values,
+                    null,
+                    negated,
+                }
+            }
+            other => other,
+        })
+    }
+
+    /// True if [`Expr::with_sorted_lists`] would change something.
+    pub fn has_long_lists(&self) -> bool {
+        let mut long = false;
+        self.visit(&mut |e| {
+            long |=
+                matches!(e, Expr::In { list, .. } if list.len() >= SORTED_IN_MIN && sortable(list));
+        });
+        long
     }
 
     /// Rewrites every node bottom-up with `f` (which sees children already
@@ -298,6 +409,17 @@ impl Expr {
                 func,
                 args.into_iter().map(&mut *f).collect::<Result<_, _>>()?,
             ),
+            Expr::InSorted {
+                expr,
+                list,
+                null,
+                negated,
+            } => Expr::InSorted {
+                expr: bx(*expr, f)?,
+                list,
+                null,
+                negated,
+            },
             leaf @ (Expr::Column(_) | Expr::Literal(_) | Expr::Slot(_)) => leaf,
         })
     }
@@ -306,7 +428,9 @@ impl Expr {
     pub fn visit(&self, f: &mut impl FnMut(&Expr)) {
         f(self);
         match self {
-            Expr::Not(e) | Expr::Negate(e) | Expr::Cast(e, _) => e.visit(f),
+            Expr::Not(e) | Expr::Negate(e) | Expr::Cast(e, _) | Expr::InSorted { expr: e, .. } => {
+                e.visit(f)
+            }
             Expr::IsNull { expr, .. } => expr.visit(f),
             Expr::Binary(_, a, b) | Expr::NullIf(a, b) => {
                 a.visit(f);
@@ -644,9 +768,76 @@ pub fn sort_values(keys: &[SortKey], row: &Row) -> Result<Vec<Value>, EvalError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn lit(v: Value) -> Expr {
         Expr::Literal(v)
+    }
+
+    /// A small integer of a random width, NULL, or text: lists mixing
+    /// widths stay sortable, lists mixing kinds do not.
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            (-20i64..20).prop_map(|i| Value::Int2(i as i16)),
+            (-20i64..20).prop_map(|i| Value::Int4(i as i32)),
+            (-20i64..20).prop_map(Value::Int8),
+            Just(Value::Null),
+            "[a-c]{0,2}".prop_map(Value::Text),
+        ]
+    }
+
+    proptest! {
+        /// A sorted list answers every row as the written one does: TRUE,
+        /// FALSE, NULL or an error of the same kind.
+        #[test]
+        fn sorted_in_lists_agree_with_in(
+            items in prop::collection::vec(value(), 0..40),
+            kind in 0usize..3,
+            subject in prop_oneof![value(), (-20.0f64..20.0).prop_map(|f| Value::Float8(f.round()))],
+            negated: bool,
+        ) {
+            // Mostly one kind, so the list can be sorted; sometimes mixed.
+            let items: Vec<Value> = items
+                .into_iter()
+                .filter(|v| kind == 2 || v.is_null() || matches!((kind, v), (0, Value::Int2(_) | Value::Int4(_) | Value::Int8(_)) | (1, Value::Text(_))))
+                .collect();
+            let plain = Expr::In {
+                expr: Box::new(Expr::Column(0)),
+                list: items.into_iter().map(Expr::Literal).collect(),
+                negated,
+            };
+            let sorted = plain.clone().with_sorted_lists();
+            let row = vec![subject];
+            match (plain.eval(&row), sorted.eval(&row)) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                // The message may name another width of integer.
+                (Err(a), Err(b)) => prop_assert_eq!(std::mem::discriminant(&a), std::mem::discriminant(&b)),
+                (a, b) => prop_assert!(false, "{:?} against {:?}", a, b),
+            }
+        }
+    }
+
+    #[test]
+    fn only_long_constant_lists_are_sorted() {
+        let ints = |n: i64| Expr::In {
+            expr: Box::new(Expr::Column(0)),
+            list: (0..n).rev().map(|i| lit(Value::Int8(i))).collect(),
+            negated: false,
+        };
+        assert!(!ints(15).has_long_lists());
+        assert!(matches!(ints(15).with_sorted_lists(), Expr::In { .. }));
+        let long = ints(40);
+        assert!(long.has_long_lists());
+        let Expr::InSorted { list, null, .. } = long.with_sorted_lists() else {
+            panic!("a 40-integer list is sorted")
+        };
+        assert_eq!(list, (0..40).map(Value::Int8).collect::<Vec<_>>());
+        assert!(!null);
+        let mut with_column = ints(40);
+        if let Expr::In { list, .. } = &mut with_column {
+            list.push(Expr::Column(1));
+        }
+        assert!(!with_column.has_long_lists());
     }
 
     #[test]

@@ -944,6 +944,14 @@ fn without_conjunct(filter: &Expr, skip: &Expr) -> Option<Expr> {
     }
 }
 
+/// `filter` with its long constant IN lists sorted, when it has any: what a
+/// pass over many rows evaluates (see [`Expr::InSorted`]).
+fn sorted_lists(filter: Option<&Expr>) -> Option<Expr> {
+    filter
+        .filter(|e| e.has_long_lists())
+        .map(|e| e.clone().with_sorted_lists())
+}
+
 fn tree_name(id: TableId) -> String {
     format!("t{id}")
 }
@@ -1638,7 +1646,9 @@ impl ShardStore {
             // Point lookups of the listed leading key values, in key order.
             // The rows found are in the list: only the rest of the filter is
             // checked, or a long list would be searched once per row.
-            let rest = filter.and_then(|e| without_conjunct(e, list));
+            let rest = filter
+                .and_then(|e| without_conjunct(e, list))
+                .map(Expr::with_sorted_lists);
             for k in keys {
                 let mut more = true;
                 self.for_each_row(table, &[k], snapshot, |_, row| {
@@ -1654,7 +1664,9 @@ impl ShardStore {
             }
             return Ok(());
         }
-        let mut pass = |row: Row| match filter {
+        let sorted = sorted_lists(filter);
+        let checked = sorted.as_ref().or(filter);
+        let mut pass = |row: Row| match checked {
             Some(e) if !e.matches(&row)? => Ok(true),
             _ => f(row),
         };
@@ -1754,6 +1766,8 @@ impl ShardStore {
                 assignments,
             } => {
                 let def = self.table(*table)?;
+                let sorted = sorted_lists(filter.as_ref());
+                let filter = sorted.as_ref().or(filter.as_ref());
                 self.for_each_row(*table, key_prefix, LATEST, |pk, row| {
                     if let Some(f) = filter {
                         if !f.matches(&row)? {
@@ -1785,6 +1799,8 @@ impl ShardStore {
                 key_prefix,
                 filter,
             } => {
+                let sorted = sorted_lists(filter.as_ref());
+                let filter = sorted.as_ref().or(filter.as_ref());
                 self.for_each_row(*table, key_prefix, LATEST, |pk, row| {
                     if let Some(f) = filter {
                         if !f.matches(&row)? {
