@@ -96,36 +96,28 @@ fn point_get(c: &mut Criterion) {
             .execute(0, &Fragment::Insert { table: 1, rows })
             .unwrap();
     }
+    // Keys in a scattered order, one point scan each.
     let mut i = 0i64;
+    let mut next = |snapshot| {
+        i = (i * 7919 + 13) % ROWS;
+        Fragment::Scan {
+            table: 1,
+            key_prefix: vec![Value::Int8(i)],
+            filter: None,
+            projection: Vec::new(),
+            order_by: Vec::new(),
+            limit: None,
+            snapshot,
+        }
+    };
     c.bench_function("point_get_100k_rows", |b| {
-        b.iter(|| {
-            i = (i * 7919 + 13) % ROWS;
-            let frag = Fragment::Scan {
-                table: 1,
-                key_prefix: vec![Value::Int8(i)],
-                filter: None,
-                projection: Vec::new(),
-                order_by: Vec::new(),
-                limit: None,
-                snapshot: None,
-            };
-            shard.execute(0, black_box(&frag)).unwrap()
-        })
+        b.iter(|| shard.execute(0, black_box(&next(None))).unwrap())
     });
     // As the proxy reads a point: at a snapshot, through the non-waiting
     // path that checks the key is ready first.
     c.bench_function("point_get_100k_rows_at_snapshot", |b| {
         b.iter(|| {
-            i = (i * 7919 + 13) % ROWS;
-            let frag = Fragment::Scan {
-                table: 1,
-                key_prefix: vec![Value::Int8(i)],
-                filter: None,
-                projection: Vec::new(),
-                order_by: Vec::new(),
-                limit: None,
-                snapshot: Some(clock.now()),
-            };
+            let frag = next(Some(clock.now()));
             shard.try_read(black_box(&frag)).unwrap().unwrap()
         })
     });

@@ -104,6 +104,35 @@ pub enum Expr {
     },
 }
 
+/// Whether `v` (not NULL) equals one of `items`, stopping at the first that
+/// does, and whether an item compared before it was NULL.
+fn find_in(
+    v: &Value,
+    items: impl IntoIterator<Item = Result<Value, EvalError>>,
+) -> Result<(bool, bool), EvalError> {
+    let mut saw_null = false;
+    for item in items {
+        match binary(BinaryOp::Eq, v.clone(), item?)? {
+            Value::Bool(true) => return Ok((true, saw_null)),
+            Value::Null => saw_null = true,
+            _ => {}
+        }
+    }
+    Ok((false, saw_null))
+}
+
+/// `[NOT] IN` by SQL's rules: a match decides it, else a NULL item makes
+/// it NULL.
+fn in_outcome(found: bool, saw_null: bool, negated: bool) -> Value {
+    if found {
+        Value::Bool(!negated)
+    } else if saw_null {
+        Value::Null
+    } else {
+        Value::Bool(negated)
+    }
+}
+
 /// IN lists at least this long are sorted for evaluation over many rows.
 const SORTED_IN_MIN: usize = 16;
 
@@ -179,27 +208,11 @@ impl Expr {
                 negated,
             } => {
                 let v = expr.eval(row)?;
-                let mut saw_null = v.is_null();
-                let mut found = false;
-                if !v.is_null() {
-                    for item in list {
-                        match binary(BinaryOp::Eq, v.clone(), item.eval(row)?)? {
-                            Value::Bool(true) => {
-                                found = true;
-                                break;
-                            }
-                            Value::Null => saw_null = true,
-                            _ => {}
-                        }
-                    }
+                if v.is_null() {
+                    return Ok(Value::Null);
                 }
-                Ok(if found {
-                    Value::Bool(!negated)
-                } else if saw_null {
-                    Value::Null
-                } else {
-                    Value::Bool(*negated)
-                })
+                let (found, saw_null) = find_in(&v, list.iter().map(|item| item.eval(row)))?;
+                Ok(in_outcome(found, saw_null, *negated))
             }
             Expr::Like {
                 expr,
@@ -283,24 +296,9 @@ impl Expr {
                         })
                         .is_ok(),
                     // Another type: compared item by item, as IN does.
-                    _ => {
-                        let mut found = false;
-                        for item in list {
-                            if binary(BinaryOp::Eq, v.clone(), item.clone())? == Value::Bool(true) {
-                                found = true;
-                                break;
-                            }
-                        }
-                        found
-                    }
+                    _ => find_in(&v, list.iter().cloned().map(Ok))?.0,
                 };
-                Ok(if found {
-                    Value::Bool(!negated)
-                } else if *null {
-                    Value::Null
-                } else {
-                    Value::Bool(*negated)
-                })
+                Ok(in_outcome(found, *null, *negated))
             }
         }
     }

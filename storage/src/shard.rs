@@ -944,6 +944,18 @@ fn without_conjunct(filter: &Expr, skip: &Expr) -> Option<Expr> {
     }
 }
 
+/// A scan's output row: `projection` over `row`, or `row` itself when there
+/// is none.
+fn project(projection: &[Expr], row: Row) -> Result<Row> {
+    if projection.is_empty() {
+        return Ok(row);
+    }
+    Ok(projection
+        .iter()
+        .map(|e| e.eval(&row))
+        .collect::<std::result::Result<_, _>>()?)
+}
+
 /// `filter` with its long constant IN lists sorted, when it has any: what a
 /// pass over many rows evaluates (see [`Expr::InSorted`]).
 fn sorted_lists(filter: Option<&Expr>) -> Option<Expr> {
@@ -1438,13 +1450,7 @@ impl ShardStore {
                     return Ok(Vec::new());
                 }
             }
-            if !projection.is_empty() {
-                row = projection
-                    .iter()
-                    .map(|e| e.eval(&row))
-                    .collect::<std::result::Result<_, _>>()?;
-            }
-            Ok(vec![row])
+            Ok(vec![project(projection, row)?])
         };
         Some(read().map(FragmentOutput::Rows))
     }
@@ -2414,15 +2420,7 @@ impl Shard for ShardStore {
             left.min(STREAM_BATCH as u64) as usize
         };
         let mut batch = Vec::with_capacity(room);
-        let project = |row: Row| -> Result<Row> {
-            if projection.is_empty() {
-                return Ok(row);
-            }
-            Ok(projection
-                .iter()
-                .map(|e| e.eval(&row))
-                .collect::<std::result::Result<_, _>>()?)
-        };
+        let project = |row: Row| project(projection, row);
         // Adds a row to the batch, handing full batches over; false once
         // the limit is reached or the reader is gone.
         let mut emit = |sink: &mut dyn FnMut(Vec<Row>) -> bool, row: Row| {
