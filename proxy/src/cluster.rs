@@ -435,7 +435,8 @@ impl Cluster {
         if let Some(done) = s.try_read(&fragment) {
             return done.map_err(ProxyError::from);
         }
-        run_on(s, txid, fragment).await
+        // Boxed: a point read, answered above, keeps a small future.
+        Box::pin(run_on(s, txid, fragment)).await
     }
 
     /// Phase two of a two-phase commit whose every participant prepared:
@@ -562,6 +563,10 @@ impl Cluster {
         parts: Vec<(ShardId, Fragment)>,
     ) -> Vec<Result<FragmentOutput>> {
         let txid = self.txid();
+        if parts.len() == 1 {
+            let (s, f) = parts.into_iter().next().expect("one part");
+            return vec![self.run(s, txid, f).await];
+        }
         futures::future::join_all(parts.into_iter().map(|(s, f)| self.run(s, txid, f))).await
     }
 

@@ -11,7 +11,7 @@ use crate::cluster::Cluster;
 use crate::copy::CopyFormat;
 use crate::error::{ProxyError, Result};
 use crate::locks::HeldLocks;
-use crate::plan::{OnConflict, OutputColumn, Plan, Returning, Subquery};
+use crate::plan::{OnConflict, OutputColumn, Plan, Returning, SelectPlan, Subquery};
 use crate::route::placement::{ring_shard, shard_for_key, shard_for_row};
 use crate::route::router::Target;
 use crate::select::{fill, Reader};
@@ -128,7 +128,7 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
     // tables; when it ends (even failed: a commit's outcome may be unknown)
     // results read before it are stale.
     cluster.cache().begin_write(&written);
-    let result = execute_in_session(cluster, session, plan).await;
+    let result = run_in_session(cluster, session, plan).await;
     cluster.cache().end_write(&written);
     if ddl {
         cluster.cache().invalidate_all();
@@ -176,6 +176,29 @@ async fn cache_small(
         columns,
         rows: RowStream(rest.boxed()),
     })
+}
+
+/// Runs `plan` in the session's state. A read outside a transaction block,
+/// the common statement, is awaited in place and everything else boxed:
+/// the wire boxes each statement's future, copying all of it, and unboxed
+/// it would be as large as the largest path (14 KiB where a read needs 7).
+async fn run_in_session(cluster: &Cluster, session: &Session, plan: Plan) -> Result<QueryResult> {
+    match plan {
+        Plan::Select(s) if session.txn_status() == b'I' => select_autocommit(cluster, s).await,
+        plan => Box::pin(execute_in_session(cluster, session, plan)).await,
+    }
+}
+
+/// A SELECT outside any transaction block, streamed from its own snapshot.
+async fn select_autocommit(cluster: &Cluster, plan: SelectPlan) -> Result<QueryResult> {
+    let reader = Reader {
+        cluster,
+        snapshot: cluster.snapshot(),
+        txn: None,
+    };
+    let columns = plan.columns.clone();
+    let rows = reader.select_stream(plan).await?;
+    Ok(QueryResult::Stream { columns, rows })
 }
 
 async fn execute_in_session(
@@ -286,7 +309,7 @@ async fn execute_in_session(
             notice: None,
         }),
         (TxnState::Active(txn), Plan::Commit) => {
-            commit(cluster, txn).await?;
+            Box::pin(commit(cluster, txn)).await?;
             Ok(QueryResult::TxnEnd {
                 tag: "COMMIT".into(),
                 notice: None,
@@ -978,11 +1001,7 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
         txn: None,
     };
     match plan {
-        Plan::Select(s) => {
-            let columns = s.columns.clone();
-            let rows = reader.select_stream(s).await?;
-            Ok(QueryResult::Stream { columns, rows })
-        }
+        Plan::Select(s) => select_autocommit(cluster, s).await,
         Plan::Insert {
             table,
             rows: new_rows,
@@ -1003,7 +1022,7 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
                     on_conflict,
                     returning,
                 };
-                return implicit_transaction(cluster, plan).await;
+                return Box::pin(implicit_transaction(cluster, plan)).await;
             }
             let n = new_rows.len();
             // Only RETURNING needs the rows after they are sent.
@@ -1048,7 +1067,7 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
                     returning,
                     subqueries: Vec::new(),
                 };
-                return implicit_transaction(cluster, plan).await;
+                return Box::pin(implicit_transaction(cluster, plan)).await;
             };
             let frag = Fragment::Update {
                 table: table.id,
@@ -1075,7 +1094,7 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
                     returning,
                     subqueries: Vec::new(),
                 };
-                return implicit_transaction(cluster, plan).await;
+                return Box::pin(implicit_transaction(cluster, plan)).await;
             };
             let frag = Fragment::Delete {
                 table: table.id,
@@ -1101,7 +1120,7 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
         | Plan::Truncate { .. }
         | Plan::AlterTable { .. }
         | Plan::CreateIndex { .. }
-        | Plan::DropIndex { .. }) => crate::ddl::run(cluster, txid, p).await,
+        | Plan::DropIndex { .. }) => Box::pin(crate::ddl::run(cluster, txid, p)).await,
         Plan::SetVariable { name, value } => {
             session.set(&name, value);
             Ok(done("SET"))

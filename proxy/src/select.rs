@@ -51,7 +51,7 @@ impl Reader<'_> {
             snapshot: Some(self.snapshot),
         };
         let rows: Vec<Row> = self
-            .scan(r.target, Some(table), &frag)
+            .scan(r.target, Some(table), frag)
             .await?
             .into_iter()
             .flatten()
@@ -68,12 +68,13 @@ impl Reader<'_> {
         &self,
         target: Target,
         table: Option<&TableDef>,
-        frag: &Fragment,
+        frag: Fragment,
     ) -> Vec<(ShardId, Fragment)> {
         self.cluster.metrics().record_route(&target);
         let split = matches!(target, Target::Some(_));
         let shards = match target {
-            Target::One(s) => vec![s],
+            // One shard: the fragment moves there as it is.
+            Target::One(s) => return vec![(s, frag)],
             Target::Some(s) => s,
             Target::All => self.cluster.all_shards(),
         };
@@ -103,7 +104,7 @@ impl Reader<'_> {
         &self,
         target: Target,
         table: Option<&TableDef>,
-        frag: &Fragment,
+        frag: Fragment,
     ) -> Result<Vec<Vec<Row>>> {
         let mut parts = Vec::new();
         for o in self
@@ -296,7 +297,7 @@ impl Reader<'_> {
         let small = full_key || wanted.is_some_and(|w| w <= SMALL_RESULT);
         let inputs = self
             .cluster
-            .stream(self.parts(r.target, Some(t), &frag), small)
+            .stream(self.parts(r.target, Some(t), frag), small)
             .await?;
         Ok(crate::stream::merge(
             inputs,
@@ -326,7 +327,7 @@ impl Reader<'_> {
             aggregate: split.shard,
             snapshot: Some(self.snapshot),
         };
-        let parts = self.scan(r.target, Some(t), &frag).await?;
+        let parts = self.scan(r.target, Some(t), frag).await?;
         let n: usize = parts.iter().map(Vec::len).sum();
         within_budget(n, self.cluster.work_rows(), "merging partial aggregates")?;
         let rows = merge_partials(
@@ -428,7 +429,7 @@ impl Reader<'_> {
             limit: self.cluster.work_rows() as u64,
             snapshot: Some(self.snapshot),
         };
-        let parts = self.scan(target, None, &frag).await?;
+        let parts = self.scan(target, None, frag).await?;
         let n: usize = parts.iter().map(Vec::len).sum();
         within_budget(n, self.cluster.work_rows(), "a join's result")?;
         Ok(parts.into_iter().flatten().collect())
