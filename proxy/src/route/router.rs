@@ -43,10 +43,6 @@ impl Equalities {
         self.0.iter().find(|(c, _)| c == col).map(|(_, v)| v)
     }
 
-    fn contains_key(&self, col: &usize) -> bool {
-        self.get(col).is_some()
-    }
-
     /// The last equality on a column wins, as it always has.
     fn insert(&mut self, col: usize, v: Value) {
         match self.0.iter_mut().find(|(c, _)| *c == col) {
@@ -72,10 +68,8 @@ fn equalities(e: &Expr, table: &TableDef, out: &mut Equalities) {
             let Some(def) = table.columns.get(*col) else {
                 return;
             };
-            if v_is_exact(lit, &def.ty) {
-                if let Ok(v) = lit.clone().cast(&def.ty) {
-                    out.insert(*col, v);
-                }
+            if let Some(v) = exact(lit, &def.ty) {
+                out.insert(*col, v);
             }
         }
         _ => {}
@@ -201,9 +195,27 @@ pub fn fixes_primary_key(table: &TableDef, filter: Option<&Expr>) -> bool {
     let Some(f) = filter else {
         return false;
     };
-    let mut eq = Equalities::default();
-    equalities(f, table, &mut eq);
-    !table.primary_key.is_empty() && table.primary_key.iter().all(|c| eq.contains_key(c))
+    !table.primary_key.is_empty() && table.primary_key.iter().all(|&c| fixes(f, table, c))
+}
+
+/// True when a conjunct of `e` is `col = constant`, the constant converting
+/// exactly to the column's type: what [`equalities`] would collect for it.
+fn fixes(e: &Expr, table: &TableDef, col: usize) -> bool {
+    match e {
+        Expr::Binary(BinaryOp::And, l, r) => fixes(l, table, col) || fixes(r, table, col),
+        Expr::Binary(BinaryOp::Eq, l, r) => match (l.as_ref(), r.as_ref()) {
+            (Expr::Column(c), Expr::Literal(v)) | (Expr::Literal(v), Expr::Column(c))
+                if *c == col =>
+            {
+                table
+                    .columns
+                    .get(col)
+                    .is_some_and(|def| v_is_exact(v, &def.ty))
+            }
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// Routes a statement on `table` filtered by `filter`.
@@ -390,5 +402,38 @@ mod tests {
         );
         let r = route(&ring, &table(), Some(&f));
         assert_eq!(r.key_prefix, vec![Value::Int4(1), Value::Text("x".into())]);
+    }
+
+    #[test]
+    fn the_whole_key_is_fixed_only_by_exact_equalities_on_every_column() {
+        let ring = Ring::new(4, 150);
+        let t = table();
+        let a = eq(0, Value::Int4(1));
+        let b = eq(1, Value::Text("x".into()));
+        let and = |l: &Expr, r: &Expr| Expr::binary(BinaryOp::And, l.clone(), r.clone());
+        let or = |l: &Expr, r: &Expr| Expr::binary(BinaryOp::Or, l.clone(), r.clone());
+        let cases = [
+            (and(&a, &b), true),
+            (and(&b, &and(&eq(2, Value::Int8(3)), &a)), true),
+            (
+                and(
+                    &b,
+                    &Expr::binary(BinaryOp::Eq, Expr::Literal(Value::Int8(1)), Expr::Column(0)),
+                ),
+                true,
+            ),
+            (a.clone(), false),
+            (or(&a, &b), false),
+            (and(&b, &eq(0, Value::Float8(1.5))), false),
+            (and(&b, &eq(0, Value::Null)), false),
+            (and(&b, &eq(0, Value::Float8(2.0))), true),
+        ];
+        for (f, whole) in cases {
+            assert_eq!(fixes_primary_key(&t, Some(&f)), whole, "{f:?}");
+            // Agrees with the key prefix the router takes from the filter.
+            let prefix = route(&ring, &t, Some(&f)).key_prefix;
+            assert_eq!(prefix.len() == t.primary_key.len(), whole, "{f:?}");
+        }
+        assert!(!fixes_primary_key(&t, None));
     }
 }
