@@ -578,9 +578,16 @@ impl Materialized {
         self.trees.read().expect("trees").get(&table).cloned()
     }
 
-    /// The newest version of `pk` in `table`'s tree, through the cache.
-    fn head(&self, table: TableId, tree: &sled::Tree, pk: &[u8]) -> Result<Head> {
-        self.heads.head(table, pk, || read_head(tree, pk))
+    /// The newest version of `pk` in `table`'s tree, through the cache. A
+    /// table without a primary key is read from the tree: its keys end in
+    /// a hidden row id that no statement can name, so no point read comes
+    /// back for them, and each insert's check would otherwise cache a row
+    /// (pushing out rows that are read).
+    fn head(&self, table: &TableDef, tree: &sled::Tree, pk: &[u8]) -> Result<Head> {
+        if table.rowid.is_some() {
+            return read_head(tree, pk);
+        }
+        self.heads.head(table.id, pk, || read_head(tree, pk))
     }
 
     /// The version of `pk` visible at `snapshot`: the newest one when the
@@ -588,7 +595,7 @@ impl Materialized {
     /// a seek in the tree.
     fn visible_row(
         &self,
-        table: TableId,
+        table: &TableDef,
         tree: &sled::Tree,
         pk: &[u8],
         snapshot: u64,
@@ -853,8 +860,9 @@ impl Materialized {
 /// by `def`'s primary key, keeping its commit timestamp; dropped columns
 /// (the old row id among them) are cleared. Older versions are not copied:
 /// like PostgreSQL's table rewrites, this is not MVCC-safe for snapshots
-/// taken before it. The copies go into the head cache too: nothing else
-/// can write the new table before its catalog is applied.
+/// taken before it. The copies go into the head cache too (unless the new
+/// table is keyless, see `Materialized::head`): nothing else can write the
+/// new table before its catalog is applied.
 fn rekey(from: &sled::Tree, to: &sled::Tree, def: &TableDef, heads: &HeadCache) -> Result<()> {
     let bad = || StorageError::Codec("bad stored version".into());
     let mut batch = sled::Batch::default();
@@ -873,14 +881,16 @@ fn rekey(from: &sled::Tree, to: &sled::Tree, def: &TableDef, heads: &HeadCache) 
         let pk = encode_key(&pk);
         let version = sled::IVec::from(encode_version(Some(&row))?);
         batch.insert(versioned_key(&pk, ts), version.clone());
-        heads.prime(
-            def.id,
-            &pk,
-            Head {
-                ts,
-                version: Some(version),
-            },
-        );
+        if def.rowid.is_none() {
+            heads.prime(
+                def.id,
+                &pk,
+                Head {
+                    ts,
+                    version: Some(version),
+                },
+            );
+        }
         pending += 1;
         if pending == 10_000 {
             to.apply_batch(std::mem::take(&mut batch))?;
@@ -1257,7 +1267,7 @@ impl ShardStore {
             .ok_or_else(|| StorageError::UnknownTable(def.name.clone()))?;
         if prefix.len() == def.primary_key.len() {
             let pk = encode_key(prefix);
-            if let Some(mut row) = self.state.visible_row(table, &tree, &pk, snapshot)? {
+            if let Some(mut row) = self.state.visible_row(&def, &tree, &pk, snapshot)? {
                 def.complete_row(&mut row);
                 f(&pk, row)?;
             }
@@ -1441,7 +1451,7 @@ impl ShardStore {
             if *limit == Some(0) {
                 return Ok(Vec::new());
             }
-            let Some(mut row) = self.state.visible_row(*table, &tree, &key, snapshot)? else {
+            let Some(mut row) = self.state.visible_row(&def, &tree, &key, snapshot)? else {
                 return Ok(Vec::new());
             };
             def.complete_row(&mut row);
@@ -1754,8 +1764,7 @@ impl ShardStore {
                     def.check_not_null(row)?;
                     let pk: Vec<Value> = def.primary_key.iter().map(|&i| row[i].clone()).collect();
                     let key = encode_key(&pk);
-                    if !seen.insert(key.clone()) || self.state.head(*table, &tree, &key)?.is_live()
-                    {
+                    if !seen.insert(key.clone()) || self.state.head(&def, &tree, &key)?.is_live() {
                         return Err(def.duplicate_error(row));
                     }
                     ops.push(WriteOp::Put {
@@ -1831,7 +1840,7 @@ impl ShardStore {
                         .tree(wr.table)
                         .ok_or_else(|| StorageError::UnknownTable(def.name.clone()))?;
                     let key = encode_key(&wr.key);
-                    let head = self.state.head(wr.table, &tree, &key)?;
+                    let head = self.state.head(&def, &tree, &key)?;
                     if head.ts > wr.read_ts.unwrap_or(*snapshot).0 {
                         return Err(StorageError::SerializationFailure {
                             reason: format!("a newer version in \"{}\"", def.name),

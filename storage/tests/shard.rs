@@ -7,7 +7,7 @@ use std::sync::Arc;
 use fortress_storage::schema::ColumnDef;
 use fortress_storage::{
     BinaryOp, Catalog, DataType, Expr, Fragment, FragmentOutput, Shard, ShardOptions, ShardStore,
-    TableDef, Value,
+    TableDef, TxnWrite, Value,
 };
 
 fn catalog() -> Catalog {
@@ -1110,4 +1110,83 @@ fn a_rewritten_table_is_cached_in_place_of_the_old_one() {
     let (hits_after, misses_after, _) = s.row_cache_stats();
     assert_eq!(misses_after, misses, "every copied row is cached");
     assert_eq!(hits_after - hits, N as u64);
+}
+
+#[test]
+fn a_keyless_tables_inserts_leave_the_row_cache_to_rows_that_are_read() {
+    const N: i64 = 2000;
+    // Room for about 56 rows in each of the cache's 64 stripes: "t" fits.
+    let probe = tempfile::tempdir().unwrap();
+    let s = open(probe.path());
+    s.execute(1, &Fragment::ApplyCatalog(catalog())).unwrap();
+    insert(&s, 0..N);
+    let per_row = s.row_cache_stats().2 / N as usize;
+    drop(s);
+
+    let mut cat = catalog();
+    let mut log = TableDef::new(
+        2,
+        "log",
+        vec![
+            ColumnDef::new("v", DataType::Int8),
+            ColumnDef {
+                nullable: false,
+                ..ColumnDef::new("rowid", DataType::Int8)
+            },
+        ],
+        vec![0, 1],
+    );
+    log.rowid = Some(1);
+    cat.tables.insert("log".into(), log);
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ShardOptions {
+        head_cache_bytes: (64 * 56 * per_row) as u64,
+        ..ShardOptions::default()
+    };
+    let s = ShardStore::open(0, dir.path(), opts).unwrap();
+    s.execute(1, &Fragment::ApplyCatalog(cat)).unwrap();
+    insert(&s, 0..N);
+    let cached = s.row_cache_stats().2;
+
+    // As an INSERT in a transaction block commits: checked against the
+    // newest version of its (fresh) key, then applied.
+    for i in 0..N {
+        let writes = vec![TxnWrite {
+            table: 2,
+            key: vec![Value::Int8(i), Value::Int8(1_000_000 + i)],
+            row: Some(vec![Value::Int8(i), Value::Int8(1_000_000 + i)]),
+            insert: true,
+            read_ts: None,
+        }];
+        let snapshot = fortress_storage::Timestamp(u64::MAX >> 1);
+        s.execute(1, &Fragment::CommitTxn { snapshot, writes })
+            .unwrap();
+    }
+    assert_eq!(s.row_cache_stats().2, cached, "no row of \"log\" is cached");
+    let (_, misses, _) = s.row_cache_stats();
+    for id in 0..N {
+        let out = s
+            .execute(
+                1,
+                &Fragment::Scan {
+                    table: 1,
+                    key_prefix: vec![Value::Int8(id)],
+                    filter: None,
+                    projection: Vec::new(),
+                    order_by: vec![],
+                    limit: None,
+                    snapshot: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            FragmentOutput::Rows(vec![vec![Value::Int8(id), Value::Int8(id * 10)]])
+        );
+    }
+    assert_eq!(
+        s.row_cache_stats().1,
+        misses,
+        "every row of \"t\" is still cached"
+    );
 }
