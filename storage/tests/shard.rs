@@ -7,7 +7,7 @@ use std::sync::Arc;
 use fortress_storage::schema::ColumnDef;
 use fortress_storage::{
     BinaryOp, Catalog, DataType, Expr, Fragment, FragmentOutput, Shard, ShardOptions, ShardStore,
-    TableDef, TxnWrite, Value,
+    TableDef, TableId, TxnWrite, Value,
 };
 
 fn catalog() -> Catalog {
@@ -79,6 +79,19 @@ fn scan_where(
         .iter()
         .map(|r| (r[0].as_i64().unwrap(), r[1].as_i64().unwrap_or(-1)))
         .collect())
+}
+
+/// A scan of the row of `table` whose one-column key is `id`.
+fn point(table: TableId, id: i64, snapshot: Option<fortress_storage::Timestamp>) -> Fragment {
+    Fragment::Scan {
+        table,
+        key_prefix: vec![Value::Int8(id)],
+        filter: None,
+        projection: Vec::new(),
+        order_by: vec![],
+        limit: None,
+        snapshot,
+    }
 }
 
 fn rows(s: &ShardStore) -> Vec<(i64, i64)> {
@@ -917,15 +930,6 @@ fn run_steps(head_cache_bytes: u64, steps: &[Step]) -> Vec<String> {
     // collected as GC gets to them.
     let mut pinned = std::collections::VecDeque::new();
     let mut out = Vec::new();
-    let point = |id: i64, snapshot: Option<Timestamp>| Fragment::Scan {
-        table: 1,
-        key_prefix: vec![Value::Int8(id)],
-        filter: None,
-        projection: Vec::new(),
-        order_by: vec![],
-        limit: None,
-        snapshot,
-    };
     for (n, st) in steps.iter().enumerate() {
         let back = |b: usize| snapshots.len().checked_sub(b).map(|i| snapshots[i]);
         let key = vec![Value::Int8(match st {
@@ -980,7 +984,7 @@ fn run_steps(head_cache_bytes: u64, steps: &[Step]) -> Vec<String> {
                     }],
                 },
             ),
-            Step::Read(i, b) => s.execute(1, &point(*i, if *b == 0 { None } else { back(*b) })),
+            Step::Read(i, b) => s.execute(1, &point(1, *i, if *b == 0 { None } else { back(*b) })),
             Step::Gc => s.gc().map(FragmentOutput::Count),
         };
         out.push(match result {
@@ -1088,20 +1092,7 @@ fn a_rewritten_table_is_cached_in_place_of_the_old_one() {
 
     let (hits, misses, _) = s.row_cache_stats();
     for id in 0..N {
-        let out = s
-            .execute(
-                1,
-                &Fragment::Scan {
-                    table: 2,
-                    key_prefix: vec![Value::Int8(id * 10)],
-                    filter: None,
-                    projection: Vec::new(),
-                    order_by: vec![],
-                    limit: None,
-                    snapshot: None,
-                },
-            )
-            .unwrap();
+        let out = s.execute(1, &point(2, id * 10, None)).unwrap();
         assert_eq!(
             out,
             FragmentOutput::Rows(vec![vec![Value::Int8(id), Value::Int8(id * 10)]])
@@ -1165,20 +1156,7 @@ fn a_keyless_tables_inserts_leave_the_row_cache_to_rows_that_are_read() {
     assert_eq!(s.row_cache_stats().2, cached, "no row of \"log\" is cached");
     let (_, misses, _) = s.row_cache_stats();
     for id in 0..N {
-        let out = s
-            .execute(
-                1,
-                &Fragment::Scan {
-                    table: 1,
-                    key_prefix: vec![Value::Int8(id)],
-                    filter: None,
-                    projection: Vec::new(),
-                    order_by: vec![],
-                    limit: None,
-                    snapshot: None,
-                },
-            )
-            .unwrap();
+        let out = s.execute(1, &point(1, id, None)).unwrap();
         assert_eq!(
             out,
             FragmentOutput::Rows(vec![vec![Value::Int8(id), Value::Int8(id * 10)]])

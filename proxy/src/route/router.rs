@@ -60,20 +60,26 @@ fn equalities(e: &Expr, table: &TableDef, out: &mut Equalities) {
             equalities(l, table, out);
             equalities(r, table, out);
         }
-        Expr::Binary(BinaryOp::Eq, l, r) => {
-            let (col, lit) = match (l.as_ref(), r.as_ref()) {
-                (Expr::Column(c), Expr::Literal(v)) | (Expr::Literal(v), Expr::Column(c)) => (c, v),
-                _ => return,
-            };
-            let Some(def) = table.columns.get(*col) else {
-                return;
-            };
-            if let Some(v) = exact(lit, &def.ty) {
-                out.insert(*col, v);
+        e => {
+            if let Some((col, v)) = column_equality(e, table) {
+                out.insert(col, v);
             }
         }
-        _ => {}
     }
+}
+
+/// `column = constant` (either way round), with the constant converted to
+/// the column's type when it converts exactly.
+fn column_equality(e: &Expr, table: &TableDef) -> Option<(usize, Value)> {
+    let Expr::Binary(BinaryOp::Eq, l, r) = e else {
+        return None;
+    };
+    let (&col, lit) = match (l.as_ref(), r.as_ref()) {
+        (Expr::Column(c), Expr::Literal(v)) | (Expr::Literal(v), Expr::Column(c)) => (c, v),
+        _ => return None,
+    };
+    let def = table.columns.get(col)?;
+    Some((col, exact(lit, &def.ty)?))
 }
 
 /// True when `v` survives conversion to `ty` unchanged (so `int_col = 1.5`
@@ -198,23 +204,12 @@ pub fn fixes_primary_key(table: &TableDef, filter: Option<&Expr>) -> bool {
     !table.primary_key.is_empty() && table.primary_key.iter().all(|&c| fixes(f, table, c))
 }
 
-/// True when a conjunct of `e` is `col = constant`, the constant converting
-/// exactly to the column's type: what [`equalities`] would collect for it.
+/// True when a conjunct of `e` is an equality [`equalities`] would collect
+/// for column `col`.
 fn fixes(e: &Expr, table: &TableDef, col: usize) -> bool {
     match e {
         Expr::Binary(BinaryOp::And, l, r) => fixes(l, table, col) || fixes(r, table, col),
-        Expr::Binary(BinaryOp::Eq, l, r) => match (l.as_ref(), r.as_ref()) {
-            (Expr::Column(c), Expr::Literal(v)) | (Expr::Literal(v), Expr::Column(c))
-                if *c == col =>
-            {
-                table
-                    .columns
-                    .get(col)
-                    .is_some_and(|def| v_is_exact(v, &def.ty))
-            }
-            _ => false,
-        },
-        _ => false,
+        e => column_equality(e, table).is_some_and(|(c, _)| c == col),
     }
 }
 
