@@ -372,7 +372,16 @@ fn write_shards(
     // read is in this log by now.
     let logged =
         fortress_proxy::coordinator::read_decisions(&from.join("coordinator"), cipher.as_deref())?;
-    let decisions = fortress_storage::restore::decide(&pending, &logged);
+    // A vote a shard's log lost with its unsynced tail is in the decision.
+    for (&txid, d) in &logged {
+        for (shard, vote) in &d.votes {
+            if let Some(p) = pending.get_mut(*shard as usize) {
+                p.adopt_vote(txid, vote.lsn, &vote.record)?;
+            }
+        }
+    }
+    let outcomes = logged.iter().map(|(&t, d)| (t, d.commit_ts)).collect();
+    let decisions = fortress_storage::restore::decide(&pending, &outcomes);
     let (mut rows, mut records, mut bytes) = (0, 0, 0);
     let mut positions = Vec::new();
     for (s, p) in pending.into_iter().enumerate() {

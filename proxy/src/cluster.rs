@@ -12,7 +12,7 @@ use fortress_storage::{
 
 use fortress_storage::checkpoint::{Manifest, RingLayout};
 
-use crate::coordinator::Coordinator;
+use crate::coordinator::{Coordinator, Vote};
 use crate::error::{ProxyError, Result};
 use crate::route::ring::Ring;
 use crate::stream::ShardRows;
@@ -31,6 +31,10 @@ pub struct ClusterOptions {
     /// before it fails with 53200.
     pub work_rows: usize,
 }
+
+/// Votes bigger than this in all are made durable where they were given,
+/// not copied into the coordinator's log (whose records are bounded).
+const MAX_VOTE_BYTES: usize = 64 << 20;
 
 /// How often each shard collects versions no snapshot can see.
 const GC_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -439,26 +443,33 @@ impl Cluster {
         Box::pin(run_on(s, txid, fragment)).await
     }
 
-    /// Phase two of a two-phase commit whose every participant prepared:
-    /// the transaction is committed already (see [`crate::coordinator`]).
-    /// Appends the decision, then commits the participants one after
-    /// another, the first alone before the crash tests' mid-phase fault
-    /// point, and once all have, queues the decision to be forgotten.
-    /// Nothing here waits for a disk. Gives each participant's outcome in
+    /// Phase two of a two-phase commit whose every participant prepared
+    /// (see [`crate::coordinator`]). With `votes` (PREPAREs not yet
+    /// durable) the decision is logged with them and waited for: that
+    /// commits the transaction. Without, every PREPARE is durable, which
+    /// committed it already, and the decision is only appended. Then the
+    /// participants commit one after another, the first alone before the
+    /// crash tests' mid-phase fault point, and once all have, the decision
+    /// is queued to be forgotten. Gives each participant's outcome in
     /// order, or the fault that stopped phase two.
     pub async fn decide_commit(
         &self,
         txid: u64,
         commit_ts: Timestamp,
         participants: &[ShardId],
+        votes: Vec<Vote>,
     ) -> Result<Vec<Result<FragmentOutput>>> {
         let shards = participants
             .iter()
             .map(|&p| self.shard(p))
             .collect::<Result<Vec<_>>>()?;
-        if let Err(e) = self.coordinator.append_commit(txid, commit_ts) {
-            // Committed all the same; a restart finds every PREPARE.
-            tracing::warn!(txid, error = %e, "could not log a commit decision");
+        if votes.is_empty() {
+            if let Err(e) = self.coordinator.append_commit(txid, commit_ts) {
+                // Committed all the same; a restart finds every PREPARE.
+                tracing::warn!(txid, error = %e, "could not log a commit decision");
+            }
+        } else {
+            self.log_votes(txid, commit_ts, &shards, votes).await?;
         }
         let fault = |point| fault::hit(point).map_err(|f| ProxyError::new("XX000", f.to_string()));
         fault("2pc.after_decision")?;
@@ -474,6 +485,41 @@ impl Cluster {
             self.coordinator.retire(txid, shards);
         }
         Ok(out)
+    }
+
+    /// Makes a commit carrying `votes` durable: logged with them, or, if
+    /// they are too big for one record, by syncing every participant's
+    /// PREPARE (every vote durable commits it, as for a bulk write set).
+    /// 40003 if neither is possible: the outcome is then a restart's.
+    async fn log_votes(
+        &self,
+        txid: u64,
+        commit_ts: Timestamp,
+        shards: &[Arc<dyn Shard>],
+        votes: Vec<Vote>,
+    ) -> Result<()> {
+        let bytes: usize = votes.iter().map(|(_, v)| v.record.len()).sum();
+        let coordinator = self.coordinator.clone();
+        let shards = shards.to_vec();
+        let logged = tokio::task::spawn_blocking(move || {
+            if bytes > MAX_VOTE_BYTES {
+                for s in &shards {
+                    s.sync_log()?;
+                }
+                return coordinator.append_commit(txid, commit_ts);
+            }
+            let lsn = coordinator.append_commit_votes(txid, commit_ts, &votes)?;
+            coordinator.sync_through(lsn)
+        })
+        .await
+        .map_err(|e| StorageError::Codec(format!("commit task failed: {e}")))
+        .and_then(|r| r);
+        logged.map_err(|e| {
+            ProxyError::new(
+                "40003",
+                format!("transaction outcome unknown: its commit could not be logged ({e}); a restart decides it"),
+            )
+        })
     }
 
     /// Aborts a transaction whose prepare failed somewhere: the abort is

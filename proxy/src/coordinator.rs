@@ -19,6 +19,14 @@
 //!
 //! A decision is forgotten (a DONE record) only once every participant's
 //! commit record is durable.
+//!
+//! A transaction whose write set is not huge does not wait for its
+//! participants' fsyncs: each votes as soon as its PREPARE is logged and
+//! hands back the record ([`LoggedVote`]); this log then appends the
+//! decision with every vote in it and one fsync makes the whole
+//! transaction durable, group-committed with the others. A restart whose
+//! participant lost such a PREPARE with its log's unsynced tail logs it
+//! there again from here (see [`crate::recovery`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -26,11 +34,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fortress_storage::wal::{Wal, WalOptions};
-use fortress_storage::{Shard, ShardId, StorageError, Timestamp, TxnId};
+use fortress_storage::{LoggedVote, Shard, ShardId, StorageError, Timestamp, TxnId};
 
 const KIND_COMMIT: u8 = 1;
 const KIND_DONE: u8 = 2;
 const KIND_ABORT: u8 = 3;
+/// A commit carrying its participants' votes, which were not yet durable.
+const KIND_COMMIT_VOTES: u8 = 4;
 
 /// How often the retiring thread looks for decisions to forget.
 const RETIRE_EVERY: Duration = Duration::from_millis(20);
@@ -41,6 +51,62 @@ type Retiring = (TxnId, Vec<Arc<dyn Shard>>);
 /// A logged outcome: the commit timestamp, or `None` for an abort.
 pub type Outcome = Option<Timestamp>;
 
+/// A participant's vote as a commit decision carries it.
+pub type Vote = (ShardId, LoggedVote);
+
+/// A decision this log holds, as a restore reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoggedDecision {
+    /// The commit timestamp, or `None` for an abort.
+    pub commit_ts: Option<u64>,
+    /// The votes logged with a commit not yet done (empty otherwise).
+    pub votes: Vec<Vote>,
+}
+
+/// Encodes votes as: per vote, shard (u32), LSN (u64), record length (u32)
+/// and the record, little-endian.
+fn encode_votes(votes: &[Vote]) -> Vec<u8> {
+    let len = votes.iter().map(|(_, v)| 16 + v.record.len()).sum();
+    let mut out = Vec::with_capacity(len);
+    for (shard, v) in votes {
+        out.extend_from_slice(&shard.to_le_bytes());
+        out.extend_from_slice(&v.lsn.to_le_bytes());
+        out.extend_from_slice(&(v.record.len() as u32).to_le_bytes());
+        out.extend_from_slice(&v.record);
+    }
+    out
+}
+
+fn decode_votes(mut buf: &[u8]) -> Result<Vec<Vote>, StorageError> {
+    let mut votes = Vec::new();
+    while !buf.is_empty() {
+        let shard = u32::from_le_bytes(take(&mut buf)?);
+        let lsn = u64::from_le_bytes(take(&mut buf)?);
+        let len = u32::from_le_bytes(take(&mut buf)?) as usize;
+        let (record, rest) = buf.split_at_checked(len).ok_or_else(short_votes)?;
+        buf = rest;
+        votes.push((
+            shard,
+            LoggedVote {
+                lsn,
+                record: record.to_vec(),
+            },
+        ));
+    }
+    Ok(votes)
+}
+
+/// The next `N` bytes of `buf`, consumed.
+fn take<const N: usize>(buf: &mut &[u8]) -> Result<[u8; N], StorageError> {
+    let (head, rest) = buf.split_first_chunk::<N>().ok_or_else(short_votes)?;
+    *buf = rest;
+    Ok(*head)
+}
+
+fn short_votes() -> StorageError {
+    StorageError::Codec("a commit record's votes are cut short".into())
+}
+
 /// Decisions of multi-shard transactions.
 pub struct Coordinator {
     wal: Wal,
@@ -48,6 +114,9 @@ pub struct Coordinator {
     /// Decisions every participant has applied, with those participants,
     /// waiting for their commit records to be durable.
     retiring: Mutex<Vec<Retiring>>,
+    /// The votes of the commits the open found not done, as logged (see
+    /// [`Coordinator::logged_votes`]).
+    votes: Mutex<BTreeMap<TxnId, (Timestamp, Vec<u8>)>>,
 }
 
 /// Every outcome in the log in `dir` (txid to commit timestamp, `None` for
@@ -57,18 +126,29 @@ pub struct Coordinator {
 pub fn read_decisions(
     dir: &Path,
     cipher: Option<&fortress_storage::cipher::Cipher>,
-) -> Result<HashMap<TxnId, Option<u64>>, StorageError> {
+) -> Result<HashMap<TxnId, LoggedDecision>, StorageError> {
     let mut decisions = HashMap::new();
     if !dir.exists() {
         return Ok(decisions);
     }
+    let decided = |commit_ts, votes| LoggedDecision { commit_ts, votes };
     fortress_storage::wal::read_from(dir, 0, cipher, |rec| {
         match rec.kind {
             KIND_COMMIT => {
-                decisions.insert(rec.txid, Some(rec.ts));
+                decisions.insert(rec.txid, decided(Some(rec.ts), Vec::new()));
+            }
+            KIND_COMMIT_VOTES => {
+                let votes = decode_votes(&rec.payload)?;
+                decisions.insert(rec.txid, decided(Some(rec.ts), votes));
             }
             KIND_ABORT => {
-                decisions.insert(rec.txid, None);
+                decisions.insert(rec.txid, decided(None, Vec::new()));
+            }
+            // Done: every participant's log holds the outcome durably.
+            KIND_DONE => {
+                if let Some(d) = decisions.get_mut(&rec.txid) {
+                    d.votes = Vec::new();
+                }
             }
             _ => {}
         }
@@ -81,16 +161,22 @@ impl Coordinator {
     /// Opens the decision log in `dir`, reading every decision not yet done.
     pub fn open(dir: &Path, opts: WalOptions) -> Result<Coordinator, StorageError> {
         let mut decisions = HashMap::new();
+        let mut votes = BTreeMap::new();
         let wal = Wal::open(dir, opts, 0, |rec| {
             match rec.kind {
                 KIND_COMMIT => {
                     decisions.insert(rec.txid, Some(Timestamp(rec.ts)));
+                }
+                KIND_COMMIT_VOTES => {
+                    decisions.insert(rec.txid, Some(Timestamp(rec.ts)));
+                    votes.insert(rec.txid, (Timestamp(rec.ts), rec.payload.clone()));
                 }
                 KIND_ABORT => {
                     decisions.insert(rec.txid, None);
                 }
                 KIND_DONE => {
                     decisions.remove(&rec.txid);
+                    votes.remove(&rec.txid);
                 }
                 k => {
                     return Err(StorageError::Codec(format!(
@@ -105,7 +191,58 @@ impl Coordinator {
             wal,
             decisions: Mutex::new(decisions),
             retiring: Mutex::new(Vec::new()),
+            votes: Mutex::new(votes),
         })
+    }
+
+    /// Appends the commit of `txid` at `commit_ts` with its participants'
+    /// votes, which are not durable yet; returns its LSN. The transaction
+    /// is committed once that LSN is durable ([`Coordinator::sync_through`]).
+    pub fn append_commit_votes(
+        &self,
+        txid: TxnId,
+        commit_ts: Timestamp,
+        votes: &[Vote],
+    ) -> Result<u64, StorageError> {
+        let lsn = self
+            .wal
+            .append(txid, commit_ts.0, KIND_COMMIT_VOTES, &encode_votes(votes))?;
+        self.decisions
+            .lock()
+            .expect("decisions")
+            .insert(txid, Some(commit_ts));
+        Ok(lsn)
+    }
+
+    /// Waits until every record through `lsn` is durable; concurrent
+    /// callers share one fsync.
+    pub fn sync_through(&self, lsn: u64) -> Result<(), StorageError> {
+        self.wal.wait_durable(lsn)
+    }
+
+    /// Takes the votes logged with the commits the open found not done:
+    /// what a restart checks its participants still hold.
+    pub fn logged_votes(&self) -> Result<Vec<(TxnId, Timestamp, Vec<Vote>)>, StorageError> {
+        std::mem::take(&mut *self.votes.lock().expect("votes"))
+            .into_iter()
+            .map(|(txid, (ts, raw))| Ok((txid, ts, decode_votes(&raw)?)))
+            .collect()
+    }
+
+    /// Forgets every decision held, durably: a restart's last step, once
+    /// every participant has applied and synced its outcome.
+    pub fn retire_all(&self) -> Result<(), StorageError> {
+        let held: Vec<TxnId> = self
+            .decisions
+            .lock()
+            .expect("decisions")
+            .keys()
+            .copied()
+            .collect();
+        for txid in held {
+            self.log_done(txid)?;
+        }
+        self.sync()
     }
 
     /// Appends the commit of `txid` at `commit_ts`, without waiting for it
@@ -289,8 +426,60 @@ mod tests {
         assert_eq!(c.outcome(3), None, "done: forgotten");
         assert_eq!(c.outcome(4), None);
         let read = read_decisions(dir.path(), None).unwrap();
-        assert_eq!(read.get(&1), Some(&Some(10)));
-        assert_eq!(read.get(&2), Some(&None));
+        assert_eq!(read[&1].commit_ts, Some(10));
+        assert_eq!(read[&2].commit_ts, None);
+    }
+
+    fn votes() -> Vec<Vote> {
+        let vote = |lsn, record: &[u8]| LoggedVote {
+            lsn,
+            record: record.to_vec(),
+        };
+        vec![(0, vote(7, b"abc")), (3, vote(9, b""))]
+    }
+
+    #[test]
+    fn votes_logged_with_a_commit_are_read_back_until_it_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Coordinator::open(dir.path(), WalOptions::default()).unwrap();
+        let lsn = c.append_commit_votes(5, Timestamp(50), &votes()).unwrap();
+        c.sync_through(lsn).unwrap();
+        assert_eq!(c.outcome(5), Some(Some(Timestamp(50))));
+        c.append_commit_votes(6, Timestamp(60), &votes()[..1])
+            .unwrap();
+        c.retire(6, Vec::new());
+        assert_eq!(c.retire_queued(), 1);
+        c.sync().unwrap();
+        drop(c);
+        let read = read_decisions(dir.path(), None).unwrap();
+        let decided = |ts, votes| LoggedDecision {
+            commit_ts: Some(ts),
+            votes,
+        };
+        assert_eq!(read[&5], decided(50, votes()));
+        assert_eq!(read[&6], decided(60, Vec::new()), "done: votes dropped");
+        let c = Coordinator::open(dir.path(), WalOptions::default()).unwrap();
+        assert_eq!(c.outcome(5), Some(Some(Timestamp(50))));
+        assert_eq!(c.outcome(6), None);
+        assert_eq!(c.logged_votes().unwrap(), vec![(5, Timestamp(50), votes())]);
+        assert!(c.logged_votes().unwrap().is_empty(), "taken once");
+        c.retire_all().unwrap();
+        drop(c);
+        let c = Coordinator::open(dir.path(), WalOptions::default()).unwrap();
+        assert_eq!(c.outcome(5), None, "retired for good");
+        assert!(c.logged_votes().unwrap().is_empty());
+    }
+
+    #[test]
+    fn votes_cut_short_are_an_error_not_a_panic() {
+        let all = votes();
+        let bytes = encode_votes(&all);
+        let first = 16 + all[0].1.record.len();
+        assert_eq!(decode_votes(&bytes).unwrap(), all);
+        assert_eq!(decode_votes(&bytes[..first]).unwrap(), all[..1]);
+        for n in (1..bytes.len()).filter(|&n| n != first) {
+            assert!(decode_votes(&bytes[..n]).is_err(), "{n} bytes");
+        }
     }
 
     #[test]

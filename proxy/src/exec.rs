@@ -387,17 +387,20 @@ async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
     let txid = cluster.txid();
     let participants: Vec<ShardId> = by_shard.keys().copied().collect();
     let total_writes: usize = by_shard.values().map(Vec::len).sum();
+    // A bulk write set is prepared shard by shard, like its second phase,
+    // each PREPARE durable on its own: the decision does not carry it.
+    let bulk = total_writes > BULK_WRITES;
     let prepares = by_shard.into_iter().map(|(shard, writes)| {
         let frag = Fragment::Prepare {
             txid,
             snapshot,
             writes,
             participants: participants.clone(),
+            durable_vote: bulk,
         };
         cluster.run(shard, txid, frag)
     });
-    // A bulk write set is prepared shard by shard, like its second phase.
-    let prepared = if total_writes > BULK_WRITES {
+    let prepared = if bulk {
         let mut out = Vec::new();
         for p in prepares {
             out.push(p.await);
@@ -409,9 +412,13 @@ async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
     // Every vote durable: committed, at the greatest prepare timestamp.
     let mut commit_ts = None;
     let mut failed = None;
-    for r in prepared {
+    let mut votes = Vec::new();
+    for (r, &shard) in prepared.into_iter().zip(&participants) {
         match r {
-            Ok(FragmentOutput::Prepared { ts }) => commit_ts = commit_ts.max(Some(ts)),
+            Ok(FragmentOutput::Prepared { ts, vote }) => {
+                commit_ts = commit_ts.max(Some(ts));
+                votes.extend(vote.map(|v| (shard, v)));
+            }
             Ok(other) => {
                 failed = Some(ProxyError::new(
                     "XX000",
@@ -434,7 +441,7 @@ async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
         }
     };
     let results = cluster
-        .decide_commit(txid, commit_ts, &participants)
+        .decide_commit(txid, commit_ts, &participants, votes)
         .await?;
     for (r, shard) in results.into_iter().zip(&participants) {
         if let Err(e) = r {

@@ -6,6 +6,13 @@
 //! them still holds its PREPARE, every vote was durable and the transaction
 //! committed, at the greatest prepare timestamp; if one holds nothing, it
 //! never prepared there and the transaction aborts.
+//!
+//! A commit logged with its votes (see [`crate::coordinator`]) first has
+//! every vote a participant lost with its log's unsynced tail logged there
+//! again, so each participant holds its PREPARE before anything is decided.
+//! Once all is resolved every participant's log is synced and every
+//! decision forgotten: a vote's LSN then always names a record of the log
+//! as it stands, never one a lost tail freed for another.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +26,7 @@ use crate::error::Result;
 /// Every decision is logged durably before any shard applies one, so a
 /// shard's prepare floor never passes an outcome only that shard held.
 pub fn resolve_in_doubt(stores: &[Arc<ShardStore>], coordinator: &Coordinator) -> Result<()> {
+    restore_votes(stores, coordinator)?;
     let mut decided: BTreeMap<TxnId, Outcome> = BTreeMap::new();
     for s in stores {
         for txid in s.in_doubt() {
@@ -44,7 +52,34 @@ pub fn resolve_in_doubt(stores: &[Arc<ShardStore>], coordinator: &Coordinator) -
         }
     }
     for s in stores {
+        s.sync_log()?;
+    }
+    coordinator.retire_all()?;
+    for s in stores {
         s.recovered();
+    }
+    Ok(())
+}
+
+/// Logs again on its participant every vote a commit carries that the
+/// participant's log lost: neither its replay knows the transaction nor
+/// does its log hold the record where the vote was given.
+fn restore_votes(stores: &[Arc<ShardStore>], coordinator: &Coordinator) -> Result<()> {
+    for (txid, commit_ts, votes) in coordinator.logged_votes()? {
+        for (shard, vote) in votes {
+            let Some(s) = stores.get(shard as usize) else {
+                continue;
+            };
+            if s.txn_status(txid) != TxnStatus::Unknown || s.holds_record(vote.lsn, txid)? {
+                continue;
+            }
+            tracing::warn!(
+                shard,
+                txid,
+                "a vote was lost with the log's tail; logging it again"
+            );
+            s.restore_vote(txid, commit_ts, &vote.record)?;
+        }
     }
     Ok(())
 }
@@ -80,7 +115,7 @@ mod tests {
     use fortress_storage::schema::ColumnDef;
     use fortress_storage::wal::WalOptions;
     use fortress_storage::{
-        Catalog, DataType, FragmentOutput, ShardOptions, TableDef, TxnWrite, Value,
+        Catalog, DataType, FragmentOutput, LoggedVote, ShardOptions, TableDef, TxnWrite, Value,
     };
     use std::path::Path;
 
@@ -115,7 +150,7 @@ mod tests {
     }
 
     /// Prepares `txid` writing row `id` = `v` on each of `on`, naming
-    /// `participants`; gives each prepare timestamp.
+    /// `participants`, each PREPARE durable; gives each prepare timestamp.
     fn prepare(
         stores: &[Arc<ShardStore>],
         txid: TxnId,
@@ -123,6 +158,22 @@ mod tests {
         participants: &[u32],
         v: i64,
     ) -> Vec<Timestamp> {
+        prepare_voting(stores, txid, on, participants, v, true)
+            .into_iter()
+            .map(|(ts, _)| ts)
+            .collect()
+    }
+
+    /// [`prepare`], with each vote given before or after its PREPARE is
+    /// durable; gives each prepare timestamp and vote.
+    fn prepare_voting(
+        stores: &[Arc<ShardStore>],
+        txid: TxnId,
+        on: &[u32],
+        participants: &[u32],
+        v: i64,
+        durable_vote: bool,
+    ) -> Vec<(Timestamp, Option<LoggedVote>)> {
         on.iter()
             .map(|&s| {
                 let frag = Fragment::Prepare {
@@ -136,9 +187,10 @@ mod tests {
                         read_ts: None,
                     }],
                     participants: participants.to_vec(),
+                    durable_vote,
                 };
                 match stores[s as usize].execute(txid, &frag).unwrap() {
-                    FragmentOutput::Prepared { ts } => ts,
+                    FragmentOutput::Prepared { ts, vote } => (ts, vote),
                     other => panic!("prepare answered {other:?}"),
                 }
             })
@@ -147,6 +199,16 @@ mod tests {
 
     /// The value of row `txid` on shard `s`, if it is there.
     fn row(stores: &[Arc<ShardStore>], s: usize, txid: TxnId) -> Option<i64> {
+        row_at(stores, s, txid, None)
+    }
+
+    /// [`row`] as of `snapshot` (the latest without).
+    fn row_at(
+        stores: &[Arc<ShardStore>],
+        s: usize,
+        txid: TxnId,
+        snapshot: Option<Timestamp>,
+    ) -> Option<i64> {
         let scan = Fragment::Scan {
             table: 1,
             key_prefix: vec![Value::Int8(txid as i64)],
@@ -154,7 +216,7 @@ mod tests {
             projection: Vec::new(),
             order_by: Vec::new(),
             limit: None,
-            snapshot: None,
+            snapshot,
         };
         let rows = stores[s].execute(0, &scan).unwrap().into_rows();
         rows.first().map(|r| r[1].as_i64().unwrap())
@@ -197,19 +259,94 @@ mod tests {
             (row(&stores, 0, 10), row(&stores, 1, 10)),
             (Some(100), Some(100))
         );
-        assert_eq!(c.outcome(10), Some(Some(ts[0].max(ts[1]))));
+        // At the greatest prepare timestamp.
+        let at = ts[0].max(ts[1]);
+        assert_eq!(row_at(&stores, 0, 10, Some(Timestamp(at.0 - 1))), None);
+        assert_eq!(row_at(&stores, 0, 10, Some(at)), Some(100));
         assert_eq!((row(&stores, 0, 11), row(&stores, 1, 11)), (None, None));
         assert_eq!((row(&stores, 0, 12), row(&stores, 1, 12)), (None, None));
         assert_eq!(
             (row(&stores, 0, 13), row(&stores, 1, 13)),
             (Some(130), Some(130))
         );
-        assert_eq!(c.outcome(13), Some(Some(Timestamp(ts13[1].0 + 5))));
+        let at = Timestamp(ts13[1].0 + 5);
+        assert_eq!(row_at(&stores, 0, 13, Some(Timestamp(at.0 - 1))), None);
+        assert_eq!(row_at(&stores, 0, 13, Some(at)), Some(130));
         assert_eq!(row(&stores, 2, 14), None);
-        // Every decision is logged: a second restart decides the same.
+        // Every participant holds every outcome durably, so the decisions
+        // are forgotten, and a second restart finds nothing to decide.
+        for txid in 10..=14 {
+            assert_eq!(c.outcome(txid), None, "{txid}");
+        }
         drop((stores, c));
         let (stores, c) = open(dir.path(), 3);
-        assert_eq!(c.outcome(11), Some(None));
+        for s in &stores {
+            assert!(s.in_doubt().is_empty());
+        }
+        resolve_in_doubt(&stores, &c).unwrap();
         assert_eq!(row(&stores, 0, 10), Some(100));
+        assert_eq!(row(&stores, 1, 13), Some(130));
+        assert_eq!(row(&stores, 0, 11), None);
+    }
+
+    /// Copies the flat directory `from` (a log's segments) to `to`.
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_commit_logged_with_its_votes_is_redone_where_a_crash_lost_the_prepare() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal1 = dir.path().join("s1").join("wal");
+        let before = dir.path().join("s1-wal-before");
+        let commit_ts = {
+            let (stores, c) = open(dir.path(), 2);
+            for s in &stores {
+                s.execute(0, &Fragment::ApplyCatalog(catalog())).unwrap();
+            }
+            copy_dir(&wal1, &before);
+            let prepared = prepare_voting(&stores, 20, &[0, 1], &[0, 1], 200, false);
+            let commit_ts = prepared.iter().map(|(ts, _)| *ts).max().unwrap();
+            let votes: Vec<_> = prepared
+                .into_iter()
+                .zip([0, 1])
+                .map(|((_, vote), shard)| (shard, vote.expect("a vote not yet durable")))
+                .collect();
+            let lsn = c.append_commit_votes(20, commit_ts, &votes).unwrap();
+            c.sync_through(lsn).unwrap();
+            // The crash comes before phase two.
+            commit_ts
+        };
+        // Shard 1's disk never got the tail that held its PREPARE.
+        std::fs::remove_dir_all(&wal1).unwrap();
+        copy_dir(&before, &wal1);
+        let (stores, c) = open(dir.path(), 2);
+        assert_eq!(stores[1].txn_status(20), TxnStatus::Unknown);
+        assert_eq!(stores[0].in_doubt(), vec![20]);
+        resolve_in_doubt(&stores, &c).unwrap();
+        assert_eq!(
+            (row(&stores, 0, 20), row(&stores, 1, 20)),
+            (Some(200), Some(200))
+        );
+        // The redone PREPARE commits at the logged timestamp.
+        let before_commit = Some(Timestamp(commit_ts.0 - 1));
+        assert_eq!(row_at(&stores, 1, 20, before_commit), None);
+        assert_eq!(row_at(&stores, 1, 20, Some(commit_ts)), Some(200));
+        assert_eq!(c.outcome(20), None, "done: both logs hold the commit");
+        // A second restart neither loses the commit nor logs it again.
+        let ends: Vec<_> = stores.iter().map(|s| s.last_lsn()).collect();
+        drop((stores, c));
+        let (stores, c) = open(dir.path(), 2);
+        resolve_in_doubt(&stores, &c).unwrap();
+        assert_eq!(
+            (row(&stores, 0, 20), row(&stores, 1, 20)),
+            (Some(200), Some(200))
+        );
+        let again: Vec<_> = stores.iter().map(|s| s.last_lsn()).collect();
+        assert_eq!(again, ends);
     }
 }

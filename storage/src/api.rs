@@ -13,6 +13,7 @@ use crate::expr::{Expr, SortKey};
 use crate::join::JoinKind;
 use crate::schema::{Catalog, TableId};
 use crate::value::{Row, Value};
+use crate::wal::Lsn;
 use crate::{ShardId, TxnId};
 
 /// Work for one shard.
@@ -85,8 +86,8 @@ pub enum Fragment {
         writes: Vec<TxnWrite>,
     },
     /// Two-phase commit, phase one: validate like `CommitTxn`, then log the
-    /// write set durably and lock its keys until the outcome is known.
-    /// Returns [`FragmentOutput::Prepared`].
+    /// write set and lock its keys until the outcome is known. Returns
+    /// [`FragmentOutput::Prepared`].
     Prepare {
         txid: TxnId,
         snapshot: Timestamp,
@@ -94,6 +95,11 @@ pub enum Fragment {
         /// Every shard the transaction prepares on, logged with the write
         /// set: a restart that finds all their PREPAREs durable commits it.
         participants: Vec<ShardId>,
+        /// True: the vote is given once the PREPARE is durable. False: it
+        /// is given at once, with the record ([`LoggedVote`]), and the
+        /// coordinator makes it durable by logging it with its decision, so
+        /// a commit waits for one fsync instead of one per participant.
+        durable_vote: bool,
     },
     /// Phase two: apply a prepared transaction's writes at `commit_ts`.
     /// Unknown (already resolved) transactions are a no-op.
@@ -143,11 +149,22 @@ impl Fragment {
 pub enum FragmentOutput {
     Rows(Vec<Row>),
     Count(u64),
-    /// A `Prepare` is durable; the transaction commits at the greatest
-    /// `ts` of its participants.
+    /// A `Prepare` is logged; the transaction commits at the greatest
+    /// `ts` of its participants. `vote` holds the PREPARE when it is not
+    /// durable yet (`durable_vote: false`).
     Prepared {
         ts: Timestamp,
+        vote: Option<LoggedVote>,
     },
+}
+
+/// A PREPARE given before it is durable: where it sits in the
+/// participant's log and its payload. The coordinator logs it with the
+/// commit decision; a restart whose participant lost it logs it there again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedVote {
+    pub lsn: Lsn,
+    pub record: Vec<u8>,
 }
 
 impl FragmentOutput {

@@ -27,7 +27,7 @@ pub mod sort;
 pub mod value;
 pub mod wal;
 
-pub use api::{Fragment, FragmentOutput, PendingWrite, Shard, TableScan, TxnWrite};
+pub use api::{Fragment, FragmentOutput, LoggedVote, PendingWrite, Shard, TableScan, TxnWrite};
 pub use clock::{HybridClock, Timestamp};
 pub use error::{EvalError, StorageError};
 pub use expr::{BinaryOp, Expr, SortKey};

@@ -134,6 +134,30 @@ pub fn decide(
 }
 
 impl PendingShard {
+    /// Takes in a PREPARE of `txid` that the coordinator's log carries as
+    /// a vote (logged at `lsn` of this shard's source log) when the source
+    /// log lost it with a tail never synced: the log ends before `lsn`,
+    /// which is within the target. It then waits for [`decide`] like a
+    /// PREPARE the log left undecided.
+    pub fn adopt_vote(&mut self, txid: TxnId, lsn: Lsn, record: &[u8]) -> Result<()> {
+        let within = match self.cutoff {
+            Cutoff::Checkpoint => false,
+            Cutoff::Lsn(n) => lsn <= n,
+            Cutoff::Latest | Cutoff::Time(_) => true,
+        };
+        let seen = self.votes.contains_key(&txid) || self.prepared.contains_key(&txid);
+        if !within || seen || lsn <= self.stats.last_lsn {
+            return Ok(());
+        }
+        let r: PrepareRecord = postcard::from_bytes(record).map_err(codec)?;
+        let p = Prepared {
+            ops: postcard::to_stdvec(&r.ops).map_err(codec)?,
+            participants: r.participants,
+        };
+        self.prepared.insert(txid, p);
+        Ok(())
+    }
+
     /// Applies the prepared transactions that `decisions` (txid to commit
     /// timestamp, see [`decide`]) committed within the target, and makes
     /// the log durable.

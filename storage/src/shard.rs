@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Fragment, FragmentOutput, PendingWrite, Shard, TableScan};
+use crate::api::{Fragment, FragmentOutput, LoggedVote, PendingWrite, Shard, TableScan};
 use crate::checkpoint::{ShardCut, TableFile};
 use crate::clock::{HybridClock, Timestamp};
 use crate::durable::{fail_all, DurableQueue, Signal};
@@ -111,6 +111,11 @@ impl WriteOp {
 pub(crate) struct PrepareRecord {
     pub participants: Vec<ShardId>,
     pub ops: Vec<WriteOp>,
+}
+
+/// True for a PREPARE whose vote goes out before it is durable.
+fn is_logged_vote(out: &FragmentOutput) -> bool {
+    matches!(out, FragmentOutput::Prepared { vote: Some(_), .. })
 }
 
 /// Encodes a [`PrepareRecord`] from borrowed parts (postcard writes a
@@ -1164,6 +1169,40 @@ impl ShardStore {
         }
     }
 
+    /// True if this shard's log holds a record of `txid` at `lsn`: whether
+    /// a vote the coordinator logged (see [`crate::LoggedVote`]) is still
+    /// here, or was lost with a tail the crash kept from the disk.
+    pub fn holds_record(&self, lsn: Lsn, txid: TxnId) -> Result<bool> {
+        if lsn == 0 || lsn > self.wal.last_lsn() {
+            return Ok(false);
+        }
+        let mut held = false;
+        let cipher = self.wal.cipher().map(|c| &**c);
+        crate::wal::read_from(&self.dir.join("wal"), lsn - 1, cipher, |rec| {
+            held = rec.lsn == lsn && rec.txid == txid;
+            Ok(false)
+        })?;
+        Ok(held)
+    }
+
+    /// Logs again, durably, a PREPARE of `txid` this shard voted with and
+    /// lost, from the `record` the coordinator logged, and locks its keys:
+    /// recovery then resolves it like any transaction left prepared.
+    pub fn restore_vote(&self, txid: TxnId, ts: Timestamp, record: &[u8]) -> Result<()> {
+        let r: PrepareRecord = postcard::from_bytes(record).map_err(codec)?;
+        let mut w = self.writer.lock().expect("write lock");
+        let lsn = self.wal.append(txid, ts.0, KIND_PREPARE_ALL, record)?;
+        w.last_appended = lsn;
+        drop(w);
+        let change = Change::Prepare {
+            txid,
+            ts: ts.0,
+            ops: r.ops,
+            participants: r.participants,
+        };
+        self.commit(lsn, change)
+    }
+
     /// Ends recovery: every transaction a crash left prepared has its
     /// decision logged, so the prepare floor may rise past them again.
     pub fn recovered(&self) {
@@ -1886,7 +1925,11 @@ impl ShardStore {
             match self.log_write(txid, fragment)? {
                 Logged::Nothing => return Ok(FragmentOutput::Count(0)),
                 Logged::Appended { lsn, change, out } => {
-                    self.commit(lsn, change)?;
+                    if is_logged_vote(&out) {
+                        self.lock_prepared(lsn, change)?;
+                    } else {
+                        self.commit(lsn, change)?;
+                    }
                     return Ok(out);
                 }
                 Logged::Locked => {
@@ -1958,14 +2001,24 @@ impl ShardStore {
         }
         drop(w);
         let (change, out) = match fragment {
-            Fragment::Prepare { participants, .. } => (
+            Fragment::Prepare {
+                participants,
+                durable_vote,
+                ..
+            } => (
                 Change::Prepare {
                     txid: rec_txid,
                     ts,
                     ops,
                     participants: participants.clone(),
                 },
-                FragmentOutput::Prepared { ts: Timestamp(ts) },
+                FragmentOutput::Prepared {
+                    ts: Timestamp(ts),
+                    vote: (!durable_vote).then_some(LoggedVote {
+                        lsn,
+                        record: payload,
+                    }),
+                },
             ),
             _ => {
                 let rows = ops.len() as u64;
@@ -2110,6 +2163,32 @@ impl ShardStore {
         st.ahead.insert(lsn);
         drop(st);
         self.applied.notify_all();
+        Ok(())
+    }
+
+    /// Applies a PREPARE logged at `lsn` whose vote is given before it is
+    /// durable (the coordinator logs it): its keys are locked at once, and
+    /// no longer wait as pending for the in-order apply. The prepared set
+    /// is memory only, so applying it ahead of earlier records changes
+    /// nothing stored.
+    fn lock_prepared(&self, lsn: Lsn, change: Change) -> Result<()> {
+        let keys: Vec<(TableId, Vec<u8>)> = match &change {
+            Change::Prepare { ops, .. } => ops
+                .iter()
+                .map(|op| {
+                    let (t, k) = op.target();
+                    (t, k.to_vec())
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.apply_resolution(lsn, change)?;
+        let mut w = self.writer.lock().expect("write lock");
+        for key in keys {
+            if w.pending.get(&key) == Some(&lsn) {
+                w.pending.remove(&key);
+            }
+        }
         Ok(())
     }
 
@@ -2330,6 +2409,10 @@ impl Shard for ShardStore {
         match self.log_write(txid, fragment) {
             Err(e) => Some(Err(e)),
             Ok(Logged::Nothing) => done(Ok(0)),
+            Ok(Logged::Appended { lsn, change, out }) if is_logged_vote(&out) => Some(
+                self.lock_prepared(lsn, change)
+                    .map(|()| -> PendingWrite { Box::pin(std::future::ready(Ok(out))) }),
+            ),
             Ok(Logged::Appended { lsn, change, out }) => {
                 Some(Ok(self.finish_async(lsn, change, out)))
             }

@@ -474,6 +474,7 @@ fn prepare_77(clock: &fortress_storage::HybridClock, participants: Vec<u32>) -> 
         snapshot: clock.now(),
         writes: vec![txn_write(1, 1001)],
         participants,
+        durable_vote: true,
     }
 }
 
@@ -493,9 +494,10 @@ fn prepared_transactions_survive_restart_and_resolve_either_way() {
                 snapshot,
                 writes: vec![txn_write(id, 1000 + id)],
                 participants: vec![0],
+                durable_vote: true,
             };
             let out = s.execute(9, &prep).unwrap();
-            assert!(matches!(out, FragmentOutput::Prepared { ts } if ts > snapshot));
+            assert!(matches!(out, FragmentOutput::Prepared { ts, vote: None } if ts > snapshot));
         }
         // Locked keys: a transaction commit touching them loses at once.
         let rival = Fragment::CommitTxn {
@@ -548,6 +550,123 @@ fn prepared_transactions_survive_restart_and_resolve_either_way() {
     assert!(s.in_doubt().is_empty());
     assert_eq!(rows(&s)[1], (1, 1001));
     assert_eq!(rows(&s)[2], (2, 21));
+}
+
+#[test]
+fn a_vote_given_before_its_prepare_is_durable_carries_what_logs_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = tempfile::tempdir().unwrap();
+    let (clock, opts) = clocked();
+    let s = ShardStore::open(0, dir.path(), opts.clone()).unwrap();
+    s.execute(1, &Fragment::ApplyCatalog(catalog())).unwrap();
+    insert(&s, 0..4);
+    copy_dir(&dir.path().join("wal"), saved.path());
+    let mut prep = prepare_77(&clock, vec![0, 1]);
+    if let Fragment::Prepare { durable_vote, .. } = &mut prep {
+        *durable_vote = false;
+    }
+    let (ts, vote) = match s.execute(9, &prep).unwrap() {
+        FragmentOutput::Prepared { ts, vote: Some(v) } => (ts, v),
+        other => panic!("a vote with its record expected, got {other:?}"),
+    };
+    assert_eq!(vote.lsn, s.last_lsn());
+    // Its keys are locked at once, as by a durable PREPARE.
+    let rival = Fragment::CommitTxn {
+        snapshot: clock.now(),
+        writes: vec![txn_write(1, 5)],
+    };
+    assert_eq!(s.execute(9, &rival).unwrap_err().sql_state(), "40001");
+    assert_eq!(s.in_doubt(), vec![77]);
+    assert!(s.holds_record(vote.lsn, 77).unwrap());
+    assert!(
+        !s.holds_record(vote.lsn, 78).unwrap(),
+        "another transaction"
+    );
+    assert!(!s.holds_record(vote.lsn + 1, 77).unwrap(), "past the end");
+    drop(s);
+
+    // The disk never got the PREPARE: the log is as it was before it.
+    std::fs::remove_dir_all(dir.path().join("wal")).unwrap();
+    copy_dir(saved.path(), &dir.path().join("wal"));
+    let s = ShardStore::open(0, dir.path(), opts.clone()).unwrap();
+    assert!(s.in_doubt().is_empty());
+    assert!(!s.holds_record(vote.lsn, 77).unwrap());
+    s.restore_vote(77, ts, &vote.record).unwrap();
+    assert_eq!(s.in_doubt(), vec![77]);
+    assert_eq!(s.execute(9, &rival).unwrap_err().sql_state(), "40001");
+    drop(s);
+    // Logged durably: a restart still holds it, and it commits.
+    let s = ShardStore::open(0, dir.path(), opts).unwrap();
+    assert_eq!(s.in_doubt(), vec![77]);
+    let commit = Fragment::CommitPrepared {
+        txid: 77,
+        commit_ts: ts,
+    };
+    s.execute(9, &commit).unwrap();
+    assert_eq!(rows(&s)[1], (1, 1001));
+}
+
+/// Restores shard 0 from the log in `wal` alone, taking in `vote` of
+/// transaction 77 (committed at `commit_ts` by the coordinator's log),
+/// into `to`; gives the restored shard's rows.
+fn restore_with_vote(
+    wal: &Path,
+    to: &Path,
+    cutoff: fortress_storage::restore::Cutoff,
+    vote: &fortress_storage::LoggedVote,
+    commit_ts: fortress_storage::Timestamp,
+) -> Vec<(i64, i64)> {
+    use fortress_storage::restore::{decide, restore_shard, ShardSource};
+    let manifest = fortress_storage::checkpoint::Manifest::default();
+    let src = ShardSource {
+        shard: 0,
+        checkpoint: None,
+        manifest: &manifest,
+        wal: wal.to_path_buf(),
+        cutoff,
+        cipher: None,
+    };
+    let mut pending = restore_shard(&src, to, &mut |_| {}).unwrap();
+    pending.adopt_vote(77, vote.lsn, &vote.record).unwrap();
+    let logged = std::collections::HashMap::from([(77, Some(commit_ts.0))]);
+    let pending = [pending];
+    let decisions = decide(&pending, &logged);
+    let [pending] = pending;
+    pending.finish(&decisions).unwrap();
+    rows(&open(to))
+}
+
+#[test]
+fn a_restore_takes_in_a_vote_its_source_log_lost_and_only_then() {
+    use fortress_storage::restore::Cutoff;
+    let dir = tempfile::tempdir().unwrap();
+    let lost = tempfile::tempdir().unwrap();
+    let (clock, opts) = clocked();
+    let s = ShardStore::open(0, dir.path(), opts).unwrap();
+    s.execute(1, &Fragment::ApplyCatalog(catalog())).unwrap();
+    insert(&s, 0..4);
+    copy_dir(&dir.path().join("wal"), lost.path());
+    let mut prep = prepare_77(&clock, vec![0, 1]);
+    if let Fragment::Prepare { durable_vote, .. } = &mut prep {
+        *durable_vote = false;
+    }
+    let (ts, vote) = match s.execute(9, &prep).unwrap() {
+        FragmentOutput::Prepared { ts, vote: Some(v) } => (ts, v),
+        other => panic!("a vote with its record expected, got {other:?}"),
+    };
+    drop(s);
+    let out = tempfile::tempdir().unwrap();
+    let restored = |name: &str, wal: &Path, cutoff| {
+        restore_with_vote(wal, &out.path().join(name), cutoff, &vote, ts)
+    };
+    // The log lost the PREPARE: the vote carries it.
+    assert_eq!(restored("lost", lost.path(), Cutoff::Latest)[1], (1, 1001));
+    // The log holds it: committed once, from the log.
+    let wal = dir.path().join("wal");
+    assert_eq!(restored("held", &wal, Cutoff::Latest)[1], (1, 1001));
+    // A target before the vote's place in the log leaves it out.
+    let before = Cutoff::Lsn(vote.lsn - 1);
+    assert_eq!(restored("before", lost.path(), before)[1], (1, 10));
 }
 
 #[test]
