@@ -11,6 +11,7 @@ use fortress_storage::{
 };
 
 use fortress_storage::checkpoint::{Manifest, RingLayout};
+use fortress_storage::error::Result as StorageResult;
 
 use crate::coordinator::{Coordinator, Vote};
 use crate::error::{ProxyError, Result};
@@ -244,6 +245,7 @@ impl Cluster {
         }
         crate::recovery::resolve_in_doubt(&stores, &coordinator)?;
         coordinator.spawn_retirer();
+        coordinator.spawn_committer();
         for s in &stores {
             s.spawn_gc(GC_EVERY);
             s.spawn_committer();
@@ -500,20 +502,33 @@ impl Cluster {
     ) -> Result<()> {
         let bytes: usize = votes.iter().map(|(_, v)| v.record.len()).sum();
         let coordinator = self.coordinator.clone();
-        let shards = shards.to_vec();
-        let logged = tokio::task::spawn_blocking(move || {
-            if bytes > MAX_VOTE_BYTES {
+        let blocking = |f: Box<dyn FnOnce() -> StorageResult<()> + Send>| async move {
+            tokio::task::spawn_blocking(f)
+                .await
+                .map_err(|e| StorageError::Codec(format!("commit task failed: {e}")))
+                .and_then(|r| r)
+        };
+        let logged = if bytes > MAX_VOTE_BYTES {
+            let shards = shards.to_vec();
+            blocking(Box::new(move || {
                 for s in &shards {
                     s.sync_log()?;
                 }
-                return coordinator.append_commit(txid, commit_ts);
+                coordinator.append_commit(txid, commit_ts)
+            }))
+            .await
+        } else {
+            match self
+                .coordinator
+                .append_commit_votes(txid, commit_ts, &votes)
+            {
+                Err(e) => Err(e),
+                Ok(lsn) => match self.coordinator.durable(lsn) {
+                    Some(wait) => wait.await,
+                    None => blocking(Box::new(move || coordinator.sync_through(lsn))).await,
+                },
             }
-            let lsn = coordinator.append_commit_votes(txid, commit_ts, &votes)?;
-            coordinator.sync_through(lsn)
-        })
-        .await
-        .map_err(|e| StorageError::Codec(format!("commit task failed: {e}")))
-        .and_then(|r| r);
+        };
         logged.map_err(|e| {
             ProxyError::new(
                 "40003",

@@ -30,8 +30,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use fortress_storage::durable::{DurableQueue, Signal, SignalWait};
 
 use fortress_storage::wal::{Wal, WalOptions};
 use fortress_storage::{LoggedVote, Shard, ShardId, StorageError, Timestamp, TxnId};
@@ -117,6 +120,10 @@ pub struct Coordinator {
     /// The votes of the commits the open found not done, as logged (see
     /// [`Coordinator::logged_votes`]).
     votes: Mutex<BTreeMap<TxnId, (Timestamp, Vec<u8>)>>,
+    /// Commits waiting for their record to be durable, and whether a
+    /// thread serves them (see [`Coordinator::spawn_committer`]).
+    committer: Arc<DurableQueue<Arc<Signal>>>,
+    committing: AtomicBool,
 }
 
 /// Every outcome in the log in `dir` (txid to commit timestamp, `None` for
@@ -192,7 +199,52 @@ impl Coordinator {
             decisions: Mutex::new(decisions),
             retiring: Mutex::new(Vec::new()),
             votes: Mutex::new(votes),
+            committer: Arc::new(DurableQueue::default()),
+            committing: AtomicBool::new(false),
         })
+    }
+
+    /// Starts the thread that makes commit records durable for
+    /// [`Coordinator::durable`]: one fsync per batch of waiting commits.
+    /// It stops once the coordinator is dropped.
+    pub fn spawn_committer(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let queue = self.committer.clone();
+        let spawned = std::thread::Builder::new()
+            .name("2pc-commit".into())
+            .spawn(move || loop {
+                let batch = queue.take(Duration::from_millis(100));
+                let Some(c) = weak.upgrade() else {
+                    let gone = || Err(StorageError::Codec("the coordinator was closed".into()));
+                    batch.into_iter().for_each(|(_, s)| s.fire(gone()));
+                    break;
+                };
+                let Some(&(last, _)) = batch.last() else {
+                    continue;
+                };
+                let synced = c.sync_through(last).map_err(|e| e.to_string());
+                for (_, signal) in batch {
+                    signal.fire(synced.clone().map_err(StorageError::Codec));
+                }
+            });
+        match spawned {
+            Ok(_) => self.committing.store(true, Ordering::Release),
+            Err(e) => {
+                tracing::warn!(error = %e, "no 2PC commit thread: commits wait on the blocking pool")
+            }
+        }
+    }
+
+    /// Resolves once the record at `lsn` is durable, on the committer
+    /// thread; `None` if that thread is not running (the caller then waits
+    /// with [`Coordinator::sync_through`] where it may block).
+    pub fn durable(&self, lsn: u64) -> Option<SignalWait> {
+        if !self.committing.load(Ordering::Acquire) {
+            return None;
+        }
+        let signal = Signal::new();
+        self.committer.push(lsn, signal.clone());
+        Some(signal.wait())
     }
 
     /// Appends the commit of `txid` at `commit_ts` with its participants'
