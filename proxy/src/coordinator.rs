@@ -1,32 +1,32 @@
 //! The two-phase-commit coordinator's decision log.
 //!
-//! A transaction that wrote to several shards commits by parallel commits
-//! (as CockroachDB does): every participant durably PREPAREs (write set
-//! and the list of participants logged, keys locked, a prepare timestamp
-//! taken), and once every PREPARE is durable the transaction is committed,
-//! at the greatest prepare timestamp. The client is answered then; this
-//! log's COMMIT record is appended without waiting for its fsync, and the
-//! participants are told to commit. A restart that finds a transaction
-//! prepared decides it by this log if it holds the outcome, else commits
-//! it if every participant still holds its PREPARE (or its commit), and
-//! aborts it otherwise (see [`crate::recovery`]).
+//! A transaction that wrote to several shards first has every participant
+//! PREPARE: validate, log the write set with the list of participants, lock
+//! its keys and take a prepare timestamp. It commits at the greatest one.
 //!
-//! What keeps that sound: an abort is logged here durably before any
-//! participant is told to abort, and a shard's prepare floor (the point
-//! its restart replays from) moves past a transaction it resolved only
-//! after this log is synced (`ShardOptions::decisions`), so an outcome
-//! that only a participant's log held is never lost to the others.
+//! Usually a participant votes as soon as its PREPARE is logged, before it
+//! is durable, and hands the record back ([`LoggedVote`]); this log then
+//! appends the decision with every vote in it, and one fsync, shared with
+//! the commits around it, makes the whole transaction durable: one fsync
+//! per commit instead of one per participant. A restart whose participant
+//! lost such a PREPARE with its log's unsynced tail logs it there again
+//! from here (see [`crate::recovery`]).
+//!
+//! A bulk write set instead makes every PREPARE durable where it is logged,
+//! which commits the transaction by itself (parallel commits, as
+//! CockroachDB does); its decision is appended without waiting.
+//!
+//! A restart that finds a transaction prepared decides it by this log if
+//! it holds the outcome, else commits it if every participant still holds
+//! its PREPARE (or its commit), and aborts it otherwise. What keeps that
+//! sound: an abort is logged here durably before any participant is told
+//! to abort, and a shard's prepare floor (the point its restart replays
+//! from) moves past a transaction it resolved only after this log is
+//! synced (`ShardOptions::decisions`), so an outcome that only a
+//! participant's log held is never lost to the others.
 //!
 //! A decision is forgotten (a DONE record) only once every participant's
 //! commit record is durable.
-//!
-//! A transaction whose write set is not huge does not wait for its
-//! participants' fsyncs: each votes as soon as its PREPARE is logged and
-//! hands back the record ([`LoggedVote`]); this log then appends the
-//! decision with every vote in it and one fsync makes the whole
-//! transaction durable, group-committed with the others. A restart whose
-//! participant lost such a PREPARE with its log's unsynced tail logs it
-//! there again from here (see [`crate::recovery`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
