@@ -296,6 +296,30 @@ async fn an_abort_after_every_prepare_survives_a_crash() {
     server.stop();
 }
 
+/// A commit whose decision the coordinator cannot log with its votes is
+/// not left in doubt: its participants' PREPAREs are synced instead, which
+/// commits it (every vote durable), and it stays committed through SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_votes_cannot_be_logged_commits_by_its_synced_prepares() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, a, b) = two_accounts_with_faults(dir.path(), "2pc.log_votes=error@2").await;
+    let mut c = server.client().await;
+    for _ in 0..3 {
+        transfer(&mut c, a, b, 1).await.unwrap();
+    }
+    drop(c);
+    server.kill();
+    server.env.clear();
+    server.restart();
+    let c = server.client().await;
+    let row = c
+        .query_one("SELECT balance FROM acct WHERE id = $1", &[&b])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 3, "all three transfers acknowledged");
+    server.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_mid_phase_two_completes_at_restart() {
     let (acked, b) = crash_at("2pc.mid_phase_two").await;

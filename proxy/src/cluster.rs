@@ -311,6 +311,12 @@ impl Cluster {
             let dir = tmp.join(format!("shard-{:03}", s.id()));
             move || s.dump(ts.0, after, &dir)
         }));
+        // The log positions a cut names must survive a crash, or a restore
+        // from it would skip records that later reuse those LSNs.
+        let cuts = cuts.and_then(|c| {
+            self.stores.iter().try_for_each(|s| s.sync_log())?;
+            Ok(c)
+        });
         let cuts = match cuts {
             Ok(c) => c,
             Err(e) => {
@@ -489,10 +495,11 @@ impl Cluster {
         Ok(out)
     }
 
-    /// Makes a commit carrying `votes` durable: logged with them, or, if
-    /// they are too big for one record, by syncing every participant's
-    /// PREPARE (every vote durable commits it, as for a bulk write set).
-    /// 40003 if neither is possible: the outcome is then a restart's.
+    /// Makes a commit carrying `votes` durable: logged with them. If they
+    /// are too big for one record, or the log fails, every participant's
+    /// PREPARE is synced instead, which commits it all the same (parallel
+    /// commits, as for a bulk write set). 40003 if neither worked: the
+    /// outcome is then a restart's to find.
     async fn log_votes(
         &self,
         txid: u64,
@@ -509,30 +516,45 @@ impl Cluster {
                 .and_then(|r| r)
         };
         let logged = if bytes > MAX_VOTE_BYTES {
-            let shards = shards.to_vec();
-            blocking(Box::new(move || {
-                for s in &shards {
-                    s.sync_log()?;
-                }
-                coordinator.append_commit(txid, commit_ts)
-            }))
-            .await
+            Err(StorageError::Codec(format!(
+                "{bytes} bytes of votes, over the {MAX_VOTE_BYTES} one record holds"
+            )))
+        } else if let Err(f) = fault::hit("2pc.log_votes") {
+            Err(StorageError::Codec(f.to_string()))
         } else {
-            match self
-                .coordinator
-                .append_commit_votes(txid, commit_ts, &votes)
-            {
+            match coordinator.append_commit_votes(txid, commit_ts, &votes) {
                 Err(e) => Err(e),
-                Ok(lsn) => match self.coordinator.durable(lsn) {
+                Ok(lsn) => match coordinator.durable(lsn) {
                     Some(wait) => wait.await,
-                    None => blocking(Box::new(move || coordinator.sync_through(lsn))).await,
+                    None => {
+                        let c = coordinator.clone();
+                        blocking(Box::new(move || c.sync_through(lsn))).await
+                    }
                 },
             }
         };
-        logged.map_err(|e| {
+        let Err(why) = logged else {
+            return Ok(());
+        };
+        if bytes <= MAX_VOTE_BYTES {
+            tracing::warn!(txid, error = %why, "could not log a commit with its votes; syncing its participants instead");
+        }
+        let shards = shards.to_vec();
+        let synced = blocking(Box::new(move || {
+            for s in &shards {
+                s.sync_log()?;
+            }
+            if let Err(e) = coordinator.append_commit(txid, commit_ts) {
+                // Committed all the same; a restart finds every PREPARE.
+                tracing::warn!(txid, error = %e, "could not log a commit decision");
+            }
+            Ok(())
+        }))
+        .await;
+        synced.map_err(|e| {
             ProxyError::new(
                 "40003",
-                format!("transaction outcome unknown: its commit could not be logged ({e}); a restart decides it"),
+                format!("transaction outcome unknown: its commit could not be made durable ({why}; {e}); a restart decides it"),
             )
         })
     }

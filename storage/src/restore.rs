@@ -102,6 +102,10 @@ pub struct PendingShard {
     /// The timestamp of every PREPARE naming its participants that the
     /// source log holds, resolved or not: this shard's votes.
     votes: HashMap<TxnId, u64>,
+    /// Transactions whose commit or abort the source log holds.
+    resolved: HashSet<TxnId>,
+    /// Where the replay of the source log started (the checkpoint's cut).
+    after: Lsn,
 }
 
 /// The commit timestamp of each transaction some shard left prepared and
@@ -136,17 +140,17 @@ pub fn decide(
 impl PendingShard {
     /// Takes in a PREPARE of `txid` that the coordinator's log carries as
     /// a vote (logged at `lsn` of this shard's source log) when the source
-    /// log lost it with a tail never synced: the log ends before `lsn`,
-    /// which is within the target. It then waits for [`decide`] like a
-    /// PREPARE the log left undecided.
+    /// log lost it with a tail never synced: the replay, which covers `lsn`,
+    /// met no record of the transaction (its LSN may since hold another
+    /// record). It then waits for [`decide`] like a PREPARE the log left
+    /// undecided. An LSN target cuts by position, so there it is left out
+    /// like any transaction without a commit record.
     pub fn adopt_vote(&mut self, txid: TxnId, lsn: Lsn, record: &[u8]) -> Result<()> {
-        let within = match self.cutoff {
-            Cutoff::Checkpoint => false,
-            Cutoff::Lsn(n) => lsn <= n,
-            Cutoff::Latest | Cutoff::Time(_) => true,
-        };
-        let seen = self.votes.contains_key(&txid) || self.prepared.contains_key(&txid);
-        if !within || seen || lsn <= self.stats.last_lsn {
+        let within = matches!(self.cutoff, Cutoff::Latest | Cutoff::Time(_));
+        let seen = self.votes.contains_key(&txid)
+            || self.prepared.contains_key(&txid)
+            || self.resolved.contains(&txid);
+        if !within || seen || lsn <= self.after {
             return Ok(());
         }
         let r: PrepareRecord = postcard::from_bytes(record).map_err(codec)?;
@@ -230,18 +234,19 @@ pub fn restore_shard(
             load_table(&mut out, dir, t, src)?;
         }
     }
-    let mut prepared = BTreeMap::new();
-    let mut votes = HashMap::new();
+    let mut replayed = Replayed::default();
     if src.cutoff != Cutoff::Checkpoint {
-        (prepared, votes) = replay(&mut out, src, after)?;
+        replayed = replay(&mut out, src, after)?;
     }
     Ok(PendingShard {
         shard: src.shard,
         wal: out.wal,
         stats: out.stats,
         cutoff: src.cutoff,
-        prepared,
-        votes,
+        prepared: replayed.prepared,
+        votes: replayed.votes,
+        resolved: replayed.resolved,
+        after,
     })
 }
 
@@ -300,14 +305,11 @@ fn load_table(
 }
 
 /// Copies the source log's records after `after` that the cutoff keeps;
-/// returns the write sets left prepared and the log's votes.
-fn replay(
-    out: &mut Output<'_>,
-    src: &ShardSource<'_>,
-    after: Lsn,
-) -> Result<(BTreeMap<TxnId, Prepared>, HashMap<TxnId, u64>)> {
+/// returns what it met of two-phase transactions.
+fn replay(out: &mut Output<'_>, src: &ShardSource<'_>, after: Lsn) -> Result<Replayed> {
     let mut prepared: BTreeMap<TxnId, Prepared> = BTreeMap::new();
     let mut votes = HashMap::new();
+    let mut resolved = HashSet::new();
     let mut stopped_by_lsn = false;
     let end = read_from(&src.wal, after, src.cipher.as_deref(), |rec: &Record| {
         if let Cutoff::Lsn(n) = src.cutoff {
@@ -348,6 +350,7 @@ fn replay(
                 votes.insert(rec.txid, rec.ts);
             }
             KIND_COMMIT_PREPARED => {
+                resolved.insert(rec.txid);
                 let ops = prepared.remove(&rec.txid);
                 if src.cutoff.keeps(rec.ts) {
                     let payload = match ops {
@@ -364,6 +367,7 @@ fn replay(
                 }
             }
             KIND_ABORT_PREPARED => {
+                resolved.insert(rec.txid);
                 prepared.remove(&rec.txid);
             }
             k => {
@@ -400,7 +404,19 @@ fn replay(
         // Decided or not, an LSN target cuts by position.
         prepared.clear();
     }
-    Ok((prepared, votes))
+    Ok(Replayed {
+        prepared,
+        votes,
+        resolved,
+    })
+}
+
+/// What a replay met of two-phase transactions (see [`PendingShard`]).
+#[derive(Default)]
+struct Replayed {
+    prepared: BTreeMap<TxnId, Prepared>,
+    votes: HashMap<TxnId, u64>,
+    resolved: HashSet<TxnId>,
 }
 
 /// The target lies inside rows a previous restore loaded.

@@ -617,6 +617,13 @@ impl Materialized {
         self.defs.read().expect("defs").get(&table).cloned()
     }
 
+    /// Lowers every tree's held mark to `last`, the log's end.
+    fn held_through_at_most(&self, last: Lsn) {
+        for through in self.held_through.write().expect("held").values_mut() {
+            *through = (*through).min(last);
+        }
+    }
+
     /// The record at `lsn` is already in `table`'s tree.
     fn holds(&self, table: TableId, lsn: Lsn) -> bool {
         let held = self.held_through.read().expect("held");
@@ -1106,6 +1113,9 @@ impl ShardStore {
         // wall clock did: the newest applied version also bounds the clock.
         clock.observe_own(Timestamp(newest.max(state.newest_version())));
         let next = wal.last_lsn() + 1;
+        // A tree marked past the log's end (a tail lost after its marks
+        // were stored) holds none of the records that will take those LSNs.
+        state.held_through_at_most(next - 1);
         // Until recovery is over (see `recovered`) the floor stays where
         // this replay started, when a coordinator's log decides with it.
         let floor = match opts.decisions {
@@ -1214,6 +1224,14 @@ impl ShardStore {
     /// are durable: a restart that no longer replays this shard's outcome
     /// then finds it in the coordinator's log.
     fn mark_applied(&self, applied: Lsn) -> Result<()> {
+        // Records applied ahead of their fsync (PREPAREs whose vote the
+        // coordinator logs, resolutions) may still be lost with the log's
+        // tail: a mark past the durable end would then cover the LSNs the
+        // next records reuse, and replay would skip them.
+        let applied = match self.wal.sync_mode() {
+            SyncMode::Off => applied,
+            _ => applied.min(self.wal.durable_lsn()),
+        };
         let want = self.state.prepared.lock().expect("prepared").floor(applied);
         let held = self.floor.load(Ordering::Acquire);
         let floor = if want <= held || self.may_raise_floor() {
@@ -1260,6 +1278,8 @@ impl ShardStore {
 
     /// Flushes sled so the next start replays less. Not needed for durability.
     pub fn flush(&self) -> Result<()> {
+        // Marks go no further than the durable log (see `mark_applied`).
+        self.wal.wait_durable(self.wal.last_lsn())?;
         {
             let st = self.apply.lock().expect("apply");
             self.mark_applied(st.next - 1)?;

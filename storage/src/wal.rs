@@ -346,6 +346,10 @@ impl Wal {
             .write(true)
             .open(&path)
             .map_err(|e| StorageError::io(&path, e))?;
+        // What the log holds is durable from here on: records written but
+        // never synced before a crash of the process (not of the machine)
+        // are in it and may already have been acknowledged or applied.
+        file.sync_data().map_err(|e| StorageError::io(&path, e))?;
         sync_dir(dir)?;
         Ok(Wal {
             dir: dir.to_path_buf(),

@@ -664,9 +664,46 @@ fn a_restore_takes_in_a_vote_its_source_log_lost_and_only_then() {
     // The log holds it: committed once, from the log.
     let wal = dir.path().join("wal");
     assert_eq!(restored("held", &wal, Cutoff::Latest)[1], (1, 1001));
-    // A target before the vote's place in the log leaves it out.
+    // An LSN target cuts by position: no commit record, not in it.
     let before = Cutoff::Lsn(vote.lsn - 1);
     assert_eq!(restored("before", lost.path(), before)[1], (1, 10));
+    // After the loss a restart logged another record at the vote's LSN:
+    // the transaction is still missing from the log, so it is taken in.
+    let reused = tempfile::tempdir().unwrap();
+    copy_dir(lost.path(), &reused.path().join("wal"));
+    let s = ShardStore::open(0, reused.path(), clocked().1).unwrap();
+    insert(&s, 9..10);
+    assert_eq!(s.last_lsn(), vote.lsn, "the row took the vote's LSN");
+    drop(s);
+    let rows = restored("reused", &reused.path().join("wal"), Cutoff::Latest);
+    assert_eq!((rows[1], rows[4]), ((1, 1001), (9, 90)));
+}
+
+#[test]
+fn a_tree_marked_past_a_lost_tail_still_takes_the_records_that_reuse_its_lsns() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = tempfile::tempdir().unwrap();
+    let (_, opts) = clocked();
+    let s = ShardStore::open(0, dir.path(), opts.clone()).unwrap();
+    s.execute(1, &Fragment::ApplyCatalog(catalog())).unwrap();
+    insert(&s, 0..4);
+    copy_dir(&dir.path().join("wal"), saved.path());
+    let end = s.last_lsn();
+    insert(&s, 4..8);
+    // The tree's marks reach past `end`, and sled has them on disk.
+    s.flush().unwrap();
+    drop(s);
+    // The log loses everything after `end`.
+    std::fs::remove_dir_all(dir.path().join("wal")).unwrap();
+    copy_dir(saved.path(), &dir.path().join("wal"));
+    let s = ShardStore::open(0, dir.path(), opts.clone()).unwrap();
+    assert_eq!(s.last_lsn(), end);
+    insert(&s, 20..21);
+    let has_20 = |s: &ShardStore| rows(s).contains(&(20, 200));
+    assert!(has_20(&s), "a record at a reused LSN is applied");
+    drop(s);
+    let s = ShardStore::open(0, dir.path(), opts).unwrap();
+    assert!(has_20(&s), "and replayed after a restart");
 }
 
 #[test]
