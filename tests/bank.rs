@@ -279,6 +279,33 @@ async fn an_abort_after_every_prepare_survives_a_crash() {
         "{err:?}"
     );
     transfer(&mut c, a, b, 1).await.unwrap();
+    // Once every participant's outcome is durable each decision, the
+    // abort's too, is forgotten.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let held = c
+            .simple_query("SHOW fortress.metrics")
+            .await
+            .unwrap()
+            .into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r)
+                    if r.get(0) == Some("2pc_decisions_held") =>
+                {
+                    r.get(1).map(|v| v.parse::<u64>().unwrap())
+                }
+                _ => None,
+            })
+            .expect("2pc_decisions_held in the metrics");
+        if held == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{held} decisions still held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(c);
     server.kill();
     server.env.clear();

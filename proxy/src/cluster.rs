@@ -576,10 +576,17 @@ impl Cluster {
                 )
             })?;
         let abort = Fragment::AbortPrepared { txid };
+        let mut all_aborted = true;
         for r in self.scatter(participants, txid, &abort).await {
             if let Err(e) = r {
+                all_aborted = false;
                 tracing::warn!(txid, error = %e, "abort after a failed prepare; restart resolves it");
             }
+        }
+        // Forgotten like a commit once every participant's abort is durable.
+        let shards = participants.iter().map(|&p| self.shard(p)).collect();
+        if let (true, Ok(shards)) = (all_aborted, shards) {
+            self.coordinator.retire(txid, shards);
         }
         Ok(())
     }

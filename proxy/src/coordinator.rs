@@ -396,6 +396,11 @@ impl Coordinator {
         Ok(())
     }
 
+    /// How many decisions are held (logged and not yet done).
+    pub fn held(&self) -> usize {
+        self.decisions.lock().expect("decisions").len()
+    }
+
     /// The logged outcome of `txid`, if one was logged and not yet done.
     pub fn outcome(&self, txid: TxnId) -> Option<Outcome> {
         self.decisions

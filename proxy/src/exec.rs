@@ -230,6 +230,8 @@ async fn execute_in_session(
             ("row_cache_hits", hits),
             ("row_cache_misses", misses),
             ("row_cache_bytes", bytes as u64),
+            // Two-phase decisions logged and not yet forgotten.
+            ("2pc_decisions_held", cluster.coordinator().held() as u64),
         ] {
             out.push(vec![Value::Text(k.into()), Value::Text(v.to_string())]);
         }
