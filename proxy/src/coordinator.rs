@@ -29,7 +29,7 @@
 //! commit record is durable.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -113,7 +113,8 @@ fn short_votes() -> StorageError {
 /// Decisions of multi-shard transactions.
 pub struct Coordinator {
     wal: Wal,
-    decisions: Mutex<HashMap<TxnId, Outcome>>,
+    /// Each decision not yet done, with the LSN it was logged at.
+    decisions: Mutex<HashMap<TxnId, (Outcome, u64)>>,
     /// Decisions every participant has applied, with those participants,
     /// waiting for their commit records to be durable.
     retiring: Mutex<Vec<Retiring>>,
@@ -124,6 +125,37 @@ pub struct Coordinator {
     /// thread serves them (see [`Coordinator::spawn_committer`]).
     committer: Arc<DurableQueue<Arc<Signal>>>,
     committing: AtomicBool,
+    dir: PathBuf,
+    /// The replay start last stored in [`FLOOR_FILE`].
+    floor: Mutex<u64>,
+}
+
+/// Holds the LSN an open replays after: every decision at or below it is
+/// done, so a restart reads the decisions still held, not the whole log.
+const FLOOR_FILE: &str = "FLOOR";
+
+/// How often the retiring thread stores a risen floor.
+const FLOOR_EVERY: Duration = Duration::from_secs(1);
+
+/// The floor stored in `dir`, 0 (replay everything) without one.
+fn read_floor(dir: &Path) -> u64 {
+    std::fs::read(dir.join(FLOOR_FILE))
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
+}
+
+/// Stores `floor` in `dir` durably: written aside, synced, renamed over.
+fn write_floor(dir: &Path, floor: u64) -> Result<(), StorageError> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{FLOOR_FILE}.tmp"));
+    let io = |e| StorageError::io(&tmp, e);
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&floor.to_le_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, dir.join(FLOOR_FILE)).map_err(io)?;
+    fortress_storage::checkpoint::sync_dir(dir)
 }
 
 /// Every outcome in the log in `dir` (txid to commit timestamp, `None` for
@@ -165,21 +197,23 @@ pub fn read_decisions(
 }
 
 impl Coordinator {
-    /// Opens the decision log in `dir`, reading every decision not yet done.
+    /// Opens the decision log in `dir`, reading every decision not yet done
+    /// (the log after its stored floor).
     pub fn open(dir: &Path, opts: WalOptions) -> Result<Coordinator, StorageError> {
         let mut decisions = HashMap::new();
         let mut votes = BTreeMap::new();
-        let wal = Wal::open(dir, opts, 0, |rec| {
+        let floor = read_floor(dir);
+        let wal = Wal::open(dir, opts, floor, |rec| {
             match rec.kind {
                 KIND_COMMIT => {
-                    decisions.insert(rec.txid, Some(Timestamp(rec.ts)));
+                    decisions.insert(rec.txid, (Some(Timestamp(rec.ts)), rec.lsn));
                 }
                 KIND_COMMIT_VOTES => {
-                    decisions.insert(rec.txid, Some(Timestamp(rec.ts)));
+                    decisions.insert(rec.txid, (Some(Timestamp(rec.ts)), rec.lsn));
                     votes.insert(rec.txid, (Timestamp(rec.ts), rec.payload.clone()));
                 }
                 KIND_ABORT => {
-                    decisions.insert(rec.txid, None);
+                    decisions.insert(rec.txid, (None, rec.lsn));
                 }
                 KIND_DONE => {
                     decisions.remove(&rec.txid);
@@ -194,6 +228,14 @@ impl Coordinator {
             }
             Ok(())
         })?;
+        // A floor past the log's end (never, as it is stored no further
+        // than the durable log) would hide the decisions logged next.
+        let floor = if floor > wal.last_lsn() {
+            write_floor(dir, wal.last_lsn())?;
+            wal.last_lsn()
+        } else {
+            floor
+        };
         Ok(Coordinator {
             wal,
             decisions: Mutex::new(decisions),
@@ -201,7 +243,43 @@ impl Coordinator {
             votes: Mutex::new(votes),
             committer: Arc::new(DurableQueue::default()),
             committing: AtomicBool::new(false),
+            dir: dir.to_path_buf(),
+            floor: Mutex::new(floor),
         })
+    }
+
+    /// Logs a decision, under the lock of the held ones so the floor never
+    /// passes one logged but not yet held; returns its LSN.
+    fn log_decision(
+        &self,
+        txid: TxnId,
+        outcome: Outcome,
+        kind: u8,
+        payload: &[u8],
+    ) -> Result<u64, StorageError> {
+        let mut held = self.decisions.lock().expect("decisions");
+        let ts = outcome.map_or(0, |t| t.0);
+        let lsn = self.wal.append(txid, ts, kind, payload)?;
+        held.insert(txid, (outcome, lsn));
+        Ok(lsn)
+    }
+
+    /// Stores the floor if it rose: just below the oldest decision held,
+    /// and no further than the durable log. Returns the floor stored.
+    pub fn store_floor(&self) -> Result<u64, StorageError> {
+        let floor = {
+            let held = self.decisions.lock().expect("decisions");
+            let oldest = held.values().map(|&(_, lsn)| lsn - 1).min();
+            oldest
+                .unwrap_or_else(|| self.wal.last_lsn())
+                .min(self.wal.durable_lsn())
+        };
+        let mut stored = self.floor.lock().expect("floor");
+        if floor > *stored {
+            write_floor(&self.dir, floor)?;
+            *stored = floor;
+        }
+        Ok(*stored)
     }
 
     /// Starts the thread that makes commit records durable for
@@ -256,14 +334,8 @@ impl Coordinator {
         commit_ts: Timestamp,
         votes: &[Vote],
     ) -> Result<u64, StorageError> {
-        let lsn = self
-            .wal
-            .append(txid, commit_ts.0, KIND_COMMIT_VOTES, &encode_votes(votes))?;
-        self.decisions
-            .lock()
-            .expect("decisions")
-            .insert(txid, Some(commit_ts));
-        Ok(lsn)
+        let votes = encode_votes(votes);
+        self.log_decision(txid, Some(commit_ts), KIND_COMMIT_VOTES, &votes)
     }
 
     /// Waits until every record through `lsn` is durable; concurrent
@@ -294,17 +366,14 @@ impl Coordinator {
         for txid in held {
             self.log_done(txid)?;
         }
-        self.sync()
+        self.sync()?;
+        self.store_floor().map(|_| ())
     }
 
     /// Appends the commit of `txid` at `commit_ts`, without waiting for it
     /// to be durable: every PREPARE is, which already commits it.
     pub fn append_commit(&self, txid: TxnId, commit_ts: Timestamp) -> Result<(), StorageError> {
-        self.wal.append(txid, commit_ts.0, KIND_COMMIT, &[])?;
-        self.decisions
-            .lock()
-            .expect("decisions")
-            .insert(txid, Some(commit_ts));
+        self.log_decision(txid, Some(commit_ts), KIND_COMMIT, &[])?;
         Ok(())
     }
 
@@ -317,8 +386,7 @@ impl Coordinator {
     /// Logs the abort of `txid`; durable on return, before any participant
     /// may drop its PREPARE.
     pub fn log_abort(&self, txid: TxnId) -> Result<(), StorageError> {
-        self.wal.append(txid, 0, KIND_ABORT, &[])?;
-        self.decisions.lock().expect("decisions").insert(txid, None);
+        self.log_decision(txid, None, KIND_ABORT, &[])?;
         self.sync()
     }
 
@@ -374,16 +442,26 @@ impl Coordinator {
         retired
     }
 
-    /// Runs [`Coordinator::retire_queued`] every few milliseconds until the
-    /// coordinator is dropped.
+    /// Runs [`Coordinator::retire_queued`] every few milliseconds, and
+    /// [`Coordinator::store_floor`] every second, until the coordinator is
+    /// dropped.
     pub fn spawn_retirer(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
             .name("2pc-retire".into())
-            .spawn(move || loop {
-                std::thread::sleep(RETIRE_EVERY);
-                let Some(c) = weak.upgrade() else { break };
-                c.retire_queued();
+            .spawn(move || {
+                let mut floor_stored = std::time::Instant::now();
+                loop {
+                    std::thread::sleep(RETIRE_EVERY);
+                    let Some(c) = weak.upgrade() else { break };
+                    c.retire_queued();
+                    if floor_stored.elapsed() >= FLOOR_EVERY {
+                        floor_stored = std::time::Instant::now();
+                        if let Err(e) = c.store_floor() {
+                            tracing::warn!(error = %e, "could not store the 2PC log's floor");
+                        }
+                    }
+                }
             });
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "could not start the 2PC retiring thread");
@@ -407,7 +485,7 @@ impl Coordinator {
             .lock()
             .expect("decisions")
             .get(&txid)
-            .copied()
+            .map(|&(outcome, _)| outcome)
     }
 }
 
@@ -525,6 +603,55 @@ mod tests {
         let c = Coordinator::open(dir.path(), WalOptions::default()).unwrap();
         assert_eq!(c.outcome(5), None, "retired for good");
         assert!(c.logged_votes().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_restart_reads_from_the_floor_and_keeps_every_decision_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions {
+            segment_bytes: 1024,
+            ..WalOptions::default()
+        };
+        let c = Coordinator::open(dir.path(), opts.clone()).unwrap();
+        c.log_commit(1, Timestamp(1)).unwrap();
+        for txid in 2..200 {
+            c.log_commit(txid, Timestamp(txid)).unwrap();
+            c.retire(txid, Vec::new());
+        }
+        c.retire_queued();
+        c.sync().unwrap();
+        assert_eq!(c.store_floor().unwrap(), 0, "decision 1 is still held");
+        c.retire(1, Vec::new());
+        c.retire_queued();
+        c.log_commit(500, Timestamp(500)).unwrap();
+        let floor = c.store_floor().unwrap();
+        assert_eq!(floor, c.wal.last_lsn() - 1, "just below decision 500");
+        drop(c);
+        // The segments wholly below the floor are not even read.
+        let segments = fortress_storage::wal::list_segments(dir.path()).unwrap();
+        assert!(segments.len() > 4, "{} segments", segments.len());
+        for (_, path) in segments.iter().take_while(|(first, _)| *first <= floor / 2) {
+            std::fs::remove_file(path).unwrap();
+        }
+        let c = Coordinator::open(dir.path(), opts.clone()).unwrap();
+        assert_eq!(c.held(), 1);
+        assert_eq!(c.outcome(500), Some(Some(Timestamp(500))));
+        assert_eq!(c.outcome(1), None);
+    }
+
+    #[test]
+    fn a_floor_past_the_logs_end_is_brought_back_before_anything_is_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Coordinator::open(dir.path(), WalOptions::default()).unwrap();
+        c.log_commit(1, Timestamp(1)).unwrap();
+        drop(c);
+        write_floor(dir.path(), 1000).unwrap();
+        let c = Coordinator::open(dir.path(), WalOptions::default()).unwrap();
+        assert_eq!(read_floor(dir.path()), 1);
+        c.log_commit(2, Timestamp(2)).unwrap();
+        drop(c);
+        let c = Coordinator::open(dir.path(), WalOptions::default()).unwrap();
+        assert_eq!(c.outcome(2), Some(Some(Timestamp(2))));
     }
 
     #[test]
