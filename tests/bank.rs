@@ -148,6 +148,14 @@ fn ids_on_two_shards() -> (i32, i32) {
     (1, b)
 }
 
+/// The balance of account `id`.
+async fn balance(c: &tokio_postgres::Client, id: i32) -> i64 {
+    c.query_one("SELECT balance FROM acct WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// A server in `dir` with accounts A (balance 1000) and B (0) on two
 /// shards, restarted with the fault points of `faults` armed.
 async fn two_accounts_with_faults(dir: &std::path::Path, faults: &str) -> (Server, i32, i32) {
@@ -213,15 +221,7 @@ async fn crash_then(point: &str, restore: bool) -> (i64, i64) {
         server.restart();
     }
     let c = server.client().await;
-    let bal = |id: i32| {
-        let c = &c;
-        async move {
-            c.query_one("SELECT balance FROM acct WHERE id = $1", &[&id])
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-        }
-    };
+    let bal = |id: i32| balance(&c, id);
     let (ba, bb) = (bal(a).await, bal(b).await);
     assert_eq!(
         ba + bb,
@@ -311,12 +311,8 @@ async fn an_abort_after_every_prepare_survives_a_crash() {
     server.env.clear();
     server.restart();
     let c = server.client().await;
-    let row = c
-        .query_one("SELECT balance FROM acct WHERE id = $1", &[&b])
-        .await
-        .unwrap();
     assert_eq!(
-        row.get::<_, i64>(0),
+        balance(&c, b).await,
         2,
         "two transfers acknowledged, one aborted"
     );
@@ -339,11 +335,7 @@ async fn a_commit_whose_votes_cannot_be_logged_commits_by_its_synced_prepares() 
     server.env.clear();
     server.restart();
     let c = server.client().await;
-    let row = c
-        .query_one("SELECT balance FROM acct WHERE id = $1", &[&b])
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, i64>(0), 3, "all three transfers acknowledged");
+    assert_eq!(balance(&c, b).await, 3, "all three transfers acknowledged");
     server.stop();
 }
 

@@ -411,7 +411,8 @@ async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
     } else {
         futures::future::join_all(prepares).await
     };
-    // Every vote durable: committed, at the greatest prepare timestamp.
+    // Every participant voted: it commits at the greatest prepare
+    // timestamp once the votes are durable (see `Cluster::decide_commit`).
     let mut commit_ts = None;
     let mut failed = None;
     let mut votes = Vec::new();

@@ -90,6 +90,17 @@ struct Prepared {
     participants: Vec<ShardId>,
 }
 
+impl Prepared {
+    /// From the payload of a PREPARE naming its participants.
+    fn from_record(payload: &[u8]) -> Result<Prepared> {
+        let r: PrepareRecord = postcard::from_bytes(payload).map_err(codec)?;
+        Ok(Prepared {
+            ops: postcard::to_stdvec(&r.ops).map_err(codec)?,
+            participants: r.participants,
+        })
+    }
+}
+
 /// A shard whose log is written but for the transactions its source log
 /// left prepared, which wait for [`decide`].
 pub struct PendingShard {
@@ -153,12 +164,7 @@ impl PendingShard {
         if !within || seen || lsn <= self.after {
             return Ok(());
         }
-        let r: PrepareRecord = postcard::from_bytes(record).map_err(codec)?;
-        let p = Prepared {
-            ops: postcard::to_stdvec(&r.ops).map_err(codec)?,
-            participants: r.participants,
-        };
-        self.prepared.insert(txid, p);
+        self.prepared.insert(txid, Prepared::from_record(record)?);
         Ok(())
     }
 
@@ -341,12 +347,7 @@ fn replay(out: &mut Output<'_>, src: &ShardSource<'_>, after: Lsn) -> Result<Rep
                 prepared.insert(rec.txid, p);
             }
             KIND_PREPARE_ALL => {
-                let r: PrepareRecord = postcard::from_bytes(&rec.payload).map_err(codec)?;
-                let p = Prepared {
-                    ops: postcard::to_stdvec(&r.ops).map_err(codec)?,
-                    participants: r.participants,
-                };
-                prepared.insert(rec.txid, p);
+                prepared.insert(rec.txid, Prepared::from_record(&rec.payload)?);
                 votes.insert(rec.txid, rec.ts);
             }
             KIND_COMMIT_PREPARED => {

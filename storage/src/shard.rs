@@ -113,6 +113,17 @@ pub(crate) struct PrepareRecord {
     pub ops: Vec<WriteOp>,
 }
 
+/// The change a PREPARE record (a [`PrepareRecord`] payload) stands for.
+fn prepare_change(txid: TxnId, ts: u64, payload: &[u8]) -> Result<Change> {
+    let p: PrepareRecord = postcard::from_bytes(payload).map_err(codec)?;
+    Ok(Change::Prepare {
+        txid,
+        ts,
+        ops: p.ops,
+        participants: p.participants,
+    })
+}
+
 /// True for a PREPARE whose vote goes out before it is durable.
 fn is_logged_vote(out: &FragmentOutput) -> bool {
     matches!(out, FragmentOutput::Prepared { vote: Some(_), .. })
@@ -1005,15 +1016,7 @@ fn decode_change(rec: &Record) -> Result<Change> {
             ops: postcard::from_bytes(&rec.payload).map_err(codec)?,
             participants: Vec::new(),
         }),
-        KIND_PREPARE_ALL => {
-            let p: PrepareRecord = postcard::from_bytes(&rec.payload).map_err(codec)?;
-            Ok(Change::Prepare {
-                txid: rec.txid,
-                ts: rec.ts,
-                ops: p.ops,
-                participants: p.participants,
-            })
-        }
+        KIND_PREPARE_ALL => prepare_change(rec.txid, rec.ts, &rec.payload),
         KIND_COMMIT_PREPARED => Ok(Change::CommitPrepared {
             txid: rec.txid,
             commit_ts: rec.ts,
@@ -1199,17 +1202,11 @@ impl ShardStore {
     /// lost, from the `record` the coordinator logged, and locks its keys:
     /// recovery then resolves it like any transaction left prepared.
     pub fn restore_vote(&self, txid: TxnId, ts: Timestamp, record: &[u8]) -> Result<()> {
-        let r: PrepareRecord = postcard::from_bytes(record).map_err(codec)?;
+        let change = prepare_change(txid, ts.0, record)?;
         let mut w = self.writer.lock().expect("write lock");
         let lsn = self.wal.append(txid, ts.0, KIND_PREPARE_ALL, record)?;
         w.last_appended = lsn;
         drop(w);
-        let change = Change::Prepare {
-            txid,
-            ts: ts.0,
-            ops: r.ops,
-            participants: r.participants,
-        };
         self.commit(lsn, change)
     }
 

@@ -552,23 +552,36 @@ fn prepared_transactions_survive_restart_and_resolve_either_way() {
     assert_eq!(rows(&s)[2], (2, 21));
 }
 
+/// Gives shard `s` (in `dir`) the test catalog and rows `0..4`, copies its
+/// log to `saved` (the log as it was before the PREPARE), then prepares
+/// transaction 77 voting before its PREPARE is durable; gives the prepare
+/// timestamp and the vote.
+fn vote_77_after_saving_the_log(
+    s: &ShardStore,
+    clock: &fortress_storage::HybridClock,
+    dir: &Path,
+    saved: &Path,
+) -> (fortress_storage::Timestamp, fortress_storage::LoggedVote) {
+    s.execute(1, &Fragment::ApplyCatalog(catalog())).unwrap();
+    insert(s, 0..4);
+    copy_dir(&dir.join("wal"), saved);
+    let mut prep = prepare_77(clock, vec![0, 1]);
+    if let Fragment::Prepare { durable_vote, .. } = &mut prep {
+        *durable_vote = false;
+    }
+    match s.execute(9, &prep).unwrap() {
+        FragmentOutput::Prepared { ts, vote: Some(v) } => (ts, v),
+        other => panic!("a vote with its record expected, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_vote_given_before_its_prepare_is_durable_carries_what_logs_it_again() {
     let dir = tempfile::tempdir().unwrap();
     let saved = tempfile::tempdir().unwrap();
     let (clock, opts) = clocked();
     let s = ShardStore::open(0, dir.path(), opts.clone()).unwrap();
-    s.execute(1, &Fragment::ApplyCatalog(catalog())).unwrap();
-    insert(&s, 0..4);
-    copy_dir(&dir.path().join("wal"), saved.path());
-    let mut prep = prepare_77(&clock, vec![0, 1]);
-    if let Fragment::Prepare { durable_vote, .. } = &mut prep {
-        *durable_vote = false;
-    }
-    let (ts, vote) = match s.execute(9, &prep).unwrap() {
-        FragmentOutput::Prepared { ts, vote: Some(v) } => (ts, v),
-        other => panic!("a vote with its record expected, got {other:?}"),
-    };
+    let (ts, vote) = vote_77_after_saving_the_log(&s, &clock, dir.path(), saved.path());
     assert_eq!(vote.lsn, s.last_lsn());
     // Its keys are locked at once, as by a durable PREPARE.
     let rival = Fragment::CommitTxn {
@@ -643,17 +656,7 @@ fn a_restore_takes_in_a_vote_its_source_log_lost_and_only_then() {
     let lost = tempfile::tempdir().unwrap();
     let (clock, opts) = clocked();
     let s = ShardStore::open(0, dir.path(), opts).unwrap();
-    s.execute(1, &Fragment::ApplyCatalog(catalog())).unwrap();
-    insert(&s, 0..4);
-    copy_dir(&dir.path().join("wal"), lost.path());
-    let mut prep = prepare_77(&clock, vec![0, 1]);
-    if let Fragment::Prepare { durable_vote, .. } = &mut prep {
-        *durable_vote = false;
-    }
-    let (ts, vote) = match s.execute(9, &prep).unwrap() {
-        FragmentOutput::Prepared { ts, vote: Some(v) } => (ts, v),
-        other => panic!("a vote with its record expected, got {other:?}"),
-    };
+    let (ts, vote) = vote_77_after_saving_the_log(&s, &clock, dir.path(), lost.path());
     drop(s);
     let out = tempfile::tempdir().unwrap();
     let restored = |name: &str, wal: &Path, cutoff| {
