@@ -381,7 +381,7 @@ mod tests {
             vec![0],
         );
         SelectPlan {
-            source: Some(Source::Table(t)),
+            source: Some(Source::Table(std::sync::Arc::new(t))),
             filter: Some(Expr::binary(
                 fortress_storage::BinaryOp::Eq,
                 Expr::Column(column),

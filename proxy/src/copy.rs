@@ -1,6 +1,8 @@
 //! COPY's text and CSV formats: parsing rows sent with COPY FROM STDIN and
 //! printing rows for COPY TO STDOUT, as PostgreSQL does.
 
+use std::sync::Arc;
+
 use fortress_storage::{DataType, TableDef, Value};
 
 use crate::error::{ProxyError, Result};
@@ -8,7 +10,7 @@ use crate::error::{ProxyError, Result};
 /// A COPY FROM STDIN waiting for its data, kept in the session.
 #[derive(Debug)]
 pub struct PendingCopy {
-    pub table: TableDef,
+    pub table: Arc<TableDef>,
     pub columns: Vec<usize>,
     pub format: CopyFormat,
     pub data: Vec<u8>,

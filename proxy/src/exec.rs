@@ -3,6 +3,7 @@
 //! OFFSET/LIMIT, then projection).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use fortress_storage::fault;
 use fortress_storage::{Expr, Fragment, FragmentOutput, Row, ShardId, TableDef, TxnWrite, Value};
@@ -39,7 +40,7 @@ pub enum QueryResult {
     /// COPY FROM STDIN is ready for data: the wire layer collects it and
     /// calls [`copy_in`].
     CopyIn {
-        table: TableDef,
+        table: Arc<TableDef>,
         columns: Vec<usize>,
         format: CopyFormat,
     },
@@ -595,7 +596,7 @@ async fn maintain_uniques(
 async fn txn_insert(
     cluster: &Cluster,
     txn: &mut Txn,
-    table: TableDef,
+    table: Arc<TableDef>,
     new_rows: Vec<Row>,
     on_conflict: Option<OnConflict>,
     returning: Option<Returning>,
@@ -943,7 +944,7 @@ async fn read_only(reader: &Reader<'_>, plan: Plan) -> Result<QueryResult> {
 pub async fn copy_in(
     cluster: &Cluster,
     session: &Session,
-    table: TableDef,
+    table: Arc<TableDef>,
     columns: &[usize],
     format: &CopyFormat,
     data: &str,

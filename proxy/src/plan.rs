@@ -3,6 +3,8 @@
 
 pub use fortress_storage::aggregate::{AggCall, AggFunc, Aggregate};
 pub use fortress_storage::join::JoinKind;
+use std::sync::Arc;
+
 use fortress_storage::{DataType, Expr, Row, SortKey, TableDef};
 
 /// One output column.
@@ -16,7 +18,7 @@ pub struct OutputColumn {
 /// by the right row.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Source {
-    Table(TableDef),
+    Table(Arc<TableDef>),
     Join {
         left: Box<Source>,
         right: Box<Source>,
@@ -180,28 +182,28 @@ pub enum Plan {
         if_exists: bool,
     },
     Insert {
-        table: TableDef,
+        table: Arc<TableDef>,
         rows: Vec<Row>,
         on_conflict: Option<OnConflict>,
         returning: Option<Returning>,
     },
     Select(SelectPlan),
     Update {
-        table: TableDef,
+        table: Arc<TableDef>,
         filter: Option<Expr>,
         assignments: Vec<(usize, Expr)>,
         returning: Option<Returning>,
         subqueries: Vec<Subquery>,
     },
     Delete {
-        table: TableDef,
+        table: Arc<TableDef>,
         filter: Option<Expr>,
         returning: Option<Returning>,
         subqueries: Vec<Subquery>,
     },
     /// COPY table [(cols)] FROM STDIN: the wire layer collects the data.
     CopyIn {
-        table: TableDef,
+        table: Arc<TableDef>,
         columns: Vec<usize>,
         format: crate::copy::CopyFormat,
     },

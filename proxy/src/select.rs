@@ -376,7 +376,7 @@ impl Reader<'_> {
                         if let (Some(how), false) =
                             (colocation(lt, rt, on.as_ref(), *kind), overlaid)
                         {
-                            let sides = [(lt, lf), (rt, rf)];
+                            let sides = [(&**lt, lf), (&**rt, rf)];
                             return self.join_on_shards(how, sides, *kind, on.clone()).await;
                         }
                     }

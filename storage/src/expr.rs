@@ -463,6 +463,50 @@ impl Expr {
         }
     }
 
+    /// Calls `f` on every node, parents before children, in place: filling
+    /// slots this way rebuilds no boxes.
+    pub fn visit_mut(&mut self, f: &mut impl FnMut(&mut Expr)) {
+        f(self);
+        match self {
+            Expr::Not(e) | Expr::Negate(e) | Expr::Cast(e, _) | Expr::InSorted { expr: e, .. } => {
+                e.visit_mut(f)
+            }
+            Expr::IsNull { expr, .. } => expr.visit_mut(f),
+            Expr::Binary(_, a, b) | Expr::NullIf(a, b) => {
+                a.visit_mut(f);
+                b.visit_mut(f);
+            }
+            Expr::In { expr, list, .. } => {
+                expr.visit_mut(f);
+                list.iter_mut().for_each(|e| e.visit_mut(f));
+            }
+            Expr::Like { expr, pattern, .. } => {
+                expr.visit_mut(f);
+                pattern.visit_mut(f);
+            }
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+            } => {
+                if let Some(o) = operand {
+                    o.visit_mut(f);
+                }
+                for (w, t) in whens {
+                    w.visit_mut(f);
+                    t.visit_mut(f);
+                }
+                if let Some(o) = otherwise {
+                    o.visit_mut(f);
+                }
+            }
+            Expr::Coalesce(args) | Expr::Func(_, args) => {
+                args.iter_mut().for_each(|e| e.visit_mut(f))
+            }
+            Expr::Column(_) | Expr::Literal(_) | Expr::Slot(_) => {}
+        }
+    }
+
     /// Evaluates a predicate: only TRUE passes (NULL and FALSE filter out).
     pub fn matches(&self, row: &Row) -> Result<bool, EvalError> {
         Ok(truth(self.eval(row)?, "WHERE")? == Some(true))

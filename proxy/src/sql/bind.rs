@@ -5,6 +5,8 @@
 //! integer literals are int4/int8/numeric by size, and comparing or assigning
 //! across type families is an error (42883 / 42804).
 
+use std::sync::Arc;
+
 use fortress_storage::schema::{ColumnDef, UniqueDef};
 use fortress_storage::{Catalog, DataType, Expr, TableDef, Value};
 use sqlparser::ast::{
@@ -297,7 +299,7 @@ impl<'a> Binder<'a> {
                 let filter = filter?;
                 let returning = self.returning(returning.as_deref(), &scope)?;
                 Ok(Plan::Update {
-                    table: def,
+                    table: Arc::new(def),
                     filter,
                     assignments: sets,
                     returning,
@@ -321,7 +323,7 @@ impl<'a> Binder<'a> {
                 let filter = filter?;
                 let returning = self.returning(d.returning.as_deref(), &scope)?;
                 Ok(Plan::Delete {
-                    table: def,
+                    table: Arc::new(def),
                     filter,
                     returning,
                     subqueries: std::mem::take(&mut self.subqueries),
@@ -431,7 +433,7 @@ impl<'a> Binder<'a> {
                                 .collect::<Result<_>>()?
                         };
                         Ok(Plan::CopyIn {
-                            table,
+                            table: Arc::new(table),
                             columns,
                             format,
                         })
@@ -787,7 +789,7 @@ impl<'a> Binder<'a> {
         };
         let returning = self.returning(ins.returning.as_deref(), &scope)?;
         Ok(Plan::Insert {
-            table: def,
+            table: Arc::new(def),
             rows,
             on_conflict,
             returning,

@@ -1,6 +1,8 @@
 //! SELECT binding: FROM (tables, joins, derived tables), WHERE, GROUP BY
 //! and aggregates, HAVING, DISTINCT, ORDER BY, LIMIT/OFFSET.
 
+use std::sync::Arc;
+
 use fortress_storage::{DataType, Expr, SortKey, Value};
 use sqlparser::ast::{self, SelectItem, SetExpr, Spanned, TableFactor};
 
@@ -709,7 +711,7 @@ impl Binder<'_> {
                 }
                 let alias = alias.as_ref().map(|a| ident_name(&a.name));
                 let scope = Scope::table(&def, alias.as_deref());
-                Ok((Source::Table(def), scope))
+                Ok((Source::Table(Arc::new(def)), scope))
             }
             TableFactor::Derived {
                 lateral: false,

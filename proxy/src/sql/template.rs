@@ -81,14 +81,16 @@ impl Template {
             return Ok(plan);
         }
         each_expr(&mut plan, &mut |e| {
-            let taken = std::mem::replace(e, Expr::Literal(Value::Null));
-            *e = taken.rewrite(&mut |n| match n {
-                Expr::Slot(s) if s >= PARAM_SLOT_BASE => values
-                    .get((s - PARAM_SLOT_BASE) as usize)
-                    .cloned()
-                    .map_or(Expr::Slot(s), Expr::Literal),
-                other => other,
-            });
+            e.visit_mut(&mut |n| {
+                if let Expr::Slot(s) = *n {
+                    if let Some(v) = s
+                        .checked_sub(PARAM_SLOT_BASE)
+                        .and_then(|i| values.get(i as usize))
+                    {
+                        *n = Expr::Literal(v.clone());
+                    }
+                }
+            })
         });
         Ok(plan)
     }
