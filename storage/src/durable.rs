@@ -72,14 +72,24 @@ impl Future for SignalWait {
 
 /// Items waiting for the log to be durable through their LSN.
 pub struct DurableQueue<I> {
-    items: Mutex<Vec<(Lsn, I)>>,
+    state: Mutex<Queued<I>>,
     queued: Condvar,
+}
+
+struct Queued<I> {
+    items: Vec<(Lsn, I)>,
+    /// The taker is asleep on `queued`. While it syncs, a push needs no
+    /// wake-up (a futex call): its next take finds the item.
+    asleep: bool,
 }
 
 impl<I> Default for DurableQueue<I> {
     fn default() -> Self {
         DurableQueue {
-            items: Mutex::new(Vec::new()),
+            state: Mutex::new(Queued {
+                items: Vec::new(),
+                asleep: false,
+            }),
             queued: Condvar::new(),
         }
     }
@@ -87,23 +97,28 @@ impl<I> Default for DurableQueue<I> {
 
 impl<I> DurableQueue<I> {
     pub fn push(&self, lsn: Lsn, item: I) {
-        self.items.lock().expect("durable queue").push((lsn, item));
-        self.queued.notify_one();
+        let mut st = self.state.lock().expect("durable queue");
+        st.items.push((lsn, item));
+        if st.asleep {
+            self.queued.notify_one();
+        }
     }
 
     /// Everything queued, in LSN order, waiting up to `patience` for the
-    /// first item (empty if none came).
+    /// first item (empty if none came). One thread takes from a queue.
     pub fn take(&self, patience: Duration) -> Vec<(Lsn, I)> {
-        let mut items = self.items.lock().expect("durable queue");
-        if items.is_empty() {
-            items = self
+        let mut st = self.state.lock().expect("durable queue");
+        if st.items.is_empty() {
+            st.asleep = true;
+            st = self
                 .queued
-                .wait_timeout(items, patience)
+                .wait_timeout(st, patience)
                 .expect("durable queue")
                 .0;
+            st.asleep = false;
         }
-        let mut taken = std::mem::take(&mut *items);
-        drop(items);
+        let mut taken = std::mem::take(&mut st.items);
+        drop(st);
         taken.sort_by_key(|(lsn, _)| *lsn);
         taken
     }

@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -359,6 +359,9 @@ struct ApplyState {
     /// Resolutions of prepared transactions applied ahead of `next` (see
     /// [`ShardStore::apply_resolution`]); `next` steps over them.
     ahead: BTreeSet<Lsn>,
+    /// Threads asleep on `applied`. A notify costs a futex call even when
+    /// no one sleeps, and most applies have no one to wake.
+    sleepers: usize,
 }
 
 /// Options for opening a shard.
@@ -2178,8 +2181,7 @@ impl ShardStore {
             return Err(e);
         }
         st.ahead.insert(lsn);
-        drop(st);
-        self.applied.notify_all();
+        self.wake_sleepers(&st);
         Ok(())
     }
 
@@ -2212,10 +2214,7 @@ impl ShardStore {
     /// Sleeps until some record is applied (or a short timeout passes).
     fn wait_for_change(&self) {
         let st = self.apply.lock().expect("apply");
-        let _ = self
-            .applied
-            .wait_timeout(st, Duration::from_millis(20))
-            .expect("apply");
+        drop(self.sleep_on_apply(st, Duration::from_millis(20)));
     }
 
     /// Waits for durability of `lsn`, then applies it in LSN order.
@@ -2346,7 +2345,7 @@ impl ShardStore {
                 signal.fire(Ok(()));
             }
         }
-        self.applied.notify_all();
+        self.wake_sleepers(st);
         Ok(())
     }
 
@@ -2360,18 +2359,33 @@ impl ShardStore {
                 .filter_map(|(_, s)| s),
         );
         fail_all(waiting, self.id, &e.to_string());
-        self.applied.notify_all();
+        self.wake_sleepers(st);
+    }
+
+    /// Wakes the threads asleep on an apply, if any.
+    fn wake_sleepers(&self, st: &ApplyState) {
+        if st.sleepers > 0 {
+            self.applied.notify_all();
+        }
+    }
+
+    /// Sleeps until an apply wakes it or `timeout` passes.
+    fn sleep_on_apply<'a>(
+        &self,
+        mut st: MutexGuard<'a, ApplyState>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, ApplyState> {
+        st.sleepers += 1;
+        let mut st = self.applied.wait_timeout(st, timeout).expect("apply").0;
+        st.sleepers -= 1;
+        st
     }
 
     fn wait_applied(&self, lsn: Lsn) -> Result<()> {
         let mut st = self.apply.lock().expect("apply");
         while st.next <= lsn {
             self.check_failed()?;
-            st = self
-                .applied
-                .wait_timeout(st, Duration::from_millis(100))
-                .expect("apply")
-                .0;
+            st = self.sleep_on_apply(st, Duration::from_millis(100));
         }
         Ok(())
     }
