@@ -5,10 +5,9 @@
 //! Every session goes through this process, so one table sees every lock
 //! and a wait that would close a cycle fails at once with 40P01.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use fortress_storage::TableId;
+use fortress_storage::{FastMap, TableId};
 
 use crate::error::{ProxyError, Result};
 
@@ -24,9 +23,9 @@ pub struct LockTable {
 
 #[derive(Default)]
 struct State {
-    owners: HashMap<LockKey, u64>,
+    owners: FastMap<LockKey, u64>,
     /// Each waiting transaction and the one it waits for.
-    waits: HashMap<u64, u64>,
+    waits: FastMap<u64, u64>,
 }
 
 impl LockTable {

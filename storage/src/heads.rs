@@ -12,6 +12,7 @@ use indexmap::{Equivalent, IndexMap};
 use sled::IVec;
 
 use crate::error::Result;
+use crate::fastmap::FastHash;
 use crate::schema::TableId;
 
 /// Stripes per cache: independent locks, so readers of different keys
@@ -80,7 +81,7 @@ impl Equivalent<Key> for KeyRef<'_> {
 
 #[derive(Default)]
 struct Stripe {
-    map: IndexMap<Key, Head>,
+    map: IndexMap<Key, Head, FastHash>,
     bytes: usize,
     /// Bumped by every write: a fill that read the tree before a write
     /// must not install what it read after it.

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod durable;
 pub mod error;
 pub mod expr;
+pub mod fastmap;
 pub mod fault;
 pub mod func;
 pub mod heads;
@@ -31,6 +32,7 @@ pub use api::{Fragment, FragmentOutput, LoggedVote, PendingWrite, Shard, TableSc
 pub use clock::{HybridClock, Timestamp};
 pub use error::{EvalError, StorageError};
 pub use expr::{BinaryOp, Expr, SortKey};
+pub use fastmap::{FastHash, FastMap, FastSet};
 pub use func::Func;
 pub use mvcc::{PinGuard, SnapshotPins};
 pub use schema::{Catalog, ColumnDef, DataType, IndexDef, TableDef, TableId};

@@ -37,6 +37,7 @@ use crate::clock::{HybridClock, Timestamp};
 use crate::durable::{fail_all, DurableQueue, Signal};
 use crate::error::{EvalError, Result, StorageError};
 use crate::expr::Expr;
+use crate::fastmap::FastMap;
 use crate::heads::{read_head, Head, HeadCache};
 use crate::keycodec::{encode_key, versioned_key};
 use crate::mvcc::{
@@ -132,7 +133,13 @@ fn is_logged_vote(out: &FragmentOutput) -> bool {
 /// Encodes a [`PrepareRecord`] from borrowed parts (postcard writes a
 /// struct as the tuple of its fields).
 fn encode_prepare(participants: &[ShardId], ops: &[WriteOp]) -> Result<Vec<u8>> {
-    postcard::to_stdvec(&(participants, ops)).map_err(codec)
+    encode_record(&(participants, ops))
+}
+
+/// A record's payload, in a buffer sized for a typical small write set up
+/// front rather than grown from empty through several reallocations.
+fn encode_record<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_extend(value, Vec::with_capacity(256)).map_err(codec)
 }
 
 /// A durable record waiting for its turn to be applied.
@@ -216,7 +223,7 @@ impl std::fmt::Debug for DecisionLog {
 #[derive(Default)]
 struct PreparedSet {
     txns: BTreeMap<TxnId, PreparedTxn>,
-    locks: HashMap<(TableId, Vec<u8>), TxnId>,
+    locks: FastMap<(TableId, Vec<u8>), TxnId>,
     /// PREPARE LSNs of the transactions in the set, oldest first.
     logged: BTreeSet<Lsn>,
     /// Transactions whose entry is in the meta tree.
@@ -270,7 +277,7 @@ struct WriterState {
     /// Keys with a logged, not yet applied write, and that write's LSN.
     /// Entries leave only under this lock, so a writer that planned from
     /// stale data always finds the entry that made it stale.
-    pending: HashMap<(TableId, Vec<u8>), Lsn>,
+    pending: FastMap<(TableId, Vec<u8>), Lsn>,
     /// LSN of the last record appended; ordered like its timestamp.
     last_appended: Lsn,
     /// LSN of the last catalog change appended: every read waits for it.
@@ -409,14 +416,14 @@ struct Materialized {
     catalog: RwLock<Catalog>,
     /// The catalog's tables by id, shared: a write looks its table up
     /// without copying the definition.
-    defs: RwLock<HashMap<TableId, Arc<TableDef>>>,
-    trees: RwLock<HashMap<TableId, sled::Tree>>,
+    defs: RwLock<FastMap<TableId, Arc<TableDef>>>,
+    trees: RwLock<FastMap<TableId, sled::Tree>>,
     /// Per tree, the LSN its applied mark held when it was opened or
     /// created: records up to it are already in the tree. Only a replay
     /// meets such records; marks are written every [`MARK_EVERY`] records,
     /// not per record, so a replay redoes the rest (every write is
     /// idempotent, and what it puts back under a newer version is garbage).
-    held_through: RwLock<HashMap<TableId, Lsn>>,
+    held_through: RwLock<FastMap<TableId, Lsn>>,
     /// Largest version timestamp applied, written with the marks.
     newest: AtomicU64,
     prepared: Mutex<PreparedSet>,
@@ -435,7 +442,7 @@ const MAX_DIRTY_KEYS: usize = crate::mvcc::MAX_YOUNG_KEYS;
 /// since, which supersedes the one before it. A collection whose horizon is
 /// below that timestamp passes the key over without reading it.
 struct DirtyKeys {
-    trees: HashMap<TableId, HashMap<Vec<u8>, u64>>,
+    trees: FastMap<TableId, FastMap<Vec<u8>, u64>>,
     len: usize,
     /// Too many keys, or a shard just opened: walk every tree but those in
     /// `walked`, which a VACUUM has walked since and whose keys are kept.
@@ -446,7 +453,7 @@ struct DirtyKeys {
 impl DirtyKeys {
     fn new(everything: bool) -> DirtyKeys {
         DirtyKeys {
-            trees: HashMap::new(),
+            trees: FastMap::default(),
             len: 0,
             everything,
             walked: HashSet::new(),
@@ -491,7 +498,7 @@ fn codec<E: std::fmt::Display>(e: E) -> StorageError {
     StorageError::Codec(e.to_string())
 }
 
-fn defs_by_id(catalog: &Catalog) -> HashMap<TableId, Arc<TableDef>> {
+fn defs_by_id(catalog: &Catalog) -> FastMap<TableId, Arc<TableDef>> {
     catalog
         .tables
         .values()
@@ -539,8 +546,8 @@ impl Materialized {
             Some(bytes) => postcard::from_bytes(&bytes).map_err(codec)?,
             None => Catalog::default(),
         };
-        let mut trees = HashMap::new();
-        let mut held_through = HashMap::new();
+        let mut trees = FastMap::default();
+        let mut held_through = FastMap::default();
         let mut newest = 0;
         let ids = catalog
             .tables
@@ -1136,7 +1143,7 @@ impl ShardStore {
             state,
             wal,
             writer: Mutex::new(WriterState {
-                pending: HashMap::new(),
+                pending: FastMap::default(),
                 last_appended: next - 1,
                 last_catalog: 0,
             }),
@@ -1626,7 +1633,7 @@ impl ShardStore {
                         false => ids.iter().copied().filter(|id| all.contains(id)).collect(),
                     };
                     dirty.walking(&walk, &all);
-                    (walk, HashMap::new())
+                    (walk, FastMap::default())
                 }
             }
         };
@@ -2011,7 +2018,7 @@ impl ShardStore {
             Fragment::Prepare {
                 txid, participants, ..
             } => (KIND_PREPARE_ALL, *txid, encode_prepare(participants, &ops)?),
-            _ => (KIND_WRITE, txid, postcard::to_stdvec(&ops).map_err(codec)?),
+            _ => (KIND_WRITE, txid, encode_record(&ops)?),
         };
         let lsn = self.wal.append(rec_txid, ts, kind, &payload)?;
         w.last_appended = lsn;
@@ -2133,7 +2140,7 @@ impl ShardStore {
         let (kind, ts, payload, change) = match commit_ts {
             Some(c) => {
                 self.clock.observe_own(c);
-                let payload = postcard::to_stdvec(&ops).map_err(codec)?;
+                let payload = encode_record(&ops)?;
                 (
                     KIND_COMMIT_PREPARED,
                     c.0,
