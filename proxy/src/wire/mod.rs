@@ -40,7 +40,9 @@ use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::Execute;
 use pgwire::messages::extendedquery::Sync as PgSync;
-use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
+use pgwire::messages::extendedquery::{
+    Describe, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+};
 use pgwire::messages::response::{
     EmptyQueryResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
 };
@@ -100,8 +102,24 @@ pub struct Prepared {
     stmt: Statement,
     param_types: Vec<DataType>,
     columns: Vec<OutputColumn>,
+    /// `columns` described in text format, the format nearly every
+    /// execution asks for: built once here, not per Describe and Execute.
+    text_fields: Arc<Vec<FieldInfo>>,
     /// Its bound plan, shared by the executions while the catalog stays.
     reuse: Arc<Mutex<Reuse>>,
+}
+
+impl Prepared {
+    /// The result's fields in `format`, shared when they are the ones
+    /// prepared (all text, and `columns` those of the statement: a catalog
+    /// change since Parse can change what `SELECT *` returns).
+    fn fields(&self, columns: &[OutputColumn], format: &Format) -> Arc<Vec<FieldInfo>> {
+        let text = (0..columns.len()).all(|i| format.format_for(i) == FieldFormat::Text);
+        if text && columns == self.columns.as_slice() {
+            return self.text_fields.clone();
+        }
+        Arc::new(encode::fields(columns, |i| format.format_for(i)))
+    }
 }
 
 /// What executing a prepared statement learned about its plan.
@@ -339,12 +357,22 @@ fn failing_txn_on_error(result: QueryResult, session: &Arc<Session>) -> QueryRes
 
 /// Turns a query result into a pgwire response in the requested formats.
 fn respond(result: QueryResult, format: &Format) -> Result<Response, ProxyError> {
+    respond_with(result, &|columns: &[OutputColumn]| {
+        Arc::new(encode::fields(columns, |i| format.format_for(i)))
+    })
+}
+
+/// [`respond`], with the result's fields from `fields`.
+fn respond_with(
+    result: QueryResult,
+    fields: &dyn Fn(&[OutputColumn]) -> Arc<Vec<FieldInfo>>,
+) -> Result<Response, ProxyError> {
     match result {
         QueryResult::Command { tag, .. } => Ok(Response::Execution(Tag::new(&tag))),
         QueryResult::TxnStart { tag, .. } => Ok(Response::TransactionStart(Tag::new(tag))),
         QueryResult::TxnEnd { tag, .. } => Ok(Response::TransactionEnd(Tag::new(&tag))),
         QueryResult::Rows { tag, columns, rows } => {
-            let fields = Arc::new(encode::fields(&columns, |i| format.format_for(i)));
+            let fields = fields(&columns);
             let mut enc = DataRowEncoder::new(fields.clone());
             let encoded: Vec<PgWireResult<_>> = rows
                 .iter()
@@ -355,7 +383,7 @@ fn respond(result: QueryResult, format: &Format) -> Result<Response, ProxyError>
             Ok(Response::Query(response))
         }
         QueryResult::Stream { columns, rows } => {
-            let fields = Arc::new(encode::fields(&columns, |i| format.format_for(i)));
+            let fields = fields(&columns);
             let mut enc = DataRowEncoder::new(fields.clone());
             let row_fields = fields.clone();
             let encoded = rows.0.map(move |r| match r {
@@ -685,9 +713,11 @@ impl QueryParser for Parser {
             .iter()
             .map(|t| t.unwrap_or(DataType::Text))
             .collect();
+        let columns = plan.output_columns();
         Ok(Some(Prepared {
             sql: sql.to_string(),
-            columns: plan.output_columns(),
+            text_fields: Arc::new(encode::fields(&columns, |_| FieldFormat::Text)),
+            columns,
             stmt,
             param_types,
             reuse: Arc::default(),
@@ -842,6 +872,23 @@ impl ExtendedQueryHandler for Handler {
                 return Ok(());
             }
         }
+        if message.target_type == TARGET_TYPE_BYTE_PORTAL {
+            if let Some(Entry::Value(portal)) = client.portal_store().get_portal(name) {
+                // pgbench and drivers describe the portal on every
+                // execution: answer from the fields built at Parse.
+                let p = &portal.statement.statement;
+                let fields = p.fields(&p.columns, &portal.result_column_format);
+                let msg = if fields.is_empty() {
+                    PgWireBackendMessage::NoData(NoData::new())
+                } else {
+                    PgWireBackendMessage::RowDescription(RowDescription::new(
+                        fields.iter().map(Into::into).collect(),
+                    ))
+                };
+                client.send(msg).await?;
+                return Ok(());
+            }
+        }
         self._on_describe(client, message).await
     }
 
@@ -933,7 +980,11 @@ impl ExtendedQueryHandler for Handler {
         };
         result
             .map(|r| failing_txn_on_error(r, &session))
-            .and_then(|r| respond(r, &portal.result_column_format))
+            .and_then(|r| {
+                respond_with(r, &|columns: &[OutputColumn]| {
+                    p.fields(columns, &portal.result_column_format)
+                })
+            })
             .map_err(|e| {
                 tracing::debug!(code = e.sql_state(), error = %e, "statement failed");
                 session.fail_txn();
@@ -1171,4 +1222,46 @@ pub async fn serve(
     tokio::task::spawn_blocking(move || drop(homes))
         .await
         .map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared(columns: Vec<OutputColumn>) -> Prepared {
+        let stmt = crate::sql::parse("SELECT 1").unwrap().remove(0);
+        Prepared {
+            sql: "SELECT 1".into(),
+            stmt,
+            param_types: Vec::new(),
+            text_fields: Arc::new(encode::fields(&columns, |_| FieldFormat::Text)),
+            columns,
+            reuse: Arc::default(),
+        }
+    }
+
+    fn column(name: &str, ty: DataType) -> OutputColumn {
+        OutputColumn {
+            name: name.into(),
+            ty,
+        }
+    }
+
+    #[test]
+    fn prepared_fields_are_shared_only_for_the_prepared_columns_in_text() {
+        let p = prepared(vec![column("a", DataType::Int4)]);
+        let same = p.fields(&p.columns, &Format::UnifiedText);
+        assert!(Arc::ptr_eq(&same, &p.text_fields));
+
+        let binary = p.fields(&p.columns, &Format::UnifiedBinary);
+        assert!(!Arc::ptr_eq(&binary, &p.text_fields));
+        assert_eq!(binary[0].format(), FieldFormat::Binary);
+
+        // SELECT * after ALTER TABLE ADD COLUMN returns more columns than
+        // were prepared: the fields follow the rows.
+        let wider = [column("a", DataType::Int4), column("b", DataType::Text)];
+        let fields = p.fields(&wider, &Format::UnifiedText);
+        assert_eq!(fields.len(), 2);
+        assert_eq!(fields[1].name(), "b");
+    }
 }
