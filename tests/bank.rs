@@ -236,20 +236,28 @@ async fn crash_then(point: &str, restore: bool) -> (i64, i64) {
     (acked, bb)
 }
 
+/// A crash once every participant prepared, before the decision: the
+/// transfer was never acknowledged. Its PREPAREs are not durable (the
+/// coordinator's decision would have made them so), and a participant logs
+/// one in memory until its next write or sync: a restart commits the
+/// transfer if every PREPARE reached the logs, and aborts it otherwise.
+/// Either way it is whole, and nothing acknowledged is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crash_after_every_prepare_commits_at_restart() {
+async fn crash_after_every_prepare_keeps_the_transfer_whole_at_restart() {
     let (acked, b) = crash_at("2pc.after_prepare").await;
-    assert_eq!(
-        b,
-        acked + 1,
-        "every PREPARE was durable, which commits the transaction (parallel commits)"
+    assert!(
+        b == acked || b == acked + 1,
+        "B holds {b} after {acked} acknowledged transfers"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restore_of_a_crash_after_every_prepare_commits_too() {
+async fn a_restore_of_a_crash_after_every_prepare_keeps_it_whole_too() {
     let (acked, b) = crash_then("2pc.after_prepare", true).await;
-    assert_eq!(b, acked + 1, "a restore decides as a restart does");
+    assert!(
+        b == acked || b == acked + 1,
+        "B holds {b} after {acked} acknowledged transfers"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

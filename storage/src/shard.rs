@@ -1201,6 +1201,7 @@ impl ShardStore {
         }
         let mut held = false;
         let cipher = self.wal.cipher().map(|c| &**c);
+        self.wal.write_unwritten()?;
         crate::wal::read_from(&self.dir.join("wal"), lsn - 1, cipher, |rec| {
             held = rec.lsn == lsn && rec.txid == txid;
             Ok(false)
@@ -2020,7 +2021,15 @@ impl ShardStore {
             } => (KIND_PREPARE_ALL, *txid, encode_prepare(participants, &ops)?),
             _ => (KIND_WRITE, txid, encode_record(&ops)?),
         };
-        let lsn = self.wal.append(rec_txid, ts, kind, &payload)?;
+        // A vote the coordinator logs with its decision is durable there:
+        // its PREPARE here waits in memory for the next write or sync.
+        let lsn = match fragment {
+            Fragment::Prepare {
+                durable_vote: false,
+                ..
+            } => self.wal.append_unwritten(rec_txid, ts, kind, &payload)?,
+            _ => self.wal.append(rec_txid, ts, kind, &payload)?,
+        };
         w.last_appended = lsn;
         for op in &ops {
             let (t, k) = op.target();
@@ -2159,12 +2168,14 @@ impl ShardStore {
                 Change::AbortPrepared { txid },
             ),
         };
-        let lsn = self.wal.append(txid, ts, kind, &payload)?;
-        w.last_appended = lsn;
-        drop(w);
         // The outcome is durable already (the coordinator's decision, or
         // presumed abort): a crash before this record is synced resolves
-        // the transaction the same way again, so it is applied at once.
+        // the transaction the same way again, so it is applied at once, and
+        // the record waits in memory for the next write or sync (the
+        // coordinator syncs this log before it forgets the decision).
+        let lsn = self.wal.append_unwritten(txid, ts, kind, &payload)?;
+        w.last_appended = lsn;
+        drop(w);
         self.apply_resolution(lsn, change)?;
         Ok(1)
     }

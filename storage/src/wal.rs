@@ -209,13 +209,18 @@ fn sync_dir(dir: &Path) -> Result<()> {
 struct Writer {
     file: Arc<File>,
     path: PathBuf,
-    /// End of the records: where the next one is written.
+    /// End of the records written to the file: where `buf` goes next.
     size: u64,
     /// Length of the file; the bytes from `size` on are zeros.
     allocated: u64,
     next_lsn: Lsn,
+    /// Encoded records not yet written to the file (see
+    /// [`Wal::append_unwritten`]); empty after every other append.
     buf: Vec<u8>,
 }
+
+/// Bytes of records [`Wal::append_unwritten`] holds before writing them.
+const UNWRITTEN_MAX: usize = 64 << 10;
 
 /// Options for opening a log.
 #[derive(Clone, Debug)]
@@ -418,6 +423,26 @@ impl Wal {
     /// Appends one record and returns its LSN. The record is written to the
     /// OS but not yet durable: call [`Wal::wait_durable`] before acknowledging.
     pub fn append(&self, txid: u64, ts: u64, kind: u8, payload: &[u8]) -> Result<Lsn> {
+        self.append_record(txid, ts, kind, payload, false)
+    }
+
+    /// Appends a record whose durability this log does not provide (another
+    /// log holds what it says, as the coordinator's decision holds a vote),
+    /// keeping it in memory until the next append, sync or rotation, or
+    /// until 64 KiB of such records wait: one write for many instead of one
+    /// each. Unlike [`Wal::append`], a crash of the process loses it.
+    pub fn append_unwritten(&self, txid: u64, ts: u64, kind: u8, payload: &[u8]) -> Result<Lsn> {
+        self.append_record(txid, ts, kind, payload, true)
+    }
+
+    fn append_record(
+        &self,
+        txid: u64,
+        ts: u64,
+        kind: u8,
+        payload: &[u8],
+        unwritten: bool,
+    ) -> Result<Lsn> {
         self.check_failed()?;
         if kind & SEALED != 0 {
             return Err(StorageError::Codec(format!(
@@ -431,7 +456,7 @@ impl Wal {
             )));
         }
         let mut w = self.writer.lock().expect("wal writer");
-        if w.size >= self.opts.segment_bytes {
+        if w.size + w.buf.len() as u64 >= self.opts.segment_bytes {
             self.rotate(&mut w)?;
         }
         let lsn = w.next_lsn;
@@ -451,23 +476,39 @@ impl Wal {
                 payload: payload.to_vec(),
             },
         };
-        let mut buf = std::mem::take(&mut w.buf);
-        buf.clear();
-        rec.encode_into(&mut buf);
-        let end = w.size + buf.len() as u64;
+        rec.encode_into(&mut w.buf);
+        w.next_lsn += 1;
+        if !unwritten || w.buf.len() >= UNWRITTEN_MAX {
+            self.write_out(&mut w)?;
+        }
+        Ok(lsn)
+    }
+
+    /// Writes the records waiting in `w.buf` to the file, in one write.
+    fn write_out(&self, w: &mut Writer) -> Result<()> {
+        if w.buf.is_empty() {
+            return Ok(());
+        }
+        let end = w.size + w.buf.len() as u64;
         let mut res = Ok(());
         if end > w.allocated {
-            res = self.preallocate(&mut w, end);
+            res = self.preallocate(w, end);
         }
-        let res = res.and_then(|_| w.file.write_all_at(&buf, w.size));
+        let res = res.and_then(|_| w.file.write_all_at(&w.buf, w.size));
         w.size = end;
-        w.buf = buf;
+        w.buf.clear();
         if let Err(e) = res {
             let path = w.path.clone();
             return self.fail(&path, e);
         }
-        w.next_lsn += 1;
-        Ok(lsn)
+        Ok(())
+    }
+
+    /// Writes the records [`Wal::append_unwritten`] holds to the OS (not
+    /// durably), for a reader of the files.
+    pub fn write_unwritten(&self) -> Result<()> {
+        let mut w = self.writer.lock().expect("wal writer");
+        self.write_out(&mut w)
     }
 
     /// Zero-fills the current segment from its allocated end to at least
@@ -486,6 +527,7 @@ impl Wal {
     /// Seals the current segment (trimmed to its records, fsynced) and
     /// starts the next one.
     fn rotate(&self, w: &mut Writer) -> Result<()> {
+        self.write_out(w)?;
         if let Err(e) = w.file.set_len(w.size).and_then(|_| w.file.sync_data()) {
             let path = w.path.clone();
             return self.fail(&path, e);
@@ -542,7 +584,8 @@ impl Wal {
             std::thread::sleep(self.opts.batch_window);
         }
         let (file, path, upto) = {
-            let w = self.writer.lock().expect("wal writer");
+            let mut w = self.writer.lock().expect("wal writer");
+            self.write_out(&mut w)?;
             (w.file.clone(), w.path.clone(), w.next_lsn - 1)
         };
         if let Err(e) = file.sync_data() {
@@ -551,6 +594,17 @@ impl Wal {
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.durable.fetch_max(upto, Ordering::AcqRel);
         Ok(())
+    }
+}
+
+impl Drop for Wal {
+    /// A log closed in an orderly way leaves no record only in memory.
+    fn drop(&mut self) {
+        if let Ok(w) = self.writer.get_mut() {
+            if !w.buf.is_empty() && !self.failed.load(Ordering::Acquire) {
+                let _ = w.file.write_all_at(&w.buf, w.size);
+            }
+        }
     }
 }
 
@@ -768,6 +822,58 @@ mod tests {
                 .unwrap();
             wal.wait_durable(lsn).unwrap();
         }
+    }
+
+    /// LSNs `read_from` finds in the files of `dir`.
+    fn lsns_on_disk(dir: &Path) -> Vec<Lsn> {
+        let mut lsns = Vec::new();
+        read_from(dir, 0, None, |r| {
+            lsns.push(r.lsn);
+            Ok(true)
+        })
+        .unwrap();
+        lsns
+    }
+
+    #[test]
+    fn unwritten_records_reach_the_file_with_the_next_append_or_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = open(dir.path(), 0).unwrap();
+        write_n(&wal, 1);
+        assert_eq!(wal.append_unwritten(7, 70, 1, b"vote").unwrap(), 2);
+        assert_eq!(wal.last_lsn(), 2);
+        assert_eq!(lsns_on_disk(dir.path()), vec![1], "held in memory");
+        // An ordinary append writes it first, in LSN order.
+        assert_eq!(wal.append(8, 80, 1, b"write").unwrap(), 3);
+        assert_eq!(lsns_on_disk(dir.path()), vec![1, 2, 3]);
+        // A sync writes it before its fdatasync covers it.
+        let lsn = wal.append_unwritten(9, 90, 1, b"commit").unwrap();
+        wal.wait_durable(lsn).unwrap();
+        assert_eq!(wal.durable_lsn(), 4);
+        assert_eq!(lsns_on_disk(dir.path()), vec![1, 2, 3, 4]);
+        // Closing the log writes what is held.
+        wal.append_unwritten(10, 100, 1, b"last").unwrap();
+        drop(wal);
+        let (wal, seen) = open(dir.path(), 0).unwrap();
+        assert_eq!(
+            seen.last().map(|r| r.payload.clone()),
+            Some(b"last".to_vec())
+        );
+        assert_eq!(wal.last_lsn(), 5);
+    }
+
+    #[test]
+    fn a_crash_loses_only_the_unwritten_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = open(dir.path(), 0).unwrap();
+        write_n(&wal, 2);
+        wal.append_unwritten(7, 70, 1, b"vote").unwrap();
+        // A killed process runs no destructor.
+        std::mem::forget(wal);
+        let (wal, seen) = open(dir.path(), 0).unwrap();
+        assert_eq!(seen.iter().map(|r| r.lsn).collect::<Vec<_>>(), vec![1, 2]);
+        // The lost record's LSN goes to the next one.
+        assert_eq!(wal.append(8, 80, 1, b"next").unwrap(), 3);
     }
 
     #[test]
