@@ -8,9 +8,11 @@
 //! is durable, and hands the record back ([`LoggedVote`]); this log then
 //! appends the decision with every vote in it, and one fsync, shared with
 //! the commits around it, makes the whole transaction durable: one fsync
-//! per commit instead of one per participant. A restart whose participant
-//! lost such a PREPARE with its log's unsynced tail logs it there again
-//! from here (see [`crate::recovery`]).
+//! per commit instead of one per participant. The participant keeps such
+//! a PREPARE, and the COMMIT PREPARED after it, in its log's memory until
+//! its next write or sync (`Wal::append_unwritten`). A restart whose
+//! participant lost such a PREPARE, to a crash of the process or of the
+//! machine, logs it there again from here (see [`crate::recovery`]).
 //!
 //! A bulk write set instead makes every PREPARE durable where it is logged,
 //! which commits the transaction by itself (parallel commits, as
