@@ -226,6 +226,11 @@ struct PreparedSet {
     locks: FastMap<(TableId, Vec<u8>), TxnId>,
     /// PREPARE LSNs of the transactions in the set, oldest first.
     logged: BTreeSet<Lsn>,
+    /// Transactions resolved by a record not yet durable, by that record's
+    /// LSN: their PREPARE LSN. The floor stays below such a PREPARE until
+    /// the resolution is durable, or a crash that lost it would leave this
+    /// log a PREPARE that replay never sees again, and no outcome.
+    resolving: BTreeMap<Lsn, Lsn>,
     /// Transactions whose entry is in the meta tree.
     stored: HashSet<TxnId>,
 }
@@ -245,10 +250,14 @@ impl PreparedSet {
         self.txns.insert(txid, p);
     }
 
-    /// Drops `txid` from the set; true if its entry is in the meta tree.
-    fn remove(&mut self, txid: TxnId) -> bool {
+    /// Drops `txid`, resolved by the record at `resolved_at`, from the set;
+    /// true if its entry is in the meta tree.
+    fn remove(&mut self, txid: TxnId, resolved_at: Lsn) -> bool {
         if let Some(p) = self.txns.remove(&txid) {
             self.logged.remove(&p.lsn);
+            if p.lsn > 0 && resolved_at > 0 {
+                self.resolving.insert(resolved_at, p.lsn);
+            }
             for op in &p.ops {
                 let (t, k) = op.target();
                 self.locks.remove(&(t, k.to_vec()));
@@ -258,11 +267,18 @@ impl PreparedSet {
     }
 
     /// The highest LSN at or below which every PREPARE is resolved, given
-    /// that everything through `applied` is applied.
-    fn floor(&self, applied: Lsn) -> Lsn {
+    /// that everything through `applied` is applied (and durable, but under
+    /// `sync = off`), its resolution included.
+    fn floor(&mut self, applied: Lsn) -> Lsn {
+        self.resolving = self.resolving.split_off(&(applied + 1));
+        let unresolved = self.resolving.values().copied();
         self.logged
             .first()
-            .map_or(applied, |&oldest| applied.min(oldest - 1))
+            .copied()
+            .into_iter()
+            .chain(unresolved)
+            .min()
+            .map_or(applied, |oldest| applied.min(oldest - 1))
     }
 }
 
@@ -690,16 +706,17 @@ impl Materialized {
                     None
                 };
                 self.apply_write(lsn, *commit_ts, from_set.as_deref().unwrap_or(ops))?;
-                self.forget_prepared(*txid)
+                self.forget_prepared(*txid, lsn)
             }
-            Change::AbortPrepared { txid } => self.forget_prepared(*txid),
+            Change::AbortPrepared { txid } => self.forget_prepared(*txid, lsn),
         }
     }
 
-    /// Drops a resolved transaction from the prepared set, and from the
-    /// meta tree if an earlier version stored it there.
-    fn forget_prepared(&self, txid: TxnId) -> Result<()> {
-        if self.prepared.lock().expect("prepared").remove(txid) {
+    /// Drops a transaction resolved by the record at `lsn` from the
+    /// prepared set, and from the meta tree if an earlier version stored it
+    /// there.
+    fn forget_prepared(&self, txid: TxnId, lsn: Lsn) -> Result<()> {
+        if self.prepared.lock().expect("prepared").remove(txid, lsn) {
             self.meta.remove(prepared_key(txid))?;
         }
         Ok(())
@@ -2617,5 +2634,36 @@ impl Shard for ShardStore {
             .keys()
             .copied()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared_at(lsn: Lsn) -> PreparedTxn {
+        PreparedTxn {
+            ts: lsn * 10,
+            ops: Vec::new(),
+            lsn,
+            participants: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_prepare_floor_waits_for_a_resolution_to_be_durable() {
+        let mut set = PreparedSet::default();
+        set.add(1, prepared_at(10));
+        set.add(2, prepared_at(12));
+        assert_eq!(set.floor(20), 9, "below the oldest PREPARE");
+        // Transaction 1 is committed by the record at 30, not yet durable:
+        // a crash could lose it, so replay must still see its PREPARE.
+        set.remove(1, 30);
+        assert_eq!(set.floor(20), 9);
+        // Once the log is durable through 30, only transaction 2 holds it.
+        assert_eq!(set.floor(30), 11);
+        set.remove(2, 31);
+        assert_eq!(set.floor(30), 11);
+        assert_eq!(set.floor(40), 40);
     }
 }

@@ -5,7 +5,9 @@
 //! little-endian, the CRC (crc32fast) covering every byte before it. LSNs are
 //! dense: each record's LSN is its predecessor's plus one, across segments.
 //!
-//! **Durability rule.** [`Wal::append`] writes the record to the OS;
+//! **Durability rule.** [`Wal::append`] writes the record to the OS
+//! ([`Wal::append_unwritten`] holds it until the next append or sync, for a
+//! record whose durability another log provides);
 //! [`Wal::wait_durable`] returns once an fdatasync covers it. With
 //! `sync = always` concurrent committers elect one leader whose single
 //! fdatasync covers every record appended before it started (group commit);
@@ -478,7 +480,10 @@ impl Wal {
         };
         rec.encode_into(&mut w.buf);
         w.next_lsn += 1;
-        if !unwritten || w.buf.len() >= UNWRITTEN_MAX {
+        // `off` never syncs, so nothing would write a held record out: it
+        // goes to the OS at once, which is all that mode promises.
+        let hold = unwritten && self.opts.sync != SyncMode::Off;
+        if !hold || w.buf.len() >= UNWRITTEN_MAX {
             self.write_out(&mut w)?;
         }
         Ok(lsn)
@@ -586,6 +591,9 @@ impl Wal {
         let (file, path, upto) = {
             let mut w = self.writer.lock().expect("wal writer");
             self.write_out(&mut w)?;
+            // After a failed write `next_lsn` counts records that never
+            // reached the file: no fsync may call them durable.
+            self.check_failed()?;
             (w.file.clone(), w.path.clone(), w.next_lsn - 1)
         };
         if let Err(e) = file.sync_data() {
@@ -860,6 +868,20 @@ mod tests {
             Some(b"last".to_vec())
         );
         assert_eq!(wal.last_lsn(), 5);
+    }
+
+    #[test]
+    fn without_fsync_nothing_is_held_in_memory() {
+        // `off` never syncs, so a held record would wait for an append
+        // that may never come: it is written at once instead.
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions {
+            sync: SyncMode::Off,
+            ..Default::default()
+        };
+        let wal = Wal::open(dir.path(), opts, 0, |_| Ok(())).unwrap();
+        wal.append_unwritten(7, 70, 1, b"vote").unwrap();
+        assert_eq!(lsns_on_disk(dir.path()), vec![1]);
     }
 
     #[test]
