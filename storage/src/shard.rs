@@ -255,7 +255,7 @@ impl PreparedSet {
     fn remove(&mut self, txid: TxnId, resolved_at: Lsn) -> bool {
         if let Some(p) = self.txns.remove(&txid) {
             self.logged.remove(&p.lsn);
-            if p.lsn > 0 && resolved_at > 0 {
+            if p.lsn > 0 {
                 self.resolving.insert(resolved_at, p.lsn);
             }
             for op in &p.ops {
@@ -298,6 +298,18 @@ struct WriterState {
     last_appended: Lsn,
     /// LSN of the last catalog change appended: every read waits for it.
     last_catalog: Lsn,
+}
+
+impl WriterState {
+    /// Drops `key`'s pending entry if it is still the one of the record at
+    /// `lsn`, now applied (a later write may have replaced it).
+    fn unpend(&mut self, key: (TableId, Vec<u8>), lsn: Lsn) {
+        if let std::collections::hash_map::Entry::Occupied(e) = self.pending.entry(key) {
+            if *e.get() == lsn {
+                e.remove();
+            }
+        }
+    }
 }
 
 /// The rows a read covers, so that it waits only for writes it could see.
@@ -2239,9 +2251,7 @@ impl ShardStore {
         self.apply_resolution(lsn, change)?;
         let mut w = self.writer.lock().expect("write lock");
         for key in keys {
-            if w.pending.get(&key) == Some(&lsn) {
-                w.pending.remove(&key);
-            }
+            w.unpend(key, lsn);
         }
         Ok(())
     }
@@ -2369,10 +2379,7 @@ impl ShardStore {
                 let mut w = self.writer.lock().expect("write lock");
                 for op in ops {
                     let (t, k) = op.target();
-                    let key = (t, k.to_vec());
-                    if w.pending.get(&key) == Some(&next) {
-                        w.pending.remove(&key);
-                    }
+                    w.unpend((t, k.to_vec()), next);
                 }
             }
             st.next += 1;

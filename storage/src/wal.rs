@@ -608,10 +608,11 @@ impl Wal {
 impl Drop for Wal {
     /// A log closed in an orderly way leaves no record only in memory.
     fn drop(&mut self) {
-        if let Ok(w) = self.writer.get_mut() {
-            if !w.buf.is_empty() && !self.failed.load(Ordering::Acquire) {
-                let _ = w.file.write_all_at(&w.buf, w.size);
-            }
+        if self.failed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(mut w) = self.writer.lock() {
+            let _ = self.write_out(&mut w);
         }
     }
 }

@@ -355,6 +355,18 @@ fn failing_txn_on_error(result: QueryResult, session: &Arc<Session>) -> QueryRes
     }
 }
 
+/// A Describe's answer about result rows: their fields, or NoData for a
+/// statement that returns none (as PostgreSQL answers, and pgjdbc needs).
+fn row_description(fields: &[FieldInfo]) -> PgWireBackendMessage {
+    if fields.is_empty() {
+        PgWireBackendMessage::NoData(NoData::new())
+    } else {
+        PgWireBackendMessage::RowDescription(RowDescription::new(
+            fields.iter().map(Into::into).collect(),
+        ))
+    }
+}
+
 /// Turns a query result into a pgwire response in the requested formats.
 fn respond(result: QueryResult, format: &Format) -> Result<Response, ProxyError> {
     respond_with(result, &|columns: &[OutputColumn]| {
@@ -861,14 +873,7 @@ impl ExtendedQueryHandler for Handler {
                         ParameterDescription::new(params.iter().map(|t| t.oid()).collect()),
                     ))
                     .await?;
-                let msg = if fields.is_empty() {
-                    PgWireBackendMessage::NoData(NoData::new())
-                } else {
-                    PgWireBackendMessage::RowDescription(RowDescription::new(
-                        fields.iter().map(Into::into).collect(),
-                    ))
-                };
-                client.send(msg).await?;
+                client.send(row_description(&fields)).await?;
                 return Ok(());
             }
         }
@@ -878,14 +883,7 @@ impl ExtendedQueryHandler for Handler {
                 // execution: answer from the fields built at Parse.
                 let p = &portal.statement.statement;
                 let fields = p.fields(&p.columns, &portal.result_column_format);
-                let msg = if fields.is_empty() {
-                    PgWireBackendMessage::NoData(NoData::new())
-                } else {
-                    PgWireBackendMessage::RowDescription(RowDescription::new(
-                        fields.iter().map(Into::into).collect(),
-                    ))
-                };
-                client.send(msg).await?;
+                client.send(row_description(&fields)).await?;
                 return Ok(());
             }
         }
