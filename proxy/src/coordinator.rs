@@ -251,7 +251,10 @@ impl Coordinator {
     }
 
     /// Logs a decision, under the lock of the held ones so the floor never
-    /// passes one logged but not yet held; returns its LSN.
+    /// passes one logged but not yet held; returns its LSN. The record
+    /// waits in memory for the sync that makes it durable (the committer
+    /// writes a whole batch of them in one write), or for the next one
+    /// when nothing waits on it.
     fn log_decision(
         &self,
         txid: TxnId,
@@ -261,7 +264,7 @@ impl Coordinator {
     ) -> Result<u64, StorageError> {
         let mut held = self.decisions.lock().expect("decisions");
         let ts = outcome.map_or(0, |t| t.0);
-        let lsn = self.wal.append(txid, ts, kind, payload)?;
+        let lsn = self.wal.append_unwritten(txid, ts, kind, payload)?;
         held.insert(txid, (outcome, lsn));
         Ok(lsn)
     }
@@ -471,7 +474,9 @@ impl Coordinator {
     }
 
     fn log_done(&self, txid: TxnId) -> Result<(), StorageError> {
-        self.wal.append(txid, 0, KIND_DONE, &[])?;
+        // Not waited for: a DONE lost to a crash only leaves a decision
+        // that a restart carries out again, on participants that have it.
+        self.wal.append_unwritten(txid, 0, KIND_DONE, &[])?;
         self.decisions.lock().expect("decisions").remove(&txid);
         Ok(())
     }
