@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use fortress_storage::{
     Catalog, DecisionLog, Fragment, FragmentOutput, HybridClock, PinGuard, Shard, ShardId,
@@ -13,8 +13,9 @@ use fortress_storage::{
 use fortress_storage::checkpoint::{Manifest, RingLayout};
 use fortress_storage::error::Result as StorageResult;
 
-use crate::coordinator::{Coordinator, Vote};
+use crate::coordinator::{Coordinator, OnDurable, Vote};
 use crate::error::{ProxyError, Result};
+use crate::locks::HeldLocks;
 use crate::route::ring::Ring;
 use crate::stream::ShardRows;
 use fortress_storage::fault;
@@ -174,6 +175,46 @@ async fn run_on(shard: Arc<dyn Shard>, txid: u64, fragment: Fragment) -> Result<
         .await
         .map_err(|e| ProxyError::new("XX000", format!("shard task failed: {e}")))?
         .map_err(ProxyError::from)
+}
+
+/// Each participant's outcome of phase two, in participant order, or the
+/// fault that stopped it.
+type PhaseTwoOutcome = Result<Vec<Result<FragmentOutput>>>;
+
+/// Phase two of a decided commit, run where it can block: on the
+/// coordinator's committer thread right after the decision's sync, or on
+/// the blocking pool.
+#[derive(Clone)]
+struct PhaseTwo {
+    coordinator: Arc<Coordinator>,
+    shards: Vec<Arc<dyn Shard>>,
+    txid: u64,
+    commit_ts: Timestamp,
+}
+
+impl PhaseTwo {
+    /// The participants commit one after another, the first alone before
+    /// the crash tests' mid-phase fault point; once all have, the decision
+    /// is queued to be forgotten.
+    fn run(&self) -> PhaseTwoOutcome {
+        let fault = |point| fault::hit(point).map_err(|f| ProxyError::new("XX000", f.to_string()));
+        fault("2pc.after_decision")?;
+        let frag = Fragment::CommitPrepared {
+            txid: self.txid,
+            commit_ts: self.commit_ts,
+        };
+        let mut out = Vec::with_capacity(self.shards.len());
+        for (i, s) in self.shards.iter().enumerate() {
+            if i == 1 {
+                fault("2pc.mid_phase_two")?;
+            }
+            out.push(s.execute(self.txid, &frag).map_err(ProxyError::from));
+        }
+        if out.iter().all(Result::is_ok) {
+            self.coordinator.retire(self.txid, self.shards.clone());
+        }
+        Ok(out)
+    }
 }
 
 impl Cluster {
@@ -454,59 +495,58 @@ impl Cluster {
     /// Phase two of a two-phase commit whose every participant prepared
     /// (see [`crate::coordinator`]). With `votes` (PREPAREs not yet
     /// durable) the decision is logged with them and waited for: that
-    /// commits the transaction. Without, every PREPARE is durable, which
-    /// committed it already, and the decision is only appended. Then the
-    /// participants commit one after another, the first alone before the
-    /// crash tests' mid-phase fault point, and once all have, the decision
-    /// is queued to be forgotten. Gives each participant's outcome in
-    /// order, or the fault that stopped phase two.
+    /// commits the transaction, and the coordinator's committer thread runs
+    /// phase two ([`PhaseTwo`]) and releases the row `locks` as soon as its
+    /// sync returns, so other writers of those rows do not wait for this
+    /// connection's thread to wake. Without votes, every PREPARE is
+    /// durable, which committed it already; the decision is only appended
+    /// and phase two runs on the blocking pool. Gives each participant's
+    /// outcome in order, or the fault that stopped phase two.
     pub async fn decide_commit(
         &self,
         txid: u64,
         commit_ts: Timestamp,
         participants: &[ShardId],
         votes: Vec<Vote>,
+        locks: Option<Arc<HeldLocks>>,
     ) -> Result<Vec<Result<FragmentOutput>>> {
         let shards = participants
             .iter()
             .map(|&p| self.shard(p))
             .collect::<Result<Vec<_>>>()?;
+        let phase_two = PhaseTwo {
+            coordinator: self.coordinator.clone(),
+            shards,
+            txid,
+            commit_ts,
+        };
         if votes.is_empty() {
             if let Err(e) = self.coordinator.append_commit(txid, commit_ts) {
                 // Committed all the same; a restart finds every PREPARE.
                 tracing::warn!(txid, error = %e, "could not log a commit decision");
             }
-        } else {
-            self.log_votes(txid, commit_ts, &shards, votes).await?;
+        } else if let Some(done) = self.log_votes(&phase_two, votes, locks).await? {
+            return done;
         }
-        let fault = |point| fault::hit(point).map_err(|f| ProxyError::new("XX000", f.to_string()));
-        fault("2pc.after_decision")?;
-        let frag = Fragment::CommitPrepared { txid, commit_ts };
-        let mut out = Vec::with_capacity(shards.len());
-        for (i, s) in shards.iter().enumerate() {
-            if i == 1 {
-                fault("2pc.mid_phase_two")?;
-            }
-            out.push(run_on(s.clone(), txid, frag.clone()).await);
-        }
-        if out.iter().all(Result::is_ok) {
-            self.coordinator.retire(txid, shards);
-        }
-        Ok(out)
+        tokio::task::spawn_blocking(move || phase_two.run())
+            .await
+            .map_err(|e| ProxyError::new("XX000", format!("commit task failed: {e}")))?
     }
 
     /// Makes a commit carrying `votes` durable: logged with them. If they
     /// are too big for one record, or the log fails, every participant's
     /// PREPARE is synced instead, which commits it all the same (parallel
     /// commits, as for a bulk write set). 40003 if neither worked: the
-    /// outcome is then a restart's to find.
+    /// outcome is then a restart's to find. Gives phase two's outcome when
+    /// the committer thread ran it (and released `locks`), `None` when it
+    /// is still to run.
     async fn log_votes(
         &self,
-        txid: u64,
-        commit_ts: Timestamp,
-        shards: &[Arc<dyn Shard>],
+        phase_two: &PhaseTwo,
         votes: Vec<Vote>,
-    ) -> Result<()> {
+        locks: Option<Arc<HeldLocks>>,
+    ) -> Result<Option<PhaseTwoOutcome>> {
+        let (txid, commit_ts) = (phase_two.txid, phase_two.commit_ts);
         let bytes: usize = votes.iter().map(|(_, v)| v.record.len()).sum();
         let coordinator = self.coordinator.clone();
         let blocking = |f: Box<dyn FnOnce() -> StorageResult<()> + Send>| async move {
@@ -524,22 +564,40 @@ impl Cluster {
         } else {
             match coordinator.append_commit_votes(txid, commit_ts, &votes) {
                 Err(e) => Err(e),
-                Ok(lsn) => match coordinator.durable(lsn) {
-                    Some(wait) => wait.await,
-                    None => {
-                        let c = coordinator.clone();
-                        blocking(Box::new(move || c.sync_through(lsn))).await
+                Ok(lsn) => {
+                    let outcome: Arc<Mutex<Option<PhaseTwoOutcome>>> = Arc::default();
+                    let then: OnDurable = {
+                        let (phase_two, outcome) = (phase_two.clone(), outcome.clone());
+                        Box::new(move || {
+                            let done = phase_two.run();
+                            if let Some(locks) = &locks {
+                                locks.release();
+                            }
+                            *outcome.lock().expect("phase two") = Some(done);
+                        })
+                    };
+                    match coordinator.durable(lsn, Some(then)) {
+                        Some(wait) => wait
+                            .await
+                            .map(|()| outcome.lock().expect("phase two").take()),
+                        None => {
+                            let c = coordinator.clone();
+                            blocking(Box::new(move || c.sync_through(lsn)))
+                                .await
+                                .map(|()| None)
+                        }
                     }
-                },
+                }
             }
         };
-        let Err(why) = logged else {
-            return Ok(());
+        let why = match logged {
+            Ok(done) => return Ok(done),
+            Err(why) => why,
         };
         if bytes <= MAX_VOTE_BYTES {
             tracing::warn!(txid, error = %why, "could not log a commit with its votes; syncing its participants instead");
         }
-        let shards = shards.to_vec();
+        let shards = phase_two.shards.clone();
         let synced = blocking(Box::new(move || {
             for s in &shards {
                 s.sync_log()?;
@@ -551,7 +609,7 @@ impl Cluster {
             Ok(())
         }))
         .await;
-        synced.map_err(|e| {
+        synced.map(|()| None).map_err(|e| {
             ProxyError::new(
                 "40003",
                 format!("transaction outcome unknown: its commit could not be made durable ({why}; {e}); a restart decides it"),

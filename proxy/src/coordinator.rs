@@ -59,6 +59,17 @@ pub type Outcome = Option<Timestamp>;
 /// A participant's vote as a commit decision carries it.
 pub type Vote = (ShardId, LoggedVote);
 
+/// What the committer runs once a commit's record is durable, before it
+/// answers the commit's waiter (see [`Coordinator::durable`]).
+pub type OnDurable = Box<dyn FnOnce() + Send>;
+
+/// A commit waiting on the committer: its waiter's signal and what to run
+/// first once the record is durable.
+struct Waiter {
+    signal: Arc<Signal>,
+    then: Option<OnDurable>,
+}
+
 /// A decision this log holds, as a restore reads it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoggedDecision {
@@ -125,7 +136,7 @@ pub struct Coordinator {
     votes: Mutex<BTreeMap<TxnId, (Timestamp, Vec<u8>)>>,
     /// Commits waiting for their record to be durable, and whether a
     /// thread serves them (see [`Coordinator::spawn_committer`]).
-    committer: Arc<DurableQueue<Arc<Signal>>>,
+    committer: Arc<DurableQueue<Waiter>>,
     committing: AtomicBool,
     dir: PathBuf,
     /// The replay start last stored in [`FLOOR_FILE`].
@@ -299,15 +310,21 @@ impl Coordinator {
                 let batch = queue.take(Duration::from_millis(100));
                 let Some(c) = weak.upgrade() else {
                     let gone = || Err(StorageError::Codec("the coordinator was closed".into()));
-                    batch.into_iter().for_each(|(_, s)| s.fire(gone()));
+                    batch.into_iter().for_each(|(_, w)| w.signal.fire(gone()));
                     break;
                 };
                 let Some(&(last, _)) = batch.last() else {
                     continue;
                 };
                 let synced = c.sync_through(last).map_err(|e| e.to_string());
-                for (_, signal) in batch {
-                    signal.fire(synced.clone().map_err(StorageError::Codec));
+                for (_, w) in batch {
+                    if let (Ok(()), Some(then)) = (&synced, w.then) {
+                        // A panic here would stop every later commit.
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(then)).is_err() {
+                            tracing::error!("the work after a durable commit panicked");
+                        }
+                    }
+                    w.signal.fire(synced.clone().map_err(StorageError::Codec));
                 }
             });
         match spawned {
@@ -319,14 +336,21 @@ impl Coordinator {
     }
 
     /// Resolves once the record at `lsn` is durable, on the committer
-    /// thread; `None` if that thread is not running (the caller then waits
-    /// with [`Coordinator::sync_through`] where it may block).
-    pub fn durable(&self, lsn: u64) -> Option<SignalWait> {
+    /// thread, which first runs `then` (if the sync worked): work that
+    /// should follow the sync at once, without waiting for the waiter's
+    /// thread to wake. `None` if that thread is not running, with `then`
+    /// dropped unrun (the caller then waits with
+    /// [`Coordinator::sync_through`] where it may block).
+    pub fn durable(&self, lsn: u64, then: Option<OnDurable>) -> Option<SignalWait> {
         if !self.committing.load(Ordering::Acquire) {
             return None;
         }
         let signal = Signal::new();
-        self.committer.push(lsn, signal.clone());
+        let waiter = Waiter {
+            signal: signal.clone(),
+            then,
+        };
+        self.committer.push(lsn, waiter);
         Some(signal.wait())
     }
 
@@ -570,6 +594,25 @@ mod tests {
         let read = read_decisions(dir.path(), None).unwrap();
         assert_eq!(read[&1].commit_ts, Some(10));
         assert_eq!(read[&2].commit_ts, None);
+    }
+
+    /// The committer runs a commit's follow-up once its record is durable,
+    /// and answers the waiter only after it.
+    #[tokio::test]
+    async fn work_after_a_durable_commit_runs_before_its_waiter_is_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Arc::new(Coordinator::open(dir.path(), WalOptions::default()).unwrap());
+        c.spawn_committer();
+        let lsn = c.append_commit_votes(7, Timestamp(70), &votes()).unwrap();
+        let seen = Arc::new(Mutex::new(None));
+        let then: OnDurable = {
+            let (c, seen) = (c.clone(), seen.clone());
+            Box::new(move || *seen.lock().unwrap() = Some(c.wal.durable_lsn()))
+        };
+        let wait = c.durable(lsn, Some(then)).expect("a committer runs");
+        wait.await.unwrap();
+        let durable = seen.lock().unwrap().expect("ran before the answer");
+        assert!(durable >= lsn, "ran at durable LSN {durable}, before {lsn}");
     }
 
     fn votes() -> Vec<Vote> {

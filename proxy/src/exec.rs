@@ -366,7 +366,7 @@ const BULK_WRITES: usize = 10_000;
 async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
     let snapshot = txn.snapshot;
     // Row locks are held until the writes are applied everywhere.
-    let _locks = txn.locks().cloned();
+    let locks = txn.locks().cloned();
     let mut by_shard: BTreeMap<ShardId, Vec<TxnWrite>> = BTreeMap::new();
     let catalog = cluster.catalog();
     for w in txn.into_writes() {
@@ -445,7 +445,7 @@ async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
         }
     };
     let results = cluster
-        .decide_commit(txid, commit_ts, &participants, votes)
+        .decide_commit(txid, commit_ts, &participants, votes, locks.clone())
         .await?;
     for (r, shard) in results.into_iter().zip(&participants) {
         if let Err(e) = r {

@@ -120,12 +120,18 @@ impl HeldLocks {
         self.keys.lock().expect("held locks").push(key);
         Ok(waited)
     }
+
+    /// Releases every lock held now, as dropping the last handle does: a
+    /// commit's phase two releases them the moment its writes are applied.
+    pub fn release(&self) {
+        let keys = std::mem::take(&mut *self.keys.lock().expect("held locks"));
+        self.table.release(self.owner, &keys);
+    }
 }
 
 impl Drop for HeldLocks {
     fn drop(&mut self) {
-        let keys = std::mem::take(&mut *self.keys.lock().expect("held locks"));
-        self.table.release(self.owner, &keys);
+        self.release();
     }
 }
 
@@ -157,6 +163,21 @@ mod tests {
         assert_eq!(table.held(), 1);
         drop(b);
         assert_eq!(table.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn release_frees_the_rows_while_handles_remain() {
+        let table = Arc::new(LockTable::default());
+        let a = Arc::new(HeldLocks::new(table.clone(), 1));
+        a.lock((1, vec![7])).await.unwrap();
+        let other_handle = a.clone();
+        a.release();
+        assert_eq!(table.held(), 0);
+        let b = HeldLocks::new(table.clone(), 2);
+        assert!(!b.lock((1, vec![7])).await.unwrap(), "no wait");
+        drop(other_handle);
+        drop(a);
+        assert_eq!(table.held(), 1, "the new holder keeps its lock");
     }
 
     #[tokio::test]
