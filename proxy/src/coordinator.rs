@@ -13,6 +13,10 @@
 //! its next write or sync (`Wal::append_unwritten`). A restart whose
 //! participant lost such a PREPARE, to a crash of the process or of the
 //! machine, logs it there again from here (see [`crate::recovery`]).
+//! The committer thread that syncs this log runs phase two right after
+//! the sync ([`Coordinator::durable`]): it is awake already, and the rows
+//! stay locked only until their commit is applied, not until the
+//! connection's thread wakes up.
 //!
 //! A bulk write set instead makes every PREPARE durable where it is logged,
 //! which commits the transaction by itself (parallel commits, as
