@@ -569,7 +569,14 @@ impl Cluster {
                     let then: OnDurable = {
                         let (phase_two, outcome) = (phase_two.clone(), outcome.clone());
                         Box::new(move || {
-                            let done = phase_two.run();
+                            // A panic still answers the waiter, and frees the rows.
+                            let run = std::panic::AssertUnwindSafe(|| phase_two.run());
+                            let done = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+                                Err(ProxyError::new(
+                                    "XX000",
+                                    "phase two of a committed transaction panicked; a restart completes it",
+                                ))
+                            });
                             if let Some(locks) = &locks {
                                 locks.release();
                             }
