@@ -2156,25 +2156,11 @@ impl ShardStore {
     fn resolve(&self, txid: TxnId, commit_ts: Option<Timestamp>) -> Result<u64> {
         self.check_failed()?;
         let mut w = self.writer.lock().expect("write lock");
-        if !self
-            .state
-            .prepared
-            .lock()
-            .expect("prepared")
-            .txns
-            .contains_key(&txid)
-        {
+        let prepared = self.state.prepared.lock().expect("prepared");
+        let Some(ops) = prepared.txns.get(&txid).map(|p| p.ops.clone()) else {
             return Ok(0);
-        }
-        let ops = self
-            .state
-            .prepared
-            .lock()
-            .expect("prepared")
-            .txns
-            .get(&txid)
-            .map(|p| p.ops.clone())
-            .unwrap_or_default();
+        };
+        drop(prepared);
         let (kind, ts, payload, change) = match commit_ts {
             Some(c) => {
                 self.clock.observe_own(c);

@@ -7,7 +7,7 @@
 //!
 //! **Durability rule.** [`Wal::append`] writes the record to the OS
 //! ([`Wal::append_unwritten`] holds it until the next append or sync, for a
-//! record whose durability another log provides);
+//! record that no one needs written before then);
 //! [`Wal::wait_durable`] returns once an fdatasync covers it. With
 //! `sync = always` concurrent committers elect one leader whose single
 //! fdatasync covers every record appended before it started (group commit);
@@ -428,11 +428,12 @@ impl Wal {
         self.append_record(txid, ts, kind, payload, false)
     }
 
-    /// Appends a record whose durability this log does not provide (another
-    /// log holds what it says, as the coordinator's decision holds a vote),
-    /// keeping it in memory until the next append, sync or rotation, or
-    /// until 64 KiB of such records wait: one write for many instead of one
-    /// each. Unlike [`Wal::append`], a crash of the process loses it.
+    /// Appends a record that no one needs written before the next sync:
+    /// its waiter syncs anyway (a commit decision), or another log holds
+    /// what it says (a vote the coordinator's decision carries). It stays
+    /// in memory until the next append, sync or rotation, or until 64 KiB
+    /// of such records wait: one write for many instead of one each.
+    /// Unlike [`Wal::append`], a crash of the process loses it.
     pub fn append_unwritten(&self, txid: u64, ts: u64, kind: u8, payload: &[u8]) -> Result<Lsn> {
         self.append_record(txid, ts, kind, payload, true)
     }

@@ -867,13 +867,13 @@ impl ExtendedQueryHandler for Handler {
             if let Some(Entry::Value(stmt)) = client.portal_store().get_statement(name) {
                 let p = &stmt.statement;
                 let params = self.parser.get_parameter_types(p)?;
-                let fields = self.parser.get_result_schema(p, None)?;
                 client
                     .send(PgWireBackendMessage::ParameterDescription(
                         ParameterDescription::new(params.iter().map(|t| t.oid()).collect()),
                     ))
                     .await?;
-                client.send(row_description(&fields)).await?;
+                // A statement's results are described in text format.
+                client.send(row_description(&p.text_fields)).await?;
                 return Ok(());
             }
         }
