@@ -408,6 +408,89 @@ async fn prepared_statements_infer_parameter_types() {
     );
 }
 
+/// A prepared INSERT's plan is reused, so what the statement computes must
+/// be computed per execution: row ids, now() and defaults, expressions of
+/// parameters, and their errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_insert_computes_its_values_per_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.client().await;
+    c.batch_execute(
+        "CREATE TABLE log (a int, at timestamptz DEFAULT now(), note text DEFAULT 'n');
+         CREATE TABLE kv (k int PRIMARY KEY, v text NOT NULL)",
+    )
+    .await
+    .unwrap();
+    // A keyless table: every execution gets a fresh row id.
+    let ins = c.prepare("INSERT INTO log (a) VALUES ($1)").await.unwrap();
+    for a in 0..20i32 {
+        if a == 10 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(c.execute(&ins, &[&a]).await.unwrap(), 1);
+    }
+    let rows = c
+        .query("SELECT a, at, note FROM log ORDER BY a", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 20);
+    let at: Vec<std::time::SystemTime> = rows.iter().map(|r| r.get(1)).collect();
+    assert!(at.windows(2).all(|w| w[0] <= w[1]), "{at:?}");
+    assert!(
+        at[0] < at[19],
+        "each statement outside a block has its own now()"
+    );
+    assert!(rows.iter().all(|r| r.get::<_, String>(2) == "n"));
+    // Inside a block now() is the transaction's start, default or written.
+    let now_ins = c
+        .prepare("INSERT INTO log (a, at) VALUES ($1, now())")
+        .await
+        .unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    c.execute(&ins, &[&100i32]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    c.execute(&now_ins, &[&101i32]).await.unwrap();
+    let start: std::time::SystemTime = c.query_one("SELECT now()", &[]).await.unwrap().get(0);
+    c.batch_execute("COMMIT").await.unwrap();
+    let block = c
+        .query("SELECT at FROM log WHERE a >= 100", &[])
+        .await
+        .unwrap();
+    assert_eq!(block.len(), 2);
+    assert!(block
+        .iter()
+        .all(|r| r.get::<_, std::time::SystemTime>(0) == start));
+    // Expressions of parameters, and their errors, per execution.
+    let kv = c
+        .prepare("INSERT INTO kv (k, v) VALUES (100 / $1, upper($2))")
+        .await
+        .unwrap();
+    assert_eq!(c.execute(&kv, &[&4i32, &"ab"]).await.unwrap(), 1);
+    assert_eq!(
+        code(&c.execute(&kv, &[&0i32, &"x"]).await.unwrap_err()),
+        "22012"
+    );
+    let null: Option<&str> = None;
+    assert_eq!(
+        code(&c.execute(&kv, &[&5i32, &null]).await.unwrap_err()),
+        "23502"
+    );
+    assert_eq!(
+        code(&c.execute(&kv, &[&4i32, &"cd"]).await.unwrap_err()),
+        "23505"
+    );
+    assert_eq!(c.execute(&kv, &[&5i32, &"cd"]).await.unwrap(), 1);
+    let got: Vec<(i32, String)> = c
+        .query("SELECT k, v FROM kv ORDER BY k", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(got, vec![(20, "CD".to_string()), (25, "AB".to_string())]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_and_server_functions() {
     let dir = tempfile::tempdir().unwrap();

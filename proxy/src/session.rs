@@ -122,6 +122,13 @@ impl Session {
         }
     }
 
+    /// What now() returns for a statement starting now: the transaction's
+    /// start inside a block, else the current time.
+    pub fn statement_now(&self) -> i64 {
+        self.txn_start_micros()
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_micros())
+    }
+
     /// Tables the open transaction has written (committed by a COMMIT).
     pub fn written_tables(&self) -> Vec<fortress_storage::TableId> {
         match &*self.txn.lock().expect("txn") {

@@ -215,7 +215,7 @@ fn reused_plans_are_the_plans_bound_with_literals() {
                     .map(|p| format!("{p:?}"))
                     .map_err(|e| e.sql_state().to_string());
                 let filled = t
-                    .instantiate(params)
+                    .instantiate(params, || session.statement_now())
                     .map(|p| format!("{p:?}"))
                     .map_err(|e| e.sql_state().to_string());
                 prop_assert_eq!(filled, literal, "{} with {:?}", sql, params);

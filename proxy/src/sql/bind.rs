@@ -54,6 +54,12 @@ pub struct Binder<'a> {
     /// When binding a reusable plan: each parameter read becomes slot
     /// `PARAM_SLOT_BASE + i`, filled per execution from `sites[i]`.
     pub(crate) sites: Option<Vec<ParamSite>>,
+    /// When binding a reusable plan: how many times now() became
+    /// [`NOW_SLOT`], filled per execution with that execution's time.
+    pub(crate) now_slots: std::cell::Cell<usize>,
+    /// When binding a reusable INSERT: per VALUES row, the columns whose
+    /// value each execution computes (parameters, now(), row ids).
+    pub(crate) insert_cells: Vec<Vec<(usize, Expr)>>,
     /// Set when the plan read the clock or a session setting: it holds
     /// for this execution only.
     pub(crate) volatile: std::cell::Cell<bool>,
@@ -62,6 +68,9 @@ pub struct Binder<'a> {
 /// First slot of parameter reads; subquery and aggregate slots count up
 /// from 1 and stay below it.
 pub const PARAM_SLOT_BASE: u32 = 1 << 31;
+
+/// The slot of now() in a reusable plan.
+pub const NOW_SLOT: u32 = PARAM_SLOT_BASE - 1;
 
 /// One read of parameter `index` in a reusable plan: its value is cast
 /// through `casts` in order, as binding with the value would have done.
@@ -193,12 +202,12 @@ impl<'a> Binder<'a> {
             ctes: Vec::new(),
             correlated_refs: None,
             correlation_allowed: false,
-            now_micros: session
-                .txn_start_micros()
-                .unwrap_or_else(|| chrono::Utc::now().timestamp_micros()),
+            now_micros: session.statement_now(),
             defer_now: false,
             next_slot: 0,
             sites: None,
+            now_slots: std::cell::Cell::new(0),
+            insert_cells: Vec::new(),
             volatile: std::cell::Cell::new(false),
         }
     }
@@ -233,11 +242,22 @@ impl<'a> Binder<'a> {
         cast_param(values.get(n).cloned().unwrap_or(Value::Null), casts).map(Expr::Literal)
     }
 
+    /// now() for this statement as an expression: its time, or
+    /// [`NOW_SLOT`] in a reusable plan, which each execution fills.
+    pub(crate) fn now_expr(&self) -> Expr {
+        match self.sites {
+            Some(_) => {
+                self.now_slots.set(self.now_slots.get() + 1);
+                Expr::Slot(NOW_SLOT)
+            }
+            None => Expr::Literal(Value::Timestamptz(self.now_micros())),
+        }
+    }
+
     /// Replaces now() calls with this statement's time.
     pub(crate) fn stable_now(&self, e: Expr) -> Expr {
-        let now = self.now_micros();
         e.rewrite(&mut |n| match n {
-            Expr::Func(fortress_storage::Func::Now, _) => Expr::Literal(Value::Timestamptz(now)),
+            Expr::Func(fortress_storage::Func::Now, _) => self.now_expr(),
             other => other,
         })
     }
@@ -760,23 +780,44 @@ impl<'a> Binder<'a> {
                     "INSERT has more target columns than expressions",
                 ));
             }
-            let mut row: Vec<Value> = def
-                .columns
-                .iter()
-                .map(|c| {
-                    c.default
-                        .as_ref()
-                        .map_or(Ok(Value::Null), |d| constant(&self.stable_now(d.clone())))
-                })
-                .collect::<Result<_>>()?;
+            // A reusable plan leaves what is not a constant to each
+            // execution: parameters, now() and row ids.
+            let reusable = self.sites.is_some();
+            let mut cells = Vec::new();
+            let mut row = Vec::with_capacity(def.columns.len());
+            for (i, c) in def.columns.iter().enumerate() {
+                let e = match &c.default {
+                    None => Expr::Literal(Value::Null),
+                    Some(d) => self.stable_now(d.clone()),
+                };
+                row.push(match e {
+                    Expr::Literal(v) => v,
+                    e if reusable => {
+                        cells.push((i, e));
+                        Value::Null
+                    }
+                    e => constant(&e)?,
+                });
+            }
             for (e, &i) in exprs.iter().zip(&targets) {
                 let col = &def.columns[i];
                 if matches!(e, ast::Expr::Identifier(id) if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default"))
                 {
                     continue;
                 }
+                cells.retain(|(at, _)| *at != i);
                 let bound = self.assignment(e, &Scope::default(), col)?;
-                row[i] = constant(&bound)?;
+                row[i] = match bound {
+                    Expr::Literal(v) => v,
+                    e if reusable => {
+                        cells.push((i, e));
+                        Value::Null
+                    }
+                    e => constant(&e)?,
+                };
+            }
+            if reusable {
+                self.insert_cells.push(cells);
             }
             rows.push(row);
         }

@@ -1005,7 +1005,7 @@ impl Binder<'_> {
                 let e = if self.defer_now {
                     Expr::Func(Func::Now, Vec::new())
                 } else {
-                    Expr::Literal(Value::Timestamptz(self.now_micros()))
+                    self.now_expr()
                 };
                 Typed::known(e, DataType::Timestamptz)
             }

@@ -11,7 +11,8 @@ use sqlparser::ast::Statement;
 use crate::error::Result;
 use crate::plan::{OnConflict, Plan, Returning, SelectPlan, Source};
 use crate::session::Session;
-use crate::sql::bind::{cast_param, Binder, ParamSite, PARAM_SLOT_BASE};
+use crate::sql::bind::{cast_param, Binder, ParamSite, NOW_SLOT, PARAM_SLOT_BASE};
+use crate::sql::expr::constant;
 
 /// A plan with parameter slots, good while the catalog it was bound
 /// against is the current one.
@@ -20,14 +21,20 @@ pub struct Template {
     catalog: Arc<Catalog>,
     plan: Plan,
     sites: Vec<ParamSite>,
+    /// An INSERT's computed values: per VALUES row, (column, expression).
+    cells: Vec<Vec<(usize, Expr)>>,
+    /// Whether the plan reads now() (its slot is filled per execution).
+    reads_now: bool,
 }
 
 impl Template {
-    /// Binds `stmt` for reuse. `None` when the plan holds for one execution
-    /// only (it read the clock or a setting, or a parameter went into a
-    /// bind-time constant such as LIMIT or VALUES), or reads a parameter in a
-    /// part [`Template::instantiate`] does not fill. The caller then binds
-    /// with the values as literals, which also reports any error.
+    /// Binds `stmt` for reuse. now() becomes a slot and an INSERT's values
+    /// that are not constants (parameters, now(), row ids) are computed per
+    /// execution. `None` when the plan holds for one execution only (it read
+    /// a setting, or a parameter went into a bind-time constant such as
+    /// LIMIT), or reads a parameter or now() in a part
+    /// [`Template::instantiate`] does not fill. The caller then binds with
+    /// the values as literals, which also reports any error.
     pub fn bind(
         catalog: &Arc<Catalog>,
         session: &Session,
@@ -42,20 +49,27 @@ impl Template {
             return None;
         }
         let sites = binder.sites.take().unwrap_or_default();
+        let mut cells = std::mem::take(&mut binder.insert_cells);
         let mut reached = HashSet::new();
-        let walked = each_expr(&mut plan, &mut |e| {
-            e.visit(&mut |n| {
-                if let Expr::Slot(s) = n {
-                    if *s >= PARAM_SLOT_BASE {
-                        reached.insert(*s);
-                    }
+        let mut nows = 0;
+        let mut count = |e: &mut Expr| {
+            e.visit(&mut |n| match n {
+                Expr::Slot(NOW_SLOT) => nows += 1,
+                Expr::Slot(s) if *s >= PARAM_SLOT_BASE => {
+                    reached.insert(*s);
                 }
+                _ => {}
             })
-        });
-        (walked && reached.len() == sites.len()).then(|| Template {
+        };
+        let walked = each_expr(&mut plan, &mut count);
+        cells.iter_mut().flatten().for_each(|(_, e)| count(e));
+        let whole = walked && reached.len() == sites.len() && nows == binder.now_slots.get();
+        whole.then(|| Template {
             catalog: catalog.clone(),
             plan,
             sites,
+            cells,
+            reads_now: nows > 0,
         })
     }
 
@@ -64,8 +78,10 @@ impl Template {
         Arc::ptr_eq(&self.catalog, catalog)
     }
 
-    /// The plan with `params` in its slots, cast as binding would cast them.
-    pub fn instantiate(&self, params: &[Value]) -> Result<Plan> {
+    /// The plan with `params` in its slots, cast as binding would cast them,
+    /// and now() at `now` (a timestamptz in microseconds, asked for only if
+    /// the plan reads it).
+    pub fn instantiate(&self, params: &[Value], now: impl FnOnce() -> i64) -> Result<Plan> {
         let values = self
             .sites
             .iter()
@@ -76,22 +92,36 @@ impl Template {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
+        let now = self.reads_now.then(|| Value::Timestamptz(now()));
         let mut plan = self.plan.clone();
-        if values.is_empty() {
+        if values.is_empty() && now.is_none() && self.cells.is_empty() {
             return Ok(plan);
         }
-        each_expr(&mut plan, &mut |e| {
+        let mut fill = |e: &mut Expr| {
             e.visit_mut(&mut |n| {
                 if let Expr::Slot(s) = *n {
-                    if let Some(v) = s
-                        .checked_sub(PARAM_SLOT_BASE)
-                        .and_then(|i| values.get(i as usize))
-                    {
+                    let v = match s {
+                        NOW_SLOT => now.as_ref(),
+                        s => s
+                            .checked_sub(PARAM_SLOT_BASE)
+                            .and_then(|i| values.get(i as usize)),
+                    };
+                    if let Some(v) = v {
                         *n = Expr::Literal(v.clone());
                     }
                 }
             })
-        });
+        };
+        each_expr(&mut plan, &mut fill);
+        if let Plan::Insert { rows, .. } = &mut plan {
+            for (row, cells) in rows.iter_mut().zip(&self.cells) {
+                for (col, e) in cells {
+                    let mut e = e.clone();
+                    fill(&mut e);
+                    row[*col] = constant(&e)?;
+                }
+            }
+        }
         Ok(plan)
     }
 }

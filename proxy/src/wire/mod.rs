@@ -210,12 +210,14 @@ impl Handler {
         match lookup {
             Lookup::Reuse(t) => {
                 self.cluster.metrics().record_plan_reuse();
-                Some(t.instantiate(&shape.values))
+                Some(t.instantiate(&shape.values, || session.statement_now()))
             }
             Lookup::Bind => None,
             Lookup::Learn => {
                 let template = shape_template(&catalog, session, query, &shape);
-                let plan = template.as_ref().map(|t| t.instantiate(&shape.values));
+                let plan = template
+                    .as_ref()
+                    .map(|t| t.instantiate(&shape.values, || session.statement_now()));
                 session
                     .shapes
                     .lock()
@@ -311,7 +313,8 @@ fn shape_template(
     }
     let [shaped]: [Statement; 1] = parse(&shape.text).ok()?.try_into().ok()?;
     let template = Template::bind(catalog, session, &shaped, &shape.values, shape.declared())?;
-    (template.instantiate(&shape.values).ok()? == plan).then_some(template)
+    let now = || session.statement_now();
+    (template.instantiate(&shape.values, now).ok()? == plan).then_some(template)
 }
 
 /// In a failed transaction block only COMMIT and ROLLBACK run (25P02).
@@ -1020,7 +1023,7 @@ fn bind_prepared(
         }
     };
     match template {
-        Some(t) => t.instantiate(values),
+        Some(t) => t.instantiate(values, || session.statement_now()),
         None => Binder::new(catalog, session, Some(values), declared()).bind(&p.stmt),
     }
 }
