@@ -230,3 +230,47 @@ fn reused_plans_are_the_plans_bound_with_literals() {
         "{reused} of {cases} statements reused a plan"
     );
 }
+
+/// A reused INSERT plan computes, per execution, its parameters, now() (a
+/// written one as well as a column default) and a keyless table's row id.
+#[test]
+fn a_reused_insert_computes_its_values_per_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (c, session) = with_table(&rt, dir.path());
+    let create = "CREATE TABLE log (a int, at timestamptz DEFAULT now())";
+    rt.block_on(run(&c, &session, create, Some(&[])));
+    let catalog = c.catalog();
+    let rowid = catalog.get("log").and_then(|t| t.rowid).expect("keyless");
+    for sql in [
+        "INSERT INTO log (a) VALUES ($1)",
+        "INSERT INTO log (a, at) VALUES ($1, now())",
+    ] {
+        let stmt = &parse(sql).unwrap()[0];
+        let declared = vec![Some(DataType::Int4)];
+        let t = Template::bind(&catalog, &session, stmt, &[Value::Int4(1)], declared)
+            .unwrap_or_else(|| panic!("{sql} reuses its plan"));
+        let row = |a: i32, now: i64| match t.instantiate(&[Value::Int4(a)], || now).unwrap() {
+            fortress_proxy::plan::Plan::Insert { mut rows, .. } => rows.remove(0),
+            other => panic!("{other:?}"),
+        };
+        let (first, second) = (row(1, 1_000), row(2, 2_000));
+        assert_eq!(
+            first[..2],
+            [Value::Int4(1), Value::Timestamptz(1_000)],
+            "{sql}"
+        );
+        assert_eq!(
+            second[..2],
+            [Value::Int4(2), Value::Timestamptz(2_000)],
+            "{sql}"
+        );
+        assert_ne!(
+            first[rowid], second[rowid],
+            "{sql}: a fresh row id each time"
+        );
+    }
+}

@@ -58,7 +58,7 @@ pub struct Binder<'a> {
     /// [`NOW_SLOT`], filled per execution with that execution's time.
     pub(crate) now_slots: std::cell::Cell<usize>,
     /// When binding a reusable INSERT: per VALUES row, the columns whose
-    /// value each execution computes (parameters, now(), row ids).
+    /// value each execution computes (see `computed`).
     pub(crate) insert_cells: Vec<Vec<(usize, Expr)>>,
     /// Set when the plan read the clock or a session setting: it holds
     /// for this execution only.
@@ -147,6 +147,14 @@ pub fn ident_name(id: &Ident) -> String {
     } else {
         id.value.to_lowercase()
     }
+}
+
+/// Whether `e` must be evaluated per execution of a reusable plan: it reads
+/// a slot (a parameter, now()) or calls a function.
+fn computed(e: &Expr) -> bool {
+    let mut found = false;
+    e.visit(&mut |n| found |= matches!(n, Expr::Slot(_) | Expr::Func(..)));
+    found
 }
 
 fn table_name(name: &ObjectName) -> Result<String> {
@@ -780,43 +788,35 @@ impl<'a> Binder<'a> {
                     "INSERT has more target columns than expressions",
                 ));
             }
-            // A reusable plan leaves what is not a constant to each
-            // execution: parameters, now() and row ids.
-            let reusable = self.sites.is_some();
-            let mut cells = Vec::new();
-            let mut row = Vec::with_capacity(def.columns.len());
-            for (i, c) in def.columns.iter().enumerate() {
-                let e = match &c.default {
-                    None => Expr::Literal(Value::Null),
-                    Some(d) => self.stable_now(d.clone()),
-                };
-                row.push(match e {
-                    Expr::Literal(v) => v,
-                    e if reusable => {
-                        cells.push((i, e));
-                        Value::Null
-                    }
-                    e => constant(&e)?,
-                });
-            }
+            // The given values first, in the order written; then each
+            // other column's default (only those: PostgreSQL does not
+            // evaluate the default of a column it is given).
+            let mut given: Vec<Option<Expr>> = vec![None; def.columns.len()];
             for (e, &i) in exprs.iter().zip(&targets) {
-                let col = &def.columns[i];
                 if matches!(e, ast::Expr::Identifier(id) if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default"))
                 {
                     continue;
                 }
-                cells.retain(|(at, _)| *at != i);
-                let bound = self.assignment(e, &Scope::default(), col)?;
-                row[i] = match bound {
-                    Expr::Literal(v) => v,
-                    e if reusable => {
-                        cells.push((i, e));
-                        Value::Null
-                    }
-                    e => constant(&e)?,
-                };
+                given[i] = Some(self.assignment(e, &Scope::default(), &def.columns[i])?);
             }
-            if reusable {
+            let mut cells = Vec::new();
+            let mut row = Vec::with_capacity(def.columns.len());
+            for (i, c) in def.columns.iter().enumerate() {
+                let e = match (given[i].take(), &c.default) {
+                    (Some(e), _) => e,
+                    (None, Some(d)) => self.stable_now(d.clone()),
+                    (None, None) => Expr::Literal(Value::Null),
+                };
+                // A reusable plan leaves each execution what reads a
+                // parameter or now() or calls a function (a row id).
+                if self.sites.is_some() && computed(&e) {
+                    cells.push((i, e));
+                    row.push(Value::Null);
+                } else {
+                    row.push(constant(&e)?);
+                }
+            }
+            if self.sites.is_some() {
                 self.insert_cells.push(cells);
             }
             rows.push(row);

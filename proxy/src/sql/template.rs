@@ -21,20 +21,21 @@ pub struct Template {
     catalog: Arc<Catalog>,
     plan: Plan,
     sites: Vec<ParamSite>,
-    /// An INSERT's computed values: per VALUES row, (column, expression).
+    /// An INSERT's values computed per execution: per VALUES row, (column,
+    /// expression).
     cells: Vec<Vec<(usize, Expr)>>,
     /// Whether the plan reads now() (its slot is filled per execution).
     reads_now: bool,
 }
 
 impl Template {
-    /// Binds `stmt` for reuse. now() becomes a slot and an INSERT's values
-    /// that are not constants (parameters, now(), row ids) are computed per
+    /// Binds `stmt` for reuse. now() becomes a slot, and an INSERT's values
+    /// that read a parameter or now() or call a function are computed per
     /// execution. `None` when the plan holds for one execution only (it read
-    /// a setting, or a parameter went into a bind-time constant such as
-    /// LIMIT), or reads a parameter or now() in a part
-    /// [`Template::instantiate`] does not fill. The caller then binds with
-    /// the values as literals, which also reports any error.
+    /// a setting, localtimestamp or current_date, or a parameter went into a
+    /// bind-time constant such as LIMIT), or reads a parameter or now() in a
+    /// part [`Template::instantiate`] does not fill. The caller then binds
+    /// with the values as literals, which also reports any error.
     pub fn bind(
         catalog: &Arc<Catalog>,
         session: &Session,
