@@ -137,6 +137,14 @@ async fn run(c: &Cluster, session: &Session, sql: &str, params: Option<&[Value]>
     }
 }
 
+/// A runtime on the test's own thread.
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A cluster in `dir` holding the table the generated statements name, and
 /// a session on it.
 fn with_table(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> (Arc<Cluster>, Session) {
@@ -182,10 +190,7 @@ fn random_statements_never_panic() {
 #[test]
 fn reused_plans_are_the_plans_bound_with_literals() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     let (c, session) = with_table(&rt, dir.path());
     let catalog = c.catalog();
     let declared = vec![Some(DataType::Int8), Some(DataType::Text)];
@@ -236,10 +241,7 @@ fn reused_plans_are_the_plans_bound_with_literals() {
 #[test]
 fn a_reused_insert_computes_its_values_per_execution() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     let (c, session) = with_table(&rt, dir.path());
     let create = "CREATE TABLE log (a int, at timestamptz DEFAULT now())";
     rt.block_on(run(&c, &session, create, Some(&[])));

@@ -51,6 +51,10 @@ impl Template {
         }
         let sites = binder.sites.take().unwrap_or_default();
         let mut cells = std::mem::take(&mut binder.insert_cells);
+        if cells.iter().all(Vec::is_empty) {
+            // Only constants: an execution has nothing to compute.
+            cells.clear();
+        }
         let mut reached = HashSet::new();
         let mut nows = 0;
         let mut count = |e: &mut Expr| {
