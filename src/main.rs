@@ -87,6 +87,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("fortress")
+        .thread_stack_size(fortress_proxy::limits::THREAD_STACK_BYTES)
         .build()?;
     runtime.block_on(async move {
         let opts = ClusterOptions {

@@ -12,6 +12,7 @@ pub mod ddl;
 pub mod error;
 pub mod exec;
 pub mod explain;
+pub mod limits;
 pub mod locks;
 pub mod metrics;
 pub mod pgcatalog;

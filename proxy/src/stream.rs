@@ -69,6 +69,7 @@ pub fn start(
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     let spawned = std::thread::Builder::new()
         .name("fortress-stream".into())
+        .stack_size(crate::limits::THREAD_STACK_BYTES)
         .spawn(move || {
             let _permit = permit;
             // An empty batch asks whether the reader is still there.

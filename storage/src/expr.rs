@@ -167,6 +167,14 @@ impl Expr {
         match self {
             Expr::Column(i) => Ok(row.get(*i).cloned().unwrap_or(Value::Null)),
             Expr::Literal(v) => Ok(v.clone()),
+            // A node with operands is a level of recursion (see `stack`).
+            _ => crate::stack::deep(|| self.eval_node(row)),
+        }
+    }
+
+    fn eval_node(&self, row: &Row) -> Result<Value, EvalError> {
+        match self {
+            Expr::Column(_) | Expr::Literal(_) => self.eval(row),
             Expr::Not(e) => match e.eval(row)? {
                 Value::Null => Ok(Value::Null),
                 Value::Bool(b) => Ok(Value::Bool(!b)),

@@ -25,6 +25,7 @@ pub mod restore;
 pub mod schema;
 pub mod shard;
 pub mod sort;
+pub mod stack;
 pub mod value;
 pub mod wal;
 

@@ -200,8 +200,12 @@ impl Binder<'_> {
     }
 
     /// Binds an expression over `scope`'s columns.
-    /// Binds an expression over `scope`'s columns.
     pub(crate) fn expr(&mut self, e: &ast::Expr, scope: &Scope) -> Result<Typed> {
+        // One level of a chain is a large frame here (see `stack`).
+        fortress_storage::stack::deep(|| self.expr_level(e, scope))
+    }
+
+    fn expr_level(&mut self, e: &ast::Expr, scope: &Scope) -> Result<Typed> {
         use ast::Expr as A;
         match e {
             A::Identifier(id) => {

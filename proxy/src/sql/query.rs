@@ -175,6 +175,11 @@ impl Binder<'_> {
 
     /// One side of a set operation, with its columns.
     fn set_operand(&mut self, e: &SetExpr) -> Result<(Source, Vec<OutputColumn>)> {
+        // A chain of set operations is a level of recursion per operand.
+        fortress_storage::stack::deep(|| self.set_operand_level(e))
+    }
+
+    fn set_operand_level(&mut self, e: &SetExpr) -> Result<(Source, Vec<OutputColumn>)> {
         let SetExpr::SetOperation {
             op,
             set_quantifier,

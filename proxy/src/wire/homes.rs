@@ -46,11 +46,13 @@ impl Homes {
             .map(|i| {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
+                    .thread_stack_size(crate::limits::THREAD_STACK_BYTES)
                     .build()?;
                 let handle = runtime.handle().clone();
                 let (stop, stopped) = oneshot::channel::<()>();
                 let thread = std::thread::Builder::new()
                     .name(format!("fortress-conn-{i}"))
+                    .stack_size(crate::limits::THREAD_STACK_BYTES)
                     .spawn(move || {
                         runtime.block_on(async {
                             let _ = stopped.await;

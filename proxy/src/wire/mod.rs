@@ -61,7 +61,7 @@ use crate::session::{Session, SERVER_VERSION};
 use crate::sql::bind::Binder;
 use crate::sql::shape::{self, Lookup};
 use crate::sql::template::Template;
-use crate::sql::{parse, types};
+use crate::sql::{lex, parse, types};
 use crate::stream::RowStream;
 use fortress_storage::{Catalog, DataType, Value};
 
@@ -71,6 +71,16 @@ pub fn error_info(e: &ProxyError, query: &str) -> ErrorInfo {
     let mut info = ErrorInfo::new("ERROR".into(), e.sql_state().into(), e.to_string());
     info.detail = e.detail().map(str::to_string);
     info.position = e.position_in(query).map(|p| p.to_string());
+    info
+}
+
+/// [`error_info`] for an error in one statement of a query string, its
+/// position counted from the start of the string.
+fn error_info_in(e: &ProxyError, piece: lex::Piece<'_>) -> ErrorInfo {
+    let mut info = error_info(e, piece.text);
+    info.position = e
+        .position_in(piece.text)
+        .map(|p| (p + piece.chars_before).to_string());
     info
 }
 
@@ -236,7 +246,7 @@ impl Handler {
         &self,
         client: &mut C,
         session: &Arc<Session>,
-        query: &str,
+        at: lex::Piece<'_>,
         result: Result<QueryResult, ProxyError>,
         last: bool,
     ) -> PgWireResult<(Response, bool)>
@@ -271,7 +281,7 @@ impl Handler {
             Err(e) => {
                 tracing::debug!(code = e.sql_state(), error = %e, "statement failed");
                 session.fail_txn();
-                Ok((Response::Error(Box::new(error_info(&e, query))), false))
+                Ok((Response::Error(Box::new(error_info_in(&e, at))), false))
             }
         }
     }
@@ -507,117 +517,104 @@ fn begin_copy_in(session: &Session, result: QueryResult) -> Result<Response, Box
     )))
 }
 
-#[async_trait]
-impl SimpleQueryHandler for Handler {
-    /// Like pgwire's default, but ReadyForQuery reports the session's own
-    /// transaction state, which is the one that knows a failed COMMIT ended
-    /// the block.
-    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
-            return Err(PgWireError::NotReadyForQuery);
-        }
-        client.set_state(PgWireConnectionState::QueryInProgress);
-        if query.query.chars().all(|c| c == ';' || c.is_whitespace()) {
-            client
-                .feed(PgWireBackendMessage::EmptyQueryResponse(
-                    EmptyQueryResponse::new(),
-                ))
-                .await?;
-        } else {
-            // Reads may be cancelled, while they run and while their rows
-            // stream; writes run to completion so a cancel never leaves a
-            // commit half done.
-            let mut cancelled = match client.session_extensions().get::<Arc<ConnectionHandle>>() {
-                Some(h) if read_only_text(&query.query) => Some(h.start_query().await),
-                _ => None,
-            };
-            let cancel_error = || {
-                let e = ProxyError::new("57014", "canceling statement due to user request");
-                PgWireBackendMessage::ErrorResponse(error_info(&e, &query.query).into())
-            };
-            let run = SimpleQueryHandler::do_query(self, client, &query.query);
-            let responses = match cancelled.as_mut() {
-                Some(c) => tokio::select! {
-                    r = run => r?,
-                    Ok(()) = c => {
-                        session_of(client).fail_txn();
-                        client.feed(cancel_error()).await?;
-                        Vec::new()
-                    }
-                },
-                None => run.await?,
-            };
-            for r in responses {
-                match r {
-                    Response::Query(q) => match cancelled.as_mut() {
-                        Some(c) => {
-                            let stopped = tokio::select! {
-                                r = send_rows(client, q) => { r?; false }
-                                Ok(()) = c => true,
-                            };
-                            if stopped {
-                                // Like an error, a cancel ends the query
-                                // string: later statements do not run.
-                                session_of(client).fail_txn();
-                                client.feed(cancel_error()).await?;
-                                break;
-                            }
-                        }
-                        None => send_rows(client, q).await?,
-                    },
-                    Response::Execution(tag)
-                    | Response::TransactionStart(tag)
-                    | Response::TransactionEnd(tag) => send_execution_response(client, tag).await?,
-                    Response::Error(e) => {
-                        client
-                            .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
-                            .await?
-                    }
-                    Response::EmptyQuery => {
-                        client
-                            .feed(PgWireBackendMessage::EmptyQueryResponse(
-                                EmptyQueryResponse::new(),
-                            ))
-                            .await?
-                    }
-                    Response::CopyOut(r) => send_copy_out_response(client, r).await?,
-                    Response::CopyIn(r) => {
-                        // ReadyForQuery follows the data (see CopyHandler).
-                        send_copy_in_response(client, r).await?;
-                        client.set_state(PgWireConnectionState::CopyInProgress(false));
-                        return Ok(());
-                    }
-                    Response::CopyBoth(_) => {}
+/// What is left to do after a statement's responses went out.
+enum After {
+    Next,
+    /// The statement failed (or began a COPY): later ones do not run.
+    Stop,
+    Cancelled,
+    /// COPY FROM STDIN began: its data comes next, ReadyForQuery after it.
+    AwaitCopy,
+}
+
+/// Runs `work` unless a cancel request comes first (`None` then).
+async fn unless_cancelled<T>(
+    work: impl std::future::Future<Output = T>,
+    cancel: Option<&mut futures::channel::oneshot::Receiver<()>>,
+) -> Option<T> {
+    match cancel {
+        Some(c) => tokio::select! {
+            r = work => Some(r),
+            Ok(()) = c => None,
+        },
+        None => Some(work.await),
+    }
+}
+
+fn cancel_error(query: &str) -> PgWireBackendMessage {
+    let e = ProxyError::new("57014", "canceling statement due to user request");
+    PgWireBackendMessage::ErrorResponse(error_info(&e, query).into())
+}
+
+/// Sends one statement's responses; rows stream until a cancel request.
+async fn send_responses<C>(
+    client: &mut C,
+    responses: Vec<Response>,
+    mut cancel: Option<&mut futures::channel::oneshot::Receiver<()>>,
+) -> PgWireResult<After>
+where
+    C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    for r in responses {
+        match r {
+            Response::Query(q) => {
+                let sent = unless_cancelled(send_rows(client, q), cancel.as_deref_mut()).await;
+                match sent {
+                    Some(r) => r?,
+                    None => return Ok(After::Cancelled),
                 }
             }
+            Response::Execution(tag)
+            | Response::TransactionStart(tag)
+            | Response::TransactionEnd(tag) => send_execution_response(client, tag).await?,
+            Response::Error(e) => {
+                client
+                    .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
+                    .await?
+            }
+            Response::EmptyQuery => {
+                client
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
+                    .await?
+            }
+            Response::CopyOut(r) => send_copy_out_response(client, r).await?,
+            Response::CopyIn(r) => {
+                send_copy_in_response(client, r).await?;
+                client.set_state(PgWireConnectionState::CopyInProgress(false));
+                return Ok(After::AwaitCopy);
+            }
+            Response::CopyBoth(_) => {}
         }
-        let status = wire_status(&session_of(client));
-        client.set_state(PgWireConnectionState::ReadyForQuery);
-        client.set_transaction_status(status);
-        send_ready_for_query(client, status).await
     }
+    Ok(After::Next)
+}
 
-    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+impl Handler {
+    /// Answers a query string that is handled whole (RESET, psql's catalog
+    /// queries, a repeated shape with a reusable plan); `None` when it is
+    /// to be run statement by statement.
+    async fn whole_text<C>(
+        &self,
+        client: &mut C,
+        session: &Arc<Session>,
+        query: &str,
+    ) -> PgWireResult<Option<Vec<Response>>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let session = session_of(client);
         if let Some(name) = reset_target(query) {
             if session.txn_status() == b'E' {
                 let e = ProxyError::new(
                     "25P02",
                     "current transaction is aborted, commands ignored until end of transaction block",
                 );
-                return Ok(vec![Response::Error(Box::new(error_info(&e, query)))]);
+                return Ok(Some(vec![Response::Error(Box::new(error_info(&e, query)))]));
             }
             if name == "all" {
                 session.reset_all();
@@ -627,31 +624,54 @@ impl SimpleQueryHandler for Handler {
                     "42704",
                     format!("unrecognized configuration parameter \"{name}\""),
                 );
-                return Ok(vec![Response::Error(Box::new(error_info(&e, query)))]);
+                return Ok(Some(vec![Response::Error(Box::new(error_info(&e, query)))]));
             } else {
                 session.set(&name, None);
             }
-            return Ok(vec![Response::Execution(Tag::new("RESET"))]);
+            return Ok(Some(vec![Response::Execution(Tag::new("RESET"))]));
         }
-        if let Some(r) = pgcatalog::answer(query, &self.cluster.catalog(), &session) {
-            return match respond(r, &Format::UnifiedText) {
-                Ok(r) => Ok(vec![r]),
-                Err(e) => Ok(vec![Response::Error(Box::new(error_info(&e, query)))]),
-            };
+        if let Some(r) = pgcatalog::answer(query, &self.cluster.catalog(), session) {
+            return Ok(Some(match respond(r, &Format::UnifiedText) {
+                Ok(r) => vec![r],
+                Err(e) => vec![Response::Error(Box::new(error_info(&e, query)))],
+            }));
         }
-        if let Some(planned) = self.shaped_plan(&session, query) {
-            let result = match planned {
-                Ok(plan) => execute(&self.cluster, &session, plan).await,
-                Err(e) => Err(e),
-            };
-            let (response, _) = self.answer(client, &session, query, result, true).await?;
-            return Ok(vec![response]);
-        }
-        let stmts = match parse(query) {
+        let Some(planned) = self.shaped_plan(session, query) else {
+            return Ok(None);
+        };
+        let result = match planned {
+            Ok(plan) => execute(&self.cluster, session, plan).await,
+            Err(e) => Err(e),
+        };
+        let whole = lex::Piece {
+            text: query,
+            chars_before: 0,
+        };
+        let (response, _) = self.answer(client, session, whole, result, true).await?;
+        Ok(Some(vec![response]))
+    }
+
+    /// Parses and runs one statement of a query string (a VACUUM or
+    /// ANALYZE naming several tables is several); false when the rest of
+    /// the query string must not run.
+    async fn run_piece<C>(
+        &self,
+        client: &mut C,
+        session: &Arc<Session>,
+        piece: lex::Piece<'_>,
+    ) -> PgWireResult<(Vec<Response>, bool)>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let stmts = match parse(piece.text) {
             Ok(s) => s,
             Err(e) => {
                 session.fail_txn();
-                return Ok(vec![Response::Error(Box::new(error_info(&e, query)))]);
+                let info = error_info_in(&e, piece);
+                return Ok((vec![Response::Error(Box::new(info))], false));
             }
         };
         let mut out = Vec::with_capacity(stmts.len());
@@ -667,10 +687,114 @@ impl SimpleQueryHandler for Handler {
                 out.push(Response::Execution(Tag::new(tag)));
                 continue;
             }
-            let result = self.run_one(&session, stmt).await;
+            let result = self.run_one(session, stmt).await;
             let last = std::ptr::eq(stmt, stmts.last().expect("a statement"));
-            let (response, go_on) = self.answer(client, &session, query, result, last).await?;
+            let (response, go_on) = self.answer(client, session, piece, result, last).await?;
             out.push(response);
+            if !go_on {
+                return Ok((out, false));
+            }
+        }
+        Ok((out, true))
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Handler {
+    /// Like pgwire's default, but ReadyForQuery reports the session's own
+    /// transaction state, which is the one that knows a failed COMMIT ended
+    /// the block; and statements run one at a time, each parsed when its
+    /// turn comes and answered before the next runs, so a long query string
+    /// costs the memory of one statement, not of all.
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let text = &query.query;
+        let session = session_of(client);
+        // Reads may be cancelled, while they run and while their rows
+        // stream; writes run to completion so a cancel never leaves a
+        // commit half done.
+        let mut cancel = match client.session_extensions().get::<Arc<ConnectionHandle>>() {
+            Some(h) if read_only_text(text) => Some(h.start_query().await),
+            _ => None,
+        };
+        let whole = unless_cancelled(self.whole_text(client, &session, text), cancel.as_mut());
+        let (mut after, whole) = match whole.await {
+            None => (After::Cancelled, true),
+            Some(r) => match r? {
+                Some(responses) => (
+                    send_responses(client, responses, cancel.as_mut()).await?,
+                    true,
+                ),
+                None => (After::Next, false),
+            },
+        };
+        let mut answered = whole;
+        let mut pieces = lex::statements(text);
+        while !whole && matches!(after, After::Next) {
+            let Some(piece) = pieces.next() else { break };
+            answered = true;
+            let run = self.run_piece(client, &session, piece);
+            after = match unless_cancelled(run, cancel.as_mut()).await {
+                None => After::Cancelled,
+                Some(r) => {
+                    let (responses, go_on) = r?;
+                    match send_responses(client, responses, cancel.as_mut()).await? {
+                        After::Next if !go_on => After::Stop,
+                        other => other,
+                    }
+                }
+            };
+        }
+        match after {
+            After::AwaitCopy => return Ok(()),
+            After::Cancelled => {
+                // Like an error, a cancel ends the query string: later
+                // statements do not run.
+                session.fail_txn();
+                client.feed(cancel_error(text)).await?;
+            }
+            // Only blanks, semicolons and comments.
+            After::Next if !answered => {
+                client
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
+                    .await?;
+            }
+            After::Next | After::Stop => {}
+        }
+        let status = wire_status(&session);
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        send_ready_for_query(client, status).await
+    }
+
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // on_query runs and answers statements one by one; this gathers
+        // the answers of all, for callers of the trait.
+        let session = session_of(client);
+        if let Some(r) = self.whole_text(client, &session, query).await? {
+            return Ok(r);
+        }
+        let mut out = Vec::new();
+        for piece in lex::statements(query) {
+            let (responses, go_on) = self.run_piece(client, &session, piece).await?;
+            out.extend(responses);
             if !go_on {
                 break;
             }
@@ -693,6 +817,12 @@ impl QueryParser for Parser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let session = session_of(client);
+        if lex::statements(sql).nth(1).is_some() {
+            return Err(user_error(
+                ProxyError::syntax("cannot insert multiple commands into a prepared statement"),
+                sql,
+            ));
+        }
         let mut stmts = parse(sql).map_err(|e| {
             session.fail_txn();
             user_error(e, sql)
