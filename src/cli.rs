@@ -175,6 +175,19 @@ pub struct ServeArgs {
     /// in MiB (PostgreSQL's work_mem, per shard).
     #[arg(long, env = "FORTRESS_SORT_MEM_MB", default_value_t = 16)]
     pub sort_mem_mb: usize,
+    /// Clients served at once; the next one gets 53300 (too many
+    /// connections) and those connected are not disturbed.
+    #[arg(long, env = "FORTRESS_MAX_CONNECTIONS", default_value_t = 100)]
+    pub max_connections: usize,
+    /// A client that has not completed its startup within this is closed
+    /// (PostgreSQL's authentication_timeout).
+    #[arg(long, env = "FORTRESS_AUTH_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub auth_timeout: Duration,
+    /// Default statement_timeout of every session (e.g. 30s; 0 is none):
+    /// a statement running longer is stopped with 57014, a write rolled
+    /// back whole. Sessions may SET their own.
+    #[arg(long, env = "FORTRESS_STATEMENT_TIMEOUT", default_value = "0", value_parser = parse_duration)]
+    pub statement_timeout: Duration,
     /// WAL durability: always (fdatasync per commit group), batch, or off.
     #[arg(long, env = "FORTRESS_SYNC", default_value = "always")]
     pub sync: SyncMode,

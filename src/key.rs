@@ -19,16 +19,23 @@ pub fn load(key_file: Option<&Path>) -> anyhow::Result<Option<Arc<Cipher>>> {
         (Some(_), Some(_)) => bail!("set FORTRESS_KEY or --key-file, not both"),
         // Hex only: a 32-character passphrase is not a key.
         (Some(k), None) => Cipher::parse_hex_key(&k.to_string_lossy())?,
-        (None, Some(path)) => Cipher::parse_key(
-            &std::fs::read(path)
-                .with_context(|| format!("reading the key file {}", path.display()))?,
-        )?,
+        (None, Some(path)) => {
+            crate::perms::check_secret(path)?;
+            Cipher::parse_key(
+                &std::fs::read(path)
+                    .with_context(|| format!("reading the key file {}", path.display()))?,
+            )?
+        }
         (None, None) => return Ok(None),
     };
     let cipher = Cipher::new(&key);
     tracing::info!(
         key = cipher.id(),
-        "WAL records and checkpoints are encrypted (sled's own files are not)"
+        "WAL records and checkpoints are encrypted"
+    );
+    tracing::warn!(
+        "encryption at rest covers the WAL and checkpoints only: each shard's sled files \
+         hold its rows in plaintext, so keep the data directory on an encrypted volume"
     );
     Ok(Some(Arc::new(cipher)))
 }

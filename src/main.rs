@@ -5,6 +5,7 @@ mod cli;
 mod control;
 mod key;
 mod lock;
+mod perms;
 mod restore;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use cli::{Cli, Command, ServeArgs};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    perms::owner_only();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -79,6 +81,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.data_dir.display()
         )
     })?;
+    let dirs = args.dirs();
+    for dir in [&args.data_dir, &dirs.checkpoints()] {
+        if dir.exists() {
+            let changed = perms::tighten(dir)?;
+            if changed > 0 {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    entries = changed,
+                    "took group and other access off files of the data directory"
+                );
+            }
+        }
+    }
     if let Ok(spec) = std::env::var("FORTRESS_FAULTS") {
         fortress_storage::fault::configure(&spec).map_err(anyhow::Error::msg)?;
         tracing::warn!(faults = %spec, "fault points armed");
@@ -136,7 +151,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        fortress_proxy::wire::serve(listener, cluster.clone(), workers, shutdown_signal())
+        let opts = fortress_proxy::wire::ServeOptions {
+            threads: workers,
+            max_connections: args.max_connections,
+            auth_timeout: args.auth_timeout,
+            session_defaults: match args.statement_timeout.as_millis() {
+                0 => Vec::new(),
+                ms => vec![("statement_timeout".into(), format!("{ms}ms"))],
+            },
+        };
+        fortress_proxy::wire::serve(listener, cluster.clone(), opts, shutdown_signal())
             .await
             .context("serving connections")?;
         tracing::info!("shutting down");

@@ -626,6 +626,7 @@ async fn encrypted_wal_and_checkpoints_need_the_right_key() {
     assert!(err.contains("no key was given"), "{err}");
     let key_file = root.path().join("wrong.key");
     std::fs::write(&key_file, WRONG).unwrap();
+    private(&key_file);
     let to = root.path().join("restored");
     let err = failed(fortress(&[
         "restore",
@@ -641,6 +642,7 @@ async fn encrypted_wal_and_checkpoints_need_the_right_key() {
     // With it, restore works and the copy is encrypted with the same key.
     let good_file = root.path().join("good.key");
     std::fs::write(&good_file, KEY).unwrap();
+    private(&good_file);
     ok(fortress(&[
         "restore",
         "--data-dir",
@@ -658,6 +660,12 @@ async fn encrypted_wal_and_checkpoints_need_the_right_key() {
     assert!(rows_of_t(&c).await == model, "restored rows differ");
     drop(c);
     r.stop();
+}
+
+/// Makes a key file private to its owner, as fortress requires.
+fn private(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// Each shard's LSN from `SHOW fortress.metrics`'s `0:12,1:9,...`.

@@ -171,10 +171,14 @@ async fn run_on(shard: Arc<dyn Shard>, txid: u64, fragment: Fragment) -> Result<
     if let Some(started) = shard.try_write(txid, &fragment) {
         return Ok(started?.await?);
     }
-    tokio::task::spawn_blocking(move || shard.execute(txid, &fragment))
-        .await
-        .map_err(|e| ProxyError::new("XX000", format!("shard task failed: {e}")))?
-        .map_err(ProxyError::from)
+    // A scan stops where its statement is cancelled or times out.
+    let interrupt = crate::stop::interrupt();
+    tokio::task::spawn_blocking(move || {
+        fortress_storage::interrupt::scope(interrupt, || shard.execute(txid, &fragment))
+    })
+    .await
+    .map_err(|e| ProxyError::new("XX000", format!("shard task failed: {e}")))?
+    .map_err(ProxyError::from)
 }
 
 /// Each participant's outcome of phase two, in participant order, or the

@@ -30,6 +30,24 @@ impl ProxyError {
         }
     }
 
+    /// Adds a DETAIL line.
+    pub fn with_detail(self, text: impl Into<String>) -> Self {
+        match self {
+            ProxyError::Sql {
+                code,
+                message,
+                position,
+                ..
+            } => ProxyError::Sql {
+                code,
+                message,
+                detail: Some(text.into()),
+                position,
+            },
+            other => other,
+        }
+    }
+
     /// Points the error at a place in the query (shown by psql as `LINE n:`).
     pub fn at(self, span: sqlparser::tokenizer::Span) -> Self {
         if span.start.line == 0 {

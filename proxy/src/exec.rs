@@ -922,7 +922,11 @@ async fn read_only(reader: &Reader<'_>, plan: Plan) -> Result<QueryResult> {
             Ok(QueryResult::CopyOut { lines, columns })
         }
         Plan::Sleep(d) => {
-            tokio::time::sleep(d).await;
+            crate::stop::unless_stopped(async {
+                tokio::time::sleep(d).await;
+                Ok(())
+            })
+            .await?;
             Ok(rows(
                 "SELECT",
                 vec![OutputColumn {
@@ -1133,6 +1137,19 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
         | Plan::CreateIndex { .. }
         | Plan::DropIndex { .. }) => Box::pin(crate::ddl::run(cluster, txid, p)).await,
         Plan::SetVariable { name, value } => {
+            let lower = name.to_ascii_lowercase();
+            if let (true, Some(v)) = (
+                crate::session::DURATION_SETTINGS.contains(&lower.as_str()),
+                &value,
+            ) {
+                crate::stop::parse_setting(v).map_err(|why| {
+                    ProxyError::new(
+                        "22023",
+                        format!("invalid value for parameter \"{lower}\": \"{v}\""),
+                    )
+                    .with_detail(why)
+                })?;
+            }
             session.set(&name, value);
             Ok(done("SET"))
         }

@@ -23,6 +23,7 @@ pub mod route;
 pub mod select;
 pub mod session;
 pub mod sql;
+pub mod stop;
 pub mod stream;
 pub mod txn;
 pub mod wire;

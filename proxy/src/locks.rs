@@ -31,8 +31,11 @@ struct State {
 impl LockTable {
     /// Locks `key` for transaction `owner`, waiting while another holds it.
     /// Returns whether it had to wait (what it read before may be stale).
+    /// A wait ends early with 55P03 past the statement's `lock_timeout`,
+    /// or with 57014 when the statement is cancelled or times out.
     pub async fn lock(&self, owner: u64, key: &LockKey) -> Result<bool> {
         let mut waited = false;
+        let deadline = crate::stop::lock_timeout().map(|t| tokio::time::Instant::now() + t);
         loop {
             let released = self.released.notified();
             tokio::pin!(released);
@@ -59,7 +62,22 @@ impl LockTable {
                 st.waits.insert(owner, holder);
             }
             let _waiting = Waiting { table: self, owner };
-            released.await;
+            let timeout = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = released => {}
+                e = crate::stop::stopped() => return Err(e),
+                _ = timeout => {
+                    return Err(ProxyError::new(
+                        "55P03",
+                        "canceling statement due to lock timeout",
+                    ))
+                }
+            }
             waited = true;
         }
     }

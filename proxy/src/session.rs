@@ -18,8 +18,10 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("datestyle", "ISO, MDY"),
     ("default_transaction_isolation", "read committed"),
     ("extra_float_digits", "1"),
+    ("idle_in_transaction_session_timeout", "0"),
     ("integer_datetimes", "on"),
     ("intervalstyle", "postgres"),
+    ("lock_timeout", "0"),
     ("search_path", "\"$user\", public"),
     ("server_encoding", "UTF8"),
     ("server_version", SERVER_VERSION),
@@ -29,6 +31,14 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("timezone", "UTC"),
     ("transaction_isolation", "read committed"),
     ("transaction_read_only", "off"),
+];
+
+/// The settings that hold a duration (PostgreSQL's units, 0 is off); SET
+/// checks their values (see `stop::parse_setting`).
+pub const DURATION_SETTINGS: &[&str] = &[
+    "idle_in_transaction_session_timeout",
+    "lock_timeout",
+    "statement_timeout",
 ];
 
 /// The spelling SHOW uses for settings whose names are mixed case.
@@ -48,6 +58,9 @@ pub struct Session {
     pub user: String,
     pub database: String,
     settings: Mutex<BTreeMap<String, String>>,
+    /// The server's own defaults (`--statement-timeout`), over [`DEFAULTS`]:
+    /// what RESET returns to.
+    server_defaults: Vec<(String, String)>,
     txn: Mutex<TxnState>,
     /// A COPY FROM STDIN in progress.
     pub copy: Mutex<Option<PendingCopy>>,
@@ -57,14 +70,26 @@ pub struct Session {
 
 impl Session {
     pub fn new(user: &str, database: &str) -> Session {
-        let settings = DEFAULTS
+        Session::with_defaults(user, database, Vec::new())
+    }
+
+    /// A session whose settings start from `server_defaults` where they
+    /// name one, else from PostgreSQL's defaults.
+    pub fn with_defaults(
+        user: &str,
+        database: &str,
+        server_defaults: Vec<(String, String)>,
+    ) -> Session {
+        let mut settings: BTreeMap<String, String> = DEFAULTS
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        settings.extend(server_defaults.iter().cloned());
         Session {
             user: user.to_string(),
             database: database.to_string(),
             settings: Mutex::new(settings),
+            server_defaults,
             txn: Mutex::new(TxnState::Idle),
             copy: Mutex::new(None),
             shapes: Mutex::default(),
@@ -88,15 +113,26 @@ impl Session {
             Some(v) => {
                 s.insert(name, v);
             }
-            None => match DEFAULTS.iter().find(|(k, _)| *k == name) {
-                Some((_, d)) => {
-                    s.insert(name, d.to_string());
+            None => match self.default_of(&name) {
+                Some(d) => {
+                    s.insert(name, d);
                 }
                 None => {
                     s.remove(&name);
                 }
             },
         }
+    }
+
+    /// What RESET gives `name`: the server's default, else PostgreSQL's.
+    fn default_of(&self, name: &str) -> Option<String> {
+        let server = self.server_defaults.iter().find(|(k, _)| k == name);
+        server.map(|(_, v)| v.clone()).or_else(|| {
+            DEFAULTS
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
     }
 
     /// RESET ALL: every setting back to its default.
@@ -106,6 +142,7 @@ impl Session {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        s.extend(self.server_defaults.iter().cloned());
     }
 
     /// Installs a new transaction state and returns the old one.

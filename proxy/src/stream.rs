@@ -67,6 +67,7 @@ pub fn start(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Option<ShardRows> {
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+    let interrupt = crate::stop::interrupt();
     let spawned = std::thread::Builder::new()
         .name("fortress-stream".into())
         .stack_size(crate::limits::THREAD_STACK_BYTES)
@@ -80,7 +81,10 @@ pub fn start(
                     tx.blocking_send(Ok(Msg::Rows(batch))).is_ok()
                 }
             };
-            let last = match shard.stream(&fragment, &mut sink) {
+            let streamed = fortress_storage::interrupt::scope(interrupt, || {
+                shard.stream(&fragment, &mut sink)
+            });
+            let last = match streamed {
                 Ok(()) => Ok(Msg::End),
                 Err(e) => Err(e.into()),
             };

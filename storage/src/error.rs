@@ -90,6 +90,9 @@ pub enum StorageError {
     Unavailable { shard: u32, reason: String },
     #[error("could not obtain lock on relation \"{table}\": {reason}")]
     Locked { table: String, reason: String },
+    /// The statement was cancelled or timed out (see [`crate::interrupt`]).
+    #[error("{}", .0.message())]
+    Interrupted(crate::interrupt::Reason),
 }
 
 impl StorageError {
@@ -98,6 +101,7 @@ impl StorageError {
         match self {
             StorageError::UnknownTable(_) => "42P01",
             StorageError::Locked { .. } => "55P03",
+            StorageError::Interrupted(_) => "57014",
             StorageError::DuplicateKey { .. } => "23505",
             StorageError::NotNull { .. } => "23502",
             StorageError::Eval(e) => e.sql_state(),

@@ -18,6 +18,7 @@ pub mod fault;
 pub mod func;
 pub mod heads;
 pub mod index;
+pub mod interrupt;
 pub mod join;
 pub mod keycodec;
 pub mod mvcc;

@@ -47,7 +47,16 @@ pub fn visible<I>(iter: I, snapshot: u64) -> impl Iterator<Item = Result<(Vec<u8
 where
     I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
 {
-    visible_versions(iter, snapshot).map(|item| {
+    let mut until_check = crate::interrupt::EVERY;
+    visible_versions(iter, snapshot).map(move |item| {
+        // Reads and the planning of writes are where a cancelled or timed
+        // out statement stops (never a rewrite or a checkpoint, which use
+        // `visible_versions` and must finish).
+        until_check -= 1;
+        if until_check == 0 {
+            until_check = crate::interrupt::EVERY;
+            crate::interrupt::check()?;
+        }
         let (k, v) = item?;
         let bad = || StorageError::Codec("bad stored version".into());
         let (pk, _) = split_versioned(&k).ok_or_else(bad)?;

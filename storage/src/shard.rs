@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -614,6 +614,16 @@ impl Materialized {
     }
 
     /// Lowest LSN every tree has applied: replay starts after it.
+    /// The last LSN any tree (or the meta tree) says it applied: records
+    /// through it were durable when the marks were stored.
+    fn applied_through(&self) -> Result<Lsn> {
+        let mut high = lsn_of(self.meta.get(META_APPLIED)?);
+        for &through in self.held_through.read().expect("held").values() {
+            high = high.max(through);
+        }
+        Ok(high)
+    }
+
     fn watermark(&self) -> Result<Lsn> {
         let mut low = lsn_of(self.meta.get(META_APPLIED)?);
         for &through in self.held_through.read().expect("held").values() {
@@ -1113,28 +1123,45 @@ impl ShardStore {
     pub fn open(id: ShardId, dir: &Path, opts: ShardOptions) -> Result<ShardStore> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
         let db_path = dir.join("db");
-        let state = match Materialized::open(&db_path, opts.cache_bytes, opts.head_cache_bytes) {
-            Ok(s) => s,
-            Err(e) => {
-                let aside = dir.join(format!(
-                    "db.unreadable-{}",
-                    SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_secs()
-                ));
-                tracing::error!(shard = id, error = %e, moved_to = %aside.display(),
-                    "sled state unreadable; rebuilding it from the WAL");
+        // sled is a cache of the WAL: one it cannot open (an error, or one
+        // of its panics on a damaged file) is rebuilt from the whole log.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Materialized::open(&db_path, opts.cache_bytes, opts.head_cache_bytes)
+        }));
+        let (state, damaged) = match opened {
+            Ok(Ok(s)) => (s, None),
+            // Not damage: a full disk, a permission, too many open files.
+            Ok(Err(e @ StorageError::Sled(sled::Error::Io(_)))) => return Err(e),
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "sled panicked opening it".to_string(),
+                };
+                let aside = dir.join("db.damaged");
+                tracing::error!(shard = id, error = %why,
+                    "the shard's store is damaged; rebuilding it from the WAL");
+                if aside.exists() {
+                    std::fs::remove_dir_all(&aside).map_err(|e| StorageError::io(&aside, e))?;
+                }
                 std::fs::rename(&db_path, &aside).map_err(|e| StorageError::io(&db_path, e))?;
-                Materialized::open(&db_path, opts.cache_bytes, opts.head_cache_bytes)?
+                let state = Materialized::open(&db_path, opts.cache_bytes, opts.head_cache_bytes)?;
+                (state, Some(aside))
             }
         };
         let start = state.replay_after(state.watermark()?)?;
+        let wal_opts = WalOptions {
+            known_durable: match opts.wal.sync {
+                // Nothing is ever synced: marks may pass what a crash kept.
+                SyncMode::Off => 0,
+                _ => state.applied_through()?,
+            },
+            ..opts.wal.clone()
+        };
         let mut replayed = 0u64;
         let clock = opts.clock.clone();
         let mut newest = 0u64;
         let mut outcomes = HashMap::new();
-        let wal = Wal::open(&dir.join("wal"), opts.wal, start, |rec| {
+        let wal = Wal::open(&dir.join("wal"), wal_opts, start, |rec| {
             replayed += 1;
             newest = newest.max(rec.ts);
             let change = decode_change(rec)?;
@@ -1165,6 +1192,15 @@ impl ShardStore {
             None => state.prepared.lock().expect("prepared").floor(next - 1),
         };
         state.mark_applied(next - 1, floor)?;
+        if let Some(aside) = damaged {
+            // Rebuilt whole: the damaged copy holds nothing the log does not.
+            std::fs::remove_dir_all(&aside).map_err(|e| StorageError::io(&aside, e))?;
+            tracing::warn!(
+                shard = id,
+                replayed,
+                "the shard's store was rebuilt from its WAL"
+            );
+        }
         tracing::info!(shard = id, replayed, last_lsn = next - 1, "shard open");
         Ok(ShardStore {
             id,

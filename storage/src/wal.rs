@@ -234,6 +234,11 @@ pub struct WalOptions {
     /// Seals record payloads (encryption at rest); records are read with
     /// it whether or not they were sealed.
     pub cipher: Option<Arc<Cipher>>,
+    /// Records through this LSN were durable once: a store built from them
+    /// says it applied them. A damaged record among them is corruption,
+    /// refused at open, never a torn tail to truncate (which would lose an
+    /// acknowledged commit the store still serves).
+    pub known_durable: Lsn,
 }
 
 impl Default for WalOptions {
@@ -243,6 +248,7 @@ impl Default for WalOptions {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             batch_window: Duration::from_millis(2),
             cipher: None,
+            known_durable: 0,
         }
     }
 }
@@ -313,6 +319,19 @@ impl Wal {
             let (pos, len, next) = match scanned {
                 Scanned::Whole(next) | Scanned::Stopped(next) => (buf.len(), buf.len(), next),
                 Scanned::ZeroTail(pos, next) => (pos, buf.len(), next),
+                Scanned::TornAt(pos, next) if next <= opts.known_durable => {
+                    return Err(StorageError::Corruption {
+                        file: path.clone(),
+                        offset: pos as u64,
+                        reason: format!(
+                            "the record at LSN {next} is damaged, but the shard's store applied \
+                             through LSN {}: it was durable, so this is damage, not a torn write, \
+                             and nothing was truncated. Restore the data directory from a \
+                             checkpoint (fortress restore) or this file from a backup",
+                            opts.known_durable
+                        ),
+                    });
+                }
                 Scanned::TornAt(pos, next) => {
                     tracing::warn!(
                         file = %path.display(),

@@ -131,6 +131,11 @@ impl Server {
         panic!("fortress did not start listening:\n{}", self.log());
     }
 
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
     /// Resident set size of the server process in KiB (Linux /proc).
     pub fn rss_kib(&self) -> Option<u64> {
         let pid = self.child.as_ref()?.id();

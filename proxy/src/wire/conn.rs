@@ -13,6 +13,7 @@ use futures::{SinkExt, StreamExt};
 use pgwire::api::{
     ClientInfo, DefaultClient, ErrorHandler, PgWireConnectionState, PgWireServerHandlers,
 };
+use pgwire::error::{ErrorInfo, PgWireError};
 use pgwire::messages::response::{GssEncResponse, SslResponse};
 use pgwire::messages::SslNegotiationMetaMessage;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -21,17 +22,20 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+use super::frame::{Frames, Malformed};
+use crate::session::Session;
+
 /// Replies held past this are written at once (large results stream).
 const WRITE_THROUGH: usize = 64 * 1024;
 
-/// A client that has not finished its startup by then is dropped.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A stream whose flushes wait for the next read (or shutdown).
+/// A stream whose flushes wait for the next read (or shutdown), and whose
+/// reads end before a message with an impossible length (see [`Frames`]).
 pub struct Corked<S> {
     inner: S,
     out: Vec<u8>,
     written: usize,
+    frames: Frames,
+    malformed: Option<Malformed>,
 }
 
 impl<S: AsyncWrite + Unpin> Corked<S> {
@@ -40,7 +44,15 @@ impl<S: AsyncWrite + Unpin> Corked<S> {
             inner,
             out: Vec::new(),
             written: 0,
+            frames: Frames::default(),
+            malformed: None,
         }
+    }
+
+    /// Why the input stopped early: a message whose length no message can
+    /// have. The messages before it were read as usual.
+    pub fn malformed(&self) -> Option<Malformed> {
+        self.malformed
     }
 
     /// Writes out everything held.
@@ -69,7 +81,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Corked<S> {
         if !me.out.is_empty() {
             ready!(me.poll_drain(cx))?;
         }
-        Pin::new(&mut me.inner).poll_read(cx, buf)
+        if me.malformed.is_some() {
+            // The end of the input, as far as the decoder is concerned.
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut me.inner).poll_read(cx, buf))?;
+        if let Err((valid, why)) = me.frames.feed(&buf.filled()[before..]) {
+            me.malformed = Some(why);
+            buf.set_filled(before + valid);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -98,89 +120,171 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Corked<S> {
     }
 }
 
+/// How a connection is taken in.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    /// A client that has not finished its startup by then is closed.
+    pub auth_timeout: Duration,
+    /// The server is at its connection limit: the startup is answered with
+    /// 53300 and the connection closed (a cancel request is still served).
+    pub full: bool,
+}
+
+type Socket<S> = Framed<Corked<TcpStream>, PgWireMessageServerCodec<S>>;
+
+/// Ends a connection with a FATAL error, as PostgreSQL does.
+async fn fatal<S>(socket: &mut Socket<S>, code: &str, message: String) -> io::Result<()> {
+    let info = ErrorInfo::new("FATAL".into(), code.into(), message);
+    socket
+        .send(PgWireBackendMessage::ErrorResponse(info.into()))
+        .await
+        .map_err(io::Error::other)
+}
+
 /// Serves one connection: SSL and GSS encryption requests are refused, then
 /// startup and queries go through pgwire's `process_message`, as its own
 /// `process_socket` does, over a [`Corked`] socket.
-pub async fn process<H: PgWireServerHandlers>(tcp: TcpStream, handlers: H) -> io::Result<()> {
+pub async fn process<H: PgWireServerHandlers>(
+    tcp: TcpStream,
+    handlers: H,
+    admission: Admission,
+) -> io::Result<()> {
     let peer = tcp.peer_addr()?;
     tcp.set_nodelay(true)?;
     let codec = PgWireMessageServerCodec::new(DefaultClient::new(peer, false));
     let mut socket = Framed::new(Corked::new(tcp), codec);
-    let startup = tokio::time::sleep(STARTUP_TIMEOUT);
-    tokio::pin!(startup);
-    loop {
-        let msg = tokio::select! {
-            _ = &mut startup => return Ok(()),
-            msg = socket.next() => msg,
-        };
-        let refusal = match msg {
-            Some(Ok(PgWireFrontendMessage::SslNegotiation(
-                SslNegotiationMetaMessage::PostgresSsl(_),
-            ))) => PgWireBackendMessage::SslResponse(SslResponse::Refuse),
-            Some(Ok(PgWireFrontendMessage::SslNegotiation(
-                SslNegotiationMetaMessage::PostgresGss(_),
-            ))) => PgWireBackendMessage::GssEncResponse(GssEncResponse::Refuse),
-            // Anything else is left unread: the startup (or a cancel).
-            Some(Ok(_)) => break,
-            _ => return Ok(()),
-        };
-        socket.send(refusal).await?;
-    }
-    socket.set_state(PgWireConnectionState::AwaitingStartup);
-
-    let startup_handler = handlers.startup_handler();
-    let simple = handlers.simple_query_handler();
-    let extended = handlers.extended_query_handler();
-    let copy = handlers.copy_handler();
-    let cancel = handlers.cancel_handler();
-    let errors = handlers.error_handler();
-    loop {
-        let starting = matches!(
-            socket.state(),
-            PgWireConnectionState::AwaitingStartup
-                | PgWireConnectionState::AuthenticationInProgress
-        );
-        let msg = if starting {
-            tokio::select! {
-                _ = &mut startup => None,
+    let result = async {
+        let socket = &mut socket;
+        let startup = tokio::time::sleep(admission.auth_timeout);
+        tokio::pin!(startup);
+        loop {
+            let msg = tokio::select! {
+                _ = &mut startup => return Ok(()),
                 msg = socket.next() => msg,
-            }
-        } else {
-            socket.next().await
-        };
-        let Some(Ok(msg)) = msg else { break };
-        if matches!(msg, PgWireFrontendMessage::Terminate(_)) {
-            break;
+            };
+            let refusal = match msg {
+                Some(Ok(PgWireFrontendMessage::SslNegotiation(
+                    SslNegotiationMetaMessage::PostgresSsl(_),
+                ))) => PgWireBackendMessage::SslResponse(SslResponse::Refuse),
+                Some(Ok(PgWireFrontendMessage::SslNegotiation(
+                    SslNegotiationMetaMessage::PostgresGss(_),
+                ))) => PgWireBackendMessage::GssEncResponse(GssEncResponse::Refuse),
+                // Anything else is left unread: the startup (or a cancel).
+                Some(Ok(_)) => break,
+                Some(Err(e)) => return Err(undecodable(e)),
+                None => return Ok(()),
+            };
+            socket.send(refusal).await.map_err(io::Error::other)?;
         }
-        let extended_query = match socket.state() {
-            PgWireConnectionState::CopyInProgress(extended_query) => extended_query,
-            _ => msg.is_extended_query(),
-        };
-        let is_cancel = matches!(msg, PgWireFrontendMessage::CancelRequest(_));
-        let handled = process_message(
-            msg,
-            &mut socket,
-            startup_handler.clone(),
-            simple.clone(),
-            extended.clone(),
-            copy.clone(),
-            cancel.clone(),
-        )
-        .await;
-        if let Err(mut e) = handled {
-            errors.on_error(&socket, &mut e);
-            let fatal = e.is_fatal();
-            process_error(&mut socket, e, extended_query).await?;
-            if fatal {
+        socket.set_state(PgWireConnectionState::AwaitingStartup);
+
+        let startup_handler = handlers.startup_handler();
+        let simple = handlers.simple_query_handler();
+        let extended = handlers.extended_query_handler();
+        let copy = handlers.copy_handler();
+        let cancel = handlers.cancel_handler();
+        let errors = handlers.error_handler();
+        loop {
+            let starting = matches!(
+                socket.state(),
+                PgWireConnectionState::AwaitingStartup
+                    | PgWireConnectionState::AuthenticationInProgress
+            );
+            let msg = if starting {
+                tokio::select! {
+                    _ = &mut startup => None,
+                    msg = socket.next() => msg,
+                }
+            } else {
+                match idle_in_transaction(socket) {
+                    Some(limit) => match tokio::time::timeout(limit, socket.next()).await {
+                        Ok(msg) => msg,
+                        // The session and its transaction (with its row
+                        // locks) end with the connection.
+                        Err(_) => {
+                            let why = "terminating connection due to idle-in-transaction timeout";
+                            return fatal(socket, "25P03", why.into()).await;
+                        }
+                    },
+                    None => socket.next().await,
+                }
+            };
+            let msg = match msg {
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => return Err(undecodable(e)),
+                None => break,
+            };
+            if matches!(msg, PgWireFrontendMessage::Terminate(_)) {
+                break;
+            }
+            if admission.full && matches!(msg, PgWireFrontendMessage::Startup(_)) {
+                let full = "sorry, too many clients already".to_string();
+                return fatal(socket, "53300", full).await;
+            }
+            let extended_query = match socket.state() {
+                PgWireConnectionState::CopyInProgress(extended_query) => extended_query,
+                _ => msg.is_extended_query(),
+            };
+            let is_cancel = matches!(msg, PgWireFrontendMessage::CancelRequest(_));
+            let handled = process_message(
+                msg,
+                socket,
+                startup_handler.clone(),
+                simple.clone(),
+                extended.clone(),
+                copy.clone(),
+                cancel.clone(),
+            )
+            .await;
+            if let Err(mut e) = handled {
+                errors.on_error(socket, &mut e);
+                let fatal = e.is_fatal();
+                process_error(socket, e, extended_query).await?;
+                if fatal {
+                    break;
+                }
+            }
+            if is_cancel {
                 break;
             }
         }
-        if is_cancel {
-            break;
+        Ok(())
+    }
+    .await;
+    // Input that stopped at an impossible length, or that pgwire could not
+    // decode, is answered before closing, as PostgreSQL answers it.
+    let why = match &result {
+        _ if socket.get_ref().malformed().is_some() => {
+            socket.get_ref().malformed().map(str::to_string)
         }
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => Some(e.to_string()),
+        _ => None,
+    };
+    if let Some(why) = why {
+        let _ = fatal(&mut socket, "08P01", why).await;
     }
     // Whatever is still held (a FATAL error, say) goes out before closing;
     // the client may be gone already.
     let _ = std::future::poll_fn(|cx| Pin::new(socket.get_mut()).poll_shutdown(cx)).await;
-    Ok(())
+    result.or_else(|e| match e.kind() {
+        io::ErrorKind::InvalidData => Ok(()),
+        _ => Err(e),
+    })
+}
+
+/// How long the client may stay silent: its session's
+/// `idle_in_transaction_session_timeout`, while a transaction block is open.
+fn idle_in_transaction<S>(socket: &Socket<S>) -> Option<Duration> {
+    let session = socket.session_extensions().get::<Session>()?;
+    if session.txn_status() == b'I' {
+        return None;
+    }
+    let setting = session.get("idle_in_transaction_session_timeout")?;
+    crate::stop::parse_setting(&setting).ok().flatten()
+}
+
+/// A decoding error of pgwire's, as an error that ends the connection with
+/// 08P01.
+fn undecodable(e: PgWireError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }

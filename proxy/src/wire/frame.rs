@@ -3,7 +3,9 @@
 //! Describe, Close or Execute body that is cut short, or of any message
 //! whose length field is under 4, and panic; they also read a body's
 //! trailing bytes as the next message. A message that passes [`check`]
-//! decodes without either.
+//! decodes without either. [`Frames`] follows the message boundaries of a
+//! connection as its bytes arrive and stops at a length field no message
+//! can have.
 
 /// Why a message body is malformed.
 pub type Malformed = &'static str;
@@ -102,9 +104,119 @@ pub fn check(tag: u8, len: u32, body: &[u8]) -> Result<(), Malformed> {
     Ok(())
 }
 
+/// Startup packets (SSLRequest, GSSENCRequest, StartupMessage,
+/// CancelRequest) longer than this are refused, as PostgreSQL refuses them.
+const MAX_STARTUP_PACKET: u32 = 10_000;
+
+/// The request codes of the startup packets after which another startup
+/// packet follows (the answer to an encryption request is one byte).
+const SSL_REQUEST: u32 = 80_877_103;
+const GSSENC_REQUEST: u32 = 80_877_104;
+
+/// Follows the message boundaries of a client's byte stream as it is read,
+/// so that a length field no message can have is caught before pgwire's
+/// decoder takes it (a Query claiming length 2 was decoded from the bytes
+/// of the next message): startup packets first, 4-byte length then body,
+/// then typed messages, type byte then 4-byte length then body.
+#[derive(Debug, Default)]
+pub struct Frames {
+    /// Past the StartupMessage: messages carry a type byte.
+    typed: bool,
+    /// The header read so far: a typed message's 5 bytes, or a startup
+    /// packet's length and request code (8 bytes).
+    header: [u8; 8],
+    have: usize,
+    /// Body bytes of the current message still to come.
+    skip: u64,
+}
+
+impl Frames {
+    /// Follows `bytes`; on a malformed header, the number of bytes before
+    /// it (what may still be decoded) and why.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), (usize, Malformed)> {
+        let mut at = 0;
+        while at < bytes.len() {
+            if self.skip > 0 {
+                let n = self.skip.min((bytes.len() - at) as u64);
+                self.skip -= n;
+                at += n as usize;
+                continue;
+            }
+            let want = if self.typed { 5 } else { 8 };
+            let start = at;
+            while self.have < want && at < bytes.len() {
+                self.header[self.have] = bytes[at];
+                self.have += 1;
+                at += 1;
+            }
+            if self.have < want {
+                break;
+            }
+            self.have = 0;
+            if self.typed {
+                let len = u32::from_be_bytes(self.header[1..5].try_into().expect("4 bytes"));
+                if len < 4 {
+                    return Err((start, "invalid message length"));
+                }
+                self.skip = u64::from(len) - 4;
+            } else {
+                let len = u32::from_be_bytes(self.header[0..4].try_into().expect("4 bytes"));
+                let code = u32::from_be_bytes(self.header[4..8].try_into().expect("4 bytes"));
+                if !(8..=MAX_STARTUP_PACKET).contains(&len) {
+                    return Err((start, "invalid length of startup packet"));
+                }
+                self.skip = u64::from(len) - 8;
+                self.typed = code != SSL_REQUEST && code != GSSENC_REQUEST;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_follow_messages_across_reads_and_catch_bad_lengths() {
+        let mut stream = Vec::new();
+        // SSLRequest, then a StartupMessage, then Query "SELECT 1".
+        stream.extend_from_slice(&8u32.to_be_bytes());
+        stream.extend_from_slice(&SSL_REQUEST.to_be_bytes());
+        let startup = b"\0\x03\0\0user\0u\0\0";
+        stream.extend_from_slice(&(startup.len() as u32 + 4).to_be_bytes());
+        stream.extend_from_slice(startup);
+        stream.push(b'Q');
+        stream.extend_from_slice(&13u32.to_be_bytes());
+        stream.extend_from_slice(b"SELECT 1\0");
+        let good = stream.len();
+        // A Query claiming length 2.
+        stream.extend_from_slice(&[b'Q', 0, 0, 0, 2, b'x']);
+        for chunk in [1, 3, 7, 64] {
+            let mut f = Frames::default();
+            let mut fed = 0;
+            let mut caught = None;
+            for piece in stream.chunks(chunk) {
+                if let Err((before, why)) = f.feed(piece) {
+                    caught = Some((fed + before, why));
+                    break;
+                }
+                fed += piece.len();
+            }
+            let (at, why) = caught.expect("the bad length is caught");
+            assert_eq!(why, "invalid message length");
+            // Everything before the bad message may still be decoded (the
+            // header may have begun in an earlier read).
+            assert!((good..good + 5).contains(&at), "chunk {chunk}: {at}");
+        }
+        let mut f = Frames::default();
+        let mut huge = 10_001u32.to_be_bytes().to_vec();
+        huge.extend_from_slice(&196_608u32.to_be_bytes());
+        assert_eq!(
+            f.feed(&huge).unwrap_err().1,
+            "invalid length of startup packet"
+        );
+    }
 
     #[test]
     fn well_formed_messages_pass_and_short_ones_do_not() {

@@ -62,7 +62,9 @@ use crate::sql::bind::Binder;
 use crate::sql::shape::{self, Lookup};
 use crate::sql::template::Template;
 use crate::sql::{lex, parse, types};
+use crate::stop::Stops;
 use crate::stream::RowStream;
+use fortress_storage::interrupt::Reason;
 use fortress_storage::{Catalog, DataType, Value};
 
 /// Converts an error into the ErrorResponse fields sent to the client;
@@ -150,6 +152,8 @@ pub struct Handler {
     parser: Arc<Parser>,
     pids: RandomPidSecretKeyGenerator,
     params: DefaultServerParameterProvider,
+    /// Settings every session starts with (`--statement-timeout`).
+    session_defaults: Vec<(String, String)>,
 }
 
 /// Parses and describes statements for the extended protocol.
@@ -157,24 +161,30 @@ pub struct Parser {
     cluster: Arc<Cluster>,
 }
 
+/// A session for the user and database the client's startup named.
+fn new_session<C: ClientInfo>(client: &C, defaults: Vec<(String, String)>) -> Session {
+    let user = client
+        .metadata()
+        .get(METADATA_USER)
+        .cloned()
+        .unwrap_or_else(|| "fortress".into());
+    let db = client
+        .metadata()
+        .get(METADATA_DATABASE)
+        .cloned()
+        .unwrap_or_else(|| user.clone());
+    Session::with_defaults(&user, &db, defaults)
+}
+
+/// The client's session (made at startup).
 fn session_of<C: ClientInfo>(client: &C) -> Arc<Session> {
-    client.session_extensions().get_or_insert_with(|| {
-        let user = client
-            .metadata()
-            .get(METADATA_USER)
-            .cloned()
-            .unwrap_or_else(|| "fortress".into());
-        let db = client
-            .metadata()
-            .get(METADATA_DATABASE)
-            .cloned()
-            .unwrap_or_else(|| user.clone());
-        Session::new(&user, &db)
-    })
+    client
+        .session_extensions()
+        .get_or_insert_with(|| new_session(client, Vec::new()))
 }
 
 impl Handler {
-    pub fn new(cluster: Arc<Cluster>) -> Handler {
+    pub fn new(cluster: Arc<Cluster>, session_defaults: Vec<(String, String)>) -> Handler {
         let mut params = DefaultServerParameterProvider::default();
         params.server_version = SERVER_VERSION.to_string();
         params.date_style = "ISO, MDY".into();
@@ -188,6 +198,7 @@ impl Handler {
             conns: Arc::new(ConnectionManager::new()),
             pids: RandomPidSecretKeyGenerator::default(),
             params,
+            session_defaults,
         }
     }
 
@@ -287,8 +298,8 @@ impl Handler {
     }
 }
 
-/// True for a single SELECT, the statements a cancel request interrupts:
-/// cancelling only reads means a cancel never leaves a commit half done.
+/// True for a single SELECT: a statement dropped at once when it is
+/// cancelled or times out (see [`Guard`]).
 fn read_only_text(sql: &str) -> bool {
     let t = sql.trim_start();
     let one_statement = !t.trim_end().trim_end_matches(';').contains(';');
@@ -522,35 +533,125 @@ enum After {
     Next,
     /// The statement failed (or began a COPY): later ones do not run.
     Stop,
-    Cancelled,
     /// COPY FROM STDIN began: its data comes next, ReadyForQuery after it.
     AwaitCopy,
 }
 
-/// Runs `work` unless a cancel request comes first (`None` then).
-async fn unless_cancelled<T>(
-    work: impl std::future::Future<Output = T>,
-    cancel: Option<&mut futures::channel::oneshot::Receiver<()>>,
-) -> Option<T> {
-    match cancel {
-        Some(c) => tokio::select! {
-            r = work => Some(r),
-            Ok(()) = c => None,
-        },
-        None => Some(work.await),
+/// Where a connection's cancel requests arrive. Kept under a type of our
+/// own: pgwire's default Execute looks for its `ConnectionHandle` and, when
+/// it finds one, drops the statement on a cancel (a write half way) or on
+/// any new receiver taken; ours stop statements through [`Guard`].
+struct Cancels(Arc<ConnectionHandle>);
+
+/// A receiver of the connection's next cancel request.
+async fn cancel_receiver<C: ClientInfo>(
+    client: &C,
+) -> Option<futures::channel::oneshot::Receiver<()>> {
+    let cancels = client.session_extensions().get::<Cancels>()?;
+    Some(cancels.0.start_query().await)
+}
+
+/// The cancel request, the statement timeout and the stops of the
+/// statement running on a connection.
+struct Guard<'a> {
+    stops: Arc<Stops>,
+    cancel: Option<&'a mut futures::channel::oneshot::Receiver<()>>,
+    deadline: Option<tokio::time::Instant>,
+    /// A statement that only reads is dropped at once when stopped (there
+    /// is nothing to roll back); any other is told to stop and runs on
+    /// until it does, so a write stops before it commits or not at all.
+    droppable: bool,
+    /// The session was in a transaction block when the statement began.
+    in_block: bool,
+}
+
+impl<'a> Guard<'a> {
+    fn new(
+        session: &Session,
+        cancel: Option<&'a mut futures::channel::oneshot::Receiver<()>>,
+        droppable: bool,
+    ) -> Guard<'a> {
+        let setting = |name| {
+            session
+                .get(name)
+                .and_then(|v| crate::stop::parse_setting(&v).ok().flatten())
+        };
+        Guard {
+            stops: Stops::new(setting("lock_timeout")),
+            cancel,
+            deadline: setting("statement_timeout").map(|t| tokio::time::Instant::now() + t),
+            droppable,
+            in_block: session.txn_status() != b'I',
+        }
+    }
+
+    /// Runs `work` as the statement; `None` when it was stopped and
+    /// dropped (see [`Guard::stopped`]).
+    async fn run<T>(&mut self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        enum Event<T> {
+            Done(T),
+            Cancel(bool),
+            Timeout,
+        }
+        let work = crate::stop::scope(self.stops.clone(), work);
+        tokio::pin!(work);
+        loop {
+            let cancel = async {
+                match self.cancel.as_deref_mut() {
+                    Some(c) => c.await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            let deadline = self.deadline;
+            let timeout = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let event = tokio::select! {
+                r = &mut work => Event::Done(r),
+                fired = cancel => Event::Cancel(fired),
+                _ = timeout => Event::Timeout,
+            };
+            match event {
+                Event::Done(r) => return Some(r),
+                Event::Cancel(fired) => {
+                    self.cancel = None;
+                    if !fired {
+                        continue;
+                    }
+                    self.stops.raise(Reason::Cancel);
+                }
+                Event::Timeout => {
+                    self.deadline = None;
+                    self.stops.raise(Reason::StatementTimeout);
+                }
+            }
+            if self.droppable {
+                return None;
+            }
+        }
+    }
+
+    /// The error of a statement stopped and dropped; the transaction block
+    /// it ran in is aborted (the transaction went with the statement).
+    fn stopped(&self, session: &Session) -> ProxyError {
+        if self.in_block {
+            session.replace_txn(crate::txn::TxnState::Failed);
+        }
+        crate::stop::error(self.stops.reason().unwrap_or(Reason::Cancel))
     }
 }
 
-fn cancel_error(query: &str) -> PgWireBackendMessage {
-    let e = ProxyError::new("57014", "canceling statement due to user request");
-    PgWireBackendMessage::ErrorResponse(error_info(&e, query).into())
-}
-
-/// Sends one statement's responses; rows stream until a cancel request.
+/// Sends one statement's responses; rows stream until the statement is
+/// stopped (its error then goes out in their place).
 async fn send_responses<C>(
     client: &mut C,
     responses: Vec<Response>,
-    mut cancel: Option<&mut futures::channel::oneshot::Receiver<()>>,
+    guard: &mut Guard<'_>,
+    session: &Session,
+    query: &str,
 ) -> PgWireResult<After>
 where
     C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -559,13 +660,17 @@ where
 {
     for r in responses {
         match r {
-            Response::Query(q) => {
-                let sent = unless_cancelled(send_rows(client, q), cancel.as_deref_mut()).await;
-                match sent {
-                    Some(r) => r?,
-                    None => return Ok(After::Cancelled),
+            Response::Query(q) => match guard.run(send_rows(client, q)).await {
+                Some(r) => r?,
+                None => {
+                    let e = guard.stopped(session);
+                    let info = error_info(&e, query);
+                    client
+                        .feed(PgWireBackendMessage::ErrorResponse(info.into()))
+                        .await?;
+                    return Ok(After::Stop);
                 }
-            }
+            },
             Response::Execution(tag)
             | Response::TransactionStart(tag)
             | Response::TransactionEnd(tag) => send_execution_response(client, tag).await?,
@@ -719,35 +824,47 @@ impl SimpleQueryHandler for Handler {
         client.set_state(PgWireConnectionState::QueryInProgress);
         let text = &query.query;
         let session = session_of(client);
-        // Reads may be cancelled, while they run and while their rows
-        // stream; writes run to completion so a cancel never leaves a
-        // commit half done.
-        let mut cancel = match client.session_extensions().get::<Arc<ConnectionHandle>>() {
-            Some(h) if read_only_text(text) => Some(h.start_query().await),
-            _ => None,
-        };
-        let whole = unless_cancelled(self.whole_text(client, &session, text), cancel.as_mut());
-        let (mut after, whole) = match whole.await {
-            None => (After::Cancelled, true),
+        // A cancel request stops the statement running when it comes.
+        let mut cancel = cancel_receiver(client).await;
+        let mut guard = Guard::new(&session, cancel.as_mut(), read_only_text(text));
+        let (mut after, whole) = match guard.run(self.whole_text(client, &session, text)).await {
+            None => {
+                let e = guard.stopped(&session);
+                client
+                    .feed(PgWireBackendMessage::ErrorResponse(
+                        error_info(&e, text).into(),
+                    ))
+                    .await?;
+                (After::Stop, true)
+            }
             Some(r) => match r? {
                 Some(responses) => (
-                    send_responses(client, responses, cancel.as_mut()).await?,
+                    send_responses(client, responses, &mut guard, &session, text).await?,
                     true,
                 ),
                 None => (After::Next, false),
             },
         };
+        drop(guard);
         let mut answered = whole;
         let mut pieces = lex::statements(text);
         while !whole && matches!(after, After::Next) {
             let Some(piece) = pieces.next() else { break };
             answered = true;
-            let run = self.run_piece(client, &session, piece);
-            after = match unless_cancelled(run, cancel.as_mut()).await {
-                None => After::Cancelled,
+            // Each statement has its own timeout and stops.
+            let mut guard = Guard::new(&session, cancel.as_mut(), read_only_text(piece.text));
+            after = match guard.run(self.run_piece(client, &session, piece)).await {
+                None => {
+                    let e = guard.stopped(&session);
+                    let info = error_info_in(&e, piece);
+                    client
+                        .feed(PgWireBackendMessage::ErrorResponse(info.into()))
+                        .await?;
+                    After::Stop
+                }
                 Some(r) => {
                     let (responses, go_on) = r?;
-                    match send_responses(client, responses, cancel.as_mut()).await? {
+                    match send_responses(client, responses, &mut guard, &session, text).await? {
                         After::Next if !go_on => After::Stop,
                         other => other,
                     }
@@ -756,12 +873,6 @@ impl SimpleQueryHandler for Handler {
         }
         match after {
             After::AwaitCopy => return Ok(()),
-            After::Cancelled => {
-                // Like an error, a cancel ends the query string: later
-                // statements do not run.
-                session.fail_txn();
-                client.feed(cancel_error(text)).await?;
-            }
             // Only blanks, semicolons and comments.
             After::Next if !answered => {
                 client
@@ -912,44 +1023,28 @@ impl ExtendedQueryHandler for Handler {
             {
                 p
             }
-            _ => return self._on_execute(client, message).await,
+            _ => return self.execute_guarded(client, message).await,
         };
         let fresh = matches!(*portal.state().lock().await, PortalExecutionState::Initial);
         if !fresh || !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
-            return self._on_execute(client, message).await;
+            return self.execute_guarded(client, message).await;
         }
         client.set_state(PgWireConnectionState::QueryInProgress);
-        let cancelled = match client.session_extensions().get::<Arc<ConnectionHandle>>() {
-            Some(h) => Some(h.start_query().await),
-            None => None,
-        };
-        let mut cancelled = cancelled;
-        let canceled = |client: &C| {
-            session_of(client).fail_txn();
-            let e = ProxyError::new("57014", "canceling statement due to user request");
-            user_error(e, &portal.statement.statement.sql)
-        };
+        let session = session_of(client);
+        let mut cancel = cancel_receiver(client).await;
+        // A SELECT: dropped at once when stopped.
+        let mut guard = Guard::new(&session, cancel.as_mut(), true);
+        let sql = &portal.statement.statement.sql;
         let run = ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0);
-        let response = match cancelled.as_mut() {
-            Some(c) => tokio::select! {
-                r = run => r?,
-                Ok(()) = c => return Err(canceled(client)),
-            },
-            None => run.await?,
+        let response = match guard.run(run).await {
+            Some(r) => r?,
+            None => return Err(user_error(guard.stopped(&session), sql)),
         };
         *portal.state().lock().await = PortalExecutionState::Finished;
         match response {
-            Response::Query(q) => match cancelled.as_mut() {
-                Some(c) => {
-                    let stopped = tokio::select! {
-                        r = send_query_response(client, q, false) => { r?; false }
-                        Ok(()) = c => true,
-                    };
-                    if stopped {
-                        return Err(canceled(client));
-                    }
-                }
-                None => send_query_response(client, q, false).await?,
+            Response::Query(q) => match guard.run(send_query_response(client, q, false)).await {
+                Some(r) => r?,
+                None => return Err(user_error(guard.stopped(&session), sql)),
             },
             Response::Error(e) => {
                 client
@@ -961,7 +1056,7 @@ impl ExtendedQueryHandler for Handler {
             _ => {}
         }
         client.set_state(PgWireConnectionState::ReadyForQuery);
-        client.set_transaction_status(wire_status(&session_of(client)));
+        client.set_transaction_status(wire_status(&session));
         Ok(())
     }
 
@@ -1124,6 +1219,25 @@ impl ExtendedQueryHandler for Handler {
     }
 }
 
+impl Handler {
+    /// pgwire's Execute (portal suspension and all) as a statement a cancel
+    /// request or its timeout stops: told to stop, never dropped, so a
+    /// write stops before it commits or not at all.
+    async fn execute_guarded<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = session_of(client);
+        let mut cancel = cancel_receiver(client).await;
+        let mut guard = Guard::new(&session, cancel.as_mut(), false);
+        let run = self._on_execute(client, message);
+        guard.run(run).await.expect("a statement not dropped ends")
+    }
+}
+
 /// The plan of one execution: the statement's reusable plan with `values`
 /// filled in, bound on first use; or, where the plan holds for one
 /// execution only, the statement bound with `values` as literals.
@@ -1176,9 +1290,10 @@ impl StartupHandler for Handler {
             let (pid, key) = self.pids.generate(client);
             client.set_pid_and_secret_key(pid, key.clone());
             let (handle, guard) = self.conns.register(pid, key);
-            client.session_extensions().insert(handle);
+            client.session_extensions().insert(Cancels(handle));
             client.session_extensions().insert(guard);
-            session_of(client);
+            let session = new_session(client, self.session_defaults.clone());
+            client.session_extensions().insert(session);
             finish_authentication(client, &self.params).await?;
         }
         Ok(())
@@ -1303,18 +1418,78 @@ impl PgWireServerHandlers for Server {
     }
 }
 
+/// How the server takes in connections.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Connection threads (see [`homes`]).
+    pub threads: usize,
+    /// Connections served at once; the next client gets 53300.
+    pub max_connections: usize,
+    /// A client that has not finished its startup by then is closed.
+    pub auth_timeout: std::time::Duration,
+    /// Settings every session starts with, e.g. `statement_timeout`.
+    pub session_defaults: Vec<(String, String)>,
+}
+
+/// True for the accept errors that mean the process (or system) is out of
+/// file descriptors.
+fn out_of_files(e: &std::io::Error) -> bool {
+    // EMFILE, ENFILE
+    matches!(e.raw_os_error(), Some(24) | Some(23))
+}
+
+/// The FATAL 53300 ErrorResponse, as bytes.
+fn too_many_clients() -> Vec<u8> {
+    let mut body = Vec::new();
+    for (field, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "53300"),
+        (b'M', "sorry, too many clients already"),
+    ] {
+        body.push(field);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = vec![b'E'];
+    msg.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    msg.extend_from_slice(&body);
+    msg
+}
+
+/// Answers a client taken in on the reserved file descriptor: its first
+/// packet is read (closing with it unread would reset the connection and
+/// lose the answer), then 53300.
+async fn refuse_out_of_files(mut socket: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let refuse = async {
+        let mut first = [0u8; 1024];
+        let _ = socket.read(&mut first).await;
+        let _ = socket.write_all(&too_many_clients()).await;
+        let _ = socket.shutdown().await;
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), refuse).await;
+}
+
 /// Accepts connections until `shutdown` resolves, serving each on one of
-/// `threads` connection threads; returning closes the connections.
+/// the connection threads; returning closes the connections. Past
+/// `max_connections`, or when the process runs out of file descriptors
+/// (one is kept in reserve to answer with), a new client gets 53300 and
+/// the others are not disturbed.
 pub async fn serve(
     listener: TcpListener,
     cluster: Arc<Cluster>,
-    threads: usize,
+    opts: ServeOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let server = Arc::new(Server {
-        handler: Arc::new(Handler::new(cluster)),
+        handler: Arc::new(Handler::new(cluster, opts.session_defaults.clone())),
     });
-    let homes = homes::Homes::start(threads)?;
+    let homes = homes::Homes::start(opts.threads)?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
+    let mut reserve = std::fs::File::open("/dev/null").ok();
+    let mut out_of_fds = false;
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -1322,7 +1497,30 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
         };
         let (socket, peer) = match accepted {
-            Ok(a) => a,
+            Ok(a) => {
+                out_of_fds = false;
+                a
+            }
+            Err(e) if out_of_files(&e) => {
+                if !out_of_fds {
+                    // Logged once per episode, not per refused client.
+                    tracing::warn!(
+                        error = %e,
+                        "out of file descriptors: new clients get 53300 until connections close"
+                    );
+                    out_of_fds = true;
+                }
+                // The client that could not be taken in is still queued:
+                // take it in on the reserve's descriptor to answer it. (Not
+                // waiting: a later client may find descriptors free again.)
+                drop(reserve.take());
+                match futures::FutureExt::now_or_never(listener.accept()) {
+                    Some(Ok((socket, _))) => refuse_out_of_files(socket).await,
+                    _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                }
+                reserve = std::fs::File::open("/dev/null").ok();
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -1330,10 +1528,16 @@ pub async fn serve(
             }
         };
         let server = server.clone();
+        let slot = slots.clone().try_acquire_owned().ok();
+        let admission = conn::Admission {
+            auth_timeout: opts.auth_timeout,
+            full: slot.is_none(),
+        };
         let adopted = homes.run(socket, move |socket| async move {
+            let _slot = slot;
             // pgwire 0.42 panics decoding some malformed messages (see
             // `frame`): that ends this connection only.
-            let session = std::panic::AssertUnwindSafe(conn::process(socket, server));
+            let session = std::panic::AssertUnwindSafe(conn::process(socket, server, admission));
             match futures::FutureExt::catch_unwind(session).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {

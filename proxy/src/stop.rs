@@ -1,0 +1,160 @@
+//! What can stop a running statement, and how far it reaches. A cancel
+//! request or `statement_timeout` raises the statement's
+//! [`Interrupt`](fortress_storage::interrupt::Interrupt): a shard's scan
+//! running for it stops at its next check, a wait for a row lock or a
+//! `pg_sleep` wakes at once. `lock_timeout` bounds each row-lock wait
+//! (55P03). The statement's [`Stops`] are a tokio task-local of the
+//! connection's task; the shard threads a statement starts are handed its
+//! flag explicitly ([`interrupt`]).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fortress_storage::interrupt::{Interrupt, Reason};
+use tokio::sync::Notify;
+
+use crate::error::{ProxyError, Result};
+
+/// The stops of one statement.
+#[derive(Debug, Default)]
+pub struct Stops {
+    interrupt: Arc<Interrupt>,
+    raised: Notify,
+    /// `lock_timeout`: the longest one row-lock wait may last.
+    pub lock_timeout: Option<Duration>,
+}
+
+impl Stops {
+    pub fn new(lock_timeout: Option<Duration>) -> Arc<Stops> {
+        Arc::new(Stops {
+            lock_timeout,
+            ..Stops::default()
+        })
+    }
+
+    /// Stops the statement.
+    pub fn raise(&self, reason: Reason) {
+        self.interrupt.raise(reason);
+        self.raised.notify_waiters();
+    }
+
+    /// Why the statement was stopped, if it was.
+    pub fn reason(&self) -> Option<Reason> {
+        self.interrupt.reason()
+    }
+}
+
+tokio::task_local! {
+    static CURRENT: Arc<Stops>;
+}
+
+/// Runs `f` as the statement `stops` belong to.
+pub async fn scope<F: Future>(stops: Arc<Stops>, f: F) -> F::Output {
+    CURRENT.scope(stops, f).await
+}
+
+/// The current statement's flag, to hand to the threads it starts.
+pub fn interrupt() -> Option<Arc<Interrupt>> {
+    CURRENT.try_with(|s| s.interrupt.clone()).ok()
+}
+
+/// The current statement's `lock_timeout`.
+pub fn lock_timeout() -> Option<Duration> {
+    CURRENT.try_with(|s| s.lock_timeout).ok().flatten()
+}
+
+/// The error of a stopped statement.
+pub fn error(reason: Reason) -> ProxyError {
+    ProxyError::new("57014", reason.message())
+}
+
+/// Resolves (to the 57014 error) once the current statement is stopped;
+/// never outside a statement.
+pub async fn stopped() -> ProxyError {
+    let Ok(stops) = CURRENT.try_with(Arc::clone) else {
+        return std::future::pending().await;
+    };
+    loop {
+        let raised = stops.raised.notified();
+        if let Some(reason) = stops.reason() {
+            return error(reason);
+        }
+        raised.await;
+    }
+}
+
+/// Runs `work` until it ends or the current statement is stopped.
+pub async fn unless_stopped<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::select! {
+        r = work => r,
+        e = stopped() => Err(e),
+    }
+}
+
+/// Reads a duration setting as PostgreSQL does: a number in milliseconds,
+/// or with a unit (`us`, `ms`, `s`, `min`, `h`, `d`); 0 is off (`None`).
+pub fn parse_setting(text: &str) -> std::result::Result<Option<Duration>, String> {
+    let t = text.trim().trim_matches('\'').trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid value for a duration: \"{text}\""))?;
+    let ms = match unit.trim() {
+        "" | "ms" => n,
+        "us" => n / 1000.0,
+        "s" => n * 1000.0,
+        "min" => n * 60_000.0,
+        "h" => n * 3_600_000.0,
+        "d" => n * 86_400_000.0,
+        other => {
+            return Err(format!(
+                "invalid unit \"{other}\" for a duration: valid units are \"us\", \"ms\", \"s\", \"min\", \"h\" and \"d\""
+            ))
+        }
+    };
+    if !(0.0..=i32::MAX as f64).contains(&ms) {
+        return Err(format!("{text} is outside the valid range for a duration"));
+    }
+    Ok((ms >= 1.0).then(|| Duration::from_micros((ms * 1000.0) as u64)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_postgres_settings() {
+        assert_eq!(parse_setting("0"), Ok(None));
+        assert_eq!(parse_setting("1500"), Ok(Some(Duration::from_millis(1500))));
+        assert_eq!(parse_setting("'2s'"), Ok(Some(Duration::from_secs(2))));
+        assert_eq!(parse_setting("1min"), Ok(Some(Duration::from_secs(60))));
+        assert_eq!(parse_setting("250ms"), Ok(Some(Duration::from_millis(250))));
+        assert!(parse_setting("soon").is_err());
+        assert!(parse_setting("5 weeks").is_err());
+        assert!(parse_setting("-1").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_stopped_statement_wakes_its_waits() {
+        let stops = Stops::new(None);
+        let s = stops.clone();
+        let waiting = scope(stops.clone(), async {
+            unless_stopped(async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(())
+            })
+            .await
+        });
+        let raise = async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s.raise(Reason::Cancel);
+        };
+        let (r, ()) = tokio::join!(waiting, raise);
+        assert_eq!(r.unwrap_err().sql_state(), "57014");
+        assert!(interrupt().is_none(), "outside the scope");
+    }
+}
