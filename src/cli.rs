@@ -160,6 +160,10 @@ pub struct ServeArgs {
     /// sorting; beyond it the statement fails with 53200, not the process.
     #[arg(long, env = "FORTRESS_WORK_ROWS", default_value_t = 5_000_000)]
     pub work_rows: usize,
+    /// Memory one statement's join result may hold, at the proxy or on a
+    /// shard, in MiB; beyond it the statement fails with 53200.
+    #[arg(long, env = "FORTRESS_WORK_MEM_MB", default_value_t = 256)]
+    pub work_mem_mb: usize,
     /// Page cache of each shard's sled tree, in MiB.
     #[arg(long, env = "FORTRESS_PAGE_CACHE_MB", default_value_t = 64)]
     pub page_cache_mb: u64,
@@ -188,6 +192,12 @@ pub struct ServeArgs {
     /// back whole. Sessions may SET their own.
     #[arg(long, env = "FORTRESS_STATEMENT_TIMEOUT", default_value = "0", value_parser = parse_duration)]
     pub statement_timeout: Duration,
+    /// Space kept free on the data directory's disk, in MiB: below it
+    /// writes get 53100 (disk full) before they are logged, so the shards
+    /// can always apply what they logged and restart; reads go on, and
+    /// writes resume by themselves when space is freed (0: no reserve).
+    #[arg(long, env = "FORTRESS_DISK_RESERVE_MB", default_value_t = 64)]
+    pub disk_reserve_mb: u64,
     /// WAL durability: always (fdatasync per commit group), batch, or off.
     #[arg(long, env = "FORTRESS_SYNC", default_value = "always")]
     pub sync: SyncMode,

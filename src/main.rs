@@ -64,6 +64,7 @@ pub fn open_existing(
         },
         cache_ttl: std::time::Duration::ZERO,
         work_rows: 1_000_000,
+        work_bytes: 1 << 30,
     };
     Cluster::open(opts).with_context(|| format!("opening {}", dir.display()))
 }
@@ -74,6 +75,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if args.vnodes == 0 {
         anyhow::bail!("--vnodes must be at least 1");
+    }
+    if args.statement_timeout.as_millis() > i32::MAX as u128 {
+        anyhow::bail!("--statement-timeout must be at most 24 days (PostgreSQL's bound)");
     }
     let _lock = lock::DirLock::try_acquire(&args.data_dir)?.with_context(|| {
         format!(
@@ -118,10 +122,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 cache_bytes: args.page_cache_mb << 20,
                 head_cache_bytes: args.row_cache_mb << 20,
                 sort_budget: args.sort_mem_mb << 20,
+                disk_reserve: args.disk_reserve_mb << 20,
                 ..ShardOptions::default()
             },
             cache_ttl: std::time::Duration::from_secs(args.cache_ttl),
             work_rows: args.work_rows,
+            work_bytes: args.work_mem_mb << 20,
         };
         let cluster = tokio::task::spawn_blocking(move || Cluster::open(opts))
             .await?

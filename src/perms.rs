@@ -18,13 +18,19 @@ pub fn owner_only() {
     }
 }
 
-/// Takes group and other permissions off `root` and everything under it
-/// (symbolic links are left alone); how many entries changed.
+/// Takes group and other permissions off `root` (followed if it is a
+/// symbolic link) and everything under it (where links are left alone);
+/// how many entries changed.
 pub fn tighten(root: &Path) -> anyhow::Result<usize> {
     let mut changed = 0;
     let mut todo = vec![root.to_path_buf()];
     while let Some(path) = todo.pop() {
-        let meta = match std::fs::symlink_metadata(&path) {
+        let meta = if path == root {
+            std::fs::metadata(&path)
+        } else {
+            std::fs::symlink_metadata(&path)
+        };
+        let meta = match meta {
             Ok(m) => m,
             // Gone since it was listed (a WAL segment recycled, say).
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -51,16 +57,18 @@ pub fn tighten(root: &Path) -> anyhow::Result<usize> {
     Ok(changed)
 }
 
-/// Refuses a secret file (a key) that its group or others can read.
+/// Refuses a secret file (a key) others can read, by PostgreSQL's rule for
+/// its key files: at most 0600, or 0640 when root owns it (a secret
+/// mounted for a group the server runs in).
 pub fn check_secret(path: &Path) -> anyhow::Result<()> {
-    let mode = std::fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let mode = meta.permissions().mode();
+    let allowed = if meta.uid() == 0 { 0o037 } else { 0o077 };
+    if mode & allowed != 0 {
         bail!(
-            "{} can be read by its group or others (mode {:04o}); a key file must be \
-             private to its owner: chmod 600 {}",
+            "{} can be read by others (mode {:04o}); a key file must be private to its \
+             owner (chmod 600 {}), or 0640 at most when root owns it",
             path.display(),
             mode & 0o7777,
             path.display()

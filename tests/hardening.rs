@@ -87,6 +87,10 @@ async fn operator_chains_of_any_length_are_refused_or_run_never_crash() {
         let e = c.prepare(sql).await.unwrap_err();
         assert_eq!(code(&e), "54001", "{}", &sql[..40]);
     }
+    // A chain another lexer would read as a comment is measured as the
+    // parser reads it (a carriage return ends a `--` comment).
+    let hidden = format!("SELECT 1 --\r{}", "+1".repeat(100_000));
+    assert_eq!(code(&c.simple_query(&hidden).await.unwrap_err()), "54001");
     // An unfinished chain is refused before the parser builds (and then
     // has to drop) a tree as deep as it.
     let unfinished = format!("SELECT {} +", vec!["1"; 100_000].join("+"));
@@ -796,4 +800,288 @@ async fn a_damaged_last_wal_record_the_store_holds_is_refused_not_truncated() {
     );
     // Nothing was truncated: the damaged record is still there to recover.
     assert_eq!(std::fs::read(&last).unwrap(), bytes);
+}
+
+/// Samples the server's RSS (MiB) every 20 ms until `work` ends; the peak.
+async fn peak_rss_during<T>(
+    server: &Server,
+    work: impl std::future::Future<Output = T>,
+) -> (T, u64) {
+    let pid = server.pid();
+    let rss = move || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0)
+            / 1024
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak.max(rss())
+        })
+    };
+    let out = work.await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    (out, sampler.join().unwrap())
+}
+
+#[tokio::test]
+async fn caches_sessions_and_joins_are_bounded_in_bytes_and_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_env(dir.path(), &[("FORTRESS_WORK_MEM_MB", "64")]);
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE wide (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    for i in 0..3 {
+        c.execute("INSERT INTO wide VALUES ($1, repeat('w', 10000000))", &[&i])
+            .await
+            .unwrap();
+    }
+    let base = server.rss_kib().unwrap() / 1024;
+
+    // Ten different 30 MB results: the cache once kept them all (it
+    // counted rows, and never freed what expired).
+    let (_, peak) = peak_rss_during(&server, async {
+        for k in 0..10 {
+            let rows = c
+                .query(
+                    &format!("SELECT v FROM wide WHERE id >= 0 AND {k} = {k}"),
+                    &[],
+                )
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 3);
+        }
+    })
+    .await;
+    let after = server.rss_kib().unwrap() / 1024;
+    eprintln!("results: base {base} peak {peak} after {after} MiB");
+    assert!(after < base + 200, "the cache kept {} MiB", after - base);
+
+    // A session holds at most 10,000 prepared statements (53200 past it;
+    // Close frees a place), and their memory goes with the connection.
+    let s = server.client().await;
+    let before = server.rss_kib().unwrap() / 1024;
+    let text = |i: usize| format!("SELECT id FROM wide WHERE id = $1 AND v <> 'x{i}'");
+    let mut prepared = Vec::new();
+    for i in 0..fortress_proxy::limits::MAX_PREPARED_PER_SESSION {
+        prepared.push(s.prepare(&text(i)).await.unwrap());
+    }
+    let e = s.prepare(&text(usize::MAX)).await.unwrap_err();
+    assert_eq!(code(&e), "53200", "{e:?}");
+    drop(prepared.pop());
+    s.prepare(&text(usize::MAX)).await.unwrap();
+    let held = server.rss_kib().unwrap() / 1024;
+    drop(prepared);
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut now = server.rss_kib().unwrap() / 1024;
+    while now > before + 100 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        now = server.rss_kib().unwrap() / 1024;
+    }
+    eprintln!("prepared: before {before} held {held} after close {now} MiB");
+    assert!(
+        now <= before + 100,
+        "{} MiB stayed after the session",
+        now - before
+    );
+
+    // Three concurrent cross joins of 10 MB rows end in 53200 within the
+    // work memory each, not after filling the machine.
+    c.batch_execute("CREATE TABLE other (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    for i in 0..50 {
+        c.execute("INSERT INTO other VALUES ($1)", &[&i])
+            .await
+            .unwrap();
+    }
+    let before = server.rss_kib().unwrap() / 1024;
+    let (codes, peak) = peak_rss_during(&server, async {
+        let joins = (0..3).map(|_| async {
+            let c = server.client().await;
+            let e = c
+                .query("SELECT w.id, o.id, w.v FROM wide w, other o", &[])
+                .await
+                .unwrap_err();
+            code(&e)
+        });
+        futures::future::join_all(joins).await
+    })
+    .await;
+    eprintln!("joins: before {before} peak {peak} MiB");
+    assert_eq!(codes, ["53200", "53200", "53200"]);
+    assert!(
+        peak < before + 3 * 64 + 400,
+        "peak {peak} MiB from {before}"
+    );
+    still_serves(&server).await;
+}
+
+/// A tmpfs of `mib` MiB mounted at `at`, unmounted when dropped; `None`
+/// where this machine does not let the test mount one.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, mib: u64) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Inserts 200 rows of 1 KB at a time until one insert fails: the rows
+/// acknowledged, and the failure.
+async fn fill(c: &tokio_postgres::Client, from: &mut i32) -> tokio_postgres::Error {
+    for _ in 0..5_000 {
+        let rows: Vec<String> = (0..200)
+            .map(|i| format!("({}, repeat('z', 1000))", *from + i))
+            .collect();
+        let sql = format!("INSERT INTO f VALUES {}", rows.join(", "));
+        match c.batch_execute(&sql).await {
+            Ok(()) => *from += 200,
+            Err(e) => return e,
+        }
+    }
+    panic!("the disk never filled");
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_writes_with_53100_serves_reads_and_recovers() {
+    let root = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&root.path().join("disk"), 64) else {
+        // Only a test that can make a small filesystem can fill one.
+        eprintln!("SKIPPED: mounting a tmpfs is not allowed here");
+        return;
+    };
+    // Room that can be given back later, as an operator would.
+    let ballast = disk.0.join("ballast");
+    std::fs::write(&ballast, vec![1u8; 16 << 20]).unwrap();
+    let data = disk.0.join("data");
+    let mut server = Server::launch(data.clone(), 2, &[("FORTRESS_DISK_RESERVE_MB", "8")]);
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE f (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let mut acked = 0;
+    let e = fill(&c, &mut acked).await;
+    assert_eq!(code(&e), "53100", "{e:?}");
+    assert!(message(&e).contains("disk is full"), "{e:?}");
+    assert!(acked > 1_000, "only {acked} rows before the disk filled");
+    // Reads go on; so does a small write's refusal, and the server.
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM f", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, acked as i64);
+    let e = c
+        .execute("INSERT INTO f VALUES (-1, 'small')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "53100");
+    still_serves(&server).await;
+
+    // Space comes back: writes work again by themselves.
+    std::fs::remove_file(&ballast).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = c.execute("INSERT INTO f VALUES (-1, 'back')", &[]).await {
+        assert_eq!(code(&e), "53100");
+        assert!(Instant::now() < deadline, "writes never resumed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    acked += 1;
+
+    // Full again, then a restart on the full disk: it starts, serves every
+    // acknowledged row, and leaves nothing moved aside.
+    let mut more = 1_000_000;
+    let e = fill(&c, &mut more).await;
+    assert_eq!(code(&e), "53100");
+    let acked = acked as i64 + (more - 1_000_000) as i64;
+    drop(c);
+    server.stop();
+    server.restart();
+    let c = server.client().await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM f", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, acked);
+    for shard in ["shard-000", "shard-001"] {
+        let names: Vec<String> = std::fs::read_dir(data.join(shard))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert!(
+            names.iter().all(|n| n == "db" || n == "wal"),
+            "{shard}: {names:?}"
+        );
+    }
+    drop(c);
+    server.stop();
+    drop(disk);
+}
+
+#[tokio::test]
+async fn a_query_string_stops_at_its_first_error_and_runs_nothing_if_one_does_not_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE q (id int PRIMARY KEY, x int)")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO q VALUES (1, 5), (2, 5)")
+        .await
+        .unwrap();
+    let count = || async {
+        let r = c.query_one("SELECT count(*) FROM q", &[]).await.unwrap();
+        r.get::<_, i64>(0)
+    };
+    // Parsed whole first, as PostgreSQL does: a syntax error anywhere
+    // means no statement of the string runs.
+    let e = c
+        .simple_query("INSERT INTO q VALUES (3, 5); SELEC 2; DELETE FROM q")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42601");
+    assert_eq!(count().await, 2);
+    // A statement failing while its rows stream stops the string there.
+    let e = c
+        .simple_query("SELECT 10 / (x - x) FROM q; DELETE FROM q")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22012");
+    assert_eq!(count().await, 2, "the DELETE after the error ran");
+    still_serves(&server).await;
 }

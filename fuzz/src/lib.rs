@@ -103,6 +103,7 @@ fn fixture() -> &'static Fixture {
                 shard,
                 cache_ttl: std::time::Duration::from_secs(60),
                 work_rows: 10_000,
+                work_bytes: 64 << 20,
             })
             .expect("cluster"),
         );

@@ -9,20 +9,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use fortress_storage::value::row_bytes;
 use fortress_storage::{Expr, Func, Row, TableId};
 
 use crate::plan::{OutputColumn, SelectPlan, Source};
 
 /// Entries kept at most; the oldest is evicted beyond it.
 const MAX_ENTRIES: usize = 1024;
-/// Results larger than this are not cached.
+/// Results of more rows than this are not cached.
 pub const MAX_ROWS: usize = 10_000;
-/// Rows kept across all entries: the cache's memory bound.
-const MAX_TOTAL_ROWS: usize = 100_000;
+/// Results bigger than this (rows and key, in memory) are not cached.
+pub const MAX_ENTRY_BYTES: usize = 4 << 20;
+/// Bytes kept across all entries: the cache's memory bound. Rows are
+/// counted as `fortress_storage::value::row_bytes` counts them, so ten
+/// results of ten 10 MB rows each cost what they hold, not ten rows each.
+const MAX_TOTAL_BYTES: usize = 64 << 20;
 
 struct Entry {
     /// Insertion number: its place in [`Entries::order`].
     seq: u64,
+    /// What it costs in memory (see [`MAX_TOTAL_BYTES`]).
+    bytes: usize,
     columns: Vec<OutputColumn>,
     rows: Vec<Row>,
     /// (table, its write generation when the read began).
@@ -32,20 +39,37 @@ struct Entry {
     stored: Instant,
 }
 
-/// The entries, with their insertion order for eviction and their row count.
+/// The entries, with their insertion order for eviction and their bytes.
 #[derive(Default)]
 struct Entries {
     map: HashMap<String, Entry>,
     /// (seq, key), oldest first; a key replaced since keeps a stale pair.
     order: VecDeque<(u64, String)>,
-    rows: usize,
+    bytes: usize,
     next_seq: u64,
 }
 
 impl Entries {
     fn remove(&mut self, key: &str) {
         if let Some(e) = self.map.remove(key) {
-            self.rows -= e.rows.len();
+            self.bytes -= e.bytes;
+        }
+    }
+
+    /// Frees the entries past their TTL. All live as long, so they are
+    /// the oldest: the walk stops at the first one still fresh.
+    fn expire(&mut self, now: Instant, ttl: Duration) {
+        while let Some((seq, key)) = self.order.front() {
+            let live = self.map.get(key).filter(|e| e.seq == *seq);
+            match live {
+                Some(e) if now.duration_since(e.stored) < ttl => break,
+                Some(_) => {
+                    let key = key.clone();
+                    self.remove(&key);
+                }
+                None => {}
+            }
+            self.order.pop_front();
         }
     }
 
@@ -173,6 +197,7 @@ impl ResultCache {
         let catalog = self.catalog_generation.load(Ordering::Acquire);
         let now = self.now();
         let mut entries = self.entries.lock().expect("cache entries");
+        entries.expire(now, self.ttl);
         if let Some(e) = entries.map.get(&key) {
             let fresh = now.duration_since(e.stored) < self.ttl
                 && e.catalog == catalog
@@ -196,19 +221,24 @@ impl ResultCache {
         if rows.len() > MAX_ROWS {
             return;
         }
+        let bytes = ticket.key.len() + rows.iter().map(|r| row_bytes(r)).sum::<usize>();
+        if bytes > MAX_ENTRY_BYTES {
+            return;
+        }
         let ids: Vec<TableId> = ticket.tables.iter().map(|(t, _)| *t).collect();
         if self.generations_of(&ids).as_ref() != Some(&ticket.tables) {
             return;
         }
         let now = self.now();
         let mut entries = self.entries.lock().expect("cache entries");
+        entries.expire(now, self.ttl);
         entries.remove(&ticket.key);
-        while (entries.map.len() >= MAX_ENTRIES || entries.rows + rows.len() > MAX_TOTAL_ROWS)
+        while (entries.map.len() >= MAX_ENTRIES || entries.bytes + bytes > MAX_TOTAL_BYTES)
             && entries.evict_oldest()
         {}
         let seq = entries.next_seq;
         entries.next_seq += 1;
-        entries.rows += rows.len();
+        entries.bytes += bytes;
         entries.order.push_back((seq, ticket.key.clone()));
         if entries.order.len() > 2 * MAX_ENTRIES {
             let Entries { map, order, .. } = &mut *entries;
@@ -218,6 +248,7 @@ impl ResultCache {
             ticket.key,
             Entry {
                 seq,
+                bytes,
                 columns: columns.to_vec(),
                 rows: rows.to_vec(),
                 tables: ticket.tables,
@@ -482,5 +513,41 @@ mod tests {
         assert!(!cached(&c, &p));
         let off = ResultCache::new(Duration::ZERO);
         assert!(matches!(off.lookup(&p), Err(None)));
+    }
+
+    /// Stores `rows` for `p` (which must miss).
+    fn fill(c: &ResultCache, p: &SelectPlan, rows: &[Row]) {
+        let Err(Some(ticket)) = c.lookup(p) else {
+            panic!("miss")
+        };
+        c.store(ticket, &p.columns, rows);
+    }
+
+    fn held_bytes(c: &ResultCache) -> usize {
+        c.entries.lock().unwrap().bytes
+    }
+
+    #[test]
+    fn memory_is_bounded_in_bytes_and_expired_entries_are_freed() {
+        let c = ResultCache::new(Duration::from_secs(300));
+        // Ten rows of 3 MB: one result over the entry bound is not kept.
+        let big = vec![vec![Value::Text("x".repeat(3 << 20))]; 10];
+        fill(&c, &plan(7, 1), &big);
+        assert!(!cached(&c, &plan(7, 1)));
+        assert_eq!(held_bytes(&c), 0);
+        // Many results of 3 MB each: the total stays within its bound, the
+        // oldest going first.
+        let one = vec![vec![Value::Text("x".repeat(3 << 20))]];
+        for i in 0..40 {
+            fill(&c, &plan(7, i), &one);
+            assert!(held_bytes(&c) <= MAX_TOTAL_BYTES, "{}", held_bytes(&c));
+        }
+        assert!(cached(&c, &plan(7, 39)));
+        assert!(!cached(&c, &plan(7, 0)), "evicted");
+        // Past the TTL the next look-up frees every expired entry.
+        c.advance(Duration::from_secs(301));
+        assert!(!cached(&c, &plan(8, 1)));
+        assert_eq!(held_bytes(&c), 0);
+        assert!(c.entries.lock().unwrap().map.is_empty());
     }
 }

@@ -32,6 +32,9 @@ pub struct ClusterOptions {
     /// Rows one statement may hold at the proxy (joins, grouping, sorting)
     /// before it fails with 53200.
     pub work_rows: usize,
+    /// Bytes a join's result may hold, at the proxy or on a shard, before
+    /// it fails with 53200.
+    pub work_bytes: usize,
 }
 
 /// Votes bigger than this in all are made durable where they were given,
@@ -59,6 +62,7 @@ pub struct Cluster {
     metrics: crate::metrics::Metrics,
     cache: crate::cache::ResultCache,
     work_rows: usize,
+    work_bytes: usize,
     /// Threads streaming shard rows to readers (see [`Cluster::stream`]).
     streams: Arc<tokio::sync::Semaphore>,
     /// Seals checkpoints, as the shards' WAL options seal their logs.
@@ -310,6 +314,7 @@ impl Cluster {
             ddl: tokio::sync::Mutex::new(()),
             cache: crate::cache::ResultCache::new(opts.cache_ttl),
             work_rows: opts.work_rows,
+            work_bytes: opts.work_bytes,
             streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
             cipher: opts.shard.wal.cipher.clone(),
             id: identity.id,
@@ -456,6 +461,14 @@ impl Cluster {
     /// Rows one statement may hold at the proxy.
     pub fn work_rows(&self) -> usize {
         self.work_rows
+    }
+
+    /// What a join's result may hold.
+    pub fn work_limit(&self) -> fortress_storage::join::WorkLimit {
+        fortress_storage::join::WorkLimit {
+            rows: self.work_rows as u64,
+            bytes: self.work_bytes as u64,
+        }
     }
 
     /// The result cache of read-only statements.

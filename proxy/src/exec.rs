@@ -163,9 +163,15 @@ async fn cache_small(
     use futures::StreamExt;
     let mut rows = rows.0;
     let mut head = Vec::new();
-    while head.len() <= crate::cache::MAX_ROWS {
+    // The look-ahead stops where the cache would not keep the result.
+    let mut bytes = 0;
+    while head.len() <= crate::cache::MAX_ROWS && bytes <= crate::cache::MAX_ENTRY_BYTES {
         match rows.next().await {
-            Some(r) => head.push(r?),
+            Some(r) => {
+                let r = r?;
+                bytes += fortress_storage::value::row_bytes(&r);
+                head.push(r);
+            }
             None => {
                 cluster.cache().store(ticket, &columns, &head);
                 return Ok(self::rows("SELECT", columns, head));

@@ -367,6 +367,7 @@ impl Reader<'_> {
                     on,
                 } => {
                     let limit = self.cluster.work_rows();
+                    let work = self.cluster.work_limit();
                     let (lf, rf) = split_for_join(filter, on.as_ref(), left.width(), *kind);
                     if let (Source::Table(lt), Source::Table(rt)) = (left.as_ref(), right.as_ref())
                     {
@@ -383,15 +384,18 @@ impl Reader<'_> {
                     let l = self.source_rows(left, lf.as_ref()).await?;
                     let r = self.source_rows(right, rf.as_ref()).await?;
                     within_budget(l.len() + r.len(), limit, "a join")?;
-                    Ok(join(
-                        l,
-                        r,
-                        left.width(),
-                        right.width(),
-                        *kind,
-                        on.as_ref(),
-                        limit,
-                    )?)
+                    // A nested loop can run long: off the connection's
+                    // thread, where its cancel and timeout can reach it.
+                    let (lw, rw, kind, on) = (left.width(), right.width(), *kind, on.clone());
+                    let interrupt = crate::stop::interrupt();
+                    let joined = tokio::task::spawn_blocking(move || {
+                        fortress_storage::interrupt::scope(interrupt, || {
+                            join(l, r, lw, rw, kind, on.as_ref(), work)
+                        })
+                    })
+                    .await
+                    .map_err(|e| ProxyError::new("XX000", format!("join task failed: {e}")))?;
+                    Ok(joined?)
                 }
             }
         }
@@ -426,7 +430,7 @@ impl Reader<'_> {
             },
             kind,
             on,
-            limit: self.cluster.work_rows() as u64,
+            limit: self.cluster.work_limit(),
             snapshot: Some(self.snapshot),
         };
         let parts = self.scan(target, None, frag).await?;

@@ -66,6 +66,9 @@ pub struct Session {
     pub copy: Mutex<Option<PendingCopy>>,
     /// Plans of the simple queries this connection repeats.
     pub shapes: Mutex<ShapeCache>,
+    /// Named prepared statements held (see
+    /// `limits::MAX_PREPARED_PER_SESSION`).
+    pub prepared: std::sync::atomic::AtomicUsize,
 }
 
 impl Session {
@@ -93,6 +96,7 @@ impl Session {
             txn: Mutex::new(TxnState::Idle),
             copy: Mutex::new(None),
             shapes: Mutex::default(),
+            prepared: Default::default(),
         }
     }
 

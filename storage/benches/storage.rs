@@ -1,6 +1,8 @@
 //! Storage hot paths: key encoding, WAL append with group commit (1 and 8
-//! writers, fdatasync per group as `--sync always` does), and a point get on
-//! a shard holding 100k rows (latest, and at a snapshot as the proxy reads).
+//! writers, fdatasync per group as `--sync always` does), a point get on
+//! a shard holding 100k rows (latest, and at a snapshot as the proxy reads),
+//! and a filter's evaluation on one row (each node with operands passes
+//! the stack check of `stack::deep`).
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
@@ -123,5 +125,25 @@ fn point_get(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, key_encoding, wal_append, point_get);
+/// `(c1 + 1) * 2 > 10 AND c2 = 'x'` on one row: four nodes with operands.
+fn filter_eval(c: &mut Criterion) {
+    use fortress_storage::{BinaryOp, Expr};
+    let lit = |v| Expr::Literal(v);
+    let arith = Expr::binary(
+        BinaryOp::Multiply,
+        Expr::binary(BinaryOp::Plus, Expr::Column(1), lit(Value::Int8(1))),
+        lit(Value::Int8(2)),
+    );
+    let filter = Expr::binary(
+        BinaryOp::And,
+        Expr::binary(BinaryOp::Gt, arith, lit(Value::Int8(10))),
+        Expr::binary(BinaryOp::Eq, Expr::Column(2), lit(Value::Text("x".into()))),
+    );
+    let row = vec![Value::Int8(1), Value::Int8(7), Value::Text("x".into())];
+    c.bench_function("filter_eval_4_nodes", |b| {
+        b.iter(|| black_box(&filter).matches(black_box(&row)).unwrap())
+    });
+}
+
+criterion_group!(benches, key_encoding, wal_append, point_get, filter_eval);
 criterion_main!(benches);

@@ -53,7 +53,7 @@ pub enum Fragment {
         right: TableScan,
         kind: JoinKind,
         on: Option<Expr>,
-        limit: u64,
+        limit: crate::join::WorkLimit,
         snapshot: Option<Timestamp>,
     },
     /// Inserts whole rows (already coerced and defaulted); 23505 if a key exists.

@@ -90,6 +90,10 @@ pub enum StorageError {
     Unavailable { shard: u32, reason: String },
     #[error("could not obtain lock on relation \"{table}\": {reason}")]
     Locked { table: String, reason: String },
+    /// The disk holding `path` is (nearly) full: the write was refused
+    /// before it was logged (see [`crate::space`]).
+    #[error("could not write to {path}: the disk is full (fewer than {reserve} bytes free)")]
+    DiskFull { path: PathBuf, reserve: u64 },
     /// The statement was cancelled or timed out (see [`crate::interrupt`]).
     #[error("{}", .0.message())]
     Interrupted(crate::interrupt::Reason),
@@ -102,6 +106,9 @@ impl StorageError {
             StorageError::UnknownTable(_) => "42P01",
             StorageError::Locked { .. } => "55P03",
             StorageError::Interrupted(_) => "57014",
+            StorageError::DiskFull { .. } => "53100",
+            // Out of space on a write that was not foreseen.
+            e if e.is_disk_full() => "53100",
             StorageError::DuplicateKey { .. } => "23505",
             StorageError::NotNull { .. } => "23502",
             StorageError::Eval(e) => e.sql_state(),
@@ -113,6 +120,17 @@ impl StorageError {
             StorageError::Io { .. } => "58030",
             StorageError::Sled(_) | StorageError::Codec(_) => "XX000",
         }
+    }
+
+    /// True for an I/O error that says the disk is full (ENOSPC, EDQUOT).
+    pub fn is_disk_full(&self) -> bool {
+        let io = match self {
+            StorageError::DiskFull { .. } => return true,
+            StorageError::Io { source, .. } => source,
+            StorageError::Sled(sled::Error::Io(e)) => e,
+            _ => return false,
+        };
+        matches!(io.raw_os_error(), Some(28) | Some(122))
     }
 
     /// Optional DETAIL line for the client.

@@ -78,13 +78,18 @@ pub fn scope<R>(interrupt: Option<Arc<Interrupt>>, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Err(57014) once the current statement's flag is raised; Ok on threads
+/// Why the current statement was stopped, if it was; `None` on threads
 /// running no statement (a checkpoint, replay).
+pub fn stopped() -> Option<Reason> {
+    CURRENT.with(|c| c.borrow().as_ref().and_then(|i| i.reason()))
+}
+
+/// Err(57014) once the current statement's flag is raised.
 pub fn check() -> Result<(), StorageError> {
-    CURRENT.with(|c| match c.borrow().as_ref().and_then(|i| i.reason()) {
+    match stopped() {
         Some(reason) => Err(StorageError::Interrupted(reason)),
         None => Ok(()),
-    })
+    }
 }
 
 #[cfg(test)]

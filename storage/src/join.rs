@@ -36,9 +36,45 @@ pub fn equi_key(on: &Expr, left_width: usize) -> Option<(usize, usize)> {
     }
 }
 
+/// What one statement may hold in memory for a join's result: rows, and
+/// bytes as [`crate::value::row_bytes`] counts them (a few wide rows cost
+/// as much as many narrow ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WorkLimit {
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+impl WorkLimit {
+    /// 53200 once `rows` rows of `bytes` bytes pass the limit.
+    pub fn check(&self, rows: usize, bytes: usize, what: &str) -> Result<(), EvalError> {
+        if rows as u64 > self.rows {
+            return Err(EvalError::Invalid(
+                "53200",
+                format!(
+                    "out of memory: {what} needs more than {} rows \
+                     (FORTRESS_WORK_ROWS); add a filter or a shard-key condition",
+                    self.rows
+                ),
+            ));
+        }
+        if bytes as u64 > self.bytes {
+            return Err(EvalError::Invalid(
+                "53200",
+                format!(
+                    "out of memory: {what} needs more than {} MiB (FORTRESS_WORK_MEM_MB); \
+                     add a filter or a shard-key condition",
+                    self.bytes >> 20
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Joins `left` and `right`: rows are `[left.., right..]`, NULL-extended
-/// for unmatched left rows of a LEFT join. More than `limit` result rows
-/// is 53200.
+/// for unmatched left rows of a LEFT join. A result past `limit` is 53200,
+/// found as it grows (a cross join is refused before it fills memory).
 pub fn join(
     left: Vec<Row>,
     right: Vec<Row>,
@@ -46,9 +82,10 @@ pub fn join(
     right_width: usize,
     kind: JoinKind,
     on: Option<&Expr>,
-    limit: usize,
+    limit: WorkLimit,
 ) -> Result<Vec<Row>, EvalError> {
     let mut out = Vec::new();
+    let mut bytes = 0;
     let key = on.and_then(|e| equi_key(e, left_width));
     let index: Option<std::collections::BTreeMap<GroupKey, Vec<usize>>> = key.map(|(_, rk)| {
         let mut m: std::collections::BTreeMap<GroupKey, Vec<usize>> = Default::default();
@@ -60,6 +97,7 @@ pub fn join(
         m
     });
     let all: Vec<usize> = (0..right.len()).collect();
+    let mut until_check = crate::interrupt::EVERY;
     for l in left {
         let candidates: &[usize] = match (&index, key) {
             (Some(ix), Some((lk, _))) => ix
@@ -70,6 +108,14 @@ pub fn join(
         };
         let mut matched = false;
         for &ri in candidates {
+            // A nested loop is where a cancelled statement may spend longest.
+            until_check -= 1;
+            if until_check == 0 {
+                until_check = crate::interrupt::EVERY;
+                if let Some(reason) = crate::interrupt::stopped() {
+                    return Err(EvalError::Invalid("57014", reason.message().into()));
+                }
+            }
             let mut row = l.clone();
             row.extend(right[ri].iter().cloned());
             let pass = match on {
@@ -78,22 +124,17 @@ pub fn join(
             };
             if pass {
                 matched = true;
+                bytes += crate::value::row_bytes(&row);
                 out.push(row);
-                if out.len() > limit {
-                    return Err(EvalError::Invalid(
-                        "53200",
-                        format!(
-                            "out of memory: a join's result needs more than {limit} rows \
-                             (FORTRESS_WORK_ROWS); add a filter or a shard-key condition"
-                        ),
-                    ));
-                }
+                limit.check(out.len(), bytes, "a join's result")?;
             }
         }
         if !matched && kind == JoinKind::Left {
             let mut row = l;
             row.extend(std::iter::repeat_n(Value::Null, right_width));
+            bytes += crate::value::row_bytes(&row);
             out.push(row);
+            limit.check(out.len(), bytes, "a join's result")?;
         }
     }
     Ok(out)

@@ -26,6 +26,7 @@ pub mod restore;
 pub mod schema;
 pub mod shard;
 pub mod sort;
+pub mod space;
 pub mod stack;
 pub mod value;
 pub mod wal;

@@ -420,6 +420,9 @@ pub struct ShardOptions {
     /// prepare floor then holds until [`ShardStore::recovered`] and rises
     /// only past decisions this makes durable.
     pub decisions: Option<DecisionLog>,
+    /// Bytes kept free on the shard's disk: a write is refused with 53100
+    /// below it (0: never; see [`crate::space`]).
+    pub disk_reserve: u64,
 }
 
 impl Default for ShardOptions {
@@ -433,6 +436,7 @@ impl Default for ShardOptions {
             pins: Arc::new(SnapshotPins::default()),
             sort_budget: crate::sort::DEFAULT_SORT_BUDGET,
             decisions: None,
+            disk_reserve: 0,
         }
     }
 }
@@ -613,7 +617,6 @@ impl Materialized {
         })
     }
 
-    /// Lowest LSN every tree has applied: replay starts after it.
     /// The last LSN any tree (or the meta tree) says it applied: records
     /// through it were durable when the marks were stored.
     fn applied_through(&self) -> Result<Lsn> {
@@ -624,6 +627,7 @@ impl Materialized {
         Ok(high)
     }
 
+    /// Lowest LSN every tree has applied: replay starts after it.
     fn watermark(&self) -> Result<Lsn> {
         let mut low = lsn_of(self.meta.get(META_APPLIED)?);
         for &through in self.held_through.read().expect("held").values() {
@@ -1116,6 +1120,8 @@ pub struct ShardStore {
     recovering: Mutex<Option<HashMap<TxnId, Option<Timestamp>>>>,
     /// The prepare floor last written.
     floor: AtomicU64,
+    /// Free space kept on the shard's disk.
+    space: crate::space::Space,
 }
 
 impl ShardStore {
@@ -1129,9 +1135,17 @@ impl ShardStore {
             Materialized::open(&db_path, opts.cache_bytes, opts.head_cache_bytes)
         }));
         let (state, damaged) = match opened {
-            Ok(Ok(s)) => (s, None),
-            // Not damage: a full disk, a permission, too many open files.
-            Ok(Err(e @ StorageError::Sled(sled::Error::Io(_)))) => return Err(e),
+            Ok(Ok(s)) => (s, false),
+            // Not damage: a full disk, a permission, too many open files
+            // (a file cut short or holding garbage is damage).
+            Ok(Err(StorageError::Sled(sled::Error::Io(io))))
+                if !matches!(
+                    io.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+                ) =>
+            {
+                return Err(StorageError::Sled(sled::Error::Io(io)))
+            }
             failed => {
                 let why = match failed {
                     Ok(Err(e)) => e.to_string(),
@@ -1145,7 +1159,7 @@ impl ShardStore {
                 }
                 std::fs::rename(&db_path, &aside).map_err(|e| StorageError::io(&db_path, e))?;
                 let state = Materialized::open(&db_path, opts.cache_bytes, opts.head_cache_bytes)?;
-                (state, Some(aside))
+                (state, true)
             }
         };
         let start = state.replay_after(state.watermark()?)?;
@@ -1192,9 +1206,13 @@ impl ShardStore {
             None => state.prepared.lock().expect("prepared").floor(next - 1),
         };
         state.mark_applied(next - 1, floor)?;
-        if let Some(aside) = damaged {
-            // Rebuilt whole: the damaged copy holds nothing the log does not.
+        // Rebuilt whole: the damaged copy holds nothing the log does not
+        // (nor does one that a rebuild cut short by a crash left).
+        let aside = dir.join("db.damaged");
+        if aside.exists() {
             std::fs::remove_dir_all(&aside).map_err(|e| StorageError::io(&aside, e))?;
+        }
+        if damaged {
             tracing::warn!(
                 shard = id,
                 replayed,
@@ -1229,6 +1247,7 @@ impl ShardStore {
             decisions: opts.decisions,
             recovering: Mutex::new(Some(outcomes)),
             floor: AtomicU64::new(floor),
+            space: crate::space::Space::new(dir, opts.disk_reserve),
         })
     }
 
@@ -2044,6 +2063,8 @@ impl ShardStore {
             Fragment::CommitTxn { .. } | Fragment::Prepare { .. }
         );
         self.check_failed()?;
+        // Room to apply what is logged, and to open again, stays free.
+        self.space.check()?;
         let mut w = self.writer.lock().expect("write lock");
         // Validation and the lock check see one state of the prepared
         // set: a commit being applied writes its versions before it
@@ -2549,10 +2570,10 @@ impl Shard for ShardStore {
                 let snapshot = snapshot.map_or(LATEST, |t| t.0);
                 let _left = self.begin_read(snapshot, &ReadScope::Table(left.table))?;
                 let _right = self.begin_read(snapshot, &ReadScope::Table(right.table))?;
-                let limit = usize::try_from(*limit).unwrap_or(usize::MAX);
-                let (l, lw) = self.scan_rows(left, snapshot, limit)?;
-                let (r, rw) = self.scan_rows(right, snapshot, limit)?;
-                let joined = crate::join::join(l, r, lw, rw, *kind, on.as_ref(), limit)?;
+                let rows = usize::try_from(limit.rows).unwrap_or(usize::MAX);
+                let (l, lw) = self.scan_rows(left, snapshot, rows)?;
+                let (r, rw) = self.scan_rows(right, snapshot, rows)?;
+                let joined = crate::join::join(l, r, lw, rw, *kind, on.as_ref(), *limit)?;
                 Ok(FragmentOutput::Rows(joined))
             }
             Fragment::ApplyCatalog(c) => Ok(FragmentOutput::Count(self.apply_catalog(txid, c)?)),

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Result, StorageError};
 use crate::expr::{compare_keys, sort_values, SortKey};
-use crate::value::{Row, Value};
+use crate::value::{row_bytes, Row, Value};
 
 /// Memory a shard's sort may use before it spills, unless configured.
 pub const DEFAULT_SORT_BUDGET: usize = 16 << 20;
@@ -21,26 +21,10 @@ const MAX_RUNS: usize = 64;
 
 type Keyed = (Vec<Value>, Row);
 
-/// Bytes an allocation costs beyond its contents (allocator bookkeeping).
-const ALLOC_OVERHEAD: usize = 16;
-
-/// Heap bytes a value owns beyond its slot.
-fn value_heap(v: &Value) -> usize {
-    match v {
-        Value::Text(s) => ALLOC_OVERHEAD + s.len(),
-        Value::Bytea(b) => ALLOC_OVERHEAD + b.len(),
-        _ => 0,
-    }
-}
-
 /// Memory a buffered row costs: its slot in the buffer, the key and row
 /// vectors and what their values own.
 fn keyed_size((k, r): &Keyed) -> usize {
-    let slot = std::mem::size_of::<Value>();
-    std::mem::size_of::<Keyed>()
-        + 2 * ALLOC_OVERHEAD
-        + (k.len() + r.len()) * slot
-        + k.iter().chain(r).map(value_heap).sum::<usize>()
+    row_bytes(k) + row_bytes(r)
 }
 
 /// One sorted run on disk: length-prefixed postcard records.

@@ -14,6 +14,19 @@ use crate::schema::DataType;
 /// A row is the values of a table's columns, in column order.
 pub type Row = Vec<Value>;
 
+/// Bytes an allocation costs beyond its contents (allocator bookkeeping).
+pub const ALLOC_OVERHEAD: usize = 16;
+
+/// Memory a row held in a buffer costs: its vector, each value's slot and
+/// what text and bytea values own. What memory bounds (sorts, the result
+/// cache, statements' work memory) count rows by.
+pub fn row_bytes(row: &[Value]) -> usize {
+    std::mem::size_of::<Row>()
+        + ALLOC_OVERHEAD
+        + std::mem::size_of_val(row)
+        + row.iter().map(Value::heap_bytes).sum::<usize>()
+}
+
 /// One SQL datum. Dates are days and timestamps microseconds since
 /// 1970-01-01 (UTC, no zone).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -66,6 +79,15 @@ fn out_of_range(ty: &DataType) -> EvalError {
 }
 
 impl Value {
+    /// Heap bytes the value owns beyond its slot.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Value::Text(s) => ALLOC_OVERHEAD + s.len(),
+            Value::Bytea(b) => ALLOC_OVERHEAD + b.len(),
+            _ => 0,
+        }
+    }
+
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }

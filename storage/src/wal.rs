@@ -498,7 +498,19 @@ impl Wal {
                 payload: payload.to_vec(),
             },
         };
+        let before = w.buf.len();
         rec.encode_into(&mut w.buf);
+        let end = w.size + w.buf.len() as u64;
+        if end > w.allocated {
+            if let Err(e) = self.preallocate(&mut w, end) {
+                // Nothing of the record reached the file and its LSN is not
+                // taken: the log stays usable (a full disk is 53100, and
+                // writes resume once space is freed).
+                w.buf.truncate(before);
+                tracing::warn!(file = %w.path.display(), error = %e, "could not extend the WAL");
+                return Err(StorageError::io(&w.path, e));
+            }
+        }
         w.next_lsn += 1;
         // `off` never syncs, so nothing would write a held record out: it
         // goes to the OS at once, which is all that mode promises.
@@ -558,9 +570,15 @@ impl Wal {
             return self.fail(&path, e);
         }
         self.durable.fetch_max(w.next_lsn - 1, Ordering::AcqRel);
+        // Trimmed to its records: a rotation that cannot go on (a full
+        // disk) leaves the segment current and is tried again.
+        w.allocated = w.size;
         let path = self.dir.join(segment_name(w.next_lsn));
         let file = match OpenOptions::new().create_new(true).write(true).open(&path) {
             Ok(f) => f,
+            Err(e) if matches!(e.raw_os_error(), Some(28) | Some(122)) => {
+                return Err(StorageError::io(&path, e))
+            }
             Err(e) => return self.fail(&path, e),
         };
         sync_dir(&self.dir)?;

@@ -1,20 +1,24 @@
 //! A light lexer over query text that builds no tokens: it finds where each
-//! statement of a query string ends, and measures how deep a statement can
-//! nest before sqlparser is let near it.
+//! statement of a query string ends, so a long string is parsed and run one
+//! statement at a time. And the depth bound every statement is checked
+//! against, on sqlparser's own tokens, before sqlparser parses them.
 //!
-//! Why the measure: sqlparser reads a chain of infix or postfix operators
+//! Why the bound: sqlparser reads a chain of infix or postfix operators
 //! (`a OR b OR ...`, `1 + 1 + ...`, `x::int::int`, `UNION` chains) in a loop,
 //! building a tree as deep as the chain is long, and every later pass over
 //! that tree (binder, planner, evaluator, clone, compare, and the drop of a
 //! tree the parser gives up on half way) recurses once per level. Parentheses
 //! and calls are bounded by sqlparser's own recursion limit; chains are not.
-//! So a statement is measured first: within one comma-separated item, every
-//! token (word, number, string, operator) counts one, a bracket group starts
-//! from its item's count and hands its largest count back when it closes. A
-//! tree's depth never exceeds that count (each level of a chain is an
-//! operator token on the path from root to leaf), so a statement whose count
-//! is within [`MAX_CHAIN`] parses into a tree that fits the connection
-//! thread's stack, and one beyond it is refused with 54001 before parsing.
+//! So a statement's tokens are measured first: within one comma-separated
+//! item every token counts one, a bracket group starts from its item's count
+//! and hands its largest count back when it closes. A tree's depth never
+//! exceeds that count (each level of a chain is an operator token on the
+//! path from root to leaf), so a statement within [`MAX_CHAIN`] parses into
+//! a tree that fits the thread's stack, and one beyond it is refused with
+//! 54001 before it is parsed. The measure runs on the very tokens the parser
+//! then reads: no difference between two lexers can hide a chain from it.
+
+use sqlparser::tokenizer::Token;
 
 use crate::error::{ProxyError, Result};
 
@@ -88,9 +92,10 @@ impl<'a> Iterator for Statements<'a> {
     }
 }
 
-/// 54001 when some item of `sql` chains more than [`MAX_CHAIN`] tokens or
-/// nests brackets past [`MAX_NESTING`]; see the module doc.
-pub fn check_depth(sql: &str) -> Result<()> {
+/// 54001 when some item of the statements `tokens` spell chains more than
+/// [`MAX_CHAIN`] tokens, nests brackets past [`MAX_NESTING`] or holds more
+/// than [`MAX_SET_OPERATIONS`]; see the module doc.
+pub fn check_depth<'a>(tokens: impl IntoIterator<Item = &'a Token>) -> Result<()> {
     // Per open bracket: the item's count when it opened, and the most any
     // item inside it reached.
     let mut open: Vec<(usize, usize)> = Vec::new();
@@ -102,9 +107,10 @@ pub fn check_depth(sql: &str) -> Result<()> {
         )
     };
     let mut set_operations = 0;
-    for tok in Scan::new(sql) {
+    for tok in tokens {
         match tok {
-            Tok::Open => {
+            Token::Whitespace(_) => continue,
+            Token::LParen | Token::LBracket => {
                 // A subscript or call still adds a level to its chain.
                 count += 1;
                 if open.len() == MAX_NESTING {
@@ -114,7 +120,7 @@ pub fn check_depth(sql: &str) -> Result<()> {
                 base = count;
                 most = count;
             }
-            Tok::Close => {
+            Token::RParen | Token::RBracket => {
                 let inner = most.max(count);
                 match open.pop() {
                     Some((b, m)) => {
@@ -126,25 +132,28 @@ pub fn check_depth(sql: &str) -> Result<()> {
                     None => count = inner,
                 }
             }
-            Tok::Comma => {
+            Token::Comma => {
                 most = most.max(count);
                 count = base;
             }
-            Tok::Semicolon => {
+            Token::SemiColon => {
                 open.clear();
                 (base, count, most, set_operations) = (0, 0, 0, 0);
             }
-            Tok::Word(w) => {
+            Token::Word(w) => {
                 count += 1;
-                let set = [&b"union"[..], b"intersect", b"except"];
-                if set.iter().any(|k| w.eq_ignore_ascii_case(k)) {
+                if w.quote_style.is_none()
+                    && ["union", "intersect", "except"]
+                        .iter()
+                        .any(|k| w.value.eq_ignore_ascii_case(k))
+                {
                     set_operations += 1;
                     if set_operations > MAX_SET_OPERATIONS {
                         return Err(too_deep());
                     }
                 }
             }
-            Tok::Other => count += 1,
+            _ => count += 1,
         }
         if count > MAX_CHAIN {
             return Err(too_deep());
@@ -154,20 +163,19 @@ pub fn check_depth(sql: &str) -> Result<()> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tok<'a> {
+enum Tok {
     Open,
     Close,
     Comma,
     Semicolon,
-    /// An unquoted word: a keyword or identifier.
-    Word(&'a [u8]),
-    /// A number, string, quoted identifier, parameter or run of operator
-    /// characters.
+    /// Anything else: a word, number, string or operator.
     Other,
 }
 
-/// Walks text as PostgreSQL's lexer would for the purposes above: comments
+/// Walks text as PostgreSQL's lexer would, to find statement ends: comments
 /// and blanks are skipped, quoted strings and identifiers are one token.
+/// (A text it reads otherwise than sqlparser splits where it should not and
+/// fails to parse; it is never what the depth bound is measured on.)
 struct Scan<'a> {
     b: &'a [u8],
     at: usize,
@@ -222,16 +230,16 @@ fn operator_byte(c: u8) -> bool {
     b"+-*/<>=~!@#%^&|`?:.".contains(&c)
 }
 
-impl<'a> Iterator for Scan<'a> {
-    type Item = Tok<'a>;
+impl Iterator for Scan<'_> {
+    type Item = Tok;
 
-    fn next(&mut self) -> Option<Tok<'a>> {
+    fn next(&mut self) -> Option<Tok> {
         loop {
             let c = self.peek(0)?;
             match c {
                 b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => self.at += 1,
                 b'-' if self.peek(1) == Some(b'-') => {
-                    self.skip_while(|c| c != b'\n');
+                    self.skip_while(|c| c != b'\n' && c != b'\r');
                 }
                 b'/' if self.peek(1) == Some(b'*') => {
                     // Comments nest in PostgreSQL.
@@ -295,9 +303,8 @@ impl<'a> Iterator for Scan<'a> {
                 Tok::Other
             }
             c if ident_start(c) => {
-                let start = self.at - 1;
                 self.skip_while(ident_byte);
-                Tok::Word(&self.b[start..self.at])
+                Tok::Other
             }
             c if c.is_ascii_digit() => {
                 self.skip_while(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_');
@@ -366,38 +373,62 @@ mod tests {
         assert_eq!(p[1].text, "\nselect x");
     }
 
+    /// [`check_depth`] over sqlparser's tokens of `sql`.
+    fn depth(sql: &str) -> Result<()> {
+        let dialect = sqlparser::dialect::PostgreSqlDialect {};
+        let tokens = sqlparser::tokenizer::Tokenizer::new(&dialect, sql)
+            .tokenize()
+            .unwrap();
+        check_depth(&tokens)
+    }
+
     #[test]
     fn long_chains_are_refused_and_wide_statements_are_not() {
         let chain = |n: usize, op: &str| {
             let terms: Vec<String> = (0..n).map(|i| format!("id = {i}")).collect();
             format!("select 1 from t where {}", terms.join(op))
         };
-        assert!(check_depth(&chain(1_300, " OR ")).is_ok());
-        let e = check_depth(&chain(100_000, " OR ")).unwrap_err();
+        assert!(depth(&chain(1_300, " OR ")).is_ok());
+        let e = depth(&chain(100_000, " OR ")).unwrap_err();
         assert_eq!(e.sql_state(), "54001");
         let sum = format!("select {}", vec!["1"; 100_000].join("+"));
-        assert_eq!(check_depth(&sum).unwrap_err().sql_state(), "54001");
+        assert_eq!(depth(&sum).unwrap_err().sql_state(), "54001");
         let casts = format!("select 1{}", "::int".repeat(20_000));
-        assert!(check_depth(&casts).is_err());
+        assert!(depth(&casts).is_err());
         let subscripts = format!("select a{}", "[1]".repeat(20_000));
-        assert!(check_depth(&subscripts).is_err());
+        assert!(depth(&subscripts).is_err());
         // The chain hidden in a group still counts after the group closes.
         let grouped = format!(
             "select ({}) {}",
             vec!["1"; 12_000].join("+"),
             "+ 1".repeat(5_000)
         );
-        assert!(check_depth(&grouped).is_err());
+        assert!(depth(&grouped).is_err());
         // Wide is fine: a long VALUES list or IN list is flat.
         let rows: Vec<String> = (0..50_000).map(|i| format!("({i}, 'x', -1)")).collect();
-        assert!(check_depth(&format!("insert into t values {}", rows.join(", "))).is_ok());
+        assert!(depth(&format!("insert into t values {}", rows.join(", "))).is_ok());
         let list: Vec<String> = (0..100_000).map(|i| i.to_string()).collect();
-        assert!(check_depth(&format!("select 1 where x in ({})", list.join(","))).is_ok());
+        assert!(depth(&format!("select 1 where x in ({})", list.join(","))).is_ok());
         // Each statement counts alone.
-        assert!(check_depth(&"select 1 + 1 + 1;".repeat(10_000)).is_ok());
-        assert!(check_depth(&"(".repeat(2_000)).is_err());
+        assert!(depth(&"select 1 + 1 + 1;".repeat(10_000)).is_ok());
+        assert!(depth(&"(".repeat(2_000)).is_err());
         let unions = |n: usize| format!("select 1{}", " UNION ALL select 1".repeat(n));
-        assert!(check_depth(&unions(MAX_SET_OPERATIONS)).is_ok());
-        assert!(check_depth(&unions(MAX_SET_OPERATIONS + 1)).is_err());
+        assert!(depth(&unions(MAX_SET_OPERATIONS)).is_ok());
+        assert!(depth(&unions(MAX_SET_OPERATIONS + 1)).is_err());
+        // What another lexer might read as a comment or a string is counted
+        // as the parser reads it.
+        let tail = "+1".repeat(30_000);
+        for hidden in [
+            format!("select 1 --\r{tail}"),
+            format!("select X'\\'' {tail} + X'\\''"),
+            format!("select $\u{20ac}$, {tail}, $\u{20ac}$"),
+            format!("select 1 -+-- 1{tail}"),
+        ] {
+            let dialect = sqlparser::dialect::PostgreSqlDialect {};
+            let tokens = sqlparser::tokenizer::Tokenizer::new(&dialect, &hidden).tokenize();
+            if let Ok(tokens) = tokens {
+                assert!(check_depth(&tokens).is_err(), "{}", &hidden[..20]);
+            }
+        }
     }
 }

@@ -39,7 +39,6 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
             ),
         ));
     }
-    lex::check_depth(sql)?;
     if let Some(pieces) = with_maintenance(sql) {
         let mut out = Vec::new();
         for piece in pieces {
@@ -93,8 +92,28 @@ fn with_maintenance(sql: &str) -> Option<Vec<String>> {
     })
 }
 
+/// Tokenizes `sql`, checks the tokens against the depth bound (see [`lex`])
+/// and parses them: the bound is measured on what the parser reads.
+fn parse_checked(sql: &str) -> std::result::Result<Vec<Statement>, ProxyError> {
+    use sqlparser::tokenizer::Tokenizer;
+    let dialect = PostgreSqlDialect {};
+    let syntax =
+        |e: sqlparser::parser::ParserError| ProxyError::syntax(syntax_message(&e.to_string()));
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| syntax(e.into()))?;
+    lex::check_depth(tokens.iter().map(|t| &t.token))?;
+    Parser::new(&dialect)
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+        .map_err(syntax)
+}
+
 fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
-    Parser::parse_sql(&PostgreSqlDialect {}, sql).or_else(|e| {
+    parse_checked(sql).or_else(|e| {
+        if e.sql_state() != "42601" {
+            return Err(e);
+        }
         // sqlparser reads inline data after `COPY ... FROM STDIN` up to a
         // `;`; drivers send the statement alone, without one.
         let t = sql.trim_end();
@@ -102,11 +121,11 @@ fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
         if copy {
             let t = copy_booleans(t).unwrap_or_else(|| t.to_string());
             let t = if t.ends_with(';') { t } else { format!("{t};") };
-            if let Ok(stmts) = Parser::parse_sql(&PostgreSqlDialect {}, &t) {
+            if let Ok(stmts) = parse_checked(&t) {
                 return Ok(stmts);
             }
         }
-        Err(ProxyError::syntax(syntax_message(&e.to_string())))
+        Err(e)
     })
 }
 

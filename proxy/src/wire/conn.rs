@@ -275,6 +275,10 @@ pub async fn process<H: PgWireServerHandlers>(
 /// How long the client may stay silent: its session's
 /// `idle_in_transaction_session_timeout`, while a transaction block is open.
 fn idle_in_transaction<S>(socket: &Socket<S>) -> Option<Duration> {
+    // Waiting for COPY data is not idle.
+    if matches!(socket.state(), PgWireConnectionState::CopyInProgress(_)) {
+        return None;
+    }
     let session = socket.session_extensions().get::<Session>()?;
     if session.txn_status() == b'I' {
         return None;

@@ -7,6 +7,7 @@ pub mod frame;
 pub mod homes;
 
 use std::fmt::Debug;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -41,7 +42,8 @@ use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::Execute;
 use pgwire::messages::extendedquery::Sync as PgSync;
 use pgwire::messages::extendedquery::{
-    Describe, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+    Close, CloseComplete, Describe, Parse, ParseComplete, TARGET_TYPE_BYTE_PORTAL,
+    TARGET_TYPE_BYTE_STATEMENT,
 };
 use pgwire::messages::response::{
     EmptyQueryResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
@@ -449,7 +451,9 @@ fn respond_with(
 
 /// Sends a simple-query result: like pgwire's, except that SHOW completes
 /// with a bare `SHOW` tag, as PostgreSQL's does.
-async fn send_rows<C>(client: &mut C, results: QueryResponse) -> PgWireResult<()>
+/// False when the statement failed part way (its error was sent instead of
+/// its completion): the rest of the query string must not run.
+async fn send_rows<C>(client: &mut C, results: QueryResponse) -> PgWireResult<bool>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,
     C::Error: Debug,
@@ -473,10 +477,10 @@ where
             // session goes on to ReadyForQuery.
             Err(PgWireError::UserError(info)) => {
                 let info: ErrorInfo = *info;
-                return client
+                client
                     .feed(PgWireBackendMessage::ErrorResponse(info.into()))
-                    .await
-                    .map_err(Into::into);
+                    .await?;
+                return Ok(false);
             }
             Err(e) => return Err(e),
         }
@@ -490,7 +494,7 @@ where
     client
         .feed(PgWireBackendMessage::CommandComplete(tag.into()))
         .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// `RESET name` / `RESET ALL`, which the SQL parser does not know.
@@ -535,6 +539,18 @@ enum After {
     Stop,
     /// COPY FROM STDIN began: its data comes next, ReadyForQuery after it.
     AwaitCopy,
+}
+
+/// Drops the prepared statement `name`, counting it off the session's.
+fn forget_statement<C>(client: &C, name: &str)
+where
+    C: ClientInfo + ClientPortalStore,
+    C::PortalStore: PortalStore,
+{
+    if !name.is_empty() && client.portal_store().get_statement(name).is_some() {
+        session_of(client).prepared.fetch_sub(1, Ordering::Relaxed);
+    }
+    client.portal_store().rm_statement(name);
 }
 
 /// Where a connection's cancel requests arrive. Kept under a type of our
@@ -661,7 +677,11 @@ where
     for r in responses {
         match r {
             Response::Query(q) => match guard.run(send_rows(client, q)).await {
-                Some(r) => r?,
+                Some(r) => {
+                    if !r? {
+                        return Ok(After::Stop);
+                    }
+                }
                 None => {
                     let e = guard.stopped(session);
                     let info = error_info(&e, query);
@@ -786,7 +806,7 @@ impl Handler {
             if let Statement::Deallocate { name, .. } = stmt {
                 let all = name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all");
                 if !all {
-                    client.portal_store().rm_statement(&name.value);
+                    forget_statement(client, &name.value);
                 }
                 let tag = if all { "DEALLOCATE ALL" } else { "DEALLOCATE" };
                 out.push(Response::Execution(Tag::new(tag)));
@@ -847,13 +867,42 @@ impl SimpleQueryHandler for Handler {
         };
         drop(guard);
         let mut answered = whole;
+        // As PostgreSQL, a string with a syntax error anywhere runs none of
+        // its statements: each is parsed once first (and dropped, so the
+        // memory is still one statement's).
+        if !whole && lex::statements(text).nth(1).is_some() {
+            for piece in lex::statements(text) {
+                if let Err(e) = parse(piece.text) {
+                    session.fail_txn();
+                    let info = error_info_in(&e, piece);
+                    client
+                        .feed(PgWireBackendMessage::ErrorResponse(info.into()))
+                        .await?;
+                    (after, answered) = (After::Stop, true);
+                    break;
+                }
+            }
+        }
         let mut pieces = lex::statements(text);
+        // A cancel or timeout that came too late to stop its statement
+        // stops the next one.
+        let mut stopped: Option<Reason> = None;
         while !whole && matches!(after, After::Next) {
             let Some(piece) = pieces.next() else { break };
             answered = true;
+            if let Some(reason) = stopped {
+                session.fail_txn();
+                let info = error_info(&crate::stop::error(reason), text);
+                client
+                    .feed(PgWireBackendMessage::ErrorResponse(info.into()))
+                    .await?;
+                break;
+            }
             // Each statement has its own timeout and stops.
             let mut guard = Guard::new(&session, cancel.as_mut(), read_only_text(piece.text));
-            after = match guard.run(self.run_piece(client, &session, piece)).await {
+            let run = guard.run(self.run_piece(client, &session, piece)).await;
+            stopped = guard.stops.reason();
+            after = match run {
                 None => {
                     let e = guard.stopped(&session);
                     let info = error_info_in(&e, piece);
@@ -929,6 +978,7 @@ impl QueryParser for Parser {
     {
         let session = session_of(client);
         if lex::statements(sql).nth(1).is_some() {
+            session.fail_txn();
             return Err(user_error(
                 ProxyError::syntax("cannot insert multiple commands into a prepared statement"),
                 sql,
@@ -1057,6 +1107,64 @@ impl ExtendedQueryHandler for Handler {
         }
         client.set_state(PgWireConnectionState::ReadyForQuery);
         client.set_transaction_status(wire_status(&session));
+        Ok(())
+    }
+
+    /// Parse, as pgwire's, within the session's bound on named statements
+    /// (53200 past it); re-parsing a name it holds replaces it.
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.clone().unwrap_or_default();
+        let session = session_of(client);
+        let new = !name.is_empty() && client.portal_store().get_statement(&name).is_none();
+        let held = session.prepared.load(Ordering::Relaxed);
+        if new && held >= crate::limits::MAX_PREPARED_PER_SESSION {
+            session.fail_txn();
+            let e = ProxyError::new(
+                "53200",
+                format!(
+                    "out of memory: a session holds at most {held} prepared statements; \
+                     Close or DEALLOCATE some"
+                ),
+            );
+            return Err(user_error(e, ""));
+        }
+        let parsed = StoredStatement::parse(client, &message, self.query_parser()).await?;
+        match parsed {
+            Some(stmt) => client.portal_store().put_statement(Arc::new(stmt)),
+            None => client.portal_store().put_empty_statement(&name),
+        }
+        if new {
+            session.prepared.fetch_add(1, Ordering::Relaxed);
+        }
+        client
+            .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    /// Close, as pgwire's, counting the statements the session still holds.
+    async fn on_close<C>(&self, client: &mut C, message: Close) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => forget_statement(client, name),
+            TARGET_TYPE_BYTE_PORTAL => client.portal_store().rm_portal(name),
+            _ => {}
+        }
+        client
+            .send(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
+            .await?;
         Ok(())
     }
 
@@ -1469,7 +1577,8 @@ async fn refuse_out_of_files(mut socket: tokio::net::TcpStream) {
         let _ = socket.write_all(&too_many_clients()).await;
         let _ = socket.shutdown().await;
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), refuse).await;
+    // Short: while descriptors are out, this holds up the accept loop.
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(200), refuse).await;
 }
 
 /// Accepts connections until `shutdown` resolves, serving each on one of
