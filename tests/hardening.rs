@@ -808,15 +808,7 @@ async fn peak_rss_during<T>(
     work: impl std::future::Future<Output = T>,
 ) -> (T, u64) {
     let pid = server.pid();
-    let rss = move || {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .unwrap_or(0)
-            / 1024
-    };
+    let rss = move || common::rss_kib_of(pid).unwrap_or(0) / 1024;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
         let stop = stop.clone();

@@ -164,33 +164,43 @@ impl Expr {
 
     /// Evaluates against `row`.
     pub fn eval(&self, row: &Row) -> Result<Value, EvalError> {
+        self.eval_at(row, 0)
+    }
+
+    /// [`Expr::eval`] of a node `depth` levels below the root. Every
+    /// [`crate::stack::CHECK_EVERY`] levels the stack is checked (and grown
+    /// if it runs low): a check per node cost a fifth of a small filter's
+    /// evaluation.
+    fn eval_at(&self, row: &Row, depth: u32) -> Result<Value, EvalError> {
         match self {
             Expr::Column(i) => Ok(row.get(*i).cloned().unwrap_or(Value::Null)),
             Expr::Literal(v) => Ok(v.clone()),
-            // A node with operands is a level of recursion (see `stack`).
-            _ => crate::stack::deep(|| self.eval_node(row)),
+            _ if (depth + 1).is_multiple_of(crate::stack::CHECK_EVERY) => {
+                crate::stack::deep(|| self.eval_node(row, depth + 1))
+            }
+            _ => self.eval_node(row, depth + 1),
         }
     }
 
-    fn eval_node(&self, row: &Row) -> Result<Value, EvalError> {
+    fn eval_node(&self, row: &Row, depth: u32) -> Result<Value, EvalError> {
         match self {
-            Expr::Column(_) | Expr::Literal(_) => self.eval(row),
-            Expr::Not(e) => match e.eval(row)? {
+            Expr::Column(_) | Expr::Literal(_) => self.eval_at(row, depth),
+            Expr::Not(e) => match e.eval_at(row, depth)? {
                 Value::Null => Ok(Value::Null),
                 Value::Bool(b) => Ok(Value::Bool(!b)),
                 v => Err(not_bool("NOT", &v)),
             },
-            Expr::Negate(e) => negate(e.eval(row)?),
+            Expr::Negate(e) => negate(e.eval_at(row, depth)?),
             Expr::IsNull { expr, negated } => {
-                Ok(Value::Bool(expr.eval(row)?.is_null() != *negated))
+                Ok(Value::Bool(expr.eval_at(row, depth)?.is_null() != *negated))
             }
-            Expr::Cast(e, ty) => e.eval(row)?.cast(ty),
+            Expr::Cast(e, ty) => e.eval_at(row, depth)?.cast(ty),
             Expr::Binary(BinaryOp::And, l, r) => {
-                let a = truth(l.eval(row)?, "AND")?;
+                let a = truth(l.eval_at(row, depth)?, "AND")?;
                 if a == Some(false) {
                     return Ok(Value::Bool(false));
                 }
-                let b = truth(r.eval(row)?, "AND")?;
+                let b = truth(r.eval_at(row, depth)?, "AND")?;
                 Ok(match (a, b) {
                     (_, Some(false)) => Value::Bool(false),
                     (Some(true), Some(true)) => Value::Bool(true),
@@ -198,28 +208,29 @@ impl Expr {
                 })
             }
             Expr::Binary(BinaryOp::Or, l, r) => {
-                let a = truth(l.eval(row)?, "OR")?;
+                let a = truth(l.eval_at(row, depth)?, "OR")?;
                 if a == Some(true) {
                     return Ok(Value::Bool(true));
                 }
-                let b = truth(r.eval(row)?, "OR")?;
+                let b = truth(r.eval_at(row, depth)?, "OR")?;
                 Ok(match (a, b) {
                     (_, Some(true)) => Value::Bool(true),
                     (Some(false), Some(false)) => Value::Bool(false),
                     _ => Value::Null,
                 })
             }
-            Expr::Binary(op, l, r) => binary(*op, l.eval(row)?, r.eval(row)?),
+            Expr::Binary(op, l, r) => binary(*op, l.eval_at(row, depth)?, r.eval_at(row, depth)?),
             Expr::In {
                 expr,
                 list,
                 negated,
             } => {
-                let v = expr.eval(row)?;
+                let v = expr.eval_at(row, depth)?;
                 if v.is_null() {
                     return Ok(Value::Null);
                 }
-                let (found, saw_null) = find_in(&v, list.iter().map(|item| item.eval(row)))?;
+                let (found, saw_null) =
+                    find_in(&v, list.iter().map(|item| item.eval_at(row, depth)))?;
                 Ok(in_outcome(found, saw_null, *negated))
             }
             Expr::Like {
@@ -228,7 +239,7 @@ impl Expr {
                 case_insensitive,
                 negated,
             } => {
-                let (v, p) = (expr.eval(row)?, pattern.eval(row)?);
+                let (v, p) = (expr.eval_at(row, depth)?, pattern.eval_at(row, depth)?);
                 let (Some(v), Some(p)) = (v.to_text(), p.to_text()) else {
                     return Ok(Value::Null);
                 };
@@ -245,26 +256,26 @@ impl Expr {
                 otherwise,
             } => {
                 let subject = match operand {
-                    Some(o) => Some(o.eval(row)?),
+                    Some(o) => Some(o.eval_at(row, depth)?),
                     None => None,
                 };
                 for (when, then) in whens {
                     let hit = match &subject {
-                        Some(s) => binary(BinaryOp::Eq, s.clone(), when.eval(row)?)?,
-                        None => when.eval(row)?,
+                        Some(s) => binary(BinaryOp::Eq, s.clone(), when.eval_at(row, depth)?)?,
+                        None => when.eval_at(row, depth)?,
                     };
                     if truth(hit, "CASE")? == Some(true) {
-                        return then.eval(row);
+                        return then.eval_at(row, depth);
                     }
                 }
                 match otherwise {
-                    Some(e) => e.eval(row),
+                    Some(e) => e.eval_at(row, depth),
                     None => Ok(Value::Null),
                 }
             }
             Expr::Coalesce(args) => {
                 for a in args {
-                    let v = a.eval(row)?;
+                    let v = a.eval_at(row, depth)?;
                     if !v.is_null() {
                         return Ok(v);
                     }
@@ -272,15 +283,18 @@ impl Expr {
                 Ok(Value::Null)
             }
             Expr::NullIf(a, b) => {
-                let x = a.eval(row)?;
-                let y = b.eval(row)?;
+                let x = a.eval_at(row, depth)?;
+                let y = b.eval_at(row, depth)?;
                 match binary(BinaryOp::Eq, x.clone(), y)? {
                     Value::Bool(true) => Ok(Value::Null),
                     _ => Ok(x),
                 }
             }
             Expr::Func(f, args) => {
-                let vals = args.iter().map(|a| a.eval(row)).collect::<Result<_, _>>()?;
+                let vals = args
+                    .iter()
+                    .map(|a| a.eval_at(row, depth))
+                    .collect::<Result<_, _>>()?;
                 f.eval(vals)
             }
             Expr::Slot(n) => Err(EvalError::Invalid(
@@ -293,7 +307,7 @@ impl Expr {
                 null,
                 negated,
             } => {
-                let v = expr.eval(row)?;
+                let v = expr.eval_at(row, depth)?;
                 if v.is_null() {
                     return Ok(Value::Null);
                 }

@@ -24,6 +24,13 @@ pub struct Server {
     pub env: Vec<(String, String)>,
 }
 
+/// Resident set size of process `pid` in KiB (Linux /proc).
+pub fn rss_kib_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind a free port")
@@ -138,10 +145,7 @@ impl Server {
 
     /// Resident set size of the server process in KiB (Linux /proc).
     pub fn rss_kib(&self) -> Option<u64> {
-        let pid = self.child.as_ref()?.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        rss_kib_of(self.child.as_ref()?.id())
     }
 
     /// What the server logged from byte `start` of its log on (an earlier

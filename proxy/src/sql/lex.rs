@@ -164,11 +164,8 @@ pub fn check_depth<'a>(tokens: impl IntoIterator<Item = &'a Token>) -> Result<()
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tok {
-    Open,
-    Close,
-    Comma,
     Semicolon,
-    /// Anything else: a word, number, string or operator.
+    /// Anything else: a word, number, string, bracket or operator.
     Other,
 }
 
@@ -266,9 +263,6 @@ impl Iterator for Scan<'_> {
         let c = self.peek(0)?;
         self.at += 1;
         let tok = match c {
-            b'(' | b'[' => Tok::Open,
-            b')' | b']' => Tok::Close,
-            b',' => Tok::Comma,
             b';' => Tok::Semicolon,
             b'\'' => {
                 self.quoted(b'\'', false);

@@ -865,6 +865,10 @@ impl SimpleQueryHandler for Handler {
                 None => (After::Next, false),
             },
         };
+        // A cancel that came while the text was looked at stops the first
+        // statement; later, one that came too late to stop its statement
+        // stops the next.
+        let mut stopped: Option<Reason> = guard.stops.reason();
         drop(guard);
         let mut answered = whole;
         // As PostgreSQL, a string with a syntax error anywhere runs none of
@@ -884,9 +888,6 @@ impl SimpleQueryHandler for Handler {
             }
         }
         let mut pieces = lex::statements(text);
-        // A cancel or timeout that came too late to stop its statement
-        // stops the next one.
-        let mut stopped: Option<Reason> = None;
         while !whole && matches!(after, After::Next) {
             let Some(piece) = pieces.next() else { break };
             answered = true;
