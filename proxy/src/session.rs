@@ -34,12 +34,21 @@ const DEFAULTS: &[(&str, &str)] = &[
 ];
 
 /// The settings that hold a duration (PostgreSQL's units, 0 is off); SET
-/// checks their values (see `stop::parse_setting`).
+/// checks their values (see `stop::parse_setting`), and the session keeps
+/// them parsed, in this order, for every statement to read.
 pub const DURATION_SETTINGS: &[&str] = &[
     "idle_in_transaction_session_timeout",
     "lock_timeout",
     "statement_timeout",
 ];
+
+/// A duration setting, by its place in [`DURATION_SETTINGS`].
+#[derive(Debug, Clone, Copy)]
+pub enum Timeout {
+    IdleInTransaction = 0,
+    Lock = 1,
+    Statement = 2,
+}
 
 /// The spelling SHOW uses for settings whose names are mixed case.
 pub fn display_name(name: &str) -> String {
@@ -58,6 +67,9 @@ pub struct Session {
     pub user: String,
     pub database: String,
     settings: Mutex<BTreeMap<String, String>>,
+    /// [`DURATION_SETTINGS`] parsed, in microseconds (0: off), kept with
+    /// `settings` so a statement reads them without parsing text.
+    timeouts: [std::sync::atomic::AtomicU64; 3],
     /// The server's own defaults (`--statement-timeout`), over [`DEFAULTS`]:
     /// what RESET returns to.
     server_defaults: Vec<(String, String)>,
@@ -69,6 +81,8 @@ pub struct Session {
     /// Named prepared statements held (see
     /// `limits::MAX_PREPARED_PER_SESSION`).
     pub prepared: std::sync::atomic::AtomicUsize,
+    /// Where the connection's cancel requests arrive (set at startup).
+    pub cancels: std::sync::OnceLock<std::sync::Arc<pgwire::api::ConnectionHandle>>,
 }
 
 impl Session {
@@ -88,16 +102,20 @@ impl Session {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         settings.extend(server_defaults.iter().cloned());
-        Session {
+        let session = Session {
             user: user.to_string(),
             database: database.to_string(),
+            timeouts: Default::default(),
             settings: Mutex::new(settings),
             server_defaults,
             txn: Mutex::new(TxnState::Idle),
             copy: Mutex::new(None),
             shapes: Mutex::default(),
             prepared: Default::default(),
-        }
+            cancels: Default::default(),
+        };
+        session.parse_timeouts(&session.settings.lock().expect("settings"));
+        session
     }
 
     /// Current value of a setting (names are case-insensitive).
@@ -126,6 +144,24 @@ impl Session {
                 }
             },
         }
+        self.parse_timeouts(&s);
+    }
+
+    /// Keeps [`DURATION_SETTINGS`] parsed after `settings` changed.
+    fn parse_timeouts(&self, settings: &BTreeMap<String, String>) {
+        for (i, name) in DURATION_SETTINGS.iter().enumerate() {
+            let parsed = settings
+                .get(*name)
+                .and_then(|v| crate::stop::parse_setting(v).ok().flatten())
+                .map_or(0, |d| d.as_micros() as u64);
+            self.timeouts[i].store(parsed, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// A duration setting's value; `None` when off.
+    pub fn timeout(&self, which: Timeout) -> Option<std::time::Duration> {
+        let micros = self.timeouts[which as usize].load(std::sync::atomic::Ordering::Relaxed);
+        (micros > 0).then(|| std::time::Duration::from_micros(micros))
     }
 
     /// What RESET gives `name`: the server's default, else PostgreSQL's.
@@ -147,6 +183,7 @@ impl Session {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         s.extend(self.server_defaults.iter().cloned());
+        self.parse_timeouts(&s);
     }
 
     /// Installs a new transaction state and returns the old one.

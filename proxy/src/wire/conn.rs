@@ -6,6 +6,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use super::frame::{Frames, Malformed};
-use crate::session::Session;
+use crate::session::{Session, Timeout};
 
 /// Replies held past this are written at once (large results stream).
 const WRITE_THROUGH: usize = 64 * 1024;
@@ -184,6 +185,8 @@ pub async fn process<H: PgWireServerHandlers>(
         let copy = handlers.copy_handler();
         let cancel = handlers.cancel_handler();
         let errors = handlers.error_handler();
+        // The session, once startup made it (looked up once, not per message).
+        let mut session: Option<Arc<Session>> = None;
         loop {
             let starting = matches!(
                 socket.state(),
@@ -196,7 +199,15 @@ pub async fn process<H: PgWireServerHandlers>(
                     msg = socket.next() => msg,
                 }
             } else {
-                match idle_in_transaction(socket) {
+                if session.is_none() {
+                    session = socket.session_extensions().get::<Session>();
+                }
+                let copying = matches!(socket.state(), PgWireConnectionState::CopyInProgress(_));
+                let idle = session
+                    .as_deref()
+                    .filter(|_| !copying)
+                    .and_then(idle_in_transaction);
+                match idle {
                     Some(limit) => match tokio::time::timeout(limit, socket.next()).await {
                         Ok(msg) => msg,
                         // The session and its transaction (with its row
@@ -273,18 +284,12 @@ pub async fn process<H: PgWireServerHandlers>(
 }
 
 /// How long the client may stay silent: its session's
-/// `idle_in_transaction_session_timeout`, while a transaction block is open.
-fn idle_in_transaction<S>(socket: &Socket<S>) -> Option<Duration> {
-    // Waiting for COPY data is not idle.
-    if matches!(socket.state(), PgWireConnectionState::CopyInProgress(_)) {
-        return None;
-    }
-    let session = socket.session_extensions().get::<Session>()?;
-    if session.txn_status() == b'I' {
-        return None;
-    }
-    let setting = session.get("idle_in_transaction_session_timeout")?;
-    crate::stop::parse_setting(&setting).ok().flatten()
+/// `idle_in_transaction_session_timeout`, while a transaction block is open
+/// (waiting for COPY data is not idle: the caller leaves that out).
+fn idle_in_transaction(session: &Session) -> Option<Duration> {
+    // The setting first: it is an atomic load, the status takes a lock.
+    let limit = session.timeout(Timeout::IdleInTransaction)?;
+    (session.txn_status() != b'I').then_some(limit)
 }
 
 /// A decoding error of pgwire's, as an error that ends the connection with

@@ -144,11 +144,10 @@ impl Frames {
             }
             let want = if self.typed { 5 } else { 8 };
             let start = at;
-            while self.have < want && at < bytes.len() {
-                self.header[self.have] = bytes[at];
-                self.have += 1;
-                at += 1;
-            }
+            let take = (want - self.have).min(bytes.len() - at);
+            self.header[self.have..self.have + take].copy_from_slice(&bytes[at..at + take]);
+            self.have += take;
+            at += take;
             if self.have < want {
                 break;
             }

@@ -4,7 +4,11 @@
 pub mod conn;
 pub mod encode;
 pub mod frame;
+pub mod guard;
 pub mod homes;
+pub mod listen;
+
+pub use listen::{serve, ServeOptions};
 
 use std::fmt::Debug;
 use std::sync::atomic::Ordering;
@@ -17,7 +21,6 @@ use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     DefaultServerParameterProvider, StartupHandler,
 };
-use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::{send_copy_in_response, send_copy_out_response, CopyHandler};
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{
@@ -32,9 +35,8 @@ use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::Entry;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, PgWireConnectionState,
-    PgWireServerHandlers, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type, DEFAULT_NAME,
-    METADATA_DATABASE, METADATA_USER,
+    ClientInfo, ClientPortalStore, ConnectionManager, PgWireConnectionState, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator, Type, DEFAULT_NAME, METADATA_DATABASE, METADATA_USER,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
@@ -51,7 +53,6 @@ use pgwire::messages::response::{
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use sqlparser::ast::Statement;
-use tokio::net::TcpListener;
 
 use crate::cluster::Cluster;
 use crate::copy::{PendingCopy, MAX_COPY_BYTES};
@@ -64,10 +65,10 @@ use crate::sql::bind::Binder;
 use crate::sql::shape::{self, Lookup};
 use crate::sql::template::Template;
 use crate::sql::{lex, parse, types};
-use crate::stop::Stops;
 use crate::stream::RowStream;
 use fortress_storage::interrupt::Reason;
 use fortress_storage::{Catalog, DataType, Value};
+use guard::{cancel_receiver, Guard};
 
 /// Converts an error into the ErrorResponse fields sent to the client;
 /// `query` is the text the error's position refers to.
@@ -553,113 +554,6 @@ where
     client.portal_store().rm_statement(name);
 }
 
-/// Where a connection's cancel requests arrive. Kept under a type of our
-/// own: pgwire's default Execute looks for its `ConnectionHandle` and, when
-/// it finds one, drops the statement on a cancel (a write half way) or on
-/// any new receiver taken; ours stop statements through [`Guard`].
-struct Cancels(Arc<ConnectionHandle>);
-
-/// A receiver of the connection's next cancel request.
-async fn cancel_receiver<C: ClientInfo>(
-    client: &C,
-) -> Option<futures::channel::oneshot::Receiver<()>> {
-    let cancels = client.session_extensions().get::<Cancels>()?;
-    Some(cancels.0.start_query().await)
-}
-
-/// The cancel request, the statement timeout and the stops of the
-/// statement running on a connection.
-struct Guard<'a> {
-    stops: Arc<Stops>,
-    cancel: Option<&'a mut futures::channel::oneshot::Receiver<()>>,
-    deadline: Option<tokio::time::Instant>,
-    /// A statement that only reads is dropped at once when stopped (there
-    /// is nothing to roll back); any other is told to stop and runs on
-    /// until it does, so a write stops before it commits or not at all.
-    droppable: bool,
-    /// The session was in a transaction block when the statement began.
-    in_block: bool,
-}
-
-impl<'a> Guard<'a> {
-    fn new(
-        session: &Session,
-        cancel: Option<&'a mut futures::channel::oneshot::Receiver<()>>,
-        droppable: bool,
-    ) -> Guard<'a> {
-        let setting = |name| {
-            session
-                .get(name)
-                .and_then(|v| crate::stop::parse_setting(&v).ok().flatten())
-        };
-        Guard {
-            stops: Stops::new(setting("lock_timeout")),
-            cancel,
-            deadline: setting("statement_timeout").map(|t| tokio::time::Instant::now() + t),
-            droppable,
-            in_block: session.txn_status() != b'I',
-        }
-    }
-
-    /// Runs `work` as the statement; `None` when it was stopped and
-    /// dropped (see [`Guard::stopped`]).
-    async fn run<T>(&mut self, work: impl std::future::Future<Output = T>) -> Option<T> {
-        enum Event<T> {
-            Done(T),
-            Cancel(bool),
-            Timeout,
-        }
-        let work = crate::stop::scope(self.stops.clone(), work);
-        tokio::pin!(work);
-        loop {
-            let cancel = async {
-                match self.cancel.as_deref_mut() {
-                    Some(c) => c.await.is_ok(),
-                    None => std::future::pending().await,
-                }
-            };
-            let deadline = self.deadline;
-            let timeout = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let event = tokio::select! {
-                r = &mut work => Event::Done(r),
-                fired = cancel => Event::Cancel(fired),
-                _ = timeout => Event::Timeout,
-            };
-            match event {
-                Event::Done(r) => return Some(r),
-                Event::Cancel(fired) => {
-                    self.cancel = None;
-                    if !fired {
-                        continue;
-                    }
-                    self.stops.raise(Reason::Cancel);
-                }
-                Event::Timeout => {
-                    self.deadline = None;
-                    self.stops.raise(Reason::StatementTimeout);
-                }
-            }
-            if self.droppable {
-                return None;
-            }
-        }
-    }
-
-    /// The error of a statement stopped and dropped; the transaction block
-    /// it ran in is aborted (the transaction went with the statement).
-    fn stopped(&self, session: &Session) -> ProxyError {
-        if self.in_block {
-            session.replace_txn(crate::txn::TxnState::Failed);
-        }
-        crate::stop::error(self.stops.reason().unwrap_or(Reason::Cancel))
-    }
-}
-
 /// Sends one statement's responses; rows stream until the statement is
 /// stopped (its error then goes out in their place).
 async fn send_responses<C>(
@@ -845,7 +739,7 @@ impl SimpleQueryHandler for Handler {
         let text = &query.query;
         let session = session_of(client);
         // A cancel request stops the statement running when it comes.
-        let mut cancel = cancel_receiver(client).await;
+        let mut cancel = cancel_receiver(&session).await;
         let mut guard = Guard::new(&session, cancel.as_mut(), read_only_text(text));
         let (mut after, whole) = match guard.run(self.whole_text(client, &session, text)).await {
             None => {
@@ -1082,7 +976,7 @@ impl ExtendedQueryHandler for Handler {
         }
         client.set_state(PgWireConnectionState::QueryInProgress);
         let session = session_of(client);
-        let mut cancel = cancel_receiver(client).await;
+        let mut cancel = cancel_receiver(&session).await;
         // A SELECT: dropped at once when stopped.
         let mut guard = Guard::new(&session, cancel.as_mut(), true);
         let sql = &portal.statement.statement.sql;
@@ -1340,7 +1234,7 @@ impl Handler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = session_of(client);
-        let mut cancel = cancel_receiver(client).await;
+        let mut cancel = cancel_receiver(&session).await;
         let mut guard = Guard::new(&session, cancel.as_mut(), false);
         let run = self._on_execute(client, message);
         guard.run(run).await.expect("a statement not dropped ends")
@@ -1399,9 +1293,9 @@ impl StartupHandler for Handler {
             let (pid, key) = self.pids.generate(client);
             client.set_pid_and_secret_key(pid, key.clone());
             let (handle, guard) = self.conns.register(pid, key);
-            client.session_extensions().insert(Cancels(handle));
             client.session_extensions().insert(guard);
             let session = new_session(client, self.session_defaults.clone());
+            let _ = session.cancels.set(handle);
             client.session_extensions().insert(session);
             finish_authentication(client, &self.params).await?;
         }
@@ -1498,175 +1392,6 @@ impl CopyHandler for Handler {
             "",
         )
     }
-}
-
-/// The handler factory pgwire asks for each connection's handlers.
-pub struct Server {
-    handler: Arc<Handler>,
-}
-
-impl PgWireServerHandlers for Server {
-    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        self.handler.clone()
-    }
-
-    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        self.handler.clone()
-    }
-
-    fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        self.handler.clone()
-    }
-
-    fn copy_handler(&self) -> Arc<impl CopyHandler> {
-        self.handler.clone()
-    }
-
-    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
-        Arc::new(DefaultCancelHandler::new(self.handler.conns.clone()))
-    }
-}
-
-/// How the server takes in connections.
-#[derive(Debug, Clone)]
-pub struct ServeOptions {
-    /// Connection threads (see [`homes`]).
-    pub threads: usize,
-    /// Connections served at once; the next client gets 53300.
-    pub max_connections: usize,
-    /// A client that has not finished its startup by then is closed.
-    pub auth_timeout: std::time::Duration,
-    /// Settings every session starts with, e.g. `statement_timeout`.
-    pub session_defaults: Vec<(String, String)>,
-}
-
-/// True for the accept errors that mean the process (or system) is out of
-/// file descriptors.
-fn out_of_files(e: &std::io::Error) -> bool {
-    // EMFILE, ENFILE
-    matches!(e.raw_os_error(), Some(24) | Some(23))
-}
-
-/// The FATAL 53300 ErrorResponse, as bytes.
-fn too_many_clients() -> Vec<u8> {
-    let mut body = Vec::new();
-    for (field, value) in [
-        (b'S', "FATAL"),
-        (b'V', "FATAL"),
-        (b'C', "53300"),
-        (b'M', "sorry, too many clients already"),
-    ] {
-        body.push(field);
-        body.extend_from_slice(value.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut msg = vec![b'E'];
-    msg.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-    msg.extend_from_slice(&body);
-    msg
-}
-
-/// Answers a client taken in on the reserved file descriptor: its first
-/// packet is read (closing with it unread would reset the connection and
-/// lose the answer), then 53300.
-async fn refuse_out_of_files(mut socket: tokio::net::TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let refuse = async {
-        let mut first = [0u8; 1024];
-        let _ = socket.read(&mut first).await;
-        let _ = socket.write_all(&too_many_clients()).await;
-        let _ = socket.shutdown().await;
-    };
-    // Short: while descriptors are out, this holds up the accept loop.
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(200), refuse).await;
-}
-
-/// Accepts connections until `shutdown` resolves, serving each on one of
-/// the connection threads; returning closes the connections. Past
-/// `max_connections`, or when the process runs out of file descriptors
-/// (one is kept in reserve to answer with), a new client gets 53300 and
-/// the others are not disturbed.
-pub async fn serve(
-    listener: TcpListener,
-    cluster: Arc<Cluster>,
-    opts: ServeOptions,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> std::io::Result<()> {
-    let server = Arc::new(Server {
-        handler: Arc::new(Handler::new(cluster, opts.session_defaults.clone())),
-    });
-    let homes = homes::Homes::start(opts.threads)?;
-    let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
-    let mut reserve = std::fs::File::open("/dev/null").ok();
-    let mut out_of_fds = false;
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (socket, peer) = match accepted {
-            Ok(a) => {
-                out_of_fds = false;
-                a
-            }
-            Err(e) if out_of_files(&e) => {
-                if !out_of_fds {
-                    // Logged once per episode, not per refused client.
-                    tracing::warn!(
-                        error = %e,
-                        "out of file descriptors: new clients get 53300 until connections close"
-                    );
-                    out_of_fds = true;
-                }
-                // The client that could not be taken in is still queued:
-                // take it in on the reserve's descriptor to answer it. (Not
-                // waiting: a later client may find descriptors free again.)
-                drop(reserve.take());
-                match futures::FutureExt::now_or_never(listener.accept()) {
-                    Some(Ok((socket, _))) => refuse_out_of_files(socket).await,
-                    _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-                }
-                reserve = std::fs::File::open("/dev/null").ok();
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let server = server.clone();
-        let slot = slots.clone().try_acquire_owned().ok();
-        let admission = conn::Admission {
-            auth_timeout: opts.auth_timeout,
-            full: slot.is_none(),
-        };
-        let adopted = homes.run(socket, move |socket| async move {
-            let _slot = slot;
-            // pgwire 0.42 panics decoding some malformed messages (see
-            // `frame`): that ends this connection only.
-            let session = std::panic::AssertUnwindSafe(conn::process(socket, server, admission));
-            match futures::FutureExt::catch_unwind(session).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error")
-                }
-                Err(_) => tracing::warn!(
-                    %peer,
-                    "closed a connection whose message the protocol decoder could not read"
-                ),
-            }
-        });
-        if let Err(e) = adopted {
-            tracing::warn!(%peer, error = %e, "could not hand a connection to its thread");
-        }
-    }
-    // Stopping joins the threads: do it where blocking is allowed.
-    tokio::task::spawn_blocking(move || drop(homes))
-        .await
-        .map_err(std::io::Error::other)
 }
 
 #[cfg(test)]
