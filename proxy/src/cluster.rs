@@ -458,12 +458,8 @@ impl Cluster {
         *self.catalog.write().expect("catalog") = Arc::new(c);
     }
 
-    /// Rows one statement may hold at the proxy.
-    pub fn work_rows(&self) -> usize {
-        self.work_rows
-    }
-
-    /// What a join's result may hold.
+    /// What one statement may hold at the proxy (joins, grouping, sorting)
+    /// and a join's result on a shard.
     pub fn work_limit(&self) -> fortress_storage::join::WorkLimit {
         fortress_storage::join::WorkLimit {
             rows: self.work_rows as u64,

@@ -20,7 +20,7 @@ use crate::route::router::{narrow_in_list, Target};
 use crate::stream::{Finish, RowStream};
 use crate::txn::Txn;
 use fortress_storage::aggregate::{group, merge_partials, GroupKey};
-use fortress_storage::join::join;
+use fortress_storage::join::{join, WorkLimit};
 
 /// How a statement reads: one snapshot for every shard, plus the
 /// transaction's own writes when it runs inside one.
@@ -222,7 +222,7 @@ impl Reader<'_> {
                     None => vec![Vec::new()],
                     Some(src) => self.source_rows(src, None).await?,
                 };
-                within_budget(rows.len(), self.cluster.work_rows(), "a correlated subquery")?;
+                within_budget(rows.len(), self.cluster.work_limit(), "a correlated subquery")?;
                 let rows = match plan.filter.take() {
                     Some(f) => self.filter_correlated(rows, f, &correlated).await?,
                     None => rows,
@@ -250,7 +250,7 @@ impl Reader<'_> {
                 // what the join sides read.
                 Some(src) => self.source_rows(src, plan.filter.as_ref()).await?,
             };
-            within_budget(rows.len(), self.cluster.work_rows(), "grouping or sorting")?;
+            within_budget(rows.len(), self.cluster.work_limit(), "grouping or sorting")?;
             finish(plan, rows)
         }
         .boxed()
@@ -329,7 +329,7 @@ impl Reader<'_> {
         };
         let parts = self.scan(r.target, Some(t), frag).await?;
         let n: usize = parts.iter().map(Vec::len).sum();
-        within_budget(n, self.cluster.work_rows(), "merging partial aggregates")?;
+        within_budget(n, self.cluster.work_limit(), "merging partial aggregates")?;
         let rows = merge_partials(
             agg,
             split.distinct_arg,
@@ -366,7 +366,6 @@ impl Reader<'_> {
                     kind,
                     on,
                 } => {
-                    let limit = self.cluster.work_rows();
                     let work = self.cluster.work_limit();
                     let (lf, rf) = split_for_join(filter, on.as_ref(), left.width(), *kind);
                     if let (Source::Table(lt), Source::Table(rt)) = (left.as_ref(), right.as_ref())
@@ -383,7 +382,7 @@ impl Reader<'_> {
                     }
                     let l = self.source_rows(left, lf.as_ref()).await?;
                     let r = self.source_rows(right, rf.as_ref()).await?;
-                    within_budget(l.len() + r.len(), limit, "a join")?;
+                    within_budget(l.len() + r.len(), work, "a join")?;
                     // A nested loop can run long: off the connection's
                     // thread, where its cancel and timeout can reach it.
                     let (lw, rw, kind, on) = (left.width(), right.width(), *kind, on.clone());
@@ -435,7 +434,7 @@ impl Reader<'_> {
         };
         let parts = self.scan(target, None, frag).await?;
         let n: usize = parts.iter().map(Vec::len).sum();
-        within_budget(n, self.cluster.work_rows(), "a join's result")?;
+        within_budget(n, self.cluster.work_limit(), "a join's result")?;
         Ok(parts.into_iter().flatten().collect())
     }
 }
@@ -526,20 +525,11 @@ impl SplitAggregate {
     }
 }
 
-/// Fails with 53200 when the proxy would hold more than `limit` rows for
-/// one statement (join inputs and outputs, rows to group or sort), rather
-/// than growing without bound.
-fn within_budget(rows: usize, limit: usize, what: &str) -> Result<()> {
-    if rows > limit {
-        return Err(ProxyError::new(
-            "53200",
-            format!(
-                "out of memory: {what} needs more than {limit} rows at the proxy \
-                 (FORTRESS_WORK_ROWS); add a filter or a shard-key condition"
-            ),
-        ));
-    }
-    Ok(())
+/// Fails with 53200 when the proxy would hold more than the statement's
+/// work rows (join inputs and outputs, rows to group or sort), rather than
+/// growing without bound; the one message is [`WorkLimit::check`]'s.
+fn within_budget(rows: usize, limit: WorkLimit, what: &str) -> Result<()> {
+    Ok(limit.check(rows, 0, what)?)
 }
 
 fn project(projection: &[Expr], row: &Row) -> Result<Row> {
