@@ -13,7 +13,7 @@ cargo build --release --quiet
 WORK=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 DATA=$WORK/data
-$BIN serve --data-dir "$DATA" --listen 127.0.0.1:$PORT >"$WORK/serve.log" 2>&1 &
+$BIN serve --data-dir "$DATA" --listen 127.0.0.1:$PORT --admin-listen off >"$WORK/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 100); do psql -h 127.0.0.1 -p $PORT -U bench -c 'select 1' >/dev/null 2>&1 && break; sleep 0.1; done

@@ -46,7 +46,7 @@ trap cleanup EXIT
 as_pg "$PGBIN/initdb" -D "$WORK/pg/data" -U postgres -A trust -E UTF8 --locale=C >/dev/null
 as_pg "$PGBIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w \
     -o "-p $PG_PORT -k $WORK/pg -c listen_addresses=127.0.0.1" start >/dev/null
-"$BIN" serve --data-dir "$WORK/fortress" --listen "127.0.0.1:$F_PORT" --shards 4 --sync always \
+"$BIN" serve --data-dir "$WORK/fortress" --listen "127.0.0.1:$F_PORT" --admin-listen off --shards 4 --sync always \
     >"$WORK/fortress.log" 2>&1 &
 FPID=$!
 for _ in $(seq 100); do

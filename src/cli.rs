@@ -26,6 +26,30 @@ pub enum Command {
     /// Write a new data directory from a checkpoint, optionally replaying the
     /// WAL to a later point (point-in-time recovery).
     Restore(RestoreArgs),
+    /// Show a running server's shards, WAL positions, sizes and
+    /// connections (through its admin API).
+    Status(StatusArgs),
+}
+
+/// How to reach a running server's admin API.
+#[derive(Args, Debug, Clone)]
+pub struct AdminArgs {
+    /// The admin API's address (the token comes from FORTRESS_ADMIN_TOKEN).
+    #[arg(
+        long = "admin",
+        env = "FORTRESS_ADMIN",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub url: String,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Print the API's JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where a data directory and its checkpoints are.
@@ -146,6 +170,10 @@ pub struct ServeArgs {
     /// Address for PostgreSQL clients.
     #[arg(long, env = "FORTRESS_LISTEN", default_value = "127.0.0.1:6432")]
     pub listen: String,
+    /// Address of the admin HTTP API (`off` turns it off). Beyond loopback
+    /// it needs FORTRESS_ADMIN_TOKEN.
+    #[arg(long, env = "FORTRESS_ADMIN_LISTEN", default_value = "127.0.0.1:7070")]
+    pub admin_listen: String,
     /// Number of shards (fixed when the data directory is created).
     #[arg(long, env = "FORTRESS_SHARDS", default_value_t = 4)]
     pub shards: u32,

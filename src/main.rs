@@ -1,5 +1,6 @@
 //! `fortress`: one binary serving a sharded, PostgreSQL-compatible store.
 
+mod admin;
 mod checkpoint;
 mod cli;
 mod control;
@@ -7,6 +8,7 @@ mod key;
 mod lock;
 mod perms;
 mod restore;
+mod status;
 
 use std::sync::Arc;
 
@@ -39,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args),
         Command::Checkpoint(args) => checkpoint::run(args.action),
         Command::Restore(args) => restore::run(args),
+        Command::Status(args) => status::run(args),
     }
 }
 
@@ -103,12 +106,28 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(faults = %spec, "fault points armed");
     }
     let cipher = key::load(args.key_file.as_deref())?;
+    let admin_token = admin::token_from_env()?;
+    let admin_addr = match args.admin_listen.as_str() {
+        "off" => None,
+        addr => {
+            let addr: std::net::SocketAddr = addr
+                .parse()
+                .with_context(|| format!("--admin-listen {addr:?} is not an address (or `off`)"))?;
+            admin::check_exposure(&addr, admin_token.as_deref())?;
+            Some(addr)
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("fortress")
         .thread_stack_size(fortress_proxy::limits::THREAD_STACK_BYTES)
         .build()?;
     runtime.block_on(async move {
+        // Before the cluster opens: handles taken earlier record nothing.
+        let exporter = match admin_addr {
+            Some(_) => Some(admin::prometheus::Exporter::install()?),
+            None => None,
+        };
         let opts = ClusterOptions {
             data_dir: args.data_dir.clone(),
             shards: args.shards,
@@ -153,6 +172,28 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             sync = ?args.sync,
             "fortress is ready"
         );
+        let session_defaults = match args.statement_timeout.as_millis() {
+            0 => Vec::new(),
+            ms => vec![("statement_timeout".into(), format!("{ms}ms"))],
+        };
+        let connections = Arc::new(fortress_proxy::wire::ConnectionStats::default());
+        if let (Some(addr), Some(exporter)) = (admin_addr, exporter) {
+            let admin_listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the admin API to {addr}"))?;
+            tracing::info!(admin = %admin_listener.local_addr()?, token = admin_token.is_some(), "admin API listening");
+            let state = admin::AdminState {
+                direct: fortress_proxy::direct::Direct::new(cluster.clone(), session_defaults.clone()),
+                cluster: cluster.clone(),
+                connections: connections.clone(),
+                checkpoints: args.dirs().checkpoints(),
+                settings: admin::Settings::of(&args),
+                started: std::time::Instant::now(),
+                token: admin_token,
+                metrics: exporter,
+            };
+            admin::spawn(admin_listener, Arc::new(state));
+        }
         let workers = match args.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -161,10 +202,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             threads: workers,
             max_connections: args.max_connections,
             auth_timeout: args.auth_timeout,
-            session_defaults: match args.statement_timeout.as_millis() {
-                0 => Vec::new(),
-                ms => vec![("statement_timeout".into(), format!("{ms}ms"))],
-            },
+            session_defaults,
+            stats: connections,
         };
         fortress_proxy::wire::serve(listener, cluster.clone(), opts, shutdown_signal())
             .await

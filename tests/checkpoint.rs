@@ -584,7 +584,15 @@ fn contains_bytes(dir: &Path, needle: &[u8]) -> bool {
 fn serve_fails(data: &Path, env: &[(&str, &str)]) -> String {
     let listen = format!("127.0.0.1:{}", common::free_port());
     failed(fortress_env(
-        &["serve", "--data-dir", s(data), "--listen", &listen],
+        &[
+            "serve",
+            "--admin-listen",
+            "off",
+            "--data-dir",
+            s(data),
+            "--listen",
+            &listen,
+        ],
         env,
     ))
 }

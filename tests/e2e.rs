@@ -580,6 +580,8 @@ async fn rows_survive_a_clean_restart() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fortress"))
         .args([
             "serve",
+            "--admin-listen",
+            "off",
             "--shards",
             "2",
             "--listen",
@@ -666,7 +668,14 @@ async fn a_damaged_wal_stops_start_up_naming_file_and_offset() {
     bytes[middle] ^= 0xFF;
     std::fs::write(&seg, &bytes).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fortress"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--admin-listen",
+            "off",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(&server.data_dir)
         .output()
         .unwrap();

@@ -464,6 +464,8 @@ async fn the_data_directory_is_private_to_its_owner_and_so_is_the_key() {
         std::process::Command::new(env!("CARGO_BIN_EXE_fortress"))
             .args([
                 "serve",
+                "--admin-listen",
+                "off",
                 "--listen",
                 &format!("127.0.0.1:{}", common::free_port()),
             ])
@@ -684,6 +686,8 @@ fn serve_refuses(data: &std::path::Path, shards: u32) -> String {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fortress"))
         .args([
             "serve",
+            "--admin-listen",
+            "off",
             "--listen",
             &format!("127.0.0.1:{}", common::free_port()),
         ])

@@ -121,6 +121,12 @@ impl ResultCache {
         }
     }
 
+    /// Entries held and their bytes.
+    pub fn size(&self) -> (usize, usize) {
+        let e = self.entries.lock().expect("cache entries");
+        (e.map.len(), e.bytes)
+    }
+
     fn now(&self) -> Instant {
         Instant::now() + *self.time_offset.lock().expect("cache clock")
     }

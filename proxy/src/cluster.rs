@@ -73,6 +73,33 @@ pub struct Cluster {
     locks: Arc<crate::locks::LockTable>,
 }
 
+/// One shard as [`Cluster::shard_status`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardStatus {
+    pub id: ShardId,
+    /// The last WAL record's position.
+    pub wal_lsn: u64,
+    /// Bytes of its files (store and WAL) on disk.
+    pub bytes: u64,
+    /// Live rows at the snapshot of the call.
+    pub rows: u64,
+}
+
+/// Bytes of the files under `dir` (0 for what cannot be read).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(_) => e.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// Shard producers that may stream at once.
 const MAX_STREAMS: usize = 128;
 
@@ -759,6 +786,77 @@ impl Cluster {
             let key = fortress_storage::keycodec::canonical(&row[table.shard_key]);
             self.metrics.record_vnode(self.ring.vnode_for_key(&key).0);
         }
+    }
+
+    /// What each shard holds now: its WAL position, its files' size and
+    /// its live rows (counted at one snapshot, table by table: the cost of
+    /// a `count(*)` over everything, so callers should not poll it fast).
+    /// Not counted as requests in the routing metrics.
+    pub async fn shard_status(&self) -> Result<Vec<ShardStatus>> {
+        use fortress_storage::aggregate::{AggCall, AggFunc, Aggregate};
+        let snapshot = self.snapshot();
+        let catalog = self.catalog();
+        let count = Aggregate {
+            keys: Vec::new(),
+            calls: vec![AggCall {
+                func: AggFunc::Count,
+                arg: None,
+                distinct: false,
+                arg_ty: None,
+                filter: None,
+            }],
+        };
+        let mut out = Vec::with_capacity(self.shards.len());
+        for (shard, store) in self.shards.iter().zip(&self.stores) {
+            let mut rows = 0u64;
+            for table in catalog.tables.values() {
+                let frag = Fragment::Aggregate {
+                    table: table.id,
+                    key_prefix: Vec::new(),
+                    filter: None,
+                    aggregate: count.clone(),
+                    snapshot: Some(snapshot),
+                };
+                let parts = run_on(shard.clone(), 0, frag).await?.into_rows();
+                let merged = fortress_storage::aggregate::merge_partials(&count, false, parts)?;
+                if let Some(fortress_storage::Value::Int8(n)) =
+                    merged.first().and_then(|r| r.first())
+                {
+                    rows += *n as u64;
+                }
+            }
+            let dir = store.dir().to_path_buf();
+            let bytes = tokio::task::spawn_blocking(move || dir_bytes(&dir))
+                .await
+                .unwrap_or(0);
+            out.push(ShardStatus {
+                id: store.id(),
+                wal_lsn: store.last_lsn(),
+                bytes,
+                rows,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Each shard's WAL: (shard, last LSN, bytes appended and fdatasyncs
+    /// since it opened). Cheap: counters only.
+    pub fn wal_stats(&self) -> Vec<(ShardId, u64, u64, u64)> {
+        self.stores
+            .iter()
+            .map(|s| {
+                let (bytes, syncs) = s.wal_stats();
+                (s.id(), s.last_lsn(), bytes, syncs)
+            })
+            .collect()
+    }
+
+    /// Each shard's readiness: `Err` says why it takes no writes.
+    pub fn shard_health(&self) -> Vec<(ShardId, std::result::Result<(), String>)> {
+        self.stores
+            .iter()
+            .map(|s| (s.id(), s.health().map_err(|e| e.to_string())))
+            .collect()
     }
 
     /// Every shard id.

@@ -12,6 +12,7 @@ use crate::cluster::Cluster;
 use crate::copy::CopyFormat;
 use crate::error::{ProxyError, Result};
 use crate::locks::HeldLocks;
+use crate::metrics::CommitKind;
 use crate::plan::{OnConflict, OutputColumn, Plan, Returning, SelectPlan, Subquery};
 use crate::route::placement::{ring_shard, shard_for_key, shard_for_row};
 use crate::route::router::Target;
@@ -367,9 +368,22 @@ fn key_shards(
 /// bounds the peak (phase two always runs shard by shard).
 const BULK_WRITES: usize = 10_000;
 
-/// Commits a transaction's buffered writes: on its one shard directly, or
-/// across shards by two-phase commit (see [`crate::coordinator`]).
+/// Commits a transaction's buffered writes (see [`commit_writes`]),
+/// recording how and how long.
 async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut kind = None;
+    let r = commit_writes(cluster, txn, &mut kind).await;
+    if let Some(kind) = kind {
+        crate::metrics::recorded().commit(kind, r.is_ok(), started.elapsed());
+    }
+    r
+}
+
+/// Commits a transaction's buffered writes: on its one shard directly, or
+/// across shards by two-phase commit (see [`crate::coordinator`]); `kind`
+/// says which was tried (nothing, for a transaction without writes).
+async fn commit_writes(cluster: &Cluster, txn: Txn, kind: &mut Option<CommitKind>) -> Result<()> {
     let snapshot = txn.snapshot;
     // Row locks are held until the writes are applied everywhere.
     let locks = txn.locks().cloned();
@@ -388,11 +402,13 @@ async fn commit(cluster: &Cluster, txn: Txn) -> Result<()> {
     }
     if by_shard.len() <= 1 {
         if let Some((shard, writes)) = by_shard.into_iter().next() {
+            *kind = Some(CommitKind::OneShard);
             let frag = Fragment::CommitTxn { snapshot, writes };
             cluster.run(shard, cluster.txid(), frag).await?;
         }
         return Ok(());
     }
+    *kind = Some(CommitKind::TwoPhase);
     let txid = cluster.txid();
     let participants: Vec<ShardId> = by_shard.keys().copied().collect();
     let total_writes: usize = by_shard.values().map(Vec::len).sum();

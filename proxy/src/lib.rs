@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod coordinator;
 pub mod copy;
 pub mod ddl;
+pub mod direct;
 pub mod error;
 pub mod exec;
 pub mod explain;

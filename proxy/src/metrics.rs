@@ -1,9 +1,12 @@
 //! In-process counters: how statements were routed (one shard, several,
 //! every shard), requests per shard and per vnode (key-addressed requests
-//! on hash tables), and hot-spot detection over them. The
-//! admin API will publish these; `SHOW fortress.metrics` shows them now.
+//! on hash tables), and hot-spot detection over them, shown by `SHOW
+//! fortress.metrics` and the admin API. Statement and commit latencies and
+//! counts go to the `metrics` facade ([`Recorded`]): the binary installs a
+//! Prometheus recorder for them; without one they cost nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use fortress_storage::ShardId;
 
@@ -20,6 +23,82 @@ pub struct Metrics {
     per_shard: Vec<AtomicU64>,
     /// Indexed by token position on the ring; each with its shard.
     per_vnode: Vec<(ShardId, AtomicU64)>,
+}
+
+/// How a transaction's writes were committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitKind {
+    /// On its one shard, in one WAL record.
+    OneShard,
+    /// Across shards by two-phase commit.
+    TwoPhase,
+}
+
+/// Handles into the process's metrics recorder, taken at first use (the
+/// binary installs its recorder before it serves anything; one installed
+/// later is not seen).
+pub fn recorded() -> &'static Recorded {
+    static RECORDED: std::sync::LazyLock<Recorded> = std::sync::LazyLock::new(Recorded::new);
+    &RECORDED
+}
+
+/// See [`recorded`].
+#[derive(Debug)]
+pub struct Recorded {
+    statement_seconds: metrics::Histogram,
+    statements: metrics::Counter,
+    commit_one_shard_seconds: metrics::Histogram,
+    commit_two_phase_seconds: metrics::Histogram,
+    commits_one_shard: metrics::Counter,
+    commits_two_phase: metrics::Counter,
+    aborts_two_phase: metrics::Counter,
+}
+
+impl Recorded {
+    fn new() -> Recorded {
+        let commit = |kind: &'static str| metrics::histogram!("fortress_commit_duration_seconds", "kind" => kind);
+        let commits = |kind: &'static str, outcome: &'static str| metrics::counter!("fortress_commits_total", "kind" => kind, "outcome" => outcome);
+        Recorded {
+            statement_seconds: metrics::histogram!("fortress_statement_duration_seconds"),
+            statements: metrics::counter!("fortress_statements_total"),
+            commit_one_shard_seconds: commit("one_shard"),
+            commit_two_phase_seconds: commit("two_phase"),
+            commits_one_shard: commits("one_shard", "committed"),
+            commits_two_phase: commits("two_phase", "committed"),
+            aborts_two_phase: commits("two_phase", "aborted"),
+        }
+    }
+
+    /// One statement ran (whatever its outcome) for `took`, as its client
+    /// waited for it.
+    pub fn statement(&self, took: Duration) {
+        self.statements.increment(1);
+        self.statement_seconds.record(took.as_secs_f64());
+    }
+
+    /// One statement failed with SQLSTATE `code` (counted by its class).
+    pub fn error(&self, code: &str) {
+        let class = code.get(..2).unwrap_or("XX").to_string();
+        metrics::counter!("fortress_statement_errors_total", "class" => class).increment(1);
+    }
+
+    /// A transaction with writes ended: committed (in `took`) or not.
+    pub fn commit(&self, kind: CommitKind, committed: bool, took: Duration) {
+        match (kind, committed) {
+            (CommitKind::OneShard, true) => {
+                self.commits_one_shard.increment(1);
+                self.commit_one_shard_seconds.record(took.as_secs_f64());
+            }
+            (CommitKind::TwoPhase, true) => {
+                self.commits_two_phase.increment(1);
+                self.commit_two_phase_seconds.record(took.as_secs_f64());
+            }
+            (CommitKind::TwoPhase, false) => self.aborts_two_phase.increment(1),
+            // A one-shard commit that failed wrote nothing: the statement's
+            // error says so, and there is no abort to count.
+            (CommitKind::OneShard, false) => {}
+        }
+    }
 }
 
 impl Metrics {
@@ -81,39 +160,55 @@ impl Metrics {
 
     /// Name/value pairs, in a stable order.
     pub fn snapshot(&self) -> Vec<(String, u64)> {
-        let mut out = vec![
-            (
-                "reads_single_shard".to_string(),
-                self.single_shard.load(Ordering::Relaxed),
-            ),
-            (
-                "reads_multi_shard".to_string(),
-                self.multi_shard.load(Ordering::Relaxed),
-            ),
-            (
-                "reads_scatter_gather".to_string(),
-                self.scatter_gather.load(Ordering::Relaxed),
-            ),
-            (
-                "simple_plans_reused".to_string(),
-                self.plans_reused.load(Ordering::Relaxed),
-            ),
-        ];
-        for (i, c) in self.per_shard.iter().enumerate() {
-            out.push((format!("shard_{i}_requests"), c.load(Ordering::Relaxed)));
+        let mut out: Vec<(String, u64)> = self
+            .routes()
+            .into_iter()
+            .map(|(route, n)| (format!("reads_{route}"), n))
+            .collect();
+        out.push(("simple_plans_reused".to_string(), self.plans_reused()));
+        for (i, n) in self.shard_requests().into_iter().enumerate() {
+            out.push((format!("shard_{i}_requests"), n));
         }
         out
+    }
+
+    /// Reads by how they were routed: one shard, several, every shard.
+    pub fn routes(&self) -> [(&'static str, u64); 3] {
+        [
+            ("single_shard", self.single_shard.load(Ordering::Relaxed)),
+            ("multi_shard", self.multi_shard.load(Ordering::Relaxed)),
+            (
+                "scatter_gather",
+                self.scatter_gather.load(Ordering::Relaxed),
+            ),
+        ]
+    }
+
+    /// Simple queries run on a plan their connection had bound before.
+    pub fn plans_reused(&self) -> u64 {
+        self.plans_reused.load(Ordering::Relaxed)
+    }
+
+    /// Fragments sent to each shard, by shard id.
+    pub fn shard_requests(&self) -> Vec<u64> {
+        self.per_shard
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Key-addressed requests per vnode, by ring position: (shard, count).
+    pub fn vnode_requests(&self) -> Vec<(ShardId, u64)> {
+        self.per_vnode
+            .iter()
+            .map(|(s, c)| (*s, c.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// Shards whose request count is more than `factor` times the mean of
     /// the others (and at least `min_requests`): a hot spot.
     pub fn hot_shards(&self, factor: f64, min_requests: u64) -> Vec<ShardId> {
-        let counts: Vec<u64> = self
-            .per_shard
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
-        hot(&counts, factor, min_requests)
+        hot(&self.shard_requests(), factor, min_requests)
     }
 }
 

@@ -1363,6 +1363,18 @@ impl ShardStore {
         (hits, misses, self.state.heads.bytes())
     }
 
+    /// Whether the shard takes writes: an error says why not (a failed
+    /// write or WAL, which a restart recovers from).
+    pub fn health(&self) -> Result<()> {
+        self.check_failed()?;
+        self.wal.check_failed()
+    }
+
+    /// The WAL's bytes appended and fdatasyncs made since the shard opened.
+    pub fn wal_stats(&self) -> (u64, u64) {
+        (self.wal.bytes_appended(), self.wal.sync_count())
+    }
+
     /// Last LSN in this shard's log.
     pub fn last_lsn(&self) -> Lsn {
         self.wal.last_lsn()

@@ -266,6 +266,8 @@ pub struct Wal {
     synced: Condvar,
     failed: AtomicBool,
     syncs: AtomicU64,
+    /// Bytes of records appended since open (headers included).
+    appended: AtomicU64,
 }
 
 impl Wal {
@@ -393,6 +395,7 @@ impl Wal {
             synced: Condvar::new(),
             failed: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
+            appended: AtomicU64::new(0),
         })
     }
 
@@ -417,12 +420,17 @@ impl Wal {
         self.syncs.load(Ordering::Relaxed)
     }
 
+    /// Bytes of records appended since the log was opened.
+    pub fn bytes_appended(&self) -> u64 {
+        self.appended.load(Ordering::Relaxed)
+    }
+
     /// LSN up to which every record is durable.
     pub fn durable_lsn(&self) -> Lsn {
         self.durable.load(Ordering::Acquire)
     }
 
-    fn check_failed(&self) -> Result<()> {
+    pub(crate) fn check_failed(&self) -> Result<()> {
         if self.failed.load(Ordering::Acquire) {
             return Err(StorageError::Unavailable {
                 shard: u32::MAX,
@@ -512,6 +520,8 @@ impl Wal {
             }
         }
         w.next_lsn += 1;
+        self.appended
+            .fetch_add((w.buf.len() - before) as u64, Ordering::Relaxed);
         // `off` never syncs, so nothing would write a held record out: it
         // goes to the OS at once, which is all that mode promises.
         let hold = unwritten && self.opts.sync != SyncMode::Off;

@@ -17,6 +17,8 @@ use tokio_postgres::{Client, NoTls};
 pub struct Server {
     child: Option<Child>,
     pub port: u16,
+    /// The admin HTTP API's port.
+    pub admin_port: u16,
     pub data_dir: PathBuf,
     log: PathBuf,
     shards: u32,
@@ -61,6 +63,7 @@ impl Server {
         let mut s = Server {
             child: None,
             port: free_port(),
+            admin_port: free_port(),
             log: data_dir.with_extension("log"),
             data_dir,
             shards,
@@ -89,6 +92,7 @@ impl Server {
                 .arg(&self.data_dir)
                 .args(["--listen", &format!("127.0.0.1:{}", self.port)])
                 .args(["--shards", &self.shards.to_string()])
+                .args(["--admin-listen", &format!("127.0.0.1:{}", self.admin_port)])
                 .env(
                     "FORTRESS_LOG",
                     std::env::var("FORTRESS_TEST_LOG").unwrap_or_else(|_| "info".into()),
@@ -105,6 +109,7 @@ impl Server {
             }
             self.child = None;
             self.port = free_port();
+            self.admin_port = free_port();
         }
         panic!("fortress could not bind a free port:\n{}", self.log());
     }
@@ -158,6 +163,11 @@ impl Server {
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The admin API's base URL.
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
     }
 
     pub fn url(&self) -> String {

@@ -35,7 +35,7 @@ public class JdbcTest {
         }
         java.nio.file.Path dir = java.nio.file.Files.createTempDirectory("fortress-jdbc-");
         Process server = new ProcessBuilder(args[0], "serve", "--data-dir", dir.resolve("data").toString(),
-                "--listen", "127.0.0.1:" + port)
+                "--listen", "127.0.0.1:" + port, "--admin-listen", "off")
                 .redirectErrorStream(true)
                 .redirectOutput(ProcessBuilder.Redirect.DISCARD)
                 .start();

@@ -38,7 +38,7 @@ async function main() {
   const binary = process.argv[2];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fortress-node-"));
   const port = await freePort();
-  const child = spawn(binary, ["serve", "--data-dir", path.join(dir, "data"), "--listen", `127.0.0.1:${port}`], { stdio: "ignore" });
+  const child = spawn(binary, ["serve", "--data-dir", path.join(dir, "data"), "--listen", `127.0.0.1:${port}`, "--admin-listen", "off"], { stdio: "ignore" });
   let passed = 0, failed = 0;
   try {
     await waitListening(port, child);

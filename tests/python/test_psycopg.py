@@ -25,7 +25,7 @@ def free_port():
 
 def start(binary, data_dir, port):
     proc = subprocess.Popen(
-        [binary, "serve", "--data-dir", data_dir, "--listen", f"127.0.0.1:{port}"],
+        [binary, "serve", "--data-dir", data_dir, "--listen", f"127.0.0.1:{port}", "--admin-listen", "off"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -23,8 +23,8 @@ pub(super) async fn cancel_receiver(
 
 /// The cancel request, the statement timeout and the stops of the
 /// statement running on a connection.
-pub(super) struct Guard<'a> {
-    pub(super) stops: Arc<Stops>,
+pub(crate) struct Guard<'a> {
+    pub(crate) stops: Arc<Stops>,
     cancel: Option<&'a mut futures::channel::oneshot::Receiver<()>>,
     deadline: Option<tokio::time::Instant>,
     /// A statement that only reads is dropped at once when stopped (there
@@ -33,10 +33,19 @@ pub(super) struct Guard<'a> {
     droppable: bool,
     /// The session was in a transaction block when the statement began.
     in_block: bool,
+    /// When the statement began (its latency is recorded when the guard
+    /// goes, after its last row).
+    started: std::time::Instant,
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        crate::metrics::recorded().statement(self.started.elapsed());
+    }
 }
 
 impl<'a> Guard<'a> {
-    pub(super) fn new(
+    pub(crate) fn new(
         session: &Session,
         cancel: Option<&'a mut futures::channel::oneshot::Receiver<()>>,
         droppable: bool,
@@ -49,12 +58,13 @@ impl<'a> Guard<'a> {
                 .map(|t| tokio::time::Instant::now() + t),
             droppable,
             in_block: session.txn_status() != b'I',
+            started: std::time::Instant::now(),
         }
     }
 
     /// Runs `work` as the statement; `None` when it was stopped and
     /// dropped (see [`Guard::stopped`]).
-    pub(super) async fn run<T>(&mut self, work: impl std::future::Future<Output = T>) -> Option<T> {
+    pub(crate) async fn run<T>(&mut self, work: impl std::future::Future<Output = T>) -> Option<T> {
         enum Event<T> {
             Done(T),
             Cancel(bool),
@@ -103,7 +113,7 @@ impl<'a> Guard<'a> {
 
     /// The error of a statement stopped and dropped; the transaction block
     /// it ran in is aborted (the transaction went with the statement).
-    pub(super) fn stopped(&self, session: &Session) -> ProxyError {
+    pub(crate) fn stopped(&self, session: &Session) -> ProxyError {
         if self.in_block {
             session.replace_txn(crate::txn::TxnState::Failed);
         }

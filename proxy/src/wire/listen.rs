@@ -2,6 +2,7 @@
 //! happens when the process runs out of file descriptors. Each connection
 //! is served on one of the connection threads ([`super::homes`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use pgwire::api::auth::StartupHandler;
@@ -52,6 +53,45 @@ pub struct ServeOptions {
     pub auth_timeout: std::time::Duration,
     /// Settings every session starts with, e.g. `statement_timeout`.
     pub session_defaults: Vec<(String, String)>,
+    /// Counts of connections, shared with whoever reports them.
+    pub stats: Arc<ConnectionStats>,
+}
+
+/// Client connections: open now, and taken in or refused since start.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    active: AtomicU64,
+    accepted: AtomicU64,
+    /// Refused with 53300 (the limit, or out of file descriptors).
+    refused: AtomicU64,
+}
+
+impl ConnectionStats {
+    /// (open now, accepted in all, refused in all).
+    pub fn read(&self) -> (u64, u64, u64) {
+        (
+            self.active.load(Ordering::Relaxed),
+            self.accepted.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// One open connection, counted while it lives.
+struct Open(Arc<ConnectionStats>);
+
+impl Open {
+    fn new(stats: &Arc<ConnectionStats>) -> Open {
+        stats.active.fetch_add(1, Ordering::Relaxed);
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        Open(stats.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// True for the accept errors that mean the process (or system) is out of
@@ -139,7 +179,10 @@ pub async fn serve(
                 // waiting: a later client may find descriptors free again.)
                 drop(reserve.take());
                 match futures::FutureExt::now_or_never(listener.accept()) {
-                    Some(Ok((socket, _))) => refuse_out_of_files(socket).await,
+                    Some(Ok((socket, _))) => {
+                        opts.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        refuse_out_of_files(socket).await
+                    }
                     _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
                 }
                 reserve = std::fs::File::open("/dev/null").ok();
@@ -157,8 +200,13 @@ pub async fn serve(
             auth_timeout: opts.auth_timeout,
             full: slot.is_none(),
         };
+        if admission.full {
+            opts.stats.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        let open = slot.is_some().then(|| Open::new(&opts.stats));
         let adopted = homes.run(socket, move |socket| async move {
             let _slot = slot;
+            let _open = open;
             // pgwire 0.42 panics decoding some malformed messages (see
             // `frame`): that ends this connection only.
             let session = std::panic::AssertUnwindSafe(conn::process(socket, server, admission));

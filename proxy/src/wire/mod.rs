@@ -8,7 +8,7 @@ pub mod guard;
 pub mod homes;
 pub mod listen;
 
-pub use listen::{serve, ServeOptions};
+pub use listen::{serve, ConnectionStats, ServeOptions};
 
 use std::fmt::Debug;
 use std::sync::atomic::Ordering;
@@ -73,6 +73,7 @@ use guard::{cancel_receiver, Guard};
 /// Converts an error into the ErrorResponse fields sent to the client;
 /// `query` is the text the error's position refers to.
 pub fn error_info(e: &ProxyError, query: &str) -> ErrorInfo {
+    crate::metrics::recorded().error(e.sql_state());
     let mut info = ErrorInfo::new("ERROR".into(), e.sql_state().into(), e.to_string());
     info.detail = e.detail().map(str::to_string);
     info.position = e.position_in(query).map(|p| p.to_string());

@@ -1,0 +1,189 @@
+//! The admin HTTP API (`--admin-listen`, default 127.0.0.1:7070): JSON in
+//! and out under `/api/v1`, errors as `{"error": {"code", "message"}}`
+//! ([`error`]), Prometheus text at `/metrics`, and the OpenAPI document,
+//! generated from the handlers' types, at `/api/v1/openapi.json`.
+//!
+//! Auth: when FORTRESS_ADMIN_TOKEN is set, every endpoint but
+//! `GET /api/v1/health` needs `Authorization: Bearer TOKEN`, compared in
+//! constant time; without a token the API must listen on loopback only
+//! (checked at start-up, see [`check_exposure`]).
+//!
+//! One module per group of endpoints: [`health`] (health and status),
+//! [`sharding`] (query, transaction, routing metrics), [`checkpoints`],
+//! [`prometheus`] (`/metrics`), [`openapi`]. Later groups (dr, chaos,
+//! deploy) mount under the same router, auth and error shape.
+
+pub mod checkpoints;
+pub mod error;
+pub mod health;
+pub mod openapi;
+pub mod prometheus;
+pub mod sharding;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use fortress_proxy::direct::Direct;
+use fortress_proxy::wire::ConnectionStats;
+use fortress_proxy::Cluster;
+use subtle::ConstantTimeEq;
+
+use error::ApiError;
+
+/// The limits and settings `/api/v1/status` reports.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Settings {
+    pub listen: String,
+    pub max_connections: usize,
+    pub statement_timeout_ms: u64,
+    pub auth_timeout_ms: u64,
+    pub work_rows: usize,
+    pub work_mem_mb: usize,
+    pub page_cache_mb: u64,
+    pub row_cache_mb: u64,
+    pub sort_mem_mb: usize,
+    pub cache_ttl_s: u64,
+    pub disk_reserve_mb: u64,
+    pub sync: String,
+}
+
+impl Settings {
+    pub fn of(args: &crate::cli::ServeArgs) -> Settings {
+        Settings {
+            listen: args.listen.clone(),
+            max_connections: args.max_connections,
+            statement_timeout_ms: args.statement_timeout.as_millis() as u64,
+            auth_timeout_ms: args.auth_timeout.as_millis() as u64,
+            work_rows: args.work_rows,
+            work_mem_mb: args.work_mem_mb,
+            page_cache_mb: args.page_cache_mb,
+            row_cache_mb: args.row_cache_mb,
+            sort_mem_mb: args.sort_mem_mb,
+            cache_ttl_s: args.cache_ttl,
+            disk_reserve_mb: args.disk_reserve_mb,
+            sync: format!("{:?}", args.sync).to_lowercase(),
+        }
+    }
+}
+
+/// What every handler reaches.
+pub struct AdminState {
+    pub cluster: Arc<Cluster>,
+    pub direct: Direct,
+    pub connections: Arc<ConnectionStats>,
+    pub checkpoints: PathBuf,
+    pub settings: Settings,
+    pub started: Instant,
+    /// FORTRESS_ADMIN_TOKEN; `None` leaves the API open (loopback only).
+    pub token: Option<String>,
+    pub metrics: prometheus::Exporter,
+}
+
+pub type Shared = Arc<AdminState>;
+
+/// Every route, with auth in front of all but the health check.
+pub fn router(state: Shared) -> Router {
+    let guarded = Router::new()
+        .route("/api/v1/status", get(health::status))
+        .route("/api/v1/sharding/query", post(sharding::query))
+        .route("/api/v1/sharding/transaction", post(sharding::transaction))
+        .route("/api/v1/sharding/metrics", get(sharding::metrics))
+        .route(
+            "/api/v1/checkpoints",
+            get(checkpoints::list).post(checkpoints::create),
+        )
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/metrics", get(prometheus::render))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/api/v1/health", get(health::health))
+        .merge(guarded)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .with_state(state)
+}
+
+/// Lets a request through when no token is set or it carries the token.
+async fn require_token(
+    State(state): State<Shared>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(token) = &state.token {
+        let given = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            return Err(ApiError::unauthorized());
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+/// The admin token: FORTRESS_ADMIN_TOKEN, or the file FORTRESS_ADMIN_TOKEN_FILE
+/// names (trimmed). Never from the command line, where `ps` shows it.
+pub fn token_from_env() -> anyhow::Result<Option<String>> {
+    let token = match (
+        std::env::var("FORTRESS_ADMIN_TOKEN").ok(),
+        std::env::var_os("FORTRESS_ADMIN_TOKEN_FILE"),
+    ) {
+        (Some(t), _) => t,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "reading FORTRESS_ADMIN_TOKEN_FILE {}: {e}",
+                    PathBuf::from(&path).display()
+                )
+            })?
+            .trim()
+            .to_string(),
+        (None, None) => return Ok(None),
+    };
+    if token.len() < 16 {
+        anyhow::bail!("the admin token is shorter than 16 characters; use a long random one");
+    }
+    Ok(Some(token))
+}
+
+/// Refuses to serve the API beyond loopback without a token: anyone who
+/// reaches it could read and write every table.
+pub fn check_exposure(addr: &SocketAddr, token: Option<&str>) -> anyhow::Result<()> {
+    if token.is_none() && !addr.ip().is_loopback() {
+        anyhow::bail!(
+            "the admin API would listen on {addr} without a token: set FORTRESS_ADMIN_TOKEN \
+             (clients then send `Authorization: Bearer TOKEN`), or listen on a loopback \
+             address, or turn it off with --admin-listen off"
+        );
+    }
+    Ok(())
+}
+
+/// Serves the API on `listener` until the process ends.
+pub fn spawn(listener: tokio::net::TcpListener, state: Shared) {
+    let app = router(state);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the admin API stopped");
+        }
+    });
+}
