@@ -255,6 +255,9 @@ async fn query_and_transaction_endpoints_run_sql_with_its_errors() {
         "{v}"
     );
 
+    // An empty query is no error, as in PostgreSQL.
+    let (status, v) = query(&server, " ; ", json!([]));
+    assert_eq!((status, v["tag"].as_str()), (200, Some("")), "{v}");
     // Malformed requests: the same error shape.
     let (status, text) = {
         let mut r = agent()

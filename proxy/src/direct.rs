@@ -33,6 +33,18 @@ pub struct Answer {
     pub truncated: bool,
 }
 
+impl Answer {
+    /// The answer to an empty query: no tag, no rows.
+    fn empty() -> Answer {
+        Answer {
+            tag: String::new(),
+            columns: Vec::new(),
+            rows: Vec::new(),
+            truncated: false,
+        }
+    }
+}
+
 /// A failed statement: which one (0-based, in a transaction's list) and why.
 #[derive(Debug)]
 pub struct Failure {
@@ -72,8 +84,10 @@ impl Direct {
         let this = self.clone();
         spawn(async move {
             let session = this.session();
-            let stmt = one_statement(&sql)?;
-            this.run(&session, &stmt, &params, max_rows).await
+            match one_statement(&sql)? {
+                Some(stmt) => this.run(&session, &stmt, &params, max_rows).await,
+                None => Ok(Answer::empty()),
+            }
         })
         .await
     }
@@ -92,7 +106,7 @@ impl Direct {
             let mut parsed = Vec::with_capacity(statements.len());
             for (i, sql) in statements.iter().enumerate() {
                 let stmt = one_statement(sql).map_err(|e| fail(i, e))?;
-                if is_txn_control(&stmt) {
+                if stmt.as_ref().is_some_and(is_txn_control) {
                     let why = "transaction control is not allowed here: the statements \
                                already run as one transaction";
                     return Err(fail(i, ProxyError::new("25000", why)));
@@ -106,6 +120,10 @@ impl Direct {
                 .map_err(|e| fail(0, e))?;
             let mut answers = Vec::with_capacity(parsed.len());
             for (i, stmt) in parsed.iter().enumerate() {
+                let Some(stmt) = stmt else {
+                    answers.push(Answer::empty());
+                    continue;
+                };
                 match this.run(&session, stmt, &[], max_rows).await {
                     Ok(a) => answers.push(a),
                     Err(e) => {
@@ -182,13 +200,14 @@ fn panicked(e: tokio::task::JoinError) -> ProxyError {
     ProxyError::new("XX000", "the statement failed unexpectedly")
 }
 
-/// The one statement of `sql` (42601 for none or several, as PostgreSQL
-/// says of a prepared statement).
-fn one_statement(sql: &str) -> Result<Statement> {
+/// The one statement of `sql`; `None` for an empty query (which
+/// PostgreSQL answers without error); 42601 for several, as PostgreSQL says
+/// of a prepared statement.
+fn one_statement(sql: &str) -> Result<Option<Statement>> {
     let mut stmts = parse(sql)?;
     match stmts.len() {
-        1 => Ok(stmts.remove(0)),
-        0 => Err(ProxyError::new("42601", "no statement given")),
+        0 => Ok(None),
+        1 => Ok(Some(stmts.remove(0))),
         _ => Err(ProxyError::new(
             "42601",
             "cannot insert multiple commands into a prepared statement",
