@@ -29,6 +29,22 @@ pub enum Command {
     /// Show a running server's shards, WAL positions, sizes and
     /// connections (through its admin API).
     Status(StatusArgs),
+    /// The configuration `serve` would run with.
+    Config(ConfigArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Print the effective configuration (flags, environment, --config
+    /// file and defaults, each value with where it came from; secrets
+    /// redacted) as TOML that `--config` takes.
+    Print(ServeArgs),
 }
 
 /// How to reach a running server's admin API.
@@ -164,6 +180,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// Configuration file (TOML; one key per flag, e.g. `page_cache_mb =
+    /// 512`). Flags and the environment override it.
+    #[arg(long, env = "FORTRESS_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Data directory (created if missing).
     #[arg(long, env = "FORTRESS_DATA_DIR", default_value = "./fortress-data")]
     pub data_dir: PathBuf,

@@ -3,6 +3,7 @@
 mod admin;
 mod checkpoint;
 mod cli;
+mod config;
 mod control;
 mod key;
 mod lock;
@@ -13,7 +14,7 @@ mod status;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use fortress_proxy::{Cluster, ClusterOptions};
 use fortress_storage::wal::WalOptions;
 use fortress_storage::ShardOptions;
@@ -28,7 +29,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     perms::owner_only();
-    let cli = Cli::parse();
+    let (cli, from_file) = parse_command_line()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FORTRESS_LOG")
@@ -42,7 +43,53 @@ fn main() -> anyhow::Result<()> {
         Command::Checkpoint(args) => checkpoint::run(args.action),
         Command::Restore(args) => restore::run(args),
         Command::Status(args) => status::run(args),
+        Command::Config(_) => {
+            let e = from_file.expect("config print has serve's settings");
+            print!("{}", config::print(&e.command, &e.matches, &e.from_file));
+            Ok(())
+        }
     }
+}
+
+/// The serve settings as parsed: for `fortress config print`.
+struct Effective {
+    command: clap::Command,
+    matches: clap::ArgMatches,
+    /// Keys the configuration file set.
+    from_file: std::collections::BTreeSet<String>,
+}
+
+/// Parses the command line; where `serve` or `config print` names a
+/// configuration file, its settings join the command line (see [`config`]).
+fn parse_command_line() -> anyhow::Result<(Cli, Option<Effective>)> {
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let command = Cli::command();
+    let serve = command
+        .find_subcommand("serve")
+        .expect("a serve command")
+        .clone();
+    let settings = |m: &clap::ArgMatches| match m.subcommand() {
+        Some(("serve", m)) => Some(m.clone()),
+        Some(("config", m)) => m.subcommand_matches("print").cloned(),
+        _ => None,
+    };
+    let mut matches = command.clone().get_matches_from(&argv);
+    let mut from_file = Default::default();
+    if let Some(sub) = settings(&matches) {
+        if let Some(file) = sub.get_one::<std::path::PathBuf>("config") {
+            let (extra, keys) = config::file_args(file, &serve, &sub)?;
+            argv.extend(extra);
+            from_file = keys;
+            matches = command.get_matches_from(&argv);
+        }
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let effective = settings(&matches).map(|matches| Effective {
+        command: serve,
+        matches,
+        from_file,
+    });
+    Ok((cli, effective))
 }
 
 /// Opens an existing data directory with the layout it was created with and

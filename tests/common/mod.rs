@@ -24,6 +24,8 @@ pub struct Server {
     shards: u32,
     /// Extra environment for the server process (e.g. FORTRESS_FAULTS).
     pub env: Vec<(String, String)>,
+    /// Extra arguments of `fortress serve`.
+    pub args: Vec<String>,
 }
 
 /// Resident set size of process `pid` in KiB (Linux /proc).
@@ -60,7 +62,18 @@ impl Server {
 
     /// Starts a server on `data_dir` with `shards` shards and extra environment.
     pub fn launch(data_dir: PathBuf, shards: u32, env: &[(&str, &str)]) -> Server {
+        Self::launch_args(data_dir, shards, env, &[])
+    }
+
+    /// [`Server::launch`] with extra arguments of `fortress serve`.
+    pub fn launch_args(
+        data_dir: PathBuf,
+        shards: u32,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
         let mut s = Server {
+            args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
             port: free_port(),
             admin_port: free_port(),
@@ -93,6 +106,7 @@ impl Server {
                 .args(["--listen", &format!("127.0.0.1:{}", self.port)])
                 .args(["--shards", &self.shards.to_string()])
                 .args(["--admin-listen", &format!("127.0.0.1:{}", self.admin_port)])
+                .args(&self.args)
                 .env(
                     "FORTRESS_LOG",
                     std::env::var("FORTRESS_TEST_LOG").unwrap_or_else(|_| "info".into()),
