@@ -31,6 +31,40 @@ pub enum Command {
     Status(StatusArgs),
     /// The configuration `serve` would run with.
     Config(ConfigArgs),
+    /// Add, remove or list the users who may connect (SCRAM-SHA-256).
+    User(UserArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UserArgs {
+    #[command(subcommand)]
+    pub action: UserAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserAction {
+    /// Add a user, or set a new password for one (asked for at the
+    /// terminal; its SCRAM verifier is stored, never the password).
+    Add {
+        name: String,
+        /// Data directory.
+        #[arg(long, env = "FORTRESS_DATA_DIR", default_value = "./fortress-data")]
+        data_dir: PathBuf,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user (their open connections stay; new ones are refused).
+    Remove {
+        name: String,
+        #[arg(long, env = "FORTRESS_DATA_DIR", default_value = "./fortress-data")]
+        data_dir: PathBuf,
+    },
+    /// List the users.
+    List {
+        #[arg(long, env = "FORTRESS_DATA_DIR", default_value = "./fortress-data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -57,6 +91,10 @@ pub struct AdminArgs {
         default_value = "http://127.0.0.1:7070"
     )]
     pub url: String,
+    /// A CA certificate (PEM) to trust for an https admin URL (a server
+    /// certificate of your own CA); without it, the public roots.
+    #[arg(long, env = "FORTRESS_ADMIN_CA")]
+    pub admin_ca: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -190,6 +228,16 @@ pub struct ServeArgs {
     /// Address for PostgreSQL clients.
     #[arg(long, env = "FORTRESS_LISTEN", default_value = "127.0.0.1:6432")]
     pub listen: String,
+    /// Certificate (PEM, leaf first) for TLS: clients that ask for TLS
+    /// (sslmode=require) get it, and the admin API serves HTTPS.
+    #[arg(long, env = "FORTRESS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM; readable by its owner only).
+    #[arg(long, env = "FORTRESS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse clients that do not switch to TLS (28000).
+    #[arg(long, env = "FORTRESS_TLS_REQUIRED", requires = "tls_cert")]
+    pub tls_required: bool,
     /// Address of the admin HTTP API (`off` turns it off). Beyond loopback
     /// it needs FORTRESS_ADMIN_TOKEN.
     #[arg(long, env = "FORTRESS_ADMIN_LISTEN", default_value = "127.0.0.1:7070")]

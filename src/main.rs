@@ -10,6 +10,8 @@ mod lock;
 mod perms;
 mod restore;
 mod status;
+mod tls;
+mod user;
 
 use std::sync::Arc;
 
@@ -43,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         Command::Checkpoint(args) => checkpoint::run(args.action),
         Command::Restore(args) => restore::run(args),
         Command::Status(args) => status::run(args),
+        Command::User(args) => user::run(args.action),
         Command::Config(_) => {
             let e = from_file.expect("config print has serve's settings");
             print!("{}", config::print(&e.command, &e.matches, &e.from_file));
@@ -153,7 +156,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(faults = %spec, "fault points armed");
     }
     let cipher = key::load(args.key_file.as_deref())?;
+    let users = Arc::new(
+        fortress_proxy::users::Users::open(&args.data_dir)
+            .with_context(|| format!("reading the users of {}", args.data_dir.display()))?,
+    );
+    check_trust(&args.listen, &users, &args.data_dir)?;
     let admin_token = admin::token_from_env()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
     let admin_addr = match args.admin_listen.as_str() {
         "off" => None,
         addr => {
@@ -212,13 +224,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let listener = TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("binding {}", args.listen))?;
-        tracing::info!(
-            listen = %listener.local_addr()?,
-            data_dir = %args.data_dir.display(),
-            shards = args.shards,
-            sync = ?args.sync,
-            "fortress is ready"
-        );
         let session_defaults = match args.statement_timeout.as_millis() {
             0 => Vec::new(),
             ms => vec![("statement_timeout".into(), format!("{ms}ms"))],
@@ -228,9 +233,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let admin_listener = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the admin API to {addr}"))?;
-            tracing::info!(admin = %admin_listener.local_addr()?, token = admin_token.is_some(), "admin API listening");
+            tracing::info!(
+                admin = %admin_listener.local_addr()?,
+                https = tls.is_some(),
+                token = admin_token.is_some(),
+                "admin API listening"
+            );
             let state = admin::AdminState {
-                direct: fortress_proxy::direct::Direct::new(cluster.clone(), session_defaults.clone()),
+                direct: fortress_proxy::direct::Direct::new(
+                    cluster.clone(),
+                    session_defaults.clone(),
+                ),
                 cluster: cluster.clone(),
                 connections: connections.clone(),
                 checkpoints: args.dirs().checkpoints(),
@@ -239,8 +252,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 token: admin_token,
                 metrics: exporter,
             };
-            admin::spawn(admin_listener, Arc::new(state));
+            admin::spawn(admin_listener, Arc::new(state), tls.clone())?;
         }
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            data_dir = %args.data_dir.display(),
+            shards = args.shards,
+            sync = ?args.sync,
+            tls = tls.is_some(),
+            users = users.required(),
+            "fortress is ready"
+        );
         let workers = match args.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -251,6 +273,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             auth_timeout: args.auth_timeout,
             session_defaults,
             stats: connections,
+            users: Some(users),
+            tls: tls
+                .clone()
+                .map(|config| fortress_proxy::wire::tls::TlsPolicy {
+                    acceptor: tokio_rustls::TlsAcceptor::from(config),
+                    required: args.tls_required,
+                }),
         };
         fortress_proxy::wire::serve(listener, cluster.clone(), opts, shutdown_signal())
             .await
@@ -260,6 +289,30 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || c.flush()).await?;
         anyhow::Ok(())
     })
+}
+
+/// Refuses to admit every client on an address beyond loopback: with no
+/// users, whoever reaches the port could read and change everything.
+fn check_trust(
+    listen: &str,
+    users: &fortress_proxy::users::Users,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    if users.required() {
+        return Ok(());
+    }
+    let loopback = std::net::ToSocketAddrs::to_socket_addrs(listen)
+        .map(|mut addrs| addrs.all(|a| a.ip().is_loopback()))
+        .unwrap_or(false);
+    if !loopback {
+        anyhow::bail!(
+            "fortress has no users, so it would admit any client that reaches {listen}: add one \
+             first (`fortress user add NAME --data-dir {}`; clients then log in with \
+             SCRAM-SHA-256), or listen on a loopback address",
+            data_dir.display()
+        );
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -21,11 +21,26 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
 /// error naming its code and message.
 pub fn get(admin: &AdminArgs, path: &str) -> anyhow::Result<Value> {
     let url = format!("{}{path}", admin.url.trim_end_matches('/'));
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let mut config = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(std::time::Duration::from_secs(30)))
-        .build()
-        .into();
+        .timeout_global(Some(std::time::Duration::from_secs(30)));
+    if let Some(ca) = &admin.admin_ca {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        let certs = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("parsing {}", ca.display()))?;
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                .build(),
+        );
+    }
+    let agent: ureq::Agent = config.build().into();
     let mut request = agent.get(&url);
     if let Some(token) = crate::admin::token_from_env()? {
         request = request.header("Authorization", format!("Bearer {token}"));

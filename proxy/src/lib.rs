@@ -27,6 +27,7 @@ pub mod sql;
 pub mod stop;
 pub mod stream;
 pub mod txn;
+pub mod users;
 pub mod wire;
 
 pub use cluster::{Cluster, ClusterOptions};

@@ -16,6 +16,7 @@
 pub mod checkpoints;
 pub mod error;
 pub mod health;
+pub mod https;
 pub mod openapi;
 pub mod prometheus;
 pub mod sharding;
@@ -178,12 +179,29 @@ pub fn check_exposure(addr: &SocketAddr, token: Option<&str>) -> anyhow::Result<
     Ok(())
 }
 
-/// Serves the API on `listener` until the process ends.
-pub fn spawn(listener: tokio::net::TcpListener, state: Shared) {
+/// Serves the API on `listener` until the process ends: HTTPS with `tls`.
+pub fn spawn(
+    listener: tokio::net::TcpListener,
+    state: Shared,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+) -> std::io::Result<()> {
     let app = router(state);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "the admin API stopped");
+    match tls {
+        Some(config) => {
+            let listener = https::TlsListener::new(listener, config)?;
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "the admin API stopped");
+                }
+            });
         }
-    });
+        None => {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "the admin API stopped");
+                }
+            });
+        }
+    }
+    Ok(())
 }

@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use super::frame::{Frames, Malformed};
+use super::tls::{MaybeTls, TlsPolicy};
 use crate::session::{Session, Timeout};
 
 /// Replies held past this are written at once (large results stream).
@@ -32,7 +33,7 @@ const WRITE_THROUGH: usize = 64 * 1024;
 /// A stream whose flushes wait for the next read (or shutdown), and whose
 /// reads end before a message with an impossible length (see [`Frames`]).
 pub struct Corked<S> {
-    inner: S,
+    pub(super) inner: S,
     out: Vec<u8>,
     written: usize,
     frames: Frames,
@@ -131,7 +132,75 @@ pub struct Admission {
     pub full: bool,
 }
 
-type Socket<S> = Framed<Corked<TcpStream>, PgWireMessageServerCodec<S>>;
+type Socket<S> = Framed<Corked<MaybeTls>, PgWireMessageServerCodec<S>>;
+
+/// The SSL and GSS encryption requests before the startup message: an SSL
+/// request is answered `S` and the TLS handshake run when there is a
+/// certificate, `N` otherwise; GSS always `N`. `None` when the client left.
+async fn negotiate<S>(
+    tcp: TcpStream,
+    peer: std::net::SocketAddr,
+    tls: Option<&TlsPolicy>,
+) -> io::Result<Option<Socket<S>>> {
+    let codec = PgWireMessageServerCodec::new(DefaultClient::new(peer, false));
+    let mut socket = Framed::new(Corked::new(MaybeTls::Plain(tcp)), codec);
+    loop {
+        let answer = match socket.next().await {
+            Some(Ok(PgWireFrontendMessage::SslNegotiation(
+                SslNegotiationMetaMessage::PostgresSsl(_),
+            ))) => match tls {
+                Some(policy) if !socket.get_ref().inner.is_tls() => {
+                    socket = handshake(socket, peer, policy).await?;
+                    continue;
+                }
+                _ => PgWireBackendMessage::SslResponse(SslResponse::Refuse),
+            },
+            Some(Ok(PgWireFrontendMessage::SslNegotiation(
+                SslNegotiationMetaMessage::PostgresGss(_),
+            ))) => PgWireBackendMessage::GssEncResponse(GssEncResponse::Refuse),
+            // Anything else is left unread: the startup (or a cancel).
+            Some(Ok(_)) => break,
+            Some(Err(e)) => return Err(undecodable(e)),
+            None => return Ok(None),
+        };
+        socket.send(answer).await.map_err(io::Error::other)?;
+    }
+    socket.set_state(PgWireConnectionState::AwaitingStartup);
+    Ok(Some(socket))
+}
+
+/// Answers an SSL request `S` and runs the TLS handshake on the socket.
+async fn handshake<S>(
+    socket: Socket<S>,
+    peer: std::net::SocketAddr,
+    policy: &TlsPolicy,
+) -> io::Result<Socket<S>> {
+    let mut socket = socket;
+    socket
+        .send(PgWireBackendMessage::SslResponse(SslResponse::Accept))
+        .await
+        .map_err(io::Error::other)?;
+    let parts = socket.into_parts();
+    if !parts.read_buf.is_empty() {
+        // Bytes the client sent after its request and before the
+        // handshake would be read as if encrypted.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "received unencrypted data after SSL request",
+        ));
+    }
+    let mut corked = parts.io;
+    std::future::poll_fn(|cx| corked.poll_drain(cx)).await?;
+    let MaybeTls::Plain(tcp) = std::mem::replace(&mut corked.inner, MaybeTls::Taken) else {
+        return Err(io::Error::other("TLS requested twice"));
+    };
+    let tls = policy.acceptor.accept(tcp).await?;
+    let codec = PgWireMessageServerCodec::new(DefaultClient::new(peer, true));
+    Ok(Framed::new(
+        Corked::new(MaybeTls::Tls(Box::new(tls))),
+        codec,
+    ))
+}
 
 /// Ends a connection with a FATAL error, as PostgreSQL does.
 async fn fatal<S>(socket: &mut Socket<S>, code: &str, message: String) -> io::Result<()> {
@@ -142,41 +211,30 @@ async fn fatal<S>(socket: &mut Socket<S>, code: &str, message: String) -> io::Re
         .map_err(io::Error::other)
 }
 
-/// Serves one connection: SSL and GSS encryption requests are refused, then
-/// startup and queries go through pgwire's `process_message`, as its own
-/// `process_socket` does, over a [`Corked`] socket.
+/// Serves one connection: an SSL request is answered with a TLS handshake
+/// when `tls` has a certificate (else refused, as GSS encryption always
+/// is), then startup and queries go through pgwire's `process_message`, as
+/// its own `process_socket` does, over a [`Corked`] socket.
 pub async fn process<H: PgWireServerHandlers>(
     tcp: TcpStream,
     handlers: H,
     admission: Admission,
+    tls: Option<TlsPolicy>,
 ) -> io::Result<()> {
     let peer = tcp.peer_addr()?;
     tcp.set_nodelay(true)?;
-    let codec = PgWireMessageServerCodec::new(DefaultClient::new(peer, false));
-    let mut socket = Framed::new(Corked::new(tcp), codec);
+    let startup = tokio::time::sleep(admission.auth_timeout);
+    tokio::pin!(startup);
+    let mut socket = tokio::select! {
+        _ = &mut startup => return Ok(()),
+        negotiated = negotiate(tcp, peer, tls.as_ref()) => match negotiated? {
+            Some(socket) => socket,
+            None => return Ok(()),
+        },
+    };
+    let refuse_plain = tls.as_ref().is_some_and(|t| t.required) && !socket.get_ref().inner.is_tls();
     let result = async {
         let socket = &mut socket;
-        let startup = tokio::time::sleep(admission.auth_timeout);
-        tokio::pin!(startup);
-        loop {
-            let msg = tokio::select! {
-                _ = &mut startup => return Ok(()),
-                msg = socket.next() => msg,
-            };
-            let refusal = match msg {
-                Some(Ok(PgWireFrontendMessage::SslNegotiation(
-                    SslNegotiationMetaMessage::PostgresSsl(_),
-                ))) => PgWireBackendMessage::SslResponse(SslResponse::Refuse),
-                Some(Ok(PgWireFrontendMessage::SslNegotiation(
-                    SslNegotiationMetaMessage::PostgresGss(_),
-                ))) => PgWireBackendMessage::GssEncResponse(GssEncResponse::Refuse),
-                // Anything else is left unread: the startup (or a cancel).
-                Some(Ok(_)) => break,
-                Some(Err(e)) => return Err(undecodable(e)),
-                None => return Ok(()),
-            };
-            socket.send(refusal).await.map_err(io::Error::other)?;
-        }
         socket.set_state(PgWireConnectionState::AwaitingStartup);
 
         let startup_handler = handlers.startup_handler();
@@ -231,6 +289,11 @@ pub async fn process<H: PgWireServerHandlers>(
             if admission.full && matches!(msg, PgWireFrontendMessage::Startup(_)) {
                 let full = "sorry, too many clients already".to_string();
                 return fatal(socket, "53300", full).await;
+            }
+            if refuse_plain && matches!(msg, PgWireFrontendMessage::Startup(_)) {
+                let why = "this server accepts only encrypted connections: connect with \
+                           sslmode=require (or verify-full)";
+                return fatal(socket, "28000", why.into()).await;
             }
             let extended_query = match socket.state() {
                 PgWireConnectionState::CopyInProgress(extended_query) => extended_query,

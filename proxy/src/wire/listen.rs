@@ -55,6 +55,10 @@ pub struct ServeOptions {
     pub session_defaults: Vec<(String, String)>,
     /// Counts of connections, shared with whoever reports them.
     pub stats: Arc<ConnectionStats>,
+    /// Who may connect (SCRAM-SHA-256); `None` admits every client.
+    pub users: Option<Arc<crate::users::Users>>,
+    /// TLS, when the server has a certificate.
+    pub tls: Option<super::tls::TlsPolicy>,
 }
 
 /// Client connections: open now, and taken in or refused since start.
@@ -148,7 +152,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let server = Arc::new(Server {
-        handler: Arc::new(Handler::new(cluster, opts.session_defaults.clone())),
+        handler: Arc::new(Handler::new(
+            cluster,
+            opts.session_defaults.clone(),
+            opts.users.clone(),
+        )),
     });
     let homes = homes::Homes::start(opts.threads)?;
     let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
@@ -204,12 +212,14 @@ pub async fn serve(
             opts.stats.refused.fetch_add(1, Ordering::Relaxed);
         }
         let open = slot.is_some().then(|| Open::new(&opts.stats));
+        let tls = opts.tls.clone();
         let adopted = homes.run(socket, move |socket| async move {
             let _slot = slot;
             let _open = open;
             // pgwire 0.42 panics decoding some malformed messages (see
             // `frame`): that ends this connection only.
-            let session = std::panic::AssertUnwindSafe(conn::process(socket, server, admission));
+            let session =
+                std::panic::AssertUnwindSafe(conn::process(socket, server, admission, tls));
             match futures::FutureExt::catch_unwind(session).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {

@@ -1,12 +1,14 @@
 //! The PostgreSQL wire front end (pgwire): startup, simple and extended
 //! query, and the mapping of errors to ErrorResponse with their SQLSTATE.
 
+pub mod auth;
 pub mod conn;
 pub mod encode;
 pub mod frame;
 pub mod guard;
 pub mod homes;
 pub mod listen;
+pub mod tls;
 
 pub use listen::{serve, ConnectionStats, ServeOptions};
 
@@ -158,6 +160,8 @@ pub struct Handler {
     params: DefaultServerParameterProvider,
     /// Settings every session starts with (`--statement-timeout`).
     session_defaults: Vec<(String, String)>,
+    /// Who may connect; `None` (or no users) admits every client.
+    users: Option<Arc<crate::users::Users>>,
 }
 
 /// Parses and describes statements for the extended protocol.
@@ -188,7 +192,11 @@ fn session_of<C: ClientInfo>(client: &C) -> Arc<Session> {
 }
 
 impl Handler {
-    pub fn new(cluster: Arc<Cluster>, session_defaults: Vec<(String, String)>) -> Handler {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        session_defaults: Vec<(String, String)>,
+        users: Option<Arc<crate::users::Users>>,
+    ) -> Handler {
         let mut params = DefaultServerParameterProvider::default();
         params.server_version = SERVER_VERSION.to_string();
         params.date_style = "ISO, MDY".into();
@@ -203,7 +211,26 @@ impl Handler {
             pids: RandomPidSecretKeyGenerator::default(),
             params,
             session_defaults,
+            users,
         }
+    }
+
+    /// Admits an authenticated (or trusted) client: its session, its cancel
+    /// key, and the parameters and ReadyForQuery that end the startup.
+    async fn admit<C>(&self, client: &mut C) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (pid, key) = self.pids.generate(client);
+        client.set_pid_and_secret_key(pid, key.clone());
+        let (handle, guard) = self.conns.register(pid, key);
+        client.session_extensions().insert(guard);
+        let session = new_session(client, self.session_defaults.clone());
+        let _ = session.cancels.set(handle);
+        client.session_extensions().insert(session);
+        finish_authentication(client, &self.params).await
     }
 
     async fn run_one(
@@ -1288,19 +1315,27 @@ impl StartupHandler for Handler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if let PgWireFrontendMessage::Startup(ref startup) = message {
-            protocol_negotiation(client, startup).await?;
-            save_startup_parameters_to_metadata(client, startup);
-            let (pid, key) = self.pids.generate(client);
-            client.set_pid_and_secret_key(pid, key.clone());
-            let (handle, guard) = self.conns.register(pid, key);
-            client.session_extensions().insert(guard);
-            let session = new_session(client, self.session_defaults.clone());
-            let _ = session.cancels.set(handle);
-            client.session_extensions().insert(session);
-            finish_authentication(client, &self.params).await?;
+        let users = self.users.as_deref();
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                match users.filter(|u| u.required()) {
+                    Some(_) => auth::begin(client).await,
+                    None => self.admit(client).await,
+                }
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(m) => {
+                let Some(users) = users else {
+                    return Ok(());
+                };
+                if auth::advance(client, users, m).await? {
+                    self.admit(client).await?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
