@@ -52,6 +52,19 @@ pub struct Recorded {
     commits_one_shard: metrics::Counter,
     commits_two_phase: metrics::Counter,
     aborts_two_phase: metrics::Counter,
+    /// The same counts, readable here (the admin API's JSON and dashboard).
+    totals: [AtomicU64; 5],
+}
+
+/// Statement and commit totals since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub statements: u64,
+    /// Statements' summed time, in microseconds.
+    pub statement_micros: u64,
+    pub one_shard_commits: u64,
+    pub two_phase_commits: u64,
+    pub two_phase_aborts: u64,
 }
 
 impl Recorded {
@@ -66,7 +79,25 @@ impl Recorded {
             commits_one_shard: commits("one_shard", "committed"),
             commits_two_phase: commits("two_phase", "committed"),
             aborts_two_phase: commits("two_phase", "aborted"),
+            totals: Default::default(),
         }
+    }
+
+    /// Statement and commit totals since start.
+    pub fn totals(&self) -> Totals {
+        let [statements, micros, one, two, aborted] =
+            self.totals.each_ref().map(|c| c.load(Ordering::Relaxed));
+        Totals {
+            statements,
+            statement_micros: micros,
+            one_shard_commits: one,
+            two_phase_commits: two,
+            two_phase_aborts: aborted,
+        }
+    }
+
+    fn add(&self, which: usize, n: u64) {
+        self.totals[which].fetch_add(n, Ordering::Relaxed);
     }
 
     /// One statement ran (whatever its outcome) for `took`, as its client
@@ -74,6 +105,8 @@ impl Recorded {
     pub fn statement(&self, took: Duration) {
         self.statements.increment(1);
         self.statement_seconds.record(took.as_secs_f64());
+        self.add(0, 1);
+        self.add(1, took.as_micros() as u64);
     }
 
     /// One statement failed with SQLSTATE `code` (counted by its class).
@@ -86,14 +119,19 @@ impl Recorded {
     pub fn commit(&self, kind: CommitKind, committed: bool, took: Duration) {
         match (kind, committed) {
             (CommitKind::OneShard, true) => {
+                self.add(2, 1);
                 self.commits_one_shard.increment(1);
                 self.commit_one_shard_seconds.record(took.as_secs_f64());
             }
             (CommitKind::TwoPhase, true) => {
+                self.add(3, 1);
                 self.commits_two_phase.increment(1);
                 self.commit_two_phase_seconds.record(took.as_secs_f64());
             }
-            (CommitKind::TwoPhase, false) => self.aborts_two_phase.increment(1),
+            (CommitKind::TwoPhase, false) => {
+                self.add(4, 1);
+                self.aborts_two_phase.increment(1)
+            }
             // A one-shard commit that failed wrote nothing: the statement's
             // error says so, and there is no abort to count.
             (CommitKind::OneShard, false) => {}

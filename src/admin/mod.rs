@@ -4,7 +4,8 @@
 //! generated from the handlers' types, at `/api/v1/openapi.json`.
 //!
 //! Auth: when FORTRESS_ADMIN_TOKEN is set, every endpoint but
-//! `GET /api/v1/health` needs `Authorization: Bearer TOKEN`, compared in
+//! `GET /api/v1/health` (and the dashboard's static page at `/`, which
+//! holds no data) needs `Authorization: Bearer TOKEN`, compared in
 //! constant time; without a token the API must listen on loopback only
 //! (checked at start-up, see [`check_exposure`]).
 //!
@@ -108,6 +109,7 @@ pub fn router(state: Shared) -> Router {
             require_token,
         ));
     Router::new()
+        .route("/", get(dashboard))
         .route("/api/v1/health", get(health::health))
         .merge(guarded)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
@@ -119,6 +121,13 @@ pub fn router(state: Shared) -> Router {
             )
         })
         .with_state(state)
+}
+
+/// The operators' live page (embedded at build time; no build step, no
+/// CDN). It holds no data: it reads the API with the token, which it asks
+/// for (or takes from the URL fragment, `/#token=...`, never sent here).
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("dashboard.html"))
 }
 
 /// Lets a request through when no token is set or it carries the token.

@@ -214,6 +214,19 @@ pub struct ShardingMetrics {
     pub plans_reused: u64,
     /// Two-phase commit decisions logged and not yet forgotten.
     pub decisions_held: u64,
+    pub statements: Statements,
+}
+
+/// Statement and commit totals since start.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Statements {
+    pub total: u64,
+    /// Statements' summed time, in seconds (with `total`, a mean latency).
+    pub seconds_total: f64,
+    pub one_shard_commits: u64,
+    /// Cross-shard transactions committed by two-phase commit.
+    pub two_phase_commits: u64,
+    pub two_phase_aborts: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -315,5 +328,15 @@ pub fn sharding_metrics(cluster: &fortress_proxy::Cluster) -> ShardingMetrics {
         },
         plans_reused: m.plans_reused(),
         decisions_held: cluster.coordinator().held() as u64,
+        statements: {
+            let t = fortress_proxy::metrics::recorded().totals();
+            Statements {
+                total: t.statements,
+                seconds_total: t.statement_micros as f64 / 1e6,
+                one_shard_commits: t.one_shard_commits,
+                two_phase_commits: t.two_phase_commits,
+                two_phase_aborts: t.two_phase_aborts,
+            }
+        },
     }
 }
