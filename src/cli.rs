@@ -194,6 +194,13 @@ pub struct RestoreArgs {
     pub force: bool,
 }
 
+/// How log lines are written.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// Parses `30s`, `90m`, `12h`, `7d` (or plain seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -238,6 +245,10 @@ pub struct ServeArgs {
     /// Refuse clients that do not switch to TLS (28000).
     #[arg(long, env = "FORTRESS_TLS_REQUIRED", requires = "tls_cert")]
     pub tls_required: bool,
+    /// Log lines as text, or as JSON objects (one per line) for a log
+    /// pipeline.
+    #[arg(long, env = "FORTRESS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Address of the admin HTTP API (`off` turns it off). Beyond loopback
     /// it needs FORTRESS_ADMIN_TOKEN.
     #[arg(long, env = "FORTRESS_ADMIN_LISTEN", default_value = "127.0.0.1:7070")]

@@ -16,6 +16,27 @@ use tokio_postgres::NoTls;
 const ALICE_PW: &str = "alice-pw-Kq8#2vX";
 const BOB_PW: &str = "bob-pw-Zt5!9wLm";
 const TOKEN: &str = "admin-token-6f1c0d9b2e7a4c58";
+const ENCRYPTION_KEY: &str = "7e3a9c1f5b2d8e4a6c0f1b3d5e7a9c2e4f6a8b0c1d3e5f7a9b2c4d6e8f0a1b3c";
+
+/// GETs an admin path over HTTPS with the test CA not checked (the TLS test
+/// checks verification separately): (status, body).
+fn admin_get(server: &Server, path: &str, token: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .disable_verification(true)
+                .build(),
+        )
+        .build()
+        .into();
+    let mut r = agent
+        .get(format!("https://localhost:{}{path}", server.admin_port))
+        .header("Authorization", format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+}
 
 fn fortress(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fortress"))
@@ -355,10 +376,21 @@ async fn tls_encrypts_sessions_and_can_be_required() {
     let mut server = server;
     server.stop();
 
-    // --tls-required: plaintext startups are refused with 28000.
+    // --tls-required: plaintext startups are refused with 28000. This run
+    // uses every secret at once (password, admin token, TLS key, encryption
+    // key), logs as JSON at debug level, and none may reach its log.
     let mut args = tls_args.to_vec();
-    args.push("--tls-required");
-    let server = Server::launch_args(data, 4, &[("FORTRESS_ADMIN_TOKEN", TOKEN)], &args);
+    args.extend(["--tls-required", "--log-format", "json"]);
+    let server = Server::launch_args(
+        data,
+        4,
+        &[
+            ("FORTRESS_ADMIN_TOKEN", TOKEN),
+            ("FORTRESS_KEY", ENCRYPTION_KEY),
+            ("FORTRESS_LOG", "debug"),
+        ],
+        &args,
+    );
     let e = login(&url(&server, "alice", ALICE_PW))
         .await
         .expect_err("plaintext refused");
@@ -382,9 +414,36 @@ async fn tls_encrypts_sessions_and_can_be_required() {
         let (ok, text) = psql(&conninfo, ALICE_PW, "SELECT 1");
         assert!(!ok && text.contains("only encrypted connections"), "{text}");
     }
-    // No secret reached a log line.
+    // The admin API and a failed login, logged too.
+    let (status, _) = admin_get(&server, "/api/v1/status", TOKEN);
+    assert_eq!(status, 200);
+    let (status, _) = admin_get(&server, "/api/v1/status", "not-the-token-0123456789");
+    assert_eq!(status, 401);
+    let wrong = format!(
+        "host=localhost port={} user=alice password=wrong-password-x dbname=app sslmode=require",
+        server.port
+    );
+    let e = match tokio_postgres::connect(&wrong, tls_connector(&ca)).await {
+        Ok(_) => panic!("a wrong password got in"),
+        Err(e) => e,
+    };
+    assert_eq!(code(&e), "28P01");
+    // Every line is a JSON object; no secret reached one.
     let log = server.log();
-    for secret in [ALICE_PW, TOKEN, key.lines().nth(1).unwrap()] {
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(lines.len() > 5, "{log}");
+    for line in &lines {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+    assert!(log.contains("password authentication failed"), "{log}");
+    for secret in [
+        ALICE_PW,
+        "wrong-password-x",
+        TOKEN,
+        "not-the-token",
+        ENCRYPTION_KEY,
+        key.lines().nth(1).unwrap(),
+    ] {
         assert!(!log.contains(secret), "a secret in the log:\n{log}");
     }
 }

@@ -134,39 +134,38 @@ pub struct Admission {
 
 type Socket<S> = Framed<Corked<MaybeTls>, PgWireMessageServerCodec<S>>;
 
-/// The SSL and GSS encryption requests before the startup message: an SSL
-/// request is answered `S` and the TLS handshake run when there is a
-/// certificate, `N` otherwise; GSS always `N`. `None` when the client left.
-async fn negotiate<S>(
-    tcp: TcpStream,
-    peer: std::net::SocketAddr,
-    tls: Option<&TlsPolicy>,
-) -> io::Result<Option<Socket<S>>> {
-    let codec = PgWireMessageServerCodec::new(DefaultClient::new(peer, false));
-    let mut socket = Framed::new(Corked::new(MaybeTls::Plain(tcp)), codec);
+/// What the client asked before its startup message.
+enum Negotiated {
+    /// The startup (or a cancel request) is next, unread.
+    Startup,
+    /// TLS: the handshake is next.
+    Tls,
+    /// The client left, or its input ended at an impossible length.
+    Closed,
+}
+
+/// Reads the SSL and GSS encryption requests before the startup message:
+/// GSS is always refused (`N`), and so is SSL without a certificate (or
+/// once the socket is encrypted); an SSL request to accept is handed back.
+async fn negotiate<S>(socket: &mut Socket<S>, tls: Option<&TlsPolicy>) -> io::Result<Negotiated> {
     loop {
         let answer = match socket.next().await {
             Some(Ok(PgWireFrontendMessage::SslNegotiation(
                 SslNegotiationMetaMessage::PostgresSsl(_),
             ))) => match tls {
-                Some(policy) if !socket.get_ref().inner.is_tls() => {
-                    socket = handshake(socket, peer, policy).await?;
-                    continue;
-                }
+                Some(_) if !socket.get_ref().inner.is_tls() => return Ok(Negotiated::Tls),
                 _ => PgWireBackendMessage::SslResponse(SslResponse::Refuse),
             },
             Some(Ok(PgWireFrontendMessage::SslNegotiation(
                 SslNegotiationMetaMessage::PostgresGss(_),
             ))) => PgWireBackendMessage::GssEncResponse(GssEncResponse::Refuse),
             // Anything else is left unread: the startup (or a cancel).
-            Some(Ok(_)) => break,
+            Some(Ok(_)) => return Ok(Negotiated::Startup),
             Some(Err(e)) => return Err(undecodable(e)),
-            None => return Ok(None),
+            None => return Ok(Negotiated::Closed),
         };
         socket.send(answer).await.map_err(io::Error::other)?;
     }
-    socket.set_state(PgWireConnectionState::AwaitingStartup);
-    Ok(Some(socket))
 }
 
 /// Answers an SSL request `S` and runs the TLS handshake on the socket.
@@ -225,16 +224,39 @@ pub async fn process<H: PgWireServerHandlers>(
     tcp.set_nodelay(true)?;
     let startup = tokio::time::sleep(admission.auth_timeout);
     tokio::pin!(startup);
-    let mut socket = tokio::select! {
-        _ = &mut startup => return Ok(()),
-        negotiated = negotiate(tcp, peer, tls.as_ref()) => match negotiated? {
-            Some(socket) => socket,
-            None => return Ok(()),
-        },
+    let codec = PgWireMessageServerCodec::new(DefaultClient::new(peer, false));
+    let mut socket = Framed::new(Corked::new(MaybeTls::Plain(tcp)), codec);
+    // Encryption first, within the startup's time.
+    let negotiated = loop {
+        let next = tokio::select! {
+            _ = &mut startup => Ok(Negotiated::Closed),
+            next = negotiate(&mut socket, tls.as_ref()) => next,
+        };
+        match (next, &tls) {
+            (Ok(Negotiated::Tls), Some(policy)) => {
+                let handshake = tokio::select! {
+                    _ = &mut startup => return Ok(()),
+                    done = handshake(socket, peer, policy) => done,
+                };
+                match handshake {
+                    Ok(encrypted) => socket = encrypted,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return Ok(());
+                    }
+                }
+            }
+            (next, _) => break next,
+        }
     };
     let refuse_plain = tls.as_ref().is_some_and(|t| t.required) && !socket.get_ref().inner.is_tls();
     let result = async {
         let socket = &mut socket;
+        match negotiated? {
+            Negotiated::Startup => {}
+            // Answered below when the input ended at an impossible length.
+            Negotiated::Closed | Negotiated::Tls => return Ok(()),
+        }
         socket.set_state(PgWireConnectionState::AwaitingStartup);
 
         let startup_handler = handlers.startup_handler();
