@@ -21,7 +21,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for which in $order; do
         if [ "$which" = new ]; then bin=$NEW; else bin=$OLD; fi
         rm -rf "$WORK/data"
-        "$bin" serve --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" --admin-listen off >"$WORK/$which.log" 2>&1 &
+        FORTRESS_ADMIN_LISTEN=off "$bin" serve --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" >"$WORK/$which.log" 2>&1 &
         PID=$!
         for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
         "$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U fortress -i -s 10 app >/dev/null 2>&1

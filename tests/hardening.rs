@@ -1001,6 +1001,9 @@ async fn a_full_disk_refuses_writes_with_53100_serves_reads_and_recovers() {
         .unwrap()
         .get(0);
     assert_eq!(n, acked as i64);
+    // Each shard reads the free space anew at most every 100 ms
+    // (space::RECHECK): past that, every shard refuses.
+    tokio::time::sleep(Duration::from_millis(250)).await;
     let e = c
         .execute("INSERT INTO f VALUES (-1, 'small')", &[])
         .await

@@ -150,8 +150,10 @@ struct Cached {
     /// The file's (modified time, length) when read; `None`: no file.
     stamp: Option<(SystemTime, u64)>,
     users: Vec<(String, String)>,
-    /// The file could not be read: nobody gets in until it is fixed.
+    /// The file could not be read: nobody gets in until it is.
     broken: bool,
+    /// Read at least once.
+    loaded: bool,
 }
 
 impl Users {
@@ -166,30 +168,36 @@ impl Users {
         Ok(users)
     }
 
-    fn stamp(&self) -> Option<(SystemTime, u64)> {
-        let m = std::fs::metadata(self.dir.join(USERS_FILE)).ok()?;
-        Some((m.modified().ok()?, m.len()))
+    /// The file's (modified time, length); `None` when there is no file.
+    fn stamp(&self) -> std::io::Result<Option<(SystemTime, u64)>> {
+        match std::fs::metadata(self.dir.join(USERS_FILE)) {
+            Ok(m) => Ok(Some((m.modified()?, m.len()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Re-reads the file if it changed since last read.
+    /// Re-reads the file if it changed since it was last read (or that
+    /// read failed). No file is no users, without opening anything.
     fn refresh(&self) -> std::io::Result<()> {
-        let stamp = self.stamp();
         let mut cached = self.cached.lock().expect("users");
-        if cached.stamp != stamp || stamp.is_none() {
-            cached.stamp = stamp;
-            match read(&self.dir) {
-                Ok(users) => {
-                    cached.users = users;
-                    cached.broken = false;
-                }
-                Err(e) => {
-                    cached.users.clear();
-                    cached.broken = true;
-                    return Err(e);
-                }
+        let result = self.stamp().and_then(|stamp| {
+            if cached.loaded && !cached.broken && cached.stamp == stamp {
+                return Ok(());
             }
+            cached.users = match stamp {
+                Some(_) => read(&self.dir)?,
+                None => Vec::new(),
+            };
+            cached.stamp = stamp;
+            Ok(())
+        });
+        cached.loaded = true;
+        cached.broken = result.is_err();
+        if result.is_err() {
+            cached.users.clear();
         }
-        Ok(())
+        result
     }
 
     /// Whether clients must authenticate. A file that became unreadable
