@@ -58,9 +58,17 @@ pub fn file_args(
 ) -> anyhow::Result<(Vec<OsString>, BTreeSet<String>)> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("reading the configuration file {}", file.display()))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| anyhow::anyhow!("{}: not valid TOML: {e}", file.display()))?;
+    // toml's own message quotes the offending line, which may hold a
+    // secret put there by mistake: only its position and the reason.
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        let at = e.span().map_or(String::new(), |span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" at line {line}, column {column}")
+        });
+        anyhow::anyhow!("{}: not valid TOML{at}: {}", file.display(), e.message())
+    })?;
     let mut args = Vec::new();
     let mut set = BTreeSet::new();
     for (key, value) in &table {
@@ -94,7 +102,9 @@ pub fn file_args(
                 .collect::<anyhow::Result<_>>()?,
             other => anyhow::bail!("{}: expected a single value, found {other}", at()),
         };
-        // Each value on its own, so an error names the key it came from.
+        // Each value checked on its own, so an error names the key it came
+        // from; rules between flags (tls_cert needs tls_key) are left to the
+        // parse of everything together.
         let mut one = vec![OsString::from("fortress")];
         match arg.get_action() {
             ArgAction::SetTrue => match value {
@@ -109,14 +119,17 @@ pub fn file_args(
                 }
             }
         }
-        if let Err(e) = command.clone().try_get_matches_from(&one) {
-            let why = e.render().to_string();
-            let why = why
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim_start_matches("error: ");
-            anyhow::bail!("{}: {why}", at());
+        match command.clone().try_get_matches_from(&one) {
+            Err(e) if e.kind() != clap::error::ErrorKind::MissingRequiredArgument => {
+                let why = e.render().to_string();
+                let why = why
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches("error: ");
+                anyhow::bail!("{}: {why}", at());
+            }
+            _ => {}
         }
         let given = matches!(
             matches.value_source(arg.get_id().as_str()),
@@ -211,6 +224,22 @@ mod tests {
     }
 
     #[test]
+    fn flags_that_need_each_other_can_both_come_from_the_file() {
+        let args = with_file(
+            "tls_cert = \"/etc/cert.pem\"\ntls_key = \"/etc/key.pem\"\ntls_required = true\n",
+            &[],
+        )
+        .unwrap();
+        assert!(args.tls_required);
+        assert_eq!(
+            args.tls_key.as_deref(),
+            Some(std::path::Path::new("/etc/key.pem"))
+        );
+        let e = with_file("tls_cert = \"/etc/cert.pem\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("tls-key"), "{e}");
+    }
+
+    #[test]
     fn a_flag_beats_the_file_and_the_file_beats_the_default() {
         let args = with_file("shards = 8\npage_cache_mb = 512\n", &["--shards", "2"]).unwrap();
         assert_eq!(args.shards, 2);
@@ -242,6 +271,11 @@ mod tests {
         assert!(e.contains("never read from the configuration file"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
         let e = with_file("shards = [", &[]).unwrap_err().to_string();
-        assert!(e.contains("not valid TOML"), "{e}");
+        assert!(e.contains("not valid TOML at line 1"), "{e}");
+        // A broken line is placed, never quoted: it may hold a secret.
+        let e = with_file("shards = 4\nkey = \"d3adb33f\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && !e.contains("d3adb33f"), "{e}");
     }
 }

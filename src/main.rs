@@ -175,7 +175,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let addr: std::net::SocketAddr = addr
                 .parse()
                 .with_context(|| format!("--admin-listen {addr:?} is not an address (or `off`)"))?;
-            admin::check_exposure(&addr, admin_token.as_deref())?;
+            admin::check_exposure(&addr, admin_token.as_deref(), users.required())?;
             Some(addr)
         }
     };
@@ -254,6 +254,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 started: std::time::Instant::now(),
                 token: admin_token,
                 metrics: exporter,
+                shard_counts: Default::default(),
             };
             admin::spawn(admin_listener, Arc::new(state), tls.clone())?;
         }
@@ -295,19 +296,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Refuses to admit every client on an address beyond loopback: with no
-/// users, whoever reaches the port could read and change everything.
+/// users, whoever reaches the port could read and change everything. Once
+/// serving there, authentication stays required even if every user is
+/// removed (then nobody gets in until one is added).
 fn check_trust(
     listen: &str,
     users: &fortress_proxy::users::Users,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<()> {
-    if users.required() {
-        return Ok(());
-    }
     let loopback = std::net::ToSocketAddrs::to_socket_addrs(listen)
         .map(|mut addrs| addrs.all(|a| a.ip().is_loopback()))
         .unwrap_or(false);
-    if !loopback {
+    if loopback {
+        return Ok(());
+    }
+    if !users.required() {
         anyhow::bail!(
             "fortress has no users, so it would admit any client that reaches {listen}: add one \
              first (`fortress user add NAME --data-dir {}`; clients then log in with \
@@ -315,6 +318,7 @@ fn check_trust(
             data_dir.display()
         );
     }
+    users.require_always();
     Ok(())
 }
 

@@ -66,7 +66,10 @@ pub fn run(action: UserAction) -> anyhow::Result<()> {
             }
             println!("removed {name}");
             if users::read(&data_dir)?.is_empty() {
-                println!("no users left: the server admits every client (loopback only)");
+                println!(
+                    "no users left: a server listening on loopback now admits every client; \
+                     one listening beyond loopback admits nobody until a user is added"
+                );
             }
             Ok(())
         }

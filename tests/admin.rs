@@ -139,6 +139,16 @@ async fn every_endpoint_but_health_needs_the_token() {
             "{method} {path}: {status} {text}"
         );
     }
+    // A bearer scheme in any case is a bearer scheme.
+    let (status, text) = {
+        let mut r = agent()
+            .get(format!("{}/api/v1/status", server.admin_url()))
+            .header("Authorization", format!("bearer {TOKEN}"))
+            .call()
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    };
+    assert_eq!(status, 200, "{text}");
     // Unknown paths and methods get the same error shape.
     let (status, v) = call(&server, "GET", "/api/v1/nope", Some(TOKEN), None);
     assert_eq!(
@@ -548,7 +558,9 @@ async fn status_metrics_and_checkpoints_report_what_happened() {
         );
     }
 
-    // `fortress status` prints the same as a table.
+    // `fortress status` prints the same as a table (rows are recounted
+    // at most every 2 s while writes go on).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let cli = |token: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_fortress"))
             .args(["status", "--admin", &server.admin_url()])
@@ -578,6 +590,63 @@ async fn status_metrics_and_checkpoints_report_what_happened() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("401") && err.contains("unauthorized"), "{err}");
     assert!(!err.contains("not-the-token"), "{err}");
+}
+
+/// The status line of a raw HTTP/1.1 request with these headers.
+fn raw_status(port: u16, method: &str, path: &str, headers: &[&str]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: 0\r\n");
+    for h in headers {
+        req += &format!("{h}\r\n");
+    }
+    req += "\r\n";
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.lines().next().unwrap_or("").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_of_other_sites_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // No token: the API answers only to loopback host names (a page of
+    // another site rebound to 127.0.0.1 sends its own host name).
+    let open = Server::start(dir.path());
+    let port = open.admin_port;
+    let own = format!("Host: 127.0.0.1:{port}");
+    assert!(raw_status(port, "GET", "/api/v1/status", &[&own]).contains(" 200 "));
+    assert!(raw_status(port, "GET", "/api/v1/status", &["Host: localhost"]).contains(" 200 "));
+    let rebound = raw_status(port, "GET", "/api/v1/status", &["Host: evil.example:7070"]);
+    assert!(rebound.contains(" 403 "), "{rebound}");
+    // A cross-site form POST carries its Origin: refused, with or without a token.
+    let forged = raw_status(
+        port,
+        "POST",
+        "/api/v1/checkpoints",
+        &[&own, "Origin: http://evil.example"],
+    );
+    assert!(forged.contains(" 403 "), "{forged}");
+    let list: serde_json::Value = agent()
+        .get(format!("{}/api/v1/checkpoints", open.admin_url()))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(
+        list["checkpoints"],
+        json!([]),
+        "the forged POST took a checkpoint"
+    );
+    // The page's own origin is served.
+    let same = raw_status(
+        port,
+        "POST",
+        "/api/v1/checkpoints",
+        &[&own, &format!("Origin: http://127.0.0.1:{port}")],
+    );
+    assert!(same.contains(" 201 "), "{same}");
 }
 
 #[test]

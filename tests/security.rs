@@ -125,7 +125,23 @@ async fn scram_lets_in_the_right_password_only() {
         "{verifiers}"
     );
     assert!(!verifiers.contains(ALICE_PW));
-    let server = Server::launch(data.clone(), 4, &[]);
+    // With users, the admin API (which runs SQL) needs a token too.
+    let out = fortress(
+        &[
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{}", common::free_port()),
+            "--admin-listen",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs a token too"), "{err}");
+    let server = Server::launch(data.clone(), 4, &[("FORTRESS_ADMIN_TOKEN", TOKEN)]);
 
     let c = login(&url(&server, "alice", ALICE_PW)).await.unwrap();
     let n: i32 = c.query_one("SELECT 41 + 1", &[]).await.unwrap().get(0);

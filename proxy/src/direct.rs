@@ -45,12 +45,19 @@ impl Answer {
     }
 }
 
-/// A failed statement: which one (0-based, in a transaction's list) and why.
+/// A failed transaction: which statement (0-based, in its list; `None`
+/// for the BEGIN or COMMIT around them) and why.
 #[derive(Debug)]
 pub struct Failure {
-    pub statement: usize,
+    pub statement: Option<usize>,
     pub error: ProxyError,
 }
+
+/// Statements one transaction may carry.
+pub const MAX_STATEMENTS: usize = 1_000;
+/// In-process calls running at once; more wait their turn (each may hold
+/// a statement's memory, bounded by the work limits).
+const MAX_CALLS: usize = 8;
 
 /// Runs in-process statements against one cluster.
 #[derive(Clone)]
@@ -58,11 +65,24 @@ pub struct Direct {
     cluster: Arc<Cluster>,
     /// Settings each session starts with (the server's `--statement-timeout`).
     defaults: Vec<(String, String)>,
+    calls: Arc<tokio::sync::Semaphore>,
 }
 
 impl Direct {
     pub fn new(cluster: Arc<Cluster>, defaults: Vec<(String, String)>) -> Direct {
-        Direct { cluster, defaults }
+        Direct {
+            cluster,
+            defaults,
+            calls: Arc::new(tokio::sync::Semaphore::new(MAX_CALLS)),
+        }
+    }
+
+    async fn turn(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.calls
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
     }
 
     fn session(&self) -> Arc<Session> {
@@ -82,7 +102,9 @@ impl Direct {
         max_rows: usize,
     ) -> Result<Answer> {
         let this = self.clone();
+        let turn = self.turn().await;
         spawn(async move {
+            let _turn = turn;
             let session = this.session();
             match one_statement(&sql)? {
                 Some(stmt) => this.run(&session, &stmt, &params, max_rows).await,
@@ -93,16 +115,39 @@ impl Direct {
     }
 
     /// Runs `statements` (each one statement, no parameters) as one
-    /// transaction: all of them commit, or, when one fails, none does.
+    /// transaction: all of them commit, or, when one fails, none does. At
+    /// most `max_rows` rows come back in all, each statement getting what
+    /// the ones before it left.
     pub async fn transaction(
         &self,
         statements: Vec<String>,
         max_rows: usize,
     ) -> std::result::Result<Vec<Answer>, Failure> {
+        if statements.len() > MAX_STATEMENTS {
+            return Err(Failure {
+                statement: None,
+                error: ProxyError::new(
+                    "54000",
+                    format!(
+                        "{} statements in one transaction; at most {MAX_STATEMENTS}",
+                        statements.len()
+                    ),
+                ),
+            });
+        }
         let this = self.clone();
+        let turn = self.turn().await;
         let work = async move {
+            let _turn = turn;
             let session = this.session();
-            let fail = |statement, error| Failure { statement, error };
+            let fail = |statement, error| Failure {
+                statement: Some(statement),
+                error,
+            };
+            let around = |error| Failure {
+                statement: None,
+                error,
+            };
             let mut parsed = Vec::with_capacity(statements.len());
             for (i, sql) in statements.iter().enumerate() {
                 let stmt = one_statement(sql).map_err(|e| fail(i, e))?;
@@ -114,40 +159,42 @@ impl Direct {
                 parsed.push(stmt);
             }
             let control = |text: &str| parse(text).map(|mut s| s.remove(0));
-            let begin = control("BEGIN").map_err(|e| fail(0, e))?;
-            this.run(&session, &begin, &[], 0)
-                .await
-                .map_err(|e| fail(0, e))?;
+            let begin = control("BEGIN").map_err(around)?;
+            this.run(&session, &begin, &[], 0).await.map_err(around)?;
             let mut answers = Vec::with_capacity(parsed.len());
+            let mut rows_left = max_rows;
             for (i, stmt) in parsed.iter().enumerate() {
                 let Some(stmt) = stmt else {
                     answers.push(Answer::empty());
                     continue;
                 };
-                match this.run(&session, stmt, &[], max_rows).await {
-                    Ok(a) => answers.push(a),
+                match this.run(&session, stmt, &[], rows_left).await {
+                    Ok(a) => {
+                        rows_left -= a.rows.len();
+                        answers.push(a)
+                    }
                     Err(e) => {
                         this.rollback(&session).await;
                         return Err(fail(i, e));
                     }
                 }
             }
-            let commit = control("COMMIT").map_err(|e| fail(parsed.len(), e))?;
+            let commit = control("COMMIT").map_err(around)?;
             match this.run(&session, &commit, &[], 0).await {
                 // COMMIT of a failed block reports ROLLBACK; it cannot be
                 // here (every failure above returned), but say so if it is.
                 Ok(a) if a.tag == "COMMIT" => Ok(answers),
-                Ok(a) => Err(fail(
-                    parsed.len(),
-                    ProxyError::new("40000", format!("the transaction ended in {}", a.tag)),
-                )),
-                Err(e) => Err(fail(parsed.len(), e)),
+                Ok(a) => Err(around(ProxyError::new(
+                    "40000",
+                    format!("the transaction ended in {}", a.tag),
+                ))),
+                Err(e) => Err(around(e)),
             }
         };
         match tokio::spawn(work).await {
             Ok(r) => r,
             Err(e) => Err(Failure {
-                statement: 0,
+                statement: None,
                 error: panicked(e),
             }),
         }
@@ -283,9 +330,15 @@ async fn answer(result: QueryResult, max_rows: usize) -> Result<Answer> {
             columns,
             mut rows,
         } => {
-            let tag = format!("{tag} {}", rows.len());
+            // A write's tag counts the rows it wrote, returned or not; a
+            // read's, the rows returned (as for a stream cut short).
             let truncated = rows.len() > max_rows;
+            let written = rows.len();
             rows.truncate(max_rows);
+            let tag = match tag {
+                "SELECT" => format!("SELECT {}", rows.len()),
+                _ => format!("{tag} {written}"),
+            };
             Ok(Answer {
                 tag,
                 columns,

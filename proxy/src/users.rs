@@ -136,6 +136,10 @@ pub fn write(dir: &Path, users: &[(String, String)]) -> std::io::Result<()> {
 pub struct Users {
     dir: PathBuf,
     cached: Mutex<Cached>,
+    /// Authentication is required even with no users (then nobody gets
+    /// in): a server listening beyond loopback must never fall back to
+    /// trust because its last user was removed.
+    always: std::sync::atomic::AtomicBool,
 }
 
 /// Names the directory only: verifiers stay out of logs.
@@ -145,10 +149,15 @@ impl std::fmt::Debug for Users {
     }
 }
 
+/// (inode, modified, change time ns, length): every rewrite renames a new
+/// file into place, so its inode and change time differ even when a new
+/// password leaves the length and the modified time's tick the same.
+type Stamp = (u64, SystemTime, i64, u64);
+
 #[derive(Default)]
 struct Cached {
-    /// The file's (modified time, length) when read; `None`: no file.
-    stamp: Option<(SystemTime, u64)>,
+    /// The file's identity when read; `None`: no file.
+    stamp: Option<Stamp>,
     users: Vec<(String, String)>,
     /// The file could not be read: nobody gets in until it is.
     broken: bool,
@@ -163,15 +172,17 @@ impl Users {
         let users = Users {
             dir: dir.to_path_buf(),
             cached: Mutex::new(Cached::default()),
+            always: std::sync::atomic::AtomicBool::new(false),
         };
         users.refresh()?;
         Ok(users)
     }
 
-    /// The file's (modified time, length); `None` when there is no file.
-    fn stamp(&self) -> std::io::Result<Option<(SystemTime, u64)>> {
+    /// The file's identity; `None` when there is no file.
+    fn stamp(&self) -> std::io::Result<Option<Stamp>> {
+        use std::os::unix::fs::MetadataExt;
         match std::fs::metadata(self.dir.join(USERS_FILE)) {
-            Ok(m) => Ok(Some((m.modified()?, m.len()))),
+            Ok(m) => Ok(Some((m.ino(), m.modified()?, m.ctime_nsec(), m.len()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -200,15 +211,27 @@ impl Users {
         result
     }
 
+    /// Makes authentication required from now on, whatever the file says.
+    pub fn require_always(&self) {
+        self.always
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Whether clients must authenticate. A file that became unreadable
     /// fails closed: authentication is required and nobody passes until
     /// it is fixed (never a fall back to trust).
     pub fn required(&self) -> bool {
+        let was_broken = self.cached.lock().expect("users").broken;
         if let Err(e) = self.refresh() {
-            tracing::error!(error = %e, "the users file is unreadable: every login fails until it is fixed");
+            // Once per episode, not per login attempt.
+            if !was_broken {
+                tracing::error!(error = %e, "the users file is unreadable: every login fails until it is fixed");
+            }
         }
         let cached = self.cached.lock().expect("users");
-        cached.broken || !cached.users.is_empty()
+        cached.broken
+            || !cached.users.is_empty()
+            || self.always.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The verifier of `name`, if that user exists.
@@ -246,6 +269,11 @@ mod tests {
         assert!(users.secret("bob").is_none());
         write(dir.path(), &[]).unwrap();
         assert!(!users.required());
+        // Beyond loopback, no users means nobody, never everybody.
+        let public = Users::open(dir.path()).unwrap();
+        public.require_always();
+        assert!(public.required());
+        assert!(public.secret("alice").is_none());
         std::fs::write(dir.path().join(USERS_FILE), "alice:plaintext\n").unwrap();
         assert!(read(dir.path()).is_err());
         // Unreadable fails closed: required, and nobody's secret is known.

@@ -17,7 +17,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// The SQLSTATE of a failed statement, else one of `bad_request`,
-    /// `unauthorized`, `not_found`, `method_not_allowed`, `unavailable`,
+    /// `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`,
     /// `internal`.
     pub code: String,
     pub message: String,
@@ -60,6 +60,10 @@ impl ApiError {
             "this endpoint needs the header `Authorization: Bearer TOKEN` with the server's \
              FORTRESS_ADMIN_TOKEN",
         )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     pub fn not_found(message: impl Into<String>) -> ApiError {

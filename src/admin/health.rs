@@ -75,9 +75,9 @@ pub struct ShardStatus {
     pub ready: bool,
     /// The last WAL record's position (what `fortress restore --lsn` takes).
     pub wal_lsn: u64,
-    /// Bytes of the shard's files (store and WAL) on disk.
+    /// Bytes of the shard's files (store and WAL) on disk (at most 2 s old).
     pub bytes: u64,
-    /// Live rows, counted at one snapshot.
+    /// Live rows, counted at one snapshot (at most 2 s old).
     pub rows: u64,
     /// Fragments routed to the shard since start.
     pub requests: u64,
@@ -92,9 +92,26 @@ pub struct Connections {
     pub refused_total: u64,
 }
 
-/// Everything an operator looks at first. Counting rows reads every
-/// table, so this costs a `count(*)` over the data: poll it every few
-/// seconds, not faster.
+/// How long a count of every shard's rows serves `/status` while writes
+/// go on (with none, it serves until the next write).
+const COUNTS_FRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The last count of every shard's rows and bytes. Counting reads every
+/// table (a `count(*)` over all the data), so callers share one count at a
+/// time and reuse it.
+pub type Counts = tokio::sync::Mutex<Option<Counted>>;
+
+/// A count: when it was taken, and at which WAL positions.
+pub struct Counted {
+    at: std::time::Instant,
+    lsns: Vec<u64>,
+    shards: Vec<fortress_proxy::cluster::ShardStatus>,
+}
+
+/// Everything an operator looks at first. Rows and bytes are counted at
+/// most every 2 s while writes go on, and not again until the next write
+/// when none do (however many callers poll); WAL positions, readiness and
+/// requests are read live.
 #[utoipa::path(get, path = "/api/v1/status", operation_id = "status", tag = "health",
     security(("bearer" = [])),
     responses(
@@ -104,10 +121,32 @@ pub struct Connections {
     ))]
 pub async fn status(State(state): State<Shared>) -> Result<Json<Status>, ApiError> {
     let cluster = &state.cluster;
-    let found = cluster
-        .shard_status()
-        .await
-        .map_err(|e| ApiError::sql(&e))?;
+    let lsns: Vec<(u32, u64)> = cluster
+        .wal_stats()
+        .into_iter()
+        .map(|(id, lsn, _, _)| (id, lsn))
+        .collect();
+    let found = {
+        let mut counts = state.shard_counts.lock().await;
+        let now: Vec<u64> = lsns.iter().map(|(_, lsn)| *lsn).collect();
+        match &*counts {
+            Some(c) if c.lsns == now || c.at.elapsed() < COUNTS_FRESH => c.shards.clone(),
+            _ => {
+                let shards = cluster
+                    .shard_status()
+                    .await
+                    .map_err(|e| ApiError::sql(&e))?;
+                *counts = Some(Counted {
+                    at: std::time::Instant::now(),
+                    // Read before counting: a write during the count
+                    // moves them, and the next caller counts again.
+                    lsns: now.clone(),
+                    shards: shards.clone(),
+                });
+                shards
+            }
+        }
+    };
     let health = cluster.shard_health();
     let requests = cluster.metrics().shard_requests();
     let shards = found
@@ -115,7 +154,10 @@ pub async fn status(State(state): State<Shared>) -> Result<Json<Status>, ApiErro
         .map(|s| ShardStatus {
             id: s.id,
             ready: health.iter().any(|(id, r)| *id == s.id && r.is_ok()),
-            wal_lsn: s.wal_lsn,
+            wal_lsn: lsns
+                .iter()
+                .find(|(id, _)| *id == s.id)
+                .map_or(s.wal_lsn, |(_, lsn)| *lsn),
             bytes: s.bytes,
             rows: s.rows,
             requests: requests.get(s.id as usize).copied().unwrap_or(0),

@@ -11,13 +11,14 @@
 //!
 //! One module per group of endpoints: [`health`] (health and status),
 //! [`sharding`] (query, transaction, routing metrics), [`checkpoints`],
-//! [`prometheus`] (`/metrics`), [`openapi`]. Later groups (dr, chaos,
+//! [`prometheus`] (`/metrics`), [`openapi`]; [`listener`] bounds the
+//! connections and serves HTTPS. Later groups (dr, chaos,
 //! deploy) mount under the same router, auth and error shape.
 
 pub mod checkpoints;
 pub mod error;
 pub mod health;
-pub mod https;
+pub mod listener;
 pub mod openapi;
 pub mod prometheus;
 pub mod sharding;
@@ -36,6 +37,7 @@ use axum::Router;
 use fortress_proxy::direct::Direct;
 use fortress_proxy::wire::ConnectionStats;
 use fortress_proxy::Cluster;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use error::ApiError;
@@ -87,6 +89,8 @@ pub struct AdminState {
     /// FORTRESS_ADMIN_TOKEN; `None` leaves the API open (loopback only).
     pub token: Option<String>,
     pub metrics: prometheus::Exporter,
+    /// The last count of each shard's rows and bytes (see [`health::status`]).
+    pub shard_counts: health::Counts,
 }
 
 pub type Shared = Arc<AdminState>;
@@ -120,6 +124,10 @@ pub fn router(state: Shared) -> Router {
                 "this endpoint does not take that method",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            same_origin,
+        ))
         .with_state(state)
 }
 
@@ -141,13 +149,61 @@ async fn require_token(
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, t)| t.trim());
+        // Digests of equal length, compared in constant time: neither the
+        // token's bytes nor its length show in the time taken.
+        let (given, token) = (Sha256::digest(given), Sha256::digest(token));
+        if !bool::from(given.as_slice().ct_eq(token.as_slice())) {
             return Err(ApiError::unauthorized());
         }
     }
     Ok(next.run(request).await)
+}
+
+/// Refuses what a browser sends on behalf of another site: a request whose
+/// `Origin` is not this server (cross-site POSTs), and, without a token, a
+/// `Host` other than a loopback name (DNS rebinding: a page of another
+/// site made to resolve to 127.0.0.1). The dashboard is same-origin.
+async fn same_origin(
+    State(state): State<Shared>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let headers = request.headers();
+    let text =
+        |v: Option<&axum::http::HeaderValue>| v.and_then(|v| v.to_str().ok()).map(str::to_string);
+    let host = text(headers.get(axum::http::header::HOST)).unwrap_or_default();
+    let origin = text(headers.get(axum::http::header::ORIGIN));
+    if let Some(origin) = origin {
+        let own = origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(&host));
+        if !own {
+            return Err(ApiError::forbidden(
+                "requests from another origin are refused",
+            ));
+        }
+    }
+    if state.token.is_none() && !host.is_empty() && !loopback_host(&host) {
+        return Err(ApiError::forbidden(
+            "without FORTRESS_ADMIN_TOKEN the admin API answers only to loopback host names",
+        ));
+    }
+    Ok(next.run(request).await)
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The admin token: FORTRESS_ADMIN_TOKEN, or the file FORTRESS_ADMIN_TOKEN_FILE
@@ -158,7 +214,8 @@ pub fn token_from_env() -> anyhow::Result<Option<String>> {
         std::env::var_os("FORTRESS_ADMIN_TOKEN_FILE"),
     ) {
         (Some(t), _) => t,
-        (None, Some(path)) => std::fs::read_to_string(&path)
+        (None, Some(path)) => crate::perms::check_secret(std::path::Path::new(&path))
+            .and_then(|()| Ok(std::fs::read_to_string(&path)?))
             .map_err(|e| {
                 anyhow::anyhow!(
                     "reading FORTRESS_ADMIN_TOKEN_FILE {}: {e}",
@@ -175,14 +232,30 @@ pub fn token_from_env() -> anyhow::Result<Option<String>> {
     Ok(Some(token))
 }
 
-/// Refuses to serve the API beyond loopback without a token: anyone who
-/// reaches it could read and write every table.
-pub fn check_exposure(addr: &SocketAddr, token: Option<&str>) -> anyhow::Result<()> {
-    if token.is_none() && !addr.ip().is_loopback() {
+/// Refuses to serve the API without a token where that would open the
+/// data to others: beyond loopback (anyone who reaches it could read and
+/// write every table), and when the server has users (the API runs SQL,
+/// so without a token every local process would get past their passwords).
+pub fn check_exposure(
+    addr: &SocketAddr,
+    token: Option<&str>,
+    users_exist: bool,
+) -> anyhow::Result<()> {
+    if token.is_some() {
+        return Ok(());
+    }
+    if !addr.ip().is_loopback() {
         anyhow::bail!(
             "the admin API would listen on {addr} without a token: set FORTRESS_ADMIN_TOKEN \
              (clients then send `Authorization: Bearer TOKEN`), or listen on a loopback \
              address, or turn it off with --admin-listen off"
+        );
+    }
+    if users_exist {
+        anyhow::bail!(
+            "this server has users, so its admin API (which runs SQL) needs a token too: \
+             set FORTRESS_ADMIN_TOKEN (or FORTRESS_ADMIN_TOKEN_FILE), or turn the API off \
+             with --admin-listen off"
         );
     }
     Ok(())
@@ -195,22 +268,36 @@ pub fn spawn(
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
     let app = router(state);
-    match tls {
-        Some(config) => {
-            let listener = https::TlsListener::new(listener, config)?;
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "the admin API stopped");
-                }
-            });
+    let listener = listener::AdminListener::new(listener, tls)?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the admin API stopped");
         }
-        None => {
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "the admin API stopped");
-                }
-            });
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_host_names() {
+        for ok in [
+            "localhost",
+            "localhost:7070",
+            "127.0.0.1:7070",
+            "127.1.2.3",
+            "[::1]:7070",
+            "[::1]",
+        ] {
+            assert!(super::loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:7070",
+            "10.0.0.1:7070",
+            "[fe80::1]:7070",
+            "localhost.evil.example",
+        ] {
+            assert!(!super::loopback_host(bad), "{bad}");
         }
     }
-    Ok(())
 }

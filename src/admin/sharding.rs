@@ -45,9 +45,11 @@ pub struct QueryRequest {
 #[serde(deny_unknown_fields)]
 pub struct TransactionRequest {
     /// Statements run in order as one transaction (no BEGIN or COMMIT of
-    /// their own): all commit, or none does.
+    /// their own): all commit, or none does. At most 1000.
+    #[schema(max_items = 1000)]
     pub statements: Vec<String>,
-    /// Rows each statement returns at most, as in a query.
+    /// Rows returned at most, over all the statements (default 10000, at
+    /// most 100000).
     #[schema(minimum = 0, maximum = 100000)]
     pub max_rows: Option<u64>,
 }
@@ -190,7 +192,10 @@ pub async fn transaction(
         .direct
         .transaction(req.statements, max_rows)
         .await
-        .map_err(|f| ApiError::sql(&f.error).in_statement(f.statement))?;
+        .map_err(|f| match f.statement {
+            Some(i) => ApiError::sql(&f.error).in_statement(i),
+            None => ApiError::sql(&f.error),
+        })?;
     Ok(Json(TransactionResponse {
         results: answers.into_iter().map(response).collect(),
     }))

@@ -1325,16 +1325,18 @@ impl StartupHandler for Handler {
                     None => self.admit(client).await,
                 }
             }
-            PgWireFrontendMessage::PasswordMessageFamily(m) => {
-                let Some(users) = users else {
-                    return Ok(());
-                };
-                if auth::advance(client, users, m).await? {
+            PgWireFrontendMessage::PasswordMessageFamily(m) if users.is_some() => {
+                if auth::advance(client, users.expect("checked"), m).await? {
                     self.admit(client).await?;
                 }
                 Ok(())
             }
-            _ => Ok(()),
+            // Anything else before the login ends, as PostgreSQL answers it.
+            _ => Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "08P01".into(),
+                "expected the startup or an authentication message".into(),
+            )))),
         }
     }
 }
