@@ -76,6 +76,16 @@ fn ok(server: &Server, method: &str, path: &str, body: Option<Value>) -> Value {
     v
 }
 
+/// Asserts that a call failed with `status` and error `code`; its body.
+fn refused((status, v): (u16, Value), want: u16, code: &str) -> Value {
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (want, Some(code)),
+        "{v}"
+    );
+    v
+}
+
 fn query(server: &Server, sql: &str, params: Value) -> (u16, Value) {
     call(
         server,
@@ -224,45 +234,32 @@ async fn query_and_transaction_endpoints_run_sql_with_its_errors() {
     assert_eq!(n, 2);
 
     // Errors carry the SQLSTATE and the status its class calls for.
-    let (status, v) = query(&server, "SELEC 1", json!([]));
-    assert_eq!(
-        (status, v["error"]["code"].as_str()),
-        (400, Some("42601")),
-        "{v}"
+    refused(query(&server, "SELEC 1", json!([])), 400, "42601");
+    refused(
+        query(&server, "SELECT * FROM nope", json!([])),
+        400,
+        "42P01",
     );
-    let (status, v) = query(&server, "SELECT * FROM nope", json!([]));
-    assert_eq!(
-        (status, v["error"]["code"].as_str()),
-        (400, Some("42P01")),
-        "{v}"
-    );
-    let (status, v) = query(&server, "INSERT INTO items (id) VALUES (1)", json!([]));
-    assert_eq!(
-        (status, v["error"]["code"].as_str()),
-        (409, Some("23505")),
-        "{v}"
+    let v = refused(
+        query(&server, "INSERT INTO items (id) VALUES (1)", json!([])),
+        409,
+        "23505",
     );
     assert!(
         v["error"]["detail"].as_str().unwrap().contains("(id)=(1)"),
         "{v}"
     );
-    let (status, v) = query(&server, "SELECT $1::int", json!(["x"]));
-    assert_eq!(
-        (status, v["error"]["code"].as_str()),
-        (400, Some("22P02")),
-        "{v}"
-    );
+    refused(query(&server, "SELECT $1::int", json!(["x"])), 400, "22P02");
     let (status, v) = query(&server, "SELECT 1; SELECT 2", json!([]));
     assert_eq!(
         (status, v["error"]["code"].as_str()),
         (400, Some("42601")),
         "{v}"
     );
-    let (status, v) = query(&server, "SELECT $1::int", json!([1, 2]));
-    assert_eq!(
-        (status, v["error"]["code"].as_str()),
-        (400, Some("08P01")),
-        "{v}"
+    refused(
+        query(&server, "SELECT $1::int", json!([1, 2])),
+        400,
+        "08P01",
     );
 
     // An empty query is no error, as in PostgreSQL.
@@ -284,17 +281,16 @@ async fn query_and_transaction_endpoints_run_sql_with_its_errors() {
         (400, Some("bad_request")),
         "{v}"
     );
-    let (status, v) = call(
-        &server,
-        "POST",
-        "/api/v1/sharding/query",
-        Some(TOKEN),
-        Some(json!({"sql": "SELECT 1", "surprise": 1})),
-    );
-    assert_eq!(
-        (status, v["error"]["code"].as_str()),
-        (422, Some("bad_request")),
-        "{v}"
+    refused(
+        call(
+            &server,
+            "POST",
+            "/api/v1/sharding/query",
+            Some(TOKEN),
+            Some(json!({"sql": "SELECT 1", "surprise": 1})),
+        ),
+        422,
+        "bad_request",
     );
     let (status, v) = call(
         &server,
@@ -338,21 +334,20 @@ async fn query_and_transaction_endpoints_run_sql_with_its_errors() {
     assert_eq!(tags, ["INSERT 0 3", "UPDATE 1", "SELECT 1"]);
     assert_eq!(v["results"][2]["rows"], json!([[5]]));
     // ...or none: a failing statement leaves nothing written.
-    let (status, v) = call(
-        &server,
-        "POST",
-        "/api/v1/sharding/transaction",
-        Some(TOKEN),
-        Some(json!({"statements": [
-            "INSERT INTO items (id, name) VALUES (20, 'twenty'), (21, 'twenty-one')",
-            "DELETE FROM items WHERE id = 10",
-            "INSERT INTO items (id, name) VALUES (11, 'again')"
-        ]})),
-    );
-    assert_eq!(
-        (status, v["error"]["code"].as_str()),
-        (409, Some("23505")),
-        "{v}"
+    let v = refused(
+        call(
+            &server,
+            "POST",
+            "/api/v1/sharding/transaction",
+            Some(TOKEN),
+            Some(json!({"statements": [
+                "INSERT INTO items (id, name) VALUES (20, 'twenty'), (21, 'twenty-one')",
+                "DELETE FROM items WHERE id = 10",
+                "INSERT INTO items (id, name) VALUES (11, 'again')"
+            ]})),
+        ),
+        409,
+        "23505",
     );
     assert_eq!(v["error"]["statement"], 2, "{v}");
     let rows = c

@@ -464,23 +464,28 @@ async fn tls_encrypts_sessions_and_can_be_required() {
     }
 }
 
+/// Runs `fortress serve` (admin API off) with `args`, expecting it to
+/// refuse to start; its stderr.
+fn serve_refused(data: &Path, args: &[&str]) -> String {
+    let mut all = vec![
+        "serve",
+        "--admin-listen",
+        "off",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let out = fortress(&all, None);
+    assert!(!out.status.success(), "it started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn without_users_the_server_stays_on_loopback() {
     let dir = tempfile::tempdir().unwrap();
-    let out = fortress(
-        &[
-            "serve",
-            "--admin-listen",
-            "off",
-            "--data-dir",
-            dir.path().join("data").to_str().unwrap(),
-            "--listen",
-            &format!("0.0.0.0:{}", common::free_port()),
-        ],
-        None,
-    );
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let data = dir.path().join("data");
+    let public = format!("0.0.0.0:{}", common::free_port());
+    let err = serve_refused(&data, &["--listen", &public]);
     assert!(err.contains("fortress user add"), "{err}");
     // A key file others can read is refused, naming the file only.
     let (_, chain, key) = test_pki();
@@ -492,24 +497,18 @@ fn without_users_the_server_stays_on_loopback() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
-    let out = fortress(
+    let local = format!("127.0.0.1:{}", common::free_port());
+    let err = serve_refused(
+        &data,
         &[
-            "serve",
-            "--admin-listen",
-            "off",
-            "--data-dir",
-            dir.path().join("data").to_str().unwrap(),
             "--listen",
-            &format!("127.0.0.1:{}", common::free_port()),
+            &local,
             "--tls-cert",
             cert_path.to_str().unwrap(),
             "--tls-key",
             key_path.to_str().unwrap(),
         ],
-        None,
     );
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("server.key"), "{err}");
     assert!(!err.contains(key.lines().nth(1).unwrap()), "{err}");
 }
