@@ -76,6 +76,21 @@ fn ok(server: &Server, method: &str, path: &str, body: Option<Value>) -> Value {
     v
 }
 
+/// The sum of `field` over the objects of the array `v`.
+fn sum(v: &Value, field: &str) -> u64 {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x[field].as_u64().unwrap())
+        .sum()
+}
+
+/// Asserts that a statement succeeded with command tag `tag`; its body.
+fn answered((status, v): (u16, Value), tag: &str) -> Value {
+    assert_eq!((status, v["tag"].as_str()), (200, Some(tag)), "{v}");
+    v
+}
+
 /// Asserts that a call failed with `status` and error `code`; its body.
 fn refused((status, v): (u16, Value), want: u16, code: &str) -> Value {
     assert_eq!(
@@ -178,26 +193,19 @@ async fn every_endpoint_but_health_needs_the_token() {
 async fn query_and_transaction_endpoints_run_sql_with_its_errors() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(&dir);
-    let (status, v) = query(
+    answered(query(
         &server,
         "CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric, ok boolean, w float8)",
         json!([]),
-    );
-    assert_eq!(
-        (status, v["tag"].as_str()),
-        (200, Some("CREATE TABLE")),
-        "{v}"
-    );
+    ), "CREATE TABLE");
     // Parameters are read as text-format parameters of the statement's types.
-    let (status, v) = query(
-        &server,
-        "INSERT INTO items VALUES ($1, $2, $3, $4, $5)",
-        json!([1, "one", "12345678901234567890.123", true, 0.5]),
-    );
-    assert_eq!(
-        (status, v["tag"].as_str()),
-        (200, Some("INSERT 0 1")),
-        "{v}"
+    answered(
+        query(
+            &server,
+            "INSERT INTO items VALUES ($1, $2, $3, $4, $5)",
+            json!([1, "one", "12345678901234567890.123", true, 0.5]),
+        ),
+        "INSERT 0 1",
     );
     let (_, v) = query(
         &server,
@@ -403,7 +411,7 @@ async fn status_metrics_and_checkpoints_report_what_happened() {
     let status = ok(&server, "GET", "/api/v1/status", None);
     let shards = status["shards"].as_array().unwrap();
     assert_eq!(shards.len(), 4, "{status}");
-    let rows: u64 = shards.iter().map(|s| s["rows"].as_u64().unwrap()).sum();
+    let rows = sum(&status["shards"], "rows");
     assert_eq!(rows, 200, "{status}");
     assert!(shards
         .iter()
@@ -418,20 +426,8 @@ async fn status_metrics_and_checkpoints_report_what_happened() {
 
     let m = ok(&server, "GET", "/api/v1/sharding/metrics", None);
     assert!(m["routes"]["scatter_gather"].as_u64().unwrap() >= 1, "{m}");
-    let requests: u64 = m["shard_requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["requests"].as_u64().unwrap())
-        .sum();
-    assert!(requests >= 200, "{m}");
-    let vnodes: u64 = m["vnode_requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["requests"].as_u64().unwrap())
-        .sum();
-    assert!(vnodes >= 200, "{m}");
+    assert!(sum(&m["shard_requests"], "requests") >= 200, "{m}");
+    assert!(sum(&m["vnode_requests"], "requests") >= 200, "{m}");
 
     // Prometheus: the exposition parses, the named series exist and move.
     let scrape = |server: &Server| {
@@ -644,40 +640,33 @@ async fn browsers_of_other_sites_are_refused() {
     assert!(same.contains(" 201 "), "{same}");
 }
 
-#[test]
-fn the_admin_api_beyond_loopback_needs_a_token() {
+/// Starts `fortress serve` with the admin API on `admin` and `token`,
+/// expecting it to refuse to start; its stderr.
+fn admin_refused(admin: &str, token: Option<&str>) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fortress"))
-        .args(["serve", "--data-dir"])
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fortress"));
+    cmd.args(["serve", "--data-dir"])
         .arg(dir.path().join("data"))
         .args(["--listen", &format!("127.0.0.1:{}", common::free_port())])
-        .args([
-            "--admin-listen",
-            &format!("0.0.0.0:{}", common::free_port()),
-        ])
-        .env_remove("FORTRESS_ADMIN_TOKEN")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+        .args(["--admin-listen", admin])
+        .env_remove("FORTRESS_ADMIN_TOKEN");
+    if let Some(t) = token {
+        cmd.env("FORTRESS_ADMIN_TOKEN", t);
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "it started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_admin_api_beyond_loopback_needs_a_token() {
+    let err = admin_refused(&format!("0.0.0.0:{}", common::free_port()), None);
     assert!(
         err.contains("FORTRESS_ADMIN_TOKEN") && err.contains("--admin-listen off"),
         "{err}"
     );
-    // A short token is refused too.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fortress"))
-        .args(["serve", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--listen", &format!("127.0.0.1:{}", common::free_port())])
-        .args([
-            "--admin-listen",
-            &format!("127.0.0.1:{}", common::free_port()),
-        ])
-        .env("FORTRESS_ADMIN_TOKEN", "short")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    // A short token is refused too, without being echoed.
+    let err = admin_refused(&format!("127.0.0.1:{}", common::free_port()), Some("short"));
     assert!(err.contains("shorter than 16"), "{err}");
     assert!(!err.contains("short\n"), "{err}");
 }
