@@ -166,7 +166,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     check_trust(&args.listen, &users, &args.data_dir)?;
     let admin_token = admin::token_from_env()?;
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        (Some(cert), Some(key)) => Some(tls::load(cert, key)?),
         _ => None,
     };
     let admin_addr = match args.admin_listen.as_str() {
@@ -256,7 +256,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 metrics: exporter,
                 shard_counts: Default::default(),
             };
-            admin::spawn(admin_listener, Arc::new(state), tls.clone())?;
+            admin::spawn(
+                admin_listener,
+                Arc::new(state),
+                tls.as_ref().map(|t| t.config.clone()),
+            )?;
         }
         tracing::info!(
             listen = %listener.local_addr()?,
@@ -278,12 +282,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             session_defaults,
             stats: connections,
             users: Some(users),
-            tls: tls
-                .clone()
-                .map(|config| fortress_proxy::wire::tls::TlsPolicy {
-                    acceptor: tokio_rustls::TlsAcceptor::from(config),
-                    required: args.tls_required,
-                }),
+            tls: tls.map(|tls| fortress_proxy::wire::tls::TlsPolicy {
+                acceptor: tokio_rustls::TlsAcceptor::from(tls.config),
+                required: args.tls_required,
+                cert_pem: tls.cert_pem,
+            }),
         };
         fortress_proxy::wire::serve(listener, cluster.clone(), opts, shutdown_signal())
             .await

@@ -11,11 +11,20 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls;
 
-/// The server configuration for `cert` (a chain, leaf first) and `key`.
-pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+/// The server's TLS: its rustls configuration and the certificate's PEM
+/// (what SCRAM-SHA-256-PLUS binds to).
+#[derive(Clone)]
+pub struct Tls {
+    pub config: Arc<rustls::ServerConfig>,
+    pub cert_pem: Arc<Vec<u8>>,
+}
+
+/// The server's TLS for `cert` (a chain, leaf first) and `key`.
+pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Tls> {
     crate::perms::check_secret(key)?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("reading the certificate {}", cert.display()))?
+    let pem = std::fs::read(cert)
+        .with_context(|| format!("reading the certificate {}", cert.display()))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
         .with_context(|| format!("parsing the certificate {}", cert.display()))?;
     if chain.is_empty() {
@@ -35,5 +44,8 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::Serv
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .context("the certificate and the key do not match")?;
-    Ok(Arc::new(config))
+    Ok(Tls {
+        config: Arc::new(config),
+        cert_pem: Arc::new(pem),
+    })
 }

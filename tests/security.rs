@@ -338,8 +338,27 @@ async fn tls_encrypts_sessions_and_can_be_required() {
                 "{mode}: {info}"
             );
         }
+        // Channel binding: over TLS the server offers SCRAM-SHA-256-PLUS,
+        // binding the proof to its certificate; without TLS there is
+        // nothing to bind to, and a client requiring it gives up.
+        for (ssl, binding, gets_in) in [
+            ("require", "require", true),
+            ("require", "disable", true),
+            ("disable", "require", false),
+        ] {
+            let conninfo = format!(
+                "host=localhost port={} user=alice dbname=app sslmode={ssl} channel_binding={binding}",
+                server.port
+            );
+            let (ok, text) = psql(&conninfo, ALICE_PW, "SELECT 1");
+            assert_eq!(
+                ok, gets_in,
+                "sslmode={ssl} channel_binding={binding}: {text}"
+            );
+        }
         // verify-full trusts only the CA it is given: another CA's, and
         // the server's certificate is refused.
+
         let other_ca = dir.path().join("other-ca.pem");
         std::fs::write(&other_ca, test_pki().0).unwrap();
         let conninfo = format!(

@@ -25,6 +25,50 @@ use sha2::{Digest, Sha256};
 use crate::users::{Users, ITERATIONS};
 
 const MECHANISM: &str = "SCRAM-SHA-256";
+const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+
+/// The server's SCRAM settings: one for plaintext connections, and one
+/// bound to the certificate for TLS ones (when it can be bound to).
+#[derive(Clone)]
+pub struct Scram {
+    plain: ScramServerAuth,
+    bound: Option<ScramServerAuth>,
+}
+
+impl Scram {
+    /// Settings for a server whose TLS certificate, if any, is `cert_pem`.
+    pub fn new(cert_pem: Option<&[u8]>) -> Scram {
+        let bound = cert_pem.and_then(|pem| {
+            let mut auth = ScramServerAuth::new();
+            match auth.configure_certificate(pem) {
+                Ok(()) => Some(auth),
+                Err(e) => {
+                    tracing::warn!(error = %e, "SCRAM-SHA-256-PLUS not offered: the certificate cannot be bound to");
+                    None
+                }
+            }
+        });
+        Scram {
+            plain: ScramServerAuth::new(),
+            bound,
+        }
+    }
+
+    /// The exchange for `client`: bound to the certificate over TLS.
+    fn for_client<C: ClientInfo>(&self, client: &C) -> &ScramServerAuth {
+        match &self.bound {
+            Some(bound) if client.is_secure() => bound,
+            _ => &self.plain,
+        }
+    }
+
+    fn mechanisms<C: ClientInfo>(&self, client: &C) -> Vec<String> {
+        match &self.bound {
+            Some(_) if client.is_secure() => vec![MECHANISM_PLUS.into(), MECHANISM.into()],
+            _ => vec![MECHANISM.into()],
+        }
+    }
+}
 
 /// Where a connection's exchange is.
 enum Step {
@@ -65,8 +109,8 @@ fn failed(user: &str) -> PgWireError {
     )
 }
 
-/// Asks the client for SCRAM-SHA-256.
-pub(super) async fn begin<C>(client: &mut C) -> PgWireResult<()>
+/// Asks the client for SCRAM-SHA-256 (and -PLUS over TLS).
+pub(super) async fn begin<C>(client: &mut C, scram: &Scram) -> PgWireResult<()>
 where
     C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
     C::Error: Debug,
@@ -79,7 +123,7 @@ where
     client.set_state(PgWireConnectionState::AuthenticationInProgress);
     client
         .send(PgWireBackendMessage::Authentication(Authentication::SASL(
-            vec![MECHANISM.into()],
+            scram.mechanisms(client),
         )))
         .await?;
     Ok(())
@@ -91,6 +135,7 @@ where
 pub(super) async fn advance<C>(
     client: &mut C,
     users: &Users,
+    scram: &Scram,
     message: PasswordMessageFamily,
 ) -> PgWireResult<bool>
 where
@@ -111,7 +156,7 @@ where
     match step {
         Some(Step::First) => {
             let first = message.into_sasl_initial_response().map_err(malformed)?;
-            if first.auth_method != MECHANISM {
+            if !scram.mechanisms(client).contains(&first.auth_method) {
                 return Err(fatal(
                     "28000",
                     format!(
@@ -124,7 +169,8 @@ where
                 .data
                 .ok_or_else(|| fatal("08P01", "malformed SCRAM message: empty".into()))?;
             let secret = users.secret(&user).unwrap_or_else(|| made_up(&user));
-            let (server_first, waiting) = ScramServerAuth::new()
+            let (server_first, waiting) = scram
+                .for_client(client)
                 .on_client_first_message_with_secret(&data, secret)
                 .map_err(malformed)?;
             *exchange.0.lock().expect("scram") = Some(Step::Final(Box::new(waiting)));

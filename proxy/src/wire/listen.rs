@@ -156,6 +156,7 @@ pub async fn serve(
             cluster,
             opts.session_defaults.clone(),
             opts.users.clone(),
+            opts.tls.as_ref().map(|t| t.cert_pem.as_slice()),
         )),
     });
     let homes = homes::Homes::start(opts.threads)?;

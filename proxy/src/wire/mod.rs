@@ -162,6 +162,7 @@ pub struct Handler {
     session_defaults: Vec<(String, String)>,
     /// Who may connect; `None` (or no users) admits every client.
     users: Option<Arc<crate::users::Users>>,
+    scram: auth::Scram,
 }
 
 /// Parses and describes statements for the extended protocol.
@@ -196,6 +197,7 @@ impl Handler {
         cluster: Arc<Cluster>,
         session_defaults: Vec<(String, String)>,
         users: Option<Arc<crate::users::Users>>,
+        tls_cert_pem: Option<&[u8]>,
     ) -> Handler {
         let mut params = DefaultServerParameterProvider::default();
         params.server_version = SERVER_VERSION.to_string();
@@ -212,6 +214,7 @@ impl Handler {
             params,
             session_defaults,
             users,
+            scram: auth::Scram::new(tls_cert_pem),
         }
     }
 
@@ -1321,12 +1324,12 @@ impl StartupHandler for Handler {
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
                 match users.filter(|u| u.required()) {
-                    Some(_) => auth::begin(client).await,
+                    Some(_) => auth::begin(client, &self.scram).await,
                     None => self.admit(client).await,
                 }
             }
             PgWireFrontendMessage::PasswordMessageFamily(m) if users.is_some() => {
-                if auth::advance(client, users.expect("checked"), m).await? {
+                if auth::advance(client, users.expect("checked"), &self.scram, m).await? {
                     self.admit(client).await?;
                 }
                 Ok(())

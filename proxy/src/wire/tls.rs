@@ -18,6 +18,9 @@ pub struct TlsPolicy {
     pub acceptor: TlsAcceptor,
     /// Refuse startups that did not switch to TLS first.
     pub required: bool,
+    /// The server certificate (PEM, leaf first): SCRAM-SHA-256-PLUS binds
+    /// the exchange to it (`tls-server-end-point`).
+    pub cert_pem: std::sync::Arc<Vec<u8>>,
 }
 
 impl std::fmt::Debug for TlsPolicy {
