@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Server;
+use common::{code, Server};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
@@ -407,6 +407,8 @@ async fn status_metrics_and_checkpoints_report_what_happened() {
         .await
         .unwrap();
     assert!(c.execute("SELECT * FROM missing", &[]).await.is_err());
+    let dup = c.execute("INSERT INTO kv VALUES (1, 'dup')", &[]).await;
+    assert_eq!(code(&dup.unwrap_err()), "23505");
 
     let status = ok(&server, "GET", "/api/v1/status", None);
     let shards = status["shards"].as_array().unwrap();
@@ -476,6 +478,23 @@ async fn status_metrics_and_checkpoints_report_what_happened() {
         );
     }
     assert!(value(&before, "fortress_statements_total", None) >= 202.0);
+    // By route and outcome: the 200 point inserts went to one shard each,
+    // the UPDATE without a filter to every shard, the duplicate key to one.
+    let queries = |s: &prometheus_parse::Scrape, route: &str, outcome: &str| {
+        s.samples
+            .iter()
+            .filter(|x| x.metric == "fortress_queries_total")
+            .filter(|x| x.labels.get("route") == Some(route))
+            .filter(|x| x.labels.get("outcome") == Some(outcome))
+            .map(|x| match x.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum::<f64>()
+    };
+    assert!(queries(&before, "single_shard", "ok") >= 200.0);
+    assert!(queries(&before, "all_shards", "ok") >= 1.0);
+    assert!(queries(&before, "single_shard", "error") >= 1.0);
     assert!(
         value(
             &before,

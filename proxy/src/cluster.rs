@@ -511,6 +511,7 @@ impl Cluster {
     /// The shard `id`, counting a request to it.
     fn shard(&self, id: ShardId) -> Result<Arc<dyn Shard>> {
         self.metrics.record_request(id);
+        crate::stop::note_shard(id, self.shard_count());
         self.shards
             .get(id as usize)
             .cloned()

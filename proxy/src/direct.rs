@@ -217,11 +217,18 @@ impl Direct {
     ) -> Result<Answer> {
         let mut guard = Guard::new(session, None, false);
         let work = async {
-            let catalog = self.cluster.catalog();
-            let (values, declared) = bind_params(&catalog, session, stmt, params)?;
-            let plan = Binder::new(&catalog, session, Some(&values), declared).bind(stmt)?;
-            let result = execute(&self.cluster, session, plan).await?;
-            answer(result, max_rows).await
+            let answered = async {
+                let catalog = self.cluster.catalog();
+                let (values, declared) = bind_params(&catalog, session, stmt, params)?;
+                let plan = Binder::new(&catalog, session, Some(&values), declared).bind(stmt)?;
+                let result = execute(&self.cluster, session, plan).await?;
+                answer(result, max_rows).await
+            }
+            .await;
+            if answered.is_err() {
+                crate::stop::note_failure();
+            }
+            answered
         };
         let result = match guard.run(work).await {
             Some(r) => r,

@@ -34,6 +34,10 @@ pub enum CommitKind {
     TwoPhase,
 }
 
+/// How statements are routed, as [`crate::stop::Stops::route`] names it.
+pub const ROUTES: [&str; 4] = ["none", "single_shard", "multi_shard", "all_shards"];
+const OUTCOMES: [&str; 2] = ["ok", "error"];
+
 /// Handles into the process's metrics recorder, taken at first use (the
 /// binary installs its recorder before it serves anything; one installed
 /// later is not seen).
@@ -47,6 +51,8 @@ pub fn recorded() -> &'static Recorded {
 pub struct Recorded {
     statement_seconds: metrics::Histogram,
     statements: metrics::Counter,
+    /// By route (none, single, multi, all shards) and outcome (ok, error).
+    queries: [[metrics::Counter; 2]; 4],
     commit_one_shard_seconds: metrics::Histogram,
     commit_two_phase_seconds: metrics::Histogram,
     commits_one_shard: metrics::Counter,
@@ -71,9 +77,15 @@ impl Recorded {
     fn new() -> Recorded {
         let commit = |kind: &'static str| metrics::histogram!("fortress_commit_duration_seconds", "kind" => kind);
         let commits = |kind: &'static str, outcome: &'static str| metrics::counter!("fortress_commits_total", "kind" => kind, "outcome" => outcome);
+        let queries = ROUTES.map(|route| {
+            OUTCOMES.map(|outcome| {
+                metrics::counter!("fortress_queries_total", "route" => route, "outcome" => outcome)
+            })
+        });
         Recorded {
             statement_seconds: metrics::histogram!("fortress_statement_duration_seconds"),
             statements: metrics::counter!("fortress_statements_total"),
+            queries,
             commit_one_shard_seconds: commit("one_shard"),
             commit_two_phase_seconds: commit("two_phase"),
             commits_one_shard: commits("one_shard", "committed"),
@@ -100,9 +112,11 @@ impl Recorded {
         self.totals[which].fetch_add(n, Ordering::Relaxed);
     }
 
-    /// One statement ran (whatever its outcome) for `took`, as its client
-    /// waited for it.
-    pub fn statement(&self, took: Duration) {
+    /// One statement ran for `took`, as its client waited for it, routed
+    /// as `route` (one of [`ROUTES`]) and failed or not.
+    pub fn statement(&self, took: Duration, route: &str, failed: bool) {
+        let r = ROUTES.iter().position(|r| *r == route).unwrap_or(0);
+        self.queries[r][usize::from(failed)].increment(1);
         self.statements.increment(1);
         self.statement_seconds.record(took.as_secs_f64());
         self.add(0, 1);

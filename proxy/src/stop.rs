@@ -8,6 +8,7 @@
 //! flag explicitly ([`interrupt`]).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,13 +17,39 @@ use tokio::sync::Notify;
 
 use crate::error::{ProxyError, Result};
 
-/// The stops of one statement.
-#[derive(Debug, Default)]
+/// The stops of one statement, and what it did so far (the shards it
+/// addressed, whether it failed) for the metrics its guard records.
+#[derive(Debug)]
 pub struct Stops {
     interrupt: Arc<Interrupt>,
     raised: Notify,
     /// `lock_timeout`: the longest one row-lock wait may last.
     pub lock_timeout: Option<Duration>,
+    /// The first shard a fragment went to (`u32::MAX`: none yet).
+    first_shard: AtomicU32,
+    /// Fragments went to more than one shard.
+    several: AtomicBool,
+    /// Shards addressed, by id modulo 64.
+    shard_bits: AtomicU64,
+    /// Shards in the cluster.
+    shard_count: AtomicU32,
+    /// The statement reported an error to its client.
+    failed: AtomicBool,
+}
+
+impl Default for Stops {
+    fn default() -> Stops {
+        Stops {
+            interrupt: Arc::default(),
+            raised: Notify::new(),
+            lock_timeout: None,
+            first_shard: AtomicU32::new(u32::MAX),
+            several: AtomicBool::new(false),
+            shard_bits: AtomicU64::new(0),
+            shard_count: AtomicU32::new(0),
+            failed: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Stops {
@@ -43,6 +70,31 @@ impl Stops {
     pub fn reason(&self) -> Option<Reason> {
         self.interrupt.reason()
     }
+
+    /// How the statement was routed: `none` (no shard: SET, SHOW, a cached
+    /// result, the catalog), `single_shard`, `all_shards`, or
+    /// `multi_shard` (several, not all; clusters of more than 64 shards
+    /// count every several-shard statement here).
+    pub fn route(&self) -> &'static str {
+        if self.first_shard.load(Ordering::Relaxed) == u32::MAX {
+            return "none";
+        }
+        if !self.several.load(Ordering::Relaxed) {
+            return "single_shard";
+        }
+        let count = self.shard_count.load(Ordering::Relaxed);
+        let bits = self.shard_bits.load(Ordering::Relaxed).count_ones();
+        if count <= 64 && bits == count {
+            "all_shards"
+        } else {
+            "multi_shard"
+        }
+    }
+
+    /// Whether the statement failed: an error reported or a stop.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed) || self.reason().is_some()
+    }
 }
 
 tokio::task_local! {
@@ -57,6 +109,28 @@ pub async fn scope<F: Future>(stops: Arc<Stops>, f: F) -> F::Output {
 /// The current statement's flag, to hand to the threads it starts.
 pub fn interrupt() -> Option<Arc<Interrupt>> {
     CURRENT.try_with(|s| s.interrupt.clone()).ok()
+}
+
+/// Notes that the current statement sent a fragment to shard `id` of
+/// `count` (nothing outside a statement).
+pub fn note_shard(id: u32, count: u32) {
+    let _ = CURRENT.try_with(|s| {
+        s.shard_count.store(count, Ordering::Relaxed);
+        s.shard_bits.fetch_or(1 << (id % 64), Ordering::Relaxed);
+        if let Err(first) =
+            s.first_shard
+                .compare_exchange(u32::MAX, id, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            if first != id {
+                s.several.store(true, Ordering::Relaxed);
+            }
+        }
+    });
+}
+
+/// Notes that the current statement reported an error to its client.
+pub fn note_failure() {
+    let _ = CURRENT.try_with(|s| s.failed.store(true, Ordering::Relaxed));
 }
 
 /// The current statement's `lock_timeout`.
@@ -125,6 +199,27 @@ pub fn parse_setting(text: &str) -> std::result::Result<Option<Duration>, String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_statement_is_routed_by_the_shards_it_addressed() {
+        let route = |shards: &'static [u32]| async move {
+            let stops = Stops::new(None);
+            scope(stops.clone(), async {
+                for &id in shards {
+                    note_shard(id, 4);
+                }
+            })
+            .await;
+            stops.route()
+        };
+        assert_eq!(route(&[]).await, "none");
+        assert_eq!(route(&[2, 2, 2]).await, "single_shard");
+        assert_eq!(route(&[0, 3]).await, "multi_shard");
+        assert_eq!(route(&[3, 1, 0, 2, 1]).await, "all_shards");
+        // Outside a statement, nothing is noted and nothing breaks.
+        note_shard(1, 4);
+        note_failure();
+    }
 
     #[test]
     fn durations_read_like_postgres_settings() {

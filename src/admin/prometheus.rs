@@ -59,6 +59,10 @@ fn describe() {
     );
     describe_counter!("fortress_statements_total", "Statements run");
     describe_counter!(
+        "fortress_queries_total",
+        "Statements run, by route (the shards they addressed: none, single_shard, multi_shard, all_shards) and outcome (ok, error); one refused at Parse never ran and counts only in fortress_statement_errors_total"
+    );
+    describe_counter!(
         "fortress_statement_errors_total",
         "Statements that failed, by SQLSTATE class"
     );

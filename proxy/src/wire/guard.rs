@@ -40,7 +40,11 @@ pub(crate) struct Guard<'a> {
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        crate::metrics::recorded().statement(self.started.elapsed());
+        crate::metrics::recorded().statement(
+            self.started.elapsed(),
+            self.stops.route(),
+            self.stops.failed(),
+        );
     }
 }
 

@@ -76,6 +76,7 @@ use guard::{cancel_receiver, Guard};
 /// `query` is the text the error's position refers to.
 pub fn error_info(e: &ProxyError, query: &str) -> ErrorInfo {
     crate::metrics::recorded().error(e.sql_state());
+    crate::stop::note_failure();
     let mut info = ErrorInfo::new("ERROR".into(), e.sql_state().into(), e.to_string());
     info.detail = e.detail().map(str::to_string);
     info.position = e.position_in(query).map(|p| p.to_string());
