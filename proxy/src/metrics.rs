@@ -34,8 +34,20 @@ pub enum CommitKind {
     TwoPhase,
 }
 
-/// How statements are routed, as [`crate::stop::Stops::route`] names it.
-pub const ROUTES: [&str; 4] = ["none", "single_shard", "multi_shard", "all_shards"];
+/// How a statement was routed: the shards it addressed (see
+/// [`crate::stop::Stops::route`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// No shard: SET, SHOW, a cached result, the catalog.
+    None,
+    SingleShard,
+    /// Several shards, not all.
+    MultiShard,
+    AllShards,
+}
+
+/// Each [`Route`]'s label, in the enum's order.
+const ROUTES: [&str; 4] = ["none", "single_shard", "multi_shard", "all_shards"];
 const OUTCOMES: [&str; 2] = ["ok", "error"];
 
 /// Handles into the process's metrics recorder, taken at first use (the
@@ -113,10 +125,9 @@ impl Recorded {
     }
 
     /// One statement ran for `took`, as its client waited for it, routed
-    /// as `route` (one of [`ROUTES`]) and failed or not.
-    pub fn statement(&self, took: Duration, route: &str, failed: bool) {
-        let r = ROUTES.iter().position(|r| *r == route).unwrap_or(0);
-        self.queries[r][usize::from(failed)].increment(1);
+    /// as `route`, and failed or not.
+    pub fn statement(&self, took: Duration, route: Route, failed: bool) {
+        self.queries[route as usize][usize::from(failed)].increment(1);
         self.statements.increment(1);
         self.statement_seconds.record(took.as_secs_f64());
         self.add(0, 1);

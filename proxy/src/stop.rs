@@ -16,6 +16,7 @@ use fortress_storage::interrupt::{Interrupt, Reason};
 use tokio::sync::Notify;
 
 use crate::error::{ProxyError, Result};
+use crate::metrics::Route;
 
 /// The stops of one statement, and what it did so far (the shards it
 /// addressed, whether it failed) for the metrics its guard records.
@@ -71,23 +72,22 @@ impl Stops {
         self.interrupt.reason()
     }
 
-    /// How the statement was routed: `none` (no shard: SET, SHOW, a cached
-    /// result, the catalog), `single_shard`, `all_shards`, or
-    /// `multi_shard` (several, not all; clusters of more than 64 shards
-    /// count every several-shard statement here).
-    pub fn route(&self) -> &'static str {
+    /// How the statement was routed, by the shards its fragments went to
+    /// (clusters of more than 64 shards count every several-shard
+    /// statement as multi-shard).
+    pub fn route(&self) -> Route {
         if self.first_shard.load(Ordering::Relaxed) == u32::MAX {
-            return "none";
+            return Route::None;
         }
         if !self.several.load(Ordering::Relaxed) {
-            return "single_shard";
+            return Route::SingleShard;
         }
         let count = self.shard_count.load(Ordering::Relaxed);
         let bits = self.shard_bits.load(Ordering::Relaxed).count_ones();
         if count <= 64 && bits == count {
-            "all_shards"
+            Route::AllShards
         } else {
-            "multi_shard"
+            Route::MultiShard
         }
     }
 
@@ -212,10 +212,10 @@ mod tests {
             .await;
             stops.route()
         };
-        assert_eq!(route(&[]).await, "none");
-        assert_eq!(route(&[2, 2, 2]).await, "single_shard");
-        assert_eq!(route(&[0, 3]).await, "multi_shard");
-        assert_eq!(route(&[3, 1, 0, 2, 1]).await, "all_shards");
+        assert_eq!(route(&[]).await, Route::None);
+        assert_eq!(route(&[2, 2, 2]).await, Route::SingleShard);
+        assert_eq!(route(&[0, 3]).await, Route::MultiShard);
+        assert_eq!(route(&[3, 1, 0, 2, 1]).await, Route::AllShards);
         // Outside a statement, nothing is noted and nothing breaks.
         note_shard(1, 4);
         note_failure();

@@ -161,8 +161,6 @@ struct Cached {
     users: Vec<(String, String)>,
     /// The file could not be read: nobody gets in until it is.
     broken: bool,
-    /// Read at least once.
-    loaded: bool,
 }
 
 impl Users {
@@ -174,7 +172,7 @@ impl Users {
             cached: Mutex::new(Cached::default()),
             always: std::sync::atomic::AtomicBool::new(false),
         };
-        users.refresh()?;
+        users.refresh(&mut users.cached.lock().expect("users"))?;
         Ok(users)
     }
 
@@ -189,11 +187,11 @@ impl Users {
     }
 
     /// Re-reads the file if it changed since it was last read (or that
-    /// read failed). No file is no users, without opening anything.
-    fn refresh(&self) -> std::io::Result<()> {
-        let mut cached = self.cached.lock().expect("users");
+    /// read failed). No file is no users, without opening anything (the
+    /// default state: nothing read, no file).
+    fn refresh(&self, cached: &mut Cached) -> std::io::Result<()> {
         let result = self.stamp().and_then(|stamp| {
-            if cached.loaded && !cached.broken && cached.stamp == stamp {
+            if !cached.broken && cached.stamp == stamp {
                 return Ok(());
             }
             cached.users = match stamp {
@@ -203,7 +201,6 @@ impl Users {
             cached.stamp = stamp;
             Ok(())
         });
-        cached.loaded = true;
         cached.broken = result.is_err();
         if result.is_err() {
             cached.users.clear();
@@ -221,14 +218,14 @@ impl Users {
     /// fails closed: authentication is required and nobody passes until
     /// it is fixed (never a fall back to trust).
     pub fn required(&self) -> bool {
-        let was_broken = self.cached.lock().expect("users").broken;
-        if let Err(e) = self.refresh() {
+        let mut cached = self.cached.lock().expect("users");
+        let was_broken = cached.broken;
+        if let Err(e) = self.refresh(&mut cached) {
             // Once per episode, not per login attempt.
             if !was_broken {
                 tracing::error!(error = %e, "the users file is unreadable: every login fails until it is fixed");
             }
         }
-        let cached = self.cached.lock().expect("users");
         cached.broken
             || !cached.users.is_empty()
             || self.always.load(std::sync::atomic::Ordering::Relaxed)

@@ -34,17 +34,20 @@ pub(crate) struct Guard<'a> {
     /// The session was in a transaction block when the statement began.
     in_block: bool,
     /// When the statement began (its latency is recorded when the guard
-    /// goes, after its last row).
-    started: std::time::Instant,
+    /// goes, after its last row); `None` once it is known not to have been
+    /// a statement (see [`Guard::not_a_statement`]).
+    started: Option<std::time::Instant>,
 }
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        crate::metrics::recorded().statement(
-            self.started.elapsed(),
-            self.stops.route(),
-            self.stops.failed(),
-        );
+        if let Some(started) = self.started {
+            crate::metrics::recorded().statement(
+                started.elapsed(),
+                self.stops.route(),
+                self.stops.failed(),
+            );
+        }
     }
 }
 
@@ -62,8 +65,15 @@ impl<'a> Guard<'a> {
                 .map(|t| tokio::time::Instant::now() + t),
             droppable,
             in_block: session.txn_status() != b'I',
-            started: std::time::Instant::now(),
+            started: Some(std::time::Instant::now()),
         }
+    }
+
+    /// What the guard ran ran no statement (a query string only looked at
+    /// before its statements run under guards of their own): it is not
+    /// recorded as one.
+    pub(crate) fn not_a_statement(&mut self) {
+        self.started = None;
     }
 
     /// Runs `work` as the statement; `None` when it was stopped and

@@ -788,7 +788,10 @@ impl SimpleQueryHandler for Handler {
                     send_responses(client, responses, &mut guard, &session, text).await?,
                     true,
                 ),
-                None => (After::Next, false),
+                None => {
+                    guard.not_a_statement();
+                    (After::Next, false)
+                }
             },
         };
         // A cancel that came while the text was looked at stops the first
