@@ -189,6 +189,12 @@ pub struct RestoreArgs {
     /// Replay the whole WAL.
     #[arg(long, group = "target")]
     pub latest: bool,
+    /// Restore from this archive (a URL as for `serve --archive`) instead
+    /// of a data directory: its checkpoint and WAL objects are downloaded,
+    /// in parallel, and every checksum verified. `--latest` then means the
+    /// archive's last consistent point.
+    #[arg(long)]
+    pub from: Option<String>,
     /// Write into a non-empty directory, deleting what it holds.
     #[arg(long)]
     pub force: bool,
@@ -323,6 +329,33 @@ pub struct ServeArgs {
     /// come from FORTRESS_KEY.
     #[arg(long, env = "FORTRESS_KEY_FILE")]
     pub key_file: Option<PathBuf>,
+    /// An archive the WAL and checkpoints are shipped to, as NAME=URL
+    /// (repeatable; in the config file a list): `file:///dir`,
+    /// `s3://bucket/path`, `gs://bucket/path`, `az://container/path`.
+    /// Credentials and endpoints come from the standard environment
+    /// (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, GOOGLE_APPLICATION_CREDENTIALS,
+    /// AZURE_STORAGE_ACCOUNT_NAME, ...), never from the URL.
+    #[arg(long = "archive", env = "FORTRESS_ARCHIVE", value_delimiter = ',', action = clap::ArgAction::Append)]
+    pub archives: Vec<String>,
+    /// How shipped WAL is compressed.
+    #[arg(long, env = "FORTRESS_SHIP_COMPRESSION", value_enum, default_value_t = crate::dr::archive::Compression::Zstd)]
+    pub ship_compression: crate::dr::archive::Compression,
+    /// How often each archive receives what the WAL gained (its recovery
+    /// point under load).
+    #[arg(long, env = "FORTRESS_SHIP_INTERVAL", default_value = "1s", value_parser = parse_duration_ms)]
+    pub ship_interval: Duration,
+}
+
+/// Like [`parse_duration`], also taking milliseconds (`250ms`).
+pub fn parse_duration_ms(text: &str) -> Result<Duration, String> {
+    match text.trim().strip_suffix("ms") {
+        Some(ms) => ms
+            .trim()
+            .parse()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("{text:?} is not a duration")),
+        None => parse_duration(text),
+    }
 }
 
 impl ServeArgs {

@@ -5,6 +5,7 @@ mod checkpoint;
 mod cli;
 mod config;
 mod control;
+mod dr;
 mod key;
 mod lock;
 mod perms;
@@ -31,6 +32,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     perms::owner_only();
+    tls::install_default_provider();
     let (cli, from_file) = parse_command_line()?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("FORTRESS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -169,6 +171,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(tls::load(cert, key)?),
         _ => None,
     };
+    let archives = dr::open_archives(&args.archives)?;
     let admin_addr = match args.admin_listen.as_str() {
         "off" => None,
         addr => {
@@ -215,6 +218,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("opening {}", args.data_dir.display()))?;
         let cluster = Arc::new(cluster);
         control::listen(&args.data_dir, cluster.clone())?;
+        let dr = Arc::new(dr::Dr::start(
+            archives,
+            &cluster,
+            std::path::absolute(args.dirs().checkpoints())?,
+            args.ship_compression,
+            args.ship_interval,
+        ));
         if !args.checkpoint_interval.is_zero() {
             let root = std::path::absolute(args.dirs().checkpoints())?;
             checkpoint::spawn_automatic(
@@ -255,6 +265,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 token: admin_token,
                 metrics: exporter,
                 shard_counts: Default::default(),
+                dr: dr.clone(),
             };
             admin::spawn(
                 admin_listener,

@@ -13,6 +13,7 @@ use fortress_storage::{DataType, Lsn, Timestamp, Value};
 use std::sync::Arc;
 
 use crate::cli::RestoreArgs;
+use crate::dr::fetch::Download;
 use crate::lock::DirLock;
 
 /// What the restored directory should hold.
@@ -206,18 +207,82 @@ fn choose(
     Ok(best)
 }
 
+/// What a restore reads.
+struct Source<'a> {
+    /// A data directory (or an archive downloaded as one).
+    dir: PathBuf,
+    checkpoints: PathBuf,
+    /// The archive being downloaded into `dir`, if restoring from one.
+    archive: Option<&'a Download>,
+    /// What to call it: the directory, or the archive's URL.
+    label: String,
+}
+
 pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
+    let Some(url) = args.from.clone() else {
+        let source = Source {
+            dir: args.dirs.data_dir.clone(),
+            checkpoints: args.dirs.checkpoints(),
+            archive: None,
+            label: args.dirs.data_dir.display().to_string(),
+        };
+        return restore(source, &args);
+    };
+    // The download sits beside the new directory (same disk, no overlap)
+    // and goes once the restore has read it.
+    let to = std::path::absolute(&args.to)?;
+    let name = to
+        .file_name()
+        .context("--to names no directory")?
+        .to_string_lossy()
+        .into_owned();
+    let staging = to.with_file_name(format!(".{name}.download"));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .with_context(|| format!("removing an old download {}", staging.display()))?;
+    }
+    let result = (|| {
+        tracing::info!(from = %url, "reading the archive");
+        let download = Download::begin(&url, &staging)?;
+        let source = Source {
+            dir: staging.clone(),
+            checkpoints: download.checkpoints(),
+            archive: Some(&download),
+            label: url.clone(),
+        };
+        restore(source, &args)
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    result
+}
+
+fn restore(source: Source<'_>, args: &RestoreArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let from = &args.dirs.data_dir;
+    let from = &source.dir;
     let identity = fortress_proxy::cluster::read_identity(from)?
         .with_context(|| format!("{} is not a fortress data directory", from.display()))?;
     let shards = identity.shards;
-    let mut target = Target::from_args(&args, shards)?;
+    let mut target = Target::from_args(args, shards)?;
     // A live source keeps committing while its shards are read one after
     // another: only transactions committed before the restore began are
     // sure to be complete on every shard.
     let source_lock = DirLock::try_acquire(from)?;
-    if source_lock.is_none() {
+    if let Some(download) = source.archive {
+        // An archive is whole through its consistent point (see
+        // `dr::ship`); records after it may be missing on some shard.
+        let through = Timestamp(download.positions.consistent_ts);
+        match target {
+            Target::Latest => target = Target::Time(through),
+            Target::Time(t) if t > through => {
+                tracing::warn!(
+                    consistent_through = %format_ts(through),
+                    "the archive is consistent only through an earlier time: restoring to it"
+                );
+                target = Target::Time(through);
+            }
+            _ => {}
+        }
+    } else if source_lock.is_none() {
         let began = Timestamp::from_wall(wall_micros_now()?);
         match target {
             Target::Latest => target = Target::Time(began),
@@ -231,7 +296,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
         }
     }
     let cipher = crate::key::load(args.dirs.key_file.as_deref())?;
-    let root = args.dirs.checkpoints();
+    let root = source.checkpoints.clone();
     let chosen = choose(
         &root,
         &identity.id,
@@ -239,6 +304,9 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
         &target,
         cipher.as_deref(),
     )?;
+    if let Some(download) = source.archive {
+        download.finish(chosen.as_ref().map(|(_, m)| m))?;
+    }
     if let Some((path, m)) = &chosen {
         if (m.ring.shards, m.ring.vnodes) != (identity.shards, identity.vnodes) {
             bail!(
@@ -277,7 +345,8 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
     }
     let lock = prepare_target(from, &root, &args.to, args.force)?;
     let result = write_shards(
-        &args,
+        args,
+        from,
         &target,
         chosen.as_ref(),
         cipher.clone(),
@@ -307,7 +376,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
     let secs = started.elapsed().as_secs_f64();
     println!(
         "restored {} into {}: {} rows from checkpoint {}, {} WAL records read through {}; {:.1} MB read and new logs written in {:.2} s ({:.1} MB/s), applied to the new shards in {:.2} s, {:.2} s in all",
-        from.display(),
+        source.label,
         args.to.display(),
         rows,
         chosen.as_ref().map_or("(none)", |(_, m)| m.id.as_str()),
@@ -333,6 +402,7 @@ type Written = (u64, u64, u64, Vec<String>, f64);
 /// read, each shard's last source LSN and the seconds it took.
 fn write_shards(
     args: &RestoreArgs,
+    from: &Path,
     target: &Target,
     chosen: Option<&(PathBuf, Manifest)>,
     cipher: Option<Arc<Cipher>>,
@@ -340,7 +410,6 @@ fn write_shards(
     wal_dir: &dyn Fn(u32) -> PathBuf,
 ) -> anyhow::Result<Written> {
     let started = Instant::now();
-    let from = &args.dirs.data_dir;
     let total = input_bytes(chosen.map(|(_, m)| m), target, shards, wal_dir);
     let mut progress = Progress::new(total);
     let empty = Manifest::default();

@@ -19,6 +19,14 @@ pub struct Tls {
     pub cert_pem: Arc<Vec<u8>>,
 }
 
+/// Makes ring the process's default rustls provider, which HTTPS to
+/// object stores (reqwest, for archives) uses: the same one the listeners
+/// use, and no second crypto library.
+pub fn install_default_provider() {
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The server's TLS for `cert` (a chain, leaf first) and `key`.
 pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Tls> {
     crate::perms::check_secret(key)?;

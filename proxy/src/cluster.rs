@@ -73,6 +73,47 @@ pub struct Cluster {
     locks: Arc<crate::locks::LockTable>,
 }
 
+/// One of the logs a data directory is made of (a shard's WAL, or the
+/// coordinator's decision log), for shipping it to archives and standbys.
+#[derive(Clone)]
+pub struct Log {
+    /// Its directory relative to the data directory: `shard-000/wal`, ...,
+    /// `coordinator`.
+    pub name: String,
+    source: LogSource,
+}
+
+#[derive(Clone)]
+enum LogSource {
+    Shard(Arc<ShardStore>),
+    Coordinator(Arc<Coordinator>),
+}
+
+impl Log {
+    fn wal(&self) -> &fortress_storage::wal::Wal {
+        match &self.source {
+            LogSource::Shard(s) => s.log(),
+            LogSource::Coordinator(c) => c.log(),
+        }
+    }
+
+    /// Its segments' directory.
+    pub fn dir(&self) -> &Path {
+        self.wal().dir()
+    }
+
+    /// The last record that may leave the machine (see
+    /// [`fortress_storage::wal::Wal::shippable_lsn`]).
+    pub fn shippable_lsn(&self) -> u64 {
+        self.wal().shippable_lsn()
+    }
+
+    /// The last record appended.
+    pub fn last_lsn(&self) -> u64 {
+        self.wal().last_lsn()
+    }
+}
+
 /// One shard as [`Cluster::shard_status`] sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardStatus {
@@ -165,6 +206,15 @@ pub fn write_identity(dir: &Path, shards: u32, vnodes: usize) -> Result<Identity
         .take(16)
         .map(|b| format!("{b:02x}"))
         .collect();
+    let identity = Identity { shards, vnodes, id };
+    write_identity_as(dir, &identity)?;
+    Ok(identity)
+}
+
+/// Writes `identity` as the identity of `dir` (a copy of a directory
+/// keeps the id its checkpoints and archives name).
+pub fn write_identity_as(dir: &Path, identity: &Identity) -> Result<()> {
+    let Identity { shards, vnodes, id } = identity;
     let path = dir.join(IDENTITY_FILE);
     let body = format!(
         "# written at creation; routing depends on it\nshards = {shards}\nvnodes = {vnodes}\nring = 1\nid = {id}\n"
@@ -173,7 +223,7 @@ pub fn write_identity(dir: &Path, shards: u32, vnodes: usize) -> Result<Identity
     std::fs::write(&tmp, body)
         .and_then(|_| std::fs::rename(&tmp, &path))
         .map_err(|e| StorageError::Io { path, source: e })?;
-    Ok(Identity { shards, vnodes, id })
+    Ok(())
 }
 
 /// Runs each job on a thread of its own and returns their results in order;
@@ -439,6 +489,21 @@ impl Cluster {
             .map(|s| format!("{}:{}", s.id(), s.last_lsn()))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Every log of the data directory: the shards' in order, then the
+    /// coordinator's.
+    pub fn logs(&self) -> Vec<Log> {
+        let shards = self.stores.iter().map(|s| Log {
+            name: format!("shard-{:03}/wal", s.id()),
+            source: LogSource::Shard(s.clone()),
+        });
+        shards
+            .chain(std::iter::once(Log {
+                name: "coordinator".into(),
+                source: LogSource::Coordinator(self.coordinator.clone()),
+            }))
+            .collect()
     }
 
     /// The key sealing this cluster's logs and checkpoints, if encrypted.

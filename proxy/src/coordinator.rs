@@ -284,6 +284,11 @@ impl Coordinator {
         Ok(lsn)
     }
 
+    /// The decision log itself, for readers that ship it.
+    pub fn log(&self) -> &Wal {
+        &self.wal
+    }
+
     /// Stores the floor if it rose: just below the oldest decision held,
     /// and no further than the durable log. Returns the floor stored.
     pub fn store_floor(&self) -> Result<u64, StorageError> {

@@ -10,12 +10,13 @@
 //! (checked at start-up, see [`check_exposure`]).
 //!
 //! One module per group of endpoints: [`health`] (health and status),
-//! [`sharding`] (query, transaction, routing metrics), [`checkpoints`],
+//! [`sharding`] (query, transaction, routing metrics), [`checkpoints`], [`dr`],
 //! [`prometheus`] (`/metrics`), [`openapi`]; [`listener`] bounds the
-//! connections and serves HTTPS. Later groups (dr, chaos,
+//! connections and serves HTTPS. Later groups (chaos,
 //! deploy) mount under the same router, auth and error shape.
 
 pub mod checkpoints;
+pub mod dr;
 pub mod error;
 pub mod health;
 pub mod listener;
@@ -91,6 +92,8 @@ pub struct AdminState {
     pub metrics: prometheus::Exporter,
     /// The last count of each shard's rows and bytes (see [`health::status`]).
     pub shard_counts: health::Counts,
+    /// Archives and their shipping.
+    pub dr: Arc<crate::dr::Dr>,
 }
 
 pub type Shared = Arc<AdminState>;
@@ -106,6 +109,8 @@ pub fn router(state: Shared) -> Router {
             "/api/v1/checkpoints",
             get(checkpoints::list).post(checkpoints::create),
         )
+        .route("/api/v1/dr/status", get(dr::status))
+        .route("/api/v1/dr/replicate", post(dr::replicate))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(prometheus::render))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -6,13 +6,13 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{checkpoints, error, health, prometheus, sharding};
+use super::{checkpoints, dr, error, health, prometheus, sharding};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "fortress admin API",
-        description = "Operate a fortress server: health, status, SQL over HTTP, routing metrics, checkpoints. \
+        description = "Operate a fortress server: health, status, SQL over HTTP, routing metrics, checkpoints, disaster recovery. \
                        Errors are `{\"error\": {\"code\", \"message\"}}`; `code` is the SQLSTATE of a failed statement.",
     ),
     paths(
@@ -23,6 +23,8 @@ use super::{checkpoints, error, health, prometheus, sharding};
         sharding::metrics,
         checkpoints::create,
         checkpoints::list,
+        dr::status,
+        dr::replicate,
         prometheus::render,
         document,
     ),
@@ -32,6 +34,7 @@ use super::{checkpoints, error, health, prometheus, sharding};
         (name = "health", description = "Liveness, readiness and status"),
         (name = "sharding", description = "SQL over HTTP and routing metrics"),
         (name = "checkpoints", description = "Consistent snapshots of every shard"),
+        (name = "dr", description = "Archives: WAL and checkpoint shipping"),
         (name = "metrics", description = "Prometheus"),
         (name = "meta", description = "This document"),
     )

@@ -94,6 +94,14 @@ pub enum StorageError {
     /// before it was logged (see [`crate::space`]).
     #[error("could not write to {path}: the disk is full (fewer than {reserve} bytes free)")]
     DiskFull { path: PathBuf, reserve: u64 },
+    /// A log reader wanted records that were removed once archived (see
+    /// [`crate::tail`]): they must come from an archive instead.
+    #[error("the log in {dir} starts at LSN {starts}; LSN {wanted} is no longer in it")]
+    Recycled {
+        dir: PathBuf,
+        starts: u64,
+        wanted: u64,
+    },
     /// The statement was cancelled or timed out (see [`crate::interrupt`]).
     #[error("{}", .0.message())]
     Interrupted(crate::interrupt::Reason),
@@ -115,6 +123,7 @@ impl StorageError {
             StorageError::Corruption { .. } => "XX001",
             StorageError::Encryption { .. } => "XX000",
             StorageError::Unavailable { .. } => "58000",
+            StorageError::Recycled { .. } => "58P01",
             StorageError::SnapshotTooOld { .. } => "72000",
             StorageError::SerializationFailure { .. } => "40001",
             StorageError::Io { .. } => "58030",

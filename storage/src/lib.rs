@@ -28,6 +28,7 @@ pub mod shard;
 pub mod sort;
 pub mod space;
 pub mod stack;
+pub mod tail;
 pub mod value;
 pub mod wal;
 

@@ -1375,6 +1375,11 @@ impl ShardStore {
         (self.wal.bytes_appended(), self.wal.sync_count())
     }
 
+    /// This shard's log, for readers that ship it (see [`crate::tail`]).
+    pub fn log(&self) -> &Wal {
+        &self.wal
+    }
+
     /// Last LSN in this shard's log.
     pub fn last_lsn(&self) -> Lsn {
         self.wal.last_lsn()

@@ -42,8 +42,8 @@ use crate::error::{Result, StorageError};
 pub type Lsn = u64;
 
 /// `len | lsn | txid | ts | kind`.
-const HEADER: usize = 4 + 8 + 8 + 8 + 1;
-const TRAILER: usize = 4;
+pub(crate) const HEADER: usize = 4 + 8 + 8 + 8 + 1;
+pub(crate) const TRAILER: usize = 4;
 /// Upper bound on one record's payload; anything larger is corruption.
 pub const MAX_PAYLOAD: usize = 256 << 20;
 /// Kind bit of a record whose payload is sealed with the log's cipher.
@@ -180,7 +180,7 @@ pub fn decode(buf: &[u8]) -> Decoded {
     )
 }
 
-fn segment_name(first_lsn: Lsn) -> String {
+pub(crate) fn segment_name(first_lsn: Lsn) -> String {
     format!("{first_lsn:020}.seg")
 }
 
@@ -428,6 +428,28 @@ impl Wal {
     /// LSN up to which every record is durable.
     pub fn durable_lsn(&self) -> Lsn {
         self.durable.load(Ordering::Acquire)
+    }
+
+    /// LSN up to which records may leave this machine (to archives and
+    /// standbys): the durable ones, or with `sync = off`, which never
+    /// syncs, every record written to the OS. A record past it may still
+    /// be lost to a crash and its LSN reused by another, so shipping it
+    /// could make a copy disagree with this log.
+    pub fn shippable_lsn(&self) -> Lsn {
+        match self.opts.sync {
+            SyncMode::Off => {
+                let w = self.writer.lock().expect("wal writer");
+                // `off` writes every record out at once (see `append_record`).
+                debug_assert!(w.buf.is_empty());
+                w.next_lsn - 1
+            }
+            _ => self.durable.load(Ordering::Acquire),
+        }
+    }
+
+    /// The directory holding this log's segments.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub(crate) fn check_failed(&self) -> Result<()> {

@@ -1,0 +1,256 @@
+//! Downloading an archive into a directory laid out like a data directory
+//! (`fortress restore --from URL`), for the ordinary restore to read: the
+//! identity, every checkpoint's manifest, then the chosen checkpoint's
+//! files and the WAL objects after its cut, several at a time.
+//!
+//! Every WAL object's envelope and records are verified as it arrives and
+//! each becomes one segment file; the logs must be contiguous from where
+//! replay starts (a gap names the missing LSNs). Checkpoint files are
+//! verified by the restore itself (their blocks carry CRCs and the
+//! manifest their sizes).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use fortress_storage::checkpoint::{Manifest, MANIFEST};
+use fortress_storage::wal::{decode, Decoded};
+use futures::StreamExt;
+
+use super::archive::{self, Positions, Provider};
+
+/// Objects downloaded at once.
+const PARALLEL: usize = 8;
+
+/// An archive being downloaded into `dir`.
+pub struct Download {
+    provider: Arc<Provider>,
+    pub dir: PathBuf,
+    rt: tokio::runtime::Runtime,
+    /// Where shipping stood when the archive was last written to.
+    pub positions: Positions,
+    /// Bytes downloaded so far.
+    pub bytes: Arc<AtomicU64>,
+}
+
+impl Download {
+    /// Opens the archive at `url` and writes the identity and every
+    /// checkpoint manifest into `dir` (created, empty).
+    pub fn begin(url: &str, dir: &Path) -> anyhow::Result<Download> {
+        let provider = Arc::new(Provider::open("source", url)?);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let (identity, positions, manifests) = rt.block_on(async {
+            let id = provider.get(archive::IDENTITY).await?.with_context(|| {
+                format!(
+                    "{url} holds no fortress archive ({} is missing)",
+                    archive::IDENTITY
+                )
+            })?;
+            let id: archive::Identity = serde_json::from_slice(&id)
+                .with_context(|| format!("{url}: {} is damaged", archive::IDENTITY))?;
+            let positions = match provider.get(archive::POSITIONS).await? {
+                Some(b) => serde_json::from_slice(&archive::open(archive::POSITIONS, &b)?)?,
+                None => Positions::default(),
+            };
+            let manifests: Vec<String> = provider
+                .list("checkpoints", None)
+                .await?
+                .into_iter()
+                .filter_map(|(n, _)| n.strip_suffix(&format!("/{MANIFEST}")).map(String::from))
+                .collect();
+            anyhow::Ok((id, positions, manifests))
+        })?;
+        std::fs::create_dir_all(dir)?;
+        fortress_proxy::cluster::write_identity_as(
+            dir,
+            &fortress_proxy::cluster::Identity {
+                shards: identity.shards,
+                vnodes: identity.vnodes,
+                id: identity.cluster,
+            },
+        )?;
+        let d = Download {
+            provider,
+            dir: dir.to_path_buf(),
+            rt,
+            positions,
+            bytes: Arc::new(AtomicU64::new(0)),
+        };
+        let jobs = manifests
+            .into_iter()
+            .map(|id| {
+                (
+                    format!("checkpoints/{id}/{MANIFEST}"),
+                    d.checkpoints().join(id).join(MANIFEST),
+                )
+            })
+            .collect();
+        d.files(jobs)?;
+        Ok(d)
+    }
+
+    /// Where the checkpoints are.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.dir.join("checkpoints")
+    }
+
+    /// Downloads `(object, file)` pairs, several at a time.
+    fn files(&self, jobs: Vec<(String, PathBuf)>) -> anyhow::Result<()> {
+        let provider = self.provider.clone();
+        let bytes = self.bytes.clone();
+        self.rt.block_on(async move {
+            let results: Vec<anyhow::Result<()>> = futures::stream::iter(jobs)
+                .map(|(object, file)| {
+                    let provider = provider.clone();
+                    let bytes = bytes.clone();
+                    async move {
+                        if let Some(parent) = file.parent() {
+                            tokio::fs::create_dir_all(parent).await?;
+                        }
+                        let n = provider.download(&object, &file).await?;
+                        bytes.fetch_add(n, Ordering::Relaxed);
+                        Ok(())
+                    }
+                })
+                .buffer_unordered(PARALLEL)
+                .collect()
+                .await;
+            results.into_iter().collect()
+        })
+    }
+
+    /// Downloads the checkpoint `chosen` (if any) and, for every log, the
+    /// WAL objects from where replay after it starts.
+    pub fn finish(&self, chosen: Option<&Manifest>) -> anyhow::Result<()> {
+        if let Some(m) = chosen {
+            let dir = self.checkpoints().join(&m.id);
+            let jobs = m
+                .shards
+                .iter()
+                .flat_map(|s| &s.tables)
+                .map(|t| {
+                    (
+                        format!("checkpoints/{}/{}", m.id, t.file),
+                        dir.join(&t.file),
+                    )
+                })
+                .collect();
+            self.files(jobs)?;
+        }
+        let shards = fortress_proxy::cluster::read_identity(&self.dir)?
+            .context("the staged identity vanished")?
+            .shards;
+        let mut logs: Vec<(String, PathBuf, u64)> = (0..shards)
+            .map(|s| {
+                let after = chosen
+                    .and_then(|m| m.shards.iter().find(|c| c.shard == s))
+                    .map_or(0, |c| c.wal_after);
+                (
+                    format!("shard-{s:03}"),
+                    self.dir.join(format!("shard-{s:03}/wal")),
+                    after,
+                )
+            })
+            .collect();
+        logs.push(("coordinator".into(), self.dir.join("coordinator"), 0));
+        for (name, dir, after) in logs {
+            self.log(&name, &dir, after)?;
+        }
+        Ok(())
+    }
+
+    /// Downloads log `name`'s objects holding records after `after` into
+    /// segment files in `dir`, checking that they follow on.
+    fn log(&self, name: &str, dir: &Path, after: u64) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let provider = self.provider.clone();
+        let prefix = format!("wal/{name}");
+        let listed = self.rt.block_on(provider.list(&prefix, None))?;
+        let mut objects: Vec<(u64, u64, String)> = listed
+            .into_iter()
+            .filter_map(|(n, _)| archive::parse_wal_object(&n).map(|(f, l)| (f, l, n)))
+            .filter(|(_, last, _)| *last > after)
+            .collect();
+        objects.sort();
+        let mut expected = after + 1;
+        for (first, last, _) in &objects {
+            if *first > expected {
+                bail!(
+                    "the archive lacks records {expected} to {} of {name}: it cannot be restored past LSN {}",
+                    first - 1,
+                    expected - 1
+                );
+            }
+            expected = expected.max(last + 1);
+        }
+        let bytes = self.bytes.clone();
+        let dir = dir.to_path_buf();
+        let name = name.to_string();
+        self.rt.block_on(async move {
+            let results: Vec<anyhow::Result<()>> = futures::stream::iter(objects)
+                .map(|(first, last, object)| {
+                    let provider = provider.clone();
+                    let bytes = bytes.clone();
+                    let rel = format!("{prefix}/{object}");
+                    let seg = dir.join(format!("{first:020}.seg"));
+                    let name = name.clone();
+                    async move {
+                        let body = provider
+                            .get(&rel)
+                            .await?
+                            .with_context(|| format!("{rel} vanished while restoring"))?;
+                        bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                        let raw = tokio::task::spawn_blocking(move || {
+                            let raw = archive::open(&rel, &body)?;
+                            check_records(&rel, &raw, first, last)?;
+                            anyhow::Ok(raw)
+                        })
+                        .await??;
+                        tokio::fs::write(&seg, &raw)
+                            .await
+                            .with_context(|| format!("writing {} of {name}", seg.display()))?;
+                        Ok(())
+                    }
+                })
+                .buffer_unordered(PARALLEL)
+                .collect()
+                .await;
+            results.into_iter().collect()
+        })
+    }
+}
+
+/// Checks that `raw` holds exactly records `first..=last`, each whole.
+fn check_records(object: &str, raw: &[u8], first: u64, last: u64) -> anyhow::Result<()> {
+    let mut pos = 0;
+    let mut next = first;
+    while pos < raw.len() {
+        match decode(&raw[pos..]) {
+            Decoded::Record(r, n) if r.lsn == next => {
+                pos += n;
+                next += 1;
+            }
+            Decoded::Record(r, _) => {
+                bail!(
+                    "archived object {object} holds LSN {} where {next} was expected",
+                    r.lsn
+                )
+            }
+            Decoded::Incomplete => bail!("archived object {object} ends inside a record"),
+            Decoded::Bad(why) => {
+                bail!("archived object {object} is damaged at offset {pos}: {why}")
+            }
+        }
+    }
+    if next != last + 1 {
+        bail!(
+            "archived object {object} holds records {first} to {} where its name says {last}",
+            next - 1
+        );
+    }
+    Ok(())
+}

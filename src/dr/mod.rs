@@ -1,0 +1,77 @@
+//! Disaster recovery: copies of the data directory away from its disk.
+//!
+//! Built so far: archives ([`archive`]), which receive every shard's WAL
+//! and the coordinator's decision log continuously and every checkpoint
+//! when taken ([`ship`]), and restore from an archive alone ([`fetch`],
+//! `fortress restore --from URL`). Standbys, sync mode, health scores and
+//! failover come next (see the README's "Disaster recovery").
+
+pub mod archive;
+pub mod fetch;
+pub mod ship;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+use fortress_proxy::Cluster;
+
+use archive::{Compression, Provider};
+use ship::{ShipStatus, Shipper};
+
+/// The DR state of a running server.
+#[derive(Default)]
+pub struct Dr {
+    pub shippers: Vec<Shipper>,
+}
+
+/// The archives named on the command line, opened (not yet contacted):
+/// a malformed spec or URL stops start-up here.
+pub fn open_archives(specs: &[String]) -> anyhow::Result<Vec<Provider>> {
+    let mut out: Vec<Provider> = Vec::new();
+    for spec in specs {
+        let (name, url) = archive::parse_spec(spec)?;
+        if out.iter().any(|p| p.name == name) {
+            bail!("archive {name} is named twice");
+        }
+        out.push(Provider::open(&name, &url)?);
+    }
+    Ok(out)
+}
+
+impl Dr {
+    /// Starts shipping to every archive.
+    pub fn start(
+        archives: Vec<Provider>,
+        cluster: &Arc<Cluster>,
+        checkpoints: PathBuf,
+        compression: Compression,
+        interval: Duration,
+    ) -> Dr {
+        let shippers = archives
+            .into_iter()
+            .map(|p| {
+                tracing::info!(archive = %p.name, url = %p.url, "shipping the WAL and checkpoints");
+                Shipper::spawn(
+                    p,
+                    cluster.clone(),
+                    checkpoints.clone(),
+                    compression,
+                    interval,
+                )
+            })
+            .collect();
+        Dr { shippers }
+    }
+
+    pub fn status(&self) -> Vec<ShipStatus> {
+        self.shippers.iter().map(|s| s.status()).collect()
+    }
+
+    /// Ships everything durable now to every archive; the statuses after.
+    pub async fn ship_now(&self, timeout: Duration) -> Vec<ShipStatus> {
+        let all = self.shippers.iter().map(|s| s.ship_now(timeout));
+        futures::future::join_all(all).await
+    }
+}
