@@ -337,6 +337,17 @@ pub struct ServeArgs {
     /// AZURE_STORAGE_ACCOUNT_NAME, ...), never from the URL.
     #[arg(long = "archive", env = "FORTRESS_ARCHIVE", value_delimiter = ',', action = clap::ArgAction::Append)]
     pub archives: Vec<String>,
+    /// Sealed WAL segments kept on disk beyond what recycling could remove
+    /// (see the README's "Disaster recovery").
+    #[arg(long, env = "FORTRESS_WAL_KEEP_SEGMENTS", default_value_t = 2)]
+    pub wal_keep_segments: usize,
+    /// How often recycling looks for WAL segments it may remove.
+    #[arg(long, env = "FORTRESS_WAL_RECYCLE_INTERVAL", default_value = "10s", value_parser = parse_duration_ms)]
+    pub wal_recycle_interval: Duration,
+    /// Size at which a shard's WAL starts a new segment, in MiB (the unit
+    /// recycling removes).
+    #[arg(long, env = "FORTRESS_WAL_SEGMENT_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub wal_segment_mb: u64,
     /// How shipped WAL is compressed.
     #[arg(long, env = "FORTRESS_SHIP_COMPRESSION", value_enum, default_value_t = crate::dr::archive::Compression::Zstd)]
     pub ship_compression: crate::dr::archive::Compression,

@@ -201,6 +201,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 wal: WalOptions {
                     sync: args.sync,
                     cipher,
+                    segment_bytes: args.wal_segment_mb << 20,
                     ..WalOptions::default()
                 },
                 cache_bytes: args.page_cache_mb << 20,
@@ -225,6 +226,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.ship_compression,
             args.ship_interval,
         ));
+        dr::recycle::spawn(
+            cluster.clone(),
+            dr.clone(),
+            std::path::absolute(args.dirs().checkpoints())?,
+            args.wal_keep_segments,
+            args.wal_recycle_interval,
+        );
         if !args.checkpoint_interval.is_zero() {
             let root = std::path::absolute(args.dirs().checkpoints())?;
             checkpoint::spawn_automatic(

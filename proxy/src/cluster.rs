@@ -112,6 +112,16 @@ impl Log {
     pub fn last_lsn(&self) -> u64 {
         self.wal().last_lsn()
     }
+
+    /// For a shard's log, the last LSN a restart no longer needs (see
+    /// [`ShardStore::flushed_through`]); the coordinator's log is not
+    /// recycled (`None`).
+    pub fn flushed_through(&self) -> Result<Option<u64>> {
+        match &self.source {
+            LogSource::Shard(s) => Ok(Some(s.flushed_through()?)),
+            LogSource::Coordinator(_) => Ok(None),
+        }
+    }
 }
 
 /// One shard as [`Cluster::shard_status`] sees it.

@@ -3,11 +3,13 @@
 //! Built so far: archives ([`archive`]), which receive every shard's WAL
 //! and the coordinator's decision log continuously and every checkpoint
 //! when taken ([`ship`]), and restore from an archive alone ([`fetch`],
-//! `fortress restore --from URL`). Standbys, sync mode, health scores and
+//! `fortress restore --from URL`), and WAL recycling once archived and
+//! checkpointed ([`recycle`]). Standbys, sync mode, health scores and
 //! failover come next (see the README's "Disaster recovery").
 
 pub mod archive;
 pub mod fetch;
+pub mod recycle;
 pub mod ship;
 
 use std::path::PathBuf;
@@ -63,6 +65,12 @@ impl Dr {
             })
             .collect();
         Dr { shippers }
+    }
+
+    /// The last LSN of `log` that every archive holds; `None` without
+    /// archives.
+    pub fn archived(&self, log: &str) -> Option<u64> {
+        self.shippers.iter().map(|s| s.archived(log)).min()
     }
 
     pub fn status(&self) -> Vec<ShipStatus> {

@@ -71,6 +71,10 @@ pub struct LogLag {
     pub archived_lsn: u64,
     /// Last LSN in the local log.
     pub local_lsn: u64,
+    /// Last LSN that may be shipped (durable; records after it wait for
+    /// the next sync, their outcome already durable elsewhere).
+    pub durable_lsn: u64,
+    /// Durable records not yet archived.
     pub lag_records: u64,
 }
 
@@ -164,6 +168,16 @@ impl Shipper {
             wake,
             rounds,
         }
+    }
+
+    /// The last LSN of `log` this archive acknowledged (0 before its
+    /// first successful round).
+    pub fn archived(&self, log: &str) -> u64 {
+        let st = self.status.lock().expect("ship status");
+        st.logs
+            .iter()
+            .find(|l| l.log == log)
+            .map_or(0, |l| l.archived_lsn)
     }
 
     pub fn status(&self) -> ShipStatus {
@@ -432,12 +446,13 @@ impl Task {
             .logs
             .iter()
             .map(|l| {
-                let local = l.log.last_lsn();
+                let durable = l.log.shippable_lsn();
                 LogLag {
                     log: l.name.clone(),
                     archived_lsn: l.archived,
-                    local_lsn: local,
-                    lag_records: local.saturating_sub(l.archived),
+                    local_lsn: l.log.last_lsn(),
+                    durable_lsn: durable,
+                    lag_records: durable.saturating_sub(l.archived),
                 }
             })
             .collect();

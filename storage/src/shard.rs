@@ -1375,6 +1375,23 @@ impl ShardStore {
         (self.wal.bytes_appended(), self.wal.sync_count())
     }
 
+    /// The last LSN a restart no longer needs from this log: every record
+    /// through it is applied to the store and flushed, and no PREPARE at
+    /// or below it is unresolved. Segments wholly at or below it may go
+    /// once archived. Flushes the store.
+    pub fn flushed_through(&self) -> Result<Lsn> {
+        self.flush()?;
+        // Read before the flush that makes it durable: the marks only rise,
+        // so what a crash leaves is at least this. The meta tree's mark is
+        // the lowest stored (every tree's is written before it, and a new
+        // tree starts at its creation); the in-memory held marks are the
+        // ones the open read, not the ones stored since.
+        let applied = lsn_of(self.state.meta.get(META_APPLIED)?);
+        let start = self.state.replay_after(applied)?;
+        self.state.db.flush()?;
+        Ok(start)
+    }
+
     /// This shard's log, for readers that ship it (see [`crate::tail`]).
     pub fn log(&self) -> &Wal {
         &self.wal

@@ -202,6 +202,29 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(Lsn, PathBuf)>> {
     Ok(segs)
 }
 
+/// Removes the segments of the log in `dir` whose records all lie at or
+/// below `lsn`, oldest first, never the last one (being written); returns
+/// how many and their bytes. For recycling: the caller knows that nothing
+/// (restart, restore, standby, archive) needs those records from here.
+pub fn remove_segments_through(dir: &Path, lsn: Lsn) -> Result<(usize, u64)> {
+    let segs = list_segments(dir)?;
+    let (mut count, mut bytes) = (0, 0);
+    for pair in segs.windows(2) {
+        let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
+        if next_first - 1 > lsn {
+            break;
+        }
+        let len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        fs::remove_file(path).map_err(|e| StorageError::io(path, e))?;
+        count += 1;
+        bytes += len;
+    }
+    if count > 0 {
+        sync_dir(dir)?;
+    }
+    Ok((count, bytes))
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())

@@ -1,0 +1,105 @@
+//! WAL recycling: a shard's sealed segments are removed once nothing needs
+//! them from this disk. A segment goes when all of its records are
+//! - applied and flushed into the shard's store, with no unresolved
+//!   PREPARE among them (a restart replays from after them);
+//! - covered by a checkpoint: the newest one when archives hold the older
+//!   WAL for point-in-time restores, the oldest kept one without archives
+//!   (so every local checkpoint can still be brought forward);
+//! - held by every archive;
+//!
+//! and it is not among the newest `--wal-keep-segments` that pass. The
+//! coordinator's decision log is small and is kept whole.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fortress_proxy::Cluster;
+use fortress_storage::wal::{list_segments, remove_segments_through};
+
+use super::Dr;
+
+/// Recycles in the background for as long as the server runs.
+pub fn spawn(
+    cluster: Arc<Cluster>,
+    dr: Arc<Dr>,
+    checkpoints: PathBuf,
+    keep: usize,
+    every: Duration,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let (c, d, root) = (cluster.clone(), dr.clone(), checkpoints.clone());
+            match tokio::task::spawn_blocking(move || pass(&c, &d, &root, keep)).await {
+                Ok(Ok((0, _))) => {}
+                Ok(Ok((segments, bytes))) => {
+                    metrics::counter!("fortress_wal_recycled_bytes_total").increment(bytes);
+                    tracing::info!(segments, bytes, "recycled WAL segments");
+                }
+                Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "WAL recycling failed"),
+                Err(e) => tracing::warn!(error = %e, "WAL recycling task failed"),
+            }
+        }
+    });
+}
+
+/// One recycling pass: the segments and bytes removed.
+pub fn pass(
+    cluster: &Cluster,
+    dr: &Dr,
+    checkpoints: &std::path::Path,
+    keep: usize,
+) -> anyhow::Result<(usize, u64)> {
+    let (found, _) = crate::checkpoint::checkpoints_of(
+        checkpoints,
+        cluster.id(),
+        cluster.cipher().map(|k| &**k),
+    )?;
+    let cover = match dr.shippers.is_empty() {
+        true => found.first(),
+        false => found.last(),
+    };
+    let Some((_, manifest)) = cover else {
+        return Ok((0, 0));
+    };
+    let (mut segments, mut bytes) = (0, 0);
+    for log in cluster.logs() {
+        let Some(shard) = log
+            .name
+            .strip_prefix("shard-")
+            .and_then(|n| n.strip_suffix("/wal"))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Some(flushed) = log.flushed_through()? else {
+            continue;
+        };
+        let covered = manifest
+            .shards
+            .iter()
+            .find(|c| c.shard == shard)
+            .map_or(0, |c| c.wal_after);
+        let archived = dr
+            .archived(&format!("shard-{shard:03}"))
+            .unwrap_or(u64::MAX);
+        let bound = flushed.min(covered).min(archived);
+        tracing::debug!(shard, flushed, covered, archived, "WAL recycling bound");
+        // The sealed segments wholly at or below the bound, oldest first,
+        // by their last LSN; the newest `keep` of them stay.
+        let segs = list_segments(log.dir())?;
+        let lasts: Vec<u64> = segs
+            .windows(2)
+            .map(|w| w[1].0 - 1)
+            .take_while(|&last| last <= bound)
+            .collect();
+        let Some(&through) = lasts.len().checked_sub(keep + 1).map(|i| &lasts[i]) else {
+            continue;
+        };
+        let (n, b) = remove_segments_through(log.dir(), through)?;
+        segments += n;
+        bytes += b;
+    }
+    Ok((segments, bytes))
+}
