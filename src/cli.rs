@@ -33,6 +33,35 @@ pub enum Command {
     Config(ConfigArgs),
     /// Add, remove or list the users who may connect (SCRAM-SHA-256).
     User(UserArgs),
+    /// Disaster recovery of a running server: its archives, how far each
+    /// log is shipped (through its admin API).
+    Dr(DrArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DrArgs {
+    #[command(subcommand)]
+    pub action: DrAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DrAction {
+    /// Each archive: reachable or why not, how far each log is archived,
+    /// the time through which the archive is consistent.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the API's JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ship what the logs hold now to every archive, then show the status.
+    Replicate {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]

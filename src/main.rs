@@ -51,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         Command::Restore(args) => restore::run(args),
         Command::Status(args) => status::run(args),
         Command::User(args) => user::run(args.action),
+        Command::Dr(args) => dr::cli::run(args.action),
         Command::Config(_) => {
             let e = from_file.expect("config print has serve's settings");
             print!("{}", config::print(&e.command, &e.matches, &e.from_file));

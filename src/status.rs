@@ -20,6 +20,11 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
 /// GETs `path` from the admin API as JSON; an error response becomes an
 /// error naming its code and message.
 pub fn get(admin: &AdminArgs, path: &str) -> anyhow::Result<Value> {
+    call(admin, "GET", path)
+}
+
+/// [`get`] with another method (a POST without a body).
+pub fn call(admin: &AdminArgs, method: &str, path: &str) -> anyhow::Result<Value> {
     let url = format!("{}{path}", admin.url.trim_end_matches('/'));
     let mut config = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -41,13 +46,24 @@ pub fn get(admin: &AdminArgs, path: &str) -> anyhow::Result<Value> {
         );
     }
     let agent: ureq::Agent = config.build().into();
-    let mut request = agent.get(&url);
-    if let Some(token) = crate::admin::token_from_env()? {
-        request = request.header("Authorization", format!("Bearer {token}"));
-    }
-    let mut response = request
-        .call()
-        .with_context(|| format!("reaching the admin API at {}", admin.url))?;
+    let token = crate::admin::token_from_env()?.map(|t| format!("Bearer {t}"));
+    let sent = match method {
+        "GET" => {
+            let mut request = agent.get(&url);
+            if let Some(t) = &token {
+                request = request.header("Authorization", t);
+            }
+            request.call()
+        }
+        _ => {
+            let mut request = agent.post(&url);
+            if let Some(t) = &token {
+                request = request.header("Authorization", t);
+            }
+            request.send_empty()
+        }
+    };
+    let mut response = sent.with_context(|| format!("reaching the admin API at {}", admin.url))?;
     let status = response.status();
     let body: Value = response
         .body_mut()

@@ -183,6 +183,14 @@ async fn a_file_archive_alone_restores_to_a_time_and_to_its_latest_point() {
         &["--archive", &spec, "--ship-interval", "200ms"],
     );
     let (at, time, last) = history(&server).await;
+    let out = ok(fortress_env(
+        &["dr", "status", "--admin", &server.admin_url()],
+        &[],
+    ));
+    assert!(
+        out.contains("archive offsite") && out.contains("healthy") && out.contains("shard-003"),
+        "{out}"
+    );
     server.stop();
     // The machine is lost: only the archive is left.
     std::fs::remove_dir_all(root.path().join("data")).unwrap();

@@ -67,7 +67,13 @@ async fn the_dashboard_shows_what_the_api_says() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_env(dir.path(), &[("FORTRESS_ADMIN_TOKEN", TOKEN)]);
+    let spec = format!("offsite=file://{}", dir.path().join("archive").display());
+    let server = Server::launch_args(
+        dir.path().join("data"),
+        4,
+        &[("FORTRESS_ADMIN_TOKEN", TOKEN)],
+        &["--archive", &spec],
+    );
     let c = server.client().await;
     c.batch_execute("CREATE TABLE things (id int PRIMARY KEY, v text)")
         .await
@@ -101,6 +107,11 @@ async fn the_dashboard_shows_what_the_api_says() {
     let table = &dom[dom.find("data-testid=\"shard-rows\"").unwrap()..];
     let table = &table[..table.find("</tbody>").unwrap()];
     assert_eq!(table.matches("<tr>").count(), shards.len(), "{table}");
+    // The archive, with its state.
+    let archives = &dom[dom.find("data-testid=\"archives\"").unwrap()..];
+    let archives = &archives[..archives.find("</tbody>").unwrap()];
+    assert!(archives.contains("offsite (file://"), "{archives}");
+    assert!(archives.contains("healthy"), "{archives}");
 
     // Without it, the page asks for the token and shows no data.
     let dom = render(browser, &server.admin_url());

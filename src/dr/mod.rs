@@ -8,6 +8,7 @@
 //! failover come next (see the README's "Disaster recovery").
 
 pub mod archive;
+pub mod cli;
 pub mod fetch;
 pub mod recycle;
 pub mod ship;

@@ -1,0 +1,72 @@
+//! `fortress dr status | replicate`: the DR state of a running server, read
+//! through its admin API like `fortress status`.
+
+use serde_json::Value;
+
+use crate::cli::DrAction;
+
+pub fn run(action: DrAction) -> anyhow::Result<()> {
+    let (status, json) = match action {
+        DrAction::Status { admin, json } => {
+            (crate::status::get(&admin, "/api/v1/dr/status")?, json)
+        }
+        DrAction::Replicate { admin, json } => (
+            crate::status::call(&admin, "POST", "/api/v1/dr/replicate")?,
+            json,
+        ),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", render(&status));
+    }
+    Ok(())
+}
+
+/// The DR status as an operator reads it.
+fn render(s: &Value) -> String {
+    let archives = s["archives"].as_array().cloned().unwrap_or_default();
+    if archives.is_empty() {
+        return "no archives (serve --archive NAME=URL)\n".into();
+    }
+    let mut out = String::new();
+    for a in archives {
+        let health = match a["healthy"].as_bool() {
+            Some(true) => "healthy".to_string(),
+            _ => format!(
+                "UNHEALTHY: {}",
+                a["last_error"].as_str().unwrap_or("not reached yet")
+            ),
+        };
+        out += &format!(
+            "archive {}  {}  {}\n",
+            a["name"].as_str().unwrap_or("?"),
+            a["url"].as_str().unwrap_or("?"),
+            health
+        );
+        let since = a["seconds_since_success"]
+            .as_f64()
+            .map_or("never".to_string(), |s| format!("{s:.1} s ago"));
+        out += &format!(
+            "  last shipped {since}; consistent through {}; {:.1} MiB in {} objects; {} checkpoints\n",
+            a["consistent_through"].as_str().unwrap_or("-"),
+            a["shipped_bytes"].as_f64().unwrap_or(0.0) / (1u64 << 20) as f64,
+            a["shipped_objects"].as_u64().unwrap_or(0),
+            a["checkpoints"].as_u64().unwrap_or(0),
+        );
+        out += &format!(
+            "  {:<12} {:>12} {:>12} {:>10}\n",
+            "log", "archived", "durable", "lag"
+        );
+        for l in a["logs"].as_array().cloned().unwrap_or_default() {
+            out += &format!(
+                "  {:<12} {:>12} {:>12} {:>10}\n",
+                l["log"].as_str().unwrap_or("?"),
+                l["archived_lsn"].as_u64().unwrap_or(0),
+                l["durable_lsn"].as_u64().unwrap_or(0),
+                l["lag_records"].as_u64().unwrap_or(0),
+            );
+        }
+    }
+    out
+}
