@@ -300,7 +300,7 @@ async fn a_restore_from_an_archive_being_written_keeps_every_transfer_whole() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Restores of the archive's latest point while transfers go on.
-    for n in 0..2 {
+    for n in 0..4 {
         let to = root.path().join(format!("r{n}"));
         let to2 = to.clone();
         let url2 = url.clone();

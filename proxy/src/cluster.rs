@@ -113,6 +113,11 @@ impl Log {
         self.wal().last_lsn()
     }
 
+    /// Blocks until the log is durable through `lsn` (forcing a sync).
+    pub fn wait_durable(&self, lsn: u64) -> Result<()> {
+        Ok(self.wal().wait_durable(lsn)?)
+    }
+
     /// For a shard's log, the last LSN a restart no longer needs (see
     /// [`ShardStore::flushed_through`]); the coordinator's log is not
     /// recycled (`None`).
@@ -499,6 +504,17 @@ impl Cluster {
             .map(|s| format!("{}:{}", s.id(), s.last_lsn()))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// A consistent cut of the logs: every shard's end at one instant (see
+    /// [`ShardStore::fence`]) with the clock then, and the coordinator's
+    /// end read after it, so every decision a shard's commit record below
+    /// its end depends on is below the coordinator's. Returns the ends in
+    /// [`Cluster::logs`] order and the time.
+    pub fn log_cut(&self) -> (Vec<u64>, Timestamp) {
+        let (mut ends, ts) = ShardStore::fence(&self.stores);
+        ends.push(self.coordinator.log().last_lsn());
+        (ends, ts)
     }
 
     /// Every log of the data directory: the shards' in order, then the

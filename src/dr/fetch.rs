@@ -5,7 +5,9 @@
 //!
 //! Every WAL object's envelope and records are verified as it arrives and
 //! each becomes one segment file; the logs must be contiguous from where
-//! replay starts (a gap names the missing LSNs). Checkpoint files are
+//! replay starts to the cut of the last complete shipping round (the
+//! `positions` object), and nothing after that cut is read, so the
+//! download is a consistent cut of the cluster (see `dr::ship`). Checkpoint files are
 //! verified by the restore itself (their blocks carry CRCs and the
 //! manifest their sizes).
 
@@ -158,14 +160,20 @@ impl Download {
             .collect();
         logs.push(("coordinator".into(), self.dir.join("coordinator"), 0));
         for (name, dir, after) in logs {
-            self.log(&name, &dir, after)?;
+            // Only to the last cut archived whole: objects after it belong
+            // to a round still in progress.
+            let end = *self.positions.logs.get(&name).with_context(|| {
+                format!("the archive has no complete shipping round for {name} yet")
+            })?;
+            self.log(&name, &dir, after, end)?;
         }
         Ok(())
     }
 
-    /// Downloads log `name`'s objects holding records after `after` into
-    /// segment files in `dir`, checking that they follow on.
-    fn log(&self, name: &str, dir: &Path, after: u64) -> anyhow::Result<()> {
+    /// Downloads log `name`'s objects holding records after `after`
+    /// through `end` into segment files in `dir`, checking that they
+    /// follow on.
+    fn log(&self, name: &str, dir: &Path, after: u64, end: u64) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
         let provider = self.provider.clone();
         let prefix = format!("wal/{name}");
@@ -173,7 +181,7 @@ impl Download {
         let mut objects: Vec<(u64, u64, String)> = listed
             .into_iter()
             .filter_map(|(n, _)| archive::parse_wal_object(&n).map(|(f, l)| (f, l, n)))
-            .filter(|(_, last, _)| *last > after)
+            .filter(|(_, last, _)| *last > after && *last <= end)
             .collect();
         objects.sort();
         let mut expected = after + 1;
@@ -186,6 +194,11 @@ impl Download {
                 );
             }
             expected = expected.max(last + 1);
+        }
+        if expected <= end {
+            bail!(
+                "the archive lacks records {expected} to {end} of {name}: its objects end before the last shipping round's cut"
+            );
         }
         let bytes = self.bytes.clone();
         let dir = dir.to_path_buf();

@@ -14,14 +14,14 @@
 //! written again under another name. A failing archive is retried every
 //! round; the local WAL keeps everything it has not acknowledged.
 //!
-//! **Consistency across logs.** Within a shard's log, writes and PREPAREs
-//! take their timestamps under the shard's writer lock, so they are in
-//! timestamp order: once a log is archived through a record with timestamp
-//! `t`, every write or PREPARE with a timestamp at or below `t` is archived
-//! too. The minimum of that over the shards (or, for a shard with nothing
-//! new, the clock reading of the previous round that found it fully
-//! archived) is the time through which every transaction is whole in the
-//! archive: a restore to the archive's latest point restores to it.
+//! **Consistency across logs.** Each round ships every log to a cut taken
+//! at one instant ([`Cluster::log_cut`]: every shard's end read under all
+//! the shards' writer locks, with the clock, then the coordinator's end),
+//! waiting until each log is durable that far, and only then records the
+//! cut in `positions`. A restore reads each log to the recorded cut, so it
+//! sees each multi-shard transaction on all of its shards or on none (as a
+//! restart decides it), and the cut's time is the archive's consistent
+//! point.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -83,18 +83,10 @@ struct LogState {
     log: Log,
     /// The archive's name for it (`shard-000`, `coordinator`).
     name: String,
-    is_shard: bool,
     /// Last LSN acknowledged by the archive.
     archived: u64,
     /// The reader, positioned after `archived`; dropped after a failure.
     tail: Option<Tail>,
-    /// Greatest record timestamp archived.
-    max_ts: u64,
-    /// A clock reading before a round that left this log fully archived:
-    /// every later record is newer (see the module docs).
-    vouched: u64,
-    /// This round's candidate for `vouched`, promoted next round.
-    candidate: Option<u64>,
 }
 
 /// A handle on one archive's shipping task.
@@ -128,14 +120,10 @@ impl Shipper {
             .map(|log| {
                 let name = log.name.trim_end_matches("/wal").to_string();
                 LogState {
-                    is_shard: name.starts_with("shard-"),
                     name,
                     log,
                     archived: 0,
                     tail: None,
-                    max_ts: 0,
-                    vouched: 0,
-                    candidate: None,
                 }
             })
             .collect();
@@ -145,6 +133,7 @@ impl Shipper {
             checkpoints,
             compression,
             logs,
+            consistent_ts: 0,
             connected: false,
             archived_checkpoints: BTreeSet::new(),
             status: status.clone(),
@@ -216,6 +205,8 @@ struct Task {
     checkpoints: PathBuf,
     compression: Compression,
     logs: Vec<LogState>,
+    /// The time of the last cut archived whole (see the module docs).
+    consistent_ts: u64,
     connected: bool,
     archived_checkpoints: BTreeSet<String>,
     status: Arc<Mutex<ShipStatus>>,
@@ -271,10 +262,11 @@ impl Task {
                 );
             }
             l.tail = None;
-            l.max_ts = l
-                .max_ts
-                .max(positions.as_ref().map_or(0, |p| p.consistent_ts));
         }
+        // The last cut recorded stays whole.
+        self.consistent_ts = self
+            .consistent_ts
+            .max(positions.as_ref().map_or(0, |p| p.consistent_ts));
         self.archived_checkpoints = self
             .provider
             .list("checkpoints", None)
@@ -290,14 +282,15 @@ impl Task {
         if !self.connected {
             self.connect().await?;
         }
-        let clock = self.cluster.snapshot().0;
-        for i in 0..self.logs.len() {
-            if let Err(e) = self.ship_log(i, clock).await {
+        let (cut, ts) = self.cluster.log_cut();
+        for (i, end) in cut.into_iter().enumerate() {
+            if let Err(e) = self.ship_log(i, end).await {
                 // Learn the archive's end again before the next attempt.
                 self.connected = false;
                 return Err(e);
             }
         }
+        self.consistent_ts = ts.0;
         self.ship_checkpoints().await?;
         let positions = Positions {
             logs: self
@@ -305,7 +298,7 @@ impl Task {
                 .iter()
                 .map(|l| (l.name.clone(), l.archived))
                 .collect(),
-            consistent_ts: self.consistent_ts(),
+            consistent_ts: self.consistent_ts,
             at: now_rfc3339(),
         };
         let raw = serde_json::to_vec(&positions)?;
@@ -315,24 +308,25 @@ impl Task {
         Ok(())
     }
 
-    /// Ships log `i` up to what is durable now.
-    async fn ship_log(&mut self, i: usize, clock: u64) -> anyhow::Result<()> {
+    /// Ships log `i` through `end`, once it is durable that far.
+    async fn ship_log(&mut self, i: usize, end: u64) -> anyhow::Result<()> {
         let compression = self.compression;
         let l = &mut self.logs[i];
-        if let Some(v) = l.candidate.take() {
-            l.vouched = l.vouched.max(v);
-        }
+        let log = l.log.clone();
+        tokio::task::spawn_blocking(move || log.wait_durable(end))
+            .await?
+            .with_context(|| format!("syncing log {}", l.name))?;
         let mut tail = match l.tail.take() {
             Some(t) => t,
             None => Tail::new(l.log.dir(), l.archived),
         };
         loop {
-            let upto = l.log.shippable_lsn();
+            let upto = end;
             let (back, read) = tokio::task::spawn_blocking(move || {
                 let read = tail.read(upto, OBJECT_BYTES).map(|chunk| {
                     chunk.map(|c| {
                         let body = archive::seal(&c.bytes, compression);
-                        (c.first, c.last, c.max_ts, body)
+                        (c.first, c.last, body)
                     })
                 });
                 (tail, read)
@@ -340,24 +334,18 @@ impl Task {
             .await?;
             tail = back;
             let read = read.with_context(|| format!("reading log {}", l.name))?;
-            let Some((first, last, max_ts, body)) = read else {
+            let Some((first, last, body)) = read else {
                 break;
             };
             let size = body.len() as u64;
             let name = archive::wal_object(&l.name, first, last);
             self.provider.put(&name, body).await?;
             l.archived = last;
-            l.max_ts = l.max_ts.max(max_ts);
             let mut st = self.status.lock().expect("ship status");
             st.shipped_bytes += size;
             st.shipped_objects += 1;
             metrics::counter!("fortress_dr_shipped_bytes_total", "provider" => self.provider.name.clone())
                 .increment(size);
-        }
-        // Nothing left: every record appended after `clock` was read is
-        // newer than it (promoted next round, see the module docs).
-        if l.archived >= l.log.last_lsn() {
-            l.candidate = Some(clock);
         }
         l.tail = Some(tail);
         Ok(())
@@ -403,16 +391,6 @@ impl Task {
         Ok(())
     }
 
-    /// The time through which every transaction is whole in the archive.
-    fn consistent_ts(&self) -> u64 {
-        self.logs
-            .iter()
-            .filter(|l| l.is_shard)
-            .map(|l| l.max_ts.max(l.vouched))
-            .min()
-            .unwrap_or(0)
-    }
-
     fn report(&mut self, result: anyhow::Result<()>) {
         let name = self.provider.name.clone();
         let mut st = self.status.lock().expect("ship status");
@@ -435,7 +413,7 @@ impl Task {
             }
         }
         st.checkpoints = self.archived_checkpoints.len();
-        let ts = self.consistent_ts();
+        let ts = self.consistent_ts;
         st.consistent_through = (ts > 0).then(|| {
             let t = fortress_storage::Timestamp(ts);
             chrono::DateTime::from_timestamp_micros(t.wall_micros() as i64)

@@ -121,8 +121,9 @@ pub struct PendingShard {
 
 /// The commit timestamp of each transaction some shard left prepared and
 /// that committed: by the coordinator's log (`logged`, txid to commit
-/// timestamp, or `None` for an abort), else if every participant's log
-/// voted for it, at the greatest of their votes.
+/// timestamp, or `None` for an abort) if every participant's log holds
+/// it, else if every participant's log voted for it, at the greatest of
+/// their votes.
 pub fn decide(
     shards: &[PendingShard],
     logged: &HashMap<TxnId, Option<u64>>,
@@ -131,7 +132,17 @@ pub fn decide(
     let mut out = HashMap::new();
     for (&txid, p) in shards.iter().flat_map(|s| s.prepared.iter()) {
         if let Some(outcome) = logged.get(&txid) {
-            if let Some(ts) = outcome {
+            // Committed, but a participant's log ends before the
+            // transaction reached it (a copy cut at an instant before the
+            // decision, see `fortress::dr::ship`): left out everywhere,
+            // never applied on some shards only.
+            // (A participant outside this restore has no say.)
+            let whole = p.participants.iter().all(|s| {
+                by_id
+                    .get(s)
+                    .is_none_or(|s| s.prepared.contains_key(&txid) || s.resolved.contains(&txid))
+            });
+            if let (Some(ts), true) = (outcome, whole) {
                 out.insert(txid, *ts);
             }
             continue;

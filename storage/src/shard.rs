@@ -1392,6 +1392,24 @@ impl ShardStore {
         Ok(start)
     }
 
+    /// Every log's end at one instant, and a clock reading from that
+    /// instant: each shard's writer lock is held (in `stores` order) while
+    /// they are read. A write takes its timestamp and is logged under its
+    /// shard's writer lock, so every write or PREPARE logged before the
+    /// instant is at or below its log's end and older than the time, and
+    /// every one after is above it and newer. Copies of the logs through
+    /// these ends are a consistent cut of the cluster.
+    pub fn fence(stores: &[Arc<ShardStore>]) -> (Vec<Lsn>, Timestamp) {
+        let guards: Vec<_> = stores
+            .iter()
+            .map(|s| s.writer.lock().expect("write lock"))
+            .collect();
+        let ends = stores.iter().map(|s| s.wal.last_lsn()).collect();
+        let now = stores.first().map_or(Timestamp(0), |s| s.clock.now());
+        drop(guards);
+        (ends, now)
+    }
+
     /// This shard's log, for readers that ship it (see [`crate::tail`]).
     pub fn log(&self) -> &Wal {
         &self.wal
