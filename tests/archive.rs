@@ -300,6 +300,7 @@ async fn a_restore_from_an_archive_being_written_keeps_every_transfer_whole() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Restores of the archive's latest point while transfers go on.
+    let mut moved = false;
     for n in 0..4 {
         let to = root.path().join(format!("r{n}"));
         let to2 = to.clone();
@@ -318,6 +319,7 @@ async fn a_restore_from_an_archive_being_written_keeps_every_transfer_whole() {
         let rows = rc.query("SELECT balance FROM acct", &[]).await.unwrap();
         let total: i64 = rows.iter().map(|r| r.get::<_, i64>(0)).sum();
         assert_eq!(rows.len(), ACCOUNTS as usize);
+        moved |= rows.iter().any(|r| r.get::<_, i64>(0) != START);
         assert_eq!(
             total,
             ACCOUNTS as i64 * START,
@@ -332,6 +334,10 @@ async fn a_restore_from_an_archive_being_written_keeps_every_transfer_whole() {
         transfers += w.await.unwrap();
     }
     assert!(transfers > 20, "only {transfers} transfers ran");
+    assert!(
+        moved,
+        "no restore held a transfer: the restore points were all before them"
+    );
     drop(c);
     server.stop();
 }
@@ -344,6 +350,8 @@ fn misconfigured_archives_stop_the_start_with_a_clear_error() {
         ("no-equals-sign", "NAME=URL"),
         ("x=ftp://host/p", "unknown scheme"),
         ("x=s3://key:secret@bucket/p", "environment"),
+        ("x=s3://bucket/p?secret=1", "no credentials, query"),
+        ("x=file://otherhost/dir", "names a host"),
         ("bad name=file:///tmp/x", "letters, digits"),
     ] {
         let err = failed(fortress_env(
@@ -695,7 +703,48 @@ async fn archived_and_checkpointed_wal_is_recycled_and_older_points_restore_from
         "after a restart with recycled WAL"
     );
     drop(c);
+    // An archive added now cannot get the recycled WAL: it starts from the
+    // archived checkpoint that covers it.
     server.stop();
+    let url2 = format!("file://{}", root.path().join("archive2").display());
+    let spec2 = format!("b={url2}");
+    server.args.extend(["--archive".to_string(), spec2]);
+    server.restart();
+    let st = admin(&server, "POST", "/api/v1/dr/replicate");
+    let b = st["archives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "b")
+        .unwrap()
+        .clone();
+    assert_eq!(b["healthy"], true, "{b}");
+    assert!(
+        server.log().contains("continues after the checkpoint"),
+        "{}",
+        server.log()
+    );
+    server.stop();
+    let to = root.path().join("from-b");
+    ok(fortress_env(
+        &["restore", "--from", &url2, "--to", s(&to), "--latest"],
+        &[],
+    ));
+    check_restored(to, &model, "an archive started after recycling").await;
+    // The local directory still restores from its newest checkpoint.
+    let to = root.path().join("local");
+    ok(fortress_env(
+        &[
+            "restore",
+            "--data-dir",
+            s(&data),
+            "--to",
+            s(&to),
+            "--latest",
+        ],
+        &[],
+    ));
+    check_restored(to, &model, "local restore after recycling").await;
     // A point before the checkpoint comes back from the archive's WAL.
     let to = root.path().join("early");
     ok(fortress_env(

@@ -177,14 +177,25 @@ impl Provider {
     /// standard environment. Nothing is contacted yet.
     pub fn open(name: &str, url: &str) -> anyhow::Result<Provider> {
         let parsed = url::Url::parse(url)
-            .with_context(|| format!("archive {name}: {url:?} is not a URL"))?;
-        if !parsed.username().is_empty() || parsed.password().is_some() {
+            .map_err(|e| anyhow::anyhow!("archive {name}: the URL does not parse ({e})"))?;
+        if !parsed.username().is_empty()
+            || parsed.password().is_some()
+            || parsed.query().is_some()
+            || parsed.fragment().is_some()
+        {
             bail!(
-                "archive {name}: put credentials in the environment (AWS_ACCESS_KEY_ID, ...), not in the URL"
+                "archive {name}: the URL may hold no credentials, query or fragment: put credentials in the environment (AWS_ACCESS_KEY_ID, ...)"
             );
         }
         let path = parsed.path().trim_matches('/');
         let built: anyhow::Result<(Arc<dyn ObjectStore>, ObjectPath)> = match parsed.scheme() {
+            "file"
+                if parsed
+                    .host_str()
+                    .is_some_and(|h| !h.is_empty() && h != "localhost") =>
+            {
+                bail!("archive {name}: {url:?} names a host; a file URL is file:///absolute/dir")
+            }
             "file" => {
                 let dir = std::path::PathBuf::from(parsed.path());
                 std::fs::create_dir_all(&dir)
@@ -299,6 +310,23 @@ impl Provider {
         }
         file.sync_all().await?;
         Ok(n)
+    }
+
+    /// Writes object `rel`, which must not exist with other content: a
+    /// WAL object is written once (a retry after a lost answer finds its
+    /// own bytes); different bytes under its name mean another copy of
+    /// the data directory writes to this archive.
+    pub async fn put_once(&self, rel: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+        if self.create(rel, bytes.clone()).await? {
+            return Ok(());
+        }
+        match self.get(rel).await? {
+            Some(found) if found[..] == bytes[..] => Ok(()),
+            _ => bail!(
+                "archive {}: {rel} exists with other content: another copy of this data directory ships to it",
+                self.name
+            ),
+        }
     }
 
     /// Object `rel`, or `None` if there is none.

@@ -178,27 +178,46 @@ impl Download {
         let provider = self.provider.clone();
         let prefix = format!("wal/{name}");
         let listed = self.rt.block_on(provider.list(&prefix, None))?;
-        let mut objects: Vec<(u64, u64, String)> = listed
+        let mut listed: Vec<(u64, u64, String)> = listed
             .into_iter()
             .filter_map(|(n, _)| archive::parse_wal_object(&n).map(|(f, l)| (f, l, n)))
-            .filter(|(_, last, _)| *last > after && *last <= end)
             .collect();
-        objects.sort();
-        let mut expected = after + 1;
-        for (first, last, _) in &objects {
-            if *first > expected {
+        listed.sort();
+        // The chain of objects from the one holding record `after + 1` (or
+        // `after`) to the cut: one history, with no gap and no overlap.
+        let mut objects = Vec::new();
+        let mut next = after + 1;
+        for (first, last, object) in listed {
+            if next > end || first > end {
+                break;
+            }
+            if last < after {
+                continue;
+            }
+            if first > next {
                 bail!(
-                    "the archive lacks records {expected} to {} of {name}: it cannot be restored past LSN {}",
+                    "the archive lacks records {next} to {} of {name}: it cannot be restored past LSN {}",
                     first - 1,
-                    expected - 1
+                    next - 1
                 );
             }
-            expected = expected.max(last + 1);
+            if !objects.is_empty() && first < next {
+                bail!(
+                    "archived objects of {name} overlap at LSN {first} ({object}): the archive holds two histories (was it shared by two copies of one data directory?)"
+                );
+            }
+            next = last + 1;
+            objects.push((first, last, object));
         }
-        if expected <= end {
+        if next <= end {
             bail!(
-                "the archive lacks records {expected} to {end} of {name}: its objects end before the last shipping round's cut"
+                "the archive lacks records {next} to {end} of {name}: its objects end before the last shipping round's cut"
             );
+        }
+        if objects.is_empty() {
+            // Nothing after `after`: an empty segment where replay starts.
+            std::fs::write(dir.join(format!("{:020}.seg", after + 1)), b"")?;
+            return Ok(());
         }
         let bytes = self.bytes.clone();
         let dir = dir.to_path_buf();

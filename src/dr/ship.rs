@@ -33,6 +33,7 @@ use fortress_proxy::cluster::Log;
 use fortress_proxy::Cluster;
 use fortress_storage::checkpoint::{Manifest, MANIFEST};
 use fortress_storage::tail::Tail;
+use fortress_storage::wal::list_segments;
 use serde::Serialize;
 
 use super::archive::{self, Compression, Positions, Provider};
@@ -282,7 +283,12 @@ impl Task {
         if !self.connected {
             self.connect().await?;
         }
-        let (cut, ts) = self.cluster.log_cut();
+        // The cut holds every shard's writer lock for a moment.
+        let cluster = self.cluster.clone();
+        let (cut, ts) = tokio::task::spawn_blocking(move || cluster.log_cut()).await?;
+        // Checkpoints first: one may be where a log whose start was
+        // recycled here begins in the archive.
+        self.ship_checkpoints().await?;
         for (i, end) in cut.into_iter().enumerate() {
             if let Err(e) = self.ship_log(i, end).await {
                 // Learn the archive's end again before the next attempt.
@@ -291,7 +297,6 @@ impl Task {
             }
         }
         self.consistent_ts = ts.0;
-        self.ship_checkpoints().await?;
         let positions = Positions {
             logs: self
                 .logs
@@ -316,6 +321,15 @@ impl Task {
         tokio::task::spawn_blocking(move || log.wait_durable(end))
             .await?
             .with_context(|| format!("syncing log {}", l.name))?;
+        if l.tail.is_none() {
+            let first = list_segments(l.log.dir())?.first().map_or(1, |(f, _)| *f);
+            if l.archived + 1 < first {
+                let (name, archived) = (l.name.clone(), l.archived);
+                let bridged = self.bridge(&name, archived, first)?;
+                self.logs[i].archived = bridged;
+            }
+        }
+        let l = &mut self.logs[i];
         let mut tail = match l.tail.take() {
             Some(t) => t,
             None => Tail::new(l.log.dir(), l.archived),
@@ -339,7 +353,7 @@ impl Task {
             };
             let size = body.len() as u64;
             let name = archive::wal_object(&l.name, first, last);
-            self.provider.put(&name, body).await?;
+            self.provider.put_once(&name, body).await?;
             l.archived = last;
             let mut st = self.status.lock().expect("ship status");
             st.shipped_bytes += size;
@@ -349,6 +363,43 @@ impl Task {
         }
         l.tail = Some(tail);
         Ok(())
+    }
+
+    /// Where a log whose records after `archived` were recycled here (the
+    /// local log starts at `first`) goes on in the archive: after the
+    /// newest archived checkpoint that covers the gap, so that restores
+    /// from it (and later) need nothing the archive lacks.
+    fn bridge(&self, log: &str, archived: u64, first: u64) -> anyhow::Result<u64> {
+        let shard: u32 = log
+            .strip_prefix("shard-")
+            .and_then(|n| n.parse().ok())
+            .with_context(|| {
+                format!("log {log} starts at LSN {first} here but the archive ends at {archived}")
+            })?;
+        let newest = self.archived_checkpoints.iter().rev().find_map(|id| {
+            let m = Manifest::read(
+                &self.checkpoints.join(id),
+                self.cluster.cipher().map(|k| &**k),
+            )
+            .ok()?;
+            let after = m.shards.iter().find(|c| c.shard == shard)?.wal_after;
+            (after + 1 >= first).then_some((id.clone(), after))
+        });
+        let (id, after) = newest.with_context(|| {
+            format!(
+                "archive {}: {log} holds records to LSN {archived}, and this server's WAL now starts at LSN {first} (recycled) with no archived checkpoint after it; take a checkpoint",
+                self.provider.name
+            )
+        })?;
+        tracing::warn!(
+            archive = %self.provider.name,
+            log,
+            from = archived + 1,
+            to = after,
+            checkpoint = %id,
+            "the archive lacks WAL recycled here; it continues after the checkpoint that covers it"
+        );
+        Ok(after)
     }
 
     /// Uploads the checkpoints the archive lacks, oldest first, each

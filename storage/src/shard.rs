@@ -1151,6 +1151,17 @@ impl ShardStore {
                     Ok(Err(e)) => e.to_string(),
                     _ => "sled panicked opening it".to_string(),
                 };
+                // Rebuilding needs the whole log; recycled segments are in
+                // an archive only.
+                let segs = crate::wal::list_segments(&dir.join("wal")).unwrap_or_default();
+                if let Some((first, _)) = segs.first().filter(|(f, _)| *f > 1) {
+                    return Err(StorageError::Unavailable {
+                        shard: id,
+                        reason: format!(
+                            "its store is damaged ({why}) and its WAL before LSN {first} was recycled once archived, so it cannot be rebuilt here: restore the data directory from an archive (fortress restore --from URL)"
+                        ),
+                    });
+                }
                 let aside = dir.join("db.damaged");
                 tracing::error!(shard = id, error = %why,
                     "the shard's store is damaged; rebuilding it from the WAL");
@@ -1382,11 +1393,13 @@ impl ShardStore {
     pub fn flushed_through(&self) -> Result<Lsn> {
         self.flush()?;
         // Read before the flush that makes it durable: the marks only rise,
-        // so what a crash leaves is at least this. The meta tree's mark is
-        // the lowest stored (every tree's is written before it, and a new
-        // tree starts at its creation); the in-memory held marks are the
-        // ones the open read, not the ones stored since.
-        let applied = lsn_of(self.state.meta.get(META_APPLIED)?);
+        // so what a crash leaves is at least this. As an open computes it,
+        // from the marks stored in the meta tree and every tree (the
+        // in-memory held marks are the ones the open read).
+        let mut applied = lsn_of(self.state.meta.get(META_APPLIED)?);
+        for tree in self.state.trees.read().expect("trees").values() {
+            applied = applied.min(lsn_of(tree.get(APPLIED_KEY)?));
+        }
         let start = self.state.replay_after(applied)?;
         self.state.db.flush()?;
         Ok(start)
