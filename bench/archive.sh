@@ -67,16 +67,18 @@ stop
 
 # 2. TPC-B with an archive shipping every second, sampling its recovery point.
 serve "$WORK/a" --archive "s3=$URL" --ship-interval 1s
-( end=$(( $(date +%s) + DURATION )); while [ "$(date +%s)" -lt "$end" ]; do
-      dr GET status | python3 -c '
-import json, sys, datetime
-a = json.load(sys.stdin)["archives"][0]
-t = a["consistent_through"]
-if t:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    print((now - datetime.datetime.fromisoformat(t.replace("Z", "+00:00"))).total_seconds())'
-      sleep 0.25
-  done ) >"$WORK/rpo" &
+python3 - "$A_PORT" "$DURATION" >"$WORK/rpo" <<'PY' &
+import datetime, json, sys, time, urllib.request
+port, secs = sys.argv[1], float(sys.argv[2])
+end = time.time() + secs
+while time.time() < end:
+    a = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/dr/status"))["archives"][0]
+    t = a["consistent_through"]
+    if t:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        print((now - datetime.datetime.fromisoformat(t.replace("Z", "+00:00"))).total_seconds(), flush=True)
+    time.sleep(0.25)
+PY
 SAMPLER=$!
 pgb -c 8 -j 2 -M prepared -T "$DURATION" >"$WORK/tpcb-archive.log" 2>&1
 wait "$SAMPLER"
