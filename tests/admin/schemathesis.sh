@@ -12,6 +12,7 @@ admin_port=$(port)
 token=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 FORTRESS_ADMIN_TOKEN=$token "$bin" serve --data-dir "$work/data" \
     --listen "127.0.0.1:$pg_port" --admin-listen "127.0.0.1:$admin_port" \
+    --archive "local=file://$work/archive" \
     >"$work/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
