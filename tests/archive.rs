@@ -6,48 +6,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{code, free_port, transfer, Server};
+use common::cli::{failed, fortress, fortress_env, insert_range, ok, rows_of_t, s, Model};
+use common::{bank_under_transfers, free_port, wait_port, Server};
 use serde_json::Value;
-
-fn fortress_env(args: &[&str], env: &[(String, String)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fortress"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .env("FORTRESS_LOG", "warn")
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .expect("run fortress")
-}
-
-fn ok(out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "fortress failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn failed(out: Output) -> String {
-    assert!(
-        !out.status.success(),
-        "fortress should have failed:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 fn admin(server: &Server, method: &str, path: &str) -> Value {
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -90,35 +57,6 @@ fn caught_up(archive: &Value) -> bool {
         .all(|l| l["archived_lsn"] == l["durable_lsn"] && l["lag_records"] == 0)
 }
 
-type Model = BTreeMap<i32, String>;
-
-async fn insert_range(
-    c: &tokio_postgres::Client,
-    model: &mut Model,
-    from: i32,
-    to: i32,
-    tag: &str,
-) {
-    for chunk in (from..to).collect::<Vec<_>>().chunks(500) {
-        let values: Vec<String> = chunk.iter().map(|i| format!("({i}, '{tag}{i}')")).collect();
-        c.batch_execute(&format!("INSERT INTO t VALUES {}", values.join(",")))
-            .await
-            .unwrap();
-        for i in chunk {
-            model.insert(*i, format!("{tag}{i}"));
-        }
-    }
-}
-
-async fn rows_of_t(c: &tokio_postgres::Client) -> Model {
-    c.query("SELECT id, v FROM t ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
-}
-
 /// Serves the restored `dir` and checks that `t` holds exactly `model`.
 async fn check_restored(dir: std::path::PathBuf, model: &Model, what: &str) {
     let mut server = Server::start_with(dir, 4);
@@ -128,6 +66,37 @@ async fn check_restored(dir: std::path::PathBuf, model: &Model, what: &str) {
     assert!(rows == *model, "{what}: rows differ");
     drop(c);
     server.stop();
+}
+
+/// Restores `url` (with `env`) to `time` and checks it holds `at`; then
+/// to its latest point, whose directory it returns.
+async fn restore_time_and_latest(
+    url: &str,
+    env: &[(String, String)],
+    root: &Path,
+    (at, time): (&Model, &str),
+    what: &str,
+) -> std::path::PathBuf {
+    let to_time = root.join("at-time");
+    ok(fortress_env(
+        &[
+            "restore",
+            "--from",
+            url,
+            "--to",
+            s(&to_time),
+            "--time",
+            time,
+        ],
+        env,
+    ));
+    check_restored(to_time, at, &format!("{what} --time")).await;
+    let to_latest = root.join("latest");
+    ok(fortress_env(
+        &["restore", "--from", url, "--to", s(&to_latest), "--latest"],
+        env,
+    ));
+    to_latest
 }
 
 /// Writes a history into `t` (a checkpoint in the middle, multi-shard
@@ -183,10 +152,7 @@ async fn a_file_archive_alone_restores_to_a_time_and_to_its_latest_point() {
         &["--archive", &spec, "--ship-interval", "200ms"],
     );
     let (at, time, last) = history(&server).await;
-    let out = ok(fortress_env(
-        &["dr", "status", "--admin", &server.admin_url()],
-        &[],
-    ));
+    let out = ok(fortress(&["dr", "status", "--admin", &server.admin_url()]));
     assert!(
         out.contains("archive offsite") && out.contains("healthy") && out.contains("shard-003"),
         "{out}"
@@ -196,28 +162,29 @@ async fn a_file_archive_alone_restores_to_a_time_and_to_its_latest_point() {
     std::fs::remove_dir_all(root.path().join("data")).unwrap();
 
     let to_time = root.path().join("at-time");
-    let out = ok(fortress_env(
-        &[
-            "restore",
-            "--from",
-            &url,
-            "--to",
-            s(&to_time),
-            "--time",
-            &time,
-        ],
-        &[],
-    ));
+    let out = ok(fortress(&[
+        "restore",
+        "--from",
+        &url,
+        "--to",
+        s(&to_time),
+        "--time",
+        &time,
+    ]));
     assert!(
         out.contains("from checkpoint 20"),
         "restored from the archived checkpoint: {out}"
     );
     check_restored(to_time, &at, "--time").await;
     let to_latest = root.path().join("latest");
-    ok(fortress_env(
-        &["restore", "--from", &url, "--to", s(&to_latest), "--latest"],
-        &[],
-    ));
+    ok(fortress(&[
+        "restore",
+        "--from",
+        &url,
+        "--to",
+        s(&to_latest),
+        "--latest",
+    ]));
     check_restored(to_latest, &last, "--latest").await;
 
     // A flipped byte in any archived WAL object is caught, named, and
@@ -226,10 +193,14 @@ async fn a_file_archive_alone_restores_to_a_time_and_to_its_latest_point() {
     let victim = objects.last().unwrap();
     flip(victim, 40);
     let to_bad = root.path().join("bad");
-    let err = failed(fortress_env(
-        &["restore", "--from", &url, "--to", s(&to_bad), "--latest"],
-        &[],
-    ));
+    let err = failed(fortress(&[
+        "restore",
+        "--from",
+        &url,
+        "--to",
+        s(&to_bad),
+        "--latest",
+    ]));
     let name = victim.file_name().unwrap().to_string_lossy();
     assert!(err.contains(&*name) && err.contains("damaged"), "{err}");
     assert!(
@@ -243,18 +214,15 @@ async fn a_file_archive_alone_restores_to_a_time_and_to_its_latest_point() {
         .find(|p| p.extension().is_some_and(|e| e == "rows"))
         .unwrap();
     flip(&rows, 20);
-    let err = failed(fortress_env(
-        &[
-            "restore",
-            "--from",
-            &url,
-            "--to",
-            s(&to_bad),
-            "--force",
-            "--latest",
-        ],
-        &[],
-    ));
+    let err = failed(fortress(&[
+        "restore",
+        "--from",
+        &url,
+        "--to",
+        s(&to_bad),
+        "--force",
+        "--latest",
+    ]));
     assert!(err.contains("damaged") || err.contains("corrupt"), "{err}");
 }
 
@@ -272,32 +240,8 @@ async fn a_restore_from_an_archive_being_written_keeps_every_transfer_whole() {
         &["--archive", &spec, "--ship-interval", "100ms"],
     );
     let c = server.client().await;
-    c.batch_execute("CREATE TABLE acct (id int PRIMARY KEY, balance bigint NOT NULL)")
-        .await
-        .unwrap();
-    let values: Vec<String> = (0..ACCOUNTS).map(|i| format!("({i}, {START})")).collect();
-    c.batch_execute(&format!("INSERT INTO acct VALUES {}", values.join(",")))
-        .await
-        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for w in 0..4i32 {
-        let mut c = server.client().await;
-        let stop = stop.clone();
-        workers.push(tokio::spawn(async move {
-            let (mut done, mut i) = (0u64, w);
-            let deadline = Instant::now() + Duration::from_secs(40);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                i = (i * 7 + 3) % ACCOUNTS;
-                match transfer(&mut c, i, (i + 1 + w) % ACCOUNTS, 1).await {
-                    Ok(()) => done += 1,
-                    Err(e) if code(&e) == "40001" => {}
-                    Err(e) => panic!("transfer failed: {e}"),
-                }
-            }
-            done
-        }));
-    }
+    let workers = bank_under_transfers(&server, ACCOUNTS, START, stop.clone()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Restores of the archive's latest point while transfers go on.
     let mut moved = false;
@@ -306,10 +250,7 @@ async fn a_restore_from_an_archive_being_written_keeps_every_transfer_whole() {
         let to2 = to.clone();
         let url2 = url.clone();
         let out = tokio::task::spawn_blocking(move || {
-            fortress_env(
-                &["restore", "--from", &url2, "--to", s(&to2), "--latest"],
-                &[],
-            )
+            fortress(&["restore", "--from", &url2, "--to", s(&to2), "--latest"])
         })
         .await
         .unwrap();
@@ -354,20 +295,17 @@ fn misconfigured_archives_stop_the_start_with_a_clear_error() {
         ("x=file://otherhost/dir", "names a host"),
         ("bad name=file:///tmp/x", "letters, digits"),
     ] {
-        let err = failed(fortress_env(
-            &[
-                "serve",
-                "--data-dir",
-                s(&data),
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "off",
-                "--archive",
-                spec,
-            ],
-            &[],
-        ));
+        let err = failed(fortress(&[
+            "serve",
+            "--data-dir",
+            s(&data),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+            "--archive",
+            spec,
+        ]));
         assert!(err.contains(says), "{spec}: {err}");
         assert!(
             !err.contains("secret"),
@@ -432,11 +370,7 @@ impl Moto {
             }
         };
         let moto = Moto { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_port(port, "moto");
         Some(moto)
     }
 
@@ -548,25 +482,7 @@ async fn an_s3_archive_that_was_down_is_caught_up_and_restores_row_for_row() {
     server.stop();
     std::fs::remove_dir_all(root.path().join("data")).unwrap();
 
-    let to_time = root.path().join("at-time");
-    ok(fortress_env(
-        &[
-            "restore",
-            "--from",
-            url,
-            "--to",
-            s(&to_time),
-            "--time",
-            &time,
-        ],
-        &env,
-    ));
-    check_restored(to_time, &at, "s3 --time").await;
-    let to_latest = root.path().join("latest");
-    ok(fortress_env(
-        &["restore", "--from", url, "--to", s(&to_latest), "--latest"],
-        &env,
-    ));
+    let to_latest = restore_time_and_latest(url, &env, root.path(), (&at, &time), "s3").await;
     let mut r = Server::start_with(to_latest.clone(), 4);
     let rc = r.client().await;
     assert_eq!(rows_of_t(&rc).await, last, "s3 --latest");
@@ -726,31 +642,37 @@ async fn archived_and_checkpointed_wal_is_recycled_and_older_points_restore_from
     );
     server.stop();
     let to = root.path().join("from-b");
-    ok(fortress_env(
-        &["restore", "--from", &url2, "--to", s(&to), "--latest"],
-        &[],
-    ));
+    ok(fortress(&[
+        "restore",
+        "--from",
+        &url2,
+        "--to",
+        s(&to),
+        "--latest",
+    ]));
     check_restored(to, &model, "an archive started after recycling").await;
     // The local directory still restores from its newest checkpoint.
     let to = root.path().join("local");
-    ok(fortress_env(
-        &[
-            "restore",
-            "--data-dir",
-            s(&data),
-            "--to",
-            s(&to),
-            "--latest",
-        ],
-        &[],
-    ));
+    ok(fortress(&[
+        "restore",
+        "--data-dir",
+        s(&data),
+        "--to",
+        s(&to),
+        "--latest",
+    ]));
     check_restored(to, &model, "local restore after recycling").await;
     // A point before the checkpoint comes back from the archive's WAL.
     let to = root.path().join("early");
-    ok(fortress_env(
-        &["restore", "--from", &url, "--to", s(&to), "--time", &time],
-        &[],
-    ));
+    ok(fortress(&[
+        "restore",
+        "--from",
+        &url,
+        "--to",
+        s(&to),
+        "--time",
+        &time,
+    ]));
     check_restored(to, &early, "before the checkpoint, from the archive").await;
 }
 
@@ -802,11 +724,7 @@ impl Azurite {
             port,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "Azurite did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_port(port, "Azurite");
         Some(az)
     }
 
@@ -864,25 +782,7 @@ async fn an_azure_archive_restores_to_a_time_row_for_row_and_damage_is_caught() 
     let (at, time, last) = history(&server).await;
     server.stop();
     std::fs::remove_dir_all(root.path().join("data")).unwrap();
-    let to_time = root.path().join("at-time");
-    ok(fortress_env(
-        &[
-            "restore",
-            "--from",
-            url,
-            "--to",
-            s(&to_time),
-            "--time",
-            &time,
-        ],
-        &env,
-    ));
-    check_restored(to_time, &at, "azure --time").await;
-    let to_latest = root.path().join("latest");
-    ok(fortress_env(
-        &["restore", "--from", url, "--to", s(&to_latest), "--latest"],
-        &env,
-    ));
+    let to_latest = restore_time_and_latest(url, &env, root.path(), (&at, &time), "azure").await;
     check_restored(to_latest, &last, "azure --latest").await;
     let flipped = az.sdk(&["flip", "backups", "fortress/wal/shard-002/"]);
     let err = failed(fortress_env(

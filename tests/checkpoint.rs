@@ -3,54 +3,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{code, transfer, Server};
-
-/// Runs the fortress CLI and returns its output.
-fn fortress(args: &[&str]) -> Output {
-    fortress_env(args, &[])
-}
-
-/// Runs the fortress CLI with `env` (and no key unless `env` gives one).
-fn fortress_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fortress"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .env("FORTRESS_LOG", "warn")
-        .env_remove("FORTRESS_KEY")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run fortress")
-}
-
-fn ok(out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "fortress failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn failed(out: Output) -> String {
-    assert!(
-        !out.status.success(),
-        "fortress should have failed:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
+use common::cli::{failed, fortress, fortress_env, insert_range, ok, rows_of_t, s, Model};
+use common::{bank_under_transfers, Server};
 
 /// Checkpoint IDs under `data/checkpoints`, oldest first.
 fn checkpoint_ids(data: &Path) -> Vec<String> {
@@ -66,8 +25,6 @@ fn checkpoint_ids(data: &Path) -> Vec<String> {
     ids
 }
 
-type Model = BTreeMap<i32, String>;
-
 async fn apply(
     c: &tokio_postgres::Client,
     model: &mut Model,
@@ -76,24 +33,6 @@ async fn apply(
 ) {
     c.batch_execute(sql).await.unwrap();
     effect(model);
-}
-
-async fn insert_range(
-    c: &tokio_postgres::Client,
-    model: &mut Model,
-    from: i32,
-    to: i32,
-    tag: &str,
-) {
-    for chunk in (from..to).collect::<Vec<_>>().chunks(500) {
-        let values: Vec<String> = chunk.iter().map(|i| format!("({i}, '{tag}{i}')")).collect();
-        c.batch_execute(&format!("INSERT INTO t VALUES {}", values.join(",")))
-            .await
-            .unwrap();
-        for i in chunk {
-            model.insert(*i, format!("{tag}{i}"));
-        }
-    }
 }
 
 /// Creates `t (id int PRIMARY KEY, v text)` holding ids `0..rows` tagged
@@ -115,16 +54,6 @@ async fn wal_lsn(c: &tokio_postgres::Client) -> String {
         .find(|r| r.get::<_, String>(0) == "wal_lsn")
         .map(|r| r.get(1))
         .expect("wal_lsn metric")
-}
-
-/// What table `t` holds.
-async fn rows_of_t(c: &tokio_postgres::Client) -> Model {
-    c.query("SELECT id, v FROM t ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
 }
 
 /// `SELECT count(*) FROM t`.
@@ -262,34 +191,8 @@ async fn checkpoints_taken_during_bank_transfers_restore_exact_totals() {
     let mut server = Server::start(root.path());
     let data = server.data_dir.clone();
     let c = server.client().await;
-    c.batch_execute("CREATE TABLE acct (id int PRIMARY KEY, balance bigint NOT NULL)")
-        .await
-        .unwrap();
-    let values: Vec<String> = (0..ACCOUNTS).map(|i| format!("({i}, {START})")).collect();
-    c.batch_execute(&format!("INSERT INTO acct VALUES {}", values.join(",")))
-        .await
-        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for w in 0..4i32 {
-        let mut c = server.client().await;
-        let stop = stop.clone();
-        workers.push(tokio::spawn(async move {
-            let mut done = 0u64;
-            let mut i = w;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                i = (i * 7 + 3) % ACCOUNTS;
-                let (from, to) = (i, (i + 1 + w) % ACCOUNTS);
-                match transfer(&mut c, from, to, 1).await {
-                    Ok(()) => done += 1,
-                    Err(e) if code(&e) == "40001" => {}
-                    Err(e) => panic!("transfer failed: {e}"),
-                }
-            }
-            done
-        }));
-    }
+    let workers = bank_under_transfers(&server, ACCOUNTS, START, stop.clone()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut times = Vec::new();
     for _ in 0..3 {

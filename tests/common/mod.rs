@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod postgres;
 pub mod rawpg;
 
@@ -33,6 +34,18 @@ pub fn rss_kib_of(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Waits (up to 30 s) until something listens on loopback `port`.
+pub fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start listening on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 pub fn free_port() -> u16 {
@@ -281,6 +294,45 @@ pub async fn transfer(
     )
     .await?;
     t.commit().await
+}
+
+/// A bank of `accounts` rows `acct (id, balance)` holding `start` each,
+/// and four clients moving 1 between them until `stop` is set (or 40 s);
+/// each task returns the transfers it made (40001 conflicts are retried
+/// by the next one).
+pub async fn bank_under_transfers(
+    server: &Server,
+    accounts: i32,
+    start: i64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<u64>> {
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE acct (id int PRIMARY KEY, balance bigint NOT NULL)")
+        .await
+        .unwrap();
+    let values: Vec<String> = (0..accounts).map(|i| format!("({i}, {start})")).collect();
+    c.batch_execute(&format!("INSERT INTO acct VALUES {}", values.join(",")))
+        .await
+        .unwrap();
+    let mut workers = Vec::new();
+    for w in 0..4i32 {
+        let mut c = server.client().await;
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let (mut done, mut i) = (0u64, w);
+            let deadline = Instant::now() + Duration::from_secs(40);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                i = (i * 7 + 3) % accounts;
+                match transfer(&mut c, i, (i + 1 + w) % accounts, 1).await {
+                    Ok(()) => done += 1,
+                    Err(e) if code(&e) == "40001" => {}
+                    Err(e) => panic!("transfer failed: {e}"),
+                }
+            }
+            done
+        }));
+    }
+    workers
 }
 
 /// A REPEATABLE READ block: one snapshot throughout, first committer wins.
