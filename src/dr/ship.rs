@@ -286,35 +286,48 @@ impl Task {
         // The cut holds every shard's writer lock for a moment.
         let cluster = self.cluster.clone();
         let (cut, ts) = tokio::task::spawn_blocking(move || cluster.log_cut()).await?;
-        // Checkpoints first: one may be where a log whose start was
-        // recycled here begins in the archive.
-        self.ship_checkpoints().await?;
+        // Checkpoints go after the logs, so a long upload does not hold
+        // back the recovery point; first only when a log whose start was
+        // recycled here must continue after one.
+        let bridging = self.logs.iter().any(|l| {
+            l.tail.is_none()
+                && list_segments(l.log.dir())
+                    .ok()
+                    .and_then(|s| s.first().map(|(f, _)| *f))
+                    .is_some_and(|first| l.archived + 1 < first)
+        });
+        if bridging {
+            self.ship_checkpoints().await?;
+        }
         for (i, end) in cut.into_iter().enumerate() {
-            if let Err(e) = self.ship_log(i, end).await {
+            if let Err(e) = self.ship_log(i, end, ts.0).await {
                 // Learn the archive's end again before the next attempt.
                 self.connected = false;
                 return Err(e);
             }
         }
-        self.consistent_ts = ts.0;
+        if !bridging {
+            self.ship_checkpoints().await?;
+        }
         let positions = Positions {
             logs: self
                 .logs
                 .iter()
                 .map(|l| (l.name.clone(), l.archived))
                 .collect(),
-            consistent_ts: self.consistent_ts,
+            consistent_ts: ts.0,
             at: now_rfc3339(),
         };
         let raw = serde_json::to_vec(&positions)?;
         self.provider
             .put(archive::POSITIONS, archive::seal(&raw, Compression::None))
             .await?;
+        self.consistent_ts = ts.0;
         Ok(())
     }
 
     /// Ships log `i` through `end`, once it is durable that far.
-    async fn ship_log(&mut self, i: usize, end: u64) -> anyhow::Result<()> {
+    async fn ship_log(&mut self, i: usize, end: u64, cut_ts: u64) -> anyhow::Result<()> {
         let compression = self.compression;
         let l = &mut self.logs[i];
         let log = l.log.clone();
@@ -325,7 +338,7 @@ impl Task {
             let first = list_segments(l.log.dir())?.first().map_or(1, |(f, _)| *f);
             if l.archived + 1 < first {
                 let (name, archived) = (l.name.clone(), l.archived);
-                let bridged = self.bridge(&name, archived, first)?;
+                let bridged = self.bridge(&name, archived, first, (end, cut_ts))?;
                 self.logs[i].archived = bridged;
             }
         }
@@ -367,25 +380,33 @@ impl Task {
 
     /// Where a log whose records after `archived` were recycled here (the
     /// local log starts at `first`) goes on in the archive: after the
-    /// newest archived checkpoint that covers the gap, so that restores
-    /// from it (and later) need nothing the archive lacks.
-    fn bridge(&self, log: &str, archived: u64, first: u64) -> anyhow::Result<u64> {
+    /// oldest archived checkpoint that covers the gap and lies within this
+    /// round's cut (`end` of this log, at time `cut_ts`), so that restores
+    /// from it need nothing the archive lacks.
+    fn bridge(
+        &self,
+        log: &str,
+        archived: u64,
+        first: u64,
+        (end, cut_ts): (u64, u64),
+    ) -> anyhow::Result<u64> {
         let shard: u32 = log
             .strip_prefix("shard-")
             .and_then(|n| n.parse().ok())
             .with_context(|| {
                 format!("log {log} starts at LSN {first} here but the archive ends at {archived}")
             })?;
-        let newest = self.archived_checkpoints.iter().rev().find_map(|id| {
+        let covering = self.archived_checkpoints.iter().find_map(|id| {
             let m = Manifest::read(
                 &self.checkpoints.join(id),
                 self.cluster.cipher().map(|k| &**k),
             )
             .ok()?;
             let after = m.shards.iter().find(|c| c.shard == shard)?.wal_after;
-            (after + 1 >= first).then_some((id.clone(), after))
+            (after + 1 >= first && after <= end && m.snapshot <= cut_ts)
+                .then_some((id.clone(), after))
         });
-        let (id, after) = newest.with_context(|| {
+        let (id, after) = covering.with_context(|| {
             format!(
                 "archive {}: {log} holds records to LSN {archived}, and this server's WAL now starts at LSN {first} (recycled) with no archived checkpoint after it; take a checkpoint",
                 self.provider.name

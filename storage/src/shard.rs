@@ -1158,7 +1158,7 @@ impl ShardStore {
                     return Err(StorageError::Unavailable {
                         shard: id,
                         reason: format!(
-                            "its store is damaged ({why}) and its WAL before LSN {first} was recycled once archived, so it cannot be rebuilt here: restore the data directory from an archive (fortress restore --from URL)"
+                            "its store is damaged ({why}) and its WAL before LSN {first} was recycled, so it cannot be rebuilt here: restore the data directory from an archive (fortress restore --from URL)"
                         ),
                     });
                 }
@@ -1412,11 +1412,35 @@ impl ShardStore {
     /// instant is at or below its log's end and older than the time, and
     /// every one after is above it and newer. Copies of the logs through
     /// these ends are a consistent cut of the cluster.
+    ///
+    /// The locks are tried, not waited for, while a writer holds one (a
+    /// long statement, a rotation's fsync): waiting for one while holding
+    /// the others would stop every shard's writers behind the slowest.
     pub fn fence(stores: &[Arc<ShardStore>]) -> (Vec<Lsn>, Timestamp) {
-        let guards: Vec<_> = stores
-            .iter()
-            .map(|s| s.writer.lock().expect("write lock"))
-            .collect();
+        let mut tries = 0u32;
+        let guards: Vec<_> = loop {
+            let taken: Vec<_> = stores
+                .iter()
+                .map_while(|s| match s.writer.try_lock() {
+                    Ok(g) => Some(g),
+                    Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                    Err(std::sync::TryLockError::WouldBlock) => None,
+                })
+                .collect();
+            if taken.len() == stores.len() {
+                break taken;
+            }
+            drop(taken);
+            tries += 1;
+            if tries > 2000 {
+                // Busy for seconds: queue for the locks after all.
+                break stores
+                    .iter()
+                    .map(|s| s.writer.lock().unwrap_or_else(|p| p.into_inner()))
+                    .collect();
+            }
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        };
         let ends = stores.iter().map(|s| s.wal.last_lsn()).collect();
         let now = stores.first().map_or(Timestamp(0), |s| s.clock.now());
         drop(guards);
