@@ -366,6 +366,28 @@ pub struct ServeArgs {
     /// AZURE_STORAGE_ACCOUNT_NAME, ...), never from the URL.
     #[arg(long = "archive", env = "FORTRESS_ARCHIVE", value_delimiter = ',', action = clap::ArgAction::Append)]
     pub archives: Vec<String>,
+    /// How often each archive's connectivity is checked (critical).
+    #[arg(long, env = "FORTRESS_HEALTH_CONNECTIVITY_EVERY", default_value = "30s", value_parser = parse_duration_ms)]
+    pub health_connectivity_every: Duration,
+    /// How often each archive's latency is checked.
+    #[arg(long, env = "FORTRESS_HEALTH_LATENCY_EVERY", default_value = "60s", value_parser = parse_duration_ms)]
+    pub health_latency_every: Duration,
+    /// The latency check fails above this (a write and a read back).
+    #[arg(long, env = "FORTRESS_HEALTH_LATENCY_MAX", default_value = "500ms", value_parser = parse_duration_ms)]
+    pub health_latency_max: Duration,
+    /// How often each archive's capacity is checked.
+    #[arg(long, env = "FORTRESS_HEALTH_CAPACITY_EVERY", default_value = "300s", value_parser = parse_duration_ms)]
+    pub health_capacity_every: Duration,
+    /// The capacity check fails above this share of the disk used, in %.
+    #[arg(long, env = "FORTRESS_HEALTH_CAPACITY_MAX_PCT", default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub health_capacity_max_pct: u8,
+    /// How often each archive's replication lag is checked (critical).
+    #[arg(long, env = "FORTRESS_HEALTH_LAG_EVERY", default_value = "30s", value_parser = parse_duration_ms)]
+    pub health_lag_every: Duration,
+    /// The lag check fails when the last successful shipping round is
+    /// older than this.
+    #[arg(long, env = "FORTRESS_HEALTH_LAG_MAX", default_value = "10s", value_parser = parse_duration_ms)]
+    pub health_lag_max: Duration,
     /// Sealed WAL segments kept on disk beyond what recycling could remove
     /// (see the README's "Disaster recovery").
     #[arg(long, env = "FORTRESS_WAL_KEEP_SEGMENTS", default_value_t = 2)]
@@ -399,6 +421,19 @@ pub fn parse_duration_ms(text: &str) -> Result<Duration, String> {
 }
 
 impl ServeArgs {
+    /// The archives' health check settings.
+    pub fn health(&self) -> crate::dr::health::Settings {
+        crate::dr::health::Settings {
+            connectivity_every: self.health_connectivity_every,
+            latency_every: self.health_latency_every,
+            latency_max: self.health_latency_max,
+            capacity_every: self.health_capacity_every,
+            capacity_max_pct: self.health_capacity_max_pct,
+            lag_every: self.health_lag_every,
+            lag_max: self.health_lag_max,
+        }
+    }
+
     pub fn dirs(&self) -> DirArgs {
         DirArgs {
             data_dir: self.data_dir.clone(),

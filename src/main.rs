@@ -226,6 +226,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             std::path::absolute(args.dirs().checkpoints())?,
             args.ship_compression,
             args.ship_interval,
+            &args.health(),
         ));
         dr::recycle::spawn(
             cluster.clone(),

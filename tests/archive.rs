@@ -48,6 +48,29 @@ fn catch_up(server: &Server) -> Value {
     panic!("the archive never caught up: {}", replicate(server));
 }
 
+/// The check `name` of an archive's health.
+fn check<'a>(health: &'a Value, name: &str) -> &'a Value {
+    health["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name}: {health}"))
+}
+
+/// Polls the one archive's health until `done` holds (20 s at most).
+fn wait_for_health(server: &Server, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let health = admin(server, "GET", "/api/v1/dr/status")["archives"][0]["health"].clone();
+        if done(&health) {
+            return health;
+        }
+        assert!(Instant::now() < deadline, "{what}: {health}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Whether every log is archived through its durable end.
 fn caught_up(archive: &Value) -> bool {
     archive["logs"]
@@ -154,7 +177,11 @@ async fn a_file_archive_alone_restores_to_a_time_and_to_its_latest_point() {
     let (at, time, last) = history(&server).await;
     let out = ok(fortress(&["dr", "status", "--admin", &server.admin_url()]));
     assert!(
-        out.contains("archive offsite") && out.contains("healthy") && out.contains("shard-003"),
+        out.contains("archive offsite")
+            && out.contains("healthy")
+            && out.contains("shard-003")
+            && out.contains("health score")
+            && out.contains("% of"),
         "{out}"
     );
     server.stop();
@@ -443,12 +470,19 @@ async fn an_s3_archive_that_was_down_is_caught_up_and_restores_row_for_row() {
     let spec = format!("offsite={url}");
     // Nothing listens on the endpoint yet: the server starts, reports the
     // archive down, and keeps its WAL for it.
-    let mut server = Server::launch_args(
-        root.path().join("data"),
-        4,
-        &env_refs,
-        &["--archive", &spec, "--ship-interval", "200ms"],
-    );
+    let fast_checks = [
+        "--health-connectivity-every",
+        "200ms",
+        "--health-latency-every",
+        "200ms",
+        "--health-lag-every",
+        "200ms",
+        "--health-lag-max",
+        "3s",
+    ];
+    let mut args = vec!["--archive", spec.as_str(), "--ship-interval", "200ms"];
+    args.extend(fast_checks);
+    let mut server = Server::launch_args(root.path().join("data"), 4, &env_refs, &args);
     let c = server.client().await;
     c.batch_execute(
         "CREATE TABLE early (id int PRIMARY KEY); INSERT INTO early VALUES (1), (2), (3)",
@@ -465,6 +499,15 @@ async fn an_s3_archive_that_was_down_is_caught_up_and_restores_row_for_row() {
         !st["last_error"].as_str().unwrap().contains("testing"),
         "a secret in status: {st}"
     );
+    // Its health checks fail, the critical ones again and again, and its
+    // score falls (EMA, alpha 0.3).
+    let down = wait_for_health(&server, "an archive that is down", |h| {
+        let connectivity = check(h, "connectivity");
+        connectivity["ok"] == false
+            && connectivity["consecutive_failures"].as_u64().unwrap() >= 3
+            && h["score"].as_f64().unwrap() < 0.5
+    });
+    assert_eq!(check(&down, "latency")["ok"], false, "{down}");
     let Some(moto) = Moto::start(port) else {
         server.stop();
         return;
@@ -472,6 +515,14 @@ async fn an_s3_archive_that_was_down_is_caught_up_and_restores_row_for_row() {
     moto.put("backups", b"");
     let (at, time, last) = history(&server).await;
     let st = catch_up(&server);
+    // Back: every check passes and the score climbs again.
+    let low = down["score"].as_f64().unwrap();
+    wait_for_health(&server, "an archive that is back", |h| {
+        ["connectivity", "latency", "capacity", "replication_lag"]
+            .iter()
+            .all(|c| check(h, c)["ok"] == true)
+            && h["score"].as_f64().unwrap() > low + 0.3
+    });
     assert!(st["shipped_bytes"].as_u64().unwrap() > 0, "{st}");
     // Shipped compressed: the objects are zstd envelopes.
     let keys = moto.keys("backups", "fortress/main/wal/shard-000/");

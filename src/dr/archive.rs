@@ -146,6 +146,8 @@ pub struct Provider {
     pub url: String,
     store: Arc<dyn ObjectStore>,
     root: ObjectPath,
+    /// For `file://`, the directory (whose disk the capacity check reads).
+    pub local_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -231,6 +233,7 @@ impl Provider {
             url: url.to_string(),
             store,
             root,
+            local_dir: (parsed.scheme() == "file").then(|| parsed.path().into()),
         })
     }
 

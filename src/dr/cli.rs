@@ -54,6 +54,29 @@ fn render(s: &Value) -> String {
             a["shipped_objects"].as_u64().unwrap_or(0),
             a["checkpoints"].as_u64().unwrap_or(0),
         );
+        let checks: Vec<String> = a["health"]["checks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| {
+                let state = match c["ok"].as_bool() {
+                    Some(true) => "ok",
+                    Some(false) => "FAILING",
+                    None => "not run",
+                };
+                format!(
+                    "{} {state} ({})",
+                    c["name"].as_str().unwrap_or("?"),
+                    c["detail"].as_str().unwrap_or("-")
+                )
+            })
+            .collect();
+        out += &format!(
+            "  health score {:.2}: {}\n",
+            a["health"]["score"].as_f64().unwrap_or(0.0),
+            checks.join("; ")
+        );
         out += &format!(
             "  {:<12} {:>12} {:>12} {:>10}\n",
             "log", "archived", "durable", "lag"

@@ -4,12 +4,14 @@
 //! and the coordinator's decision log continuously and every checkpoint
 //! when taken ([`ship`]), and restore from an archive alone ([`fetch`],
 //! `fortress restore --from URL`), and WAL recycling once archived and
-//! checkpointed ([`recycle`]). Standbys, sync mode, health scores and
+//! checkpointed ([`recycle`]), with each archive's health checks and
+//! score ([`health`]). Standbys, sync mode, health scores and
 //! failover come next (see the README's "Disaster recovery").
 
 pub mod archive;
 pub mod cli;
 pub mod fetch;
+pub mod health;
 pub mod recycle;
 pub mod ship;
 
@@ -51,6 +53,7 @@ impl Dr {
         checkpoints: PathBuf,
         compression: Compression,
         interval: Duration,
+        health: &health::Settings,
     ) -> Dr {
         let shippers = archives
             .into_iter()
@@ -62,6 +65,7 @@ impl Dr {
                     checkpoints.clone(),
                     compression,
                     interval,
+                    health,
                 )
             })
             .collect();

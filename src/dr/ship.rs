@@ -62,6 +62,8 @@ pub struct ShipStatus {
     /// archive (RFC 3339).
     pub consistent_through: Option<String>,
     pub logs: Vec<LogLag>,
+    /// Its health checks and score (see [`super::health`]).
+    pub health: super::health::Health,
 }
 
 /// How far one log is archived.
@@ -106,6 +108,7 @@ impl Shipper {
         checkpoints: PathBuf,
         compression: Compression,
         interval: Duration,
+        health: &super::health::Settings,
     ) -> Shipper {
         let provider = Arc::new(provider);
         let status = Arc::new(Mutex::new(ShipStatus {
@@ -113,6 +116,7 @@ impl Shipper {
             url: provider.url.clone(),
             ..ShipStatus::default()
         }));
+        super::health::spawn(provider.clone(), status.clone(), health);
         let wake = Arc::new(tokio::sync::Notify::new());
         let (done, rounds) = tokio::sync::watch::channel(0u64);
         let logs = cluster

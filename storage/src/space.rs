@@ -17,6 +17,12 @@ pub const RECHECK: Duration = Duration::from_millis(100);
 
 /// Bytes available to this process on the filesystem holding `path`.
 pub fn available(path: &Path) -> std::io::Result<u64> {
+    usage(path).map(|(available, _)| available)
+}
+
+/// Bytes available to this process, and the size, of the filesystem
+/// holding `path`.
+pub fn usage(path: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
@@ -25,7 +31,8 @@ pub fn available(path: &Path) -> std::io::Result<u64> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+    let block = st.f_frsize as u64;
+    Ok((st.f_bavail as u64 * block, st.f_blocks as u64 * block))
 }
 
 /// The free-space check of one directory.
