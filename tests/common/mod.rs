@@ -326,6 +326,8 @@ pub async fn bank_under_transfers(
                 match transfer(&mut c, i, (i + 1 + w) % accounts, 1).await {
                     Ok(()) => done += 1,
                     Err(e) if code(&e) == "40001" => {}
+                    // Stopped, perhaps by killing the server.
+                    Err(_) if stop.load(std::sync::atomic::Ordering::Relaxed) => break,
                     Err(e) => panic!("transfer failed: {e}"),
                 }
             }
