@@ -880,3 +880,82 @@ async fn an_azure_archive_restores_to_a_time_row_for_row_and_damage_is_caught() 
     let name = flipped.rsplit('/').next().unwrap();
     assert!(err.contains(name) && err.contains("damaged"), "{err}");
 }
+
+/// (status, JSON) of an admin request with an optional JSON body.
+fn admin_call(server: &Server, path: &str, body: Option<Value>) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let url = format!("{}{path}", server.admin_url());
+    let mut r = match body {
+        Some(b) => agent.post(&url).send_json(b),
+        None => agent.post(&url).send_empty(),
+    }
+    .unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_added_at_runtime_ships_and_takes_a_checkpoint_on_request() {
+    let root = tempfile::tempdir().unwrap();
+    let mut server = Server::start(root.path());
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let mut model = Model::new();
+    insert_range(&c, &mut model, 0, 500, "r").await;
+    let url = format!("file://{}", root.path().join("late").display());
+    let add = |name: &str, url: &str| {
+        admin_call(
+            &server,
+            "/api/v1/dr/providers",
+            Some(serde_json::json!({"name": name, "url": url})),
+        )
+    };
+    let (status, body) = add("late", &url);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["name"], "late");
+    let (status, body) = add("late", &url);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{body}"
+    );
+    let (status, body) = add("bad", "ftp://host/x");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown scheme"),
+        "{body}"
+    );
+    let (status, body) = admin_call(&server, "/api/v1/dr/checkpoint/nope", None);
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = admin_call(&server, "/api/v1/dr/checkpoint/late", None);
+    assert_eq!(status, 201, "{body}");
+    let id = body["checkpoint"].as_str().unwrap().to_string();
+    assert_eq!(body["archive"]["newest_checkpoint"], id.as_str(), "{body}");
+    insert_range(&c, &mut model, 500, 600, "s").await;
+    catch_up(&server);
+    drop(c);
+    server.stop();
+    let to = root.path().join("restored");
+    let out = ok(fortress(&[
+        "restore",
+        "--from",
+        &url,
+        "--to",
+        s(&to),
+        "--latest",
+    ]));
+    assert!(out.contains(&format!("from checkpoint {id}")), "{out}");
+    check_restored(to, &model, "an archive added at runtime").await;
+}

@@ -1,17 +1,21 @@
 //! `GET /api/v1/dr/status` (each archive: reachable or why not, how far
-//! each log is archived, the consistent point) and `POST
-//! /api/v1/dr/replicate` (ship now and return the positions).
+//! each log is archived, the consistent point, its health), `POST
+//! /api/v1/dr/replicate` (ship now and return the positions), `POST
+//! /api/v1/dr/providers` (add an archive while the server runs) and `POST
+//! /api/v1/dr/checkpoint/{provider}` (take a checkpoint and archive it).
 
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::ErrorBody;
+use super::error::{ApiError, ErrorBody};
 use super::Shared;
 use crate::dr::ship::ShipStatus;
+use crate::dr::AddError;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DrStatus {
@@ -43,4 +47,100 @@ pub async fn replicate(State(state): State<Shared>) -> Json<DrStatus> {
     Json(DrStatus {
         archives: state.dr.ship_now(Duration::from_secs(30)).await,
     })
+}
+
+/// An archive to add.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewProvider {
+    /// Letters, digits, '-' or '_'.
+    pub name: String,
+    /// `file:///dir`, `s3://bucket/path`, `gs://bucket/path` or
+    /// `az://container/path`; credentials come from the server's
+    /// environment, never the URL.
+    pub url: String,
+}
+
+/// Adds an archive while the server runs (until it stops: archives on the
+/// command line or in the config file are the lasting ones) and starts
+/// shipping to it.
+#[utoipa::path(post, path = "/api/v1/dr/providers", operation_id = "drAddProvider", tag = "dr",
+    security(("bearer" = [])),
+    request_body = NewProvider,
+    responses(
+        (status = 201, body = ShipStatus),
+        (status = 400, description = "A malformed name or URL", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 409, description = "An archive of that name exists", body = ErrorBody),
+    ))]
+pub async fn add_provider(
+    State(state): State<Shared>,
+    body: Result<Json<NewProvider>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<ShipStatus>), ApiError> {
+    let Json(p) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    match state.dr.add(&p.name, &p.url) {
+        Ok(shipper) => Ok((StatusCode::CREATED, Json(shipper.status()))),
+        Err(e @ AddError::Invalid(_)) => Err(ApiError::bad_request(e.to_string())),
+        Err(e @ AddError::Exists(_)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            e.to_string(),
+        )),
+    }
+}
+
+/// A checkpoint taken and archived.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ArchivedCheckpoint {
+    pub checkpoint: String,
+    pub archive: ShipStatus,
+}
+
+/// Takes a checkpoint of every shard now and ships it, with the WAL, to
+/// archive `provider`; answers once it is there.
+#[utoipa::path(post, path = "/api/v1/dr/checkpoint/{provider}", operation_id = "drCheckpoint", tag = "dr",
+    security(("bearer" = [])),
+    params(("provider" = String, Path, description = "The archive's name")),
+    responses(
+        (status = 201, body = ArchivedCheckpoint),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "No archive of that name", body = ErrorBody),
+        (status = 500, description = "The checkpoint could not be taken", body = ErrorBody),
+        (status = 503, description = "The archive did not take it", body = ErrorBody),
+    ))]
+pub async fn checkpoint(
+    State(state): State<Shared>,
+    Path(provider): Path<String>,
+) -> Result<(StatusCode, Json<ArchivedCheckpoint>), ApiError> {
+    let shipper = state
+        .dr
+        .get(&provider)
+        .ok_or_else(|| ApiError::not_found(format!("no archive named {provider:?}")))?;
+    let root = std::path::absolute(&state.checkpoints)
+        .map_err(|e| ApiError::internal("resolving the checkpoint directory", e))?;
+    let m = state
+        .cluster
+        .checkpoint(&root)
+        .await
+        .map_err(|e| ApiError::internal("taking a checkpoint", e))?;
+    crate::checkpoint::log_created(&m);
+    let after = shipper.ship_now(Duration::from_secs(600)).await;
+    if after.newest_checkpoint.as_deref() < Some(m.id.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!(
+                "checkpoint {} was taken but archive {provider} did not take it: {}",
+                m.id,
+                after.last_error.as_deref().unwrap_or("not shipped in time")
+            ),
+        ));
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(ArchivedCheckpoint {
+            checkpoint: m.id,
+            archive: after,
+        }),
+    ))
 }

@@ -111,6 +111,8 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/api/v1/dr/status", get(dr::status))
         .route("/api/v1/dr/replicate", post(dr::replicate))
+        .route("/api/v1/dr/providers", post(dr::add_provider))
+        .route("/api/v1/dr/checkpoint/{provider}", post(dr::checkpoint))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(prometheus::render))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -25,6 +25,8 @@ use super::{checkpoints, dr, error, health, prometheus, sharding};
         checkpoints::list,
         dr::status,
         dr::replicate,
+        dr::add_provider,
+        dr::checkpoint,
         prometheus::render,
         document,
     ),

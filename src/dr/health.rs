@@ -61,15 +61,15 @@ pub struct CheckStatus {
 
 /// An archive's checks and score.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
-pub struct Health {
+pub struct ArchiveHealth {
     /// Exponential moving average of the check results (alpha 0.3), 0 to 1.
     pub score: f64,
     pub checks: Vec<CheckStatus>,
 }
 
-impl Default for Health {
+impl Default for ArchiveHealth {
     fn default() -> Self {
-        Health {
+        ArchiveHealth {
             score: 1.0,
             checks: Vec::new(),
         }

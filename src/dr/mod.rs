@@ -5,8 +5,9 @@
 //! when taken ([`ship`]), and restore from an archive alone ([`fetch`],
 //! `fortress restore --from URL`), and WAL recycling once archived and
 //! checkpointed ([`recycle`]), with each archive's health checks and
-//! score ([`health`]). Standbys, sync mode, health scores and
-//! failover come next (see the README's "Disaster recovery").
+//! score ([`health`]). Archives can be added while the server runs
+//! ([`Dr::add`]). Standbys, sync mode and failover come next (see the
+//! README's "Disaster recovery").
 
 pub mod archive;
 pub mod cli;
@@ -26,9 +27,14 @@ use archive::{Compression, Provider};
 use ship::{ShipStatus, Shipper};
 
 /// The DR state of a running server.
-#[derive(Default)]
 pub struct Dr {
-    pub shippers: Vec<Shipper>,
+    shippers: std::sync::RwLock<Vec<Arc<Shipper>>>,
+    /// What a shipper needs, for archives added at runtime.
+    cluster: Arc<Cluster>,
+    checkpoints: PathBuf,
+    compression: Compression,
+    interval: Duration,
+    health: health::Settings,
 }
 
 /// The archives named on the command line, opened (not yet contacted):
@@ -55,36 +61,102 @@ impl Dr {
         interval: Duration,
         health: &health::Settings,
     ) -> Dr {
-        let shippers = archives
-            .into_iter()
-            .map(|p| {
-                tracing::info!(archive = %p.name, url = %p.url, "shipping the WAL and checkpoints");
-                Shipper::spawn(
-                    p,
-                    cluster.clone(),
-                    checkpoints.clone(),
-                    compression,
-                    interval,
-                    health,
-                )
-            })
-            .collect();
-        Dr { shippers }
+        let dr = Dr {
+            shippers: Default::default(),
+            cluster: cluster.clone(),
+            checkpoints,
+            compression,
+            interval,
+            health: health.clone(),
+        };
+        for p in archives {
+            dr.spawn(p);
+        }
+        dr
+    }
+
+    fn spawn(&self, p: Provider) -> Arc<Shipper> {
+        let shipper = self.make(p);
+        self.shippers
+            .write()
+            .expect("shippers")
+            .push(shipper.clone());
+        shipper
+    }
+
+    fn make(&self, p: Provider) -> Arc<Shipper> {
+        tracing::info!(archive = %p.name, url = %p.url, "shipping the WAL and checkpoints");
+        Arc::new(Shipper::spawn(
+            p,
+            self.cluster.clone(),
+            self.checkpoints.clone(),
+            self.compression,
+            self.interval,
+            &self.health,
+        ))
+    }
+
+    fn all(&self) -> Vec<Arc<Shipper>> {
+        self.shippers.read().expect("shippers").clone()
+    }
+
+    /// Whether any archive is configured.
+    pub fn has_archives(&self) -> bool {
+        !self.shippers.read().expect("shippers").is_empty()
+    }
+
+    /// The shipper of archive `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Shipper>> {
+        self.all().into_iter().find(|s| s.name() == name)
+    }
+
+    /// Adds archive `name` at `url` while the server runs (until it
+    /// stops: archives on the command line or in the config file are
+    /// the lasting ones). Its first round starts at once.
+    pub fn add(&self, name: &str, url: &str) -> Result<Arc<Shipper>, AddError> {
+        archive::parse_spec(&format!("{name}={url}")).map_err(AddError::Invalid)?;
+        let provider = Provider::open(name, url).map_err(AddError::Invalid)?;
+        // Checked and pushed under one lock: two requests cannot both add it.
+        let mut shippers = self.shippers.write().expect("shippers");
+        if shippers.iter().any(|s| s.name() == name) {
+            return Err(AddError::Exists(name.to_string()));
+        }
+        let shipper = self.make(provider);
+        shippers.push(shipper.clone());
+        Ok(shipper)
     }
 
     /// The last LSN of `log` that every archive holds; `None` without
     /// archives.
     pub fn archived(&self, log: &str) -> Option<u64> {
-        self.shippers.iter().map(|s| s.archived(log)).min()
+        self.all().iter().map(|s| s.archived(log)).min()
     }
 
     pub fn status(&self) -> Vec<ShipStatus> {
-        self.shippers.iter().map(|s| s.status()).collect()
+        self.all().iter().map(|s| s.status()).collect()
     }
 
     /// Ships everything durable now to every archive; the statuses after.
     pub async fn ship_now(&self, timeout: Duration) -> Vec<ShipStatus> {
-        let all = self.shippers.iter().map(|s| s.ship_now(timeout));
-        futures::future::join_all(all).await
+        let all = self.all();
+        futures::future::join_all(all.iter().map(|s| s.ship_now(timeout))).await
+    }
+}
+
+/// Why an archive could not be added.
+#[derive(Debug)]
+pub enum AddError {
+    /// A malformed name or URL.
+    Invalid(anyhow::Error),
+    /// The name is taken.
+    Exists(String),
+}
+
+impl std::fmt::Display for AddError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AddError::Invalid(e) => write!(f, "{e:#}"),
+            AddError::Exists(name) => write!(f, "there is already an archive named {name}"),
+        }
     }
 }

@@ -56,9 +56,9 @@ pub fn pass(
         cluster.id(),
         cluster.cipher().map(|k| &**k),
     )?;
-    let cover = match dr.shippers.is_empty() {
-        true => found.first(),
-        false => found.last(),
+    let cover = match dr.has_archives() {
+        false => found.first(),
+        true => found.last(),
     };
     let Some((_, manifest)) = cover else {
         return Ok((0, 0));

@@ -58,12 +58,14 @@ pub struct ShipStatus {
     pub shipped_objects: u64,
     /// Checkpoints in the archive.
     pub checkpoints: usize,
+    /// The newest of them.
+    pub newest_checkpoint: Option<String>,
     /// Every transaction committed at or before this time is whole in the
     /// archive (RFC 3339).
     pub consistent_through: Option<String>,
     pub logs: Vec<LogLag>,
     /// Its health checks and score (see [`super::health`]).
-    pub health: super::health::Health,
+    pub health: super::health::ArchiveHealth,
 }
 
 /// How far one log is archived.
@@ -162,6 +164,11 @@ impl Shipper {
             wake,
             rounds,
         }
+    }
+
+    /// The archive's name.
+    pub fn name(&self) -> String {
+        self.status.lock().expect("ship status").name.clone()
     }
 
     /// The last LSN of `log` this archive acknowledged (0 before its
@@ -489,6 +496,7 @@ impl Task {
             }
         }
         st.checkpoints = self.archived_checkpoints.len();
+        st.newest_checkpoint = self.archived_checkpoints.last().cloned();
         let ts = self.consistent_ts;
         st.consistent_through = (ts > 0).then(|| {
             let t = fortress_storage::Timestamp(ts);
