@@ -305,7 +305,7 @@ fn restore(source: Source<'_>, args: &RestoreArgs) -> anyhow::Result<()> {
         cipher.as_deref(),
     )?;
     if let Some(download) = source.archive {
-        download.finish(chosen.as_ref().map(|(_, m)| m))?;
+        download_with_progress(download, chosen.as_ref().map(|(_, m)| m))?;
     }
     if let Some((path, m)) = &chosen {
         if (m.ring.shards, m.ring.vnodes) != (identity.shards, identity.vnodes) {
@@ -411,7 +411,7 @@ fn write_shards(
 ) -> anyhow::Result<Written> {
     let started = Instant::now();
     let total = input_bytes(chosen.map(|(_, m)| m), target, shards, wal_dir);
-    let mut progress = Progress::new(total);
+    let mut progress = Progress::new(total, "restoring");
     let empty = Manifest::default();
     let mut pending = Vec::new();
     for s in 0..shards {
@@ -501,21 +501,49 @@ fn input_bytes(
     ckpt + wal
 }
 
+/// Runs [`Download::finish`] with a progress bar over its bytes.
+fn download_with_progress(download: &Download, chosen: Option<&Manifest>) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut progress: Option<Progress> = None;
+            while !done.load(Ordering::Acquire) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let total = download.total.load(Ordering::Relaxed);
+                if total == 0 {
+                    continue;
+                }
+                let p = progress.get_or_insert_with(|| Progress::new(total, "downloading"));
+                let now = download.bytes.load(Ordering::Relaxed);
+                p.add(now.saturating_sub(p.done));
+            }
+            if let Some(p) = progress {
+                p.finish();
+            }
+        });
+        let result = download.finish(chosen);
+        done.store(true, Ordering::Release);
+        result
+    })
+}
+
 /// A progress bar on a terminal, progress lines in the log otherwise.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     total: u64,
     done: u64,
     logged: Instant,
+    what: &'static str,
 }
 
 impl Progress {
-    fn new(total: u64) -> Progress {
+    fn new(total: u64, what: &'static str) -> Progress {
         let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
             let bar = indicatif::ProgressBar::new(total);
-            if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{spinner} restoring [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            ) {
+            if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+                "{{spinner}} {what} [{{bar:40}}] {{bytes}}/{{total_bytes}} {{bytes_per_sec}} eta {{eta}}"
+            )) {
                 bar.set_style(style.progress_chars("=> "));
             }
             bar
@@ -525,6 +553,7 @@ impl Progress {
             total,
             done: 0,
             logged: Instant::now(),
+            what,
         }
     }
 
@@ -537,7 +566,8 @@ impl Progress {
                 tracing::info!(
                     read = self.done,
                     of = self.total,
-                    "restore progress: {:.0}%",
+                    "{} progress: {:.0}%",
+                    self.what,
                     100.0 * self.done as f64 / self.total.max(1) as f64
                 );
             }

@@ -25,6 +25,16 @@ use super::archive::{self, Positions, Provider};
 /// Objects downloaded at once.
 const PARALLEL: usize = 8;
 
+/// The objects of one log to download.
+struct LogPlan {
+    name: String,
+    prefix: String,
+    dir: PathBuf,
+    after: u64,
+    /// First LSN, last LSN, name and size of each object, in order.
+    objects: Vec<(u64, u64, String, u64)>,
+}
+
 /// An archive being downloaded into `dir`.
 pub struct Download {
     provider: Arc<Provider>,
@@ -34,6 +44,8 @@ pub struct Download {
     pub positions: Positions,
     /// Bytes downloaded so far.
     pub bytes: Arc<AtomicU64>,
+    /// Bytes [`Download::finish`] downloads in all, once chosen.
+    pub total: AtomicU64,
 }
 
 impl Download {
@@ -81,6 +93,7 @@ impl Download {
             rt,
             positions,
             bytes: Arc::new(AtomicU64::new(0)),
+            total: AtomicU64::new(0),
         };
         let jobs = manifests
             .into_iter()
@@ -126,22 +139,20 @@ impl Download {
     }
 
     /// Downloads the checkpoint `chosen` (if any) and, for every log, the
-    /// WAL objects from where replay after it starts.
+    /// WAL objects from where replay after it starts; [`Download::total`]
+    /// says how many bytes that is once they are chosen.
     pub fn finish(&self, chosen: Option<&Manifest>) -> anyhow::Result<()> {
+        let mut files = Vec::new();
+        let mut total = 0;
         if let Some(m) = chosen {
             let dir = self.checkpoints().join(&m.id);
-            let jobs = m
-                .shards
-                .iter()
-                .flat_map(|s| &s.tables)
-                .map(|t| {
-                    (
-                        format!("checkpoints/{}/{}", m.id, t.file),
-                        dir.join(&t.file),
-                    )
-                })
-                .collect();
-            self.files(jobs)?;
+            for t in m.shards.iter().flat_map(|s| &s.tables) {
+                total += t.bytes;
+                files.push((
+                    format!("checkpoints/{}/{}", m.id, t.file),
+                    dir.join(&t.file),
+                ));
+            }
         }
         let shards = fortress_proxy::cluster::read_identity(&self.dir)?
             .context("the staged identity vanished")?
@@ -159,35 +170,40 @@ impl Download {
             })
             .collect();
         logs.push(("coordinator".into(), self.dir.join("coordinator"), 0));
+        let mut plans = Vec::new();
         for (name, dir, after) in logs {
             // Only to the last cut archived whole: objects after it belong
             // to a round still in progress.
             let end = *self.positions.logs.get(&name).with_context(|| {
                 format!("the archive has no complete shipping round for {name} yet")
             })?;
-            self.log(&name, &dir, after, end)?;
+            let plan = self.plan(&name, dir, after, end)?;
+            total += plan.objects.iter().map(|o| o.3).sum::<u64>();
+            plans.push(plan);
+        }
+        self.total.store(total, Ordering::Relaxed);
+        self.files(files)?;
+        for plan in plans {
+            self.fetch(plan)?;
         }
         Ok(())
     }
 
-    /// Downloads log `name`'s objects holding records after `after`
-    /// through `end` into segment files in `dir`, checking that they
-    /// follow on.
-    fn log(&self, name: &str, dir: &Path, after: u64, end: u64) -> anyhow::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let provider = self.provider.clone();
+    /// Chooses log `name`'s objects holding records after `after` through
+    /// `end`, checking that they follow on as one history.
+    fn plan(&self, name: &str, dir: PathBuf, after: u64, end: u64) -> anyhow::Result<LogPlan> {
         let prefix = format!("wal/{name}");
-        let listed = self.rt.block_on(provider.list(&prefix, None))?;
-        let mut listed: Vec<(u64, u64, String)> = listed
+        let listed = self.rt.block_on(self.provider.list(&prefix, None))?;
+        let mut listed: Vec<(u64, u64, String, u64)> = listed
             .into_iter()
-            .filter_map(|(n, _)| archive::parse_wal_object(&n).map(|(f, l)| (f, l, n)))
+            .filter_map(|(n, size)| archive::parse_wal_object(&n).map(|(f, l)| (f, l, n, size)))
             .collect();
         listed.sort();
         // The chain of objects from the one holding record `after + 1` (or
         // `after`) to the cut: one history, with no gap and no overlap.
         let mut objects = Vec::new();
         let mut next = after + 1;
-        for (first, last, object) in listed {
+        for (first, last, object, size) in listed {
             if next > end || first > end {
                 break;
             }
@@ -207,24 +223,43 @@ impl Download {
                 );
             }
             next = last + 1;
-            objects.push((first, last, object));
+            objects.push((first, last, object, size));
         }
         if next <= end {
             bail!(
                 "the archive lacks records {next} to {end} of {name}: its objects end before the last shipping round's cut"
             );
         }
+        Ok(LogPlan {
+            name: name.to_string(),
+            prefix,
+            dir,
+            after,
+            objects,
+        })
+    }
+
+    /// Downloads the objects of `plan` into segment files in its
+    /// directory, checking each.
+    fn fetch(&self, plan: LogPlan) -> anyhow::Result<()> {
+        let LogPlan {
+            name,
+            prefix,
+            dir,
+            after,
+            objects,
+        } = plan;
+        std::fs::create_dir_all(&dir)?;
         if objects.is_empty() {
             // Nothing after `after`: an empty segment where replay starts.
             std::fs::write(dir.join(format!("{:020}.seg", after + 1)), b"")?;
             return Ok(());
         }
+        let provider = self.provider.clone();
         let bytes = self.bytes.clone();
-        let dir = dir.to_path_buf();
-        let name = name.to_string();
         self.rt.block_on(async move {
             let results: Vec<anyhow::Result<()>> = futures::stream::iter(objects)
-                .map(|(first, last, object)| {
+                .map(|(first, last, object, _)| {
                     let provider = provider.clone();
                     let bytes = bytes.clone();
                     let rel = format!("{prefix}/{object}");
