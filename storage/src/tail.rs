@@ -234,7 +234,7 @@ mod tests {
 
     fn append(w: &Wal, n: u64) {
         for i in 0..n {
-            let lsn = w.append(i, 100 + i, 1, &vec![i as u8; 50]).unwrap();
+            let lsn = w.append(i, 100 + i, 1, &[i as u8; 50]).unwrap();
             w.wait_durable(lsn).unwrap();
         }
     }
