@@ -1447,6 +1447,41 @@ impl ShardStore {
         (ends, now)
     }
 
+    /// Takes in records shipped from a primary's copy of this shard's log
+    /// (their encoded bytes, the LSNs following this log's end), logs them
+    /// byte for byte, makes them durable and applies them as a replay
+    /// would: for a standby, which takes no writes of its own. Returns the
+    /// last LSN. Records that do not follow on, or do not decode, are
+    /// refused whole.
+    pub fn follow(&self, bytes: &[u8]) -> Result<Lsn> {
+        self.check_failed()?;
+        let mut w = self.writer.lock().expect("write lock");
+        let last = self.wal.append_encoded(bytes)?;
+        self.wal.wait_durable(last)?;
+        w.last_appended = last;
+        drop(w);
+        let cipher = self.wal.cipher().map(|c| &**c);
+        let mut changes = Vec::new();
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let crate::wal::Decoded::Record(mut rec, n) = crate::wal::decode(&bytes[pos..]) else {
+                unreachable!("append_encoded checked every record");
+            };
+            rec.unseal(cipher, &self.dir, 0)?;
+            if matches!(rec.kind, KIND_WRITE | KIND_PREPARE | KIND_PREPARE_ALL) {
+                self.clock.observe_own(Timestamp(rec.ts));
+            }
+            changes.push((rec.lsn, decode_change(&rec)?));
+            pos += n;
+        }
+        let mut st = self.apply.lock().expect("apply");
+        for (lsn, change) in changes {
+            st.ready.insert(lsn, (change, None));
+        }
+        self.apply_ready(&mut st)?;
+        Ok(last)
+    }
+
     /// This shard's log, for readers that ship it (see [`crate::tail`]).
     pub fn log(&self) -> &Wal {
         &self.wal

@@ -115,7 +115,12 @@ impl Record {
     }
 
     /// Decrypts a sealed payload in place (found at `offset` of `file`).
-    fn unseal(&mut self, cipher: Option<&Cipher>, file: &Path, offset: usize) -> Result<()> {
+    pub(crate) fn unseal(
+        &mut self,
+        cipher: Option<&Cipher>,
+        file: &Path,
+        offset: usize,
+    ) -> Result<()> {
         if self.kind & SEALED == 0 {
             return Ok(());
         }
@@ -574,6 +579,73 @@ impl Wal {
             self.write_out(&mut w)?;
         }
         Ok(lsn)
+    }
+
+    /// Appends records encoded by another copy of this log (a primary's,
+    /// shipped to a standby) byte for byte: each must decode, take the
+    /// next LSN, and be sealed exactly when this log seals. Returns the
+    /// last LSN; durable after [`Wal::wait_durable`]. Nothing is appended
+    /// unless every record passes.
+    pub fn append_encoded(&self, bytes: &[u8]) -> Result<Lsn> {
+        self.check_failed()?;
+        let mut w = self.writer.lock().expect("wal writer");
+        let mut records = Vec::new();
+        let (mut pos, mut next) = (0, w.next_lsn);
+        while pos < bytes.len() {
+            let n = match decode(&bytes[pos..]) {
+                Decoded::Record(rec, _) if rec.lsn != next => {
+                    return Err(StorageError::Codec(format!(
+                        "a shipped record has LSN {} where {next} follows",
+                        rec.lsn
+                    )))
+                }
+                Decoded::Record(rec, _)
+                    if (rec.kind & SEALED != 0) != self.opts.cipher.is_some() =>
+                {
+                    return Err(StorageError::Codec(format!(
+                        "shipped record {} is {}sealed, this log {}",
+                        rec.lsn,
+                        if rec.kind & SEALED != 0 { "" } else { "not " },
+                        if self.opts.cipher.is_some() {
+                            "seals (same key on both sides)"
+                        } else {
+                            "has no key"
+                        }
+                    )))
+                }
+                Decoded::Record(_, n) => n,
+                Decoded::Incomplete => {
+                    return Err(StorageError::Codec("a shipped record is cut off".into()))
+                }
+                Decoded::Bad(why) => {
+                    return Err(StorageError::Codec(format!(
+                        "a shipped record is damaged: {why}"
+                    )))
+                }
+            };
+            records.push(pos..pos + n);
+            pos += n;
+            next += 1;
+        }
+        for range in records {
+            if w.size + w.buf.len() as u64 >= self.opts.segment_bytes {
+                self.rotate(&mut w)?;
+            }
+            let before = w.buf.len();
+            w.buf.extend_from_slice(&bytes[range.clone()]);
+            let end = w.size + w.buf.len() as u64;
+            if end > w.allocated {
+                if let Err(e) = self.preallocate(&mut w, end) {
+                    w.buf.truncate(before);
+                    return Err(StorageError::io(&w.path, e));
+                }
+            }
+            w.next_lsn += 1;
+            self.appended
+                .fetch_add(range.len() as u64, Ordering::Relaxed);
+        }
+        self.write_out(&mut w)?;
+        Ok(w.next_lsn - 1)
     }
 
     /// Writes the records waiting in `w.buf` to the file, in one write.

@@ -1327,3 +1327,61 @@ fn a_keyless_tables_inserts_leave_the_row_cache_to_rows_that_are_read() {
         "every row of \"t\" is still cached"
     );
 }
+
+#[test]
+fn a_follower_takes_a_primary_log_byte_for_byte_and_keeps_it_across_reopen() {
+    use fortress_storage::tail::Tail;
+    use fortress_storage::Timestamp;
+    let (pdir, fdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (clock, opts) = clocked();
+    let p = ShardStore::open(0, pdir.path(), opts).unwrap();
+    with_prepared_77(&p, &clock);
+    let f = ShardStore::open(0, fdir.path(), clocked().1).unwrap();
+    let mut tail = Tail::new(&pdir.path().join("wal"), 0);
+    let first = tail
+        .read(p.log().shippable_lsn(), 1 << 20)
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.follow(&first.bytes).unwrap(), p.last_lsn());
+    assert_eq!(f.in_doubt(), vec![77], "the PREPARE is held, undecided");
+    assert_eq!(rows(&f), rows(&p), "prepared writes are invisible on both");
+    // The decision and more writes follow.
+    p.execute(
+        9,
+        &Fragment::CommitPrepared {
+            txid: 77,
+            commit_ts: Timestamp(clock.now().0),
+        },
+    )
+    .unwrap();
+    insert(&p, 4..6);
+    p.flush().unwrap();
+    let next = tail
+        .read(p.log().shippable_lsn(), 1 << 20)
+        .unwrap()
+        .unwrap();
+    // Records that do not follow on are refused whole.
+    let err = f.follow(&first.bytes).unwrap_err();
+    assert!(err.to_string().contains("follows"), "{err}");
+    assert_eq!(f.follow(&next.bytes).unwrap(), p.last_lsn());
+    assert!(f.in_doubt().is_empty());
+    assert_eq!(rows(&f), rows(&p));
+    assert_eq!(rows(&f)[1], (1, 1001));
+    assert_eq!(rows(&f).len(), 6);
+    // The follower's log is the primary's, LSN for LSN: it replays alone.
+    drop(f);
+    let f = ShardStore::open(0, fdir.path(), clocked().1).unwrap();
+    assert_eq!(f.last_lsn(), p.last_lsn());
+    assert_eq!(rows(&f), rows(&p));
+    let (a, b) = (pdir.path().join("wal"), fdir.path().join("wal"));
+    let records = |dir: &Path| {
+        let mut out = Vec::new();
+        fortress_storage::wal::read_from(dir, 0, None, |r| {
+            out.push(r.clone());
+            Ok(true)
+        })
+        .unwrap();
+        out
+    };
+    assert_eq!(records(&a), records(&b));
+}
