@@ -122,6 +122,14 @@ async fn restore_time_and_latest(
     to_latest
 }
 
+/// Restores `url` (with `env`) into `to`, which must fail; its error.
+fn restore_fails(url: &str, env: &[(String, String)], to: &Path) -> String {
+    failed(fortress_env(
+        &["restore", "--from", url, "--to", s(to), "--latest"],
+        env,
+    ))
+}
+
 /// Writes a history into `t` (a checkpoint in the middle, multi-shard
 /// transactions, deletes), ships it, and returns the model at a time in
 /// the middle, that time, and the final model.
@@ -582,17 +590,7 @@ async fn an_s3_archive_that_was_down_is_caught_up_and_restores_row_for_row() {
     let mid = body.len() / 2;
     body[mid] ^= 0x01;
     moto.put(&format!("backups/{key}"), &body);
-    let err = failed(fortress_env(
-        &[
-            "restore",
-            "--from",
-            url,
-            "--to",
-            s(&root.path().join("bad")),
-            "--latest",
-        ],
-        &env,
-    ));
+    let err = restore_fails(url, &env, &root.path().join("bad"));
     assert!(err.contains("damaged"), "{err}");
 }
 
@@ -866,17 +864,7 @@ async fn an_azure_archive_restores_to_a_time_row_for_row_and_damage_is_caught() 
     let to_latest = restore_time_and_latest(url, &env, root.path(), (&at, &time), "azure").await;
     check_restored(to_latest, &last, "azure --latest").await;
     let flipped = az.sdk(&["flip", "backups", "fortress/wal/shard-002/"]);
-    let err = failed(fortress_env(
-        &[
-            "restore",
-            "--from",
-            url,
-            "--to",
-            s(&root.path().join("bad")),
-            "--latest",
-        ],
-        &env,
-    ));
+    let err = restore_fails(url, &env, &root.path().join("bad"));
     let name = flipped.rsplit('/').next().unwrap();
     assert!(err.contains(name) && err.contains("damaged"), "{err}");
 }

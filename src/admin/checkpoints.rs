@@ -77,6 +77,12 @@ fn describe(m: &Manifest, cluster_id: &str) -> Checkpoint {
 pub async fn create(
     State(state): State<Shared>,
 ) -> Result<(StatusCode, Json<Checkpoint>), ApiError> {
+    let m = take(&state).await?;
+    Ok((StatusCode::CREATED, Json(describe(&m, state.cluster.id()))))
+}
+
+/// Takes a checkpoint into the checkpoint directory.
+pub async fn take(state: &Shared) -> Result<Manifest, ApiError> {
     let root = std::path::absolute(&state.checkpoints)
         .map_err(|e| ApiError::internal("resolving the checkpoint directory", e))?;
     let m = state
@@ -85,7 +91,7 @@ pub async fn create(
         .await
         .map_err(|e| ApiError::internal("taking a checkpoint", e))?;
     crate::checkpoint::log_created(&m);
-    Ok((StatusCode::CREATED, Json(describe(&m, state.cluster.id()))))
+    Ok(m)
 }
 
 /// The checkpoints in the checkpoint directory, oldest first.

@@ -116,14 +116,7 @@ pub async fn checkpoint(
         .dr
         .get(&provider)
         .ok_or_else(|| ApiError::not_found(format!("no archive named {provider:?}")))?;
-    let root = std::path::absolute(&state.checkpoints)
-        .map_err(|e| ApiError::internal("resolving the checkpoint directory", e))?;
-    let m = state
-        .cluster
-        .checkpoint(&root)
-        .await
-        .map_err(|e| ApiError::internal("taking a checkpoint", e))?;
-    crate::checkpoint::log_created(&m);
+    let m = super::checkpoints::take(&state).await?;
     let after = shipper.ship_now(Duration::from_secs(600)).await;
     if after.newest_checkpoint.as_deref() < Some(m.id.as_str()) {
         return Err(ApiError::new(
