@@ -36,6 +36,25 @@ pub enum Command {
     /// Disaster recovery of a running server: its archives, how far each
     /// log is shipped (through its admin API).
     Dr(DrArgs),
+    /// Keep a copy of a primary's data directory, LSN for LSN, from its
+    /// --replication-listen port; `fortress serve` on the copy promotes it.
+    Standby(StandbyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StandbyArgs {
+    /// The copy (created on the first connection).
+    #[arg(long, env = "FORTRESS_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The primary's --replication-listen address.
+    #[arg(long)]
+    pub primary: String,
+    /// This standby's name, as the primary logs it.
+    #[arg(long, default_value = "standby")]
+    pub name: String,
+    /// The key the primary's WAL is encrypted with, if it is.
+    #[arg(long, env = "FORTRESS_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -399,6 +418,10 @@ pub struct ServeArgs {
     /// recycling removes).
     #[arg(long, env = "FORTRESS_WAL_SEGMENT_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub wal_segment_mb: u64,
+    /// Address standbys stream the WAL from (`fortress standby --primary`);
+    /// off unless given. Beyond loopback it needs FORTRESS_REPLICATION_TOKEN.
+    #[arg(long, env = "FORTRESS_REPLICATION_LISTEN")]
+    pub replication_listen: Option<String>,
     /// How shipped WAL is compressed.
     #[arg(long, env = "FORTRESS_SHIP_COMPRESSION", value_enum, default_value_t = crate::dr::archive::Compression::Zstd)]
     pub ship_compression: crate::dr::archive::Compression,

@@ -52,6 +52,7 @@ fn main() -> anyhow::Result<()> {
         Command::Status(args) => status::run(args),
         Command::User(args) => user::run(args.action),
         Command::Dr(args) => dr::cli::run(args.action),
+        Command::Standby(args) => dr::replication::run(args),
         Command::Config(_) => {
             let e = from_file.expect("config print has serve's settings");
             print!("{}", config::print(&e.command, &e.matches, &e.from_file));
@@ -228,6 +229,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.ship_interval,
             &args.health(),
         ));
+        if let Some(addr) = &args.replication_listen {
+            let token = dr::replication::token_from_env();
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the replication port {addr}"))?;
+            let local = listener.local_addr()?;
+            if token.is_none() && !local.ip().is_loopback() {
+                anyhow::bail!(
+                    "--replication-listen {addr} is beyond loopback: set FORTRESS_REPLICATION_TOKEN (standbys present it)"
+                );
+            }
+            tracing::info!(replication = %local, token = token.is_some(), "standbys may stream the WAL");
+            dr::replication::serve(listener, cluster.clone(), token);
+        }
         dr::recycle::spawn(
             cluster.clone(),
             dr.clone(),

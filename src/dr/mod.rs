@@ -14,6 +14,7 @@ pub mod cli;
 pub mod fetch;
 pub mod health;
 pub mod recycle;
+pub mod replication;
 pub mod ship;
 
 use std::path::PathBuf;
