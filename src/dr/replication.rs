@@ -43,8 +43,11 @@ const WELCOME: u8 = 2;
 const RECORDS: u8 = 3;
 const CUT: u8 = 4;
 const ERROR: u8 = 5;
-/// Largest frame accepted (a RECORDS frame holds at most this much).
-const MAX_FRAME: usize = 32 << 20;
+/// Largest HELLO accepted from a standby, before it is authenticated.
+const MAX_HELLO: usize = 64 << 10;
+/// Largest frame a standby accepts: a RECORDS frame holds at least one
+/// record, which may be as large as the WAL allows.
+const MAX_FRAME: usize = fortress_storage::wal::MAX_PAYLOAD + (1 << 20);
 /// Bytes of records read per log for one frame.
 const FRAME_RECORDS: usize = 8 << 20;
 /// How often the primary takes a cut and sends what it gained.
@@ -79,11 +82,11 @@ async fn write_frame(s: &mut TcpStream, kind: u8, payload: &[u8]) -> std::io::Re
     s.write_all(payload).await
 }
 
-async fn read_frame(s: &mut TcpStream) -> anyhow::Result<(u8, Vec<u8>)> {
+async fn read_frame(s: &mut TcpStream, max: usize) -> anyhow::Result<(u8, Vec<u8>)> {
     let mut head = [0u8; 5];
     s.read_exact(&mut head).await?;
     let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
-    if len > MAX_FRAME {
+    if len > max {
         bail!("a replication frame of {len} bytes is over the limit");
     }
     let mut payload = vec![0; len];
@@ -126,9 +129,10 @@ async fn stream_to(
     token: Option<&str>,
 ) -> anyhow::Result<()> {
     s.set_nodelay(true)?;
-    let (kind, payload) = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut s))
-        .await
-        .context("no HELLO within 10 s")??;
+    let (kind, payload) =
+        tokio::time::timeout(Duration::from_secs(10), read_frame(&mut s, MAX_HELLO))
+            .await
+            .context("no HELLO within 10 s")??;
     let hello: Hello = match kind {
         HELLO => serde_json::from_slice(&payload).context("a malformed HELLO")?,
         _ => bail!("expected HELLO"),
@@ -327,7 +331,7 @@ async fn follow(
         positions: positions.clone(),
     };
     write_frame(&mut s, HELLO, &serde_json::to_vec(&hello)?).await?;
-    let (kind, payload) = read_frame(&mut s).await?;
+    let (kind, payload) = read_frame(&mut s, MAX_FRAME).await?;
     if kind == ERROR {
         bail!("the primary refused: {}", String::from_utf8_lossy(&payload));
     }
@@ -364,7 +368,7 @@ async fn follow(
     tracing::info!(primary = %args.primary, "following the primary");
     let mut round: Vec<(usize, Vec<u8>)> = Vec::new();
     loop {
-        let (kind, payload) = read_frame(&mut s).await?;
+        let (kind, payload) = read_frame(&mut s, MAX_FRAME).await?;
         match kind {
             RECORDS if payload.len() >= 2 => {
                 let log = u16::from_le_bytes([payload[0], payload[1]]) as usize;
