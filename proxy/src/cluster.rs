@@ -97,6 +97,14 @@ impl Log {
         }
     }
 
+    /// The shard whose log it is; `None` for the coordinator's.
+    pub fn shard(&self) -> Option<ShardId> {
+        match &self.source {
+            LogSource::Shard(s) => Some(s.id()),
+            LogSource::Coordinator(_) => None,
+        }
+    }
+
     /// Its segments' directory.
     pub fn dir(&self) -> &Path {
         self.wal().dir()

@@ -255,14 +255,14 @@ impl Provider {
     }
 
     /// Writes object `rel` unless it exists: false if it did.
-    pub async fn create(&self, rel: &str, bytes: Vec<u8>) -> anyhow::Result<bool> {
+    pub async fn create(&self, rel: &str, bytes: Bytes) -> anyhow::Result<bool> {
         let opts = PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
         match self
             .store
-            .put_opts(&self.path(rel), PutPayload::from(Bytes::from(bytes)), opts)
+            .put_opts(&self.path(rel), PutPayload::from(bytes), opts)
             .await
         {
             Ok(_) => Ok(true),
@@ -320,6 +320,8 @@ impl Provider {
     /// own bytes); different bytes under its name mean another copy of
     /// the data directory writes to this archive.
     pub async fn put_once(&self, rel: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+        // Shared, not copied: the comparison below is the rare case.
+        let bytes = Bytes::from(bytes);
         if self.create(rel, bytes.clone()).await? {
             return Ok(());
         }
@@ -378,7 +380,7 @@ impl Provider {
     /// Checks that the archive is this cluster's (claiming it when new).
     pub async fn claim(&self, me: &Identity) -> anyhow::Result<()> {
         let body = serde_json::to_vec_pretty(me)?;
-        if self.create(IDENTITY, body).await? {
+        if self.create(IDENTITY, body.into()).await? {
             return Ok(());
         }
         let found = self

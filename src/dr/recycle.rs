@@ -65,12 +65,7 @@ pub fn pass(
     };
     let (mut segments, mut bytes) = (0, 0);
     for log in cluster.logs() {
-        let Some(shard) = log
-            .name
-            .strip_prefix("shard-")
-            .and_then(|n| n.strip_suffix("/wal"))
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
+        let Some(shard) = log.shard() else {
             continue;
         };
         let Some(flushed) = log.flushed_through()? else {

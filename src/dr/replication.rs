@@ -74,12 +74,17 @@ struct Cut {
     ts: u64,
 }
 
-async fn write_frame(s: &mut TcpStream, kind: u8, payload: &[u8]) -> std::io::Result<()> {
+/// Writes one frame whose payload is `parts`, one after another.
+async fn write_frame(s: &mut TcpStream, kind: u8, parts: &[&[u8]]) -> std::io::Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
     let mut head = [0u8; 5];
-    head[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    head[..4].copy_from_slice(&(len as u32).to_le_bytes());
     head[4] = kind;
     s.write_all(&head).await?;
-    s.write_all(payload).await
+    for part in parts {
+        s.write_all(part).await?;
+    }
+    Ok(())
 }
 
 async fn read_frame(s: &mut TcpStream, max: usize) -> anyhow::Result<(u8, Vec<u8>)> {
@@ -147,7 +152,7 @@ async fn stream_to(
         Some("the replication token does not match".to_string())
     } else if hello.positions.is_empty() {
         // A new standby learns the identity, makes its copy and comes back.
-        write_frame(&mut s, WELCOME, &serde_json::to_vec(&welcome)?).await?;
+        write_frame(&mut s, WELCOME, &[&serde_json::to_vec(&welcome)?]).await?;
         return Ok(());
     } else if hello.positions.len() != logs.len() {
         Some("the standby has another number of logs (shards)".to_string())
@@ -166,10 +171,10 @@ async fn stream_to(
             })
     };
     if let Some(why) = refusal {
-        write_frame(&mut s, ERROR, why.as_bytes()).await?;
+        write_frame(&mut s, ERROR, &[why.as_bytes()]).await?;
         bail!("refused standby {}: {why}", hello.name);
     }
-    write_frame(&mut s, WELCOME, &serde_json::to_vec(&welcome)?).await?;
+    write_frame(&mut s, WELCOME, &[&serde_json::to_vec(&welcome)?]).await?;
     tracing::info!(standby = %hello.name, "standby connected; streaming the WAL");
     let mut tails: Vec<Option<Tail>> = logs
         .iter()
@@ -180,6 +185,10 @@ async fn stream_to(
         let c = cluster.clone();
         let (ends, ts) = tokio::task::spawn_blocking(move || c.log_cut()).await?;
         for (i, (log, &end)) in logs.iter().zip(&ends).enumerate() {
+            if tails[i].as_ref().is_some_and(|t| t.next_lsn() > end) {
+                // Nothing new on this log: no sync, no read.
+                continue;
+            }
             let l = log.clone();
             tokio::task::spawn_blocking(move || l.wait_durable(end)).await??;
             loop {
@@ -195,18 +204,16 @@ async fn stream_to(
                     Ok(None) => break,
                     Err(e) => {
                         let why = format!("{e}; rebuild the standby from an archive");
-                        let _ = write_frame(&mut s, ERROR, why.as_bytes()).await;
+                        let _ = write_frame(&mut s, ERROR, &[why.as_bytes()]).await;
                         bail!(why);
                     }
                 };
-                let mut payload = Vec::with_capacity(2 + chunk.bytes.len());
-                payload.extend_from_slice(&(i as u16).to_le_bytes());
-                payload.extend_from_slice(&chunk.bytes);
-                write_frame(&mut s, RECORDS, &payload).await?;
+                let log = (i as u16).to_le_bytes();
+                write_frame(&mut s, RECORDS, &[&log, &chunk.bytes]).await?;
             }
         }
         let cut = serde_json::to_vec(&Cut { ends, ts: ts.0 })?;
-        write_frame(&mut s, CUT, &cut).await?;
+        write_frame(&mut s, CUT, &[&cut]).await?;
         tokio::time::sleep(ROUND_EVERY).await;
     }
 }
@@ -330,7 +337,7 @@ async fn follow(
         name: args.name.clone(),
         positions: positions.clone(),
     };
-    write_frame(&mut s, HELLO, &serde_json::to_vec(&hello)?).await?;
+    write_frame(&mut s, HELLO, &[&serde_json::to_vec(&hello)?]).await?;
     let (kind, payload) = read_frame(&mut s, MAX_FRAME).await?;
     if kind == ERROR {
         bail!("the primary refused: {}", String::from_utf8_lossy(&payload));

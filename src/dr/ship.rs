@@ -348,8 +348,8 @@ impl Task {
         if l.tail.is_none() {
             let first = list_segments(l.log.dir())?.first().map_or(1, |(f, _)| *f);
             if l.archived + 1 < first {
-                let (name, archived) = (l.name.clone(), l.archived);
-                let bridged = self.bridge(&name, archived, first, (end, cut_ts))?;
+                let (name, shard, archived) = (l.name.clone(), l.log.shard(), l.archived);
+                let bridged = self.bridge(&name, shard, archived, first, (end, cut_ts))?;
                 self.logs[i].archived = bridged;
             }
         }
@@ -359,9 +359,8 @@ impl Task {
             None => Tail::new(l.log.dir(), l.archived),
         };
         loop {
-            let upto = end;
             let (back, read) = tokio::task::spawn_blocking(move || {
-                let read = tail.read(upto, OBJECT_BYTES).map(|chunk| {
+                let read = tail.read(end, OBJECT_BYTES).map(|chunk| {
                     chunk.map(|c| {
                         let body = archive::seal(&c.bytes, compression);
                         (c.first, c.last, body)
@@ -397,16 +396,14 @@ impl Task {
     fn bridge(
         &self,
         log: &str,
+        shard: Option<u32>,
         archived: u64,
         first: u64,
         (end, cut_ts): (u64, u64),
     ) -> anyhow::Result<u64> {
-        let shard: u32 = log
-            .strip_prefix("shard-")
-            .and_then(|n| n.parse().ok())
-            .with_context(|| {
-                format!("log {log} starts at LSN {first} here but the archive ends at {archived}")
-            })?;
+        let shard = shard.with_context(|| {
+            format!("log {log} starts at LSN {first} here but the archive ends at {archived}")
+        })?;
         let covering = self.archived_checkpoints.iter().find_map(|id| {
             let m = Manifest::read(
                 &self.checkpoints.join(id),
