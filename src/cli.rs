@@ -36,25 +36,24 @@ pub enum Command {
     /// Disaster recovery of a running server: its archives, how far each
     /// log is shipped (through its admin API).
     Dr(DrArgs),
-    /// Keep a copy of a primary's data directory, LSN for LSN, from its
-    /// --replication-listen port; `fortress serve` on the copy promotes it.
+    /// A hot standby: keeps a copy of a primary's data directory, LSN for
+    /// LSN, from its --replication-listen port, and serves reads from it;
+    /// `fortress serve` on the copy promotes it.
     Standby(StandbyArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct StandbyArgs {
-    /// The copy (created on the first connection).
-    #[arg(long, env = "FORTRESS_DATA_DIR")]
-    pub data_dir: PathBuf,
     /// The primary's --replication-listen address.
     #[arg(long)]
     pub primary: String,
-    /// This standby's name, as the primary logs it.
+    /// This standby's name, as the primary reports it.
     #[arg(long, default_value = "standby")]
     pub name: String,
-    /// The key the primary's WAL is encrypted with, if it is.
-    #[arg(long, env = "FORTRESS_KEY_FILE")]
-    pub key_file: Option<PathBuf>,
+    /// Every `serve` setting: the standby serves reads on --listen (writes
+    /// get 25006) and its admin API like a primary.
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 #[derive(Args, Debug)]

@@ -41,18 +41,27 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr);
     match &cli.command {
         Command::Serve(args) if args.log_format == cli::LogFormat::Json => log.json().init(),
+        Command::Standby(args) if args.serve.log_format == cli::LogFormat::Json => {
+            log.json().init()
+        }
         _ => log
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
     }
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(args, None),
         Command::Checkpoint(args) => checkpoint::run(args.action),
         Command::Restore(args) => restore::run(args),
         Command::Status(args) => status::run(args),
         Command::User(args) => user::run(args.action),
         Command::Dr(args) => dr::cli::run(args.action),
-        Command::Standby(args) => dr::replication::run(args),
+        Command::Standby(args) => serve(
+            args.serve,
+            Some(dr::replication::standby::Upstream {
+                primary: args.primary,
+                name: args.name,
+            }),
+        ),
         Command::Config(_) => {
             let e = from_file.expect("config print has serve's settings");
             print!("{}", config::print(&e.command, &e.matches, &e.from_file));
@@ -79,7 +88,7 @@ fn parse_command_line() -> anyhow::Result<(Cli, Option<Effective>)> {
         .expect("a serve command")
         .clone();
     let settings = |m: &clap::ArgMatches| match m.subcommand() {
-        Some(("serve", m)) => Some(m.clone()),
+        Some(("serve" | "standby", m)) => Some(m.clone()),
         Some(("config", m)) => m.subcommand_matches("print").cloned(),
         _ => None,
     };
@@ -125,11 +134,27 @@ pub fn open_existing(
         cache_ttl: std::time::Duration::ZERO,
         work_rows: 1_000_000,
         work_bytes: 1 << 30,
+        standby: false,
     };
     Cluster::open(opts).with_context(|| format!("opening {}", dir.display()))
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// `fortress serve`, or with `upstream` `fortress standby`: the same server
+/// on a copy that follows a primary, serving reads only.
+fn serve(
+    args: ServeArgs,
+    upstream: Option<dr::replication::standby::Upstream>,
+) -> anyhow::Result<()> {
+    if upstream.is_some() {
+        if !args.archives.is_empty() {
+            anyhow::bail!("--archive on a standby is not supported yet: archive from the primary");
+        }
+        if args.replication_listen.is_some() {
+            anyhow::bail!(
+                "--replication-listen on a standby: cascading replication is not supported"
+            );
+        }
+    }
     if args.shards == 0 || args.shards > 1024 {
         anyhow::bail!("--shards must be between 1 and 1024");
     }
@@ -195,10 +220,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Some(_) => Some(admin::prometheus::Exporter::install()?),
             None => None,
         };
+        // A standby takes its layout from the primary (asked for once,
+        // when its copy is new).
+        let (shards, vnodes) = match &upstream {
+            None => (args.shards, args.vnodes),
+            Some(up) => match fortress_proxy::cluster::read_identity(&args.data_dir)? {
+                Some(id) => (id.shards, id.vnodes),
+                None => {
+                    let boot = dr::replication::standby::bootstrap(&args.data_dir, up);
+                    let id = tokio::select! {
+                        id = boot => id?,
+                        _ = shutdown_signal() => return Ok(()),
+                    };
+                    (id.shards, id.vnodes)
+                }
+            },
+        };
         let opts = ClusterOptions {
             data_dir: args.data_dir.clone(),
-            shards: args.shards,
-            vnodes: args.vnodes,
+            shards,
+            vnodes,
             shard: ShardOptions {
                 wal: WalOptions {
                     sync: args.sync,
@@ -215,12 +256,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             cache_ttl: std::time::Duration::from_secs(args.cache_ttl),
             work_rows: args.work_rows,
             work_bytes: args.work_mem_mb << 20,
+            standby: upstream.is_some(),
         };
         let cluster = tokio::task::spawn_blocking(move || Cluster::open(opts))
             .await?
             .with_context(|| format!("opening {}", args.data_dir.display()))?;
         let cluster = Arc::new(cluster);
         control::listen(&args.data_dir, cluster.clone())?;
+        if let Some(up) = upstream.clone() {
+            dr::replication::standby::spawn(cluster.clone(), up);
+        }
         let dr = Arc::new(dr::Dr::start(
             archives,
             &cluster,
@@ -241,16 +286,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 );
             }
             tracing::info!(replication = %local, token = token.is_some(), "standbys may stream the WAL");
-            dr::replication::serve(listener, cluster.clone(), token);
+            dr::replication::primary::serve(listener, cluster.clone(), token);
         }
-        dr::recycle::spawn(
-            cluster.clone(),
-            dr.clone(),
-            std::path::absolute(args.dirs().checkpoints())?,
-            args.wal_keep_segments,
-            args.wal_recycle_interval,
-        );
-        if !args.checkpoint_interval.is_zero() {
+        // A standby's logs are its primary's: it neither checkpoints nor
+        // recycles them on its own.
+        let primary = upstream.is_none();
+        if primary {
+            dr::recycle::spawn(
+                cluster.clone(),
+                dr.clone(),
+                std::path::absolute(args.dirs().checkpoints())?,
+                args.wal_keep_segments,
+                args.wal_recycle_interval,
+            );
+        }
+        if primary && !args.checkpoint_interval.is_zero() {
             let root = std::path::absolute(args.dirs().checkpoints())?;
             checkpoint::spawn_automatic(
                 cluster.clone(),

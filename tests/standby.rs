@@ -1,55 +1,67 @@
-//! `fortress standby` against the real binary: a copy of a primary's data
-//! directory kept LSN for LSN over --replication-listen while clients
-//! write, promoted by starting `fortress serve` on it after the primary is
-//! killed; it holds whole transactions only, and everything the primary
-//! acknowledged before a quiet moment.
+//! `fortress standby` against the real binary: a hot standby kept LSN for
+//! LSN over --replication-listen while clients write. Every read it
+//! serves holds whole transactions (the bank's total is exact), writes get
+//! 25006, it catches up after its connection is cut and after a restart,
+//! and promoted (`fortress serve` on the copy) after the primary is killed
+//! it holds everything the primary acknowledged before a quiet moment.
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use common::{bank_under_transfers, free_port, Server};
+use common::{bank_under_transfers, code, free_port, Server};
+use tokio::task::JoinHandle;
 
 const TOKEN: &str = "replication-token-0123456789";
 const ACCOUNTS: i32 = 16;
 const START: i64 = 1000;
 
-/// A `fortress standby` process, stopped (SIGTERM) when dropped.
-struct Standby {
-    child: Child,
+/// A TCP relay on loopback whose connections the test can cut.
+struct Relay {
+    addr: String,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
 }
 
-impl Standby {
-    fn start(dir: &std::path::Path, primary: &str, token: &str) -> Standby {
-        let log = std::fs::File::create(dir.with_extension("log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_fortress"))
-            .args(["standby", "--data-dir"])
-            .arg(dir)
-            .args(["--primary", primary, "--name", "dr1"])
-            .env("FORTRESS_REPLICATION_TOKEN", token)
-            .env("FORTRESS_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start fortress standby");
-        Standby { child }
+impl Relay {
+    async fn start(to: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let held = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let to = to.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                held.lock().unwrap().push(conn);
+            }
+        });
+        Relay {
+            addr,
+            conns,
+            accept,
+        }
     }
 
-    fn stop(&mut self) {
-        // SAFETY: the child's pid, signalled once.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+    /// Cuts every connection through the relay (new ones still pass).
+    fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
     }
 }
 
-impl Drop for Standby {
+impl Drop for Relay {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.cut();
+        self.accept.abort();
     }
 }
 
@@ -66,35 +78,151 @@ async fn balances(server: &Server) -> Vec<(i32, i64)> {
     b
 }
 
+/// Reads the standby's balances until `stop`: every read must hold the
+/// bank's whole total. Returns how many reads ran and how many distinct
+/// states they saw.
+fn read_whole(standby: &Server, stop: Arc<AtomicBool>) -> JoinHandle<(u64, usize)> {
+    let url = standby.url();
+    tokio::spawn(async move {
+        let mut seen = std::collections::HashSet::new();
+        let mut reads = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            // A restart of the standby drops the connection: connect again.
+            let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            tokio::spawn(conn);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let Ok(rows) = c.query("SELECT id, balance FROM acct", &[]).await else {
+                    // Not replicated yet, or the standby went away.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    break;
+                };
+                let mut b: Vec<(i32, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+                b.sort();
+                let total: i64 = b.iter().map(|(_, v)| v).sum();
+                if !b.is_empty() {
+                    assert_eq!(
+                        b.len(),
+                        ACCOUNTS as usize,
+                        "a read saw part of the accounts"
+                    );
+                    assert_eq!(
+                        total,
+                        ACCOUNTS as i64 * START,
+                        "a read saw half a transfer: {b:?}"
+                    );
+                    seen.insert(b);
+                }
+                reads += 1;
+            }
+        }
+        (reads, seen.len())
+    })
+}
+
+/// The rows of `SHOW fortress.replication`: (name, state, lag_bytes).
+async fn replication(server: &Server) -> Vec<(String, String, i64)> {
+    let c = server.client().await;
+    c.query("SHOW fortress.replication", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("name"), r.get("state"), r.get("lag_bytes")))
+        .collect()
+}
+
+/// Waits (up to 15 s) until the standby's balances equal `want`.
+async fn caught_up(standby: &Server, want: &[(i32, i64)]) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = balances(standby).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby did not catch up: {got:?} != {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standby_follows_under_load_and_is_promoted_whole_after_the_primary_is_killed() {
+async fn a_hot_standby_serves_whole_transactions_under_load_and_catches_up_after_cuts_and_restarts()
+{
     let root = tempfile::tempdir().unwrap();
-    let repl = free_port();
-    let listen = format!("127.0.0.1:{repl}");
+    let repl = format!("127.0.0.1:{}", free_port());
     let mut primary = Server::launch_args(
         root.path().join("primary"),
         4,
         &[("FORTRESS_REPLICATION_TOKEN", TOKEN)],
-        &["--replication-listen", &listen],
+        &["--replication-listen", &repl],
     );
     let copy = root.path().join("standby");
-    // A wrong token is refused, and the copy is not made.
-    let mut wrong = Standby::start(&copy, &listen, "not-the-token-at-all");
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    wrong.stop();
-    let log = std::fs::read_to_string(copy.with_extension("log")).unwrap();
-    assert!(log.contains("token does not match"), "{log}");
+    // A wrong token is refused: the standby stops, and no copy is made.
+    let refused = Command::new(env!("CARGO_BIN_EXE_fortress"))
+        .args(["standby", "--primary", &repl, "--admin-listen", "off"])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(&copy)
+        .env("FORTRESS_REPLICATION_TOKEN", "not-the-token-at-all")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(said.contains("token does not match"), "{said}");
     assert!(!copy.join("fortress.cluster").exists());
 
-    let mut standby = Standby::start(&copy, &listen, TOKEN);
+    let relay = Relay::start(repl.clone()).await;
+    let mut standby = Server::standby(
+        copy.clone(),
+        &relay.addr,
+        "dr1",
+        &[("FORTRESS_REPLICATION_TOKEN", TOKEN)],
+        &[],
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let workers = bank_under_transfers(&primary, ACCOUNTS, START, stop.clone()).await;
+    let stop_reads = Arc::new(AtomicBool::new(false));
+    let reader = read_whole(&standby, stop_reads.clone());
     tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Writes are refused with 25006, in and out of a transaction block.
+    let c = standby.client().await;
+    let e = c
+        .batch_execute("UPDATE acct SET balance = 0 WHERE id = 1")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "25006", "{e}");
+    let e = c
+        .batch_execute("BEGIN; SELECT 1; CREATE TABLE nope (k int PRIMARY KEY)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "25006", "{e}");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    drop(c);
+    let rows = replication(&primary).await;
+    assert!(
+        rows.iter().any(|(n, s, _)| n == "dr1" && s == "streaming"),
+        "{rows:?}"
+    );
+    let rows = replication(&standby).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0, relay.addr);
+
+    // The connection is cut mid-load: the standby reconnects and goes on.
+    relay.cut();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     // The standby restarts mid-load and catches up from where it was.
     standby.stop();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut standby = Standby::start(&copy, &listen, TOKEN);
+    standby.restart();
     tokio::time::sleep(Duration::from_millis(1500)).await;
+
     // A quiet moment: everything acknowledged reaches the standby.
     stop.store(true, Ordering::Relaxed);
     let mut transfers = 0;
@@ -103,24 +231,42 @@ async fn a_standby_follows_under_load_and_is_promoted_whole_after_the_primary_is
     }
     assert!(transfers > 20, "only {transfers} transfers ran");
     let acknowledged = balances(&primary).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    caught_up(&standby, &acknowledged).await;
+    stop_reads.store(true, Ordering::Relaxed);
+    let (reads, states) = reader.await.unwrap();
+    assert!(reads > 20, "only {reads} reads ran on the standby");
+    assert!(states > 2, "the standby's reads saw only {states} states");
+    // The primary hears the standby's acknowledgements: nothing in flight.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = replication(&primary).await;
+        if rows
+            .iter()
+            .any(|(n, s, lag)| n == "dr1" && s == "streaming" && *lag == 0)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The primary dies: the standby still serves what it had, and says
+    // it is reconnecting.
     primary.kill();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(balances(&standby).await, acknowledged);
+    let rows = replication(&standby).await;
+    assert!(rows[0].1.starts_with("reconnecting"), "{rows:?}");
     standby.stop();
-    // Promotion: the copy started as a server.
+    // Promotion: the copy started as a server takes writes.
     let mut promoted = Server::launch_args(copy.clone(), 4, &[], &[]);
-    let got = balances(&promoted).await;
-    assert_eq!(got.len(), ACCOUNTS as usize);
-    assert_eq!(
-        got, acknowledged,
-        "the standby lacks acknowledged transfers"
-    );
+    assert_eq!(balances(&promoted).await, acknowledged);
     let c = promoted.client().await;
     c.batch_execute("UPDATE acct SET balance = balance + 1 WHERE id = 0")
         .await
         .unwrap();
     drop(c);
     promoted.stop();
-    let _ = std::fs::remove_file(copy.with_extension("log"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,7 +280,7 @@ async fn a_standby_promoted_after_a_kill_under_load_holds_no_half_transfer() {
         &["--replication-listen", &listen],
     );
     let copy = root.path().join("standby");
-    let mut standby = Standby::start(&copy, &listen, "");
+    let mut standby = Server::standby(copy.clone(), &listen, "dr1", &[], &[]);
     let stop = Arc::new(AtomicBool::new(false));
     let workers = bank_under_transfers(&primary, ACCOUNTS, START, stop.clone()).await;
     tokio::time::sleep(Duration::from_millis(2000)).await;

@@ -104,6 +104,7 @@ fn fixture() -> &'static Fixture {
                 cache_ttl: std::time::Duration::from_secs(60),
                 work_rows: 10_000,
                 work_bytes: 64 << 20,
+                standby: false,
             })
             .expect("cluster"),
         );

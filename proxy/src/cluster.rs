@@ -35,6 +35,9 @@ pub struct ClusterOptions {
     /// Bytes a join's result may hold, at the proxy or on a shard, before
     /// it fails with 53200.
     pub work_bytes: usize,
+    /// Opened as a standby (see [`crate::standby`]): no recovery, no writes,
+    /// reads at the last round applied from the primary.
+    pub standby: bool,
 }
 
 /// Votes bigger than this in all are made durable where they were given,
@@ -71,7 +74,14 @@ pub struct Cluster {
     id: String,
     /// Row locks of READ COMMITTED transactions.
     locks: Arc<crate::locks::LockTable>,
+    /// Set while the cluster is a standby: where its reads run.
+    standby: RwLock<Option<Arc<crate::standby::ReadPoint>>>,
+    /// What `SHOW fortress.replication` reports (the binary's streams).
+    replication: RwLock<Option<ReplicationReport>>,
 }
+
+/// Rows for `SHOW fortress.replication`, from whoever runs the streams.
+pub type ReplicationReport = Arc<dyn Fn() -> Vec<crate::standby::ReplicationRow> + Send + Sync>;
 
 /// One of the logs a data directory is made of (a shard's WAL, or the
 /// coordinator's decision log), for shipping it to archives and standbys.
@@ -376,14 +386,15 @@ impl Cluster {
             .max_by_key(|c| c.version)
             .unwrap_or_default();
         // A table still locked was being rewritten when the process
-        // stopped: the rewrite never started, so it is simply unlocked.
-        if newest.tables.values().any(|t| t.locked) {
+        // stopped: the rewrite never started, so it is simply unlocked. (A
+        // standby changes nothing: its primary's log says what happened.)
+        if !opts.standby && newest.tables.values().any(|t| t.locked) {
             for t in newest.tables.values_mut() {
                 t.locked = false;
             }
             newest.version += 1;
         }
-        for s in &stores {
+        for s in stores.iter().filter(|_| !opts.standby) {
             if s.catalog().version < newest.version {
                 tracing::warn!(
                     shard = s.id(),
@@ -392,8 +403,22 @@ impl Cluster {
                 s.execute(0, &Fragment::ApplyCatalog(newest.clone()))?;
             }
         }
-        crate::recovery::resolve_in_doubt(&stores, &coordinator)?;
-        coordinator.spawn_retirer();
+        let standby = if opts.standby {
+            // Transactions left prepared are the primary's to decide; its
+            // decisions arrive in the stream.
+            for s in &stores {
+                s.recovered();
+            }
+            Some(Arc::new(crate::standby::ReadPoint::open(
+                dir,
+                opts.shard.pins.clone(),
+                &stores,
+            )))
+        } else {
+            crate::recovery::resolve_in_doubt(&stores, &coordinator)?;
+            coordinator.spawn_retirer();
+            None
+        };
         coordinator.spawn_committer();
         for s in &stores {
             s.spawn_gc(GC_EVERY);
@@ -412,7 +437,11 @@ impl Cluster {
             coordinator,
             catalog: RwLock::new(Arc::new(newest)),
             ddl: tokio::sync::Mutex::new(()),
-            cache: crate::cache::ResultCache::new(opts.cache_ttl),
+            // A standby's rows change under the cache, by replication.
+            cache: crate::cache::ResultCache::new(match standby {
+                Some(_) => std::time::Duration::ZERO,
+                None => opts.cache_ttl,
+            }),
             work_rows: opts.work_rows,
             work_bytes: opts.work_bytes,
             streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
@@ -426,7 +455,77 @@ impl Cluster {
                     .unwrap_or(1),
             ),
             locks: Arc::new(crate::locks::LockTable::default()),
+            standby: RwLock::new(standby),
+            replication: RwLock::new(None),
         })
+    }
+
+    /// True while this cluster follows a primary: it takes no writes.
+    pub fn is_standby(&self) -> bool {
+        self.standby.read().expect("standby").is_some()
+    }
+
+    /// On a standby, the time of the last cut applied from the primary.
+    pub fn standby_cut(&self) -> Option<Timestamp> {
+        let rp = self.standby.read().expect("standby").clone();
+        rp.map(|r| r.cut())
+    }
+
+    /// Takes one round from the primary (see [`crate::standby`]): records
+    /// for each log, by its index in [`Cluster::logs`], all up to a cut
+    /// taken at `cut_ts`. Logs and applies the shards' records, then the
+    /// coordinator's, picks up catalog changes, and moves reads to the cut.
+    /// Blocks: call it off the async threads.
+    pub fn follow(&self, round: &[(usize, Vec<u8>)], cut_ts: Timestamp) -> Result<()> {
+        let Some(read_point) = self.standby.read().expect("standby").clone() else {
+            return Err(ProxyError::new(
+                "25006",
+                "only a standby follows a primary's log",
+            ));
+        };
+        for (log, bytes) in round {
+            match self.stores.get(*log) {
+                Some(s) => {
+                    s.follow(bytes)?;
+                }
+                None if *log == self.stores.len() => {
+                    let wal = self.coordinator.log();
+                    let last = wal.append_encoded(bytes)?;
+                    wal.wait_durable(last)?;
+                }
+                None => {
+                    return Err(ProxyError::new(
+                        "XX000",
+                        format!("the primary sent records of log {log}, which this copy lacks"),
+                    ))
+                }
+            }
+        }
+        if !round.is_empty() {
+            let newest = self
+                .stores
+                .iter()
+                .map(|s| s.catalog())
+                .max_by_key(|c| c.version)
+                .unwrap_or_default();
+            if newest.version != self.catalog().version {
+                self.set_catalog(newest);
+                self.cache.invalidate_all();
+            }
+        }
+        read_point.advance(cut_ts, !round.is_empty(), &self.stores);
+        Ok(())
+    }
+
+    /// Registers what `SHOW fortress.replication` reports.
+    pub fn set_replication_report(&self, report: ReplicationReport) {
+        *self.replication.write().expect("replication") = Some(report);
+    }
+
+    /// The rows of `SHOW fortress.replication`.
+    pub fn replication_rows(&self) -> Vec<crate::standby::ReplicationRow> {
+        let report = self.replication.read().expect("replication").clone();
+        report.map(|r| r()).unwrap_or_default()
     }
 
     /// Takes a checkpoint of every shard at one snapshot into `root/<id>`
@@ -562,13 +661,17 @@ impl Cluster {
     /// A transaction snapshot, pinned against garbage collection until the
     /// guard is dropped.
     pub fn pinned_snapshot(&self) -> (Timestamp, PinGuard) {
-        let ts = self.clock.now();
+        let ts = self.snapshot();
         (ts, self.pins.pin(ts.0))
     }
 
-    /// A fresh snapshot timestamp from the clock all shards share.
+    /// A fresh snapshot timestamp from the clock all shards share; on a
+    /// standby, its read point.
     pub fn snapshot(&self) -> Timestamp {
-        self.clock.now()
+        match &*self.standby.read().expect("standby") {
+            Some(rp) => rp.get(),
+            None => self.clock.now(),
+        }
     }
 
     pub fn shard_count(&self) -> u32 {

@@ -109,6 +109,13 @@ fn count(outputs: Vec<Result<FragmentOutput>>) -> Result<u64> {
 /// Executes a bound plan in the session's transaction state. An error inside
 /// a transaction block aborts the block.
 pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result<QueryResult> {
+    if let Some(command) = plan.write_command().filter(|_| cluster.is_standby()) {
+        session.fail_txn();
+        return Err(ProxyError::new(
+            "25006",
+            format!("cannot execute {command} in a read-only transaction (this node is a standby)"),
+        ));
+    }
     // Reads outside a transaction block may be answered from the cache;
     // the look-up happens before the read's snapshot is taken.
     let mut ticket = None;
@@ -266,6 +273,24 @@ async fn execute_in_session(
             Value::Text("hot_vnodes".into()),
             Value::Text(hot.join(",")),
         ]);
+        return Ok(rows("SHOW", plan.output_columns(), out));
+    }
+    if matches!(plan, Plan::ShowReplication) && session.txn_status() != b'E' {
+        let out = cluster
+            .replication_rows()
+            .into_iter()
+            .map(|r| {
+                vec![
+                    Value::Text(r.name),
+                    Value::Text(r.role),
+                    Value::Text(r.state),
+                    Value::Text(r.mode),
+                    Value::Text(r.positions),
+                    Value::Int8(r.lag_bytes.min(i64::MAX as u64) as i64),
+                    Value::Float8(r.lag_seconds),
+                ]
+            })
+            .collect();
         return Ok(rows("SHOW", plan.output_columns(), out));
     }
     if let (Plan::Explain(inner), false) = (&plan, session.txn_status() == b'E') {
@@ -823,7 +848,7 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
             "VACUUM cannot run inside a transaction block",
         )),
         Plan::Analyze => Ok(done("ANALYZE")),
-        Plan::Explain(_) | Plan::ShowMetrics => {
+        Plan::Explain(_) | Plan::ShowMetrics | Plan::ShowReplication => {
             Err(ProxyError::new("XX000", "EXPLAIN reached the executor"))
         }
         Plan::Begin { .. } | Plan::Commit | Plan::Rollback => Err(ProxyError::new(
@@ -1179,7 +1204,8 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
         | Plan::Commit
         | Plan::Rollback
         | Plan::Explain(_)
-        | Plan::ShowMetrics => Err(ProxyError::new(
+        | Plan::ShowMetrics
+        | Plan::ShowReplication => Err(ProxyError::new(
             "XX000",
             "transaction control reached the statement executor",
         )),

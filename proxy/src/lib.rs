@@ -24,6 +24,7 @@ pub mod route;
 pub mod select;
 pub mod session;
 pub mod sql;
+pub mod standby;
 pub mod stop;
 pub mod stream;
 pub mod txn;

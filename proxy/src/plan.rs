@@ -214,6 +214,9 @@ pub enum Plan {
     },
     /// `SHOW fortress.metrics`: routing and per-shard request counters.
     ShowMetrics,
+    /// `SHOW fortress.replication`: the standbys streaming from this node,
+    /// or on a standby its primary, with their lag.
+    ShowReplication,
     /// EXPLAIN: the plan's description, not its execution.
     Explain(Box<Plan>),
     /// `SELECT pg_sleep(n)`: waits, cancellably.
@@ -258,6 +261,25 @@ impl Plan {
         )
     }
 
+    /// The command a read-only node refuses (25006) for this plan, if it
+    /// writes: rows, the catalog, or the store's own upkeep.
+    pub fn write_command(&self) -> Option<&'static str> {
+        Some(match self {
+            Plan::Insert { .. } => "INSERT",
+            Plan::Update { .. } => "UPDATE",
+            Plan::Delete { .. } => "DELETE",
+            Plan::CopyIn { .. } => "COPY FROM",
+            Plan::Truncate { .. } => "TRUNCATE TABLE",
+            Plan::CreateTable { .. } => "CREATE TABLE",
+            Plan::DropTable { .. } => "DROP TABLE",
+            Plan::AlterTable { .. } => "ALTER TABLE",
+            Plan::CreateIndex { .. } => "CREATE INDEX",
+            Plan::DropIndex { .. } => "DROP INDEX",
+            Plan::Vacuum { .. } => "VACUUM",
+            _ => return None,
+        })
+    }
+
     /// Columns of the rows this plan returns (empty for commands).
     pub fn output_columns(&self) -> Vec<OutputColumn> {
         match self {
@@ -266,6 +288,21 @@ impl Plan {
                 name: name.clone(),
                 ty: DataType::Text,
             }],
+            Plan::ShowReplication => [
+                ("name", DataType::Text),
+                ("role", DataType::Text),
+                ("state", DataType::Text),
+                ("mode", DataType::Text),
+                ("positions", DataType::Text),
+                ("lag_bytes", DataType::Int8),
+                ("lag_seconds", DataType::Float8),
+            ]
+            .into_iter()
+            .map(|(name, ty)| OutputColumn {
+                name: name.into(),
+                ty,
+            })
+            .collect(),
             Plan::ShowMetrics => vec![
                 OutputColumn {
                     name: "metric".into(),

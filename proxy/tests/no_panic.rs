@@ -122,6 +122,7 @@ fn cluster(dir: &std::path::Path) -> Arc<Cluster> {
             cache_ttl: std::time::Duration::from_secs(300),
             work_rows: 100_000,
             work_bytes: 64 << 20,
+            standby: false,
         })
         .unwrap(),
     )

@@ -1287,6 +1287,14 @@ impl ShardStore {
         }
     }
 
+    /// The oldest timestamp of a transaction prepared here and undecided: a
+    /// standby reads below it, so a commit whose record has reached one
+    /// participant's copy and not yet another's stays invisible on both.
+    pub fn oldest_prepared_ts(&self) -> Option<Timestamp> {
+        let prepared = self.state.prepared.lock().expect("prepared");
+        prepared.txns.values().map(|p| Timestamp(p.ts)).min()
+    }
+
     /// True if this shard's log holds a record of `txid` at `lsn`: whether
     /// a vote the coordinator logged (see [`crate::LoggedVote`]) is still
     /// here, or was lost with a tail the crash kept from the disk.

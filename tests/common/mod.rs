@@ -27,6 +27,9 @@ pub struct Server {
     pub env: Vec<(String, String)>,
     /// Extra arguments of `fortress serve`.
     pub args: Vec<String>,
+    /// The subcommand and its own arguments: `serve`, or `standby
+    /// --primary ...`.
+    command: Vec<String>,
 }
 
 /// Resident set size of process `pid` in KiB (Linux /proc).
@@ -87,12 +90,44 @@ impl Server {
     ) -> Server {
         let mut s = Server {
             args: args.iter().map(|a| a.to_string()).collect(),
+            command: vec!["serve".into()],
             child: None,
             port: free_port(),
             admin_port: free_port(),
             log: data_dir.with_extension("log"),
             data_dir,
             shards,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts `fortress standby` on `data_dir`, named `name`, following the
+    /// primary's replication address `primary`, serving reads on its own
+    /// port; ready once it is (a new copy first asks the primary for its
+    /// layout).
+    pub fn standby(
+        data_dir: PathBuf,
+        primary: &str,
+        name: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
+        let mut s = Server {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            command: ["standby", "--primary", primary, "--name", name]
+                .map(String::from)
+                .to_vec(),
+            child: None,
+            port: free_port(),
+            admin_port: free_port(),
+            log: data_dir.with_extension("log"),
+            data_dir,
+            shards: 4,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -114,7 +149,8 @@ impl Server {
                 .expect("open server log");
             let log_start = log.metadata().expect("log metadata").len() as usize;
             let child = Command::new(env!("CARGO_BIN_EXE_fortress"))
-                .args(["serve", "--data-dir"])
+                .args(&self.command)
+                .arg("--data-dir")
                 .arg(&self.data_dir)
                 .args(["--listen", &format!("127.0.0.1:{}", self.port)])
                 .args(["--shards", &self.shards.to_string()])

@@ -530,6 +530,12 @@ impl<'a> Binder<'a> {
                 ) {
                     return Ok(Plan::ShowMetrics);
                 }
+                if matches!(
+                    name.as_str(),
+                    "fortress.replication" | "fortress replication" | "fortress_replication"
+                ) {
+                    return Ok(Plan::ShowReplication);
+                }
                 if self.session.get(&name).is_none() {
                     return Err(ProxyError::new(
                         "42704",

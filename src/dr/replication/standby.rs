@@ -1,0 +1,199 @@
+//! The standby's side: `fortress standby` is `fortress serve` on a copy
+//! opened in standby mode, with a follower that streams the primary's
+//! logs into it ([`fortress_proxy::Cluster::follow`]) and reconnects after
+//! any failure.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use fortress_proxy::cluster::Identity;
+use fortress_proxy::standby::ReplicationRow;
+use fortress_proxy::Cluster;
+use fortress_storage::Timestamp;
+use tokio::net::TcpStream;
+
+use super::*;
+
+/// Where to follow from, and as whom.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    pub primary: String,
+    pub name: String,
+}
+
+/// The follower's view of its primary.
+pub struct Follower {
+    upstream: Upstream,
+    cluster: Arc<Cluster>,
+    state: Mutex<FollowState>,
+}
+
+#[derive(Default)]
+struct FollowState {
+    /// `None` while streaming; what went wrong otherwise.
+    trouble: Option<String>,
+    /// Bytes of the round being received, not yet applied.
+    receiving: u64,
+}
+
+impl Follower {
+    fn row(&self) -> ReplicationRow {
+        let st = self.state.lock().expect("follower");
+        let positions: Vec<u64> = self.cluster.logs().iter().map(|l| l.last_lsn()).collect();
+        let now = Timestamp::from_wall(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+        );
+        let cut = self.cluster.standby_cut().unwrap_or(Timestamp(0));
+        ReplicationRow {
+            name: self.upstream.primary.clone(),
+            role: "primary".into(),
+            state: match &st.trouble {
+                None => "streaming".into(),
+                Some(why) => why.clone(),
+            },
+            mode: "async".into(),
+            positions: format_positions(&positions),
+            lag_bytes: st.receiving,
+            lag_seconds: match cut.0 {
+                0 => f64::NAN,
+                _ => now.wall_micros().saturating_sub(cut.wall_micros()) as f64 / 1e6,
+            },
+        }
+    }
+}
+
+/// For a standby with no copy yet: asks the primary for its identity and
+/// writes it into `dir`, so the copy can be created with the primary's
+/// layout. Waits for the primary, retrying, for as long as it takes.
+pub async fn bootstrap(dir: &Path, upstream: &Upstream) -> anyhow::Result<Identity> {
+    loop {
+        match ask_identity(upstream).await {
+            Ok(w) => {
+                let identity = Identity {
+                    shards: w.shards,
+                    vnodes: w.vnodes,
+                    id: w.cluster,
+                };
+                std::fs::create_dir_all(dir)?;
+                fortress_proxy::cluster::write_identity_as(dir, &identity)?;
+                tracing::info!(dir = %dir.display(), cluster = %identity.id, "created a standby copy of the primary");
+                return Ok(identity);
+            }
+            Err(e) if e.downcast_ref::<Refused>().is_some() => return Err(e),
+            Err(e) => {
+                tracing::warn!(primary = %upstream.primary, error = %format!("{e:#}"), "waiting for the primary");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The primary said no: retrying will not help.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the primary refused: {}", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+async fn connect(upstream: &Upstream, positions: Vec<u64>) -> anyhow::Result<(TcpStream, Welcome)> {
+    let mut s = TcpStream::connect(&upstream.primary)
+        .await
+        .with_context(|| format!("connecting to the primary at {}", upstream.primary))?;
+    s.set_nodelay(true)?;
+    let hello = Hello {
+        token: token_from_env().unwrap_or_default(),
+        name: upstream.name.clone(),
+        positions,
+    };
+    write_frame(&mut s, HELLO, &[&serde_json::to_vec(&hello)?]).await?;
+    let (kind, payload) = read_frame(&mut s, MAX_FRAME).await?;
+    if kind == ERROR {
+        return Err(Refused(String::from_utf8_lossy(&payload).into_owned()).into());
+    }
+    let welcome: Welcome = serde_json::from_slice(&payload).context("a malformed WELCOME")?;
+    Ok((s, welcome))
+}
+
+async fn ask_identity(upstream: &Upstream) -> anyhow::Result<Welcome> {
+    Ok(connect(upstream, Vec::new()).await?.1)
+}
+
+/// Follows the primary into `cluster` (opened in standby mode) for as
+/// long as the server runs, reconnecting after any failure; reports to
+/// `SHOW fortress.replication`.
+pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
+    let follower = Arc::new(Follower {
+        upstream,
+        cluster: cluster.clone(),
+        state: Mutex::new(FollowState {
+            trouble: Some("connecting".into()),
+            receiving: 0,
+        }),
+    });
+    let report = follower.clone();
+    cluster.set_replication_report(Arc::new(move || vec![report.row()]));
+    let f = follower.clone();
+    tokio::spawn(async move {
+        loop {
+            let err = match follow(&f).await {
+                Ok(()) => "the primary closed the stream".to_string(),
+                Err(e) => format!("{e:#}"),
+            };
+            tracing::warn!(primary = %f.upstream.primary, error = %err, "replication stream lost; reconnecting");
+            {
+                let mut st = f.state.lock().expect("follower");
+                st.trouble = Some(format!("reconnecting: {err}"));
+                st.receiving = 0;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    follower
+}
+
+async fn follow(f: &Follower) -> anyhow::Result<()> {
+    let cluster = &f.cluster;
+    let positions: Vec<u64> = cluster.logs().iter().map(|l| l.last_lsn()).collect();
+    let (s, welcome) = connect(&f.upstream, positions).await?;
+    if welcome.cluster != cluster.id() {
+        bail!(
+            "this standby is a copy of cluster {}, and the primary is {}",
+            cluster.id(),
+            welcome.cluster
+        );
+    }
+    tracing::info!(primary = %f.upstream.primary, "following the primary");
+    f.state.lock().expect("follower").trouble = None;
+    let (mut rd, mut wr) = s.into_split();
+    let mut round: Vec<(usize, Vec<u8>)> = Vec::new();
+    loop {
+        let (kind, payload) = read_frame(&mut rd, MAX_FRAME).await?;
+        match kind {
+            RECORDS if payload.len() >= 2 => {
+                let log = u16::from_le_bytes([payload[0], payload[1]]) as usize;
+                f.state.lock().expect("follower").receiving += payload.len() as u64 - 2;
+                round.push((log, payload[2..].to_vec()));
+            }
+            CUT => {
+                let cut: Cut = serde_json::from_slice(&payload).context("a malformed CUT")?;
+                let take = std::mem::take(&mut round);
+                let c = cluster.clone();
+                tokio::task::spawn_blocking(move || c.follow(&take, Timestamp(cut.ts))).await??;
+                f.state.lock().expect("follower").receiving = 0;
+                let positions = cluster.logs().iter().map(|l| l.last_lsn()).collect();
+                write_frame(&mut wr, ACK, &[&serde_json::to_vec(&Ack { positions })?]).await?;
+            }
+            ERROR => bail!("the primary: {}", String::from_utf8_lossy(&payload)),
+            k => bail!("unexpected frame kind {k}"),
+        }
+    }
+}
