@@ -421,6 +421,20 @@ pub struct ServeArgs {
     /// off unless given. Beyond loopback it needs FORTRESS_REPLICATION_TOKEN.
     #[arg(long, env = "FORTRESS_REPLICATION_LISTEN")]
     pub replication_listen: Option<String>,
+    /// How commits are acknowledged with a standby: NAME=async (at local
+    /// durability, the default) or NAME=sync (only once the standby named
+    /// NAME holds the commit durably: RPO 0). Repeatable.
+    #[arg(long = "standby-mode", env = "FORTRESS_STANDBY_MODE", value_delimiter = ',', action = clap::ArgAction::Append, value_parser = parse_standby_mode)]
+    pub standby_modes: Vec<(String, bool)>,
+    /// How long a commit waits for a synchronous standby before
+    /// --sync-fallback applies.
+    #[arg(long, env = "FORTRESS_SYNC_TIMEOUT", default_value = "10s", value_parser = parse_duration_ms)]
+    pub sync_timeout: Duration,
+    /// When a synchronous standby has not acknowledged within
+    /// --sync-timeout: `wait` on (as PostgreSQL does), or `degrade` to
+    /// async until it has caught up.
+    #[arg(long, env = "FORTRESS_SYNC_FALLBACK", value_enum, default_value_t = crate::dr::replication::primary::Fallback::Wait)]
+    pub sync_fallback: crate::dr::replication::primary::Fallback,
     /// How shipped WAL is compressed.
     #[arg(long, env = "FORTRESS_SHIP_COMPRESSION", value_enum, default_value_t = crate::dr::archive::Compression::Zstd)]
     pub ship_compression: crate::dr::archive::Compression,
@@ -428,6 +442,22 @@ pub struct ServeArgs {
     /// point under load).
     #[arg(long, env = "FORTRESS_SHIP_INTERVAL", default_value = "1s", value_parser = parse_duration_ms)]
     pub ship_interval: Duration,
+}
+
+/// `NAME=async` or `NAME=sync`: (name, synchronous).
+fn parse_standby_mode(text: &str) -> Result<(String, bool), String> {
+    let (name, mode) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=async or NAME=sync"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("{text:?} names no standby"));
+    }
+    match mode.trim() {
+        "async" => Ok((name.to_string(), false)),
+        "sync" => Ok((name.to_string(), true)),
+        other => Err(format!("standby mode {other:?} is not async or sync")),
+    }
 }
 
 /// Like [`parse_duration`], also taking milliseconds (`250ms`).
@@ -443,6 +473,20 @@ pub fn parse_duration_ms(text: &str) -> Result<Duration, String> {
 }
 
 impl ServeArgs {
+    /// Which standbys commits wait for (see --standby-mode).
+    pub fn sync_policy(&self) -> crate::dr::replication::primary::SyncPolicy {
+        crate::dr::replication::primary::SyncPolicy {
+            sync: self
+                .standby_modes
+                .iter()
+                .filter(|(_, sync)| *sync)
+                .map(|(name, _)| name.clone())
+                .collect(),
+            timeout: self.sync_timeout,
+            fallback: self.sync_fallback,
+        }
+    }
+
     /// The archives' health check settings.
     pub fn health(&self) -> crate::dr::health::Settings {
         crate::dr::health::Settings {

@@ -145,6 +145,9 @@ fn serve(
     args: ServeArgs,
     upstream: Option<dr::replication::standby::Upstream>,
 ) -> anyhow::Result<()> {
+    if upstream.is_none() && !args.standby_modes.is_empty() && args.replication_listen.is_none() {
+        anyhow::bail!("--standby-mode names standbys, but no --replication-listen accepts them");
+    }
     if upstream.is_some() {
         if !args.archives.is_empty() {
             anyhow::bail!("--archive on a standby is not supported yet: archive from the primary");
@@ -286,7 +289,7 @@ fn serve(
                 );
             }
             tracing::info!(replication = %local, token = token.is_some(), "standbys may stream the WAL");
-            dr::replication::primary::serve(listener, cluster.clone(), token);
+            dr::replication::primary::serve(listener, cluster.clone(), token, args.sync_policy());
         }
         // A standby's logs are its primary's: it neither checkpoints nor
         // recycles them on its own.

@@ -302,3 +302,143 @@ async fn a_standby_promoted_after_a_kill_under_load_holds_no_half_transfer() {
     );
     promoted.stop();
 }
+
+/// The mode column of the standby `name` in `SHOW fortress.replication`.
+async fn mode_of(server: &Server, name: &str) -> String {
+    let c = server.client().await;
+    let rows = c.query("SHOW fortress.replication", &[]).await.unwrap();
+    rows.iter()
+        .find(|r| r.get::<_, String>("name") == name)
+        .map(|r| r.get("mode"))
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_standby_holds_every_acknowledged_commit_and_degrades_when_gone() {
+    let root = tempfile::tempdir().unwrap();
+    let repl = format!("127.0.0.1:{}", free_port());
+    let mut primary = Server::launch_args(
+        root.path().join("primary"),
+        4,
+        &[],
+        &[
+            "--replication-listen",
+            &repl,
+            "--standby-mode",
+            "dr1=sync",
+            "--sync-timeout",
+            "1s",
+            "--sync-fallback",
+            "degrade",
+        ],
+    );
+    let copy = root.path().join("standby");
+    let mut standby = Server::standby(copy.clone(), &repl, "dr1", &[], &[]);
+    let p = primary.client().await;
+    p.batch_execute("CREATE TABLE seq (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    for id in 0..30 {
+        p.execute("INSERT INTO seq VALUES ($1)", &[&id])
+            .await
+            .unwrap();
+    }
+    assert_eq!(mode_of(&primary, "dr1").await, "sync");
+
+    // The standby dies: after the timeout commits go on without it, and
+    // the primary says so.
+    standby.kill();
+    p.execute("INSERT INTO seq VALUES (100)", &[])
+        .await
+        .unwrap();
+    assert_eq!(mode_of(&primary, "dr1").await, "sync (degraded to async)");
+    for id in 101..110 {
+        p.execute("INSERT INTO seq VALUES ($1)", &[&id])
+            .await
+            .unwrap();
+    }
+    // Back and caught up, it is synchronous again.
+    standby.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while mode_of(&primary, "dr1").await != "sync" {
+        assert!(Instant::now() < deadline, "the standby never caught up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in 200..210 {
+        p.execute("INSERT INTO seq VALUES ($1)", &[&id])
+            .await
+            .unwrap();
+    }
+    // Both die the moment the last commit is acknowledged: the standby's
+    // copy, promoted, has every acknowledged row (RPO 0).
+    primary.kill();
+    standby.kill();
+    let mut promoted = Server::launch_args(copy, 4, &[], &[]);
+    let c = promoted.client().await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM seq", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        n, 50,
+        "an acknowledged commit is missing from the sync standby"
+    );
+    drop(c);
+    promoted.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_wait_fallback_a_commit_waits_for_its_sync_standby() {
+    let root = tempfile::tempdir().unwrap();
+    let repl = format!("127.0.0.1:{}", free_port());
+    let primary = Server::launch_args(
+        root.path().join("primary"),
+        4,
+        &[],
+        &[
+            "--replication-listen",
+            &repl,
+            "--standby-mode",
+            "dr1=sync",
+            "--sync-timeout",
+            "300ms",
+        ],
+    );
+    // No standby yet: the commit is made here but not acknowledged.
+    let p = primary.client().await;
+    let insert = tokio::spawn(async move {
+        p.batch_execute("CREATE TABLE seq (id int PRIMARY KEY)")
+            .await
+            .unwrap();
+        p.execute("INSERT INTO seq VALUES (1)", &[]).await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !insert.is_finished(),
+        "a commit did not wait for its sync standby"
+    );
+    assert_eq!(mode_of(&primary, "dr1").await, "sync");
+    let standby = Server::standby(root.path().join("standby"), &repl, "dr1", &[], &[]);
+    tokio::time::timeout(Duration::from_secs(20), insert)
+        .await
+        .expect("the commit was not acknowledged once the standby came")
+        .unwrap();
+    // Applied just after it was acknowledged as durable.
+    let c = standby.client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = match c.query_one("SELECT count(*) FROM seq", &[]).await {
+            Ok(r) => r.get(0),
+            Err(_) => 0,
+        };
+        if n == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby never applied the commit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -78,6 +78,20 @@ pub struct Cluster {
     standby: RwLock<Option<Arc<crate::standby::ReadPoint>>>,
     /// What `SHOW fortress.replication` reports (the binary's streams).
     replication: RwLock<Option<ReplicationReport>>,
+    /// Waits until a commit has reached the synchronous standbys, if any.
+    commit_wait: RwLock<Option<CommitWait>>,
+}
+
+/// Given every log's end after a commit, resolves once the synchronous
+/// standbys hold the logs that far (or the primary degraded to async).
+pub type CommitWait =
+    Arc<dyn Fn(Vec<u64>) -> futures::future::BoxFuture<'static, Result<()>> + Send + Sync>;
+
+/// A round a standby has logged durably and not yet applied (see
+/// [`Cluster::follow_log`]).
+pub struct LoggedRound {
+    /// Whether the round carried records (or was a heartbeat).
+    records: bool,
 }
 
 /// Rows for `SHOW fortress.replication`, from whoever runs the streams.
@@ -457,6 +471,7 @@ impl Cluster {
             locks: Arc::new(crate::locks::LockTable::default()),
             standby: RwLock::new(standby),
             replication: RwLock::new(None),
+            commit_wait: RwLock::new(None),
         })
     }
 
@@ -473,26 +488,29 @@ impl Cluster {
 
     /// Takes one round from the primary (see [`crate::standby`]): records
     /// for each log, by its index in [`Cluster::logs`], all up to a cut
-    /// taken at `cut_ts`. Logs and applies the shards' records, then the
-    /// coordinator's, picks up catalog changes, and moves reads to the cut.
-    /// Blocks: call it off the async threads.
+    /// taken at `cut_ts`. Logs the round durably
+    /// ([`Cluster::follow_log`]), then applies it
+    /// ([`Cluster::follow_apply`]). Blocks: call it off the async threads.
     pub fn follow(&self, round: &[(usize, Vec<u8>)], cut_ts: Timestamp) -> Result<()> {
-        let Some(read_point) = self.standby.read().expect("standby").clone() else {
+        let logged = self.follow_log(round)?;
+        self.follow_apply(logged, cut_ts)
+    }
+
+    /// Logs a round's records byte for byte in each log and makes them
+    /// durable: from here a restart replays them, so the round may be
+    /// acknowledged to the primary. Nothing is visible until
+    /// [`Cluster::follow_apply`].
+    pub fn follow_log(&self, round: &[(usize, Vec<u8>)]) -> Result<LoggedRound> {
+        if !self.is_standby() {
             return Err(ProxyError::new(
                 "25006",
                 "only a standby follows a primary's log",
             ));
-        };
+        }
+        let mut by_log: Vec<Vec<&[u8]>> = vec![Vec::new(); self.stores.len() + 1];
         for (log, bytes) in round {
-            match self.stores.get(*log) {
-                Some(s) => {
-                    s.follow(bytes)?;
-                }
-                None if *log == self.stores.len() => {
-                    let wal = self.coordinator.log();
-                    let last = wal.append_encoded(bytes)?;
-                    wal.wait_durable(last)?;
-                }
+            match by_log.get_mut(*log) {
+                Some(chunks) => chunks.push(bytes),
                 None => {
                     return Err(ProxyError::new(
                         "XX000",
@@ -501,7 +519,63 @@ impl Cluster {
                 }
             }
         }
-        if !round.is_empty() {
+        let log_one = |log: usize, chunks: &[&[u8]]| -> StorageResult<()> {
+            for bytes in chunks {
+                match self.stores.get(log) {
+                    Some(s) => {
+                        s.follow_log(bytes)?;
+                    }
+                    None => {
+                        let wal = self.coordinator.log();
+                        let last = wal.append_encoded(bytes)?;
+                        wal.wait_durable(last)?;
+                    }
+                }
+            }
+            Ok(())
+        };
+        // Each log is written and synced on its own thread: a round's
+        // latency is one sync, not one per log.
+        let busy: Vec<(usize, &Vec<&[u8]>)> = by_log
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.is_empty())
+            .collect();
+        match busy.as_slice() {
+            [] => {}
+            [(log, chunks)] => log_one(*log, chunks)?,
+            _ => std::thread::scope(|scope| {
+                let threads: Vec<_> = busy
+                    .iter()
+                    .map(|(log, chunks)| scope.spawn(move || log_one(*log, chunks)))
+                    .collect();
+                threads.into_iter().try_for_each(|t| {
+                    t.join().map_err(|_| {
+                        StorageError::Codec("a thread logging a round panicked".into())
+                    })?
+                })
+            })?,
+        }
+        Ok(LoggedRound {
+            records: !round.is_empty(),
+        })
+    }
+
+    /// Applies a logged round, picks up catalog changes, and moves reads to
+    /// its cut, `cut_ts`.
+    pub fn follow_apply(&self, logged: LoggedRound, cut_ts: Timestamp) -> Result<()> {
+        let Some(read_point) = self.standby.read().expect("standby").clone() else {
+            return Err(ProxyError::new(
+                "25006",
+                "only a standby follows a primary's log",
+            ));
+        };
+        // Every shard: one that took records in a round whose apply was
+        // cut short applies them now, before reads move past them.
+        for s in &self.stores {
+            s.follow_apply()?;
+        }
+        if logged.records {
             let newest = self
                 .stores
                 .iter()
@@ -513,8 +587,33 @@ impl Cluster {
                 self.cache.invalidate_all();
             }
         }
-        read_point.advance(cut_ts, !round.is_empty(), &self.stores);
+        read_point.advance(cut_ts, logged.records, &self.stores);
         Ok(())
+    }
+
+    /// Every log's last LSN, in [`Cluster::logs`] order.
+    pub fn log_ends(&self) -> Vec<u64> {
+        self.stores
+            .iter()
+            .map(|s| s.last_lsn())
+            .chain(std::iter::once(self.coordinator.log().last_lsn()))
+            .collect()
+    }
+
+    /// Makes every acknowledged write wait for `wait` (synchronous
+    /// standbys).
+    pub fn set_commit_wait(&self, wait: CommitWait) {
+        *self.commit_wait.write().expect("commit wait") = Some(wait);
+    }
+
+    /// Called once a write committed here, before it is acknowledged:
+    /// waits until it is wherever the replication mode requires.
+    pub async fn replicated(&self) -> Result<()> {
+        let wait = self.commit_wait.read().expect("commit wait").clone();
+        match wait {
+            None => Ok(()),
+            Some(w) => w(self.log_ends()).await,
+        }
     }
 
     /// Registers what `SHOW fortress.replication` reports.

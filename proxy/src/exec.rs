@@ -137,10 +137,17 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
     // tables; when it ends (even failed: a commit's outcome may be unknown)
     // results read before it are stale.
     cluster.cache().begin_write(&written);
-    let result = run_in_session(cluster, session, plan).await;
+    let mut result = run_in_session(cluster, session, plan).await;
     cluster.cache().end_write(&written);
     if ddl {
         cluster.cache().invalidate_all();
+    }
+    // A write outside a transaction block, or a COMMIT that wrote, is
+    // acknowledged only where the replication mode requires it.
+    if result.is_ok() && (ddl || !written.is_empty()) && session.txn_status() == b'I' {
+        if let Err(e) = cluster.replicated().await {
+            result = Err(e);
+        }
     }
     match (result, ticket) {
         (Err(e), _) => {

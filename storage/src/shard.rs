@@ -1462,18 +1462,26 @@ impl ShardStore {
     /// last LSN. Records that do not follow on, or do not decode, are
     /// refused whole.
     pub fn follow(&self, bytes: &[u8]) -> Result<Lsn> {
+        let last = self.follow_log(bytes)?;
+        self.follow_apply()?;
+        Ok(last)
+    }
+
+    /// The first half of [`ShardStore::follow`]: logs the records, makes
+    /// them durable (a restart would replay them) and queues them for
+    /// applying; returns the last LSN. Readers of the rows they write wait
+    /// until they are applied, by [`ShardStore::follow_apply`] (this
+    /// round's or a later one's).
+    pub fn follow_log(&self, bytes: &[u8]) -> Result<Lsn> {
         self.check_failed()?;
-        let mut w = self.writer.lock().expect("write lock");
-        let last = self.wal.append_encoded(bytes)?;
-        self.wal.wait_durable(last)?;
-        w.last_appended = last;
-        drop(w);
         let cipher = self.wal.cipher().map(|c| &**c);
         let mut changes = Vec::new();
         let mut pos = 0;
         while pos < bytes.len() {
             let crate::wal::Decoded::Record(mut rec, n) = crate::wal::decode(&bytes[pos..]) else {
-                unreachable!("append_encoded checked every record");
+                return Err(StorageError::Codec(
+                    "a shipped WAL record does not decode".into(),
+                ));
             };
             rec.unseal(cipher, &self.dir, 0)?;
             if matches!(rec.kind, KIND_WRITE | KIND_PREPARE | KIND_PREPARE_ALL) {
@@ -1482,12 +1490,23 @@ impl ShardStore {
             changes.push((rec.lsn, decode_change(&rec)?));
             pos += n;
         }
+        let mut w = self.writer.lock().expect("write lock");
+        let last = self.wal.append_encoded(bytes)?;
+        w.last_appended = last;
+        drop(w);
+        self.wal.wait_durable(last)?;
         let mut st = self.apply.lock().expect("apply");
         for (lsn, change) in changes {
             st.ready.insert(lsn, (change, None));
         }
-        self.apply_ready(&mut st)?;
         Ok(last)
+    }
+
+    /// The second half of [`ShardStore::follow`]: applies every record
+    /// [`ShardStore::follow_log`] queued, in order.
+    pub fn follow_apply(&self) -> Result<()> {
+        let mut st = self.apply.lock().expect("apply");
+        self.apply_ready(&mut st)
     }
 
     /// This shard's log, for readers that ship it (see [`crate::tail`]).

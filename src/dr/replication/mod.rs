@@ -67,6 +67,10 @@ struct Welcome {
     cluster: String,
     shards: u32,
     vnodes: usize,
+    /// How the primary acknowledges commits with this standby: `async`
+    /// or `sync`.
+    #[serde(default)]
+    mode: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! The primary's side: `--replication-listen`, one stream per standby,
 //! and what each standby has acknowledged (its lag).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,23 +12,58 @@ use fortress_storage::tail::Tail;
 use subtle::ConstantTimeEq;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 
 use super::*;
 
 /// Rounds remembered per standby before the oldest are merged.
 const MAX_UNACKED: usize = 1 << 14;
 
-/// Every standby that has connected since start, by name.
+/// Which standbys commits wait for, and what happens when one is gone.
+#[derive(Clone, Debug, Default)]
+pub struct SyncPolicy {
+    /// Standbys named `NAME=sync` by `--standby-mode`.
+    pub sync: BTreeSet<String>,
+    /// How long a commit waits for them before the fallback applies.
+    pub timeout: Duration,
+    pub fallback: Fallback,
+}
+
+/// What a primary does when a synchronous standby has not acknowledged a
+/// commit within `--sync-timeout`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fallback {
+    /// Commits keep waiting (RPO 0 is kept, availability is not), as
+    /// PostgreSQL's synchronous_standby_names does.
+    #[default]
+    Wait,
+    /// Commits stop waiting until the standby has caught up again.
+    Degrade,
+}
+
+/// Every standby that has connected since start, by name, and the commits
+/// waiting for the synchronous ones.
 #[derive(Default)]
 pub struct Standbys {
     links: Mutex<BTreeMap<String, Arc<Link>>>,
+    policy: SyncPolicy,
+    /// Woken at every acknowledgement, for the commits waiting on them.
+    acked: Notify,
+    /// Set while commits do not wait for the synchronous standbys (the
+    /// `degrade` fallback): since when, and why.
+    degraded: Mutex<Option<String>>,
 }
 
 /// One standby's stream, live or ended.
 pub struct Link {
     name: String,
     addr: String,
+    sync: bool,
     state: Mutex<LinkState>,
+    /// Asks the stream for a round now: a commit waits for it.
+    wanted: Notify,
+    /// Woken at each of this standby's acknowledgements.
+    acks: Notify,
 }
 
 #[derive(Default)]
@@ -37,8 +72,10 @@ struct LinkState {
     ended: Option<String>,
     /// Rounds sent and not yet acknowledged, oldest first.
     unacked: VecDeque<Sent>,
-    /// Each log's last LSN the standby has applied.
+    /// Each log's last LSN the standby holds durably.
     acked: Vec<u64>,
+    /// The ends of the last round sent.
+    sent: Vec<u64>,
 }
 
 struct Sent {
@@ -58,6 +95,7 @@ impl Link {
             second.bytes += first.bytes;
             second.at = first.at;
         }
+        st.sent.clone_from(&ends);
         st.unacked.push_back(Sent {
             ends,
             bytes,
@@ -65,21 +103,37 @@ impl Link {
         });
     }
 
-    fn acked(&self, positions: Vec<u64>) {
+    /// Records an acknowledgement; true if nothing sent is unacknowledged.
+    fn acked(&self, positions: Vec<u64>) -> bool {
         let mut st = self.state.lock().expect("link");
-        while st.unacked.front().is_some_and(|s| {
-            s.ends.len() == positions.len() && s.ends.iter().zip(&positions).all(|(e, p)| e <= p)
-        }) {
+        while st
+            .unacked
+            .front()
+            .is_some_and(|s| covers(&positions, &s.ends))
+        {
             st.unacked.pop_front();
         }
         st.acked = positions;
+        st.unacked.is_empty()
+    }
+
+    /// True if the standby is streaming and has acknowledged `ends`.
+    fn holds(&self, ends: &[u64]) -> bool {
+        let st = self.state.lock().expect("link");
+        st.ended.is_none() && covers(&st.acked, ends)
+    }
+
+    /// True if a round through `ends` has been sent (its acknowledgement
+    /// may be on its way).
+    fn sent_through(&self, ends: &[u64]) -> bool {
+        covers(&self.state.lock().expect("link").sent, ends)
     }
 
     fn end(&self, why: String) {
         self.state.lock().expect("link").ended = Some(why);
     }
 
-    fn row(&self) -> ReplicationRow {
+    fn row(&self, degraded: bool) -> ReplicationRow {
         let st = self.state.lock().expect("link");
         ReplicationRow {
             name: self.name.clone(),
@@ -88,7 +142,7 @@ impl Link {
                 None => "streaming".into(),
                 Some(why) => format!("disconnected: {why}"),
             },
-            mode: "async".into(),
+            mode: mode_name(self.sync, degraded).into(),
             positions: format_positions(&st.acked),
             lag_bytes: st.unacked.iter().map(|s| s.bytes).sum(),
             lag_seconds: st
@@ -99,18 +153,130 @@ impl Link {
     }
 }
 
+/// True if positions `have` reach `want`, log for log.
+fn covers(have: &[u64], want: &[u64]) -> bool {
+    have.len() == want.len() && have.iter().zip(want).all(|(h, w)| h >= w)
+}
+
+fn mode_name(sync: bool, degraded: bool) -> &'static str {
+    match (sync, degraded) {
+        (false, _) => "async",
+        (true, false) => "sync",
+        (true, true) => "sync (degraded to async)",
+    }
+}
+
 impl Standbys {
-    /// What `SHOW fortress.replication` and the API report of them.
+    pub fn new(policy: SyncPolicy) -> Standbys {
+        Standbys {
+            policy,
+            ..Standbys::default()
+        }
+    }
+
+    /// What `SHOW fortress.replication` and the API report of them: each
+    /// standby seen, and each synchronous one never seen.
     pub fn rows(&self) -> Vec<ReplicationRow> {
+        let degraded = self.degraded.lock().expect("degraded").is_some();
         let links = self.links.lock().expect("links");
-        links.values().map(|l| l.row()).collect()
+        let mut rows: Vec<ReplicationRow> = links.values().map(|l| l.row(degraded)).collect();
+        for name in self.policy.sync.iter().filter(|n| !links.contains_key(*n)) {
+            rows.push(ReplicationRow {
+                name: name.clone(),
+                role: "standby".into(),
+                state: "never connected".into(),
+                mode: mode_name(true, degraded).into(),
+                positions: String::new(),
+                lag_bytes: 0,
+                lag_seconds: f64::NAN,
+            });
+        }
+        rows
+    }
+
+    /// Why commits do not wait for the synchronous standbys now, if so.
+    pub fn degraded(&self) -> Option<String> {
+        self.degraded.lock().expect("degraded").clone()
+    }
+
+    /// Resolves once every synchronous standby holds the logs through
+    /// `ends`, or, with the `degrade` fallback, once one has kept a commit
+    /// waiting past the timeout (commits then stop waiting until it has
+    /// caught up).
+    pub async fn wait_for(&self, ends: Vec<u64>) {
+        if self.policy.sync.is_empty() {
+            return;
+        }
+        let mut deadline = tokio::time::Instant::now() + self.policy.timeout;
+        loop {
+            let acked = self.acked.notified();
+            tokio::pin!(acked);
+            acked.as_mut().enable();
+            let missing: Vec<String> = {
+                let links = self.links.lock().expect("links");
+                self.policy
+                    .sync
+                    .iter()
+                    .filter(|n| !links.get(*n).is_some_and(|l| l.holds(&ends)))
+                    .cloned()
+                    .collect()
+            };
+            if missing.is_empty() || self.degraded().is_some() {
+                return;
+            }
+            // A round now, unless one through `ends` is on its way.
+            for link in self.links.lock().expect("links").values() {
+                if link.sync && !link.sent_through(&ends) {
+                    link.wanted.notify_one();
+                }
+            }
+            if tokio::time::timeout_at(deadline, acked).await.is_ok() {
+                continue;
+            }
+            let who = missing.join(", ");
+            match self.policy.fallback {
+                Fallback::Degrade => {
+                    let why = format!(
+                        "synchronous standby {who} did not acknowledge a commit within {:?}",
+                        self.policy.timeout
+                    );
+                    let mut d = self.degraded.lock().expect("degraded");
+                    if d.is_none() {
+                        tracing::warn!(standby = %who, "{why}; commits no longer wait for it (degraded to async) until it catches up");
+                        *d = Some(why);
+                    }
+                    return;
+                }
+                Fallback::Wait => {
+                    tracing::warn!(standby = %who, timeout = ?self.policy.timeout, "a commit is still waiting for a synchronous standby");
+                    deadline = tokio::time::Instant::now() + self.policy.timeout;
+                }
+            }
+        }
+    }
+
+    /// An acknowledgement from `link`: wakes the commits waiting, and ends
+    /// a degradation once a synchronous standby has caught up.
+    fn on_ack(&self, link: &Link, positions: Vec<u64>) {
+        let caught_up = link.acked(positions);
+        if link.sync && caught_up {
+            let mut d = self.degraded.lock().expect("degraded");
+            if d.take().is_some() {
+                tracing::info!(standby = %link.name, "synchronous standby caught up; commits wait for it again");
+            }
+        }
+        self.acked.notify_waiters();
+        link.acks.notify_waiters();
     }
 
     fn connect(&self, name: &str, addr: String) -> Arc<Link> {
         let link = Arc::new(Link {
             name: name.to_string(),
             addr,
+            sync: self.policy.sync.contains(name),
             state: Mutex::default(),
+            wanted: Notify::new(),
+            acks: Notify::new(),
         });
         let mut links = self.links.lock().expect("links");
         if let Some(old) = links.get(name) {
@@ -130,10 +296,25 @@ impl Standbys {
 
 /// Serves standbys on `listener` for as long as the server runs; reports
 /// them to `SHOW fortress.replication`.
-pub fn serve(listener: TcpListener, cluster: Arc<Cluster>, token: Option<String>) -> Arc<Standbys> {
-    let standbys = Arc::new(Standbys::default());
+pub fn serve(
+    listener: TcpListener,
+    cluster: Arc<Cluster>,
+    token: Option<String>,
+    policy: SyncPolicy,
+) -> Arc<Standbys> {
+    let standbys = Arc::new(Standbys::new(policy));
     let report = standbys.clone();
     cluster.set_replication_report(Arc::new(move || report.rows()));
+    if !standbys.policy.sync.is_empty() {
+        let waits = standbys.clone();
+        cluster.set_commit_wait(Arc::new(move |ends| {
+            let waits = waits.clone();
+            Box::pin(async move {
+                waits.wait_for(ends).await;
+                Ok(())
+            })
+        }));
+    }
     let registry = standbys.clone();
     tokio::spawn(async move {
         loop {
@@ -142,7 +323,7 @@ pub fn serve(listener: TcpListener, cluster: Arc<Cluster>, token: Option<String>
             };
             let (cluster, token, registry) = (cluster.clone(), token.clone(), registry.clone());
             tokio::spawn(async move {
-                if let Err(e) = stream_to(stream, cluster, token.as_deref(), &registry).await {
+                if let Err(e) = stream_to(stream, cluster, token.as_deref(), registry).await {
                     tracing::info!(%peer, error = %format!("{e:#}"), "standby stream ended");
                 }
             });
@@ -156,7 +337,7 @@ async fn stream_to(
     mut s: TcpStream,
     cluster: Arc<Cluster>,
     token: Option<&str>,
-    standbys: &Standbys,
+    standbys: Arc<Standbys>,
 ) -> anyhow::Result<()> {
     s.set_nodelay(true)?;
     let peer = s.peer_addr()?.to_string();
@@ -173,6 +354,7 @@ async fn stream_to(
         cluster: cluster.id().to_string(),
         shards: cluster.shard_count(),
         vnodes: cluster.ring().vnodes(),
+        mode: mode_name(standbys.policy.sync.contains(&hello.name), false).into(),
     };
     let refusal = if token.is_some_and(|t| !bool::from(digest(t).ct_eq(&digest(&hello.token)))) {
         Some("the replication token does not match".to_string())
@@ -205,10 +387,11 @@ async fn stream_to(
     write_frame(&mut s, WELCOME, &[&serde_json::to_vec(&welcome)?]).await?;
     tracing::info!(standby = %hello.name, %peer, "standby connected; streaming the WAL");
     let link = standbys.connect(&hello.name, peer);
+    // Not an acknowledgement of anything sent: it ends no degradation.
     link.acked(hello.positions.clone());
     let (mut rd, mut wr) = s.into_split();
     let acks: tokio::task::JoinHandle<anyhow::Result<()>> = {
-        let link = link.clone();
+        let (link, standbys) = (link.clone(), standbys.clone());
         tokio::spawn(async move {
             loop {
                 let (kind, payload) = read_frame(&mut rd, MAX_ACK).await?;
@@ -216,7 +399,7 @@ async fn stream_to(
                     bail!("expected ACK, got frame kind {kind}");
                 }
                 let ack: Ack = serde_json::from_slice(&payload).context("a malformed ACK")?;
-                link.acked(ack.positions);
+                standbys.on_ack(&link, ack.positions);
             }
         })
     };
@@ -235,8 +418,19 @@ async fn stream_to(
     streamed
 }
 
-/// Sends rounds from `positions` on, every [`ROUND_EVERY`], until the
-/// connection fails.
+/// What a round's reader hands the stream, in order.
+enum Piece {
+    Records(u16, Vec<u8>),
+    Cut(Vec<u64>, fortress_storage::Timestamp),
+    /// The records the standby needs are gone (recycled).
+    Gone(String),
+}
+
+/// Sends rounds from `positions` on, every [`ROUND_EVERY`] or at once when
+/// a commit waits, until the connection fails. A round's blocking work
+/// (the cut, the syncs, the reads) runs as one task that hands its pieces
+/// over a short channel, so a round costs one thread hop and holds a few
+/// frames in memory however far behind the standby is.
 async fn rounds(
     wr: &mut OwnedWriteHalf,
     cluster: &Arc<Cluster>,
@@ -244,50 +438,97 @@ async fn rounds(
     link: &Link,
 ) -> anyhow::Result<()> {
     let logs = cluster.logs();
-    let mut tails: Vec<Option<Tail>> = logs
+    let mut tails: Vec<Tail> = logs
         .iter()
         .zip(positions)
-        .map(|(l, &p)| Some(Tail::new(l.dir(), p)))
+        .map(|(l, &p)| Tail::new(l.dir(), p))
         .collect();
     loop {
-        let c = cluster.clone();
-        let (ends, ts) = tokio::task::spawn_blocking(move || c.log_cut()).await?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let (c, l) = (cluster.clone(), logs.clone());
+        let reader = tokio::task::spawn_blocking(move || {
+            let read = read_round(&c, &l, &mut tails, &tx);
+            (tails, read)
+        });
         let mut bytes = 0u64;
-        for (i, (log, &end)) in logs.iter().zip(&ends).enumerate() {
-            if tails[i].as_ref().is_some_and(|t| t.next_lsn() > end) {
-                // Nothing new on this log: no sync, no read.
-                continue;
-            }
-            let l = log.clone();
-            tokio::task::spawn_blocking(move || l.wait_durable(end)).await??;
-            loop {
-                let mut tail = tails[i].take().expect("a tail per log");
-                let (tail, read) = tokio::task::spawn_blocking(move || {
-                    let r = tail.read(end, FRAME_RECORDS);
-                    (tail, r)
-                })
-                .await?;
-                tails[i] = Some(tail);
-                let chunk = match read {
-                    Ok(Some(c)) => c,
-                    Ok(None) => break,
-                    Err(e) => {
-                        let why = format!("{e}; rebuild the standby from an archive");
-                        let _ = write_frame(wr, ERROR, &[why.as_bytes()]).await;
-                        bail!(why);
-                    }
-                };
-                bytes += chunk.bytes.len() as u64;
-                let log = (i as u16).to_le_bytes();
-                write_frame(wr, RECORDS, &[&log, &chunk.bytes]).await?;
+        while let Some(piece) = rx.recv().await {
+            match piece {
+                Piece::Records(log, records) => {
+                    bytes += records.len() as u64;
+                    write_frame(wr, RECORDS, &[&log.to_le_bytes(), &records]).await?;
+                }
+                Piece::Cut(ends, ts) => {
+                    let cut = serde_json::to_vec(&Cut {
+                        ends: ends.clone(),
+                        ts: ts.0,
+                    })?;
+                    link.sent(ends, bytes);
+                    write_frame(wr, CUT, &[&cut]).await?;
+                }
+                Piece::Gone(why) => {
+                    let _ = write_frame(wr, ERROR, &[why.as_bytes()]).await;
+                    bail!(why);
+                }
             }
         }
-        let cut = serde_json::to_vec(&Cut {
-            ends: ends.clone(),
-            ts: ts.0,
-        })?;
-        link.sent(ends, bytes);
-        write_frame(wr, CUT, &[&cut]).await?;
-        tokio::time::sleep(ROUND_EVERY).await;
+        let (back, read) = reader.await?;
+        tails = back;
+        read?;
+        if link.sync {
+            // One round in flight to a synchronous standby: the commits
+            // that arrive meanwhile go in the next round together, rather
+            // than each in a round of its own that the standby must log
+            // and sync separately.
+            let deadline = tokio::time::Instant::now() + ROUND_EVERY;
+            loop {
+                let acked = link.acks.notified();
+                tokio::pin!(acked);
+                acked.as_mut().enable();
+                if link.state.lock().expect("link").unacked.is_empty() {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, acked).await.is_err() {
+                    break;
+                }
+            }
+        }
+        // The next round after the interval, or at once for a commit
+        // waiting on this standby.
+        tokio::select! {
+            _ = tokio::time::sleep(ROUND_EVERY) => {}
+            _ = link.wanted.notified() => {}
+        }
     }
+}
+
+/// One round's blocking work: a cut, then each log that gained records
+/// made durable to it and read to it, frame by frame, then the cut. Stops
+/// early if the stream has gone (the channel is closed).
+fn read_round(
+    cluster: &Cluster,
+    logs: &[fortress_proxy::cluster::Log],
+    tails: &mut [Tail],
+    tx: &tokio::sync::mpsc::Sender<Piece>,
+) -> anyhow::Result<()> {
+    let (ends, ts) = cluster.log_cut();
+    for (i, (log, &end)) in logs.iter().zip(&ends).enumerate() {
+        if tails[i].next_lsn() > end {
+            // Nothing new on this log: no sync, no read.
+            continue;
+        }
+        log.wait_durable(end)?;
+        loop {
+            let piece = match tails[i].read(end, FRAME_RECORDS) {
+                Ok(Some(chunk)) => Piece::Records(i as u16, chunk.bytes),
+                Ok(None) => break,
+                Err(e) => Piece::Gone(format!("{e}; rebuild the standby from an archive")),
+            };
+            let gone = matches!(piece, Piece::Gone(_));
+            if tx.blocking_send(piece).is_err() || gone {
+                return Ok(());
+            }
+        }
+    }
+    let _ = tx.blocking_send(Piece::Cut(ends, ts));
+    Ok(())
 }

@@ -36,12 +36,14 @@ struct FollowState {
     trouble: Option<String>,
     /// Bytes of the round being received, not yet applied.
     receiving: u64,
+    /// What the primary said this standby is to it: `async` or `sync`.
+    mode: String,
 }
 
 impl Follower {
     fn row(&self) -> ReplicationRow {
         let st = self.state.lock().expect("follower");
-        let positions: Vec<u64> = self.cluster.logs().iter().map(|l| l.last_lsn()).collect();
+        let positions = self.cluster.log_ends();
         let now = Timestamp::from_wall(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -55,7 +57,7 @@ impl Follower {
                 None => "streaming".into(),
                 Some(why) => why.clone(),
             },
-            mode: "async".into(),
+            mode: st.mode.clone(),
             positions: format_positions(&positions),
             lag_bytes: st.receiving,
             lag_seconds: match cut.0 {
@@ -137,6 +139,7 @@ pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
         state: Mutex::new(FollowState {
             trouble: Some("connecting".into()),
             receiving: 0,
+            mode: String::new(),
         }),
     });
     let report = follower.clone();
@@ -162,7 +165,7 @@ pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
 
 async fn follow(f: &Follower) -> anyhow::Result<()> {
     let cluster = &f.cluster;
-    let positions: Vec<u64> = cluster.logs().iter().map(|l| l.last_lsn()).collect();
+    let positions = cluster.log_ends();
     let (s, welcome) = connect(&f.upstream, positions).await?;
     if welcome.cluster != cluster.id() {
         bail!(
@@ -172,7 +175,11 @@ async fn follow(f: &Follower) -> anyhow::Result<()> {
         );
     }
     tracing::info!(primary = %f.upstream.primary, "following the primary");
-    f.state.lock().expect("follower").trouble = None;
+    {
+        let mut st = f.state.lock().expect("follower");
+        st.trouble = None;
+        st.mode = welcome.mode.clone();
+    }
     let (mut rd, mut wr) = s.into_split();
     let mut round: Vec<(usize, Vec<u8>)> = Vec::new();
     loop {
@@ -186,11 +193,29 @@ async fn follow(f: &Follower) -> anyhow::Result<()> {
             CUT => {
                 let cut: Cut = serde_json::from_slice(&payload).context("a malformed CUT")?;
                 let take = std::mem::take(&mut round);
+                // One blocking task: log the round durably, hand back the
+                // positions for the ACK, then apply it. Durable first: the
+                // primary may count the round as held (a synchronous commit
+                // waits for this) before it is applied.
+                let (logged_tx, logged_rx) = tokio::sync::oneshot::channel();
                 let c = cluster.clone();
-                tokio::task::spawn_blocking(move || c.follow(&take, Timestamp(cut.ts))).await??;
+                let task = tokio::task::spawn_blocking(move || {
+                    let logged = c.follow_log(&take)?;
+                    let _ = logged_tx.send(c.log_ends());
+                    c.follow_apply(logged, Timestamp(cut.ts))
+                });
+                // A round logged is applied even if the ACK cannot be sent:
+                // the next round's records apply only after it.
+                let acked = match logged_rx.await {
+                    Ok(positions) => {
+                        let ack = serde_json::to_vec(&Ack { positions })?;
+                        write_frame(&mut wr, ACK, &[&ack]).await
+                    }
+                    Err(_) => Ok(()),
+                };
+                task.await??;
                 f.state.lock().expect("follower").receiving = 0;
-                let positions = cluster.logs().iter().map(|l| l.last_lsn()).collect();
-                write_frame(&mut wr, ACK, &[&serde_json::to_vec(&Ack { positions })?]).await?;
+                acked?;
             }
             ERROR => bail!("the primary: {}", String::from_utf8_lossy(&payload)),
             k => bail!("unexpected frame kind {k}"),
