@@ -303,6 +303,13 @@ async fn a_standby_promoted_after_a_kill_under_load_holds_no_half_transfer() {
     promoted.stop();
 }
 
+/// `GET /api/v1/dr/status` of `server`.
+fn dr_status(server: &Server) -> serde_json::Value {
+    let url = format!("{}/api/v1/dr/status", server.admin_url());
+    let mut r = ureq::get(&url).call().unwrap();
+    serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
+}
+
 /// The mode column of the standby `name` in `SHOW fortress.replication`.
 async fn mode_of(server: &Server, name: &str) -> String {
     let c = server.client().await;
@@ -344,6 +351,29 @@ async fn a_sync_standby_holds_every_acknowledged_commit_and_degrades_when_gone()
             .unwrap();
     }
     assert_eq!(mode_of(&primary, "dr1").await, "sync");
+    // The API and `fortress dr status` say the same.
+    let st = dr_status(&primary);
+    assert_eq!(st["role"], "primary", "{st}");
+    assert_eq!(st["replication"][0]["name"], "dr1", "{st}");
+    assert_eq!(st["replication"][0]["mode"], "sync", "{st}");
+    assert_eq!(st["replication"][0]["state"], "streaming", "{st}");
+    let st = dr_status(&standby);
+    assert_eq!(st["role"], "standby", "{st}");
+    assert_eq!(st["replication"][0]["role"], "primary", "{st}");
+    assert_eq!(st["replication"][0]["mode"], "sync", "{st}");
+    let out = Command::new(env!("CARGO_BIN_EXE_fortress"))
+        .args(["dr", "status", "--admin", &primary.admin_url()])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("this node is a primary"), "{printed}");
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("dr1") && l.contains("sync") && l.contains("streaming")),
+        "{printed}"
+    );
 
     // The standby dies: after the timeout commits go on without it, and
     // the primary says so.

@@ -19,10 +19,63 @@ use crate::dr::AddError;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DrStatus {
+    /// `primary`, or `standby` (reads only, following a primary).
+    pub role: String,
     pub archives: Vec<ShipStatus>,
+    /// On a primary, each standby streaming from it (or configured sync
+    /// and never seen); on a standby, its primary.
+    pub replication: Vec<Replication>,
 }
 
-/// Every archive's shipping state.
+/// One replication peer, as `SHOW fortress.replication` reports it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Replication {
+    /// The standby's name, or the primary's address.
+    pub name: String,
+    /// `standby` or `primary`: what the peer is to this node.
+    pub role: String,
+    /// `streaming`, or why not.
+    pub state: String,
+    /// `async`, `sync` or `sync (degraded to async)`.
+    pub mode: String,
+    /// Each log's last LSN the standby holds (`shard:lsn,...,c:lsn`).
+    pub positions: String,
+    /// On a primary, WAL bytes sent and not yet acknowledged; on a
+    /// standby, bytes received and not yet applied.
+    pub lag_bytes: u64,
+    /// On a primary, the age of the oldest unacknowledged round; on a
+    /// standby, how old its reads are. Null before the first round.
+    pub lag_seconds: Option<f64>,
+}
+
+/// The DR state: role, archives and replication peers.
+pub fn dr_status(state: &Shared, archives: Vec<ShipStatus>) -> DrStatus {
+    DrStatus {
+        role: match state.cluster.is_standby() {
+            true => "standby",
+            false => "primary",
+        }
+        .into(),
+        archives,
+        replication: state
+            .cluster
+            .replication_rows()
+            .into_iter()
+            .map(|r| Replication {
+                name: r.name,
+                role: r.role,
+                state: r.state,
+                mode: r.mode,
+                positions: r.positions,
+                lag_bytes: r.lag_bytes,
+                lag_seconds: Some(r.lag_seconds).filter(|s| s.is_finite()),
+            })
+            .collect(),
+    }
+}
+
+/// This node's role, every archive's shipping state, and its replication
+/// peers with their lag.
 #[utoipa::path(get, path = "/api/v1/dr/status", operation_id = "drStatus", tag = "dr",
     security(("bearer" = [])),
     responses(
@@ -30,9 +83,8 @@ pub struct DrStatus {
         (status = 401, body = ErrorBody),
     ))]
 pub async fn status(State(state): State<Shared>) -> Json<DrStatus> {
-    Json(DrStatus {
-        archives: state.dr.status(),
-    })
+    let archives = state.dr.status();
+    Json(dr_status(&state, archives))
 }
 
 /// Ships what the logs hold now to every archive and returns where each
@@ -44,9 +96,8 @@ pub async fn status(State(state): State<Shared>) -> Json<DrStatus> {
         (status = 401, body = ErrorBody),
     ))]
 pub async fn replicate(State(state): State<Shared>) -> Json<DrStatus> {
-    Json(DrStatus {
-        archives: state.dr.ship_now(Duration::from_secs(30)).await,
-    })
+    let archives = state.dr.ship_now(Duration::from_secs(30)).await;
+    Json(dr_status(&state, archives))
 }
 
 /// An archive to add.

@@ -120,6 +120,20 @@ fn describe() {
         "Time since the newest checkpoint of this data directory"
     );
     describe_gauge!("fortress_checkpoints", "Checkpoints of this data directory");
+    describe_gauge!(
+        "fortress_replication_lag_bytes",
+        Unit::Bytes,
+        "WAL bytes a replication peer lacks (see SHOW fortress.replication)"
+    );
+    describe_gauge!(
+        "fortress_replication_lag_seconds",
+        Unit::Seconds,
+        "How far a replication peer is behind (see SHOW fortress.replication)"
+    );
+    describe_gauge!(
+        "fortress_replication_streaming",
+        "1 while the stream with a replication peer is up"
+    );
     describe_gauge!("fortress_uptime_seconds", Unit::Seconds, "Time since start");
 }
 
@@ -169,6 +183,15 @@ async fn collect(state: &Shared) {
     gauge!("fortress_hot_shards").set(m.hot_shards(4.0, 1000).len() as f64);
     gauge!("fortress_hot_vnodes").set(m.hot_vnodes(8.0, 1000).len() as f64);
     gauge!("fortress_uptime_seconds").set(state.started.elapsed().as_secs_f64());
+    for r in cluster.replication_rows() {
+        let labels = [("peer", r.name.clone()), ("role", r.role.clone())];
+        gauge!("fortress_replication_lag_bytes", &labels).set(r.lag_bytes as f64);
+        if r.lag_seconds.is_finite() {
+            gauge!("fortress_replication_lag_seconds", &labels).set(r.lag_seconds);
+        }
+        let up = if r.state == "streaming" { 1.0 } else { 0.0 };
+        gauge!("fortress_replication_streaming", &labels).set(up);
+    }
     let (count, age) = checkpoint_age(state).await;
     gauge!("fortress_checkpoints").set(count as f64);
     match age {

@@ -25,11 +25,33 @@ pub fn run(action: DrAction) -> anyhow::Result<()> {
 
 /// The DR status as an operator reads it.
 fn render(s: &Value) -> String {
+    let mut out = format!("this node is a {}\n", s["role"].as_str().unwrap_or("?"));
+    let peers = s["replication"].as_array().cloned().unwrap_or_default();
+    if !peers.is_empty() {
+        out += &format!(
+            "{:<20} {:<8} {:<26} {:<30} {:>10} {:>9}\n",
+            "replication", "is a", "mode", "state", "lag bytes", "lag s"
+        );
+    }
+    for p in peers {
+        let lag = p["lag_seconds"]
+            .as_f64()
+            .map_or("-".to_string(), |s| format!("{s:.3}"));
+        out += &format!(
+            "{:<20} {:<8} {:<26} {:<30} {:>10} {:>9}\n",
+            p["name"].as_str().unwrap_or("?"),
+            p["role"].as_str().unwrap_or("?"),
+            p["mode"].as_str().unwrap_or("?"),
+            p["state"].as_str().unwrap_or("?"),
+            p["lag_bytes"].as_u64().unwrap_or(0),
+            lag
+        );
+    }
     let archives = s["archives"].as_array().cloned().unwrap_or_default();
     if archives.is_empty() {
-        return "no archives (serve --archive NAME=URL)\n".into();
+        out += "no archives (serve --archive NAME=URL)\n";
+        return out;
     }
-    let mut out = String::new();
     for a in archives {
         let health = match a["healthy"].as_bool() {
             Some(true) => "healthy".to_string(),

@@ -6,8 +6,8 @@
 //! `fortress restore --from URL`), and WAL recycling once archived and
 //! checkpointed ([`recycle`]), with each archive's health checks and
 //! score ([`health`]). Archives can be added while the server runs
-//! ([`Dr::add`]). Standbys, sync mode and failover come next (see the
-//! README's "Disaster recovery").
+//! ([`Dr::add`]). Hot standbys, async or sync ([`replication`]). Failover
+//! comes next (see the README's "Disaster recovery").
 
 pub mod archive;
 pub mod cli;
