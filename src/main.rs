@@ -277,6 +277,7 @@ fn serve(
             args.ship_interval,
             &args.health(),
         ));
+        let mut standbys = None;
         if let Some(addr) = &args.replication_listen {
             let token = dr::replication::token_from_env();
             let listener = TcpListener::bind(addr)
@@ -289,7 +290,12 @@ fn serve(
                 );
             }
             tracing::info!(replication = %local, token = token.is_some(), "standbys may stream the WAL");
-            dr::replication::primary::serve(listener, cluster.clone(), token, args.sync_policy());
+            standbys = Some(dr::replication::primary::serve(
+                listener,
+                cluster.clone(),
+                token,
+                args.sync_policy(),
+            ));
         }
         // A standby's logs are its primary's: it neither checkpoints nor
         // recycles them on its own.
@@ -298,6 +304,7 @@ fn serve(
             dr::recycle::spawn(
                 cluster.clone(),
                 dr.clone(),
+                standbys,
                 std::path::absolute(args.dirs().checkpoints())?,
                 args.wal_keep_segments,
                 args.wal_recycle_interval,

@@ -472,3 +472,109 @@ async fn with_the_wait_fallback_a_commit_waits_for_its_sync_standby() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recycling_keeps_what_a_sync_standby_lacks_and_an_async_one_away_must_be_rebuilt() {
+    let root = tempfile::tempdir().unwrap();
+    let repl = format!("127.0.0.1:{}", free_port());
+    let primary = Server::launch_args(
+        root.path().join("primary"),
+        4,
+        &[],
+        &[
+            "--replication-listen",
+            &repl,
+            "--standby-mode",
+            "dr1=sync",
+            "--sync-timeout",
+            "300ms",
+            "--sync-fallback",
+            "degrade",
+            "--wal-segment-mb",
+            "1",
+            "--wal-keep-segments",
+            "0",
+            "--wal-recycle-interval",
+            "200ms",
+        ],
+    );
+    let mut sync = Server::standby(root.path().join("dr1"), &repl, "dr1", &[], &[]);
+    let mut away = Server::standby(root.path().join("dr2"), &repl, "dr2", &[], &[]);
+    let p = primary.client().await;
+    p.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    // Both standbys go away (the async one once it has the table); 8 MiB
+    // of WAL is written and checkpointed.
+    let c = away.client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.query_one("SELECT count(*) FROM t", &[]).await.is_err() {
+        assert!(Instant::now() < deadline, "the async standby never had t");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(c);
+    sync.kill();
+    away.kill();
+    let pad = "x".repeat(1000);
+    for chunk in (0..8000).collect::<Vec<i32>>().chunks(400) {
+        let values: Vec<String> = chunk.iter().map(|i| format!("({i}, '{pad}')")).collect();
+        p.batch_execute(&format!("INSERT INTO t VALUES {}", values.join(",")))
+            .await
+            .unwrap();
+    }
+    let url = format!("{}/api/v1/checkpoints", primary.admin_url());
+    ureq::post(&url).send_empty().unwrap();
+    // The sync standby, away, holds every segment back.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !primary.log().contains("recycled WAL segments"),
+        "segments a sync standby lacks were recycled"
+    );
+    // Back, it catches up from the primary's WAL; then recycling goes on,
+    // past what the asynchronous standby (still away) had.
+    sync.restart();
+    let c = sync.client().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = match c.query_one("SELECT count(*) FROM t", &[]).await {
+            Ok(r) => r.get(0),
+            Err(_) => 0,
+        };
+        if n == 8000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sync standby did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !primary.log().contains("recycled WAL segments") {
+        assert!(
+            Instant::now() < deadline,
+            "nothing was recycled once the sync standby caught up:\n{}",
+            primary.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The async standby comes back to a primary that no longer has what it
+    // needs: it says so, and keeps serving what it had.
+    away.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = replication(&away).await;
+        if rows[0].1.contains("rebuild the standby from an archive") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = away.client().await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}

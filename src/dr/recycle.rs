@@ -6,6 +6,9 @@
 //!   WAL for point-in-time restores, the oldest kept one without archives
 //!   (so every local checkpoint can still be brought forward);
 //! - held by every archive;
+//! - held by every standby streaming from this primary, and by every
+//!   synchronous one even while it is away (an asynchronous standby away
+//!   when its records go must be rebuilt);
 //!
 //! and it is not among the newest `--wal-keep-segments` that pass. The
 //! coordinator's decision log is small and is kept whole.
@@ -17,12 +20,14 @@ use std::time::Duration;
 use fortress_proxy::Cluster;
 use fortress_storage::wal::{list_segments, remove_segments_through};
 
+use super::replication::primary::Standbys;
 use super::Dr;
 
 /// Recycles in the background for as long as the server runs.
 pub fn spawn(
     cluster: Arc<Cluster>,
     dr: Arc<Dr>,
+    standbys: Option<Arc<Standbys>>,
     checkpoints: PathBuf,
     keep: usize,
     every: Duration,
@@ -31,7 +36,9 @@ pub fn spawn(
         loop {
             tokio::time::sleep(every).await;
             let (c, d, root) = (cluster.clone(), dr.clone(), checkpoints.clone());
-            match tokio::task::spawn_blocking(move || pass(&c, &d, &root, keep)).await {
+            let s = standbys.clone();
+            match tokio::task::spawn_blocking(move || pass(&c, &d, s.as_deref(), &root, keep)).await
+            {
                 Ok(Ok((0, _))) => {}
                 Ok(Ok((segments, bytes))) => {
                     metrics::counter!("fortress_wal_recycled_bytes_total").increment(bytes);
@@ -48,6 +55,7 @@ pub fn spawn(
 pub fn pass(
     cluster: &Cluster,
     dr: &Dr,
+    standbys: Option<&Standbys>,
     checkpoints: &std::path::Path,
     keep: usize,
 ) -> anyhow::Result<(usize, u64)> {
@@ -64,7 +72,7 @@ pub fn pass(
         return Ok((0, 0));
     };
     let (mut segments, mut bytes) = (0, 0);
-    for log in cluster.logs() {
+    for (i, log) in cluster.logs().into_iter().enumerate() {
         let Some(shard) = log.shard() else {
             continue;
         };
@@ -79,8 +87,16 @@ pub fn pass(
         let archived = dr
             .archived(&format!("shard-{shard:03}"))
             .unwrap_or(u64::MAX);
-        let bound = flushed.min(covered).min(archived);
-        tracing::debug!(shard, flushed, covered, archived, "WAL recycling bound");
+        let standby = standbys.and_then(|s| s.needed_from(i)).unwrap_or(u64::MAX);
+        let bound = flushed.min(covered).min(archived).min(standby);
+        tracing::debug!(
+            shard,
+            flushed,
+            covered,
+            archived,
+            standby,
+            "WAL recycling bound"
+        );
         // The sealed segments wholly at or below the bound, oldest first,
         // by their last LSN; the newest `keep` of them stay.
         let segs = list_segments(log.dir())?;

@@ -194,6 +194,22 @@ impl Standbys {
         rows
     }
 
+    /// The last LSN of log `log` (its index in [`Cluster::logs`]) that a
+    /// standby may still need from this disk: the least any streaming
+    /// standby, or any synchronous one even while away, has acknowledged.
+    /// `None` when no standby holds the log back.
+    pub fn needed_from(&self, log: usize) -> Option<u64> {
+        let links = self.links.lock().expect("links");
+        links
+            .values()
+            .filter_map(|l| {
+                let st = l.state.lock().expect("link");
+                let held = st.ended.is_none() || l.sync;
+                held.then(|| st.acked.get(log).copied()).flatten()
+            })
+            .min()
+    }
+
     /// Why commits do not wait for the synchronous standbys now, if so.
     pub fn degraded(&self) -> Option<String> {
         self.degraded.lock().expect("degraded").clone()
