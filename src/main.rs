@@ -148,6 +148,9 @@ fn serve(
     if upstream.is_none() && !args.standby_modes.is_empty() && args.replication_listen.is_none() {
         anyhow::bail!("--standby-mode names standbys, but no --replication-listen accepts them");
     }
+    if args.sync_timeout.is_zero() {
+        anyhow::bail!("--sync-timeout must be above zero");
+    }
     if upstream.is_some() {
         if !args.archives.is_empty() {
             anyhow::bail!("--archive on a standby is not supported yet: archive from the primary");

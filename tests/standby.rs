@@ -332,7 +332,7 @@ async fn a_sync_standby_holds_every_acknowledged_commit_and_degrades_when_gone()
             "--replication-listen",
             &repl,
             "--standby-mode",
-            "dr1=sync",
+            "dr1=sync,dr2=sync",
             "--sync-timeout",
             "1s",
             "--sync-fallback",
@@ -341,6 +341,7 @@ async fn a_sync_standby_holds_every_acknowledged_commit_and_degrades_when_gone()
     );
     let copy = root.path().join("standby");
     let mut standby = Server::standby(copy.clone(), &repl, "dr1", &[], &[]);
+    let mut second = Server::standby(root.path().join("dr2"), &repl, "dr2", &[], &[]);
     let p = primary.client().await;
     p.batch_execute("CREATE TABLE seq (id int PRIMARY KEY)")
         .await
@@ -361,6 +362,13 @@ async fn a_sync_standby_holds_every_acknowledged_commit_and_degrades_when_gone()
     assert_eq!(st["role"], "standby", "{st}");
     assert_eq!(st["replication"][0]["role"], "primary", "{st}");
     assert_eq!(st["replication"][0]["mode"], "sync", "{st}");
+    // A standby takes no checkpoint of its own, and ships to no archive.
+    let url = format!("{}/api/v1/checkpoints", standby.admin_url());
+    assert!(ureq::post(&url).send_empty().is_err());
+    let url = format!("{}/api/v1/dr/providers", standby.admin_url());
+    let archive = format!("file://{}", root.path().join("a").display());
+    let added = ureq::post(&url).send_json(serde_json::json!({"name": "a", "url": archive}));
+    assert!(added.is_err());
     let out = Command::new(env!("CARGO_BIN_EXE_fortress"))
         .args(["dr", "status", "--admin", &primary.admin_url()])
         .output()
@@ -387,6 +395,10 @@ async fn a_sync_standby_holds_every_acknowledged_commit_and_degrades_when_gone()
             .await
             .unwrap();
     }
+    // Only the standby that is gone is degraded: the other one's
+    // acknowledgements do not end its degradation.
+    assert_eq!(mode_of(&primary, "dr1").await, "sync (degraded to async)");
+    assert_eq!(mode_of(&primary, "dr2").await, "sync");
     // Back and caught up, it is synchronous again.
     standby.restart();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -403,6 +415,7 @@ async fn a_sync_standby_holds_every_acknowledged_commit_and_degrades_when_gone()
     // copy, promoted, has every acknowledged row (RPO 0).
     primary.kill();
     standby.kill();
+    second.kill();
     let mut promoted = Server::launch_args(copy, 4, &[], &[]);
     let c = promoted.client().await;
     let n: i64 = c
@@ -435,13 +448,18 @@ async fn with_the_wait_fallback_a_commit_waits_for_its_sync_standby() {
             "300ms",
         ],
     );
-    // No standby yet: the commit is made here but not acknowledged.
-    let p = primary.client().await;
+    let mut standby = Server::standby(root.path().join("standby"), &repl, "dr1", &[], &[]);
+    let mut p = primary.client().await;
+    p.batch_execute("CREATE TABLE seq (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    // The standby goes away: a transaction block's COMMIT is made here but
+    // not acknowledged until it is back.
+    standby.kill();
     let insert = tokio::spawn(async move {
-        p.batch_execute("CREATE TABLE seq (id int PRIMARY KEY)")
-            .await
-            .unwrap();
-        p.execute("INSERT INTO seq VALUES (1)", &[]).await.unwrap();
+        let t = p.transaction().await.unwrap();
+        t.execute("INSERT INTO seq VALUES (1)", &[]).await.unwrap();
+        t.commit().await.unwrap();
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
@@ -449,7 +467,7 @@ async fn with_the_wait_fallback_a_commit_waits_for_its_sync_standby() {
         "a commit did not wait for its sync standby"
     );
     assert_eq!(mode_of(&primary, "dr1").await, "sync");
-    let standby = Server::standby(root.path().join("standby"), &repl, "dr1", &[], &[]);
+    standby.restart();
     tokio::time::timeout(Duration::from_secs(20), insert)
         .await
         .expect("the commit was not acknowledged once the standby came")

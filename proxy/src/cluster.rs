@@ -491,9 +491,14 @@ impl Cluster {
     /// taken at `cut_ts`. Logs the round durably
     /// ([`Cluster::follow_log`]), then applies it
     /// ([`Cluster::follow_apply`]). Blocks: call it off the async threads.
-    pub fn follow(&self, round: &[(usize, Vec<u8>)], cut_ts: Timestamp) -> Result<()> {
+    pub fn follow(
+        &self,
+        round: &[(usize, Vec<u8>)],
+        cut_ends: &[u64],
+        cut_ts: Timestamp,
+    ) -> Result<()> {
         let logged = self.follow_log(round)?;
-        self.follow_apply(logged, cut_ts)
+        self.follow_apply(logged, cut_ends, cut_ts)
     }
 
     /// Logs a round's records byte for byte in each log and makes them
@@ -562,8 +567,16 @@ impl Cluster {
     }
 
     /// Applies a logged round, picks up catalog changes, and moves reads to
-    /// its cut, `cut_ts`.
-    pub fn follow_apply(&self, logged: LoggedRound, cut_ts: Timestamp) -> Result<()> {
+    /// its cut (every log's end `cut_ends`, taken at `cut_ts`) once every
+    /// log stands exactly there, every record applied. Otherwise (a round
+    /// logged in part, a record that did not apply) reads stay where they
+    /// were, whole, and the error says why.
+    pub fn follow_apply(
+        &self,
+        logged: LoggedRound,
+        cut_ends: &[u64],
+        cut_ts: Timestamp,
+    ) -> Result<()> {
         let Some(read_point) = self.standby.read().expect("standby").clone() else {
             return Err(ProxyError::new(
                 "25006",
@@ -575,15 +588,29 @@ impl Cluster {
         for s in &self.stores {
             s.follow_apply()?;
         }
-        if logged.records {
-            let newest = self
-                .stores
-                .iter()
-                .map(|s| s.catalog())
-                .max_by_key(|c| c.version)
-                .unwrap_or_default();
-            if newest.version != self.catalog().version {
-                self.set_catalog(newest);
+        let ends = self.log_ends();
+        if ends != cut_ends {
+            return Err(ProxyError::new(
+                "XX000",
+                format!("the logs end at {ends:?}, not at the primary's cut {cut_ends:?}"),
+            ));
+        }
+        if let Some(s) = self.stores.iter().find(|s| s.applied_lsn() != s.last_lsn()) {
+            return Err(ProxyError::new(
+                "XX000",
+                format!(
+                    "shard {} logged records through {} and applied them through {}",
+                    s.id(),
+                    s.last_lsn(),
+                    s.applied_lsn()
+                ),
+            ));
+        }
+        // The catalog every shard has: a cut may fall between the shards'
+        // records of one DDL statement.
+        if let Some(oldest) = self.stores.iter().min_by_key(|s| s.catalog_version()) {
+            if oldest.catalog_version() != self.catalog().version {
+                self.set_catalog(oldest.catalog());
                 self.cache.invalidate_all();
             }
         }
@@ -633,6 +660,14 @@ impl Cluster {
     /// committed at or before the snapshot is in it, none after, on every
     /// shard alike.
     pub async fn checkpoint(self: &Arc<Self>, root: &Path) -> Result<Manifest> {
+        if self.is_standby() {
+            // Its snapshot (the read point) may lag the logs it would
+            // replay from: a checkpoint of it could miss rows.
+            return Err(ProxyError::new(
+                "25006",
+                "a standby takes no checkpoints: take them on its primary",
+            ));
+        }
         let _ddl = self.ddl.lock().await;
         // Read before the snapshot: every record up to these LSNs carries an
         // earlier timestamp, so replay after a restore can start there.
@@ -760,7 +795,10 @@ impl Cluster {
     /// A transaction snapshot, pinned against garbage collection until the
     /// guard is dropped.
     pub fn pinned_snapshot(&self) -> (Timestamp, PinGuard) {
-        let ts = self.snapshot();
+        if let Some(rp) = &*self.standby.read().expect("standby") {
+            return rp.pinned();
+        }
+        let ts = self.clock.now();
         (ts, self.pins.pin(ts.0))
     }
 

@@ -70,6 +70,13 @@ impl ReadPoint {
         self.state.lock().expect("read point").1
     }
 
+    /// Where reads run now, pinned against garbage collection before the
+    /// read point can move on.
+    pub(crate) fn pinned(&self) -> (Timestamp, PinGuard) {
+        let st = self.state.lock().expect("read point");
+        (st.1, self.pins.pin(st.1 .0))
+    }
+
     /// The time of the last cut applied.
     pub(crate) fn cut(&self) -> Timestamp {
         self.state.lock().expect("read point").0
@@ -128,8 +135,11 @@ pub struct ReplicationRow {
     pub mode: String,
     /// Each log's last LSN the standby has made durable (`shard:lsn,...`).
     pub positions: String,
-    /// WAL bytes the primary holds and the standby does not yet.
+    /// On a primary, WAL bytes sent to the standby and not yet
+    /// acknowledged; on a standby, bytes received and not yet applied.
     pub lag_bytes: u64,
-    /// How far behind the primary the standby's reads are.
+    /// On a primary, the age of the oldest round the standby has not
+    /// acknowledged; on a standby, how old its reads are. NaN before the
+    /// first round.
     pub lag_seconds: f64,
 }

@@ -115,6 +115,11 @@ impl Dr {
     /// stops: archives on the command line or in the config file are
     /// the lasting ones). Its first round starts at once.
     pub fn add(&self, name: &str, url: &str) -> Result<Arc<Shipper>, AddError> {
+        if self.cluster.is_standby() {
+            return Err(AddError::Invalid(anyhow::anyhow!(
+                "a standby does not ship to archives: add the archive to its primary"
+            )));
+        }
         archive::parse_spec(&format!("{name}={url}")).map_err(AddError::Invalid)?;
         let provider = Provider::open(name, url).map_err(AddError::Invalid)?;
         // Checked and pushed under one lock: two requests cannot both add it.

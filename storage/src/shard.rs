@@ -1490,23 +1490,41 @@ impl ShardStore {
             changes.push((rec.lsn, decode_change(&rec)?));
             pos += n;
         }
-        let mut w = self.writer.lock().expect("write lock");
-        let last = self.wal.append_encoded(bytes)?;
-        w.last_appended = last;
-        drop(w);
+        let last = {
+            let _w = self.writer.lock().expect("write lock");
+            self.wal.append_encoded(bytes)?
+        };
         self.wal.wait_durable(last)?;
+        // Readers wait for these records only once they are sure to be
+        // applied: a failed sync leaves them out, and the standby's check
+        // that every logged record is applied (`applied_lsn`) stops it.
         let mut st = self.apply.lock().expect("apply");
         for (lsn, change) in changes {
             st.ready.insert(lsn, (change, None));
         }
+        drop(st);
+        let mut w = self.writer.lock().expect("write lock");
+        w.last_appended = w.last_appended.max(last);
         Ok(last)
     }
 
     /// The second half of [`ShardStore::follow`]: applies every record
     /// [`ShardStore::follow_log`] queued, in order.
     pub fn follow_apply(&self) -> Result<()> {
+        self.check_failed()?;
         let mut st = self.apply.lock().expect("apply");
         self.apply_ready(&mut st)
+    }
+
+    /// The last LSN applied: everything at or below it is.
+    pub fn applied_lsn(&self) -> Lsn {
+        self.apply.lock().expect("apply").next.saturating_sub(1)
+    }
+
+    /// The version of this shard's catalog (cheaper than
+    /// [`Shard::catalog`], which copies it).
+    pub fn catalog_version(&self) -> u64 {
+        self.state.catalog.read().expect("catalog").version
     }
 
     /// This shard's log, for readers that ship it (see [`crate::tail`]).

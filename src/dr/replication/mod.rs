@@ -9,13 +9,16 @@
 //! (`log:u16 | encoded records`) for each log up to a cut taken at one
 //! instant ([`fortress_proxy::Cluster::log_cut`]), then CUT (JSON: the ends
 //! and the cut's time). A round with nothing new is a CUT alone: the
-//! heartbeat. The standby answers each round it has applied with ACK
-//! (JSON: each log's last LSN), which is how the primary knows its lag.
+//! heartbeat. The standby answers each round it has logged durably with
+//! ACK (JSON: each log's last LSN), which is how the primary knows its lag
+//! and when a synchronous commit may be acknowledged.
 //!
-//! **Durability rule.** The standby holds a round's records in memory and
-//! logs and applies them ([`fortress_proxy::Cluster::follow`]) only when
-//! the round's CUT arrives, so its reads, and its logs once applied, stand
-//! at a cut of the primary's: never half of a multi-shard transaction.
+//! **Durability rule.** The standby holds a round's records in memory
+//! until the round's CUT arrives, then logs them durably
+//! ([`fortress_proxy::Cluster::follow_log`]), acknowledges, and applies
+//! them ([`fortress_proxy::Cluster::follow_apply`]); its reads move to the
+//! cut only once every log stands there, applied, so they never see half
+//! of a multi-shard transaction.
 //! **Recovery rule.** A standby that reconnects, or restarts, says where
 //! its logs end, and the primary streams from there; if the primary no
 //! longer has those records (recycled), it says so and the standby must be

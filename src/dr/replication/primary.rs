@@ -49,9 +49,9 @@ pub struct Standbys {
     policy: SyncPolicy,
     /// Woken at every acknowledgement, for the commits waiting on them.
     acked: Notify,
-    /// Set while commits do not wait for the synchronous standbys (the
-    /// `degrade` fallback): since when, and why.
-    degraded: Mutex<Option<String>>,
+    /// The synchronous standbys commits do not wait for now (the `degrade`
+    /// fallback), and why; each until it has caught up.
+    degraded: Mutex<BTreeMap<String, String>>,
 }
 
 /// One standby's stream, live or ended.
@@ -177,15 +177,18 @@ impl Standbys {
     /// What `SHOW fortress.replication` and the API report of them: each
     /// standby seen, and each synchronous one never seen.
     pub fn rows(&self) -> Vec<ReplicationRow> {
-        let degraded = self.degraded.lock().expect("degraded").is_some();
+        let degraded = self.degraded.lock().expect("degraded").clone();
         let links = self.links.lock().expect("links");
-        let mut rows: Vec<ReplicationRow> = links.values().map(|l| l.row(degraded)).collect();
+        let mut rows: Vec<ReplicationRow> = links
+            .values()
+            .map(|l| l.row(degraded.contains_key(&l.name)))
+            .collect();
         for name in self.policy.sync.iter().filter(|n| !links.contains_key(*n)) {
             rows.push(ReplicationRow {
                 name: name.clone(),
                 role: "standby".into(),
                 state: "never connected".into(),
-                mode: mode_name(true, degraded).into(),
+                mode: mode_name(true, degraded.contains_key(name)).into(),
                 positions: String::new(),
                 lag_bytes: 0,
                 lag_seconds: f64::NAN,
@@ -210,15 +213,10 @@ impl Standbys {
             .min()
     }
 
-    /// Why commits do not wait for the synchronous standbys now, if so.
-    pub fn degraded(&self) -> Option<String> {
-        self.degraded.lock().expect("degraded").clone()
-    }
-
     /// Resolves once every synchronous standby holds the logs through
-    /// `ends`, or, with the `degrade` fallback, once one has kept a commit
-    /// waiting past the timeout (commits then stop waiting until it has
-    /// caught up).
+    /// `ends`, or, with the `degrade` fallback, once those that do not have
+    /// kept the commit waiting past the timeout (commits then stop waiting
+    /// for them until each has caught up).
     pub async fn wait_for(&self, ends: Vec<u64>) {
         if self.policy.sync.is_empty() {
             return;
@@ -229,15 +227,17 @@ impl Standbys {
             tokio::pin!(acked);
             acked.as_mut().enable();
             let missing: Vec<String> = {
+                let degraded = self.degraded.lock().expect("degraded");
                 let links = self.links.lock().expect("links");
                 self.policy
                     .sync
                     .iter()
+                    .filter(|n| !degraded.contains_key(*n))
                     .filter(|n| !links.get(*n).is_some_and(|l| l.holds(&ends)))
                     .cloned()
                     .collect()
             };
-            if missing.is_empty() || self.degraded().is_some() {
+            if missing.is_empty() {
                 return;
             }
             // A round now, unless one through `ends` is on its way.
@@ -256,11 +256,17 @@ impl Standbys {
                         "synchronous standby {who} did not acknowledge a commit within {:?}",
                         self.policy.timeout
                     );
-                    let mut d = self.degraded.lock().expect("degraded");
-                    if d.is_none() {
-                        tracing::warn!(standby = %who, "{why}; commits no longer wait for it (degraded to async) until it catches up");
-                        *d = Some(why);
+                    {
+                        let mut d = self.degraded.lock().expect("degraded");
+                        for name in missing {
+                            if let std::collections::btree_map::Entry::Vacant(e) = d.entry(name) {
+                                tracing::warn!(standby = %e.key(), "{why}; commits no longer wait for it (degraded to async) until it catches up");
+                                e.insert(why.clone());
+                            }
+                        }
                     }
+                    // Commits waiting on the same standbys stop waiting too.
+                    self.acked.notify_waiters();
                     return;
                 }
                 Fallback::Wait => {
@@ -272,12 +278,12 @@ impl Standbys {
     }
 
     /// An acknowledgement from `link`: wakes the commits waiting, and ends
-    /// a degradation once a synchronous standby has caught up.
+    /// its degradation once it has caught up.
     fn on_ack(&self, link: &Link, positions: Vec<u64>) {
         let caught_up = link.acked(positions);
         if link.sync && caught_up {
             let mut d = self.degraded.lock().expect("degraded");
-            if d.take().is_some() {
+            if d.remove(&link.name).is_some() {
                 tracing::info!(standby = %link.name, "synchronous standby caught up; commits wait for it again");
             }
         }
@@ -419,6 +425,7 @@ async fn stream_to(
             }
         })
     };
+    let abort = acks.abort_handle();
     let streamed = tokio::select! {
         r = rounds(&mut wr, &cluster, &hello.positions, &link) => r,
         r = acks => match r {
@@ -426,6 +433,7 @@ async fn stream_to(
             _ => Err(anyhow::anyhow!("the standby's acknowledgements stopped")),
         },
     };
+    abort.abort();
     let why = match &streamed {
         Ok(()) => "closed".to_string(),
         Err(e) => format!("{e:#}"),
@@ -491,10 +499,10 @@ async fn rounds(
         tails = back;
         read?;
         if link.sync {
-            // One round in flight to a synchronous standby: the commits
-            // that arrive meanwhile go in the next round together, rather
-            // than each in a round of its own that the standby must log
-            // and sync separately.
+            // A synchronous standby's round is acknowledged (or an interval
+            // passes) before the next: the commits that arrive meanwhile go
+            // in the next round together, rather than each in a round of
+            // its own that the standby must log and sync separately.
             let deadline = tokio::time::Instant::now() + ROUND_EVERY;
             loop {
                 let acked = link.acks.notified();

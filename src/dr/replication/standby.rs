@@ -49,7 +49,12 @@ impl Follower {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros() as u64),
         );
-        let cut = self.cluster.standby_cut().unwrap_or(Timestamp(0));
+        // How old reads are: the read point, which a transaction still
+        // prepared may hold below the last cut.
+        let read = match self.cluster.standby_cut() {
+            Some(Timestamp(0)) | None => Timestamp(0),
+            Some(_) => self.cluster.snapshot(),
+        };
         ReplicationRow {
             name: self.upstream.primary.clone(),
             role: "primary".into(),
@@ -60,9 +65,9 @@ impl Follower {
             mode: st.mode.clone(),
             positions: format_positions(&positions),
             lag_bytes: st.receiving,
-            lag_seconds: match cut.0 {
+            lag_seconds: match read.0 {
                 0 => f64::NAN,
-                _ => now.wall_micros().saturating_sub(cut.wall_micros()) as f64 / 1e6,
+                _ => now.wall_micros().saturating_sub(read.wall_micros()) as f64 / 1e6,
             },
         }
     }
@@ -202,7 +207,7 @@ async fn follow(f: &Follower) -> anyhow::Result<()> {
                 let task = tokio::task::spawn_blocking(move || {
                     let logged = c.follow_log(&take)?;
                     let _ = logged_tx.send(c.log_ends());
-                    c.follow_apply(logged, Timestamp(cut.ts))
+                    c.follow_apply(logged, &cut.ends, Timestamp(cut.ts))
                 });
                 // A round logged is applied even if the ACK cannot be sent:
                 // the next round's records apply only after it.
