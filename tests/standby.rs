@@ -320,24 +320,37 @@ async fn mode_of(server: &Server, name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A primary on a fresh directory under `root` accepting standbys, with
+/// `--standby-mode MODES --sync-timeout TIMEOUT` and `more` flags; and its
+/// replication address.
+fn sync_primary(
+    root: &std::path::Path,
+    modes: &str,
+    timeout: &str,
+    more: &[&str],
+) -> (Server, String) {
+    let repl = format!("127.0.0.1:{}", free_port());
+    let mut args = vec![
+        "--replication-listen",
+        &repl,
+        "--standby-mode",
+        modes,
+        "--sync-timeout",
+        timeout,
+    ];
+    args.extend_from_slice(more);
+    let primary = Server::launch_args(root.join("primary"), 4, &[], &args);
+    (primary, repl)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_standby_holds_every_acknowledged_commit_and_degrades_when_gone() {
     let root = tempfile::tempdir().unwrap();
-    let repl = format!("127.0.0.1:{}", free_port());
-    let mut primary = Server::launch_args(
-        root.path().join("primary"),
-        4,
-        &[],
-        &[
-            "--replication-listen",
-            &repl,
-            "--standby-mode",
-            "dr1=sync,dr2=sync",
-            "--sync-timeout",
-            "1s",
-            "--sync-fallback",
-            "degrade",
-        ],
+    let (mut primary, repl) = sync_primary(
+        root.path(),
+        "dr1=sync,dr2=sync",
+        "1s",
+        &["--sync-fallback", "degrade"],
     );
     let copy = root.path().join("standby");
     let mut standby = Server::standby(copy.clone(), &repl, "dr1", &[], &[]);
@@ -434,20 +447,7 @@ async fn a_sync_standby_holds_every_acknowledged_commit_and_degrades_when_gone()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_wait_fallback_a_commit_waits_for_its_sync_standby() {
     let root = tempfile::tempdir().unwrap();
-    let repl = format!("127.0.0.1:{}", free_port());
-    let primary = Server::launch_args(
-        root.path().join("primary"),
-        4,
-        &[],
-        &[
-            "--replication-listen",
-            &repl,
-            "--standby-mode",
-            "dr1=sync",
-            "--sync-timeout",
-            "300ms",
-        ],
-    );
+    let (primary, repl) = sync_primary(root.path(), "dr1=sync", "300ms", &[]);
     let mut standby = Server::standby(root.path().join("standby"), &repl, "dr1", &[], &[]);
     let mut p = primary.client().await;
     p.batch_execute("CREATE TABLE seq (id int PRIMARY KEY)")
@@ -494,18 +494,11 @@ async fn with_the_wait_fallback_a_commit_waits_for_its_sync_standby() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recycling_keeps_what_a_sync_standby_lacks_and_an_async_one_away_must_be_rebuilt() {
     let root = tempfile::tempdir().unwrap();
-    let repl = format!("127.0.0.1:{}", free_port());
-    let primary = Server::launch_args(
-        root.path().join("primary"),
-        4,
-        &[],
+    let (primary, repl) = sync_primary(
+        root.path(),
+        "dr1=sync",
+        "300ms",
         &[
-            "--replication-listen",
-            &repl,
-            "--standby-mode",
-            "dr1=sync",
-            "--sync-timeout",
-            "300ms",
             "--sync-fallback",
             "degrade",
             "--wal-segment-mb",
