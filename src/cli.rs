@@ -80,6 +80,14 @@ pub enum DrAction {
         #[arg(long)]
         json: bool,
     },
+    /// Promote the standby at --admin to a primary, in place (stop the old
+    /// primary first: nothing fences it yet).
+    Promote {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -269,9 +269,9 @@ fn serve(
             .with_context(|| format!("opening {}", args.data_dir.display()))?;
         let cluster = Arc::new(cluster);
         control::listen(&args.data_dir, cluster.clone())?;
-        if let Some(up) = upstream.clone() {
-            dr::replication::standby::spawn(cluster.clone(), up);
-        }
+        let follower = upstream
+            .clone()
+            .map(|up| dr::replication::standby::spawn(cluster.clone(), up));
         let dr = Arc::new(dr::Dr::start(
             archives,
             &cluster,
@@ -354,6 +354,7 @@ fn serve(
                 metrics: exporter,
                 shard_counts: Default::default(),
                 dr: dr.clone(),
+                follower,
             };
             admin::spawn(
                 admin_listener,

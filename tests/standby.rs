@@ -589,3 +589,72 @@ async fn recycling_keeps_what_a_sync_standby_lacks_and_an_async_one_away_must_be
         .get(0);
     assert_eq!(n, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_promoted_in_place_after_a_kill_takes_writes_and_holds_no_half_transfer() {
+    let root = tempfile::tempdir().unwrap();
+    let repl = format!("127.0.0.1:{}", free_port());
+    let mut primary = Server::launch_args(
+        root.path().join("primary"),
+        4,
+        &[],
+        &["--replication-listen", &repl],
+    );
+    let mut standby = Server::standby(root.path().join("standby"), &repl, "dr1", &[], &[]);
+    // Promoting a primary is refused.
+    let url = format!("{}/api/v1/dr/promote", primary.admin_url());
+    let refused = ureq::post(&url).send_empty().unwrap_err();
+    assert!(refused.to_string().contains("409"), "{refused}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = bank_under_transfers(&primary, ACCOUNTS, START, stop.clone()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    primary.kill();
+    for w in workers {
+        w.await.unwrap();
+    }
+    // `fortress dr promote`: the standby, still running, becomes a primary.
+    let out = Command::new(env!("CARGO_BIN_EXE_fortress"))
+        .args(["dr", "promote", "--admin", &standby.admin_url()])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("this node is a primary"), "{printed}");
+    let got = balances(&standby).await;
+    let total: i64 = got.iter().map(|(_, b)| b).sum();
+    assert_eq!(total, ACCOUNTS as i64 * START, "a transfer was cut in half");
+    assert!(
+        got.iter().any(|(_, b)| *b != START),
+        "no transfer reached the standby"
+    );
+    // It takes writes, and keeps them across a restart.
+    let mut c = standby.client().await;
+    common::transfer(&mut c, 0, 1, 5).await.unwrap();
+    c.batch_execute("CREATE TABLE after (k int PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO after VALUES (1)")
+        .await
+        .unwrap();
+    let rows = replication(&standby).await;
+    assert!(rows.is_empty(), "{rows:?}");
+    let want = balances(&standby).await;
+    drop(c);
+    standby.stop();
+    let mut again = Server::launch_args(root.path().join("standby"), 4, &[], &[]);
+    assert_eq!(balances(&again).await, want);
+    let c = again.client().await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM after", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    drop(c);
+    again.stop();
+}

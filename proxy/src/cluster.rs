@@ -76,6 +76,9 @@ pub struct Cluster {
     locks: Arc<crate::locks::LockTable>,
     /// Set while the cluster is a standby: where its reads run.
     standby: RwLock<Option<Arc<crate::standby::ReadPoint>>>,
+    /// Held while a standby logs or applies a round, and while it is
+    /// promoted: a promotion never meets half a round.
+    following: Mutex<()>,
     /// What `SHOW fortress.replication` reports (the binary's streams).
     replication: RwLock<Option<ReplicationReport>>,
     /// Waits until a commit has reached the synchronous standbys, if any.
@@ -273,6 +276,35 @@ pub fn write_identity_as(dir: &Path, identity: &Identity) -> Result<()> {
     Ok(())
 }
 
+/// The catalog a primary starts from: the newest any shard has, with every
+/// shard brought to it (a DDL interrupted by a stop, or a standby's copy
+/// cut between one DDL's records, leaves some behind), and any table still
+/// locked for a rewrite that never started (the process stopped first)
+/// unlocked.
+fn settle_catalog(stores: &[Arc<ShardStore>]) -> Result<Catalog> {
+    let mut newest = stores
+        .iter()
+        .map(|s| s.catalog())
+        .max_by_key(|c| c.version)
+        .unwrap_or_default();
+    if newest.tables.values().any(|t| t.locked) {
+        for t in newest.tables.values_mut() {
+            t.locked = false;
+        }
+        newest.version += 1;
+    }
+    for s in stores {
+        if s.catalog().version < newest.version {
+            tracing::warn!(
+                shard = s.id(),
+                "catching up a catalog left behind by an interrupted DDL"
+            );
+            s.execute(0, &Fragment::ApplyCatalog(newest.clone()))?;
+        }
+    }
+    Ok(newest)
+}
+
 /// Runs each job on a thread of its own and returns their results in order;
 /// the first error (or a panic, as an error) wins.
 fn in_parallel<T, F>(jobs: impl Iterator<Item = F>) -> std::result::Result<Vec<T>, StorageError>
@@ -394,29 +426,16 @@ impl Cluster {
             };
             move || ShardStore::open(i, &sdir, shard_opts).map(Arc::new)
         }))?;
-        let mut newest = stores
-            .iter()
-            .map(|s| s.catalog())
-            .max_by_key(|c| c.version)
-            .unwrap_or_default();
-        // A table still locked was being rewritten when the process
-        // stopped: the rewrite never started, so it is simply unlocked. (A
-        // standby changes nothing: its primary's log says what happened.)
-        if !opts.standby && newest.tables.values().any(|t| t.locked) {
-            for t in newest.tables.values_mut() {
-                t.locked = false;
-            }
-            newest.version += 1;
-        }
-        for s in stores.iter().filter(|_| !opts.standby) {
-            if s.catalog().version < newest.version {
-                tracing::warn!(
-                    shard = s.id(),
-                    "catching up a catalog left behind by an interrupted DDL"
-                );
-                s.execute(0, &Fragment::ApplyCatalog(newest.clone()))?;
-            }
-        }
+        // A standby changes nothing: its primary's log says what happened.
+        // Its reads see the catalog every shard has (see `follow_apply`).
+        let newest = match opts.standby {
+            false => settle_catalog(&stores)?,
+            true => stores
+                .iter()
+                .map(|s| s.catalog())
+                .min_by_key(|c| c.version)
+                .unwrap_or_default(),
+        };
         let standby = if opts.standby {
             // Transactions left prepared are the primary's to decide; its
             // decisions arrive in the stream.
@@ -470,6 +489,7 @@ impl Cluster {
             ),
             locks: Arc::new(crate::locks::LockTable::default()),
             standby: RwLock::new(standby),
+            following: Mutex::new(()),
             replication: RwLock::new(None),
             commit_wait: RwLock::new(None),
         })
@@ -506,6 +526,7 @@ impl Cluster {
     /// acknowledged to the primary. Nothing is visible until
     /// [`Cluster::follow_apply`].
     pub fn follow_log(&self, round: &[(usize, Vec<u8>)]) -> Result<LoggedRound> {
+        let _following = self.following.lock().expect("following");
         if !self.is_standby() {
             return Err(ProxyError::new(
                 "25006",
@@ -577,6 +598,7 @@ impl Cluster {
         cut_ends: &[u64],
         cut_ts: Timestamp,
     ) -> Result<()> {
+        let _following = self.following.lock().expect("following");
         let Some(read_point) = self.standby.read().expect("standby").clone() else {
             return Err(ProxyError::new(
                 "25006",
@@ -615,6 +637,35 @@ impl Cluster {
             }
         }
         read_point.advance(cut_ts, logged.records, &self.stores);
+        Ok(())
+    }
+
+    /// Makes a standby a primary, in place: it applies what it has logged,
+    /// decides the transactions its primary left prepared (as a restart
+    /// would), and takes writes from then on, reading at the clock. The
+    /// caller has stopped following the old primary first. 55000 if this
+    /// cluster is not a standby.
+    pub fn promote(&self) -> Result<()> {
+        let _following = self.following.lock().expect("following");
+        if !self.is_standby() {
+            return Err(ProxyError::new("55000", "this node is not a standby"));
+        }
+        for s in &self.stores {
+            s.follow_apply()?;
+        }
+        let catalog = settle_catalog(&self.stores)?;
+        self.set_catalog(catalog);
+        self.cache.invalidate_all();
+        crate::recovery::resolve_in_doubt(&self.stores, &self.coordinator)?;
+        self.coordinator.spawn_retirer();
+        // Transaction ids go on from the clock, as after a restart.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
+        self.next_txid.fetch_max(now, Ordering::Relaxed);
+        *self.standby.write().expect("standby") = None;
+        *self.replication.write().expect("replication") = None;
+        tracing::warn!("promoted: this node was a standby and now takes writes");
         Ok(())
     }
 

@@ -188,3 +188,43 @@ pub async fn checkpoint(
         }),
     ))
 }
+
+/// Promotes this standby to a primary, in place: it stops following its
+/// primary, applies what it logged, decides the transactions left
+/// prepared, and takes writes. Answers with the new status. Make sure the
+/// old primary is stopped (or fenced) first: nothing yet stops it from
+/// taking writes too.
+#[utoipa::path(post, path = "/api/v1/dr/promote", operation_id = "drPromote", tag = "dr",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = DrStatus),
+        (status = 401, body = ErrorBody),
+        (status = 409, description = "This node is not a standby", body = ErrorBody),
+        (status = 500, body = ErrorBody),
+    ))]
+pub async fn promote(State(state): State<Shared>) -> Result<Json<DrStatus>, ApiError> {
+    let follower = match &state.follower {
+        Some(f) if state.cluster.is_standby() => f.clone(),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "this node is not a standby".to_string(),
+            ))
+        }
+    };
+    let started = std::time::Instant::now();
+    follower.promote().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("promotion failed: {e:#}"),
+        )
+    })?;
+    tracing::warn!(
+        took_ms = started.elapsed().as_millis() as u64,
+        "promoted by the admin API"
+    );
+    let archives = state.dr.status();
+    Ok(Json(dr_status(&state, archives)))
+}

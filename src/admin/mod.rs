@@ -94,6 +94,8 @@ pub struct AdminState {
     pub shard_counts: health::Counts,
     /// Archives and their shipping.
     pub dr: Arc<crate::dr::Dr>,
+    /// On a standby, what follows its primary (and promotes it).
+    pub follower: Option<Arc<crate::dr::replication::standby::Follower>>,
 }
 
 pub type Shared = Arc<AdminState>;
@@ -113,6 +115,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/dr/replicate", post(dr::replicate))
         .route("/api/v1/dr/providers", post(dr::add_provider))
         .route("/api/v1/dr/checkpoint/{provider}", post(dr::checkpoint))
+        .route("/api/v1/dr/promote", post(dr::promote))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(prometheus::render))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -27,6 +27,7 @@ use super::{checkpoints, dr, error, health, prometheus, sharding};
         dr::replicate,
         dr::add_provider,
         dr::checkpoint,
+        dr::promote,
         prometheus::render,
         document,
     ),

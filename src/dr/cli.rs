@@ -14,6 +14,10 @@ pub fn run(action: DrAction) -> anyhow::Result<()> {
             crate::status::call(&admin, "POST", "/api/v1/dr/replicate")?,
             json,
         ),
+        DrAction::Promote { admin, json } => (
+            crate::status::call(&admin, "POST", "/api/v1/dr/promote")?,
+            json,
+        ),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);

@@ -28,6 +28,8 @@ pub struct Follower {
     upstream: Upstream,
     cluster: Arc<Cluster>,
     state: Mutex<FollowState>,
+    /// The task following the primary, until promotion stops it.
+    task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 #[derive(Default)]
@@ -41,6 +43,18 @@ struct FollowState {
 }
 
 impl Follower {
+    /// Stops following and makes this node a primary in place (see
+    /// [`Cluster::promote`]).
+    pub async fn promote(&self) -> anyhow::Result<()> {
+        if let Some(task) = self.task.lock().expect("follower").take() {
+            task.abort();
+        }
+        let c = self.cluster.clone();
+        tokio::task::spawn_blocking(move || c.promote()).await??;
+        tracing::warn!(primary = %self.upstream.primary, "stopped following the primary");
+        Ok(())
+    }
+
     fn row(&self) -> ReplicationRow {
         let st = self.state.lock().expect("follower");
         let positions = self.cluster.log_ends();
@@ -146,11 +160,12 @@ pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
             receiving: 0,
             mode: String::new(),
         }),
+        task: Mutex::new(None),
     });
     let report = follower.clone();
     cluster.set_replication_report(Arc::new(move || vec![report.row()]));
     let f = follower.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             let err = match follow(&f).await {
                 Ok(()) => "the primary closed the stream".to_string(),
@@ -165,6 +180,7 @@ pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
+    *follower.task.lock().expect("follower") = Some(task.abort_handle());
     follower
 }
 
