@@ -676,7 +676,10 @@ async fn archived_and_checkpointed_wal_is_recycled_and_older_points_restore_from
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let now = segments(&data);
-        if before.iter().filter(|p| !now.contains(p)).count() >= 4 {
+        // The pass logs once it has removed them.
+        if before.iter().filter(|p| !now.contains(p)).count() >= 4
+            && server.log().contains("recycled WAL segments")
+        {
             break;
         }
         assert!(
@@ -686,7 +689,6 @@ async fn archived_and_checkpointed_wal_is_recycled_and_older_points_restore_from
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(server.log().contains("recycled WAL segments"));
     drop(c);
     // A restart, even after a crash, replays from the store's marks, not
     // from the removed WAL.

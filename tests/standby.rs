@@ -658,3 +658,48 @@ async fn a_standby_promoted_in_place_after_a_kill_takes_writes_and_holds_no_half
     drop(c);
     again.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_in_place_completes_a_commit_its_primary_left_half_done() {
+    let root = tempfile::tempdir().unwrap();
+    let repl = format!("127.0.0.1:{}", free_port());
+    // Phase two of the first two-phase commit stops after its first
+    // participant: the decision (commit) is logged, one shard has it
+    // applied, the other holds the transaction prepared.
+    let mut primary = Server::launch_args(
+        root.path().join("primary"),
+        4,
+        &[("FORTRESS_FAULTS", "2pc.mid_phase_two=error@1")],
+        &["--replication-listen", &repl],
+    );
+    let mut standby = Server::standby(root.path().join("standby"), &repl, "dr1", &[], &[]);
+    let mut c = primary.client().await;
+    c.batch_execute("CREATE TABLE acct (id int PRIMARY KEY, balance bigint NOT NULL)")
+        .await
+        .unwrap();
+    for id in 0..ACCOUNTS {
+        c.execute("INSERT INTO acct VALUES ($1, $2)", &[&id, &START])
+            .await
+            .unwrap();
+    }
+    // Transfers from account 0 until one spans two shards and stops half way.
+    let mut faulted = false;
+    for to in 1..ACCOUNTS {
+        if common::transfer(&mut c, 0, to, 1).await.is_err() {
+            faulted = true;
+            break;
+        }
+    }
+    assert!(faulted, "no transfer spanned two shards");
+    drop(c);
+    // The standby receives all of that; the primary dies.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    primary.kill();
+    let url = format!("{}/api/v1/dr/promote", standby.admin_url());
+    ureq::post(&url).send_empty().unwrap();
+    // Promoted, it decides as its primary's log says: committed, whole.
+    let got = balances(&standby).await;
+    let total: i64 = got.iter().map(|(_, b)| b).sum();
+    assert_eq!(total, ACCOUNTS as i64 * START, "half a transfer: {got:?}");
+    standby.stop();
+}

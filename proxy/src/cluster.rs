@@ -552,9 +552,7 @@ impl Cluster {
                         s.follow_log(bytes)?;
                     }
                     None => {
-                        let wal = self.coordinator.log();
-                        let last = wal.append_encoded(bytes)?;
-                        wal.wait_durable(last)?;
+                        self.coordinator.follow(bytes)?;
                     }
                 }
             }

@@ -213,7 +213,56 @@ pub fn read_decisions(
     Ok(decisions)
 }
 
+/// What one decision record does to the decisions and votes held: an
+/// open's replay and a standby's stream take records alike.
+fn hold(
+    decisions: &mut HashMap<TxnId, (Outcome, u64)>,
+    votes: &mut BTreeMap<TxnId, (Timestamp, Vec<u8>)>,
+    rec: &fortress_storage::wal::Record,
+) -> Result<(), StorageError> {
+    match rec.kind {
+        KIND_COMMIT => {
+            decisions.insert(rec.txid, (Some(Timestamp(rec.ts)), rec.lsn));
+        }
+        KIND_COMMIT_VOTES => {
+            decisions.insert(rec.txid, (Some(Timestamp(rec.ts)), rec.lsn));
+            votes.insert(rec.txid, (Timestamp(rec.ts), rec.payload.clone()));
+        }
+        KIND_ABORT => {
+            decisions.insert(rec.txid, (None, rec.lsn));
+        }
+        KIND_DONE => {
+            decisions.remove(&rec.txid);
+            votes.remove(&rec.txid);
+        }
+        k => {
+            return Err(StorageError::Codec(format!(
+                "unknown coordinator record kind {k} at LSN {}",
+                rec.lsn
+            )))
+        }
+    }
+    Ok(())
+}
+
 impl Coordinator {
+    /// A standby's copy of the log takes records shipped from its
+    /// primary's: logged byte for byte, made durable, and held as an open
+    /// would hold them, so that a promotion in place decides the
+    /// transactions left prepared from them. Returns the last LSN.
+    pub fn follow(&self, bytes: &[u8]) -> Result<u64, StorageError> {
+        let cipher = self.wal.cipher().map(|c| &**c);
+        let records = fortress_storage::wal::decode_shipped(bytes, cipher, &self.dir)?;
+        let last = self.wal.append_encoded(bytes)?;
+        self.wal.wait_durable(last)?;
+        let mut decisions = self.decisions.lock().expect("decisions");
+        let mut votes = self.votes.lock().expect("votes");
+        for rec in &records {
+            hold(&mut decisions, &mut votes, rec)?;
+        }
+        Ok(last)
+    }
+
     /// Opens the decision log in `dir`, reading every decision not yet done
     /// (the log after its stored floor).
     pub fn open(dir: &Path, opts: WalOptions) -> Result<Coordinator, StorageError> {
@@ -221,29 +270,7 @@ impl Coordinator {
         let mut votes = BTreeMap::new();
         let floor = read_floor(dir);
         let wal = Wal::open(dir, opts, floor, |rec| {
-            match rec.kind {
-                KIND_COMMIT => {
-                    decisions.insert(rec.txid, (Some(Timestamp(rec.ts)), rec.lsn));
-                }
-                KIND_COMMIT_VOTES => {
-                    decisions.insert(rec.txid, (Some(Timestamp(rec.ts)), rec.lsn));
-                    votes.insert(rec.txid, (Timestamp(rec.ts), rec.payload.clone()));
-                }
-                KIND_ABORT => {
-                    decisions.insert(rec.txid, (None, rec.lsn));
-                }
-                KIND_DONE => {
-                    decisions.remove(&rec.txid);
-                    votes.remove(&rec.txid);
-                }
-                k => {
-                    return Err(StorageError::Codec(format!(
-                        "unknown coordinator record kind {k} at LSN {}",
-                        rec.lsn
-                    )))
-                }
-            }
-            Ok(())
+            hold(&mut decisions, &mut votes, rec)
         })?;
         // A floor past the log's end (never, as it is stored no further
         // than the durable log) would hide the decisions logged next.

@@ -72,6 +72,7 @@ fn describe(m: &Manifest, cluster_id: &str) -> Checkpoint {
     responses(
         (status = 201, body = Checkpoint),
         (status = 401, body = ErrorBody),
+        (status = 409, description = "This node is a standby", body = ErrorBody),
         (status = 500, description = "The checkpoint could not be written", body = ErrorBody),
     ))]
 pub async fn create(
@@ -83,6 +84,13 @@ pub async fn create(
 
 /// Takes a checkpoint into the checkpoint directory.
 pub async fn take(state: &Shared) -> Result<Manifest, ApiError> {
+    if state.cluster.is_standby() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "conflict",
+            "a standby takes no checkpoints: take them on its primary",
+        ));
+    }
     let root = std::path::absolute(&state.checkpoints)
         .map_err(|e| ApiError::internal("resolving the checkpoint directory", e))?;
     let m = state

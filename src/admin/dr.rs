@@ -154,6 +154,7 @@ pub struct ArchivedCheckpoint {
     params(("provider" = String, Path, description = "The archive's name")),
     responses(
         (status = 201, body = ArchivedCheckpoint),
+        (status = 409, description = "This node is a standby", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, description = "No archive of that name", body = ErrorBody),
         (status = 500, description = "The checkpoint could not be taken", body = ErrorBody),
@@ -215,11 +216,13 @@ pub async fn promote(State(state): State<Shared>) -> Result<Json<DrStatus>, ApiE
     };
     let started = std::time::Instant::now();
     follower.promote().await.map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("promotion failed: {e:#}"),
-        )
+        match e.downcast_ref::<fortress_proxy::ProxyError>() {
+            // Promoted meanwhile, by another request.
+            Some(p) if p.sql_state() == "55000" => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", p.to_string())
+            }
+            _ => ApiError::internal("promotion failed", format!("{e:#}")),
+        }
     })?;
     tracing::warn!(
         took_ms = started.elapsed().as_millis() as u64,

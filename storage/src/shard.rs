@@ -1476,19 +1476,11 @@ impl ShardStore {
         self.check_failed()?;
         let cipher = self.wal.cipher().map(|c| &**c);
         let mut changes = Vec::new();
-        let mut pos = 0;
-        while pos < bytes.len() {
-            let crate::wal::Decoded::Record(mut rec, n) = crate::wal::decode(&bytes[pos..]) else {
-                return Err(StorageError::Codec(
-                    "a shipped WAL record does not decode".into(),
-                ));
-            };
-            rec.unseal(cipher, &self.dir, 0)?;
+        for rec in crate::wal::decode_shipped(bytes, cipher, &self.dir)? {
             if matches!(rec.kind, KIND_WRITE | KIND_PREPARE | KIND_PREPARE_ALL) {
                 self.clock.observe_own(Timestamp(rec.ts));
             }
             changes.push((rec.lsn, decode_change(&rec)?));
-            pos += n;
         }
         let last = {
             let _w = self.writer.lock().expect("write lock");

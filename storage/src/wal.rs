@@ -156,6 +156,27 @@ pub enum Decoded {
 }
 
 /// Decodes the record starting at `buf[0]`.
+/// Decodes every record of shipped bytes (records as encoded in a log,
+/// see [`Wal::append_encoded`]), opening sealed payloads with `cipher`.
+/// `origin` names where they came from, for errors. Bytes that do not
+/// decode whole are refused.
+pub fn decode_shipped(bytes: &[u8], cipher: Option<&Cipher>, origin: &Path) -> Result<Vec<Record>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let Decoded::Record(mut rec, n) = decode(&bytes[pos..]) else {
+            return Err(StorageError::Codec(format!(
+                "shipped WAL records for {} do not decode at byte {pos}",
+                origin.display()
+            )));
+        };
+        rec.unseal(cipher, origin, pos)?;
+        out.push(rec);
+        pos += n;
+    }
+    Ok(out)
+}
+
 pub fn decode(buf: &[u8]) -> Decoded {
     if buf.len() < HEADER + TRAILER {
         return Decoded::Incomplete;

@@ -76,6 +76,9 @@ struct LinkState {
     acked: Vec<u64>,
     /// The ends of the last round sent.
     sent: Vec<u64>,
+    /// The records the standby needs were recycled: it must be rebuilt,
+    /// and holds nothing back.
+    gone: bool,
 }
 
 struct Sent {
@@ -207,7 +210,7 @@ impl Standbys {
             .values()
             .filter_map(|l| {
                 let st = l.state.lock().expect("link");
-                let held = st.ended.is_none() || l.sync;
+                let held = (st.ended.is_none() || l.sync) && !st.gone;
                 held.then(|| st.acked.get(log).copied()).flatten()
             })
             .min()
@@ -291,12 +294,17 @@ impl Standbys {
         link.acks.notify_waiters();
     }
 
-    fn connect(&self, name: &str, addr: String) -> Arc<Link> {
+    /// Registers a standby whose logs end at `positions`, before anything
+    /// is sent: from here recycling keeps what it lacks.
+    fn connect(&self, name: &str, addr: String, positions: Vec<u64>) -> Arc<Link> {
         let link = Arc::new(Link {
             name: name.to_string(),
             addr,
             sync: self.policy.sync.contains(name),
-            state: Mutex::default(),
+            state: Mutex::new(LinkState {
+                acked: positions,
+                ..LinkState::default()
+            }),
             wanted: Notify::new(),
             acks: Notify::new(),
         });
@@ -406,11 +414,15 @@ async fn stream_to(
         write_frame(&mut s, ERROR, &[why.as_bytes()]).await?;
         bail!("refused standby {}: {why}", hello.name);
     }
-    write_frame(&mut s, WELCOME, &[&serde_json::to_vec(&welcome)?]).await?;
+    // Registered before it is welcomed, so a recycling pass meanwhile
+    // keeps what it lacks. Its positions acknowledge nothing sent: they end
+    // no degradation.
+    let link = standbys.connect(&hello.name, peer.clone(), hello.positions.clone());
+    if let Err(e) = write_frame(&mut s, WELCOME, &[&serde_json::to_vec(&welcome)?]).await {
+        link.end(format!("{e}"));
+        return Err(e.into());
+    }
     tracing::info!(standby = %hello.name, %peer, "standby connected; streaming the WAL");
-    let link = standbys.connect(&hello.name, peer);
-    // Not an acknowledgement of anything sent: it ends no degradation.
-    link.acked(hello.positions.clone());
     let (mut rd, mut wr) = s.into_split();
     let acks: tokio::task::JoinHandle<anyhow::Result<()>> = {
         let (link, standbys) = (link.clone(), standbys.clone());
@@ -490,6 +502,7 @@ async fn rounds(
                     write_frame(wr, CUT, &[&cut]).await?;
                 }
                 Piece::Gone(why) => {
+                    link.state.lock().expect("link").gone = true;
                     let _ = write_frame(wr, ERROR, &[why.as_bytes()]).await;
                     bail!(why);
                 }

@@ -46,11 +46,13 @@ impl Follower {
     /// Stops following and makes this node a primary in place (see
     /// [`Cluster::promote`]).
     pub async fn promote(&self) -> anyhow::Result<()> {
+        // Following stops at once (the next round is refused: the cluster
+        // is no longer a standby); if promotion fails, it goes on.
+        let c = self.cluster.clone();
+        tokio::task::spawn_blocking(move || c.promote()).await??;
         if let Some(task) = self.task.lock().expect("follower").take() {
             task.abort();
         }
-        let c = self.cluster.clone();
-        tokio::task::spawn_blocking(move || c.promote()).await??;
         tracing::warn!(primary = %self.upstream.primary, "stopped following the primary");
         Ok(())
     }
