@@ -50,6 +50,11 @@ pub struct StandbyArgs {
     /// This standby's name, as the primary reports it.
     #[arg(long, default_value = "standby")]
     pub name: String,
+    /// The primary is declared lost when nothing (not even the heartbeat
+    /// it sends every 20 ms when idle) has come from it for this long; the
+    /// standby then reconnects, and says so.
+    #[arg(long, env = "FORTRESS_PRIMARY_TIMEOUT", default_value = "5s", value_parser = parse_duration_ms)]
+    pub primary_timeout: Duration,
     /// Every `serve` setting: the standby serves reads on --listen (writes
     /// get 25006) and its admin API like a primary.
     #[command(flatten)]

@@ -60,6 +60,7 @@ fn main() -> anyhow::Result<()> {
             Some(dr::replication::standby::Upstream {
                 primary: args.primary,
                 name: args.name,
+                timeout: args.primary_timeout,
             }),
         ),
         Command::Config(_) => {
@@ -151,7 +152,10 @@ fn serve(
     if args.sync_timeout.is_zero() {
         anyhow::bail!("--sync-timeout must be above zero");
     }
-    if upstream.is_some() {
+    if let Some(up) = &upstream {
+        if up.timeout.is_zero() {
+            anyhow::bail!("--primary-timeout must be above zero");
+        }
         if !args.archives.is_empty() {
             anyhow::bail!("--archive on a standby is not supported yet: archive from the primary");
         }

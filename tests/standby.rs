@@ -703,3 +703,84 @@ async fn a_promotion_in_place_completes_a_commit_its_primary_left_half_done() {
     assert_eq!(total, ACCOUNTS as i64 * START, "half a transfer: {got:?}");
     standby.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_declares_a_silent_primary_lost_and_follows_it_again_when_it_wakes() {
+    let root = tempfile::tempdir().unwrap();
+    let repl = format!("127.0.0.1:{}", free_port());
+    let primary = Server::launch_args(
+        root.path().join("primary"),
+        4,
+        &[],
+        &["--replication-listen", &repl],
+    );
+    let standby = Server::standby(
+        root.path().join("standby"),
+        &repl,
+        "dr1",
+        &[],
+        &["--primary-timeout", "1s"],
+    );
+    let c = primary.client().await;
+    c.batch_execute("CREATE TABLE t (k int PRIMARY KEY)")
+        .await
+        .unwrap();
+    drop(c);
+    let state = |rows: Vec<(String, String, i64)>| rows[0].1.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state(replication(&standby).await) != "streaming" {
+        assert!(Instant::now() < deadline, "the standby never streamed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The primary hangs (its socket stays open, nothing comes): the
+    // missing heartbeats give it away.
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &primary.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    signal("-STOP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = state(replication(&standby).await);
+        // Declared lost, then (reconnecting) not answering.
+        if s.contains("primary lost") || s.contains("did not answer") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the silent primary was not noticed: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state(replication(&standby).await) != "streaming" {
+        assert!(
+            Instant::now() < deadline,
+            "the standby did not follow again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = primary.client().await;
+    c.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
+    let s = standby.client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = s
+            .query_one("SELECT count(*) FROM t", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if n == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the write never reached the standby"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

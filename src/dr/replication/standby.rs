@@ -21,6 +21,8 @@ use super::*;
 pub struct Upstream {
     pub primary: String,
     pub name: String,
+    /// Silence after which the primary is declared lost.
+    pub timeout: Duration,
 }
 
 /// The follower's view of its primary.
@@ -127,7 +129,22 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+/// Connects and says HELLO; the WELCOME, within the primary timeout.
 async fn connect(upstream: &Upstream, positions: Vec<u64>) -> anyhow::Result<(TcpStream, Welcome)> {
+    tokio::time::timeout(upstream.timeout, handshake(upstream, positions))
+        .await
+        .with_context(|| {
+            format!(
+                "the primary at {} did not answer within {:?}",
+                upstream.primary, upstream.timeout
+            )
+        })?
+}
+
+async fn handshake(
+    upstream: &Upstream,
+    positions: Vec<u64>,
+) -> anyhow::Result<(TcpStream, Welcome)> {
     let mut s = TcpStream::connect(&upstream.primary)
         .await
         .with_context(|| format!("connecting to the primary at {}", upstream.primary))?;
@@ -206,7 +223,14 @@ async fn follow(f: &Follower) -> anyhow::Result<()> {
     let (mut rd, mut wr) = s.into_split();
     let mut round: Vec<(usize, Vec<u8>)> = Vec::new();
     loop {
-        let (kind, payload) = read_frame(&mut rd, MAX_FRAME).await?;
+        let frame = tokio::time::timeout(f.upstream.timeout, read_frame(&mut rd, MAX_FRAME)).await;
+        let Ok(frame) = frame else {
+            bail!(
+                "primary lost: nothing from it, not even a heartbeat, for {:?}",
+                f.upstream.timeout
+            );
+        };
+        let (kind, payload) = frame?;
         match kind {
             RECORDS if payload.len() >= 2 => {
                 let log = u16::from_le_bytes([payload[0], payload[1]]) as usize;
