@@ -91,6 +91,23 @@ async fn check_restored(dir: std::path::PathBuf, model: &Model, what: &str) {
     server.stop();
 }
 
+/// Runs `fortress restore SOURCE... --to TO` (with `env`), checks the
+/// restored directory holds `model`, and returns what the restore printed.
+async fn restored(
+    source: &[&str],
+    env: &[(String, String)],
+    to: std::path::PathBuf,
+    model: &Model,
+    what: &str,
+) -> String {
+    let mut args = vec!["restore"];
+    args.extend_from_slice(source);
+    args.extend(["--to", s(&to)]);
+    let out = ok(fortress_env(&args, env));
+    check_restored(to, model, what).await;
+    out
+}
+
 /// Restores `url` (with `env`) to `time` and checks it holds `at`; then
 /// to its latest point, whose directory it returns.
 async fn restore_time_and_latest(
@@ -100,20 +117,9 @@ async fn restore_time_and_latest(
     (at, time): (&Model, &str),
     what: &str,
 ) -> std::path::PathBuf {
-    let to_time = root.join("at-time");
-    ok(fortress_env(
-        &[
-            "restore",
-            "--from",
-            url,
-            "--to",
-            s(&to_time),
-            "--time",
-            time,
-        ],
-        env,
-    ));
-    check_restored(to_time, at, &format!("{what} --time")).await;
+    let source = ["--from", url, "--time", time];
+    let what_time = format!("{what} --time");
+    restored(&source, env, root.join("at-time"), at, &what_time).await;
     let to_latest = root.join("latest");
     ok(fortress_env(
         &["restore", "--from", url, "--to", s(&to_latest), "--latest"],
@@ -197,30 +203,15 @@ async fn a_file_archive_alone_restores_to_a_time_and_to_its_latest_point() {
     std::fs::remove_dir_all(root.path().join("data")).unwrap();
 
     let to_time = root.path().join("at-time");
-    let out = ok(fortress(&[
-        "restore",
-        "--from",
-        &url,
-        "--to",
-        s(&to_time),
-        "--time",
-        &time,
-    ]));
+    let source = ["--from", &url, "--time", &time];
+    let out = restored(&source, &[], to_time, &at, "--time").await;
     assert!(
         out.contains("from checkpoint 20"),
         "restored from the archived checkpoint: {out}"
     );
-    check_restored(to_time, &at, "--time").await;
     let to_latest = root.path().join("latest");
-    ok(fortress(&[
-        "restore",
-        "--from",
-        &url,
-        "--to",
-        s(&to_latest),
-        "--latest",
-    ]));
-    check_restored(to_latest, &last, "--latest").await;
+    let source = ["--from", &url, "--latest"];
+    restored(&source, &[], to_latest, &last, "--latest").await;
 
     // A flipped byte in any archived WAL object is caught, named, and
     // leaves nothing behind.
@@ -723,38 +714,30 @@ async fn archived_and_checkpointed_wal_is_recycled_and_older_points_restore_from
     );
     server.stop();
     let to = root.path().join("from-b");
-    ok(fortress(&[
-        "restore",
-        "--from",
-        &url2,
-        "--to",
-        s(&to),
-        "--latest",
-    ]));
-    check_restored(to, &model, "an archive started after recycling").await;
+    let source = ["--from", &url2, "--latest"];
+    restored(
+        &source,
+        &[],
+        to,
+        &model,
+        "an archive started after recycling",
+    )
+    .await;
     // The local directory still restores from its newest checkpoint.
     let to = root.path().join("local");
-    ok(fortress(&[
-        "restore",
-        "--data-dir",
-        s(&data),
-        "--to",
-        s(&to),
-        "--latest",
-    ]));
-    check_restored(to, &model, "local restore after recycling").await;
+    let source = ["--data-dir", s(&data), "--latest"];
+    restored(&source, &[], to, &model, "local restore after recycling").await;
     // A point before the checkpoint comes back from the archive's WAL.
     let to = root.path().join("early");
-    ok(fortress(&[
-        "restore",
-        "--from",
-        &url,
-        "--to",
-        s(&to),
-        "--time",
-        &time,
-    ]));
-    check_restored(to, &early, "before the checkpoint, from the archive").await;
+    let source = ["--from", &url, "--time", &time];
+    restored(
+        &source,
+        &[],
+        to,
+        &early,
+        "before the checkpoint, from the archive",
+    )
+    .await;
 }
 
 // --- Azure, against Azurite --------------------------------------------
@@ -938,14 +921,7 @@ async fn an_archive_added_at_runtime_ships_and_takes_a_checkpoint_on_request() {
     drop(c);
     server.stop();
     let to = root.path().join("restored");
-    let out = ok(fortress(&[
-        "restore",
-        "--from",
-        &url,
-        "--to",
-        s(&to),
-        "--latest",
-    ]));
+    let source = ["--from", &url, "--latest"];
+    let out = restored(&source, &[], to, &model, "an archive added at runtime").await;
     assert!(out.contains(&format!("from checkpoint {id}")), "{out}");
-    check_restored(to, &model, "an archive added at runtime").await;
 }

@@ -134,6 +134,25 @@ async fn replication(server: &Server) -> Vec<(String, String, i64)> {
         .collect()
 }
 
+/// Waits up to `secs` until `table` on `server` holds `want` rows (a
+/// table not there yet counts as empty); `what` failed otherwise.
+async fn count_reaches(server: &Server, table: &str, want: i64, secs: u64, what: &str) {
+    let c = server.client().await;
+    let sql = format!("SELECT count(*) FROM {table}");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let n: i64 = match c.query_one(&sql, &[]).await {
+            Ok(r) => r.get(0),
+            Err(_) => 0,
+        };
+        if n == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits (up to 15 s) until the standby's balances equal `want`.
 async fn caught_up(standby: &Server, want: &[(i32, i64)]) {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -473,22 +492,14 @@ async fn with_the_wait_fallback_a_commit_waits_for_its_sync_standby() {
         .expect("the commit was not acknowledged once the standby came")
         .unwrap();
     // Applied just after it was acknowledged as durable.
-    let c = standby.client().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let n: i64 = match c.query_one("SELECT count(*) FROM seq", &[]).await {
-            Ok(r) => r.get(0),
-            Err(_) => 0,
-        };
-        if n == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the standby never applied the commit"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    count_reaches(
+        &standby,
+        "seq",
+        1,
+        10,
+        "the standby never applied the commit",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -544,22 +555,7 @@ async fn recycling_keeps_what_a_sync_standby_lacks_and_an_async_one_away_must_be
     // Back, it catches up from the primary's WAL; then recycling goes on,
     // past what the asynchronous standby (still away) had.
     sync.restart();
-    let c = sync.client().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let n: i64 = match c.query_one("SELECT count(*) FROM t", &[]).await {
-            Ok(r) => r.get(0),
-            Err(_) => 0,
-        };
-        if n == 8000 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the sync standby did not catch up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    count_reaches(&sync, "t", 8000, 30, "the sync standby did not catch up").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !primary.log().contains("recycled WAL segments") {
         assert!(
@@ -766,21 +762,5 @@ async fn a_standby_declares_a_silent_primary_lost_and_follows_it_again_when_it_w
     }
     let c = primary.client().await;
     c.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
-    let s = standby.client().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let n: i64 = s
-            .query_one("SELECT count(*) FROM t", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if n == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the write never reached the standby"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    count_reaches(&standby, "t", 1, 10, "the write never reached the standby").await;
 }

@@ -500,29 +500,9 @@ impl Cluster {
         self.standby.read().expect("standby").is_some()
     }
 
-    /// On a standby, the time of the last cut applied from the primary.
-    pub fn standby_cut(&self) -> Option<Timestamp> {
-        let rp = self.standby.read().expect("standby").clone();
-        rp.map(|r| r.cut())
-    }
-
-    /// Takes one round from the primary (see [`crate::standby`]): records
-    /// for each log, by its index in [`Cluster::logs`], all up to a cut
-    /// taken at `cut_ts`. Logs the round durably
-    /// ([`Cluster::follow_log`]), then applies it
-    /// ([`Cluster::follow_apply`]). Blocks: call it off the async threads.
-    pub fn follow(
-        &self,
-        round: &[(usize, Vec<u8>)],
-        cut_ends: &[u64],
-        cut_ts: Timestamp,
-    ) -> Result<()> {
-        let logged = self.follow_log(round)?;
-        self.follow_apply(logged, cut_ends, cut_ts)
-    }
-
-    /// Logs a round's records byte for byte in each log and makes them
-    /// durable: from here a restart replays them, so the round may be
+    /// Takes one round from the primary (see [`crate::standby`]), first
+    /// half: records for each log, by its index in [`Cluster::logs`], all
+    /// up to a cut; logs them byte for byte and makes them durable: from here a restart replays them, so the round may be
     /// acknowledged to the primary. Nothing is visible until
     /// [`Cluster::follow_apply`].
     pub fn follow_log(&self, round: &[(usize, Vec<u8>)]) -> Result<LoggedRound> {

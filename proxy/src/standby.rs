@@ -77,11 +77,6 @@ impl ReadPoint {
         (st.1, self.pins.pin(st.1 .0))
     }
 
-    /// The time of the last cut applied.
-    pub(crate) fn cut(&self) -> Timestamp {
-        self.state.lock().expect("read point").0
-    }
-
     /// Moves reads to cut `ts`, once every log holds the round up to it.
     /// `records` says whether the round carried any (then the cut is
     /// recorded for a restart).

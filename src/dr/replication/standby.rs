@@ -68,11 +68,8 @@ impl Follower {
                 .map_or(0, |d| d.as_micros() as u64),
         );
         // How old reads are: the read point, which a transaction still
-        // prepared may hold below the last cut.
-        let read = match self.cluster.standby_cut() {
-            Some(Timestamp(0)) | None => Timestamp(0),
-            Some(_) => self.cluster.snapshot(),
-        };
+        // prepared may hold below the last cut (0 before the first).
+        let read = self.cluster.snapshot();
         ReplicationRow {
             name: self.upstream.primary.clone(),
             role: "primary".into(),
