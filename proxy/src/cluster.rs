@@ -83,7 +83,24 @@ pub struct Cluster {
     replication: RwLock<Option<ReplicationReport>>,
     /// Waits until a commit has reached the synchronous standbys, if any.
     commit_wait: RwLock<Option<CommitWait>>,
+    /// Says why writes are refused, if they are (the write lease).
+    fence: RwLock<Option<WriteFence>>,
+    /// Statements that write (or COMMITs of blocks that wrote) running now.
+    writing: std::sync::atomic::AtomicUsize,
 }
+
+/// Counts a write as running until dropped (see [`Cluster::begin_write`]).
+pub struct Writing<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Why this node must not take writes now (it does not hold the write
+/// lease), or `None` when it may.
+pub type WriteFence = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// Given every log's end after a commit, resolves once the synchronous
 /// standbys hold the logs that far (or the primary degraded to async).
@@ -492,6 +509,8 @@ impl Cluster {
             following: Mutex::new(()),
             replication: RwLock::new(None),
             commit_wait: RwLock::new(None),
+            fence: RwLock::new(None),
+            writing: Default::default(),
         })
     }
 
@@ -670,6 +689,61 @@ impl Cluster {
             None => Ok(()),
             Some(w) => w(self.log_ends()).await,
         }
+    }
+
+    /// Makes every write ask `fence` first (see [`WriteFence`]).
+    pub fn set_write_fence(&self, fence: WriteFence) {
+        *self.fence.write().expect("fence") = Some(fence);
+    }
+
+    /// Counts a write as running, then says whether it may run: a fence
+    /// raised after this call sees it in [`Cluster::writes_running`] and
+    /// can wait for it.
+    pub fn begin_write(&self) -> (Writing<'_>, Option<String>) {
+        self.writing.fetch_add(1, Ordering::SeqCst);
+        (Writing(&self.writing), self.fenced())
+    }
+
+    /// Writes counted by [`Cluster::begin_write`] and not yet ended.
+    pub fn writes_running(&self) -> usize {
+        self.writing.load(Ordering::SeqCst)
+    }
+
+    /// Why writes are refused now, if they are.
+    pub fn fenced(&self) -> Option<String> {
+        let fence = self.fence.read().expect("fence").clone();
+        fence.and_then(|f| f())
+    }
+
+    /// The transactions committed in this node's logs after `ends` (each
+    /// log's position, in [`Cluster::logs`] order), as `(txid, commit
+    /// timestamp)`, each once: what a successor that took over at `ends`
+    /// lacks.
+    pub fn commits_after(&self, ends: &[u64]) -> Result<Vec<(u64, u64)>> {
+        let cipher = self.cipher.as_deref();
+        let mut all = Vec::new();
+        for (s, after) in self.stores.iter().zip(ends) {
+            all.extend(fortress_storage::shard::commits_after(
+                s.log().dir(),
+                *after,
+                cipher,
+            )?);
+        }
+        if let Some(after) = ends.get(self.stores.len()) {
+            all.extend(crate::coordinator::commits_after(
+                self.coordinator.log().dir(),
+                *after,
+                cipher,
+            )?);
+        }
+        let mut seen = std::collections::HashMap::new();
+        for (txid, ts) in all {
+            let e = seen.entry(txid).or_insert(ts);
+            *e = (*e).max(ts);
+        }
+        let mut out: Vec<(u64, u64)> = seen.into_iter().collect();
+        out.sort_by_key(|&(txid, ts)| (ts, txid));
+        Ok(out)
     }
 
     /// Registers what `SHOW fortress.replication` reports.

@@ -213,6 +213,23 @@ pub fn read_decisions(
     Ok(decisions)
 }
 
+/// The commit decisions the log in `dir` holds after LSN `after`, as
+/// `(txid, commit timestamp)`.
+pub fn commits_after(
+    dir: &Path,
+    after: u64,
+    cipher: Option<&fortress_storage::cipher::Cipher>,
+) -> Result<Vec<(TxnId, u64)>, StorageError> {
+    let mut out = Vec::new();
+    fortress_storage::wal::read_from(dir, after, cipher, |rec| {
+        if matches!(rec.kind, KIND_COMMIT | KIND_COMMIT_VOTES) {
+            out.push((rec.txid, rec.ts));
+        }
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
 /// What one decision record does to the decisions and votes held: an
 /// open's replay and a standby's stream take records alike.
 fn hold(

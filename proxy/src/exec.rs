@@ -116,6 +116,29 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
             format!("cannot execute {command} in a read-only transaction (this node is a standby)"),
         ));
     }
+    // A node without the write lease takes no writes: neither a statement
+    // that writes nor the COMMIT of a block that wrote, which is rolled
+    // back instead.
+    let commits_writes = matches!(plan, Plan::Commit) && !session.written_tables().is_empty();
+    let mut _writing = None;
+    if plan.write_command().is_some() || commits_writes {
+        let (writing, fenced) = cluster.begin_write();
+        _writing = Some(writing);
+        if let Some(why) = fenced {
+            if commits_writes {
+                session.replace_txn(TxnState::Idle);
+            } else {
+                session.fail_txn();
+            }
+            return Err(ProxyError::new(
+                "25006",
+                format!(
+                    "cannot execute {}: this node takes no writes: {why}",
+                    plan.write_command().unwrap_or("COMMIT")
+                ),
+            ));
+        }
+    }
     // Reads outside a transaction block may be answered from the cache;
     // the look-up happens before the read's snapshot is taken.
     let mut ticket = None;

@@ -526,6 +526,28 @@ impl DirtyKeys {
     }
 }
 
+/// The transactions a shard's log in `dir` commits after LSN `after`, as
+/// `(txid, commit timestamp)` in log order: single-shard writes, commits
+/// of prepared transactions, loads and catalog changes. A replaced
+/// primary counts with this what it had that its successor lacks.
+pub fn commits_after(
+    dir: &Path,
+    after: Lsn,
+    cipher: Option<&crate::cipher::Cipher>,
+) -> Result<Vec<(TxnId, u64)>> {
+    let mut out = Vec::new();
+    crate::wal::read_from(dir, after, cipher, |rec| {
+        if matches!(
+            rec.kind,
+            KIND_WRITE | KIND_COMMIT_PREPARED | KIND_LOAD | KIND_CATALOG
+        ) {
+            out.push((rec.txid, rec.ts));
+        }
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
 fn codec<E: std::fmt::Display>(e: E) -> StorageError {
     StorageError::Codec(e.to_string())
 }
