@@ -33,7 +33,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 8] = b"FORTARC1";
@@ -377,6 +377,81 @@ impl Provider {
         Ok(out)
     }
 
+    /// Object `rel` with the version a conditional write compares
+    /// against, or `None` if there is none.
+    pub async fn get_versioned(&self, rel: &str) -> anyhow::Result<Option<(Bytes, Version)>> {
+        if self.local_dir.is_some() {
+            // The local store cannot replace on a version; its writes
+            // compare content instead (see `put_if`).
+            return Ok(self
+                .get(rel)
+                .await?
+                .map(|b| (b.clone(), Version::Content(b))));
+        }
+        match self.store.get(&self.path(rel)).await {
+            Ok(r) => {
+                let version = Version::Tag(UpdateVersion {
+                    e_tag: r.meta.e_tag.clone(),
+                    version: r.meta.version.clone(),
+                });
+                let bytes = r
+                    .bytes()
+                    .await
+                    .with_context(|| format!("archive {}: reading {rel}", self.name))?;
+                Ok(Some((bytes, version)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("archive {}: reading {rel}", self.name)),
+        }
+    }
+
+    /// Writes object `rel` only if it is as last read: absent when
+    /// `expected` is `None`, else still at that version. `Ok(None)` if it
+    /// changed meanwhile (someone else wrote it); the new version if
+    /// written. Object stores do this with conditional puts; a local
+    /// directory under an exclusive lock on a file beside the object.
+    pub async fn put_if(
+        &self,
+        rel: &str,
+        bytes: Vec<u8>,
+        expected: Option<&Version>,
+    ) -> anyhow::Result<Option<Version>> {
+        let bytes = Bytes::from(bytes);
+        if let Some(dir) = &self.local_dir {
+            let (dir, rel2, expected) = (dir.clone(), rel.to_string(), expected.cloned());
+            return tokio::task::spawn_blocking(move || {
+                local_put_if(&dir, &rel2, bytes, expected.as_ref())
+            })
+            .await?
+            .with_context(|| format!("archive {}: writing {rel}", self.name));
+        }
+        let mode = match expected {
+            None => PutMode::Create,
+            Some(Version::Tag(v)) => PutMode::Update(v.clone()),
+            Some(Version::Content(_)) => bail!(
+                "archive {}: a content version on an object store",
+                self.name
+            ),
+        };
+        let opts = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&self.path(rel), PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(r) => Ok(Some(Version::Tag(UpdateVersion {
+                e_tag: r.e_tag,
+                version: r.version,
+            }))),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("archive {}: writing {rel}", self.name)),
+        }
+    }
+
     /// Checks that the archive is this cluster's (claiming it when new).
     pub async fn claim(&self, me: &Identity) -> anyhow::Result<()> {
         let body = serde_json::to_vec_pretty(me)?;
@@ -399,6 +474,60 @@ impl Provider {
         }
         Ok(())
     }
+}
+
+/// The version of an object as read, for [`Provider::put_if`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// An object store's ETag and version.
+    Tag(UpdateVersion),
+    /// A local object: its whole content.
+    Content(Bytes),
+}
+
+/// `put_if` in a local directory: compare and replace under an exclusive
+/// `flock` of `<object>.lock`, which every writer through this function
+/// takes; the new content lands by rename, synced.
+fn local_put_if(
+    dir: &std::path::Path,
+    rel: &str,
+    bytes: Bytes,
+    expected: Option<&Version>,
+) -> anyhow::Result<Option<Version>> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let path = dir.join(rel);
+    let parent = path.parent().context("an object path has a parent")?;
+    std::fs::create_dir_all(parent)?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path.with_extension("lock"))?;
+    // SAFETY: flock on a descriptor this function owns; released on close.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let current = match std::fs::read(&path) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let unchanged = match (expected, &current) {
+        (None, None) => true,
+        (Some(Version::Content(want)), Some(have)) => want[..] == have[..],
+        _ => false,
+    };
+    if !unchanged {
+        return Ok(None);
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(parent)?.sync_all()?;
+    Ok(Some(Version::Content(bytes)))
 }
 
 #[cfg(test)]

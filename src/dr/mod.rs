@@ -6,13 +6,16 @@
 //! `fortress restore --from URL`), and WAL recycling once archived and
 //! checkpointed ([`recycle`]), with each archive's health checks and
 //! score ([`health`]). Archives can be added while the server runs
-//! ([`Dr::add`]). Hot standbys, async or sync ([`replication`]). Failover
-//! comes next (see the README's "Disaster recovery").
+//! ([`Dr::add`]). Hot standbys, async or sync ([`replication`]). The
+//! write lease that fences every node but one ([`lease`]), and failover,
+//! automatic or asked for, with its RTO and RPO recorded ([`failover`]).
 
 pub mod archive;
 pub mod cli;
+pub mod failover;
 pub mod fetch;
 pub mod health;
+pub mod lease;
 pub mod recycle;
 pub mod replication;
 pub mod ship;
@@ -21,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use fortress_proxy::Cluster;
 
 use archive::{Compression, Provider};
@@ -50,6 +53,30 @@ pub fn open_archives(specs: &[String]) -> anyhow::Result<Vec<Provider>> {
         out.push(Provider::open(&name, &url)?);
     }
     Ok(out)
+}
+
+/// The archive holding the write lease (see [`lease`]), opened: the one
+/// `--lease-archive` names, or by default the first `--archive` of a node
+/// with standbys or of a standby; `None` with `--lease-archive off`.
+pub fn lease_archive(
+    args: &crate::cli::ServeArgs,
+    standby: bool,
+) -> anyhow::Result<Option<Provider>> {
+    let spec = match args.lease_archive.as_deref() {
+        Some("off") => return Ok(None),
+        Some(name) => args
+            .archives
+            .iter()
+            .find(|s| archive::parse_spec(s).is_ok_and(|(n, _)| n == name))
+            .with_context(|| format!("--lease-archive {name}: no --archive has that name"))?,
+        None if standby || args.replication_listen.is_some() => match args.archives.first() {
+            Some(spec) => spec,
+            None => return Ok(None),
+        },
+        None => return Ok(None),
+    };
+    let (name, url) = archive::parse_spec(spec)?;
+    Ok(Some(Provider::open(&name, &url)?))
 }
 
 impl Dr {

@@ -1,0 +1,559 @@
+//! The write lease: which node of a primary and its standbys may accept
+//! writes.
+//!
+//! **Format.** One object, `lease`, at the root of an archive the nodes
+//! share: JSON [`Record`] (holder, epoch, renewal count, time to live,
+//! and for a holder that took over, the log positions it took over at).
+//! Each node keeps the epoch it last held in `lease.json` in its data
+//! directory.
+//!
+//! **Rule.** The object changes only by conditional writes
+//! ([`Provider::put_if`]): created when absent, replaced only when it is
+//! still the version last read. The holder renews it every fifth of its
+//! time to live; a renewal that loses the race to another writer means the
+//! lease is gone. No two clocks are compared: a node deems the lease
+//! expired once it has seen the same version for a whole time to live on
+//! its own monotonic clock, and the holder takes writes only until four
+//! fifths of the time to live after it *started* its last successful
+//! renewal. Whoever saw that renewal saw it after it started, so the
+//! holder has stopped writing before anyone else may take the lease.
+//!
+//! **Epochs.** Every change of holder raises the epoch. A node whose own
+//! epoch is below the lease's while another holds it was replaced: it
+//! takes no writes and never takes the lease back on its own (its data
+//! lacks what its successor wrote since); an operator decides.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use super::archive::{Provider, Version};
+
+/// The lease object's name in its archive.
+pub const OBJECT: &str = "lease";
+/// The node's own record of the lease, in its data directory.
+const LOCAL: &str = "lease.json";
+
+/// The lease object.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Record {
+    /// The node that may take writes.
+    pub holder: String,
+    /// Raised by one at every change of holder.
+    pub epoch: u64,
+    /// Raised by one at every renewal (an object store's version may be
+    /// a hash of the content: every write must change it).
+    pub renewal: u64,
+    pub ttl_ms: u64,
+    /// Wall-clock time of the write, RFC 3339: for people only.
+    pub at: String,
+    /// Each log's end where the holder took over (see
+    /// [`fortress_proxy::Cluster::logs`]); `None` for the first holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub takeover: Option<Vec<u64>>,
+    /// The holder before this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+}
+
+/// What the node keeps of the lease across restarts.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Local {
+    epoch: u64,
+}
+
+/// What a node found when it tried to hold the lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// This node holds it.
+    Mine,
+    /// Another node holds it, and this node never held a later epoch:
+    /// writes wait for an operator (or the holder's loss and a failover).
+    Other { holder: String, epoch: u64 },
+    /// This node held epoch `mine`, and `by` took over since: it was
+    /// replaced, and `record` is the lease as found.
+    Replaced { mine: u64, record: Record },
+}
+
+/// A node's side of the lease.
+pub struct Lease {
+    archive: Provider,
+    me: String,
+    ttl: Duration,
+    local: PathBuf,
+    st: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The lease as last read or written, its version, and when this node
+    /// first saw that version.
+    seen: Option<(Record, Version, Instant)>,
+    /// While this node holds the lease: writes are allowed until then.
+    valid_until: Option<Instant>,
+    /// The epoch this node last held.
+    epoch: u64,
+    /// Set once this node learned that another took the lease from it,
+    /// or handed it over: no writes from then on.
+    replaced: Option<String>,
+    /// The last failure to reach the lease, if the last attempt failed.
+    error: Option<String>,
+    /// Set while the holder refuses writes of its own accord (a handover
+    /// under way).
+    paused: Option<String>,
+}
+
+/// The lease as status reports it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct LeaseStatus {
+    /// The archive the lease lives in.
+    pub archive: String,
+    /// This node's name.
+    pub node: String,
+    /// The holder as last read, if any.
+    pub holder: Option<String>,
+    pub epoch: u64,
+    /// Whether this node may take writes now.
+    pub writable: bool,
+    /// Why not, if not.
+    pub fenced: Option<String>,
+    /// The last failure to reach the lease.
+    pub error: Option<String>,
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl Lease {
+    /// The lease in `archive` as node `me`, whose data directory is `dir`.
+    pub fn open(archive: Provider, me: &str, ttl: Duration, dir: &Path) -> anyhow::Result<Lease> {
+        let local = dir.join(LOCAL);
+        let epoch = match std::fs::read(&local) {
+            Ok(b) => {
+                serde_json::from_slice::<Local>(&b)
+                    .with_context(|| format!("{} is damaged", local.display()))?
+                    .epoch
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", local.display())),
+        };
+        Ok(Lease {
+            archive,
+            me: me.to_string(),
+            ttl,
+            local,
+            st: Mutex::new(State {
+                epoch,
+                ..State::default()
+            }),
+        })
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn archive(&self) -> &Provider {
+        &self.archive
+    }
+
+    /// How often the holder renews and the others read.
+    pub fn period(&self) -> Duration {
+        self.ttl / 5
+    }
+
+    /// The epoch this node last held (0 if never).
+    pub fn my_epoch(&self) -> u64 {
+        self.st.lock().expect("lease").epoch
+    }
+
+    /// The lease as last read.
+    pub fn seen(&self) -> Option<Record> {
+        self.st
+            .lock()
+            .expect("lease")
+            .seen
+            .as_ref()
+            .map(|s| s.0.clone())
+    }
+
+    fn record_error<T>(&self, r: anyhow::Result<T>) -> anyhow::Result<T> {
+        let mut st = self.st.lock().expect("lease");
+        st.error = r.as_ref().err().map(|e| format!("{e:#}"));
+        r
+    }
+
+    /// Reads the lease, noting when a new version was first seen.
+    pub async fn observe(&self) -> anyhow::Result<Option<Record>> {
+        let got = self.archive.get_versioned(OBJECT).await;
+        let got = self.record_error(got)?;
+        let Some((bytes, version)) = got else {
+            self.st.lock().expect("lease").seen = None;
+            return Ok(None);
+        };
+        let record: Record = serde_json::from_slice(&bytes).with_context(|| {
+            format!("archive {}: the lease object is damaged", self.archive.name)
+        })?;
+        let mut st = self.st.lock().expect("lease");
+        let fresh = !matches!(&st.seen, Some((_, v, _)) if *v == version);
+        if fresh {
+            st.seen = Some((record.clone(), version, Instant::now()));
+        }
+        Ok(Some(record))
+    }
+
+    /// Whether the lease as last read has stayed unchanged for a whole
+    /// time to live (or there is none): its holder has stopped writing.
+    pub fn expired(&self) -> bool {
+        self.expired_locked(&self.st.lock().expect("lease"))
+    }
+
+    /// Why this node must not take writes now, or `None`.
+    pub fn fence(&self) -> Option<String> {
+        let st = self.st.lock().expect("lease");
+        if let Some(why) = st.replaced.as_ref().or(st.paused.as_ref()) {
+            return Some(why.clone());
+        }
+        match st.valid_until {
+            Some(until) if Instant::now() < until => None,
+            Some(_) => Some(format!(
+                "the write lease in archive {} could not be renewed in time{}",
+                self.archive.name,
+                st.error
+                    .as_ref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            )),
+            None => Some(match &st.seen {
+                Some((r, _, _)) if r.holder != self.me => format!(
+                    "node {} holds the write lease (epoch {}) in archive {}",
+                    r.holder, r.epoch, self.archive.name
+                ),
+                _ => format!(
+                    "this node has not yet taken the write lease in archive {}",
+                    self.archive.name
+                ),
+            }),
+        }
+    }
+
+    pub fn status(&self) -> LeaseStatus {
+        let fenced = self.fence();
+        let st = self.st.lock().expect("lease");
+        LeaseStatus {
+            archive: self.archive.name.clone(),
+            node: self.me.clone(),
+            holder: st.seen.as_ref().map(|s| s.0.holder.clone()),
+            epoch: st.seen.as_ref().map_or(st.epoch, |s| s.0.epoch),
+            writable: fenced.is_none(),
+            fenced,
+            error: st.error.clone(),
+        }
+    }
+
+    fn save_epoch(&self, epoch: u64) -> anyhow::Result<()> {
+        let tmp = self.local.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&Local { epoch })?)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &self.local)?;
+        self.st.lock().expect("lease").epoch = epoch;
+        Ok(())
+    }
+
+    /// Writes `record` over `expected` (the version last seen); true if
+    /// it landed, and then this node holds the lease until four fifths of
+    /// its time to live from now.
+    async fn write(&self, record: Record, expected: Option<&Version>) -> anyhow::Result<bool> {
+        let started = Instant::now();
+        let body = serde_json::to_vec_pretty(&record)?;
+        let put = self.archive.put_if(OBJECT, body, expected).await;
+        let Some(version) = self.record_error(put)? else {
+            return Ok(false);
+        };
+        let mine = record.holder == self.me;
+        let mut st = self.st.lock().expect("lease");
+        st.seen = Some((record, version, started));
+        if mine && st.replaced.is_none() {
+            st.valid_until = Some(started + self.ttl * 4 / 5);
+        }
+        Ok(true)
+    }
+
+    fn next(&self, from: Option<&Record>, holder: &str, takeover: Option<Vec<u64>>) -> Record {
+        let (epoch, renewal) = match from {
+            None => (self.my_epoch() + 1, 0),
+            Some(r) if r.holder == holder => (r.epoch, r.renewal + 1),
+            Some(r) => (r.epoch + 1, 0),
+        };
+        Record {
+            holder: holder.to_string(),
+            epoch,
+            renewal,
+            ttl_ms: self.ttl.as_millis() as u64,
+            at: now_rfc3339(),
+            takeover: match from {
+                Some(r) if r.holder == holder => r.takeover.clone(),
+                _ => takeover,
+            },
+            previous: match from {
+                Some(r) if r.holder == holder => r.previous.clone(),
+                Some(r) => Some(r.holder.clone()),
+                None => None,
+            },
+        }
+    }
+
+    /// A primary's claim at start: takes the lease when there is none,
+    /// renews it when it is this node's, and otherwise says whose it is.
+    pub async fn claim(&self) -> anyhow::Result<Held> {
+        for _ in 0..3 {
+            let found = self.observe().await?;
+            let version = self
+                .st
+                .lock()
+                .expect("lease")
+                .seen
+                .as_ref()
+                .map(|s| s.1.clone());
+            match &found {
+                Some(r) if r.holder != self.me => {
+                    let mine = self.my_epoch();
+                    return Ok(if mine > 0 && r.epoch > mine {
+                        Held::Replaced {
+                            mine,
+                            record: r.clone(),
+                        }
+                    } else {
+                        Held::Other {
+                            holder: r.holder.clone(),
+                            epoch: r.epoch,
+                        }
+                    });
+                }
+                _ => {}
+            }
+            let record = self.next(found.as_ref(), &self.me, None);
+            let epoch = record.epoch;
+            if self.write(record, version.as_ref()).await? {
+                self.save_epoch(epoch)?;
+                return Ok(Held::Mine);
+            }
+        }
+        anyhow::bail!(
+            "archive {}: the lease kept changing while this node claimed it",
+            self.archive.name
+        )
+    }
+
+    /// Renews the lease this node holds. `Ok(false)` when it was lost:
+    /// another node wrote it since; this node is then fenced for good.
+    pub async fn renew(&self) -> anyhow::Result<bool> {
+        let (record, version) = {
+            let st = self.st.lock().expect("lease");
+            if st.replaced.is_some() {
+                return Ok(false);
+            }
+            match &st.seen {
+                Some((r, v, _)) if r.holder == self.me => (r.clone(), v.clone()),
+                _ => return Ok(false),
+            }
+        };
+        let next = self.next(Some(&record), &self.me, None);
+        if self.write(next, Some(&version)).await? {
+            return Ok(true);
+        }
+        // Lost the race. If the winner is this node (a renewal whose answer
+        // was lost landed after all), renew on that; else it is gone.
+        match self.observe().await? {
+            Some(r) if r.holder == self.me && r.epoch == record.epoch => {
+                let version = self
+                    .st
+                    .lock()
+                    .expect("lease")
+                    .seen
+                    .as_ref()
+                    .map(|s| s.1.clone());
+                let next = self.next(Some(&r), &self.me, None);
+                Ok(self.write(next, version.as_ref()).await?)
+            }
+            found => {
+                let why = match found {
+                    Some(r) => format!(
+                        "node {} took the write lease (epoch {}) from this node",
+                        r.holder, r.epoch
+                    ),
+                    None => "the write lease object vanished from the archive".into(),
+                };
+                self.lose(&why);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Refuses writes until [`Lease::resume`], holding the lease meanwhile.
+    pub fn pause(&self, why: &str) {
+        self.st.lock().expect("lease").paused = Some(why.to_string());
+    }
+
+    pub fn resume(&self) {
+        self.st.lock().expect("lease").paused = None;
+    }
+
+    /// Gives up writes for good: `why` is what fenced this node.
+    pub fn lose(&self, why: &str) {
+        let mut st = self.st.lock().expect("lease");
+        if st.replaced.is_none() {
+            tracing::error!(reason = %why, "this node takes no more writes");
+            st.replaced = Some(why.to_string());
+        }
+        st.valid_until = None;
+    }
+
+    /// A standby's takeover: takes the lease when it has expired (or
+    /// there is none), or when it was handed to this node, recording the
+    /// log positions it takes over at. `Ok(None)` when it may not; the
+    /// new epoch when taken.
+    pub async fn take_over(&self, takeover: Vec<u64>) -> anyhow::Result<Option<u64>> {
+        let found = self.observe().await?;
+        let (expired, version) = {
+            let st = self.st.lock().expect("lease");
+            let version = st.seen.as_ref().map(|s| s.1.clone());
+            (self.expired_locked(&st), version)
+        };
+        let handed = found.as_ref().is_some_and(|r| r.holder == self.me);
+        if !expired && !handed {
+            return Ok(None);
+        }
+        let mut record = self.next(found.as_ref(), &self.me, Some(takeover.clone()));
+        if handed {
+            // Handed over: the epoch was raised by the giver; the
+            // positions are this node's.
+            record.takeover = Some(takeover);
+        }
+        let epoch = record.epoch;
+        if !self.write(record, version.as_ref()).await? {
+            return Ok(None);
+        }
+        self.save_epoch(epoch)?;
+        Ok(Some(epoch))
+    }
+
+    /// The holder's promise is the time to live in its record (this
+    /// node's own setting is for its own renewals).
+    fn expired_locked(&self, st: &State) -> bool {
+        match &st.seen {
+            None => true,
+            Some((r, _, first_seen)) => first_seen.elapsed() >= Duration::from_millis(r.ttl_ms),
+        }
+    }
+
+    /// A holder's planned handover to `to`: stops this node's writes,
+    /// then names `to` the holder at the next epoch. `Ok(false)` if the
+    /// lease was not this node's to give.
+    pub async fn hand_over(&self, to: &str) -> anyhow::Result<bool> {
+        let (record, version) = {
+            let st = self.st.lock().expect("lease");
+            match &st.seen {
+                Some((r, v, _)) if r.holder == self.me && st.replaced.is_none() => {
+                    (r.clone(), v.clone())
+                }
+                _ => return Ok(false),
+            }
+        };
+        let next = self.next(Some(&record), to, None);
+        if self.write(next, Some(&version)).await? {
+            self.lose(&format!("this node handed the write lease over to {to}"));
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(archive: &Path, dir: &Path, me: &str, ttl_ms: u64) -> Lease {
+        let url = format!("file://{}", archive.display());
+        let p = Provider::open("a", &url).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        Lease::open(p, me, Duration::from_millis(ttl_ms), dir).unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_holder_at_a_time_and_a_replaced_holder_stays_replaced() {
+        let t = tempfile::tempdir().unwrap();
+        let arch = t.path().join("arch");
+        let p = node(&arch, &t.path().join("p"), "p", 300);
+        let s = node(&arch, &t.path().join("s"), "s", 300);
+        assert_eq!(p.claim().await.unwrap(), Held::Mine);
+        assert!(p.fence().is_none(), "{:?}", p.fence());
+        // The standby may not take a lease it has not seen expire.
+        assert_eq!(s.take_over(vec![1, 2]).await.unwrap(), None);
+        assert!(s.fence().is_some());
+        // A renewal keeps it; the standby sees a new version each time.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(p.renew().await.unwrap());
+            assert_eq!(s.take_over(vec![1, 2]).await.unwrap(), None);
+        }
+        // The holder stops renewing: its writes stop at 4/5 of the ttl,
+        // and the standby takes over only after a whole ttl.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(p.fence().unwrap().contains("could not be renewed"));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(s.take_over(vec![1, 2]).await.unwrap(), Some(2));
+        assert!(s.fence().is_none());
+        assert_eq!(s.seen().unwrap().takeover, Some(vec![1, 2]));
+        assert_eq!(s.seen().unwrap().previous.as_deref(), Some("p"));
+        // The old holder's renewal fails for good.
+        assert!(!p.renew().await.unwrap());
+        assert!(p.fence().unwrap().contains("node s took"));
+        // Restarted, it finds itself replaced and does not take it back,
+        // not even once the lease expires.
+        let p2 = node(&arch, &t.path().join("p"), "p", 300);
+        assert_eq!(p2.my_epoch(), 1);
+        let Held::Replaced { mine, record } = p2.claim().await.unwrap() else {
+            panic!("not replaced");
+        };
+        assert_eq!((mine, record.epoch, record.holder.as_str()), (1, 2, "s"));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(matches!(p2.claim().await.unwrap(), Held::Replaced { .. }));
+        // A node that never held it waits for the holder.
+        let q = node(&arch, &t.path().join("q"), "q", 300);
+        assert_eq!(
+            q.claim().await.unwrap(),
+            Held::Other {
+                holder: "s".into(),
+                epoch: 2
+            }
+        );
+        // The new holder restarted claims its own lease again.
+        let s2 = node(&arch, &t.path().join("s"), "s", 300);
+        assert_eq!(s2.claim().await.unwrap(), Held::Mine);
+        assert_eq!(s2.seen().unwrap().epoch, 2);
+    }
+
+    #[tokio::test]
+    async fn a_handover_names_the_successor_and_fences_the_giver() {
+        let t = tempfile::tempdir().unwrap();
+        let arch = t.path().join("arch");
+        let p = node(&arch, &t.path().join("p"), "p", 5000);
+        let s = node(&arch, &t.path().join("s"), "s", 5000);
+        assert_eq!(p.claim().await.unwrap(), Held::Mine);
+        assert!(p.hand_over("s").await.unwrap());
+        assert!(p.fence().unwrap().contains("handed"));
+        // Not expired, but handed to it: taken at once, at the new epoch.
+        assert_eq!(s.take_over(vec![7]).await.unwrap(), Some(2));
+        assert!(s.fence().is_none());
+        assert!(!p.renew().await.unwrap());
+    }
+}
