@@ -47,9 +47,6 @@ pub struct StandbyArgs {
     /// The primary's --replication-listen address.
     #[arg(long)]
     pub primary: String,
-    /// This standby's name, as the primary reports it.
-    #[arg(long, default_value = "standby")]
-    pub name: String,
     /// The primary is declared lost when nothing (not even the heartbeat
     /// it sends every 20 ms when idle) has come from it for this long; the
     /// standby then reconnects, and says so.
@@ -85,11 +82,24 @@ pub enum DrAction {
         #[arg(long)]
         json: bool,
     },
-    /// Promote the standby at --admin to a primary, in place (stop the old
-    /// primary first: nothing fences it yet).
+    /// Promote the standby at --admin to a primary, in place. With a write
+    /// lease this is `failover`; without one, stop the old primary first.
     Promote {
         #[command(flatten)]
         admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make standby --to the primary. Sent to the primary (--admin): a
+    /// planned handover (writes stop, the standby catches up, the lease
+    /// goes to it). Sent to the standby itself: it takes over if the
+    /// primary's lease expired.
+    Failover {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The standby to make the primary.
+        #[arg(long)]
+        to: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -455,6 +465,34 @@ pub struct ServeArgs {
     /// point under load).
     #[arg(long, env = "FORTRESS_SHIP_INTERVAL", default_value = "1s", value_parser = parse_duration_ms)]
     pub ship_interval: Duration,
+    /// This node's name: the write lease's holder, and what its primary
+    /// calls a standby. Default `primary` (`standby` for `fortress
+    /// standby`).
+    #[arg(long, env = "FORTRESS_NODE_NAME")]
+    pub name: Option<String>,
+    /// The archive (by its --archive name) holding the write lease, which
+    /// decides the one node that takes writes; `off` for none. Default:
+    /// the first --archive, on a node with standbys (--replication-listen)
+    /// or on a standby.
+    #[arg(long, env = "FORTRESS_LEASE_ARCHIVE")]
+    pub lease_archive: Option<String>,
+    /// The write lease's time to live: its holder renews it every fifth of
+    /// this and stops taking writes at four fifths without a renewal; a
+    /// standby takes it once it saw it unchanged this long.
+    #[arg(long, env = "FORTRESS_LEASE_TTL", default_value = "5s", value_parser = parse_duration_ms)]
+    pub lease_ttl: Duration,
+    /// On a standby with the lease: `auto` takes over by itself once the
+    /// primary is lost (--primary-timeout) and its lease expired; `manual`
+    /// only by `fortress dr failover`.
+    #[arg(long, env = "FORTRESS_FAILOVER", value_enum, default_value_t = FailoverMode::Auto)]
+    pub failover: FailoverMode,
+}
+
+/// Whether a standby takes over by itself.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailoverMode {
+    Auto,
+    Manual,
 }
 
 /// `NAME=async` or `NAME=sync`: (name, synchronous).

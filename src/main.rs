@@ -55,14 +55,17 @@ fn main() -> anyhow::Result<()> {
         Command::Status(args) => status::run(args),
         Command::User(args) => user::run(args.action),
         Command::Dr(args) => dr::cli::run(args.action),
-        Command::Standby(args) => serve(
-            args.serve,
-            Some(dr::replication::standby::Upstream {
-                primary: args.primary,
-                name: args.name,
-                timeout: args.primary_timeout,
-            }),
-        ),
+        Command::Standby(args) => {
+            let name = args.serve.name.clone().unwrap_or_else(|| "standby".into());
+            serve(
+                args.serve,
+                Some(dr::replication::standby::Upstream {
+                    primary: args.primary,
+                    name,
+                    timeout: args.primary_timeout,
+                }),
+            )
+        }
         Command::Config(_) => {
             let e = from_file.expect("config print has serve's settings");
             print!("{}", config::print(&e.command, &e.matches, &e.from_file));
@@ -156,9 +159,6 @@ fn serve(
         if up.timeout.is_zero() {
             anyhow::bail!("--primary-timeout must be above zero");
         }
-        if !args.archives.is_empty() {
-            anyhow::bail!("--archive on a standby is not supported yet: archive from the primary");
-        }
         if args.replication_listen.is_some() {
             anyhow::bail!(
                 "--replication-listen on a standby: cascading replication is not supported"
@@ -209,6 +209,25 @@ fn serve(
         _ => None,
     };
     let archives = dr::open_archives(&args.archives)?;
+    let lease_archive = dr::lease_archive(&args, upstream.is_some())?;
+    if lease_archive
+        .as_ref()
+        .is_some_and(|_| args.lease_ttl < std::time::Duration::from_millis(100))
+    {
+        anyhow::bail!("--lease-ttl must be at least 100ms");
+    }
+    // A standby's archives hold its primary's logs and the lease: it
+    // reads them, and ships nothing into them.
+    let archives = if upstream.is_some() {
+        Vec::new()
+    } else {
+        archives
+    };
+    let node_name = args
+        .name
+        .clone()
+        .or_else(|| upstream.as_ref().map(|u| u.name.clone()))
+        .unwrap_or_else(|| "primary".into());
     let admin_addr = match args.admin_listen.as_str() {
         "off" => None,
         addr => {
@@ -276,14 +295,6 @@ fn serve(
         let follower = upstream
             .clone()
             .map(|up| dr::replication::standby::spawn(cluster.clone(), up));
-        let dr = Arc::new(dr::Dr::start(
-            archives,
-            &cluster,
-            std::path::absolute(args.dirs().checkpoints())?,
-            args.ship_compression,
-            args.ship_interval,
-            &args.health(),
-        ));
         let mut standbys = None;
         if let Some(addr) = &args.replication_listen {
             let token = dr::replication::token_from_env();
@@ -304,6 +315,40 @@ fn serve(
                 args.sync_policy(),
             ));
         }
+        let failover = match lease_archive {
+            None => None,
+            Some(archive) => {
+                let lease = dr::lease::Lease::open(archive, &node_name, args.lease_ttl, &args.data_dir)?;
+                Some(
+                    dr::failover::Manager::start(
+                        cluster.clone(),
+                        args.data_dir.clone(),
+                        lease,
+                        follower.clone(),
+                        standbys.clone(),
+                        args.failover == cli::FailoverMode::Auto,
+                    )
+                    .await,
+                )
+            }
+        };
+        // A node replaced by a failover ships nothing: its logs went on
+        // past the point its successor took over at.
+        let replaced = failover
+            .as_ref()
+            .is_some_and(|f| f.status().replaced.is_some());
+        if replaced && !archives.is_empty() {
+            tracing::error!("this node was replaced by a failover: it ships nothing to its archives");
+        }
+        let archives = if replaced { Vec::new() } else { archives };
+        let dr = Arc::new(dr::Dr::start(
+            archives,
+            &cluster,
+            std::path::absolute(args.dirs().checkpoints())?,
+            args.ship_compression,
+            args.ship_interval,
+            &args.health(),
+        ));
         // A standby's logs are its primary's: it neither checkpoints nor
         // recycles them on its own.
         let primary = upstream.is_none();
@@ -359,6 +404,7 @@ fn serve(
                 shard_counts: Default::default(),
                 dr: dr.clone(),
                 follower,
+                failover,
             };
             admin::spawn(
                 admin_listener,

@@ -25,6 +25,20 @@ pub fn get(admin: &AdminArgs, path: &str) -> anyhow::Result<Value> {
 
 /// [`get`] with another method (a POST without a body).
 pub fn call(admin: &AdminArgs, method: &str, path: &str) -> anyhow::Result<Value> {
+    send(admin, method, path, None)
+}
+
+/// A POST of JSON `body` to `path`; the answer.
+pub fn post_json(admin: &AdminArgs, path: &str, body: &Value) -> anyhow::Result<Value> {
+    send(admin, "POST", path, Some(body))
+}
+
+fn send(
+    admin: &AdminArgs,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<Value> {
     let url = format!("{}{path}", admin.url.trim_end_matches('/'));
     let mut config = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -60,7 +74,12 @@ pub fn call(admin: &AdminArgs, method: &str, path: &str) -> anyhow::Result<Value
             if let Some(t) = &token {
                 request = request.header("Authorization", t);
             }
-            request.send_empty()
+            match body {
+                Some(b) => request
+                    .header("Content-Type", "application/json")
+                    .send(b.to_string()),
+                None => request.send_empty(),
+            }
         }
     };
     let mut response = sent.with_context(|| format!("reaching the admin API at {}", admin.url))?;

@@ -25,6 +25,8 @@ pub struct DrStatus {
     /// On a primary, each standby streaming from it (or configured sync
     /// and never seen); on a standby, its primary.
     pub replication: Vec<Replication>,
+    /// The write lease and every failover recorded; null without a lease.
+    pub failover: Option<crate::dr::failover::FailoverStatus>,
 }
 
 /// One replication peer, as `SHOW fortress.replication` reports it.
@@ -71,6 +73,7 @@ pub fn dr_status(state: &Shared, archives: Vec<ShipStatus>) -> DrStatus {
                 lag_seconds: Some(r.lag_seconds).filter(|s| s.is_finite()),
             })
             .collect(),
+        failover: state.failover.as_ref().map(|f| f.status()),
     }
 }
 
@@ -192,9 +195,9 @@ pub async fn checkpoint(
 
 /// Promotes this standby to a primary, in place: it stops following its
 /// primary, applies what it logged, decides the transactions left
-/// prepared, and takes writes. Answers with the new status. Make sure the
-/// old primary is stopped (or fenced) first: nothing yet stops it from
-/// taking writes too.
+/// prepared, and takes writes. Answers with the new status. With a write
+/// lease it first takes the lease (409 while the primary renews it);
+/// without one, make sure the old primary is stopped first.
 #[utoipa::path(post, path = "/api/v1/dr/promote", operation_id = "drPromote", tag = "dr",
     security(("bearer" = [])),
     responses(
@@ -204,6 +207,14 @@ pub async fn checkpoint(
         (status = 500, body = ErrorBody),
     ))]
 pub async fn promote(State(state): State<Shared>) -> Result<Json<DrStatus>, ApiError> {
+    if let Some(m) = &state.failover {
+        // With a lease, a promotion is a takeover of it.
+        if state.cluster.is_standby() {
+            m.failover(None).await.map_err(refused)?;
+            let archives = state.dr.status();
+            return Ok(Json(dr_status(&state, archives)));
+        }
+    }
     let follower = match &state.follower {
         Some(f) if state.cluster.is_standby() => f.clone(),
         _ => {
@@ -228,6 +239,57 @@ pub async fn promote(State(state): State<Shared>) -> Result<Json<DrStatus>, ApiE
         took_ms = started.elapsed().as_millis() as u64,
         "promoted by the admin API"
     );
+    let archives = state.dr.status();
+    Ok(Json(dr_status(&state, archives)))
+}
+
+/// Whom to fail over to.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverRequest {
+    /// The standby to make the primary; on a standby, itself (or null).
+    pub to: Option<String>,
+}
+
+fn refused(r: crate::dr::failover::Refusal) -> ApiError {
+    match r {
+        crate::dr::failover::Refusal::Conflict(why) => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", why)
+        }
+        crate::dr::failover::Refusal::Failed(e) => {
+            ApiError::internal("failover failed", format!("{e:#}"))
+        }
+    }
+}
+
+/// Makes a standby the primary. On the primary holding the write lease:
+/// a planned handover to standby `to` (writes stop, `to` catches up, the
+/// lease goes to it, and it promotes itself). On a standby: it takes the
+/// lease if the primary's has expired, and promotes itself. Answers with
+/// the status after.
+#[utoipa::path(post, path = "/api/v1/dr/failover", operation_id = "drFailover", tag = "dr",
+    security(("bearer" = [])),
+    request_body = FailoverRequest,
+    responses(
+        (status = 200, body = DrStatus),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 409, description = "Not possible now or here (the reason says why)", body = ErrorBody),
+        (status = 500, body = ErrorBody),
+    ))]
+pub async fn failover(
+    State(state): State<Shared>,
+    body: Result<Json<FailoverRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<DrStatus>, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Some(m) = &state.failover else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "this node has no write lease (serve --lease-archive): use POST /api/v1/dr/promote on the standby after stopping the primary".to_string(),
+        ));
+    };
+    m.failover(req.to.as_deref()).await.map_err(refused)?;
     let archives = state.dr.status();
     Ok(Json(dr_status(&state, archives)))
 }

@@ -96,6 +96,8 @@ pub struct AdminState {
     pub dr: Arc<crate::dr::Dr>,
     /// On a standby, what follows its primary (and promotes it).
     pub follower: Option<Arc<crate::dr::replication::standby::Follower>>,
+    /// The write lease and failovers, when the node has a lease.
+    pub failover: Option<Arc<crate::dr::failover::Manager>>,
 }
 
 pub type Shared = Arc<AdminState>;
@@ -116,6 +118,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/dr/providers", post(dr::add_provider))
         .route("/api/v1/dr/checkpoint/{provider}", post(dr::checkpoint))
         .route("/api/v1/dr/promote", post(dr::promote))
+        .route("/api/v1/dr/failover", post(dr::failover))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(prometheus::render))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -28,6 +28,7 @@ use super::{checkpoints, dr, error, health, prometheus, sharding};
         dr::add_provider,
         dr::checkpoint,
         dr::promote,
+        dr::failover,
         prometheus::render,
         document,
     ),

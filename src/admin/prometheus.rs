@@ -134,6 +134,28 @@ fn describe() {
         "fortress_replication_streaming",
         "1 while the stream with a replication peer is up"
     );
+    describe_gauge!(
+        "fortress_lease_writable",
+        "1 while this node holds the write lease and may take writes"
+    );
+    describe_gauge!(
+        "fortress_lease_epoch",
+        "The write lease's epoch as last read"
+    );
+    describe_gauge!(
+        "fortress_failovers",
+        "Failovers recorded in the lease's archive"
+    );
+    describe_gauge!(
+        "fortress_failover_rto_seconds",
+        Unit::Seconds,
+        "The last failover's time from detection to the first accepted write"
+    );
+    describe_gauge!(
+        "fortress_failover_rpo_seconds",
+        Unit::Seconds,
+        "The last failover's lost window, as its replaced primary reported it"
+    );
     describe_gauge!("fortress_uptime_seconds", Unit::Seconds, "Time since start");
 }
 
@@ -191,6 +213,19 @@ async fn collect(state: &Shared) {
         }
         let up = if r.state == "streaming" { 1.0 } else { 0.0 };
         gauge!("fortress_replication_streaming", &labels).set(up);
+    }
+    if let Some(f) = state.failover.as_ref().map(|f| f.status()) {
+        gauge!("fortress_lease_writable").set(if f.lease.writable { 1.0 } else { 0.0 });
+        gauge!("fortress_lease_epoch").set(f.lease.epoch as f64);
+        gauge!("fortress_failovers").set(f.failovers.len() as f64);
+        if let Some(last) = f.failovers.last() {
+            if let Some(rto) = last.rto_seconds {
+                gauge!("fortress_failover_rto_seconds").set(rto);
+            }
+            if let Some(rpo) = last.lost.as_ref().and_then(|l| l.rpo_seconds) {
+                gauge!("fortress_failover_rpo_seconds").set(rpo);
+            }
+        }
     }
     let (count, age) = checkpoint_age(state).await;
     gauge!("fortress_checkpoints").set(count as f64);

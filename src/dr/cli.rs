@@ -1,5 +1,6 @@
-//! `fortress dr status | replicate`: the DR state of a running server, read
-//! through its admin API like `fortress status`.
+//! `fortress dr status | replicate | promote | failover`: the DR state of
+//! a running server, read and changed through its admin API like
+//! `fortress status`.
 
 use serde_json::Value;
 
@@ -18,6 +19,14 @@ pub fn run(action: DrAction) -> anyhow::Result<()> {
             crate::status::call(&admin, "POST", "/api/v1/dr/promote")?,
             json,
         ),
+        DrAction::Failover { admin, to, json } => (
+            crate::status::post_json(
+                &admin,
+                "/api/v1/dr/failover",
+                &serde_json::json!({ "to": to }),
+            )?,
+            json,
+        ),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -30,6 +39,7 @@ pub fn run(action: DrAction) -> anyhow::Result<()> {
 /// The DR status as an operator reads it.
 fn render(s: &Value) -> String {
     let mut out = format!("this node is a {}\n", s["role"].as_str().unwrap_or("?"));
+    out += &render_failover(&s["failover"]);
     let peers = s["replication"].as_array().cloned().unwrap_or_default();
     if !peers.is_empty() {
         out += &format!(
@@ -116,6 +126,50 @@ fn render(s: &Value) -> String {
                 l["lag_records"].as_u64().unwrap_or(0),
             );
         }
+    }
+    out
+}
+
+/// The write lease and the failovers, if the node has a lease.
+fn render_failover(f: &Value) -> String {
+    if f.is_null() {
+        return "no write lease (serve --lease-archive)\n".into();
+    }
+    let l = &f["lease"];
+    let mut out = format!(
+        "node {}: {}; lease in archive {} held by {} (epoch {}); failover {}\n",
+        l["node"].as_str().unwrap_or("?"),
+        match l["fenced"].as_str() {
+            None => "takes writes".to_string(),
+            Some(why) => format!("TAKES NO WRITES ({why})"),
+        },
+        l["archive"].as_str().unwrap_or("?"),
+        l["holder"].as_str().unwrap_or("nobody"),
+        l["epoch"].as_u64().unwrap_or(0),
+        if f["automatic"].as_bool() == Some(true) {
+            "automatic"
+        } else {
+            "manual"
+        },
+    );
+    let secs = |v: &Value| v.as_f64().map_or("-".to_string(), |s| format!("{s:.2} s"));
+    for fo in f["failovers"].as_array().cloned().unwrap_or_default() {
+        let lost = &fo["lost"];
+        out += &format!(
+            "failover to {} from {} (epoch {}, {}) detected {}: RTO {}, lost {} (RPO {})\n",
+            fo["to"].as_str().unwrap_or("?"),
+            fo["from"].as_str().unwrap_or("?"),
+            fo["epoch"].as_u64().unwrap_or(0),
+            fo["kind"].as_str().unwrap_or("?"),
+            fo["detected"].as_str().unwrap_or("?"),
+            secs(&fo["rto_seconds"]),
+            lost["transactions"]
+                .as_u64()
+                .map_or("not yet reported".to_string(), |n| format!(
+                    "{n} transactions"
+                )),
+            secs(&lost["rpo_seconds"]),
+        );
     }
     out
 }

@@ -280,6 +280,43 @@ impl Standbys {
         }
     }
 
+    /// Resolves once standby `name` streams and holds the logs through
+    /// `ends` (a planned handover waits for this); why not otherwise, by
+    /// `timeout`.
+    pub async fn wait_caught_up(
+        &self,
+        name: &str,
+        ends: &[u64],
+        timeout: std::time::Duration,
+    ) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let acked = self.acked.notified();
+            tokio::pin!(acked);
+            acked.as_mut().enable();
+            {
+                let links = self.links.lock().expect("links");
+                let Some(link) = links.get(name) else {
+                    return Err(format!("no standby named {name} has connected"));
+                };
+                if let Some(why) = &link.state.lock().expect("link").ended {
+                    return Err(format!("standby {name} is not streaming: {why}"));
+                }
+                if link.holds(ends) {
+                    return Ok(());
+                }
+                if !link.sent_through(ends) {
+                    link.wanted.notify_one();
+                }
+            }
+            if tokio::time::timeout_at(deadline, acked).await.is_err() {
+                return Err(format!(
+                    "standby {name} did not catch up within {timeout:?}"
+                ));
+            }
+        }
+    }
+
     /// An acknowledgement from `link`: wakes the commits waiting, and ends
     /// its degradation once it has caught up.
     fn on_ack(&self, link: &Link, positions: Vec<u64>) {

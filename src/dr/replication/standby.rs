@@ -34,7 +34,6 @@ pub struct Follower {
     task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
-#[derive(Default)]
 struct FollowState {
     /// `None` while streaming; what went wrong otherwise.
     trouble: Option<String>,
@@ -42,6 +41,8 @@ struct FollowState {
     receiving: u64,
     /// What the primary said this standby is to it: `async` or `sync`.
     mode: String,
+    /// When the primary was last heard from (or following started).
+    last_heard: std::time::Instant,
 }
 
 impl Follower {
@@ -57,6 +58,22 @@ impl Follower {
         }
         tracing::warn!(primary = %self.upstream.primary, "stopped following the primary");
         Ok(())
+    }
+
+    /// When the primary was declared lost: once nothing (not even a
+    /// heartbeat) has come from it for the primary timeout. `None` while
+    /// it is heard from.
+    pub fn primary_lost(&self) -> Option<std::time::Instant> {
+        let heard = self.state.lock().expect("follower").last_heard;
+        (heard.elapsed() >= self.upstream.timeout).then(|| heard + self.upstream.timeout)
+    }
+
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    fn heard(&self) {
+        self.state.lock().expect("follower").last_heard = std::time::Instant::now();
     }
 
     fn row(&self) -> ReplicationRow {
@@ -175,6 +192,7 @@ pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
             trouble: Some("connecting".into()),
             receiving: 0,
             mode: String::new(),
+            last_heard: std::time::Instant::now(),
         }),
         task: Mutex::new(None),
     });
@@ -182,12 +200,21 @@ pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
     cluster.set_replication_report(Arc::new(move || vec![report.row()]));
     let f = follower.clone();
     let task = tokio::spawn(async move {
+        let mut last = String::new();
         loop {
             let err = match follow(&f).await {
                 Ok(()) => "the primary closed the stream".to_string(),
                 Err(e) => format!("{e:#}"),
             };
-            tracing::warn!(primary = %f.upstream.primary, error = %err, "replication stream lost; reconnecting");
+            // Each new trouble is a warning; the same one again, while
+            // retrying, is not.
+            let was_streaming = f.state.lock().expect("follower").trouble.is_none();
+            if was_streaming || err != last {
+                tracing::warn!(primary = %f.upstream.primary, error = %err, "replication stream lost; reconnecting");
+            } else {
+                tracing::debug!(primary = %f.upstream.primary, error = %err, "reconnecting");
+            }
+            last = err.clone();
             {
                 let mut st = f.state.lock().expect("follower");
                 st.trouble = Some(format!("reconnecting: {err}"));
@@ -216,6 +243,7 @@ async fn follow(f: &Follower) -> anyhow::Result<()> {
         let mut st = f.state.lock().expect("follower");
         st.trouble = None;
         st.mode = welcome.mode.clone();
+        st.last_heard = std::time::Instant::now();
     }
     let (mut rd, mut wr) = s.into_split();
     let mut round: Vec<(usize, Vec<u8>)> = Vec::new();
@@ -228,6 +256,7 @@ async fn follow(f: &Follower) -> anyhow::Result<()> {
             );
         };
         let (kind, payload) = frame?;
+        f.heard();
         match kind {
             RECORDS if payload.len() >= 2 => {
                 let log = u16::from_le_bytes([payload[0], payload[1]]) as usize;

@@ -1,0 +1,385 @@
+//! Failover against the real binary: a primary and a standby sharing an
+//! archive that holds the write lease. Killed with SIGKILL under load, the
+//! primary is replaced by the standby on its own; the new primary takes
+//! writes, in sync mode with every acknowledged write, in async mode with
+//! the lost window reported by the old primary when it comes back, fenced.
+//! A planned handover loses nothing, and a primary cut off from its lease
+//! stops taking writes until it can renew it.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{bank_under_transfers, code, free_port, Server};
+
+const ACCOUNTS: i32 = 16;
+const START: i64 = 1000;
+
+/// A primary named `primary` under `root` with the archive `arch` (which
+/// holds the lease) and a replication port; its replication address.
+fn primary(root: &std::path::Path, arch: &str, more: &[&str]) -> (Server, String) {
+    let repl = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["--replication-listen", &repl, "--archive", arch];
+    args.extend_from_slice(more);
+    let p = Server::launch_args(root.join("primary"), 4, &[], &args);
+    (p, repl)
+}
+
+fn standby(root: &std::path::Path, repl: &str, arch: &str, more: &[&str]) -> Server {
+    let mut args = vec!["--archive", arch];
+    args.extend_from_slice(more);
+    Server::standby(root.join("standby"), repl, "dr1", &[], &args)
+}
+
+fn dr_status(server: &Server) -> serde_json::Value {
+    let url = format!("{}/api/v1/dr/status", server.admin_url());
+    let mut r = ureq::get(&url).call().unwrap();
+    serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
+}
+
+/// One client inserting 0, 1, 2, ... into `acked (k)`, one row per
+/// transaction, until `stop` or an error; the keys acknowledged.
+async fn acked_writer(server: &Server, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<i32>> {
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE acked (k int PRIMARY KEY)")
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        for k in 0.. {
+            if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                break;
+            }
+            match c.execute("INSERT INTO acked VALUES ($1)", &[&k]).await {
+                Ok(_) => acked.push(k),
+                Err(_) => break,
+            }
+        }
+        acked
+    })
+}
+
+/// Writes to `server` until one is accepted (up to `secs`); when.
+async fn first_write(server: &Server, secs: u64) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(c) = tokio::time::timeout(Duration::from_secs(2), server.client()).await {
+            match c
+                .batch_execute("INSERT INTO after_failover VALUES (1)")
+                .await
+            {
+                Ok(()) => return Instant::now(),
+                Err(e) if code(&e) == "42P01" => {
+                    let _ = c
+                        .batch_execute("CREATE TABLE after_failover (k int PRIMARY KEY)")
+                        .await;
+                }
+                Err(e) => last = format!("{e:?}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "no write accepted within {secs} s (last: {last}):\n{}",
+        server.log()
+    );
+}
+
+async fn keys(server: &Server) -> Vec<i32> {
+    let c = server.client().await;
+    c.query("SELECT k FROM acked ORDER BY k", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn bank_total(server: &Server) -> (i64, bool) {
+    let c = server.client().await;
+    let rows = c.query("SELECT balance FROM acct", &[]).await.unwrap();
+    let moved = rows.iter().any(|r| r.get::<_, i64>(0) != START);
+    (rows.iter().map(|r| r.get::<_, i64>(0)).sum(), moved)
+}
+
+/// The failover record of epoch 2 on `server`, once it has its RTO.
+async fn failover_record(server: &Server) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = dr_status(server);
+        let found = s["failover"]["failovers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|f| f["epoch"] == 2).cloned());
+        if let Some(f) = found.filter(|f| f["rto_seconds"].is_f64()) {
+            return f;
+        }
+        assert!(Instant::now() < deadline, "no failover recorded: {s:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A write on `server` fails with 25006 (fenced), naming why.
+async fn refuses_writes(server: &Server, why: &str) {
+    let c = server.client().await;
+    let e = c
+        .batch_execute("INSERT INTO acked VALUES (-1)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "25006", "{e:?}");
+    let text = format!("{e:?}");
+    assert!(text.contains(why), "{text}");
+}
+
+/// Kills the primary under load; the standby takes over by itself. Then
+/// the old primary comes back fenced, with what was lost reported.
+async fn kill_and_fail_over(sync: bool) {
+    let root = tempfile::tempdir().unwrap();
+    let arch = format!("a=file://{}", root.path().join("arch").display());
+    let timing = ["--lease-ttl", "2s"];
+    let mut more: Vec<&str> = timing.to_vec();
+    if sync {
+        more.extend(["--standby-mode", "dr1=sync"]);
+    }
+    let (mut p, repl) = primary(root.path(), &arch, &more);
+    let s = standby(root.path(), &repl, &arch, &["--primary-timeout", "2s"]);
+    let st = dr_status(&p);
+    assert_eq!(st["failover"]["lease"]["holder"], "primary", "{st:#}");
+    assert_eq!(st["failover"]["lease"]["writable"], true, "{st:#}");
+    // The standby may not take over while the primary renews its lease.
+    let url = format!("{}/api/v1/dr/failover", s.admin_url());
+    let e = ureq::post(&url)
+        .send_json(serde_json::json!({}))
+        .unwrap_err();
+    assert!(e.to_string().contains("409"), "{e}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = bank_under_transfers(&p, ACCOUNTS, START, stop.clone()).await;
+    // The writer runs until the kill cuts it off.
+    let writer = acked_writer(&p, Arc::new(AtomicBool::new(false))).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let killed = Instant::now();
+    p.kill();
+    let acked = writer.await.unwrap();
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert!(acked.len() > 10, "the writer barely ran: {}", acked.len());
+
+    // The standby promotes itself and takes writes.
+    let accepted = first_write(&s, 40).await;
+    let took = accepted - killed;
+    let record = failover_record(&s).await;
+    assert_eq!(record["kind"], "automatic", "{record:#}");
+    assert_eq!(record["from"], "primary", "{record:#}");
+    assert_eq!(record["to"], "dr1", "{record:#}");
+    let rto = record["rto_seconds"].as_f64().unwrap();
+    assert!(rto >= 0.0 && rto < took.as_secs_f64(), "{rto} vs {took:?}");
+    let st = dr_status(&s);
+    assert_eq!(st["role"], "primary", "{st:#}");
+    let metrics = ureq::get(&format!("{}/metrics", s.admin_url()))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(metrics.contains("fortress_lease_writable 1"), "{metrics}");
+    assert!(metrics.contains("fortress_failover_rto_seconds "), "{metrics}");
+    assert_eq!(st["failover"]["lease"]["holder"], "dr1", "{st:#}");
+    // Whole transfers only.
+    let (total, moved) = bank_total(&s).await;
+    assert_eq!(total, ACCOUNTS as i64 * START, "a transfer was cut in half");
+    assert!(moved, "no transfer reached the standby");
+    let have = keys(&s).await;
+    let missing: Vec<i32> = acked
+        .iter()
+        .filter(|k| !have.contains(k))
+        .copied()
+        .collect();
+    if sync {
+        assert!(missing.is_empty(), "acknowledged and lost: {missing:?}");
+    }
+
+    // The old primary comes back: fenced, and it reports what it had that
+    // the new primary lacks.
+    p.restart();
+    refuses_writes(&p, "took over").await;
+    let st = dr_status(&p);
+    let lost = &st["failover"]["replaced"];
+    assert_eq!(lost["epoch"], 2, "{st:#}");
+    let n = lost["transactions"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{st:#}"));
+    assert!(
+        n >= missing.len() as u64,
+        "{} acknowledged writes missing, {n} reported",
+        missing.len()
+    );
+    let file = root
+        .path()
+        .join("primary")
+        .join("failover-0000000002-lost.json");
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["transactions"].as_u64(), Some(n));
+    assert_eq!(saved["txids"].as_array().map(|a| a.len() as u64), Some(n));
+    if !sync {
+        let rpo = lost["rpo_seconds"].as_f64().unwrap();
+        assert!(rpo < 1.0, "async RPO {rpo} s");
+    }
+    // The archive has the report, and the new primary shows it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rec = failover_record(&s).await;
+        if rec["lost"]["transactions"].as_u64() == Some(n) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the report did not reach the new primary: {rec:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // `fortress dr status` says so.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fortress"))
+        .args(["dr", "status", "--admin", &p.admin_url()])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("TAKES NO WRITES"), "{printed}");
+    assert!(printed.contains("held by dr1 (epoch 2)"), "{printed}");
+    drop(s);
+    p.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_standby_takes_over_from_a_killed_primary_and_the_lost_window_is_reported() {
+    kill_and_fail_over(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_standby_takes_over_from_a_killed_primary_with_every_acknowledged_write() {
+    kill_and_fail_over(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_handover_loses_nothing_and_fences_the_old_primary() {
+    let root = tempfile::tempdir().unwrap();
+    let arch = format!("a=file://{}", root.path().join("arch").display());
+    let (mut p, repl) = primary(root.path(), &arch, &[]);
+    let mut s = standby(root.path(), &repl, &arch, &["--failover", "manual"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = acked_writer(&p, stop.clone()).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A standby that is not the one named refuses; the primary hands over.
+    let wrong = std::process::Command::new(env!("CARGO_BIN_EXE_fortress"))
+        .args(["dr", "failover", "--to", "dr9", "--admin", &s.admin_url()])
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fortress"))
+        .args(["dr", "failover", "--to", "dr1", "--admin", &p.admin_url()])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("TAKES NO WRITES"), "{printed}");
+    // The writer stops at the first refusal.
+    let acked = writer.await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    assert!(acked.len() > 5, "{}", acked.len());
+    refuses_writes(&p, "handed the write lease over to dr1").await;
+    first_write(&s, 20).await;
+    let have = keys(&s).await;
+    assert_eq!(have, acked, "a handover lost or invented a write");
+    let record = failover_record(&s).await;
+    assert_eq!(record["kind"], "handover", "{record:#}");
+    // Restarted, the old primary stays fenced and loses nothing.
+    p.stop();
+    p.restart();
+    refuses_writes(&p, "took over").await;
+    let st = dr_status(&p);
+    assert_eq!(st["failover"]["replaced"]["transactions"], 0, "{st:#}");
+    p.stop();
+    s.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_cannot_renew_its_lease_stops_taking_writes_until_it_can() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("arch");
+    let arch = format!("a=file://{}", dir.display());
+    let (mut p, _repl) = primary(root.path(), &arch, &["--lease-ttl", "1s"]);
+    let c = p.client().await;
+    c.batch_execute("CREATE TABLE acked (k int PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO acked VALUES (1)")
+        .await
+        .unwrap();
+    // A block that wrote before the lease went, committed after.
+    let block = p.client().await;
+    block
+        .batch_execute("BEGIN; INSERT INTO acked VALUES (5)")
+        .await
+        .unwrap();
+    // Renewals start failing (where the lease's new version is staged,
+    // a directory stands; even root cannot write there), and within the
+    // lease's time to live writes stop; reads go on.
+    let blocker = dir.join("lease.tmp");
+    std::fs::create_dir_all(&blocker).unwrap();
+    let fenced = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match c.batch_execute("INSERT INTO acked VALUES (2)").await {
+                Err(e) if code(&e) == "25006" => break format!("{e:?}"),
+                Ok(()) => {
+                    c.batch_execute("DELETE FROM acked WHERE k = 2")
+                        .await
+                        .unwrap();
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "writes went on without the lease"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert!(fenced.contains("could not be renewed"), "{fenced}");
+    // The block's COMMIT is refused and the block rolled back.
+    let e = block.batch_execute("COMMIT").await.unwrap_err();
+    assert_eq!(code(&e), "25006", "{e:?}");
+    block.batch_execute("SELECT 1").await.unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM acked", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    // Renewable again: the next renewal takes, and writes resume.
+    std::fs::remove_dir(&blocker).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c
+        .batch_execute("INSERT INTO acked VALUES (4)")
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "writes did not resume:\n{}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop((c, block));
+    p.stop();
+}
