@@ -62,6 +62,7 @@ fn main() -> anyhow::Result<()> {
                 Some(dr::replication::standby::Upstream {
                     primary: args.primary,
                     name,
+                    id: String::new(),
                     timeout: args.primary_timeout,
                 }),
             )
@@ -180,6 +181,11 @@ fn serve(
             args.data_dir.display()
         )
     })?;
+    let node_id = dr::node_id(&args.data_dir)?;
+    let upstream = upstream.map(|u| dr::replication::standby::Upstream {
+        id: node_id.clone(),
+        ..u
+    });
     let dirs = args.dirs();
     for dir in [&args.data_dir, &dirs.checkpoints()] {
         if dir.exists() {
@@ -318,7 +324,13 @@ fn serve(
         let failover = match lease_archive {
             None => None,
             Some(archive) => {
-                let lease = dr::lease::Lease::open(archive, &node_name, args.lease_ttl, &args.data_dir)?;
+                let lease = dr::lease::Lease::open(
+                    archive,
+                    &node_name,
+                    &node_id,
+                    args.lease_ttl,
+                    &args.data_dir,
+                )?;
                 Some(
                     dr::failover::Manager::start(
                         cluster.clone(),

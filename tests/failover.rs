@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::net::Relay;
 use common::{bank_under_transfers, code, free_port, Server};
 
 const ACCOUNTS: i32 = 16;
@@ -188,7 +189,10 @@ async fn kill_and_fail_over(sync: bool) {
         .read_to_string()
         .unwrap();
     assert!(metrics.contains("fortress_lease_writable 1"), "{metrics}");
-    assert!(metrics.contains("fortress_failover_rto_seconds "), "{metrics}");
+    assert!(
+        metrics.contains("fortress_failover_rto_seconds "),
+        "{metrics}"
+    );
     assert_eq!(st["failover"]["lease"]["holder"], "dr1", "{st:#}");
     // Whole transfers only.
     let (total, moved) = bank_total(&s).await;
@@ -318,9 +322,11 @@ async fn a_primary_that_cannot_renew_its_lease_stops_taking_writes_until_it_can(
     let arch = format!("a=file://{}", dir.display());
     let (mut p, _repl) = primary(root.path(), &arch, &["--lease-ttl", "1s"]);
     let c = p.client().await;
-    c.batch_execute("CREATE TABLE acked (k int PRIMARY KEY)")
-        .await
-        .unwrap();
+    c.batch_execute(
+        "CREATE TABLE acked (k int PRIMARY KEY); CREATE TABLE probe (k int PRIMARY KEY)",
+    )
+    .await
+    .unwrap();
     c.batch_execute("INSERT INTO acked VALUES (1)")
         .await
         .unwrap();
@@ -337,14 +343,12 @@ async fn a_primary_that_cannot_renew_its_lease_stops_taking_writes_until_it_can(
     std::fs::create_dir_all(&blocker).unwrap();
     let fenced = {
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut k = 0;
         loop {
-            match c.batch_execute("INSERT INTO acked VALUES (2)").await {
+            k += 1;
+            match c.execute("INSERT INTO probe VALUES ($1)", &[&k]).await {
                 Err(e) if code(&e) == "25006" => break format!("{e:?}"),
-                Ok(()) => {
-                    c.batch_execute("DELETE FROM acked WHERE k = 2")
-                        .await
-                        .unwrap();
-                }
+                Ok(_) => {}
                 Err(e) => panic!("{e:?}"),
             }
             assert!(
@@ -382,4 +386,146 @@ async fn a_primary_that_cannot_renew_its_lease_stops_taking_writes_until_it_can(
     }
     drop((c, block));
     p.stop();
+}
+
+/// Writes to `server` every 20 ms until `stop`; when each was accepted.
+fn probe_writes(
+    server: &Server,
+    table: &'static str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Instant>> {
+    let url = server.url();
+    tokio::spawn(async move {
+        let mut accepted = Vec::new();
+        let mut client = None;
+        let mut k = 0i32;
+        while !stop.load(Ordering::Relaxed) {
+            if client.is_none() {
+                client = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .ok()
+                    .map(|(c, conn)| {
+                        tokio::spawn(conn);
+                        c
+                    });
+            }
+            if let Some(c) = &client {
+                k += 1;
+                let sql = format!("INSERT INTO {table} VALUES ($1)");
+                let r = tokio::time::timeout(Duration::from_secs(5), c.execute(&sql, &[&k])).await;
+                match r {
+                    Ok(Ok(_)) => accepted.push(Instant::now()),
+                    Ok(Err(e)) if e.is_closed() => client = None,
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        accepted
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_primary_stops_writing_before_its_standby_takes_over() {
+    // The primary reaches the archive (S3) and its standby only through
+    // relays, which the test blocks at once: its machine is cut off, alive.
+    let port = free_port();
+    let Some(_moto) = common::s3::Moto::start(port) else {
+        return;
+    };
+    _moto.put("leases", b"");
+    let root = tempfile::tempdir().unwrap();
+    let direct = common::s3::s3_env(port);
+    let to_s3 = Relay::start(format!("127.0.0.1:{port}")).await;
+    let via_relay: Vec<(String, String)> = direct
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "AWS_ENDPOINT_URL" => (k.clone(), format!("http://{}", to_s3.addr)),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    let refs = |env: &[(String, String)]| -> Vec<(String, String)> { env.to_vec() };
+    let (penv, senv) = (refs(&via_relay), refs(&direct));
+    let penv: Vec<(&str, &str)> = penv.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let senv: Vec<(&str, &str)> = senv.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let arch = "a=s3://leases/fortress";
+    let repl = format!("127.0.0.1:{}", free_port());
+    let mut p = Server::launch_args(
+        root.path().join("primary"),
+        4,
+        &penv,
+        &[
+            "--replication-listen",
+            &repl,
+            "--archive",
+            arch,
+            "--lease-ttl",
+            "2s",
+        ],
+    );
+    let to_primary = Relay::start(repl.clone()).await;
+    let mut s = Server::standby(
+        root.path().join("standby"),
+        &to_primary.addr,
+        "dr1",
+        &senv,
+        &["--archive", arch, "--primary-timeout", "2s"],
+    );
+    let c = p.client().await;
+    c.batch_execute("CREATE TABLE on_p (k int PRIMARY KEY); CREATE TABLE on_s (k int PRIMARY KEY); CREATE TABLE acked (k int PRIMARY KEY)")
+        .await
+        .unwrap();
+    drop(c);
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_p = probe_writes(&p, "on_p", stop.clone());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let cut = Instant::now();
+    to_s3.block();
+    to_primary.block();
+    // The standby takes over; then the probes stop.
+    first_write_to(&s, "on_s", 30).await;
+    let on_s = probe_writes(&s, "on_s", stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (on_p, on_s) = (on_p.await.unwrap(), on_s.await.unwrap());
+    let last_p = *on_p.last().expect("the primary took writes before the cut");
+    let first_s = *on_s.first().expect("the standby took writes after");
+    assert!(
+        last_p < first_s,
+        "both took writes: the primary until {:?} after the cut, the standby from {:?}",
+        last_p - cut,
+        first_s - cut
+    );
+    // The primary, alive all along, stopped on its own.
+    refuses_writes(&p, "could not be renewed").await;
+    // Healed: it learns it was replaced, and stays fenced.
+    to_s3.unblock();
+    to_primary.unblock();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let st = dr_status(&p);
+        if st["failover"]["replaced"]["epoch"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    refuses_writes(&p, "took").await;
+    p.stop();
+    s.stop();
+}
+
+/// Creates nothing: writes one row to `table` on `server` until accepted.
+async fn first_write_to(server: &Server, table: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let c = server.client().await;
+    let sql = format!("INSERT INTO {table} VALUES (0)");
+    while c.batch_execute(&sql).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no write accepted:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

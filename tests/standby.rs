@@ -9,61 +9,16 @@ mod common;
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::net::Relay;
 use common::{bank_under_transfers, code, free_port, Server};
 use tokio::task::JoinHandle;
 
 const TOKEN: &str = "replication-token-0123456789";
 const ACCOUNTS: i32 = 16;
 const START: i64 = 1000;
-
-/// A TCP relay on loopback whose connections the test can cut.
-struct Relay {
-    addr: String,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    accept: JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start(to: String) -> Relay {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let held = conns.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let to = to.clone();
-                let conn = tokio::spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(&to).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-                held.lock().unwrap().push(conn);
-            }
-        });
-        Relay {
-            addr,
-            conns,
-            accept,
-        }
-    }
-
-    /// Cuts every connection through the relay (new ones still pass).
-    fn cut(&self) {
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
 
 async fn balances(server: &Server) -> Vec<(i32, i64)> {
     let c = server.client().await;

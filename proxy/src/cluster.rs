@@ -99,8 +99,10 @@ impl Drop for Writing<'_> {
 }
 
 /// Why this node must not take writes now (it does not hold the write
-/// lease), or `None` when it may.
-pub type WriteFence = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+/// lease), or `None` when it may. Called with `true` before a write made
+/// is acknowledged (a handover under way lets those finish), `false`
+/// before one starts.
+pub type WriteFence = Arc<dyn Fn(bool) -> Option<String> + Send + Sync>;
 
 /// Given every log's end after a commit, resolves once the synchronous
 /// standbys hold the logs that far (or the primary degraded to async).
@@ -712,7 +714,14 @@ impl Cluster {
     /// Why writes are refused now, if they are.
     pub fn fenced(&self) -> Option<String> {
         let fence = self.fence.read().expect("fence").clone();
-        fence.and_then(|f| f())
+        fence.and_then(|f| f(false))
+    }
+
+    /// Why a write made must not be acknowledged now (this node lost the
+    /// write lease while making it), if so.
+    pub fn fenced_at_ack(&self) -> Option<String> {
+        let fence = self.fence.read().expect("fence").clone();
+        fence.and_then(|f| f(true))
     }
 
     /// The transactions committed in this node's logs after `ends` (each

@@ -170,6 +170,13 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
     if result.is_ok() && (ddl || !written.is_empty()) && session.txn_status() == b'I' {
         if let Err(e) = cluster.replicated().await {
             result = Err(e);
+        } else if let Some(why) = cluster.fenced_at_ack() {
+            // Committed here, but the lease went meanwhile: a successor may
+            // lack it, so it is not acknowledged.
+            result = Err(ProxyError::new(
+                "40003",
+                format!("the transaction committed on this node, but this node lost the right to take writes before acknowledging it, and it may be lost: {why}"),
+            ));
         }
     }
     match (result, ticket) {

@@ -448,6 +448,8 @@ impl Provider {
             }))),
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Ok(None),
+            // Replacing an object that is gone (Azure says so this way).
+            Err(object_store::Error::NotFound { .. }) if expected.is_some() => Ok(None),
             Err(e) => Err(e).with_context(|| format!("archive {}: writing {rel}", self.name)),
         }
     }

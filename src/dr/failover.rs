@@ -172,7 +172,10 @@ impl Manager {
     ) -> Arc<Manager> {
         let lease = Arc::new(lease);
         let fence = lease.clone();
-        cluster.set_write_fence(Arc::new(move || fence.fence()));
+        cluster.set_write_fence(Arc::new(move |ack| match ack {
+            false => fence.fence(),
+            true => fence.fence_ack(),
+        }));
         tracing::info!(
             archive = %lease.archive().name,
             node = lease.me(),
@@ -197,6 +200,7 @@ impl Manager {
             tracing::warn!(error = %format!("{e:#}"), "the write lease");
         }
         tokio::spawn(m.clone().run());
+        tokio::spawn(renew(m.lease.clone()));
         m
     }
 
@@ -241,17 +245,14 @@ impl Manager {
         }
     }
 
-    /// One period: a holder renews; a standby watches for its chance; a
-    /// primary without the lease tries to claim it.
+    /// One period (renewals run on their own, see [`renew`]): a standby
+    /// watches for its chance; a primary without the lease tries to claim
+    /// it.
     async fn tick(self: &Arc<Self>) -> anyhow::Result<()> {
         if self.cluster.is_standby() {
             return self.watch().await;
         }
-        let holding = self
-            .lease
-            .seen()
-            .is_some_and(|r| r.holder == self.lease.me() && r.epoch == self.lease.my_epoch());
-        if holding && self.lease.renew().await? {
+        if self.lease.holding() {
             return Ok(());
         }
         if self.replaced.lock().expect("replaced").is_some() {
@@ -269,12 +270,16 @@ impl Manager {
                 );
             }
             Held::Replaced { mine, record } => {
-                let lost = self.report_lost(mine, &record).await;
-                *self.replaced.lock().expect("replaced") = Some(lost);
-                self.lease.lose(&format!(
+                let why = format!(
                     "node {} took over at epoch {} while this node was away; it takes no writes (see its lost-transactions report)",
                     record.holder, record.epoch
-                ));
+                );
+                self.lease.lose(&why);
+                if let Some(s) = &self.standbys {
+                    s.retire(&why);
+                }
+                let lost = self.report_lost(mine, &record).await;
+                *self.replaced.lock().expect("replaced") = Some(lost);
             }
         }
         Ok(())
@@ -285,7 +290,9 @@ impl Manager {
     async fn watch(self: &Arc<Self>) -> anyhow::Result<()> {
         let found = self.lease.observe().await?;
         // Handed to it, or taken by it with the promotion still to do.
-        let handed = found.as_ref().is_some_and(|r| r.holder == self.lease.me());
+        let handed = found
+            .as_ref()
+            .is_some_and(|r| self.lease.handed(r) || self.lease.mine(r));
         let lost = self.follower.as_ref().and_then(|f| f.primary_lost());
         if handed {
             self.take_over("handover", Instant::now()).await?;
@@ -314,21 +321,12 @@ impl Manager {
         };
         let previous = self.lease.seen().and_then(|r| r.previous);
         tracing::warn!(epoch, from = ?previous, kind, "took the write lease; promoting");
-        // Renewals go on while the promotion runs.
-        let renewer = {
-            let lease = self.lease.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(lease.period()).await;
-                    if let Err(e) = lease.renew().await {
-                        tracing::warn!(error = %format!("{e:#}"), "renewing the write lease");
-                    }
-                }
-            })
-        };
-        let promoted = follower.promote().await;
-        renewer.abort();
-        promoted.context("promoting after taking the write lease")?;
+        // Renewals go on meanwhile (their own task).
+        follower
+            .promote()
+            .await
+            .context("promoting after taking the write lease")?;
+        let before = shard_ends(&self.cluster);
         let last_heard = follower
             .primary_lost()
             .map(|lost| wall(lost - follower.upstream().timeout));
@@ -347,9 +345,12 @@ impl Manager {
             takeover_micros: read.wall_micros(),
             lost: None,
         };
-        self.save(record.clone()).await;
         let me = self.clone();
-        tokio::spawn(async move { me.time_first_write(record, detected, last_heard).await });
+        tokio::spawn(async move {
+            me.save(record.clone()).await;
+            me.time_first_write(record, before, detected, last_heard)
+                .await
+        });
         Ok(true)
     }
 
@@ -367,21 +368,24 @@ impl Manager {
     async fn time_first_write(
         &self,
         mut record: Failover,
+        before: Vec<u64>,
         detected: Instant,
         last_heard: Option<SystemTime>,
     ) {
-        let shards = |c: &Cluster| {
-            let mut ends = c.log_ends();
-            ends.pop(); // the coordinator's: its upkeep writes too.
-            ends
-        };
-        let before = shards(&self.cluster);
-        let deadline = Instant::now() + Duration::from_secs(24 * 3600);
-        while shards(&self.cluster) == before {
-            if Instant::now() > deadline {
+        // Finely at first (the RTO is in seconds), then coarsely; given up
+        // after a day without writes.
+        let started = Instant::now();
+        while shard_ends(&self.cluster) == before {
+            let waited = started.elapsed();
+            if waited > Duration::from_secs(24 * 3600) {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            let step = if waited < Duration::from_secs(60) {
+                2
+            } else {
+                100
+            };
+            tokio::time::sleep(Duration::from_millis(step)).await;
         }
         let now = SystemTime::now();
         record.first_write = Some(rfc3339(now));
@@ -571,12 +575,14 @@ impl Manager {
             self.lease.resume();
             return Err(Refusal::Conflict(why));
         }
-        match self.lease.hand_over(to).await {
+        let handed = self.lease.hand_over(to).await;
+        match handed {
             Ok(true) => {
                 tracing::warn!(
                     to,
                     "handed the write lease over; this node takes no more writes"
                 );
+                standbys.retire(&format!("it handed the write lease over to {to}"));
                 // Nothing is lost: writes stopped where the standby caught up.
                 *self.replaced.lock().expect("replaced") = Some(Lost {
                     epoch: self.lease.my_epoch() + 1,
@@ -590,15 +596,51 @@ impl Manager {
                 });
                 Ok(())
             }
-            Ok(false) => {
-                self.lease.resume();
-                Err(Refusal::Conflict(
-                    "the write lease changed meanwhile".into(),
-                ))
+            // The write may have landed (an answer lost, a retry refused):
+            // writes resume only if the lease is still this node's.
+            Ok(false) | Err(_) => {
+                let still_mine = self.lease.settle().await;
+                if still_mine {
+                    self.lease.resume();
+                }
+                Err(match handed {
+                    Err(e) => Refusal::Failed(e),
+                    _ if still_mine => {
+                        Refusal::Conflict("the write lease changed meanwhile".into())
+                    }
+                    _ => Refusal::Conflict(
+                        "the handover's outcome is unknown; this node takes no more writes".into(),
+                    ),
+                })
             }
+        }
+    }
+}
+
+/// Each log's end but the coordinator's (whose upkeep writes too).
+fn shard_ends(c: &Cluster) -> Vec<u64> {
+    let mut ends = c.log_ends();
+    ends.pop();
+    ends
+}
+
+/// Renews the lease every period while this node holds it, on its own
+/// task: nothing slower (status reads, records) delays a renewal.
+async fn renew(lease: Arc<Lease>) {
+    let mut complained = None::<String>;
+    loop {
+        tokio::time::sleep(lease.period()).await;
+        if !lease.holding() {
+            continue;
+        }
+        match lease.renew().await {
+            Ok(_) => complained = None,
             Err(e) => {
-                self.lease.resume();
-                Err(Refusal::Failed(e))
+                let e = format!("{e:#}");
+                if complained.as_ref() != Some(&e) {
+                    tracing::warn!(error = %e, "renewing the write lease");
+                    complained = Some(e);
+                }
             }
         }
     }

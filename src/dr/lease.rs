@@ -34,14 +34,21 @@ use super::archive::{Provider, Version};
 
 /// The lease object's name in its archive.
 pub const OBJECT: &str = "lease";
+/// What the probe for conditional writes writes to (never successfully).
+const PROBE: &str = "lease.probe";
 /// The node's own record of the lease, in its data directory.
 const LOCAL: &str = "lease.json";
 
 /// The lease object.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Record {
-    /// The node that may take writes.
+    /// The node that may take writes, by name.
     pub holder: String,
+    /// And by the id of its data directory ([`super::node_id`]), so two
+    /// nodes given one name are never both the holder; `None` while the
+    /// lease is handed to `holder` and not yet taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder_id: Option<String>,
     /// Raised by one at every change of holder.
     pub epoch: u64,
     /// Raised by one at every renewal (an object store's version may be
@@ -73,7 +80,7 @@ pub enum Held {
     /// Another node holds it, and this node never held a later epoch:
     /// writes wait for an operator (or the holder's loss and a failover).
     Other { holder: String, epoch: u64 },
-    /// This node held epoch `mine`, and `by` took over since: it was
+    /// This node held epoch `mine`, and another took over since: it was
     /// replaced, and `record` is the lease as found.
     Replaced { mine: u64, record: Record },
 }
@@ -82,9 +89,16 @@ pub enum Held {
 pub struct Lease {
     archive: Provider,
     me: String,
+    /// This node's data directory id.
+    id: String,
     ttl: Duration,
     local: PathBuf,
     st: Mutex<State>,
+    /// One write of the lease at a time from this node: a renewal and a
+    /// handover never race each other.
+    writing: tokio::sync::Mutex<()>,
+    /// Whether the archive was seen to refuse a conditional write.
+    probed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -101,8 +115,8 @@ struct State {
     replaced: Option<String>,
     /// The last failure to reach the lease, if the last attempt failed.
     error: Option<String>,
-    /// Set while the holder refuses writes of its own accord (a handover
-    /// under way).
+    /// Set while the holder refuses new writes of its own accord (a
+    /// handover under way).
     paused: Option<String>,
 }
 
@@ -129,8 +143,15 @@ fn now_rfc3339() -> String {
 }
 
 impl Lease {
-    /// The lease in `archive` as node `me`, whose data directory is `dir`.
-    pub fn open(archive: Provider, me: &str, ttl: Duration, dir: &Path) -> anyhow::Result<Lease> {
+    /// The lease in `archive` as node `me` with data directory id `id`,
+    /// whose data directory is `dir`.
+    pub fn open(
+        archive: Provider,
+        me: &str,
+        id: &str,
+        ttl: Duration,
+        dir: &Path,
+    ) -> anyhow::Result<Lease> {
         let local = dir.join(LOCAL);
         let epoch = match std::fs::read(&local) {
             Ok(b) => {
@@ -144,12 +165,15 @@ impl Lease {
         Ok(Lease {
             archive,
             me: me.to_string(),
+            id: id.to_string(),
             ttl,
             local,
             st: Mutex::new(State {
                 epoch,
                 ..State::default()
             }),
+            writing: Default::default(),
+            probed: Default::default(),
         })
     }
 
@@ -185,6 +209,26 @@ impl Lease {
             .map(|s| s.0.clone())
     }
 
+    /// Whether `r` names this node, by name and data directory.
+    pub fn mine(&self, r: &Record) -> bool {
+        r.holder == self.me && r.holder_id.as_deref() == Some(self.id.as_str())
+    }
+
+    /// Whether `r` hands the lease to this node's name, not yet taken.
+    pub fn handed(&self, r: &Record) -> bool {
+        r.holder == self.me && r.holder_id.is_none()
+    }
+
+    /// Whether this node holds the lease as last read, at its own epoch.
+    pub fn holding(&self) -> bool {
+        let st = self.st.lock().expect("lease");
+        st.replaced.is_none()
+            && st
+                .seen
+                .as_ref()
+                .is_some_and(|(r, _, _)| self.mine(r) && r.epoch == st.epoch)
+    }
+
     fn record_error<T>(&self, r: anyhow::Result<T>) -> anyhow::Result<T> {
         let mut st = self.st.lock().expect("lease");
         st.error = r.as_ref().err().map(|e| format!("{e:#}"));
@@ -210,16 +254,38 @@ impl Lease {
         Ok(Some(record))
     }
 
-    /// Whether the lease as last read has stayed unchanged for a whole
-    /// time to live (or there is none): its holder has stopped writing.
+    /// Whether the lease as last read has stayed unchanged for the whole
+    /// time to live its holder promised: its holder has stopped writing.
+    /// A lease never found has not expired: only a primary creates one.
     pub fn expired(&self) -> bool {
         self.expired_locked(&self.st.lock().expect("lease"))
     }
 
-    /// Why this node must not take writes now, or `None`.
+    fn expired_locked(&self, st: &State) -> bool {
+        match &st.seen {
+            None => false,
+            Some((r, _, first_seen)) => first_seen.elapsed() >= Duration::from_millis(r.ttl_ms),
+        }
+    }
+
+    /// Why this node must not start a write now, or `None`.
     pub fn fence(&self) -> Option<String> {
+        self.fence_for(false)
+    }
+
+    /// Why this node must not acknowledge a write it has made, or `None`:
+    /// as [`Lease::fence`], except that a handover under way waits for
+    /// the writes that started before it.
+    pub fn fence_ack(&self) -> Option<String> {
+        self.fence_for(true)
+    }
+
+    fn fence_for(&self, ack: bool) -> Option<String> {
         let st = self.st.lock().expect("lease");
-        if let Some(why) = st.replaced.as_ref().or(st.paused.as_ref()) {
+        if let Some(why) = &st.replaced {
+            return Some(why.clone());
+        }
+        if let Some(why) = st.paused.as_ref().filter(|_| !ack) {
             return Some(why.clone());
         }
         match st.valid_until {
@@ -233,7 +299,7 @@ impl Lease {
                     .unwrap_or_default()
             )),
             None => Some(match &st.seen {
-                Some((r, _, _)) if r.holder != self.me => format!(
+                Some((r, _, _)) if !self.mine(r) => format!(
                     "node {} holds the write lease (epoch {}) in archive {}",
                     r.holder, r.epoch, self.archive.name
                 ),
@@ -264,13 +330,16 @@ impl Lease {
         std::fs::write(&tmp, serde_json::to_vec(&Local { epoch })?)?;
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, &self.local)?;
+        if let Some(dir) = self.local.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
         self.st.lock().expect("lease").epoch = epoch;
         Ok(())
     }
 
     /// Writes `record` over `expected` (the version last seen); true if
-    /// it landed, and then this node holds the lease until four fifths of
-    /// its time to live from now.
+    /// it landed, and then, if it names this node, this node holds the
+    /// lease until four fifths of its time to live from now.
     async fn write(&self, record: Record, expected: Option<&Version>) -> anyhow::Result<bool> {
         let started = Instant::now();
         let body = serde_json::to_vec_pretty(&record)?;
@@ -278,7 +347,7 @@ impl Lease {
         let Some(version) = self.record_error(put)? else {
             return Ok(false);
         };
-        let mine = record.holder == self.me;
+        let mine = self.mine(&record);
         let mut st = self.st.lock().expect("lease");
         st.seen = Some((record, version, started));
         if mine && st.replaced.is_none() {
@@ -287,60 +356,98 @@ impl Lease {
         Ok(true)
     }
 
-    fn next(&self, from: Option<&Record>, holder: &str, takeover: Option<Vec<u64>>) -> Record {
+    /// The record after `from` naming `holder` (`holder_id` `None` for a
+    /// handover to it).
+    fn next(
+        &self,
+        from: Option<&Record>,
+        holder: &str,
+        holder_id: Option<&str>,
+        takeover: Option<Vec<u64>>,
+    ) -> Record {
+        let same = |r: &Record| r.holder == holder && r.holder_id.as_deref() == holder_id;
         let (epoch, renewal) = match from {
-            None => (self.my_epoch() + 1, 0),
-            Some(r) if r.holder == holder => (r.epoch, r.renewal + 1),
+            None => (self.my_epoch().max(1), 0),
+            Some(r) if same(r) => (r.epoch, r.renewal + 1),
+            // Taking what was handed over: the giver raised the epoch.
+            Some(r) if r.holder == holder && r.holder_id.is_none() => (r.epoch, r.renewal + 1),
             Some(r) => (r.epoch + 1, 0),
         };
+        let keeps = from.is_some_and(|r| r.holder == holder);
         Record {
             holder: holder.to_string(),
+            holder_id: holder_id.map(String::from),
             epoch,
             renewal,
             ttl_ms: self.ttl.as_millis() as u64,
             at: now_rfc3339(),
             takeover: match from {
-                Some(r) if r.holder == holder => r.takeover.clone(),
+                Some(r) if keeps && takeover.is_none() => r.takeover.clone(),
                 _ => takeover,
             },
             previous: match from {
-                Some(r) if r.holder == holder => r.previous.clone(),
+                Some(r) if keeps => r.previous.clone(),
                 Some(r) => Some(r.holder.clone()),
                 None => None,
             },
         }
     }
 
+    /// Checks once that the archive refuses a conditional write against a
+    /// version that does not exist: a store that ignored the condition
+    /// would let two nodes both take the lease.
+    async fn probe(&self) -> anyhow::Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.probed.load(Ordering::Relaxed) || self.archive.local_dir.is_some() {
+            return Ok(());
+        }
+        let bogus = Version::Tag(object_store::UpdateVersion {
+            e_tag: Some("\"fortress-lease-probe\"".into()),
+            version: None,
+        });
+        let put = self
+            .archive
+            .put_if(PROBE, b"probe".to_vec(), Some(&bogus))
+            .await;
+        if self.record_error(put)?.is_some() {
+            anyhow::bail!(
+                "archive {} ignores conditional writes (it replaced an object on a version it never had): the write lease cannot fence there; give --lease-archive another archive, or off",
+                self.archive.name
+            );
+        }
+        self.probed.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// A primary's claim at start: takes the lease when there is none,
     /// renews it when it is this node's, and otherwise says whose it is.
     pub async fn claim(&self) -> anyhow::Result<Held> {
+        self.probe().await?;
+        let _writing = self.writing.lock().await;
         for _ in 0..3 {
             let found = self.observe().await?;
-            let version = self
-                .st
-                .lock()
-                .expect("lease")
-                .seen
-                .as_ref()
-                .map(|s| s.1.clone());
-            match &found {
-                Some(r) if r.holder != self.me => {
-                    let mine = self.my_epoch();
-                    return Ok(if mine > 0 && r.epoch > mine {
-                        Held::Replaced {
-                            mine,
-                            record: r.clone(),
-                        }
-                    } else {
-                        Held::Other {
-                            holder: r.holder.clone(),
-                            epoch: r.epoch,
-                        }
-                    });
-                }
-                _ => {}
+            let version = self.version();
+            if let Some(r) = found.as_ref().filter(|r| !self.mine(r)) {
+                let mine = self.my_epoch();
+                return Ok(if r.holder == self.me && !self.handed(r) {
+                    anyhow::bail!(
+                        "another node named {} (data directory {}) holds the write lease: give each node its own --name",
+                        r.holder,
+                        r.holder_id.as_deref().unwrap_or("?")
+                    )
+                } else if mine > 0 && r.epoch > mine {
+                    Held::Replaced {
+                        mine,
+                        record: r.clone(),
+                    }
+                } else {
+                    Held::Other {
+                        holder: r.holder.clone(),
+                        epoch: r.epoch,
+                    }
+                });
             }
-            let record = self.next(found.as_ref(), &self.me, None);
+            let record = self.next(found.as_ref(), &self.me, Some(&self.id), None);
             let epoch = record.epoch;
             if self.write(record, version.as_ref()).await? {
                 self.save_epoch(epoch)?;
@@ -353,58 +460,54 @@ impl Lease {
         )
     }
 
+    fn version(&self) -> Option<Version> {
+        self.st
+            .lock()
+            .expect("lease")
+            .seen
+            .as_ref()
+            .map(|s| s.1.clone())
+    }
+
     /// Renews the lease this node holds. `Ok(false)` when it was lost:
     /// another node wrote it since; this node is then fenced for good.
     pub async fn renew(&self) -> anyhow::Result<bool> {
+        let _writing = self.writing.lock().await;
+        if !self.holding() {
+            return Ok(false);
+        }
         let (record, version) = {
             let st = self.st.lock().expect("lease");
-            if st.replaced.is_some() {
-                return Ok(false);
-            }
-            match &st.seen {
-                Some((r, v, _)) if r.holder == self.me => (r.clone(), v.clone()),
-                _ => return Ok(false),
-            }
+            let (r, v, _) = st.seen.as_ref().expect("holding: seen");
+            (r.clone(), v.clone())
         };
-        let next = self.next(Some(&record), &self.me, None);
+        let next = self.next(Some(&record), &self.me, Some(&self.id), None);
         if self.write(next, Some(&version)).await? {
             return Ok(true);
         }
         // Lost the race. If the winner is this node (a renewal whose answer
-        // was lost landed after all), renew on that; else it is gone.
+        // was lost landed after all), renew on that; if the object is gone,
+        // put it back (no other node takes a lease it cannot find); else it
+        // is gone.
         match self.observe().await? {
-            Some(r) if r.holder == self.me && r.epoch == record.epoch => {
-                let version = self
-                    .st
-                    .lock()
-                    .expect("lease")
-                    .seen
-                    .as_ref()
-                    .map(|s| s.1.clone());
-                let next = self.next(Some(&r), &self.me, None);
+            Some(r) if self.mine(&r) && r.epoch == record.epoch => {
+                let version = self.version();
+                let next = self.next(Some(&r), &self.me, Some(&self.id), None);
                 Ok(self.write(next, version.as_ref()).await?)
             }
-            found => {
-                let why = match found {
-                    Some(r) => format!(
-                        "node {} took the write lease (epoch {}) from this node",
-                        r.holder, r.epoch
-                    ),
-                    None => "the write lease object vanished from the archive".into(),
-                };
-                self.lose(&why);
+            None => {
+                tracing::warn!(archive = %self.archive.name, "the write lease object vanished; writing it again");
+                let next = self.next(Some(&record), &self.me, Some(&self.id), None);
+                Ok(self.write(next, None).await?)
+            }
+            Some(r) => {
+                self.lose(&format!(
+                    "node {} took the write lease (epoch {}) from this node",
+                    r.holder, r.epoch
+                ));
                 Ok(false)
             }
         }
-    }
-
-    /// Refuses writes until [`Lease::resume`], holding the lease meanwhile.
-    pub fn pause(&self, why: &str) {
-        self.st.lock().expect("lease").paused = Some(why.to_string());
-    }
-
-    pub fn resume(&self) {
-        self.st.lock().expect("lease").paused = None;
     }
 
     /// Gives up writes for good: `why` is what fenced this node.
@@ -417,27 +520,35 @@ impl Lease {
         st.valid_until = None;
     }
 
-    /// A standby's takeover: takes the lease when it has expired (or
-    /// there is none), or when it was handed to this node, recording the
-    /// log positions it takes over at. `Ok(None)` when it may not; the
+    /// Refuses new writes until [`Lease::resume`], holding the lease
+    /// meanwhile.
+    pub fn pause(&self, why: &str) {
+        self.st.lock().expect("lease").paused = Some(why.to_string());
+    }
+
+    pub fn resume(&self) {
+        self.st.lock().expect("lease").paused = None;
+    }
+
+    /// A standby's takeover: takes the lease when it has expired, when it
+    /// was handed to this node, or when this node took it already (a
+    /// promotion to retry), recording the log positions it takes over at.
+    /// `Ok(None)` when it may not (a lease never found is not taken); the
     /// new epoch when taken.
     pub async fn take_over(&self, takeover: Vec<u64>) -> anyhow::Result<Option<u64>> {
-        let found = self.observe().await?;
+        let _writing = self.writing.lock().await;
+        let Some(found) = self.observe().await? else {
+            return Ok(None);
+        };
         let (expired, version) = {
             let st = self.st.lock().expect("lease");
             let version = st.seen.as_ref().map(|s| s.1.clone());
             (self.expired_locked(&st), version)
         };
-        let handed = found.as_ref().is_some_and(|r| r.holder == self.me);
-        if !expired && !handed {
+        if !expired && !self.handed(&found) && !self.mine(&found) {
             return Ok(None);
         }
-        let mut record = self.next(found.as_ref(), &self.me, Some(takeover.clone()));
-        if handed {
-            // Handed over: the epoch was raised by the giver; the
-            // positions are this node's.
-            record.takeover = Some(takeover);
-        }
+        let record = self.next(Some(&found), &self.me, Some(&self.id), Some(takeover));
         let epoch = record.epoch;
         if !self.write(record, version.as_ref()).await? {
             return Ok(None);
@@ -446,34 +557,50 @@ impl Lease {
         Ok(Some(epoch))
     }
 
-    /// The holder's promise is the time to live in its record (this
-    /// node's own setting is for its own renewals).
-    fn expired_locked(&self, st: &State) -> bool {
-        match &st.seen {
-            None => true,
-            Some((r, _, first_seen)) => first_seen.elapsed() >= Duration::from_millis(r.ttl_ms),
-        }
-    }
-
-    /// A holder's planned handover to `to`: stops this node's writes,
-    /// then names `to` the holder at the next epoch. `Ok(false)` if the
-    /// lease was not this node's to give.
+    /// A holder's planned handover to the node named `to`: names it the
+    /// holder at the next epoch, and this node takes no more writes.
+    /// `Ok(false)` if the lease was not this node's to give. On an error
+    /// the handover may or may not have landed: see [`Lease::settle`].
     pub async fn hand_over(&self, to: &str) -> anyhow::Result<bool> {
+        let _writing = self.writing.lock().await;
+        if !self.holding() {
+            return Ok(false);
+        }
         let (record, version) = {
             let st = self.st.lock().expect("lease");
-            match &st.seen {
-                Some((r, v, _)) if r.holder == self.me && st.replaced.is_none() => {
-                    (r.clone(), v.clone())
-                }
-                _ => return Ok(false),
-            }
+            let (r, v, _) = st.seen.as_ref().expect("holding: seen");
+            (r.clone(), v.clone())
         };
-        let next = self.next(Some(&record), to, None);
+        let next = self.next(Some(&record), to, None, None);
         if self.write(next, Some(&version)).await? {
             self.lose(&format!("this node handed the write lease over to {to}"));
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// After a handover whose outcome is unknown: reads the lease (a few
+    /// tries); true if this node still holds it, and otherwise it takes no
+    /// more writes (it may have been handed over).
+    pub async fn settle(&self) -> bool {
+        for _ in 0..3 {
+            match self.observe().await {
+                Ok(Some(r)) if self.mine(&r) => return true,
+                Ok(found) => {
+                    self.lose(&match found {
+                        Some(r) => format!(
+                            "node {} holds the write lease (epoch {})",
+                            r.holder, r.epoch
+                        ),
+                        None => "the write lease object vanished during a handover".into(),
+                    });
+                    return false;
+                }
+                Err(_) => tokio::time::sleep(self.period()).await,
+            }
+        }
+        self.lose("a handover's outcome could not be read back from the archive; take no chances");
+        false
     }
 }
 
@@ -482,34 +609,42 @@ mod tests {
     use super::*;
 
     fn node(archive: &Path, dir: &Path, me: &str, ttl_ms: u64) -> Lease {
+        node_id(archive, dir, me, &format!("{me}-id"), ttl_ms)
+    }
+
+    fn node_id(archive: &Path, dir: &Path, me: &str, id: &str, ttl_ms: u64) -> Lease {
         let url = format!("file://{}", archive.display());
         let p = Provider::open("a", &url).unwrap();
         std::fs::create_dir_all(dir).unwrap();
-        Lease::open(p, me, Duration::from_millis(ttl_ms), dir).unwrap()
+        Lease::open(p, me, id, Duration::from_millis(ttl_ms), dir).unwrap()
     }
+
+    const TTL: u64 = 1500;
 
     #[tokio::test]
     async fn one_holder_at_a_time_and_a_replaced_holder_stays_replaced() {
         let t = tempfile::tempdir().unwrap();
         let arch = t.path().join("arch");
-        let p = node(&arch, &t.path().join("p"), "p", 300);
-        let s = node(&arch, &t.path().join("s"), "s", 300);
+        let p = node(&arch, &t.path().join("p"), "p", TTL);
+        let s = node(&arch, &t.path().join("s"), "s", TTL);
+        // No lease yet: a standby does not create one.
+        assert_eq!(s.take_over(vec![1, 2]).await.unwrap(), None);
         assert_eq!(p.claim().await.unwrap(), Held::Mine);
         assert!(p.fence().is_none(), "{:?}", p.fence());
         // The standby may not take a lease it has not seen expire.
         assert_eq!(s.take_over(vec![1, 2]).await.unwrap(), None);
         assert!(s.fence().is_some());
         // A renewal keeps it; the standby sees a new version each time.
-        for _ in 0..4 {
+        for _ in 0..3 {
             tokio::time::sleep(Duration::from_millis(100)).await;
             assert!(p.renew().await.unwrap());
             assert_eq!(s.take_over(vec![1, 2]).await.unwrap(), None);
         }
         // The holder stops renewing: its writes stop at 4/5 of the ttl,
         // and the standby takes over only after a whole ttl.
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(TTL * 4 / 5 + 50)).await;
         assert!(p.fence().unwrap().contains("could not be renewed"));
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        tokio::time::sleep(Duration::from_millis(TTL / 5 + 50)).await;
         assert_eq!(s.take_over(vec![1, 2]).await.unwrap(), Some(2));
         assert!(s.fence().is_none());
         assert_eq!(s.seen().unwrap().takeover, Some(vec![1, 2]));
@@ -517,18 +652,15 @@ mod tests {
         // The old holder's renewal fails for good.
         assert!(!p.renew().await.unwrap());
         assert!(p.fence().unwrap().contains("node s took"));
-        // Restarted, it finds itself replaced and does not take it back,
-        // not even once the lease expires.
-        let p2 = node(&arch, &t.path().join("p"), "p", 300);
+        // Restarted, it finds itself replaced and does not take it back.
+        let p2 = node(&arch, &t.path().join("p"), "p", TTL);
         assert_eq!(p2.my_epoch(), 1);
         let Held::Replaced { mine, record } = p2.claim().await.unwrap() else {
             panic!("not replaced");
         };
         assert_eq!((mine, record.epoch, record.holder.as_str()), (1, 2, "s"));
-        tokio::time::sleep(Duration::from_millis(350)).await;
-        assert!(matches!(p2.claim().await.unwrap(), Held::Replaced { .. }));
         // A node that never held it waits for the holder.
-        let q = node(&arch, &t.path().join("q"), "q", 300);
+        let q = node(&arch, &t.path().join("q"), "q", TTL);
         assert_eq!(
             q.claim().await.unwrap(),
             Held::Other {
@@ -536,8 +668,14 @@ mod tests {
                 epoch: 2
             }
         );
+        // Another node given the holder's name is refused, and does not
+        // count the lease as handed to it.
+        let twin = node_id(&arch, &t.path().join("twin"), "s", "twin-id", TTL);
+        let e = twin.claim().await.unwrap_err();
+        assert!(e.to_string().contains("its own --name"), "{e}");
+        assert_eq!(twin.take_over(vec![3]).await.unwrap(), None);
         // The new holder restarted claims its own lease again.
-        let s2 = node(&arch, &t.path().join("s"), "s", 300);
+        let s2 = node(&arch, &t.path().join("s"), "s", TTL);
         assert_eq!(s2.claim().await.unwrap(), Held::Mine);
         assert_eq!(s2.seen().unwrap().epoch, 2);
     }
@@ -551,9 +689,24 @@ mod tests {
         assert_eq!(p.claim().await.unwrap(), Held::Mine);
         assert!(p.hand_over("s").await.unwrap());
         assert!(p.fence().unwrap().contains("handed"));
+        assert!(!p.settle().await);
         // Not expired, but handed to it: taken at once, at the new epoch.
         assert_eq!(s.take_over(vec![7]).await.unwrap(), Some(2));
         assert!(s.fence().is_none());
+        assert!(s.renew().await.unwrap());
         assert!(!p.renew().await.unwrap());
+        assert_eq!(s.seen().unwrap().holder_id.as_deref(), Some("s-id"));
+    }
+
+    #[tokio::test]
+    async fn a_vanished_lease_is_written_again_by_its_holder() {
+        let t = tempfile::tempdir().unwrap();
+        let arch = t.path().join("arch");
+        let p = node(&arch, &t.path().join("p"), "p", TTL);
+        assert_eq!(p.claim().await.unwrap(), Held::Mine);
+        std::fs::remove_file(arch.join(OBJECT)).unwrap();
+        assert!(p.renew().await.unwrap());
+        assert!(p.fence().is_none());
+        assert!(arch.join(OBJECT).exists());
     }
 }

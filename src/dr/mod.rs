@@ -55,6 +55,30 @@ pub fn open_archives(specs: &[String]) -> anyhow::Result<Vec<Provider>> {
     Ok(out)
 }
 
+/// This data directory's id (16 hex digits in `node.id`, made at its
+/// first start): tells apart nodes given the same name.
+pub fn node_id(dir: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let path = dir.join("node.id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &id)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(id)
+}
+
 /// The archive holding the write lease (see [`lease`]), opened: the one
 /// `--lease-archive` names, or by default the first `--archive` of a node
 /// with standbys or of a standby; `None` with `--lease-archive off`.

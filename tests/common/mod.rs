@@ -4,8 +4,10 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod net;
 pub mod postgres;
 pub mod rawpg;
+pub mod s3;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

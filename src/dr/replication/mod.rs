@@ -60,6 +60,9 @@ const ROUND_EVERY: Duration = Duration::from_millis(20);
 struct Hello {
     token: String,
     name: String,
+    /// The standby's data directory id (empty from older versions).
+    #[serde(default)]
+    id: String,
     /// Each log's last LSN, in [`fortress_proxy::Cluster::logs`] order;
     /// empty from a standby with no copy yet, which asks for the identity.
     positions: Vec<u64>,

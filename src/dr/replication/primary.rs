@@ -52,11 +52,15 @@ pub struct Standbys {
     /// The synchronous standbys commits do not wait for now (the `degrade`
     /// fallback), and why; each until it has caught up.
     degraded: Mutex<BTreeMap<String, String>>,
+    /// Set once this node serves no more standbys (see [`Standbys::retire`]).
+    retired: Mutex<Option<String>>,
 }
 
 /// One standby's stream, live or ended.
 pub struct Link {
     name: String,
+    /// The standby's data directory id.
+    id: String,
     addr: String,
     sync: bool,
     state: Mutex<LinkState>,
@@ -280,6 +284,31 @@ impl Standbys {
         }
     }
 
+    /// Why a standby named `name` from data directory `id` may not stream
+    /// now: another data directory streams under that name.
+    fn name_taken(&self, name: &str, id: &str) -> Option<String> {
+        let links = self.links.lock().expect("links");
+        let old = links.get(name)?;
+        let live = old.state.lock().expect("link").ended.is_none();
+        (live && !old.id.is_empty() && !id.is_empty() && old.id != id).then(|| {
+            format!("another standby ({}) streams under the name {name}: give each standby its own --name", old.addr)
+        })
+    }
+
+    /// Stops serving standbys for good (this node was replaced, or handed
+    /// its lease over): every stream ends at its next round, and new ones
+    /// are refused with `why`.
+    pub fn retire(&self, why: &str) {
+        *self.retired.lock().expect("retired") = Some(why.to_string());
+        for link in self.links.lock().expect("links").values() {
+            link.wanted.notify_one();
+        }
+    }
+
+    pub fn retired(&self) -> Option<String> {
+        self.retired.lock().expect("retired").clone()
+    }
+
     /// Resolves once standby `name` streams and holds the logs through
     /// `ends` (a planned handover waits for this); why not otherwise, by
     /// `timeout`.
@@ -333,9 +362,10 @@ impl Standbys {
 
     /// Registers a standby whose logs end at `positions`, before anything
     /// is sent: from here recycling keeps what it lacks.
-    fn connect(&self, name: &str, addr: String, positions: Vec<u64>) -> Arc<Link> {
+    fn connect(&self, name: &str, id: &str, addr: String, positions: Vec<u64>) -> Arc<Link> {
         let link = Arc::new(Link {
             name: name.to_string(),
+            id: id.to_string(),
             addr,
             sync: self.policy.sync.contains(name),
             state: Mutex::new(LinkState {
@@ -427,6 +457,12 @@ async fn stream_to(
         Some("the replication token does not match".to_string())
     } else if cluster.is_standby() {
         Some("this node is a standby itself (cascading replication is not supported)".into())
+    } else if let Some(why) = standbys.retired() {
+        Some(format!(
+            "this node no longer takes writes, and serves no standbys: {why}"
+        ))
+    } else if let Some(why) = standbys.name_taken(&hello.name, &hello.id) {
+        Some(why)
     } else if hello.positions.is_empty() {
         // A new standby learns the identity, makes its copy and comes back.
         write_frame(&mut s, WELCOME, &[&serde_json::to_vec(&welcome)?]).await?;
@@ -454,7 +490,12 @@ async fn stream_to(
     // Registered before it is welcomed, so a recycling pass meanwhile
     // keeps what it lacks. Its positions acknowledge nothing sent: they end
     // no degradation.
-    let link = standbys.connect(&hello.name, peer.clone(), hello.positions.clone());
+    let link = standbys.connect(
+        &hello.name,
+        &hello.id,
+        peer.clone(),
+        hello.positions.clone(),
+    );
     if let Err(e) = write_frame(&mut s, WELCOME, &[&serde_json::to_vec(&welcome)?]).await {
         link.end(format!("{e}"));
         return Err(e.into());
@@ -476,7 +517,7 @@ async fn stream_to(
     };
     let abort = acks.abort_handle();
     let streamed = tokio::select! {
-        r = rounds(&mut wr, &cluster, &hello.positions, &link) => r,
+        r = rounds(&mut wr, &cluster, &hello.positions, &link, &standbys) => r,
         r = acks => match r {
             Ok(Err(e)) => Err(e),
             _ => Err(anyhow::anyhow!("the standby's acknowledgements stopped")),
@@ -509,6 +550,7 @@ async fn rounds(
     cluster: &Arc<Cluster>,
     positions: &[u64],
     link: &Link,
+    standbys: &Standbys,
 ) -> anyhow::Result<()> {
     let logs = cluster.logs();
     let mut tails: Vec<Tail> = logs
@@ -517,6 +559,11 @@ async fn rounds(
         .map(|(l, &p)| Tail::new(l.dir(), p))
         .collect();
     loop {
+        if let Some(why) = standbys.retired() {
+            let why = format!("this node serves no more standbys: {why}");
+            let _ = write_frame(wr, ERROR, &[why.as_bytes()]).await;
+            bail!(why);
+        }
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
         let (c, l) = (cluster.clone(), logs.clone());
         let reader = tokio::task::spawn_blocking(move || {

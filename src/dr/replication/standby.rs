@@ -21,6 +21,9 @@ use super::*;
 pub struct Upstream {
     pub primary: String,
     pub name: String,
+    /// This node's data directory id: the primary refuses a second
+    /// standby streaming under a name in use.
+    pub id: String,
     /// Silence after which the primary is declared lost.
     pub timeout: Duration,
 }
@@ -166,6 +169,7 @@ async fn handshake(
     let hello = Hello {
         token: token_from_env().unwrap_or_default(),
         name: upstream.name.clone(),
+        id: upstream.id.clone(),
         positions,
     };
     write_frame(&mut s, HELLO, &[&serde_json::to_vec(&hello)?]).await?;
