@@ -52,6 +52,12 @@ pub struct StandbyArgs {
     /// standby then reconnects, and says so.
     #[arg(long, env = "FORTRESS_PRIMARY_TIMEOUT", default_value = "5s", value_parser = parse_duration_ms)]
     pub primary_timeout: Duration,
+    /// Start over: an existing copy in --data-dir (one that followed
+    /// another history, such as a primary replaced by a failover) is moved
+    /// to DIR.old-TIME and kept, and the copy is made anew from the
+    /// primary.
+    #[arg(long)]
+    pub rebuild: bool,
     /// Every `serve` setting: the standby serves reads on --listen (writes
     /// get 25006) and its admin API like a primary.
     #[command(flatten)]

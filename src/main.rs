@@ -64,6 +64,7 @@ fn main() -> anyhow::Result<()> {
                     name,
                     id: String::new(),
                     timeout: args.primary_timeout,
+                    rebuild: args.rebuild,
                 }),
             )
         }
@@ -160,11 +161,6 @@ fn serve(
         if up.timeout.is_zero() {
             anyhow::bail!("--primary-timeout must be above zero");
         }
-        if args.replication_listen.is_some() {
-            anyhow::bail!(
-                "--replication-listen on a standby: cascading replication is not supported"
-            );
-        }
     }
     if args.shards == 0 || args.shards > 1024 {
         anyhow::bail!("--shards must be between 1 and 1024");
@@ -174,6 +170,9 @@ fn serve(
     }
     if args.statement_timeout.as_millis() > i32::MAX as u128 {
         anyhow::bail!("--statement-timeout must be at most 24 days (PostgreSQL's bound)");
+    }
+    if upstream.as_ref().is_some_and(|u| u.rebuild) {
+        set_aside(&args.data_dir)?;
     }
     let _lock = lock::DirLock::try_acquire(&args.data_dir)?.with_context(|| {
         format!(
@@ -314,12 +313,18 @@ fn serve(
                 );
             }
             tracing::info!(replication = %local, token = token.is_some(), "standbys may stream the WAL");
-            standbys = Some(dr::replication::primary::serve(
+            let serving = dr::replication::primary::serve(
                 listener,
                 cluster.clone(),
                 token,
                 args.sync_policy(),
-            ));
+            );
+            // A standby's own standbys stream once it is promoted.
+            if let Some(f) = &follower {
+                let (s, c) = (serving.clone(), cluster.clone());
+                f.after_promote(move || s.install(&c));
+            }
+            standbys = Some(serving);
         }
         let failover = match lease_archive {
             None => None,
@@ -458,6 +463,33 @@ fn serve(
         tokio::task::spawn_blocking(move || c.flush()).await?;
         anyhow::Ok(())
     })
+}
+
+/// `fortress standby --rebuild`: an existing copy in `dir` (one that
+/// followed another history, such as a primary replaced by a failover) is
+/// moved beside it, kept, and the standby starts over from its primary.
+fn set_aside(dir: &std::path::Path) -> anyhow::Result<()> {
+    if fortress_proxy::cluster::read_identity(dir)?.is_none() {
+        return Ok(());
+    }
+    let held = lock::DirLock::try_acquire(dir)?.with_context(|| {
+        format!(
+            "another fortress process holds {} (its lock file)",
+            dir.display()
+        )
+    })?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let mut aside = dir.as_os_str().to_owned();
+    aside.push(format!(".old-{stamp}"));
+    let aside = std::path::PathBuf::from(aside);
+    std::fs::rename(dir, &aside)
+        .with_context(|| format!("moving {} to {}", dir.display(), aside.display()))?;
+    drop(held);
+    tracing::warn!(
+        kept = %aside.display(),
+        "--rebuild: the old copy is kept there; this standby starts over from its primary"
+    );
+    Ok(())
 }
 
 /// Refuses to admit every client on an address beyond loopback: with no

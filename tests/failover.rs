@@ -100,6 +100,13 @@ async fn keys(server: &Server) -> Vec<i32> {
         .collect()
 }
 
+/// [`keys`], or `None` while the table is not there yet.
+async fn try_keys(server: &Server) -> Option<Vec<i32>> {
+    let c = server.client().await;
+    let rows = c.query("SELECT k FROM acked ORDER BY k", &[]).await.ok()?;
+    Some(rows.iter().map(|r| r.get(0)).collect())
+}
+
 async fn bank_total(server: &Server) -> (i64, bool) {
     let c = server.client().await;
     let rows = c.query("SELECT balance FROM acct", &[]).await.unwrap();
@@ -146,7 +153,14 @@ async fn kill_and_fail_over(sync: bool) {
         more.extend(["--standby-mode", "dr1=sync"]);
     }
     let (mut p, repl) = primary(root.path(), &arch, &more);
-    let s = standby(root.path(), &repl, &arch, &["--primary-timeout", "2s"]);
+    // The standby will serve standbys of its own once promoted.
+    let repl2 = format!("127.0.0.1:{}", free_port());
+    let s = standby(
+        root.path(),
+        &repl,
+        &arch,
+        &["--primary-timeout", "2s", "--replication-listen", &repl2],
+    );
     let st = dr_status(&p);
     assert_eq!(st["failover"]["lease"]["holder"], "primary", "{st:#}");
     assert_eq!(st["failover"]["lease"]["writable"], true, "{st:#}");
@@ -255,8 +269,49 @@ async fn kill_and_fail_over(sync: bool) {
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(printed.contains("TAKES NO WRITES"), "{printed}");
     assert!(printed.contains("held by dr1 (epoch 2)"), "{printed}");
-    drop(s);
     p.stop();
+
+    // It rejoins as a standby of the new primary: its copy, which followed
+    // another history, is set aside and made anew.
+    let mut rejoined = Server::standby(
+        root.path().join("primary"),
+        &repl2,
+        "primary",
+        &[],
+        &["--archive", &arch, "--rebuild"],
+    );
+    let kept = std::fs::read_dir(root.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("primary.old-"));
+    assert!(kept, "the old copy was not kept");
+    let want = keys(&s).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while try_keys(&rejoined).await.as_ref() != Some(&want) {
+        assert!(
+            Instant::now() < deadline,
+            "the old primary did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(bank_total(&rejoined).await.0, ACCOUNTS as i64 * START);
+    let e = rejoined
+        .client()
+        .await
+        .batch_execute("INSERT INTO acked VALUES (-2)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "25006", "{e:?}");
+    let st = dr_status(&s);
+    let peers = st["replication"].as_array().unwrap();
+    assert!(
+        peers
+            .iter()
+            .any(|r| r["name"] == "primary" && r["state"] == "streaming"),
+        "{st:#}"
+    );
+    rejoined.stop();
+    drop(s);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

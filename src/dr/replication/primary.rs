@@ -284,6 +284,23 @@ impl Standbys {
         }
     }
 
+    /// Makes the cluster report these standbys and, if some are
+    /// synchronous, wait for them at every acknowledged write.
+    pub fn install(self: &Arc<Self>, cluster: &Cluster) {
+        let report = self.clone();
+        cluster.set_replication_report(Arc::new(move || report.rows()));
+        if !self.policy.sync.is_empty() {
+            let waits = self.clone();
+            cluster.set_commit_wait(Arc::new(move |ends| {
+                let waits = waits.clone();
+                Box::pin(async move {
+                    waits.wait_for(ends).await;
+                    Ok(())
+                })
+            }));
+        }
+    }
+
     /// Why a standby named `name` from data directory `id` may not stream
     /// now: another data directory streams under that name.
     fn name_taken(&self, name: &str, id: &str) -> Option<String> {
@@ -400,17 +417,10 @@ pub fn serve(
     policy: SyncPolicy,
 ) -> Arc<Standbys> {
     let standbys = Arc::new(Standbys::new(policy));
-    let report = standbys.clone();
-    cluster.set_replication_report(Arc::new(move || report.rows()));
-    if !standbys.policy.sync.is_empty() {
-        let waits = standbys.clone();
-        cluster.set_commit_wait(Arc::new(move |ends| {
-            let waits = waits.clone();
-            Box::pin(async move {
-                waits.wait_for(ends).await;
-                Ok(())
-            })
-        }));
+    // A standby serves its own standbys only once promoted (then it
+    // installs them: see `Standbys::install`).
+    if !cluster.is_standby() {
+        standbys.install(&cluster);
     }
     let registry = standbys.clone();
     tokio::spawn(async move {

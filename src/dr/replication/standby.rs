@@ -26,6 +26,8 @@ pub struct Upstream {
     pub id: String,
     /// Silence after which the primary is declared lost.
     pub timeout: Duration,
+    /// Whether an existing copy is set aside and the standby starts over.
+    pub rebuild: bool,
 }
 
 /// The follower's view of its primary.
@@ -35,6 +37,8 @@ pub struct Follower {
     state: Mutex<FollowState>,
     /// The task following the primary, until promotion stops it.
     task: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Run once promoted: what a primary does that a standby does not.
+    after_promote: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
 }
 
 struct FollowState {
@@ -60,7 +64,15 @@ impl Follower {
             task.abort();
         }
         tracing::warn!(primary = %self.upstream.primary, "stopped following the primary");
+        if let Some(then) = self.after_promote.lock().expect("follower").as_ref() {
+            then();
+        }
         Ok(())
+    }
+
+    /// Registers what to start once this standby is promoted.
+    pub fn after_promote(&self, then: impl Fn() + Send + Sync + 'static) {
+        *self.after_promote.lock().expect("follower") = Some(Box::new(then));
     }
 
     /// When the primary was declared lost: once nothing (not even a
@@ -199,6 +211,7 @@ pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
             last_heard: std::time::Instant::now(),
         }),
         task: Mutex::new(None),
+        after_promote: Mutex::new(None),
     });
     let report = follower.clone();
     cluster.set_replication_report(Arc::new(move || vec![report.row()]));
