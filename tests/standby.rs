@@ -430,6 +430,36 @@ async fn with_the_wait_fallback_a_commit_waits_for_its_sync_standby() {
     // The standby goes away: a transaction block's COMMIT is made here but
     // not acknowledged until it is back.
     standby.kill();
+    // statement_timeout ends a commit's wait, not the commit: done, with
+    // PostgreSQL's warning (psql prints it), and there on the primary.
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &primary.port.to_string(),
+            "-U",
+            "postgres",
+            "-c",
+            "SET statement_timeout = 700",
+            "-c",
+            "INSERT INTO seq VALUES (2)",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("canceling wait for synchronous replication"),
+        "{said}"
+    );
+    let n: i64 = p
+        .query_one("SELECT count(*) FROM seq WHERE id = 2", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
     let insert = tokio::spawn(async move {
         let t = p.transaction().await.unwrap();
         t.execute("INSERT INTO seq VALUES (1)", &[]).await.unwrap();
@@ -450,9 +480,9 @@ async fn with_the_wait_fallback_a_commit_waits_for_its_sync_standby() {
     count_reaches(
         &standby,
         "seq",
-        1,
+        2,
         10,
-        "the standby never applied the commit",
+        "the standby never applied the commits",
     )
     .await;
 }

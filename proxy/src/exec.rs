@@ -168,8 +168,24 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
     // A write outside a transaction block, or a COMMIT that wrote, is
     // acknowledged only where the replication mode requires it.
     if result.is_ok() && (ddl || !written.is_empty()) && session.txn_status() == b'I' {
-        if let Err(e) = cluster.replicated().await {
+        // A cancel or statement_timeout ends the wait for a synchronous
+        // standby, not the commit: as in PostgreSQL, it is reported done,
+        // with a warning.
+        let waited = tokio::select! {
+            r = cluster.replicated() => Some(r),
+            _ = crate::stop::stopped() => None,
+        };
+        if let Some(Err(e)) = waited {
             result = Err(e);
+        } else if waited.is_none() {
+            if let Ok(QueryResult::Command { notice, .. } | QueryResult::TxnEnd { notice, .. }) =
+                &mut result
+            {
+                *notice = warning(
+                    "01000",
+                    "canceling wait for synchronous replication: the transaction has already committed locally, but might not have been replicated to the standby",
+                );
+            }
         } else if let Some(why) = cluster.fenced_at_ack() {
             // Committed here, but the lease went meanwhile: a successor may
             // lack it, so it is not acknowledged.
