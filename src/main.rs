@@ -478,11 +478,16 @@ fn set_aside(dir: &std::path::Path) -> anyhow::Result<()> {
             dir.display()
         )
     })?;
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let dir = std::path::absolute(dir)?;
+    let dir = dir.components().collect::<std::path::PathBuf>();
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
     let mut aside = dir.as_os_str().to_owned();
     aside.push(format!(".old-{stamp}"));
     let aside = std::path::PathBuf::from(aside);
-    std::fs::rename(dir, &aside)
+    if aside.exists() {
+        anyhow::bail!("{} exists already", aside.display());
+    }
+    std::fs::rename(&dir, &aside)
         .with_context(|| format!("moving {} to {}", dir.display(), aside.display()))?;
     drop(held);
     tracing::warn!(

@@ -171,13 +171,25 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
         // A cancel or statement_timeout ends the wait for a synchronous
         // standby, not the commit: as in PostgreSQL, it is reported done,
         // with a warning.
+        // The wait first: a wait that is over at once is not cut short by a
+        // stop raised while the write ran.
         let waited = tokio::select! {
+            biased;
             r = cluster.replicated() => Some(r),
             _ = crate::stop::stopped() => None,
         };
         if let Some(Err(e)) = waited {
             result = Err(e);
+        } else if let Some(why) = cluster.fenced_at_ack() {
+            // Committed here, but the lease went meanwhile: a successor may
+            // lack it, so it is not acknowledged.
+            result = Err(ProxyError::new(
+                "40003",
+                format!("the transaction committed on this node, but this node lost the right to take writes before acknowledging it, and it may be lost: {why}"),
+            ));
         } else if waited.is_none() {
+            // Rows (RETURNING) carry no notice; they committed, and are
+            // answered as such.
             if let Ok(QueryResult::Command { notice, .. } | QueryResult::TxnEnd { notice, .. }) =
                 &mut result
             {
@@ -186,13 +198,6 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
                     "canceling wait for synchronous replication: the transaction has already committed locally, but might not have been replicated to the standby",
                 );
             }
-        } else if let Some(why) = cluster.fenced_at_ack() {
-            // Committed here, but the lease went meanwhile: a successor may
-            // lack it, so it is not acknowledged.
-            result = Err(ProxyError::new(
-                "40003",
-                format!("the transaction committed on this node, but this node lost the right to take writes before acknowledging it, and it may be lost: {why}"),
-            ));
         }
     }
     match (result, ticket) {

@@ -575,7 +575,10 @@ impl Manager {
             self.lease.resume();
             return Err(Refusal::Conflict(why));
         }
-        let handed = self.lease.hand_over(to).await;
+        // Named by its data directory too: only the standby that caught up
+        // may take it.
+        let to_id = standbys.id_of(to);
+        let handed = self.lease.hand_over(to, to_id.as_deref()).await;
         match handed {
             Ok(true) => {
                 tracing::warn!(

@@ -235,9 +235,33 @@ impl Lease {
         r
     }
 
+    /// How long one read or write of the lease may take: one that takes
+    /// longer could not keep a holder's writes going anyway, and a stuck
+    /// one (an object store retrying) would hold up the next.
+    fn call_timeout(&self) -> Duration {
+        self.ttl * 2 / 5
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        match tokio::time::timeout(self.call_timeout(), call).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!(
+                "archive {}: {what} the lease took over {:?}",
+                self.archive.name,
+                self.call_timeout()
+            )),
+        }
+    }
+
     /// Reads the lease, noting when a new version was first seen.
     pub async fn observe(&self) -> anyhow::Result<Option<Record>> {
-        let got = self.archive.get_versioned(OBJECT).await;
+        let got = self
+            .bounded("reading", self.archive.get_versioned(OBJECT))
+            .await;
         let got = self.record_error(got)?;
         let Some((bytes, version)) = got else {
             self.st.lock().expect("lease").seen = None;
@@ -343,7 +367,9 @@ impl Lease {
     async fn write(&self, record: Record, expected: Option<&Version>) -> anyhow::Result<bool> {
         let started = Instant::now();
         let body = serde_json::to_vec_pretty(&record)?;
-        let put = self.archive.put_if(OBJECT, body, expected).await;
+        let put = self
+            .bounded("writing", self.archive.put_if(OBJECT, body, expected))
+            .await;
         let Some(version) = self.record_error(put)? else {
             return Ok(false);
         };
@@ -401,13 +427,16 @@ impl Lease {
         if self.probed.load(Ordering::Relaxed) || self.archive.local_dir.is_some() {
             return Ok(());
         }
+        // An ETag (S3, Azure) and a generation (GCS) no object has.
         let bogus = Version::Tag(object_store::UpdateVersion {
             e_tag: Some("\"fortress-lease-probe\"".into()),
-            version: None,
+            version: Some("1".into()),
         });
         let put = self
-            .archive
-            .put_if(PROBE, b"probe".to_vec(), Some(&bogus))
+            .bounded(
+                "probing",
+                self.archive.put_if(PROBE, b"probe".to_vec(), Some(&bogus)),
+            )
             .await;
         if self.record_error(put)?.is_some() {
             anyhow::bail!(
@@ -427,6 +456,17 @@ impl Lease {
         for _ in 0..3 {
             let found = self.observe().await?;
             let version = self.version();
+            if found.is_none() && self.my_epoch() > 0 {
+                // Gone while this node was away: a successor's lease may
+                // have been lost with it, so this node does not assume it
+                // is still the latest holder.
+                anyhow::bail!(
+                    "the write lease object is gone from archive {}, and this node held epoch {}: if it is still the primary, put the lease back (or remove {} deliberately)",
+                    self.archive.name,
+                    self.my_epoch(),
+                    self.local.display()
+                );
+            }
             if let Some(r) = found.as_ref().filter(|r| !self.mine(r)) {
                 let mine = self.my_epoch();
                 return Ok(if r.holder == self.me && !self.handed(r) {
@@ -561,7 +601,7 @@ impl Lease {
     /// holder at the next epoch, and this node takes no more writes.
     /// `Ok(false)` if the lease was not this node's to give. On an error
     /// the handover may or may not have landed: see [`Lease::settle`].
-    pub async fn hand_over(&self, to: &str) -> anyhow::Result<bool> {
+    pub async fn hand_over(&self, to: &str, to_id: Option<&str>) -> anyhow::Result<bool> {
         let _writing = self.writing.lock().await;
         if !self.holding() {
             return Ok(false);
@@ -571,7 +611,7 @@ impl Lease {
             let (r, v, _) = st.seen.as_ref().expect("holding: seen");
             (r.clone(), v.clone())
         };
-        let next = self.next(Some(&record), to, None, None);
+        let next = self.next(Some(&record), to, to_id, None);
         if self.write(next, Some(&version)).await? {
             self.lose(&format!("this node handed the write lease over to {to}"));
             return Ok(true);
@@ -579,27 +619,23 @@ impl Lease {
         Ok(false)
     }
 
-    /// After a handover whose outcome is unknown: reads the lease (a few
-    /// tries); true if this node still holds it, and otherwise it takes no
-    /// more writes (it may have been handed over).
+    /// After a handover whose outcome is unknown: renews the lease (a few
+    /// tries), which replaces the version the handover was conditional on,
+    /// so a late handover write can no longer land. True if this node
+    /// still holds it; otherwise it takes no more writes (it may have been
+    /// handed over).
     pub async fn settle(&self) -> bool {
         for _ in 0..3 {
-            match self.observe().await {
-                Ok(Some(r)) if self.mine(&r) => return true,
-                Ok(found) => {
-                    self.lose(&match found {
-                        Some(r) => format!(
-                            "node {} holds the write lease (epoch {})",
-                            r.holder, r.epoch
-                        ),
-                        None => "the write lease object vanished during a handover".into(),
-                    });
+            match self.renew().await {
+                Ok(true) => return true,
+                Ok(false) => {
+                    self.lose("the write lease was handed over or lost during a handover");
                     return false;
                 }
                 Err(_) => tokio::time::sleep(self.period()).await,
             }
         }
-        self.lose("a handover's outcome could not be read back from the archive; take no chances");
+        self.lose("a handover's outcome could not be settled with the archive; take no chances");
         false
     }
 }
@@ -687,7 +723,10 @@ mod tests {
         let p = node(&arch, &t.path().join("p"), "p", 5000);
         let s = node(&arch, &t.path().join("s"), "s", 5000);
         assert_eq!(p.claim().await.unwrap(), Held::Mine);
-        assert!(p.hand_over("s").await.unwrap());
+        assert!(p.hand_over("s", Some("s-id")).await.unwrap());
+        // Only the standby named, by its data directory too, may take it.
+        let twin = node_id(&arch, &t.path().join("twin"), "s", "twin-id", 5000);
+        assert_eq!(twin.take_over(vec![7]).await.unwrap(), None);
         assert!(p.fence().unwrap().contains("handed"));
         assert!(!p.settle().await);
         // Not expired, but handed to it: taken at once, at the new epoch.

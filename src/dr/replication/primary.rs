@@ -284,6 +284,15 @@ impl Standbys {
         }
     }
 
+    /// The data directory id of the standby streaming as `name`, if it
+    /// streams and said it.
+    pub fn id_of(&self, name: &str) -> Option<String> {
+        let links = self.links.lock().expect("links");
+        let link = links.get(name)?;
+        let live = link.state.lock().expect("link").ended.is_none();
+        (live && !link.id.is_empty()).then(|| link.id.clone())
+    }
+
     /// Makes the cluster report these standbys and, if some are
     /// synchronous, wait for them at every acknowledged write.
     pub fn install(self: &Arc<Self>, cluster: &Cluster) {
