@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::cli::{failed, fortress, ok};
 use common::net::Relay;
 use common::{bank_under_transfers, code, free_port, Server};
 
@@ -262,11 +263,7 @@ async fn kill_and_fail_over(sync: bool) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     // `fortress dr status` says so.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fortress"))
-        .args(["dr", "status", "--admin", &p.admin_url()])
-        .output()
-        .unwrap();
-    let printed = String::from_utf8_lossy(&out.stdout);
+    let printed = ok(fortress(&["dr", "status", "--admin", &p.admin_url()]));
     assert!(printed.contains("TAKES NO WRITES"), "{printed}");
     assert!(printed.contains("held by dr1 (epoch 2)"), "{printed}");
     p.stop();
@@ -334,21 +331,22 @@ async fn a_planned_handover_loses_nothing_and_fences_the_old_primary() {
     let writer = acked_writer(&p, stop.clone()).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     // A standby that is not the one named refuses; the primary hands over.
-    let wrong = std::process::Command::new(env!("CARGO_BIN_EXE_fortress"))
-        .args(["dr", "failover", "--to", "dr9", "--admin", &s.admin_url()])
-        .output()
-        .unwrap();
-    assert!(!wrong.status.success());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fortress"))
-        .args(["dr", "failover", "--to", "dr1", "--admin", &p.admin_url()])
-        .output()
-        .unwrap();
-    let printed = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{printed}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    failed(fortress(&[
+        "dr",
+        "failover",
+        "--to",
+        "dr9",
+        "--admin",
+        &s.admin_url(),
+    ]));
+    let printed = ok(fortress(&[
+        "dr",
+        "failover",
+        "--to",
+        "dr1",
+        "--admin",
+        &p.admin_url(),
+    ]));
     assert!(printed.contains("TAKES NO WRITES"), "{printed}");
     // The writer stops at the first refusal.
     let acked = writer.await.unwrap();

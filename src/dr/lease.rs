@@ -229,6 +229,15 @@ impl Lease {
                 .is_some_and(|(r, _, _)| self.mine(r) && r.epoch == st.epoch)
     }
 
+    /// The lease as last read and its version, while this node holds it.
+    fn held(&self) -> Option<(Record, Version)> {
+        if !self.holding() {
+            return None;
+        }
+        let st = self.st.lock().expect("lease");
+        st.seen.as_ref().map(|(r, v, _)| (r.clone(), v.clone()))
+    }
+
     fn record_error<T>(&self, r: anyhow::Result<T>) -> anyhow::Result<T> {
         let mut st = self.st.lock().expect("lease");
         st.error = r.as_ref().err().map(|e| format!("{e:#}"));
@@ -513,13 +522,8 @@ impl Lease {
     /// another node wrote it since; this node is then fenced for good.
     pub async fn renew(&self) -> anyhow::Result<bool> {
         let _writing = self.writing.lock().await;
-        if !self.holding() {
+        let Some((record, version)) = self.held() else {
             return Ok(false);
-        }
-        let (record, version) = {
-            let st = self.st.lock().expect("lease");
-            let (r, v, _) = st.seen.as_ref().expect("holding: seen");
-            (r.clone(), v.clone())
         };
         let next = self.next(Some(&record), &self.me, Some(&self.id), None);
         if self.write(next, Some(&version)).await? {
@@ -603,13 +607,8 @@ impl Lease {
     /// the handover may or may not have landed: see [`Lease::settle`].
     pub async fn hand_over(&self, to: &str, to_id: Option<&str>) -> anyhow::Result<bool> {
         let _writing = self.writing.lock().await;
-        if !self.holding() {
+        let Some((record, version)) = self.held() else {
             return Ok(false);
-        }
-        let (record, version) = {
-            let st = self.st.lock().expect("lease");
-            let (r, v, _) = st.seen.as_ref().expect("holding: seen");
-            (r.clone(), v.clone())
         };
         let next = self.next(Some(&record), to, to_id, None);
         if self.write(next, Some(&version)).await? {
