@@ -492,6 +492,18 @@ pub struct ServeArgs {
     /// only by `fortress dr failover`.
     #[arg(long, env = "FORTRESS_FAILOVER", value_enum, default_value_t = FailoverMode::Auto)]
     pub failover: FailoverMode,
+    /// A standby also counts its primary lost when the health score of its
+    /// check of it (heard from each second; EMA, alpha 0.3) falls below
+    /// this: a primary heard only now and then.
+    #[arg(long, env = "FORTRESS_FAILOVER_SCORE", default_value_t = 0.2, value_parser = parse_score)]
+    pub failover_score: f64,
+}
+
+fn parse_score(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.0..=1.0).contains(&s) => Ok(s),
+        _ => Err(format!("{text:?} is not a score from 0 to 1")),
+    }
 }
 
 /// Whether a standby takes over by itself.

@@ -344,6 +344,7 @@ fn serve(
                         follower.clone(),
                         standbys.clone(),
                         args.failover == cli::FailoverMode::Auto,
+                        args.failover_score,
                     )
                     .await,
                 )

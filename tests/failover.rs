@@ -165,6 +165,10 @@ async fn kill_and_fail_over(sync: bool) {
     let st = dr_status(&p);
     assert_eq!(st["failover"]["lease"]["holder"], "primary", "{st:#}");
     assert_eq!(st["failover"]["lease"]["writable"], true, "{st:#}");
+    // The standby checks its primary each second: healthy.
+    let health = &dr_status(&s)["failover"]["primary"];
+    assert_eq!(health["consecutive_failures"], 0, "{health}");
+    assert!(health["score"].as_f64().unwrap() > 0.9, "{health}");
     // The standby may not take over while the primary renews its lease.
     let url = format!("{}/api/v1/dr/failover", s.admin_url());
     let e = ureq::post(&url)

@@ -156,6 +156,10 @@ fn describe() {
         Unit::Seconds,
         "The last failover's lost window, as its replaced primary reported it"
     );
+    describe_gauge!(
+        "fortress_primary_score",
+        "A standby's health score of its primary (EMA of each second's check)"
+    );
     describe_gauge!("fortress_uptime_seconds", Unit::Seconds, "Time since start");
 }
 

@@ -152,6 +152,14 @@ fn render_failover(f: &Value) -> String {
             "manual"
         },
     );
+    if let Some(p) = f["primary"].as_object() {
+        out += &format!(
+            "primary health score {:.2}; {} checks failed in a row; last heard {:.1} s ago\n",
+            p["score"].as_f64().unwrap_or(0.0),
+            p["consecutive_failures"].as_u64().unwrap_or(0),
+            p["seconds_since_heard"].as_f64().unwrap_or(0.0),
+        );
+    }
     let secs = |v: &Value| v.as_f64().map_or("-".to_string(), |s| format!("{s:.2} s"));
     for fo in f["failovers"].as_array().cloned().unwrap_or_default() {
         let lost = &fo["lost"];

@@ -103,6 +103,8 @@ pub struct Manager {
     follower: Option<Arc<Follower>>,
     standbys: Option<Arc<Standbys>>,
     auto: bool,
+    /// The primary's health score below which it counts as lost.
+    min_score: f64,
     /// Failovers by epoch: read from the archive, and done here.
     history: Mutex<BTreeMap<u64, Failover>>,
     /// One takeover, handover or promotion at a time.
@@ -121,6 +123,8 @@ pub struct FailoverStatus {
     pub failovers: Vec<Failover>,
     /// If this node was replaced: what it had that its successor lacks.
     pub replaced: Option<Lost>,
+    /// On a standby, its check of its primary.
+    pub primary: Option<super::replication::standby::PrimaryHealth>,
 }
 
 /// Why a failover asked for did not happen.
@@ -169,6 +173,7 @@ impl Manager {
         follower: Option<Arc<Follower>>,
         standbys: Option<Arc<Standbys>>,
         auto: bool,
+        min_score: f64,
     ) -> Arc<Manager> {
         let lease = Arc::new(lease);
         let fence = lease.clone();
@@ -190,6 +195,7 @@ impl Manager {
             follower,
             standbys,
             auto,
+            min_score,
             history: Default::default(),
             acting: Default::default(),
             replaced: Default::default(),
@@ -216,6 +222,11 @@ impl Manager {
                 .cloned()
                 .collect(),
             replaced: self.replaced.lock().expect("replaced").clone(),
+            primary: self
+                .follower
+                .as_ref()
+                .filter(|_| self.cluster.is_standby())
+                .map(|f| f.health()),
         }
     }
 
@@ -293,7 +304,12 @@ impl Manager {
         let handed = found
             .as_ref()
             .is_some_and(|r| self.lease.handed(r) || self.lease.mine(r));
-        let lost = self.follower.as_ref().and_then(|f| f.primary_lost());
+        // Lost: silent for --primary-timeout, or its health score below
+        // --failover-score (a primary heard only now and then).
+        let lost = self.follower.as_ref().and_then(|f| {
+            f.primary_lost()
+                .or_else(|| (f.health().score < self.min_score).then(Instant::now))
+        });
         if handed {
             self.take_over("handover", Instant::now()).await?;
         } else if let (true, Some(detected)) = (self.auto, lost) {

@@ -210,6 +210,11 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// A score moved by one check's result (an EMA, alpha 0.3).
+pub fn next_score(score: f64, ok: bool) -> f64 {
+    ALPHA * if ok { 1.0 } else { 0.0 } + (1.0 - ALPHA) * score
+}
+
 /// Records a result of check `i` and moves the score.
 fn record(
     status: &Mutex<ShipStatus>,
@@ -235,7 +240,7 @@ fn record(
         Ok(t) | Err(t) => t,
     });
     check.last_run = Some(now());
-    let score = ALPHA * if ok { 1.0 } else { 0.0 } + (1.0 - ALPHA) * st.health.score;
+    let score = next_score(st.health.score, ok);
     st.health.score = score;
     metrics::gauge!("fortress_dr_check_ok", "provider" => provider.to_string(), "check" => kind.name())
         .set(if ok { 1.0 } else { 0.0 });

@@ -35,8 +35,9 @@ pub struct Follower {
     upstream: Upstream,
     cluster: Arc<Cluster>,
     state: Mutex<FollowState>,
-    /// The task following the primary, until promotion stops it.
-    task: Mutex<Option<tokio::task::AbortHandle>>,
+    /// The tasks following and checking the primary, until promotion
+    /// stops them.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Run once promoted: what a primary does that a standby does not.
     after_promote: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
 }
@@ -50,7 +51,22 @@ struct FollowState {
     mode: String,
     /// When the primary was last heard from (or following started).
     last_heard: std::time::Instant,
+    /// The primary's health check (see [`PrimaryHealth`]).
+    health: PrimaryHealth,
 }
+
+/// A standby's critical check of its primary, every second: was it heard
+/// from (a heartbeat comes every 20 ms when idle) within that second. Its
+/// score is the archives' EMA (alpha 0.3), starting at 1.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PrimaryHealth {
+    pub score: f64,
+    pub consecutive_failures: u32,
+    pub seconds_since_heard: f64,
+}
+
+/// How often a standby checks its primary.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 impl Follower {
     /// Stops following and makes this node a primary in place (see
@@ -60,7 +76,7 @@ impl Follower {
         // is no longer a standby); if promotion fails, it goes on.
         let c = self.cluster.clone();
         tokio::task::spawn_blocking(move || c.promote()).await??;
-        if let Some(task) = self.task.lock().expect("follower").take() {
+        for task in self.tasks.lock().expect("follower").drain(..) {
             task.abort();
         }
         tracing::warn!(primary = %self.upstream.primary, "stopped following the primary");
@@ -81,6 +97,25 @@ impl Follower {
     pub fn primary_lost(&self) -> Option<std::time::Instant> {
         let heard = self.state.lock().expect("follower").last_heard;
         (heard.elapsed() >= self.upstream.timeout).then(|| heard + self.upstream.timeout)
+    }
+
+    /// The primary's health as last checked.
+    pub fn health(&self) -> PrimaryHealth {
+        let st = self.state.lock().expect("follower");
+        PrimaryHealth {
+            seconds_since_heard: st.last_heard.elapsed().as_secs_f64(),
+            ..st.health.clone()
+        }
+    }
+
+    /// One check of the primary (see [`PrimaryHealth`]).
+    fn check(&self) {
+        let mut st = self.state.lock().expect("follower");
+        let ok = st.last_heard.elapsed() < CHECK_EVERY;
+        let h = &mut st.health;
+        h.score = crate::dr::health::next_score(h.score, ok);
+        h.consecutive_failures = if ok { 0 } else { h.consecutive_failures + 1 };
+        metrics::gauge!("fortress_primary_score").set(h.score);
     }
 
     pub fn upstream(&self) -> &Upstream {
@@ -209,12 +244,26 @@ pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
             receiving: 0,
             mode: String::new(),
             last_heard: std::time::Instant::now(),
+            health: PrimaryHealth {
+                score: 1.0,
+                consecutive_failures: 0,
+                seconds_since_heard: 0.0,
+            },
         }),
-        task: Mutex::new(None),
+        tasks: Mutex::new(Vec::new()),
         after_promote: Mutex::new(None),
     });
     let report = follower.clone();
     cluster.set_replication_report(Arc::new(move || vec![report.row()]));
+    let checked = follower.clone();
+    let checks = tokio::spawn(async move {
+        let mut every = tokio::time::interval(CHECK_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            checked.check();
+        }
+    });
     let f = follower.clone();
     let task = tokio::spawn(async move {
         let mut last = String::new();
@@ -240,7 +289,7 @@ pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
-    *follower.task.lock().expect("follower") = Some(task.abort_handle());
+    *follower.tasks.lock().expect("follower") = vec![task.abort_handle(), checks.abort_handle()];
     follower
 }
 
