@@ -450,6 +450,11 @@ pub struct ServeArgs {
     /// off unless given. Beyond loopback it needs FORTRESS_REPLICATION_TOKEN.
     #[arg(long, env = "FORTRESS_REPLICATION_LISTEN")]
     pub replication_listen: Option<String>,
+    /// The replication address other nodes reach this one at, written
+    /// into the write lease it holds so that, after a failover, the other
+    /// standbys follow it (default: --replication-listen).
+    #[arg(long, env = "FORTRESS_REPLICATION_ADVERTISE")]
+    pub replication_advertise: Option<String>,
     /// How commits are acknowledged with a standby: NAME=async (at local
     /// durability, the default) or NAME=sync (only once the standby named
     /// NAME holds the commit durably: RPO 0). Repeatable.

@@ -335,7 +335,12 @@ fn serve(
                     &node_id,
                     args.lease_ttl,
                     &args.data_dir,
-                )?;
+                )?
+                .advertising(
+                    args.replication_advertise
+                        .clone()
+                        .or_else(|| args.replication_listen.clone()),
+                );
                 Some(
                     dr::failover::Manager::start(
                         cluster.clone(),

@@ -592,3 +592,77 @@ async fn first_write_to(server: &Server, table: &str, secs: u64) -> Instant {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_other_standby_follows_the_new_primary() {
+    let root = tempfile::tempdir().unwrap();
+    let arch = format!("a=file://{}", root.path().join("arch").display());
+    let (mut p, repl) = primary(root.path(), &arch, &["--lease-ttl", "2s"]);
+    let standby_named = |name: &str| {
+        let own = format!("127.0.0.1:{}", free_port());
+        Server::standby(
+            root.path().join(name),
+            &repl,
+            name,
+            &[],
+            &[
+                "--archive",
+                &arch,
+                "--primary-timeout",
+                "2s",
+                "--replication-listen",
+                &own,
+            ],
+        )
+    };
+    let (a, b) = (standby_named("dr1"), standby_named("dr2"));
+    let c = p.client().await;
+    c.batch_execute(
+        "CREATE TABLE acked (k int PRIMARY KEY); INSERT INTO acked VALUES (1), (2), (3)",
+    )
+    .await
+    .unwrap();
+    drop(c);
+    // Both hold everything before the primary goes: neither is ahead.
+    for s in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while try_keys(s).await != Some(vec![1, 2, 3]) {
+            assert!(Instant::now() < deadline, "a standby did not catch up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    p.kill();
+    // One of them takes over, the other follows it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (new, other) = loop {
+        if dr_status(&a)["role"] == "primary" {
+            break (&a, &b);
+        }
+        if dr_status(&b)["role"] == "primary" {
+            break (&b, &a);
+        }
+        assert!(Instant::now() < deadline, "no standby took over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let c = new.client().await;
+    c.batch_execute("INSERT INTO acked VALUES (4), (5)")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while try_keys(other).await != Some(vec![1, 2, 3, 4, 5]) {
+        assert!(
+            Instant::now() < deadline,
+            "the other standby did not follow the new primary:\n{}",
+            other.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dr_status(other)["role"], "standby");
+    let e = other
+        .client()
+        .await
+        .batch_execute("INSERT INTO acked VALUES (6)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "25006");
+}

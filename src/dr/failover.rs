@@ -105,6 +105,9 @@ pub struct Manager {
     auto: bool,
     /// The primary's health score below which it counts as lost.
     min_score: f64,
+    /// On a standby: the lease's epoch while it last streamed from its
+    /// primary (0 before it ever did).
+    followed_epoch: std::sync::atomic::AtomicU64,
     /// Failovers by epoch: read from the archive, and done here.
     history: Mutex<BTreeMap<u64, Failover>>,
     /// One takeover, handover or promotion at a time.
@@ -196,6 +199,7 @@ impl Manager {
             standbys,
             auto,
             min_score,
+            followed_epoch: Default::default(),
             history: Default::default(),
             acting: Default::default(),
             replaced: Default::default(),
@@ -317,7 +321,32 @@ impl Manager {
                 self.take_over("automatic", detected).await?;
             }
         }
+        self.follow_new_primary(found.as_ref(), lost.is_some());
         Ok(())
+    }
+
+    /// Another node took over from the primary this standby followed:
+    /// follow it instead (it serves standbys if it was given
+    /// --replication-listen). A copy that went further than the new
+    /// primary is refused by it and says so; `--rebuild` starts it over.
+    fn follow_new_primary(&self, found: Option<&Record>, lost: bool) {
+        use std::sync::atomic::Ordering;
+        let (Some(f), Some(r)) = (&self.follower, found) else {
+            return;
+        };
+        if !self.cluster.is_standby() || self.lease.mine(r) || self.lease.handed(r) {
+            return;
+        }
+        let followed = self.followed_epoch.load(Ordering::Relaxed);
+        if !lost {
+            self.followed_epoch.store(r.epoch, Ordering::Relaxed);
+        } else if followed > 0 && r.epoch > followed {
+            if let Some(addr) = &r.replication {
+                tracing::warn!(holder = %r.holder, epoch = r.epoch, "the primary was replaced");
+                f.retarget(addr);
+                self.followed_epoch.store(r.epoch, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Takes the lease and promotes this standby. `Ok(false)` if the

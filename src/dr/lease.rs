@@ -64,6 +64,11 @@ pub struct Record {
     /// The holder before this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
+    /// Where the holder's standbys stream from (its replication address
+    /// as others reach it), so the other standbys of a replaced primary
+    /// follow the new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<String>,
 }
 
 /// What the node keeps of the lease across restarts.
@@ -99,6 +104,8 @@ pub struct Lease {
     writing: tokio::sync::Mutex<()>,
     /// Whether the archive was seen to refuse a conditional write.
     probed: std::sync::atomic::AtomicBool,
+    /// This node's replication address, written into the lease it holds.
+    advertise: Option<String>,
 }
 
 #[derive(Default)]
@@ -174,7 +181,17 @@ impl Lease {
             }),
             writing: Default::default(),
             probed: Default::default(),
+            advertise: None,
         })
+    }
+
+    /// Names the replication address written into the lease this node
+    /// holds.
+    pub fn advertising(self, addr: Option<String>) -> Lease {
+        Lease {
+            advertise: addr,
+            ..self
+        }
     }
 
     pub fn me(&self) -> &str {
@@ -424,6 +441,12 @@ impl Lease {
                 Some(r) if keeps => r.previous.clone(),
                 Some(r) => Some(r.holder.clone()),
                 None => None,
+            },
+            // Its own address in a record naming this node; a handover's
+            // taker writes its own.
+            replication: match holder_id {
+                Some(id) if holder == self.me && id == self.id => self.advertise.clone(),
+                _ => None,
             },
         }
     }

@@ -40,6 +40,11 @@ pub struct Follower {
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Run once promoted: what a primary does that a standby does not.
     after_promote: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+    /// The primary's address now: `upstream.primary` until a failover
+    /// points this standby at the new primary (see [`Follower::retarget`]).
+    primary: Mutex<String>,
+    /// Cuts the stream now, for a retarget.
+    cut: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 struct FollowState {
@@ -79,7 +84,7 @@ impl Follower {
         for task in self.tasks.lock().expect("follower").drain(..) {
             task.abort();
         }
-        tracing::warn!(primary = %self.upstream.primary, "stopped following the primary");
+        tracing::warn!(primary = %self.primary(), "stopped following the primary");
         if let Some(then) = self.after_promote.lock().expect("follower").as_ref() {
             then();
         }
@@ -118,6 +123,24 @@ impl Follower {
         metrics::gauge!("fortress_primary_score").set(h.score);
     }
 
+    /// The address followed now.
+    pub fn primary(&self) -> String {
+        self.primary.lock().expect("follower").clone()
+    }
+
+    /// Follows the primary at `addr` from the next connection on (the one
+    /// now is cut): after a failover elsewhere, the new primary.
+    pub fn retarget(&self, addr: &str) {
+        let mut p = self.primary.lock().expect("follower");
+        if *p != addr {
+            tracing::warn!(from = %p, to = %addr, "following the new primary");
+            *p = addr.to_string();
+            if let Some(cut) = self.cut.lock().expect("follower").take() {
+                let _ = cut.send(());
+            }
+        }
+    }
+
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
     }
@@ -138,7 +161,7 @@ impl Follower {
         // prepared may hold below the last cut (0 before the first).
         let read = self.cluster.snapshot();
         ReplicationRow {
-            name: self.upstream.primary.clone(),
+            name: self.primary(),
             role: "primary".into(),
             state: match &st.trouble {
                 None => "streaming".into(),
@@ -237,6 +260,7 @@ async fn ask_identity(upstream: &Upstream) -> anyhow::Result<Welcome> {
 /// `SHOW fortress.replication`.
 pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
     let follower = Arc::new(Follower {
+        primary: Mutex::new(upstream.primary.clone()),
         upstream,
         cluster: cluster.clone(),
         state: Mutex::new(FollowState {
@@ -251,6 +275,7 @@ pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
             },
         }),
         tasks: Mutex::new(Vec::new()),
+        cut: Mutex::new(None),
         after_promote: Mutex::new(None),
     });
     let report = follower.clone();
@@ -276,9 +301,9 @@ pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
             // retrying, is not.
             let was_streaming = f.state.lock().expect("follower").trouble.is_none();
             if was_streaming || err != last {
-                tracing::warn!(primary = %f.upstream.primary, error = %err, "replication stream lost; reconnecting");
+                tracing::warn!(primary = %f.primary(), error = %err, "replication stream lost; reconnecting");
             } else {
-                tracing::debug!(primary = %f.upstream.primary, error = %err, "reconnecting");
+                tracing::debug!(primary = %f.primary(), error = %err, "reconnecting");
             }
             last = err.clone();
             {
@@ -296,7 +321,13 @@ pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
 async fn follow(f: &Follower) -> anyhow::Result<()> {
     let cluster = &f.cluster;
     let positions = cluster.log_ends();
-    let (s, welcome) = connect(&f.upstream, positions).await?;
+    let upstream = Upstream {
+        primary: f.primary(),
+        ..f.upstream.clone()
+    };
+    let (cut_tx, mut cut_rx) = tokio::sync::oneshot::channel();
+    *f.cut.lock().expect("follower") = Some(cut_tx);
+    let (s, welcome) = connect(&upstream, positions).await?;
     if welcome.cluster != cluster.id() {
         bail!(
             "this standby is a copy of cluster {}, and the primary is {}",
@@ -304,7 +335,7 @@ async fn follow(f: &Follower) -> anyhow::Result<()> {
             welcome.cluster
         );
     }
-    tracing::info!(primary = %f.upstream.primary, "following the primary");
+    tracing::info!(primary = %upstream.primary, "following the primary");
     {
         let mut st = f.state.lock().expect("follower");
         st.trouble = None;
@@ -314,7 +345,10 @@ async fn follow(f: &Follower) -> anyhow::Result<()> {
     let (mut rd, mut wr) = s.into_split();
     let mut round: Vec<(usize, Vec<u8>)> = Vec::new();
     loop {
-        let frame = tokio::time::timeout(f.upstream.timeout, read_frame(&mut rd, MAX_FRAME)).await;
+        let frame = tokio::select! {
+            frame = tokio::time::timeout(f.upstream.timeout, read_frame(&mut rd, MAX_FRAME)) => frame,
+            _ = &mut cut_rx => bail!("retargeted to another primary"),
+        };
         let Ok(frame) = frame else {
             bail!(
                 "primary lost: nothing from it, not even a heartbeat, for {:?}",
