@@ -65,6 +65,8 @@ fn main() -> anyhow::Result<()> {
                     id: String::new(),
                     timeout: args.primary_timeout,
                     rebuild: args.rebuild,
+                    dir: std::path::PathBuf::new(),
+                    epoch: 0,
                 }),
             )
         }
@@ -183,6 +185,7 @@ fn serve(
     let node_id = dr::node_id(&args.data_dir)?;
     let upstream = upstream.map(|u| dr::replication::standby::Upstream {
         id: node_id.clone(),
+        dir: args.data_dir.clone(),
         ..u
     });
     let dirs = args.dirs();
@@ -336,11 +339,7 @@ fn serve(
                     args.lease_ttl,
                     &args.data_dir,
                 )?
-                .advertising(
-                    args.replication_advertise
-                        .clone()
-                        .or_else(|| args.replication_listen.clone()),
-                );
+                .advertising(advertised(&args)?);
                 Some(
                     dr::failover::Manager::start(
                         cluster.clone(),
@@ -469,6 +468,26 @@ fn serve(
         tokio::task::spawn_blocking(move || c.flush()).await?;
         anyhow::Ok(())
     })
+}
+
+/// The replication address written into the lease this node holds:
+/// `--replication-advertise`, or `--replication-listen` unless it names
+/// every interface (which others cannot dial).
+fn advertised(args: &ServeArgs) -> anyhow::Result<Option<String>> {
+    if let Some(a) = &args.replication_advertise {
+        return Ok(Some(a.clone()));
+    }
+    let Some(listen) = &args.replication_listen else {
+        return Ok(None);
+    };
+    let unspecified = listen
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_unspecified());
+    if unspecified {
+        tracing::warn!(listen = %listen, "--replication-listen names every interface: give --replication-advertise so other standbys can follow this node after a failover");
+        return Ok(None);
+    }
+    Ok(Some(listen.clone()))
 }
 
 /// `fortress standby --rebuild`: an existing copy in `dir` (one that

@@ -105,9 +105,7 @@ pub struct Manager {
     auto: bool,
     /// The primary's health score below which it counts as lost.
     min_score: f64,
-    /// On a standby: the lease's epoch while it last streamed from its
-    /// primary (0 before it ever did).
-    followed_epoch: std::sync::atomic::AtomicU64,
+
     /// Failovers by epoch: read from the archive, and done here.
     history: Mutex<BTreeMap<u64, Failover>>,
     /// One takeover, handover or promotion at a time.
@@ -199,7 +197,7 @@ impl Manager {
             standbys,
             auto,
             min_score,
-            followed_epoch: Default::default(),
+
             history: Default::default(),
             acting: Default::default(),
             replaced: Default::default(),
@@ -278,6 +276,12 @@ impl Manager {
         match self.lease.claim().await? {
             Held::Mine => {
                 tracing::info!(epoch = self.lease.my_epoch(), "holding the write lease");
+                if let Some(s) = &self.standbys {
+                    s.set_lease(
+                        self.lease.my_epoch(),
+                        self.lease.seen().and_then(|r| r.takeover),
+                    );
+                }
             }
             Held::Other { holder, epoch } => {
                 anyhow::bail!(
@@ -330,21 +334,20 @@ impl Manager {
     /// --replication-listen). A copy that went further than the new
     /// primary is refused by it and says so; `--rebuild` starts it over.
     fn follow_new_primary(&self, found: Option<&Record>, lost: bool) {
-        use std::sync::atomic::Ordering;
         let (Some(f), Some(r)) = (&self.follower, found) else {
             return;
         };
-        if !self.cluster.is_standby() || self.lease.mine(r) || self.lease.handed(r) {
+        if !lost || !self.cluster.is_standby() || self.lease.mine(r) || self.lease.handed(r) {
             return;
         }
-        let followed = self.followed_epoch.load(Ordering::Relaxed);
-        if !lost {
-            self.followed_epoch.store(r.epoch, Ordering::Relaxed);
-        } else if followed > 0 && r.epoch > followed {
+        // Only past the epoch of the primary it streamed from (as that
+        // primary said): not at start, and not back to the same primary
+        // by another address.
+        let followed = f.upstream_epoch();
+        if followed > 0 && r.epoch > followed {
             if let Some(addr) = &r.replication {
                 tracing::warn!(holder = %r.holder, epoch = r.epoch, "the primary was replaced");
                 f.retarget(addr);
-                self.followed_epoch.store(r.epoch, Ordering::Relaxed);
             }
         }
     }
@@ -366,6 +369,9 @@ impl Manager {
         };
         let previous = self.lease.seen().and_then(|r| r.previous);
         tracing::warn!(epoch, from = ?previous, kind, "took the write lease; promoting");
+        if let Some(s) = &self.standbys {
+            s.set_lease(epoch, Some(takeover.clone()));
+        }
         // Renewals go on meanwhile (their own task).
         follower
             .promote()

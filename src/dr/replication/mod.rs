@@ -63,6 +63,9 @@ struct Hello {
     /// The standby's data directory id (empty from older versions).
     #[serde(default)]
     id: String,
+    /// The lease epoch of the primary it last followed (0: none known).
+    #[serde(default)]
+    epoch: u64,
     /// Each log's last LSN, in [`fortress_proxy::Cluster::logs`] order;
     /// empty from a standby with no copy yet, which asks for the identity.
     positions: Vec<u64>,
@@ -77,6 +80,9 @@ struct Welcome {
     /// or `sync`.
     #[serde(default)]
     mode: String,
+    /// The write lease epoch the primary holds (0 without a lease).
+    #[serde(default)]
+    epoch: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -54,6 +54,9 @@ pub struct Standbys {
     degraded: Mutex<BTreeMap<String, String>>,
     /// Set once this node serves no more standbys (see [`Standbys::retire`]).
     retired: Mutex<Option<String>>,
+    /// The write lease epoch this node holds, and the log positions it
+    /// took over at if it took over from another primary.
+    lease: Mutex<(u64, Option<Vec<u64>>)>,
 }
 
 /// One standby's stream, live or ended.
@@ -321,6 +324,31 @@ impl Standbys {
         })
     }
 
+    /// Records the lease epoch this node holds and where it took over.
+    pub fn set_lease(&self, epoch: u64, takeover: Option<Vec<u64>>) {
+        *self.lease.lock().expect("lease") = (epoch, takeover);
+    }
+
+    fn lease(&self) -> (u64, Option<Vec<u64>>) {
+        self.lease.lock().expect("lease").clone()
+    }
+
+    /// Why a standby whose logs end at `positions`, having last followed
+    /// the primary of lease epoch `epoch`, may not follow this one: it
+    /// followed the previous primary past where this one took over, so
+    /// its logs hold records this node's do not (at LSNs this node has
+    /// used or will use for others).
+    fn forked(&self, positions: &[u64], epoch: u64) -> Option<String> {
+        let (mine, takeover) = self.lease();
+        let takeover = takeover?;
+        let past = positions.iter().zip(&takeover).any(|(p, t)| p > t);
+        (epoch < mine && past).then(|| {
+            format!(
+                "the standby followed the previous primary past where this one took over (epoch {mine}): its copy holds records this primary's does not; start it over with fortress standby --rebuild"
+            )
+        })
+    }
+
     /// Stops serving standbys for good (this node was replaced, or handed
     /// its lease over): every stream ends at its next round, and new ones
     /// are refused with `why`.
@@ -471,6 +499,7 @@ async fn stream_to(
         shards: cluster.shard_count(),
         vnodes: cluster.ring().vnodes(),
         mode: mode_name(standbys.policy.sync.contains(&hello.name), false).into(),
+        epoch: standbys.lease().0,
     };
     let refusal = if token.is_some_and(|t| !bool::from(digest(t).ct_eq(&digest(&hello.token)))) {
         Some("the replication token does not match".to_string())
@@ -481,6 +510,8 @@ async fn stream_to(
             "this node no longer takes writes, and serves no standbys: {why}"
         ))
     } else if let Some(why) = standbys.name_taken(&hello.name, &hello.id) {
+        Some(why)
+    } else if let Some(why) = standbys.forked(&hello.positions, hello.epoch) {
         Some(why)
     } else if hello.positions.is_empty() {
         // A new standby learns the identity, makes its copy and comes back.

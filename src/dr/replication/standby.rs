@@ -26,8 +26,13 @@ pub struct Upstream {
     pub id: String,
     /// Silence after which the primary is declared lost.
     pub timeout: Duration,
+    /// The lease epoch of the primary last followed, for the HELLO.
+    pub epoch: u64,
     /// Whether an existing copy is set aside and the standby starts over.
     pub rebuild: bool,
+    /// The copy's data directory (where the epoch of the primary it
+    /// follows is kept).
+    pub dir: std::path::PathBuf,
 }
 
 /// The follower's view of its primary.
@@ -45,7 +50,13 @@ pub struct Follower {
     primary: Mutex<String>,
     /// Cuts the stream now, for a retarget.
     cut: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// The lease epoch of the primary last followed (0: none known), kept
+    /// in `standby.epoch` in the copy.
+    upstream_epoch: std::sync::atomic::AtomicU64,
 }
+
+/// Where a standby keeps the lease epoch of the primary it follows.
+const EPOCH_FILE: &str = "standby.epoch";
 
 struct FollowState {
     /// `None` while streaming; what went wrong otherwise.
@@ -121,6 +132,27 @@ impl Follower {
         h.score = crate::dr::health::next_score(h.score, ok);
         h.consecutive_failures = if ok { 0 } else { h.consecutive_failures + 1 };
         metrics::gauge!("fortress_primary_score").set(h.score);
+    }
+
+    /// The lease epoch of the primary last followed (0: none known).
+    pub fn upstream_epoch(&self) -> u64 {
+        self.upstream_epoch
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn followed_epoch(&self, epoch: u64) {
+        if epoch == 0 || epoch == self.upstream_epoch() {
+            return;
+        }
+        self.upstream_epoch
+            .store(epoch, std::sync::atomic::Ordering::Relaxed);
+        let path = self.upstream.dir.join(EPOCH_FILE);
+        let tmp = path.with_extension("tmp");
+        let saved =
+            std::fs::write(&tmp, epoch.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = saved {
+            tracing::warn!(file = %path.display(), error = %e, "keeping the followed primary's epoch");
+        }
     }
 
     /// The address followed now.
@@ -240,6 +272,7 @@ async fn handshake(
         token: token_from_env().unwrap_or_default(),
         name: upstream.name.clone(),
         id: upstream.id.clone(),
+        epoch: upstream.epoch,
         positions,
     };
     write_frame(&mut s, HELLO, &[&serde_json::to_vec(&hello)?]).await?;
@@ -259,6 +292,7 @@ async fn ask_identity(upstream: &Upstream) -> anyhow::Result<Welcome> {
 /// long as the server runs, reconnecting after any failure; reports to
 /// `SHOW fortress.replication`.
 pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
+    let upstream_dir = upstream.dir.clone();
     let follower = Arc::new(Follower {
         primary: Mutex::new(upstream.primary.clone()),
         upstream,
@@ -276,6 +310,12 @@ pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
         }),
         tasks: Mutex::new(Vec::new()),
         cut: Mutex::new(None),
+        upstream_epoch: std::sync::atomic::AtomicU64::new(
+            std::fs::read_to_string(upstream_dir.join(EPOCH_FILE))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0),
+        ),
         after_promote: Mutex::new(None),
     });
     let report = follower.clone();
@@ -321,12 +361,14 @@ pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
 async fn follow(f: &Follower) -> anyhow::Result<()> {
     let cluster = &f.cluster;
     let positions = cluster.log_ends();
-    let upstream = Upstream {
-        primary: f.primary(),
-        ..f.upstream.clone()
-    };
+    // The cut first: a retarget from here on reaches this connection.
     let (cut_tx, mut cut_rx) = tokio::sync::oneshot::channel();
     *f.cut.lock().expect("follower") = Some(cut_tx);
+    let upstream = Upstream {
+        primary: f.primary(),
+        epoch: f.upstream_epoch(),
+        ..f.upstream.clone()
+    };
     let (s, welcome) = connect(&upstream, positions).await?;
     if welcome.cluster != cluster.id() {
         bail!(
@@ -342,6 +384,7 @@ async fn follow(f: &Follower) -> anyhow::Result<()> {
         st.mode = welcome.mode.clone();
         st.last_heard = std::time::Instant::now();
     }
+    f.followed_epoch(welcome.epoch);
     let (mut rd, mut wr) = s.into_split();
     let mut round: Vec<(usize, Vec<u8>)> = Vec::new();
     loop {
