@@ -108,6 +108,15 @@ async fn try_keys(server: &Server) -> Option<Vec<i32>> {
     Some(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// Waits (up to `secs`) until `server`'s `acked` keys are `want`.
+async fn keys_reach(server: &Server, want: &[i32], secs: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while try_keys(server).await.as_deref() != Some(want) {
+        assert!(Instant::now() < deadline, "{what}:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn bank_total(server: &Server) -> (i64, bool) {
     let c = server.client().await;
     let rows = c.query("SELECT balance FROM acct", &[]).await.unwrap();
@@ -293,14 +302,7 @@ async fn kill_and_fail_over(sync: bool) {
         .any(|e| e.file_name().to_string_lossy().starts_with("primary.old-"));
     assert!(kept, "the old copy was not kept");
     let want = keys(&s).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while try_keys(&rejoined).await.as_ref() != Some(&want) {
-        assert!(
-            Instant::now() < deadline,
-            "the old primary did not catch up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    keys_reach(&rejoined, &want, 30, "the old primary did not catch up").await;
     assert_eq!(bank_total(&rejoined).await.0, ACCOUNTS as i64 * START);
     let e = rejoined
         .client()
@@ -631,11 +633,7 @@ async fn the_other_standby_follows_the_new_primary() {
     drop(c);
     // Both hold everything before the primary goes: neither is ahead.
     for s in [&a, &b] {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while try_keys(s).await != Some(vec![1, 2, 3]) {
-            assert!(Instant::now() < deadline, "a standby did not catch up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        keys_reach(s, &[1, 2, 3], 15, "a standby did not catch up").await;
     }
     p.kill();
     // One of them takes over, the other follows it.
@@ -654,15 +652,13 @@ async fn the_other_standby_follows_the_new_primary() {
     c.batch_execute("INSERT INTO acked VALUES (4), (5)")
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while try_keys(other).await != Some(vec![1, 2, 3, 4, 5]) {
-        assert!(
-            Instant::now() < deadline,
-            "the other standby did not follow the new primary:\n{}",
-            other.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    keys_reach(
+        other,
+        &[1, 2, 3, 4, 5],
+        20,
+        "the other standby did not follow the new primary",
+    )
+    .await;
     assert_eq!(dr_status(other)["role"], "standby");
     let e = other
         .client()
@@ -712,22 +708,14 @@ async fn a_standby_ahead_of_the_new_primary_is_refused_and_rebuilt() {
     .await
     .unwrap();
     for s in [&a, &b] {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while try_keys(s).await != Some(vec![1, 2, 3]) {
-            assert!(Instant::now() < deadline, "a standby did not catch up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        keys_reach(s, &[1, 2, 3], 15, "a standby did not catch up").await;
     }
     // dr2 gets writes dr1 never sees; then the primary dies.
     relay.block();
     c.batch_execute("INSERT INTO acked VALUES (4), (5)")
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while try_keys(&b).await != Some(vec![1, 2, 3, 4, 5]) {
-        assert!(Instant::now() < deadline, "dr2 did not catch up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    keys_reach(&b, &[1, 2, 3, 4, 5], 15, "dr2 did not catch up").await;
     drop(c);
     p.kill();
     first_write_to(&a, "acked", 30).await;
@@ -752,12 +740,11 @@ async fn a_standby_ahead_of_the_new_primary_is_refused_and_rebuilt() {
         &[],
         &["--archive", &arch, "--failover", "manual", "--rebuild"],
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while try_keys(&rebuilt).await != Some(vec![0, 1, 2, 3]) {
-        assert!(
-            Instant::now() < deadline,
-            "the rebuilt copy did not catch up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    keys_reach(
+        &rebuilt,
+        &[0, 1, 2, 3],
+        30,
+        "the rebuilt copy did not catch up",
+    )
+    .await;
 }
