@@ -108,6 +108,27 @@ async fn try_keys(server: &Server) -> Option<Vec<i32>> {
     Some(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// Standby `name` of the primary at `primary`, with the archive `arch`, a
+/// 2 s primary timeout and a replication port of its own (its address).
+fn serving_standby(
+    root: &std::path::Path,
+    primary: &str,
+    name: &str,
+    arch: &str,
+) -> (Server, String) {
+    let own = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "--archive",
+        arch,
+        "--primary-timeout",
+        "2s",
+        "--replication-listen",
+        &own,
+    ];
+    let s = Server::standby(root.join(name), primary, name, &[], &args);
+    (s, own)
+}
+
 /// Waits (up to `secs`) until `server`'s `acked` keys are `want`.
 async fn keys_reach(server: &Server, want: &[i32], secs: u64, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -606,24 +627,8 @@ async fn the_other_standby_follows_the_new_primary() {
     let root = tempfile::tempdir().unwrap();
     let arch = format!("a=file://{}", root.path().join("arch").display());
     let (mut p, repl) = primary(root.path(), &arch, &["--lease-ttl", "2s"]);
-    let standby_named = |name: &str| {
-        let own = format!("127.0.0.1:{}", free_port());
-        Server::standby(
-            root.path().join(name),
-            &repl,
-            name,
-            &[],
-            &[
-                "--archive",
-                &arch,
-                "--primary-timeout",
-                "2s",
-                "--replication-listen",
-                &own,
-            ],
-        )
-    };
-    let (a, b) = (standby_named("dr1"), standby_named("dr2"));
+    let (a, _) = serving_standby(root.path(), &repl, "dr1", &arch);
+    let (b, _) = serving_standby(root.path(), &repl, "dr2", &arch);
     let c = p.client().await;
     c.batch_execute(
         "CREATE TABLE acked (k int PRIMARY KEY); INSERT INTO acked VALUES (1), (2), (3)",
@@ -677,21 +682,7 @@ async fn a_standby_ahead_of_the_new_primary_is_refused_and_rebuilt() {
     // dr1 reaches the primary through a relay the test blocks; dr2 only
     // follows (no automatic failover).
     let relay = Relay::start(repl.clone()).await;
-    let own1 = format!("127.0.0.1:{}", free_port());
-    let a = Server::standby(
-        root.path().join("dr1"),
-        &relay.addr,
-        "dr1",
-        &[],
-        &[
-            "--archive",
-            &arch,
-            "--primary-timeout",
-            "2s",
-            "--replication-listen",
-            &own1,
-        ],
-    );
+    let (a, own1) = serving_standby(root.path(), &relay.addr, "dr1", &arch);
     let b_args = [
         "--archive",
         &arch,
