@@ -95,6 +95,8 @@ impl Follower {
         for task in self.tasks.lock().expect("follower").drain(..) {
             task.abort();
         }
+        // No primary to score any more.
+        metrics::gauge!("fortress_primary_score").set(f64::NAN);
         tracing::warn!(primary = %self.primary(), "stopped following the primary");
         if let Some(then) = self.after_promote.lock().expect("follower").as_ref() {
             then();
