@@ -22,7 +22,7 @@ cargo build --release --quiet
 BIN=$PWD/target/release/fortress
 WORK=$(mktemp -d)
 chmod 755 "$WORK"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 PASSWORD=bench-password-0c41
 FPID=

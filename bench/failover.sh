@@ -15,11 +15,10 @@ PGBIN=${FORTRESS_PG_BIN:-/usr/lib/postgresql/15/bin}
 cargo build --release --quiet
 BIN=$PWD/target/release/fortress
 WORK=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; [ -n "${FORTRESS_BENCH_KEEP:-}" ] || rm -rf "$WORK"; }
 trap cleanup EXIT
-wait_port() { for _ in $(seq 600); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 now() { date +%s.%N; }
 get() { python3 -c 'import json,sys,urllib.request; d=json.load(urllib.request.urlopen(sys.argv[1])); print(eval(sys.argv[2], {"d": d}))' "$@"; }
 

@@ -28,7 +28,7 @@ BIN=$PWD/target/release/fortress
 
 WORK=$(mktemp -d)
 chmod 755 "$WORK"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 PG_PORT=$(free_port)
 F_PORT=$(free_port)
 # PostgreSQL refuses to run as root: use the postgres user then.

@@ -713,15 +713,18 @@ impl Cluster {
 
     /// Why writes are refused now, if they are.
     pub fn fenced(&self) -> Option<String> {
-        let fence = self.fence.read().expect("fence").clone();
-        fence.and_then(|f| f(false))
+        self.fence_says(false)
     }
 
     /// Why a write made must not be acknowledged now (this node lost the
     /// write lease while making it), if so.
     pub fn fenced_at_ack(&self) -> Option<String> {
+        self.fence_says(true)
+    }
+
+    fn fence_says(&self, ack: bool) -> Option<String> {
         let fence = self.fence.read().expect("fence").clone();
-        fence.and_then(|f| f(true))
+        fence.and_then(|f| f(ack))
     }
 
     /// The transactions committed in this node's logs after `ends` (each

@@ -170,9 +170,8 @@ pub async fn execute(cluster: &Cluster, session: &Session, plan: Plan) -> Result
     if result.is_ok() && (ddl || !written.is_empty()) && session.txn_status() == b'I' {
         // A cancel or statement_timeout ends the wait for a synchronous
         // standby, not the commit: as in PostgreSQL, it is reported done,
-        // with a warning.
-        // The wait first: a wait that is over at once is not cut short by a
-        // stop raised while the write ran.
+        // with a warning. The wait is polled first: one over at once is not
+        // cut short by a stop raised while the write ran.
         let waited = tokio::select! {
             biased;
             r = cluster.replicated() => Some(r),

@@ -155,7 +155,6 @@ pub enum Decoded {
     Bad(String),
 }
 
-/// Decodes the record starting at `buf[0]`.
 /// Decodes every record of shipped bytes (records as encoded in a log,
 /// see [`Wal::append_encoded`]), opening sealed payloads with `cipher`.
 /// `origin` names where they came from, for errors. Bytes that do not
@@ -177,6 +176,7 @@ pub fn decode_shipped(bytes: &[u8], cipher: Option<&Cipher>, origin: &Path) -> R
     Ok(out)
 }
 
+/// Decodes the record starting at `buf[0]`.
 pub fn decode(buf: &[u8]) -> Decoded {
     if buf.len() < HEADER + TRAILER {
         return Decoded::Incomplete;

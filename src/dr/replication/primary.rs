@@ -127,6 +127,11 @@ impl Link {
         st.unacked.is_empty()
     }
 
+    /// True while the stream to this standby is up.
+    fn streaming(&self) -> bool {
+        self.state.lock().expect("link").ended.is_none()
+    }
+
     /// True if the standby is streaming and has acknowledged `ends`.
     fn holds(&self, ends: &[u64]) -> bool {
         let st = self.state.lock().expect("link");
@@ -290,10 +295,14 @@ impl Standbys {
     /// The data directory id of the standby streaming as `name`, if it
     /// streams and said it.
     pub fn id_of(&self, name: &str) -> Option<String> {
+        let link = self.streaming(name)?;
+        (!link.id.is_empty()).then(|| link.id.clone())
+    }
+
+    /// The stream to the standby named `name`, while it is up.
+    fn streaming(&self, name: &str) -> Option<Arc<Link>> {
         let links = self.links.lock().expect("links");
-        let link = links.get(name)?;
-        let live = link.state.lock().expect("link").ended.is_none();
-        (live && !link.id.is_empty()).then(|| link.id.clone())
+        links.get(name).filter(|l| l.streaming()).cloned()
     }
 
     /// Makes the cluster report these standbys and, if some are
@@ -316,10 +325,8 @@ impl Standbys {
     /// Why a standby named `name` from data directory `id` may not stream
     /// now: another data directory streams under that name.
     fn name_taken(&self, name: &str, id: &str) -> Option<String> {
-        let links = self.links.lock().expect("links");
-        let old = links.get(name)?;
-        let live = old.state.lock().expect("link").ended.is_none();
-        (live && !old.id.is_empty() && !id.is_empty() && old.id != id).then(|| {
+        let old = self.streaming(name)?;
+        (!old.id.is_empty() && !id.is_empty() && old.id != id).then(|| {
             format!("another standby ({}) streams under the name {name}: give each standby its own --name", old.addr)
         })
     }
@@ -431,7 +438,7 @@ impl Standbys {
         });
         let mut links = self.links.lock().expect("links");
         if let Some(old) = links.get(name) {
-            if old.state.lock().expect("link").ended.is_none() {
+            if old.streaming() {
                 tracing::warn!(
                     standby = name,
                     old = %old.addr,
