@@ -67,6 +67,7 @@ fn main() -> anyhow::Result<()> {
                     rebuild: args.rebuild,
                     dir: std::path::PathBuf::new(),
                     epoch: 0,
+                    archives: Vec::new(),
                 }),
             )
         }
@@ -183,11 +184,19 @@ fn serve(
         )
     })?;
     let node_id = dr::node_id(&args.data_dir)?;
-    let upstream = upstream.map(|u| dr::replication::standby::Upstream {
-        id: node_id.clone(),
-        dir: args.data_dir.clone(),
-        ..u
-    });
+    let upstream = match upstream {
+        None => None,
+        Some(u) => Some(dr::replication::standby::Upstream {
+            id: node_id.clone(),
+            dir: args.data_dir.clone(),
+            archives: args
+                .archives
+                .iter()
+                .map(|spec| dr::archive::parse_spec(spec).map(|(_, url)| url))
+                .collect::<anyhow::Result<_>>()?,
+            ..u
+        }),
+    };
     let dirs = args.dirs();
     for dir in [&args.data_dir, &dirs.checkpoints()] {
         if dir.exists() {
@@ -264,7 +273,8 @@ fn serve(
             Some(up) => match fortress_proxy::cluster::read_identity(&args.data_dir)? {
                 Some(id) => (id.shards, id.vnodes),
                 None => {
-                    let boot = dr::replication::standby::bootstrap(&args.data_dir, up);
+                    let boot =
+                        dr::replication::standby::bootstrap(&args.data_dir, up, cipher.clone());
                     let id = tokio::select! {
                         id = boot => id?,
                         _ = shutdown_signal() => return Ok(()),

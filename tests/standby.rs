@@ -556,7 +556,10 @@ async fn recycling_keeps_what_a_sync_standby_lacks_and_an_async_one_away_must_be
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let rows = replication(&away).await;
-        if rows[0].1.contains("rebuild the standby from an archive") {
+        if rows[0]
+            .1
+            .contains("give this standby its primary's archive")
+        {
             break;
         }
         assert!(Instant::now() < deadline, "{rows:?}");
@@ -569,6 +572,121 @@ async fn recycling_keeps_what_a_sync_standby_lacks_and_an_async_one_away_must_be
         .unwrap()
         .get(0);
     assert_eq!(n, 0);
+}
+
+/// `count(*)`, the rows updated and the total text length of `t`.
+async fn summary(server: &Server) -> (i64, i64, i64) {
+    let c = server.client().await;
+    let r = c
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE v = 'y'), coalesce(sum(length(v)), 0)::bigint FROM t",
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_what_its_primary_recycled_from_the_archive_and_a_new_one_starts_from_a_checkpoint(
+) {
+    let root = tempfile::tempdir().unwrap();
+    let archive = format!("a=file://{}", root.path().join("archive").display());
+    let (primary, repl) = sync_primary(
+        root.path(),
+        "dr1=async",
+        "10s",
+        &[
+            "--archive",
+            &archive,
+            "--wal-segment-mb",
+            "1",
+            "--wal-keep-segments",
+            "0",
+            "--wal-recycle-interval",
+            "200ms",
+            "--ship-interval",
+            "200ms",
+        ],
+    );
+    let with_archive = ["--archive", archive.as_str()];
+    let mut away = Server::standby(root.path().join("dr1"), &repl, "dr1", &[], &with_archive);
+    let p = primary.client().await;
+    p.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let c = away.client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.query_one("SELECT count(*) FROM t", &[]).await.is_err() {
+        assert!(Instant::now() < deadline, "the standby never had t");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(c);
+    // Away while 8 MiB of WAL is written, checkpointed, archived and
+    // recycled, then more after the checkpoint.
+    away.kill();
+    let pad = "x".repeat(1000);
+    for chunk in (0..8000).collect::<Vec<i32>>().chunks(400) {
+        let values: Vec<String> = chunk.iter().map(|i| format!("({i}, '{pad}')")).collect();
+        p.batch_execute(&format!("INSERT INTO t VALUES {}", values.join(",")))
+            .await
+            .unwrap();
+    }
+    let url = format!("{}/api/v1/checkpoints", primary.admin_url());
+    ureq::post(&url).send_empty().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !primary.log().contains("recycled WAL segments") {
+        assert!(
+            Instant::now() < deadline,
+            "nothing recycled:\n{}",
+            primary.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.batch_execute("UPDATE t SET v = 'y' WHERE id < 100; CREATE TABLE u (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    // Back, the standby finds its primary without the records it lacks,
+    // takes them from the archive and streams again.
+    away.restart();
+    let want = summary(&primary).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while summary(&away).await != want {
+        assert!(
+            Instant::now() < deadline,
+            "the standby never caught up: {:?}\n{}",
+            replication(&away).await,
+            away.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        away.log().contains("caught up from the archive"),
+        "{}",
+        away.log()
+    );
+    p.batch_execute("INSERT INTO t VALUES (8000, 'z'); INSERT INTO u VALUES (1)")
+        .await
+        .unwrap();
+    count_reaches(&away, "t", 8001, 30, "the standby stopped streaming").await;
+    // A new standby starts from the archive's checkpoint and logs, not
+    // from its primary's first record (recycled), then streams.
+    let fresh = Server::standby(root.path().join("dr2"), &repl, "dr2", &[], &with_archive);
+    count_reaches(&fresh, "u", 1, 60, "the new standby never caught up").await;
+    assert!(
+        fresh
+            .log()
+            .contains("made this standby's copy from the archive's checkpoint"),
+        "{}",
+        fresh.log()
+    );
+    let want = summary(&primary).await;
+    assert_eq!(summary(&fresh).await, want);
+    assert_eq!(summary(&away).await, want);
+    p.batch_execute("DELETE FROM t WHERE id < 10")
+        .await
+        .unwrap();
+    count_reaches(&fresh, "t", 7991, 30, "the new standby stopped streaming").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -639,6 +639,26 @@ impl Cluster {
         Ok(())
     }
 
+    /// Takes records of log `log` (by its index in [`Cluster::logs`]) from
+    /// an archive, for a standby catching up where its primary no longer
+    /// has them: logs them durably and applies them like a round's, without
+    /// moving reads. [`Cluster::follow_archived_cut`] moves reads once
+    /// every log reached the archive's cut.
+    pub fn follow_archived(&self, log: usize, records: Vec<u8>) -> Result<()> {
+        self.follow_log(&[(log, records)])?;
+        if let Some(s) = self.stores.get(log) {
+            s.follow_apply()?;
+        }
+        Ok(())
+    }
+
+    /// Moves a standby's reads to an archive's consistent cut (each log's
+    /// end `ends`, taken at `ts`) once [`Cluster::follow_archived`] brought
+    /// every log exactly there.
+    pub fn follow_archived_cut(&self, ends: &[u64], ts: Timestamp) -> Result<()> {
+        self.follow_apply(LoggedRound { records: true }, ends, ts)
+    }
+
     /// Makes a standby a primary, in place: it applies what it has logged,
     /// decides the transactions its primary left prepared (as a restart
     /// would), and takes writes from then on, reading at the clock. The

@@ -29,7 +29,8 @@ use fortress_storage::mvcc::{PinGuard, SnapshotPins};
 use fortress_storage::ShardStore;
 use std::sync::Arc;
 
-const CUT_FILE: &str = "standby.cut";
+/// The file in a standby's data directory holding its last cut.
+pub const CUT_FILE: &str = "standby.cut";
 
 /// The read point of a standby, pinned against garbage collection (the
 /// standby's clock runs on while its primary is away; its read point may
@@ -97,13 +98,23 @@ impl ReadPoint {
     }
 
     fn save(&self, ts: Timestamp) {
-        let tmp = self.file.with_extension("cut.tmp");
-        let saved =
-            std::fs::write(&tmp, ts.0.to_string()).and_then(|()| std::fs::rename(&tmp, &self.file));
-        if let Err(e) = saved {
+        if let Err(e) = save_cut(&self.file, ts) {
             tracing::warn!(error = %e, "could not record the standby's last cut");
         }
     }
+}
+
+fn save_cut(file: &Path, ts: Timestamp) -> std::io::Result<()> {
+    let tmp = file.with_extension("cut.tmp");
+    std::fs::write(&tmp, ts.0.to_string())?;
+    std::fs::rename(&tmp, file)
+}
+
+/// Records in the data directory `dir` of a new standby copy that its logs
+/// stand at a cut taken at `ts` (a copy made from an archive, whose
+/// consistent point that is): its reads open there.
+pub fn record_cut(dir: &Path, ts: Timestamp) -> std::io::Result<()> {
+    save_cut(&dir.join(CUT_FILE), ts)
 }
 
 /// `cut`, or just below the oldest transaction prepared and undecided on

@@ -189,6 +189,18 @@ impl Download {
         Ok(())
     }
 
+    /// Downloads log `name`'s records after `after` through `end` into
+    /// segment files in `dir`, checking each object (the first may begin
+    /// before `after + 1`: objects are whole).
+    pub fn fetch_log(&self, name: &str, dir: PathBuf, after: u64, end: u64) -> anyhow::Result<()> {
+        let plan = self.plan(name, dir, after, end)?;
+        self.total.fetch_add(
+            plan.objects.iter().map(|o| o.3).sum::<u64>(),
+            Ordering::Relaxed,
+        );
+        self.fetch(plan)
+    }
+
     /// Chooses log `name`'s objects holding records after `after` through
     /// `end`, checking that they follow on as one history.
     fn plan(&self, name: &str, dir: PathBuf, after: u64, end: u64) -> anyhow::Result<LogPlan> {

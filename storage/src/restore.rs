@@ -27,6 +27,7 @@ use crate::shard::{
 };
 use crate::wal::{read_from, Lsn, Record, Wal, WalOptions};
 use crate::ShardId;
+use crate::ShardStore;
 use crate::TxnId;
 
 /// Payload bytes gathered into one loaded-rows record.
@@ -276,18 +277,34 @@ fn load_table(
     file: &TableFile,
     src: &ShardSource<'_>,
 ) -> Result<()> {
+    let wal = &out.wal;
+    let (rows, bytes) = read_table(dir, file, src, &mut |batch| {
+        let payload = postcard::to_stdvec(batch).map_err(codec)?;
+        wal.append(0, src.manifest.snapshot, KIND_LOAD, &payload)?;
+        Ok(())
+    })?;
+    out.stats.rows += rows;
+    out.read(bytes);
+    Ok(())
+}
+
+/// Takes rows as `(commit timestamp, put)` batches.
+pub(crate) type RowSink<'a> = dyn FnMut(&[(u64, WriteOp)]) -> Result<()> + 'a;
+
+/// Reads one table file of a checkpoint, checked against its manifest,
+/// handing its rows to `sink` as `(commit timestamp, put)` batches of
+/// about [`LOAD_RECORD_BYTES`]. Returns the rows and the bytes read.
+fn read_table(
+    dir: &Path,
+    file: &TableFile,
+    src: &ShardSource<'_>,
+    sink: &mut RowSink<'_>,
+) -> Result<(u64, u64)> {
     let path = &dir.join(&file.file);
     let table = file.table;
     let mut batch: Vec<(u64, WriteOp)> = Vec::new();
     let mut size = 0usize;
-    let flush = |out: &mut Output<'_>, batch: &mut Vec<(u64, WriteOp)>| {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let payload = postcard::to_stdvec(&*batch).map_err(codec)?;
-        batch.clear();
-        out.append(0, src.manifest.snapshot, KIND_LOAD, &payload)
-    };
+    let mut rows = 0u64;
     let summary = read_file(path, &file.file, src.cipher.as_deref(), |key, value| {
         let bad = |reason: String| StorageError::Corruption {
             file: path.to_path_buf(),
@@ -309,16 +326,52 @@ fn load_table(
             },
         ));
         if size >= LOAD_RECORD_BYTES {
-            flush(out, &mut batch)?;
+            sink(&batch)?;
+            batch.clear();
             size = 0;
         }
-        out.stats.rows += 1;
+        rows += 1;
         Ok(())
     })?;
-    flush(out, &mut batch)?;
+    if !batch.is_empty() {
+        sink(&batch)?;
+    }
     src.manifest.check_file(dir, file, &summary)?;
-    out.read(summary.bytes);
-    Ok(())
+    Ok((rows, summary.bytes))
+}
+
+/// Makes `new_dir` the store of a copy of shard `src.shard` that continues
+/// the source's own log: the checkpoint's catalog and rows become the store
+/// (not records of a new log, as [`restore_shard`] writes), and the copy's
+/// log must continue after the cut's `wal_after` with the source's
+/// records, LSN for LSN. This is how a standby starts from an archive
+/// rather than from its primary's first record. Returns the rows loaded
+/// and checkpoint bytes read, and where the log must continue after.
+pub fn install_base(
+    src: &ShardSource<'_>,
+    new_dir: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(RestoreStats, Lsn)> {
+    let Some((dir, cut)) = src.checkpoint else {
+        return Err(StorageError::Codec(format!(
+            "shard {} has no part in the checkpoint",
+            src.shard
+        )));
+    };
+    let mut stats = RestoreStats {
+        last_lsn: cut.wal_after,
+        ..RestoreStats::default()
+    };
+    ShardStore::create_base(new_dir, &src.manifest.catalog, cut.wal_after, |apply| {
+        for t in &cut.tables {
+            let (rows, bytes) = read_table(dir, t, src, apply)?;
+            stats.rows += rows;
+            stats.bytes += bytes;
+            progress(bytes);
+        }
+        Ok(())
+    })?;
+    Ok((stats, cut.wal_after))
 }
 
 /// Copies the source log's records after `after` that the cutoff keeps;

@@ -1147,6 +1147,58 @@ pub struct ShardStore {
 }
 
 impl ShardStore {
+    /// Creates the store (`dir/db`) of a new copy of a shard from a
+    /// checkpoint: its `catalog` and, through `load`, its rows, each
+    /// version at its own commit timestamp. The caller provides the log
+    /// (`dir/wal`), which must continue the checkpoint's source log after
+    /// `after` (the cut's `wal_after`), LSN for LSN; an open replays it from
+    /// there. Writes in it that the checkpoint already holds are put back
+    /// as they were (replay is idempotent). No transaction in doubt at the
+    /// cut has its PREPARE at or below `after`: the checkpoint's read waited
+    /// for every one prepared before its snapshot, so a commit after the cut
+    /// is a record after `after`, carrying its writes. Rows go in a batch at
+    /// a time, so memory stays bounded.
+    pub(crate) fn create_base(
+        dir: &Path,
+        catalog: &Catalog,
+        after: Lsn,
+        load: impl FnOnce(&mut crate::restore::RowSink<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let db_path = dir.join("db");
+        if db_path.exists() {
+            return Err(StorageError::Codec(format!(
+                "{} already holds a store",
+                dir.display()
+            )));
+        }
+        let opts = ShardOptions::default();
+        let state = Materialized::open(&db_path, opts.cache_bytes, opts.head_cache_bytes)?;
+        {
+            let mut trees = state.trees.write().expect("trees");
+            let mut held = state.held_through.write().expect("held");
+            let ids = catalog
+                .tables
+                .values()
+                .flat_map(|t| std::iter::once(t.id).chain(t.indexes.iter().map(|i| i.id)));
+            for id in ids {
+                let tree = state.db.open_tree(tree_name(id))?;
+                tree.insert(APPLIED_KEY, &applied_value(after, 0))?;
+                held.insert(id, after);
+                trees.insert(id, tree);
+            }
+        }
+        state
+            .meta
+            .insert(META_CATALOG, postcard::to_stdvec(catalog).map_err(codec)?)?;
+        *state.defs.write().expect("defs") = defs_by_id(catalog);
+        *state.catalog.write().expect("catalog") = catalog.clone();
+        // Loaded as if by the record after `after`: no tree holds it yet.
+        load(&mut |batch| state.apply_versions(after + 1, batch.iter().map(|(ts, op)| (*ts, op))))?;
+        state.mark_applied(after, after)?;
+        state.db.flush()?;
+        Ok(())
+    }
+
     /// Opens the shard in `dir`, replaying its WAL into sled.
     pub fn open(id: ShardId, dir: &Path, opts: ShardOptions) -> Result<ShardStore> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;

@@ -1385,3 +1385,125 @@ fn a_follower_takes_a_primary_log_byte_for_byte_and_keeps_it_across_reopen() {
     };
     assert_eq!(records(&a), records(&b));
 }
+
+/// A copy built on a checkpoint of `s` (taken in `cp`) with `s`'s whole
+/// log after it, opened in `to`.
+fn copy_from_checkpoint(
+    s: &ShardStore,
+    cut: &fortress_storage::checkpoint::ShardCut,
+    manifest: &fortress_storage::checkpoint::Manifest,
+    cp: &Path,
+    from: &Path,
+    to: &Path,
+) -> ShardStore {
+    use fortress_storage::restore::{install_base, Cutoff, ShardSource};
+    let src = ShardSource {
+        shard: 0,
+        checkpoint: Some((cp, cut)),
+        manifest,
+        wal: from.join("wal"),
+        cutoff: Cutoff::Latest,
+        cipher: None,
+    };
+    let (stats, after) = install_base(&src, to, &mut |_| {}).unwrap();
+    assert_eq!((after, stats.rows), (cut.wal_after, 5));
+    // The source's log, LSN for LSN (its first segment starts before the
+    // base: what the store holds is put back as it was).
+    s.flush().unwrap();
+    copy_dir(&from.join("wal"), &to.join("wal"));
+    ShardStore::open(0, to, clocked().1).unwrap()
+}
+
+#[test]
+fn a_copy_built_on_a_checkpoint_continues_the_log_and_its_transactions() {
+    use fortress_storage::checkpoint::Manifest;
+    let dir = tempfile::tempdir().unwrap();
+    let cp = tempfile::tempdir().unwrap();
+    let (clock, opts) = clocked();
+    let s = ShardStore::open(0, dir.path(), opts).unwrap();
+    with_prepared_77(&s, &clock);
+    insert(&s, 4..5);
+    // 77 commits after the checkpoint's snapshot (which waits for it, and
+    // leaves its write out): only its commit record, after the cut, has it.
+    let wal_after = s.last_lsn();
+    let snapshot = clock.now();
+    let commit_ts = clock.now();
+    s.execute(
+        9,
+        &Fragment::CommitPrepared {
+            txid: 77,
+            commit_ts,
+        },
+    )
+    .unwrap();
+    let cut = s
+        .dump(snapshot.0, wal_after, &cp.path().join("shard-000"))
+        .unwrap();
+    let manifest = Manifest {
+        snapshot: snapshot.0,
+        catalog: s.catalog(),
+        shards: vec![cut.clone()],
+        ..Manifest::default()
+    };
+    // After it: an update, new rows, a new table, a delete, and 78 left
+    // in doubt.
+    add_to_v(&s, Some(2), 1);
+    insert(&s, 6..8);
+    let mut c = catalog();
+    let mut t2 = c.tables["t"].clone();
+    t2.id = 2;
+    t2.name = "t2".into();
+    c.tables.insert("t2".into(), t2);
+    c.version = 2;
+    c.next_table_id = 2;
+    s.execute(1, &Fragment::ApplyCatalog(c)).unwrap();
+    delete_id(&s, 0);
+    let prepare_78 = Fragment::Prepare {
+        txid: 78,
+        snapshot: clock.now(),
+        writes: vec![txn_write(3, 1003)],
+        participants: vec![0],
+        durable_vote: true,
+    };
+    s.execute(9, &prepare_78).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let copy = copy_from_checkpoint(
+        &s,
+        &cut,
+        &manifest,
+        cp.path(),
+        dir.path(),
+        &out.path().join("in-doubt"),
+    );
+    assert_eq!(
+        copy.last_lsn(),
+        s.last_lsn(),
+        "the copy continues LSN for LSN"
+    );
+    assert_eq!(rows(&copy), rows(&s));
+    assert!(
+        rows(&copy).contains(&(1, 1001)),
+        "77 committed after the cut"
+    );
+    assert_eq!(copy.in_doubt(), vec![78], "78's PREPARE came with the log");
+    assert_eq!(copy.catalog().version, 2);
+    drop(copy);
+    // Resolved later: a copy commits it too, and goes on after a reopen.
+    s.execute(
+        9,
+        &Fragment::CommitPrepared {
+            txid: 78,
+            commit_ts: clock.now(),
+        },
+    )
+    .unwrap();
+    insert(&s, 8..9);
+    let to = out.path().join("committed");
+    let copy = copy_from_checkpoint(&s, &cut, &manifest, cp.path(), dir.path(), &to);
+    assert!(copy.in_doubt().is_empty());
+    assert_eq!(rows(&copy), rows(&s));
+    assert!(rows(&copy).contains(&(3, 1003)));
+    drop(copy);
+    let copy = ShardStore::open(0, &to, clocked().1).unwrap();
+    assert_eq!(rows(&copy), rows(&s));
+}

@@ -21,13 +21,15 @@
 //! of a multi-shard transaction.
 //! **Recovery rule.** A standby that reconnects, or restarts, says where
 //! its logs end, and the primary streams from there; if the primary no
-//! longer has those records (recycled), it says so and the standby must be
-//! rebuilt from an archive.
+//! longer has those records (recycled), it says so (GONE, text) and the
+//! standby takes them from an archive ([`from_archive`]), then streams
+//! again from the archive's cut.
 //!
 //! Authentication: FORTRESS_REPLICATION_TOKEN on both sides (compared as
 //! SHA-256 digests in constant time); without one the primary listens on
 //! loopback only.
 
+pub mod from_archive;
 pub mod primary;
 pub mod standby;
 
@@ -44,6 +46,9 @@ const RECORDS: u8 = 3;
 const CUT: u8 = 4;
 const ERROR: u8 = 5;
 const ACK: u8 = 6;
+/// The records a standby needs are recycled: it must take them from an
+/// archive (payload: text).
+const GONE: u8 = 7;
 /// Largest HELLO accepted from a standby, before it is authenticated.
 const MAX_HELLO: usize = 64 << 10;
 /// Largest ACK: a few numbers per log.

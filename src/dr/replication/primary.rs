@@ -644,7 +644,7 @@ async fn rounds(
                 }
                 Piece::Gone(why) => {
                     link.state.lock().expect("link").gone = true;
-                    let _ = write_frame(wr, ERROR, &[why.as_bytes()]).await;
+                    let _ = write_frame(wr, GONE, &[why.as_bytes()]).await;
                     bail!(why);
                 }
             }
@@ -699,7 +699,7 @@ fn read_round(
             let piece = match tails[i].read(end, FRAME_RECORDS) {
                 Ok(Some(chunk)) => Piece::Records(i as u16, chunk.bytes),
                 Ok(None) => break,
-                Err(e) => Piece::Gone(format!("{e}; rebuild the standby from an archive")),
+                Err(e) => Piece::Gone(format!("{e}; the standby must take them from an archive")),
             };
             let gone = matches!(piece, Piece::Gone(_));
             if tx.blocking_send(piece).is_err() || gone {

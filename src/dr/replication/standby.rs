@@ -33,6 +33,9 @@ pub struct Upstream {
     /// The copy's data directory (where the epoch of the primary it
     /// follows is kept).
     pub dir: std::path::PathBuf,
+    /// URLs of the archives the primary ships to: a new copy is made from
+    /// one, and records the primary recycled are taken from one.
+    pub archives: Vec<String>,
 }
 
 /// The follower's view of its primary.
@@ -212,30 +215,68 @@ impl Follower {
     }
 }
 
-/// For a standby with no copy yet: asks the primary for its identity and
-/// writes it into `dir`, so the copy can be created with the primary's
-/// layout. Waits for the primary, retrying, for as long as it takes.
-pub async fn bootstrap(dir: &Path, upstream: &Upstream) -> anyhow::Result<Identity> {
-    loop {
+/// For a standby with no copy yet: asks the primary for its identity,
+/// makes the copy from the newest checkpoint in one of its archives if
+/// there is one (else the copy streams from the primary's first record),
+/// and writes the identity into `dir` last. Waits for the primary,
+/// retrying, for as long as it takes.
+pub async fn bootstrap(
+    dir: &Path,
+    upstream: &Upstream,
+    cipher: Option<Arc<fortress_storage::cipher::Cipher>>,
+) -> anyhow::Result<Identity> {
+    let welcome = loop {
         match ask_identity(upstream).await {
-            Ok(w) => {
-                let identity = Identity {
-                    shards: w.shards,
-                    vnodes: w.vnodes,
-                    id: w.cluster,
-                };
-                std::fs::create_dir_all(dir)?;
-                fortress_proxy::cluster::write_identity_as(dir, &identity)?;
-                tracing::info!(dir = %dir.display(), cluster = %identity.id, "created a standby copy of the primary");
-                return Ok(identity);
-            }
+            Ok(w) => break w,
             Err(e) if e.downcast_ref::<Refused>().is_some() => return Err(e),
             Err(e) => {
                 tracing::warn!(primary = %upstream.primary, error = %format!("{e:#}"), "waiting for the primary");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    };
+    let identity = Identity {
+        shards: welcome.shards,
+        vnodes: welcome.vnodes,
+        id: welcome.cluster,
+    };
+    std::fs::create_dir_all(dir)?;
+    let archives = match archive_history(welcome.epoch) {
+        Ok(()) => upstream.archives.as_slice(),
+        Err(why) => {
+            if !upstream.archives.is_empty() {
+                tracing::warn!("{why}: streaming the whole copy from the primary");
+            }
+            &[]
+        }
+    };
+    for url in archives {
+        let (d, u, i, c) = (
+            dir.to_path_buf(),
+            url.clone(),
+            identity.clone(),
+            cipher.clone(),
+        );
+        let made =
+            tokio::task::spawn_blocking(move || super::from_archive::first_copy(&d, &u, &i, c))
+                .await?;
+        match made {
+            Ok(Some(t)) => {
+                tracing::info!(archive = %url, checkpoint = t.checkpoint.as_deref().unwrap_or(""), rows = t.rows, bytes = t.bytes,
+                    "made this standby's copy from the archive's checkpoint and logs");
+                break;
+            }
+            Ok(None) => {
+                tracing::info!(archive = %url, "the archive has no checkpoint to start from yet")
+            }
+            Err(e) => {
+                tracing::warn!(archive = %url, error = %format!("{e:#}"), "could not make the copy from the archive")
+            }
+        }
     }
+    fortress_proxy::cluster::write_identity_as(dir, &identity)?;
+    tracing::info!(dir = %dir.display(), cluster = %identity.id, "created a standby copy of the primary");
+    Ok(identity)
 }
 
 /// The primary said no: retrying will not help.
@@ -249,6 +290,18 @@ impl std::fmt::Display for Refused {
 }
 
 impl std::error::Error for Refused {}
+
+/// The primary no longer has the records this standby needs.
+#[derive(Debug)]
+struct Gone(String);
+
+impl std::fmt::Display for Gone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the primary: {}", self.0)
+    }
+}
+
+impl std::error::Error for Gone {}
 
 /// Connects and says HELLO; the WELCOME, within the primary timeout.
 async fn connect(upstream: &Upstream, positions: Vec<u64>) -> anyhow::Result<(TcpStream, Welcome)> {
@@ -337,6 +390,10 @@ pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
         loop {
             let err = match follow(&f).await {
                 Ok(()) => "the primary closed the stream".to_string(),
+                Err(e) if e.downcast_ref::<Gone>().is_some() => match catch_up(&f).await {
+                    Ok(()) => continue,
+                    Err(why) => format!("{e:#}; {why:#}"),
+                },
                 Err(e) => format!("{e:#}"),
             };
             // Each new trouble is a warning; the same one again, while
@@ -358,6 +415,51 @@ pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
     });
     *follower.tasks.lock().expect("follower") = vec![task.abort_handle(), checks.abort_handle()];
     follower
+}
+
+/// Whether the archives hold the history of a primary whose lease epoch
+/// is `epoch`: only of the first holder (or of a primary without a
+/// lease). After a failover they hold the replaced primary's, which may
+/// go past the takeover; a promoted standby ships to no archive.
+fn archive_history(epoch: u64) -> Result<(), String> {
+    match epoch {
+        0 | 1 => Ok(()),
+        _ => Err(format!(
+            "the archives hold the history of the primary before the failover to lease epoch {epoch}, and a promoted primary ships to none"
+        )),
+    }
+}
+
+/// Takes what the primary recycled from the first archive that has it,
+/// up to the archive's consistent cut (see [`super::from_archive`]).
+async fn catch_up(f: &Follower) -> anyhow::Result<()> {
+    if f.upstream.archives.is_empty() {
+        bail!("give this standby its primary's archive (--archive) to take them from there");
+    }
+    archive_history(f.upstream_epoch()).map_err(anyhow::Error::msg)?;
+    let mut failed = Vec::new();
+    for url in &f.upstream.archives {
+        {
+            let mut st = f.state.lock().expect("follower");
+            st.trouble = Some(format!("catching up from the archive at {url}"));
+        }
+        tracing::warn!(archive = %url, "the primary recycled records this standby lacks: taking them from the archive");
+        let (cluster, dir, u) = (f.cluster.clone(), f.upstream.dir.clone(), url.clone());
+        let took =
+            tokio::task::spawn_blocking(move || super::from_archive::catch_up(&cluster, &dir, &u))
+                .await?;
+        match took {
+            Ok(t) => {
+                tracing::info!(archive = %url, bytes = t.bytes, "caught up from the archive; streaming from the primary again");
+                return Ok(());
+            }
+            Err(e) => failed.push(format!("{url}: {e:#}")),
+        }
+    }
+    bail!(
+        "no archive could catch this standby up: {}",
+        failed.join("; ")
+    )
 }
 
 async fn follow(f: &Follower) -> anyhow::Result<()> {
@@ -436,6 +538,7 @@ async fn follow(f: &Follower) -> anyhow::Result<()> {
                 acked?;
             }
             ERROR => bail!("the primary: {}", String::from_utf8_lossy(&payload)),
+            GONE => return Err(Gone(String::from_utf8_lossy(&payload).into_owned()).into()),
             k => bail!("unexpected frame kind {k}"),
         }
     }

@@ -1,0 +1,253 @@
+//! A standby's copy from an archive its primary ships to: the first copy,
+//! made from a checkpoint rather than from the primary's first record,
+//! and the catch-up of a standby whose primary recycled records it lacks.
+//!
+//! **First copy.** The newest checkpoint the archive's consistent cut
+//! covers becomes each shard's store ([`install_base`]), and the archived
+//! logs after the checkpoint, to that cut, become the copy's logs, LSN for
+//! LSN with the primary's; the coordinator's log comes whole. The copy's
+//! reads open at the cut, and the stream from the primary goes on from its
+//! ends. Everything is downloaded beside the data directory, checked
+//! (envelopes, records, the checkpoint's blocks), and only then moved in;
+//! the caller writes the identity last, so a copy cut short by a crash is
+//! made again from the start.
+//!
+//! **Catch-up.** The archive's records after each log's end, to its
+//! consistent cut, are logged and applied as the stream's would be, and
+//! reads move to the cut once every log stands there. The primary keeps
+//! every record no archive holds yet, so from the cut it can stream again.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use fortress_proxy::cluster::Identity;
+use fortress_proxy::Cluster;
+use fortress_storage::checkpoint::Manifest;
+use fortress_storage::cipher::Cipher;
+use fortress_storage::restore::{install_base, Cutoff, ShardSource};
+use fortress_storage::wal::{decode, list_segments, Decoded};
+use fortress_storage::Timestamp;
+
+use crate::dr::fetch::Download;
+
+/// What a first copy or catch-up took from the archive.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// The checkpoint a first copy was made from.
+    pub checkpoint: Option<String>,
+    pub rows: u64,
+    pub bytes: u64,
+    /// The archive's consistent cut the copy stands at.
+    pub cut: Timestamp,
+}
+
+/// The archive's name of each log, in [`Cluster::logs`] order.
+fn log_names(shards: u32) -> Vec<String> {
+    (0..shards)
+        .map(|s| format!("shard-{s:03}"))
+        .chain(std::iter::once("coordinator".to_string()))
+        .collect()
+}
+
+/// Opens the archive at `url` into `staging` (emptied first), checking
+/// that it is `cluster`'s.
+fn open(url: &str, staging: &Path, cluster: &str) -> anyhow::Result<Download> {
+    if staging.exists() {
+        std::fs::remove_dir_all(staging)
+            .with_context(|| format!("removing an old download {}", staging.display()))?;
+    }
+    let download = Download::begin(url, staging)?;
+    let theirs = fortress_proxy::cluster::read_identity(staging)?
+        .context("the archive's identity was not staged")?;
+    if theirs.id != cluster {
+        bail!(
+            "{url} is the archive of cluster {}, and this standby is a copy of {cluster}",
+            theirs.id
+        );
+    }
+    Ok(download)
+}
+
+/// Makes the new standby copy in `dir`, whose identity is `identity`
+/// (not yet written), from the archive at `url`. `None`, with nothing
+/// changed, when the archive has no complete shipping round or no
+/// checkpoint its consistent cut covers: the copy then streams from its
+/// primary's first record.
+pub fn first_copy(
+    dir: &Path,
+    url: &str,
+    identity: &Identity,
+    cipher: Option<Arc<Cipher>>,
+) -> anyhow::Result<Option<Taken>> {
+    let staging = beside(dir, "copy")?;
+    let result = make_copy(dir, url, identity, cipher, &staging);
+    let _ = std::fs::remove_dir_all(&staging);
+    if !matches!(result, Ok(Some(_))) {
+        // Nothing half made is left for the stream to build on.
+        for name in log_names(identity.shards) {
+            let _ = std::fs::remove_dir_all(dir.join(name));
+        }
+        let _ = std::fs::remove_file(dir.join(fortress_proxy::standby::CUT_FILE));
+    }
+    result
+}
+
+fn make_copy(
+    dir: &Path,
+    url: &str,
+    identity: &Identity,
+    cipher: Option<Arc<Cipher>>,
+    staging: &Path,
+) -> anyhow::Result<Option<Taken>> {
+    let download = open(url, staging, &identity.id)?;
+    let positions = download.positions.clone();
+    let names = log_names(identity.shards);
+    let Some(ends) = names
+        .iter()
+        .map(|n| positions.logs.get(n).copied())
+        .collect::<Option<Vec<u64>>>()
+    else {
+        return Ok(None);
+    };
+    let (found, _) = crate::checkpoint::checkpoints_of(
+        &download.checkpoints(),
+        &identity.id,
+        cipher.as_deref(),
+    )?;
+    // The newest checkpoint that the cut covers whole: its snapshot at or
+    // before the cut's time, every record it may hold at or below the cut.
+    let covered = |m: &Manifest| {
+        m.snapshot <= positions.consistent_ts
+            && (m.ring.shards, m.ring.vnodes) == (identity.shards, identity.vnodes)
+            && (0..identity.shards).all(|s| {
+                m.shards
+                    .iter()
+                    .find(|c| c.shard == s)
+                    .is_some_and(|c| c.wal_through <= ends[s as usize])
+            })
+    };
+    let Some((cp, manifest)) = found.into_iter().rev().find(|(_, m)| covered(m)) else {
+        return Ok(None);
+    };
+    tracing::info!(checkpoint = %manifest.id, archive = %url, "making this standby's copy from the archive");
+    download.finish(Some(&manifest))?;
+    // Anything a copy cut short left (there is no identity yet).
+    for name in &names {
+        let old = dir.join(name);
+        if old.exists() {
+            std::fs::remove_dir_all(&old)?;
+        }
+    }
+    let mut taken = Taken {
+        checkpoint: Some(manifest.id.clone()),
+        cut: Timestamp(positions.consistent_ts),
+        ..Taken::default()
+    };
+    for s in 0..identity.shards {
+        let cut = manifest
+            .shards
+            .iter()
+            .find(|c| c.shard == s)
+            .with_context(|| format!("the checkpoint has no part for shard {s}"))?;
+        let staged = staging.join(format!("shard-{s:03}/wal"));
+        let src = ShardSource {
+            shard: s,
+            checkpoint: Some((&cp, cut)),
+            manifest: &manifest,
+            wal: staged.clone(),
+            cutoff: Cutoff::Latest,
+            cipher: cipher.clone(),
+        };
+        let shard_dir = dir.join(format!("shard-{s:03}"));
+        let (stats, _) =
+            install_base(&src, &shard_dir, &mut |_| {}).with_context(|| format!("shard {s}"))?;
+        taken.rows += stats.rows;
+        std::fs::rename(&staged, shard_dir.join("wal"))?;
+    }
+    std::fs::rename(staging.join("coordinator"), dir.join("coordinator"))?;
+    fortress_proxy::standby::record_cut(dir, taken.cut)?;
+    taken.bytes = download.bytes.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(Some(taken))
+}
+
+/// Brings the standby `cluster` (its data directory `dir`) to the
+/// consistent cut of the archive at `url`, taking every log's archived
+/// records after its end. Fails, changing nothing, if the archive stands
+/// behind the copy, or lacks records right after its end.
+pub fn catch_up(cluster: &Cluster, dir: &Path, url: &str) -> anyhow::Result<Taken> {
+    let staging = beside(dir, "catch-up")?;
+    let result = take_records(cluster, url, &staging);
+    let _ = std::fs::remove_dir_all(&staging);
+    result
+}
+
+fn take_records(cluster: &Cluster, url: &str, staging: &Path) -> anyhow::Result<Taken> {
+    let download = open(url, staging, cluster.id())?;
+    let positions = download.positions.clone();
+    let names = log_names(cluster.shard_count());
+    let have = cluster.log_ends();
+    let mut ends = Vec::new();
+    for (name, &at) in names.iter().zip(&have) {
+        let end = *positions
+            .logs
+            .get(name)
+            .with_context(|| format!("the archive at {url} has no complete shipping round"))?;
+        if end < at {
+            bail!("the archive at {url} holds {name} only through LSN {end}, behind this standby's {at}");
+        }
+        ends.push(end);
+    }
+    if ends == have {
+        bail!("the archive at {url} holds nothing after this standby's logs");
+    }
+    for (i, name) in names.iter().enumerate() {
+        if ends[i] > have[i] {
+            download.fetch_log(name, staging.join(name), have[i], ends[i])?;
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
+        if ends[i] == have[i] {
+            continue;
+        }
+        for (_, seg) in list_segments(&staging.join(name))? {
+            let raw = std::fs::read(&seg)?;
+            let records = after(&raw, have[i]);
+            if !records.is_empty() {
+                cluster.follow_archived(i, records.to_vec())?;
+            }
+        }
+    }
+    let cut = Timestamp(positions.consistent_ts);
+    cluster.follow_archived_cut(&ends, cut)?;
+    Ok(Taken {
+        checkpoint: None,
+        rows: 0,
+        bytes: download.bytes.load(std::sync::atomic::Ordering::Relaxed),
+        cut,
+    })
+}
+
+/// The records of `raw` (whole, checked ones: a downloaded object) after
+/// LSN `lsn`.
+fn after(raw: &[u8], lsn: u64) -> &[u8] {
+    let mut pos = 0;
+    while let Decoded::Record(r, n) = decode(&raw[pos..]) {
+        if r.lsn > lsn {
+            break;
+        }
+        pos += n;
+    }
+    &raw[pos..]
+}
+
+/// A directory beside `dir` for a download: same disk, outside the copy.
+fn beside(dir: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::path::absolute(dir)?;
+    let name = dir
+        .file_name()
+        .context("the data directory has no name")?
+        .to_string_lossy()
+        .into_owned();
+    Ok(dir.with_file_name(format!(".{name}.{what}")))
+}
