@@ -502,6 +502,12 @@ pub struct ServeArgs {
     /// this: a primary heard only now and then.
     #[arg(long, env = "FORTRESS_FAILOVER_SCORE", default_value_t = 0.2, value_parser = parse_score)]
     pub failover_score: f64,
+    /// A primary replaced by a failover or a handover: `auto` rejoins as a
+    /// standby of its successor by itself once its lost-transactions report
+    /// is saved (its copy set aside, as `fortress standby --rebuild` does);
+    /// `manual` stays fenced until started that way.
+    #[arg(long, env = "FORTRESS_REJOIN", value_enum, default_value_t = FailoverMode::Auto)]
+    pub rejoin: FailoverMode,
 }
 
 fn parse_score(text: &str) -> Result<f64, String> {

@@ -357,8 +357,11 @@ fn serve(
                         lease,
                         follower.clone(),
                         standbys.clone(),
-                        args.failover == cli::FailoverMode::Auto,
-                        args.failover_score,
+                        dr::failover::Policy {
+                            auto: args.failover == cli::FailoverMode::Auto,
+                            min_score: args.failover_score,
+                            rejoin: args.rejoin == cli::FailoverMode::Auto,
+                        },
                     )
                     .await,
                 )

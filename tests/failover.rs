@@ -20,10 +20,15 @@ const ACCOUNTS: i32 = 16;
 const START: i64 = 1000;
 
 /// A primary named `primary` under `root` with the archive `arch` (which
-/// holds the lease) and a replication port; its replication address.
+/// holds the lease) and a replication port (`--rejoin manual` unless
+/// `more` says otherwise); its replication address.
 fn primary(root: &std::path::Path, arch: &str, more: &[&str]) -> (Server, String) {
     let repl = format!("127.0.0.1:{}", free_port());
     let mut args = vec!["--replication-listen", &repl, "--archive", arch];
+    // Replaced, it stays fenced for the test to look at, unless asked.
+    if !more.contains(&"--rejoin") {
+        args.extend(["--rejoin", "manual"]);
+    }
     args.extend_from_slice(more);
     let p = Server::launch_args(root.join("primary"), 4, &[], &args);
     (p, repl)
@@ -175,13 +180,19 @@ async fn refuses_writes(server: &Server, why: &str) {
 
 /// Kills the primary under load; the standby takes over by itself. Then
 /// the old primary comes back fenced, with what was lost reported.
-async fn kill_and_fail_over(sync: bool) {
+/// Kills the primary under load and checks the takeover; the old primary,
+/// restarted, rejoins as a standby: by itself with `--rejoin auto` (the
+/// default), else by hand with `fortress standby --rebuild`.
+async fn kill_and_fail_over(sync: bool, rejoin_by_itself: bool) {
     let root = tempfile::tempdir().unwrap();
     let arch = format!("a=file://{}", root.path().join("arch").display());
     let timing = ["--lease-ttl", "2s"];
     let mut more: Vec<&str> = timing.to_vec();
     if sync {
         more.extend(["--standby-mode", "dr1=sync"]);
+    }
+    if rejoin_by_itself {
+        more.extend(["--rejoin", "auto"]);
     }
     let (mut p, repl) = primary(root.path(), &arch, &more);
     // The standby will serve standbys of its own once promoted.
@@ -266,27 +277,44 @@ async fn kill_and_fail_over(sync: bool) {
     // The old primary comes back: fenced, and it reports what it had that
     // the new primary lacks.
     p.restart();
-    refuses_writes(&p, "took over").await;
-    let st = dr_status(&p);
-    let lost = &st["failover"]["replaced"];
-    assert_eq!(lost["epoch"], 2, "{st:#}");
-    let n = lost["transactions"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{st:#}"));
+    let report = std::path::Path::new("failover-0000000002-lost.json");
+    let (n, saved) = if rejoin_by_itself {
+        // It rejoins as a standby of the new primary by itself: its copy,
+        // which followed another history, is set aside (the report in it)
+        // and made anew.
+        let want = keys(&s).await;
+        keys_reach(&p, &want, 60, "the old primary did not rejoin").await;
+        let saved: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(kept_copy(root.path()).join(report)).unwrap())
+                .unwrap();
+        (saved["transactions"].as_u64().unwrap(), saved)
+    } else {
+        refuses_writes(&p, "took over").await;
+        let st = dr_status(&p);
+        let lost = &st["failover"]["replaced"];
+        assert_eq!(lost["epoch"], 2, "{st:#}");
+        let n = lost["transactions"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{st:#}"));
+        let saved: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(root.path().join("primary").join(report)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(saved["transactions"].as_u64(), Some(n));
+        // `fortress dr status` says so.
+        let printed = ok(fortress(&["dr", "status", "--admin", &p.admin_url()]));
+        assert!(printed.contains("TAKES NO WRITES"), "{printed}");
+        assert!(printed.contains("held by dr1 (epoch 2)"), "{printed}");
+        (n, saved)
+    };
     assert!(
         n >= missing.len() as u64,
         "{} acknowledged writes missing, {n} reported",
         missing.len()
     );
-    let file = root
-        .path()
-        .join("primary")
-        .join("failover-0000000002-lost.json");
-    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(saved["transactions"].as_u64(), Some(n));
     assert_eq!(saved["txids"].as_array().map(|a| a.len() as u64), Some(n));
     if !sync {
-        let rpo = lost["rpo_seconds"].as_f64().unwrap();
+        let rpo = saved["rpo_seconds"].as_f64().unwrap();
         assert!(rpo < 1.0, "async RPO {rpo} s");
     }
     // The archive has the report, and the new primary shows it.
@@ -302,26 +330,20 @@ async fn kill_and_fail_over(sync: bool) {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    // `fortress dr status` says so.
-    let printed = ok(fortress(&["dr", "status", "--admin", &p.admin_url()]));
-    assert!(printed.contains("TAKES NO WRITES"), "{printed}");
-    assert!(printed.contains("held by dr1 (epoch 2)"), "{printed}");
-    p.stop();
-
-    // It rejoins as a standby of the new primary: its copy, which followed
-    // another history, is set aside and made anew.
-    let mut rejoined = Server::standby(
-        root.path().join("primary"),
-        &repl2,
-        "primary",
-        &[],
-        &["--archive", &arch, "--rebuild"],
-    );
-    let kept = std::fs::read_dir(root.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .any(|e| e.file_name().to_string_lossy().starts_with("primary.old-"));
-    assert!(kept, "the old copy was not kept");
+    let mut rejoined = if rejoin_by_itself {
+        p
+    } else {
+        p.stop();
+        let rejoined = Server::standby(
+            root.path().join("primary"),
+            &repl2,
+            "primary",
+            &[],
+            &["--archive", &arch, "--rebuild"],
+        );
+        kept_copy(root.path());
+        rejoined
+    };
     let want = keys(&s).await;
     keys_reach(&rejoined, &want, 30, "the old primary did not catch up").await;
     assert_eq!(bank_total(&rejoined).await.0, ACCOUNTS as i64 * START);
@@ -344,14 +366,24 @@ async fn kill_and_fail_over(sync: bool) {
     drop(s);
 }
 
+/// The old copy a rebuild set aside beside `root/primary`.
+fn kept_copy(root: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("primary.old-"))
+        .expect("the old copy was not kept")
+        .path()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_async_standby_takes_over_from_a_killed_primary_and_the_lost_window_is_reported() {
-    kill_and_fail_over(false).await;
+async fn an_async_standby_takes_over_from_a_killed_primary_and_the_old_one_rejoins_by_itself() {
+    kill_and_fail_over(false, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_standby_takes_over_from_a_killed_primary_with_every_acknowledged_write() {
-    kill_and_fail_over(true).await;
+    kill_and_fail_over(true, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -640,7 +640,11 @@ async fn under_load_a_standby_takes_what_its_primary_recycled_from_the_archive_a
     ureq::post(&url).send_empty().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !primary.log().contains("recycled WAL segments") {
-        assert!(Instant::now() < deadline, "nothing recycled:\n{}", primary.log());
+        assert!(
+            Instant::now() < deadline,
+            "nothing recycled:\n{}",
+            primary.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     p.batch_execute("UPDATE t SET v = 'y' WHERE id < 100; CREATE TABLE u (id int PRIMARY KEY)")
@@ -667,12 +671,19 @@ async fn under_load_a_standby_takes_what_its_primary_recycled_from_the_archive_a
     caught_up(&away, &acknowledged).await;
     caught_up(&fresh, &acknowledged).await;
     stop_reads.store(true, Ordering::Relaxed);
-    for (who, reader) in [("the standby", away_reads), ("the new standby", fresh_reads)] {
+    for (who, reader) in [
+        ("the standby", away_reads),
+        ("the new standby", fresh_reads),
+    ] {
         let (reads, states) = reader.await.unwrap();
         assert!(reads > 20, "only {reads} reads ran on {who}");
         assert!(states > 1, "{who}'s reads saw only {states} states");
     }
-    assert!(away.log().contains("caught up from the archive"), "{}", away.log());
+    assert!(
+        away.log().contains("caught up from the archive"),
+        "{}",
+        away.log()
+    );
     assert!(
         fresh
             .log()

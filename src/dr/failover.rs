@@ -94,6 +94,18 @@ pub struct Lost {
     pub reported: String,
 }
 
+/// How a node acts on failures (`--failover`, `--failover-score`,
+/// `--rejoin`).
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    /// A standby takes over by itself when its primary is lost.
+    pub auto: bool,
+    /// The primary's health score below which it counts as lost.
+    pub min_score: f64,
+    /// A replaced primary rejoins as a standby by itself.
+    pub rejoin: bool,
+}
+
 /// The failover side of a node.
 pub struct Manager {
     cluster: Arc<Cluster>,
@@ -112,6 +124,10 @@ pub struct Manager {
     acting: tokio::sync::Mutex<()>,
     /// Set once this node reported itself replaced.
     replaced: Mutex<Option<Lost>>,
+    /// Whether a replaced node rejoins as a standby by itself.
+    rejoin: bool,
+    /// Whether it said it cannot (no address to follow).
+    said_no_address: std::sync::atomic::AtomicBool,
 }
 
 /// The failover state as status reports it.
@@ -173,8 +189,7 @@ impl Manager {
         lease: Lease,
         follower: Option<Arc<Follower>>,
         standbys: Option<Arc<Standbys>>,
-        auto: bool,
-        min_score: f64,
+        policy: Policy,
     ) -> Arc<Manager> {
         let lease = Arc::new(lease);
         let fence = lease.clone();
@@ -186,7 +201,7 @@ impl Manager {
             archive = %lease.archive().name,
             node = lease.me(),
             ttl = ?lease.ttl(),
-            automatic = auto,
+            automatic = policy.auto,
             "writes are fenced by the lease"
         );
         let m = Arc::new(Manager {
@@ -195,12 +210,13 @@ impl Manager {
             lease,
             follower,
             standbys,
-            auto,
-            min_score,
-
+            auto: policy.auto,
+            min_score: policy.min_score,
+            rejoin: policy.rejoin,
             history: Default::default(),
             acting: Default::default(),
             replaced: Default::default(),
+            said_no_address: Default::default(),
         });
         // The first period before serving: a primary that holds the lease
         // takes writes from its first connection.
@@ -269,8 +285,9 @@ impl Manager {
             return Ok(());
         }
         if self.replaced.lock().expect("replaced").is_some() {
-            // Replaced: it only keeps the lease in view.
+            // Replaced: it only keeps the lease in view, until it rejoins.
             self.lease.observe().await?;
+            self.rejoin().await;
             return Ok(());
         }
         match self.lease.claim().await? {
@@ -299,9 +316,42 @@ impl Manager {
                 }
                 let lost = self.report_lost(mine, &record).await;
                 *self.replaced.lock().expect("replaced") = Some(lost);
+                self.rejoin().await;
             }
         }
         Ok(())
+    }
+
+    /// A replaced node (its report saved) with `--rejoin auto` becomes a
+    /// standby of the lease's holder once that one has taken the lease and
+    /// says where it streams from (see [`super::rejoin`]).
+    async fn rejoin(&self) {
+        if !self.rejoin {
+            return;
+        }
+        let Some(r) = self.lease.seen() else {
+            return;
+        };
+        if self.lease.mine(&r) || r.holder_id.is_none() {
+            return;
+        }
+        let Some(addr) = r.replication.clone() else {
+            if !self
+                .said_no_address
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(holder = %r.holder, "the new primary advertises no replication address (--replication-listen): rejoin it by hand with fortress standby --rebuild");
+            }
+            return;
+        };
+        let (c, name) = (self.cluster.clone(), self.lease.me().to_string());
+        let failed =
+            tokio::task::spawn_blocking(move || super::rejoin::exec_as_standby(&c, &addr, &name))
+                .await;
+        match failed {
+            Ok(e) => tracing::error!(error = %format!("{e:#}"), "could not rejoin as a standby"),
+            Err(e) => tracing::error!(error = %e, "could not rejoin as a standby"),
+        }
     }
 
     /// A standby's period: takes over when the lease was handed to it,

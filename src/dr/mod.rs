@@ -8,7 +8,8 @@
 //! score ([`health`]). Archives can be added while the server runs
 //! ([`Dr::add`]). Hot standbys, async or sync ([`replication`]). The
 //! write lease that fences every node but one ([`lease`]), and failover,
-//! automatic or asked for, with its RTO and RPO recorded ([`failover`]).
+//! automatic or asked for, with its RTO and RPO recorded ([`failover`]),
+//! and the replaced primary rejoining as a standby ([`rejoin`]).
 
 pub mod archive;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod fetch;
 pub mod health;
 pub mod lease;
 pub mod recycle;
+pub mod rejoin;
 pub mod replication;
 pub mod ship;
 
