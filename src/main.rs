@@ -332,11 +332,6 @@ fn serve(
                 token,
                 args.sync_policy(),
             );
-            // A standby's own standbys stream once it is promoted.
-            if let Some(f) = &follower {
-                let (s, c) = (serving.clone(), cluster.clone());
-                f.after_promote(move || s.install(&c));
-            }
             standbys = Some(serving);
         }
         let failover = match lease_archive {
@@ -375,7 +370,17 @@ fn serve(
         if replaced && !archives.is_empty() {
             tracing::error!("this node was replaced by a failover: it ships nothing to its archives");
         }
-        let archives = if replaced { Vec::new() } else { archives };
+        // A primary that took over (write lease epoch 2 and up) ships into
+        // its own timeline of each archive.
+        let epoch = failover.as_ref().map_or(0, |f| f.epoch());
+        let archives = match (replaced, epoch) {
+            (true, _) => Vec::new(),
+            (false, 0 | 1) => archives,
+            (false, e) => archives
+                .iter()
+                .map(|p| dr::archive::Provider::open(&p.name, &dr::archive::timeline_url(&p.url, e)))
+                .collect::<anyhow::Result<_>>()?,
+        };
         let dr = Arc::new(dr::Dr::start(
             archives,
             &cluster,
@@ -384,6 +389,16 @@ fn serve(
             args.ship_interval,
             &args.health(),
         ));
+        if let Some(f) = &follower {
+            f.after_promote(after_promotion(
+                cluster.clone(),
+                standbys.clone(),
+                dr.clone(),
+                failover.clone(),
+                args.archives.clone(),
+                std::path::absolute(args.dirs().checkpoints())?,
+            ));
+        }
         // A standby's logs are its primary's: it neither checkpoints nor
         // recycles them on its own.
         let primary = upstream.is_none();
@@ -501,6 +516,54 @@ fn advertised(args: &ServeArgs) -> anyhow::Result<Option<String>> {
         return Ok(None);
     }
     Ok(Some(listen.clone()))
+}
+
+/// What a standby starts once promoted in place: streaming to its own
+/// standbys, and, holding the write lease (epoch 2 and up), shipping to
+/// its archives' timeline of that epoch, from a checkpoint taken at once
+/// (so the timeline restores and starts standbys by itself). Automatic
+/// checkpoints and recycling wait for a restart as `fortress serve`.
+fn after_promotion(
+    cluster: Arc<Cluster>,
+    standbys: Option<Arc<dr::replication::primary::Standbys>>,
+    dr: Arc<dr::Dr>,
+    failover: Option<Arc<dr::failover::Manager>>,
+    archives: Vec<String>,
+    checkpoints: std::path::PathBuf,
+) -> impl Fn() + Send + Sync + 'static {
+    move || {
+        if let Some(s) = &standbys {
+            s.install(&cluster);
+        }
+        if archives.is_empty() {
+            return;
+        }
+        let Some(epoch) = failover.as_ref().map(|f| f.epoch()).filter(|&e| e >= 2) else {
+            tracing::warn!("promoted without the write lease: nothing is shipped to the archives (their timelines follow lease epochs)");
+            return;
+        };
+        let (c, dr, archives, root) = (
+            cluster.clone(),
+            dr.clone(),
+            archives.clone(),
+            checkpoints.clone(),
+        );
+        tokio::spawn(async move {
+            match c.checkpoint(&root).await {
+                Ok(m) => tracing::info!(checkpoint = %m.id, "the new timeline's first checkpoint"),
+                Err(e) => tracing::warn!(error = %e, "the new timeline's first checkpoint failed"),
+            }
+            for spec in &archives {
+                let added = dr::archive::parse_spec(spec).and_then(|(name, url)| {
+                    dr.add(&name, &dr::archive::timeline_url(&url, epoch))
+                        .map_err(|e| anyhow::anyhow!("{e}"))
+                });
+                if let Err(e) = added {
+                    tracing::warn!(archive = %spec, error = %format!("{e:#}"), "not shipping to this archive");
+                }
+            }
+        });
+    }
 }
 
 /// `fortress standby --rebuild`: an existing copy in `dir` (one that

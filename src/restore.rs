@@ -243,7 +243,13 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
     }
     let result = (|| {
         tracing::info!(from = %url, "reading the archive");
-        let download = Download::begin(&url, &staging)?;
+        let download = Download::begin(&url, &staging, crate::dr::fetch::Timeline::Newest)?;
+        if download.timeline > 1 {
+            tracing::info!(
+                timeline = download.timeline,
+                "restoring the timeline of the primary that took over at this lease epoch (older timelines: --from URL/timelines/EPOCH, or URL itself for the first)"
+            );
+        }
         let source = Source {
             dir: staging.clone(),
             checkpoints: download.checkpoints(),

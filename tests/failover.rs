@@ -274,6 +274,45 @@ async fn kill_and_fail_over(sync: bool, rejoin_by_itself: bool) {
         assert!(missing.is_empty(), "acknowledged and lost: {missing:?}");
     }
 
+    // The new primary ships into its own timeline of the archive (from a
+    // checkpoint taken at promotion): a restore from the archive alone
+    // has everything it took, the write after the failover included.
+    let timeline = root.path().join("arch/timelines/0000000002");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !timeline.join("positions").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing shipped by the new primary:\n{}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ureq::post(&format!("{}/api/v1/dr/replicate", s.admin_url()))
+        .send_empty()
+        .unwrap();
+    let restored = root.path().join("restored");
+    let from = format!("file://{}", root.path().join("arch").display());
+    let printed = ok(fortress(&[
+        "restore",
+        "--from",
+        &from,
+        "--to",
+        restored.to_str().unwrap(),
+        "--latest",
+    ]));
+    assert!(printed.contains("restored"), "{printed}");
+    let mut r = Server::launch_args(restored, 4, &[], &[]);
+    assert_eq!(keys(&r).await, keys(&s).await);
+    let n: i64 = r
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM after_failover", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "the write after the failover is not in the archive");
+    r.stop();
+
     // The old primary comes back: fenced, and it reports what it had that
     // the new primary lacks.
     p.restart();

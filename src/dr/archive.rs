@@ -10,7 +10,16 @@
 //! - `checkpoints/<id>/<file>`: a checkpoint's files, `MANIFEST` last, so a
 //!   checkpoint whose manifest is listed is whole;
 //! - `positions`: where shipping stands and up to which time the archive is
-//!   consistent across logs (rewritten every round; see [`Positions`]).
+//!   consistent across logs (rewritten every round; see [`Positions`]);
+//! - `timelines/<epoch:010>/`: the same layout again for each primary that
+//!   took over by a failover or handover (its write lease epoch, 2 and
+//!   up), like PostgreSQL's timelines: its logs followed the replaced
+//!   primary's only up to the takeover, so it never ships into the
+//!   replaced one's objects. The first primary's (epoch 0 or 1) is the
+//!   top level. Readers take the newest timeline with a complete round
+//!   (see [`Provider::newest_timeline`]), or the one asked for;
+//! - `lease` and `failovers/`: the write lease and the failovers' records
+//!   (`dr::lease`, `dr::failover`), at the top level only.
 //!
 //! **Objects** are enveloped: `"FORTARC1" | flags:u8 | raw_len:u64 |
 //! raw_crc:u32 | stored_len:u64 | stored | crc:u32`, little-endian, where
@@ -43,6 +52,17 @@ const HEADER: usize = 8 + 1 + 8 + 4 + 8;
 pub const IDENTITY: &str = "fortress.archive";
 /// The shipping positions object.
 pub const POSITIONS: &str = "positions";
+/// Where the timelines of later primaries are.
+pub const TIMELINES: &str = "timelines";
+
+/// The URL of the timeline of the primary holding write lease `epoch` in
+/// the archive at `url`: the archive itself for the first primary.
+pub fn timeline_url(url: &str, epoch: u64) -> String {
+    match epoch {
+        0 | 1 => url.to_string(),
+        e => format!("{}/{TIMELINES}/{e:010}", url.trim_end_matches('/')),
+    }
+}
 const ZSTD_LEVEL: i32 = 3;
 
 /// How shipped bytes are compressed.
@@ -375,6 +395,33 @@ impl Provider {
             .collect();
         out.sort();
         Ok(out)
+    }
+
+    /// The epoch of the newest timeline under `timelines/` holding a
+    /// complete shipping round (its `positions`); `None` if there is none
+    /// (the top level is then the newest).
+    pub async fn newest_timeline(&self) -> anyhow::Result<Option<u64>> {
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&self.path(TIMELINES)))
+            .await
+            .with_context(|| format!("archive {}: listing {TIMELINES}", self.name))?;
+        let mut epochs: Vec<u64> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename()?.parse().ok())
+            .collect();
+        epochs.sort_unstable_by(|a, b| b.cmp(a));
+        for e in epochs {
+            if self
+                .get(&format!("{TIMELINES}/{e:010}/{POSITIONS}"))
+                .await?
+                .is_some()
+            {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
     }
 
     /// Object `rel` with the version a conditional write compares

@@ -228,6 +228,12 @@ impl Manager {
         m
     }
 
+    /// The write lease epoch this node last held (0: never): the
+    /// timeline it ships into (see [`super::archive::TIMELINES`]).
+    pub fn epoch(&self) -> u64 {
+        self.lease.my_epoch()
+    }
+
     pub fn status(&self) -> FailoverStatus {
         FailoverStatus {
             lease: self.lease.status(),

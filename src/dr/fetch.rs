@@ -35,9 +35,21 @@ struct LogPlan {
     objects: Vec<(u64, u64, String, u64)>,
 }
 
+/// Which timeline of an archive to read (see [`archive::TIMELINES`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Timeline {
+    /// The newest with a complete shipping round.
+    Newest,
+    /// The one of the primary that held this write lease epoch.
+    Of(u64),
+}
+
 /// An archive being downloaded into `dir`.
 pub struct Download {
     provider: Arc<Provider>,
+    /// The timeline read: the lease epoch of the primary that wrote it (1
+    /// for the first primary's).
+    pub timeline: u64,
     pub dir: PathBuf,
     rt: tokio::runtime::Runtime,
     /// Where shipping stood when the archive was last written to.
@@ -49,14 +61,22 @@ pub struct Download {
 }
 
 impl Download {
-    /// Opens the archive at `url` and writes the identity and every
-    /// checkpoint manifest into `dir` (created, empty).
-    pub fn begin(url: &str, dir: &Path) -> anyhow::Result<Download> {
-        let provider = Arc::new(Provider::open("source", url)?);
+    /// Opens timeline `which` of the archive at `url` and writes the
+    /// identity and every checkpoint manifest into `dir` (created, empty).
+    pub fn begin(url: &str, dir: &Path, which: Timeline) -> anyhow::Result<Download> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?;
+        let epoch = match which {
+            Timeline::Of(e) => e,
+            Timeline::Newest => {
+                let top = Provider::open("source", url)?;
+                rt.block_on(top.newest_timeline())?.unwrap_or(1)
+            }
+        };
+        let url = &archive::timeline_url(url, epoch);
+        let provider = Arc::new(Provider::open("source", url)?);
         let (identity, positions, manifests) = rt.block_on(async {
             let id = provider.get(archive::IDENTITY).await?.with_context(|| {
                 format!(
@@ -89,6 +109,7 @@ impl Download {
         )?;
         let d = Download {
             provider,
+            timeline: epoch.max(1),
             dir: dir.to_path_buf(),
             rt,
             positions,

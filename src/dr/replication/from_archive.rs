@@ -1,6 +1,8 @@
-//! A standby's copy from an archive its primary ships to: the first copy,
-//! made from a checkpoint rather than from the primary's first record,
-//! and the catch-up of a standby whose primary recycled records it lacks.
+//! A standby's copy from an archive its primary ships to (the timeline of
+//! the primary's lease epoch, see [`crate::dr::archive::TIMELINES`]): the
+//! first copy, made from a checkpoint rather than from the primary's first
+//! record, and the catch-up of a standby whose primary recycled records it
+//! lacks.
 //!
 //! **First copy.** The newest checkpoint the archive's consistent cut
 //! covers becomes each shard's store ([`install_base`]), and the archived
@@ -29,7 +31,7 @@ use fortress_storage::restore::{install_base, Cutoff, ShardSource};
 use fortress_storage::wal::{decode, list_segments, Decoded};
 use fortress_storage::Timestamp;
 
-use crate::dr::fetch::Download;
+use crate::dr::fetch::{Download, Timeline};
 
 /// What a first copy or catch-up took from the archive.
 #[derive(Debug, Default)]
@@ -50,14 +52,15 @@ fn log_names(shards: u32) -> Vec<String> {
         .collect()
 }
 
-/// Opens the archive at `url` into `staging` (emptied first), checking
-/// that it is `cluster`'s.
-fn open(url: &str, staging: &Path, cluster: &str) -> anyhow::Result<Download> {
+/// Opens the timeline of the primary holding lease `epoch` in the archive
+/// at `url` into `staging` (emptied first), checking that it is
+/// `cluster`'s.
+fn open(url: &str, epoch: u64, staging: &Path, cluster: &str) -> anyhow::Result<Download> {
     if staging.exists() {
         std::fs::remove_dir_all(staging)
             .with_context(|| format!("removing an old download {}", staging.display()))?;
     }
-    let download = Download::begin(url, staging)?;
+    let download = Download::begin(url, staging, Timeline::Of(epoch))?;
     let theirs = fortress_proxy::cluster::read_identity(staging)?
         .context("the archive's identity was not staged")?;
     if theirs.id != cluster {
@@ -70,18 +73,20 @@ fn open(url: &str, staging: &Path, cluster: &str) -> anyhow::Result<Download> {
 }
 
 /// Makes the new standby copy in `dir`, whose identity is `identity`
-/// (not yet written), from the archive at `url`. `None`, with nothing
+/// (not yet written), from the archive at `url` (the timeline of the
+/// primary holding lease `epoch`). `None`, with nothing
 /// changed, when the archive has no complete shipping round or no
 /// checkpoint its consistent cut covers: the copy then streams from its
 /// primary's first record.
 pub fn first_copy(
     dir: &Path,
     url: &str,
+    epoch: u64,
     identity: &Identity,
     cipher: Option<Arc<Cipher>>,
 ) -> anyhow::Result<Option<Taken>> {
     let staging = beside(dir, "copy")?;
-    let result = make_copy(dir, url, identity, cipher, &staging);
+    let result = make_copy(dir, url, epoch, identity, cipher, &staging);
     let _ = std::fs::remove_dir_all(&staging);
     if !matches!(result, Ok(Some(_))) {
         // Nothing half made is left for the stream to build on.
@@ -96,11 +101,12 @@ pub fn first_copy(
 fn make_copy(
     dir: &Path,
     url: &str,
+    epoch: u64,
     identity: &Identity,
     cipher: Option<Arc<Cipher>>,
     staging: &Path,
 ) -> anyhow::Result<Option<Taken>> {
-    let download = open(url, staging, &identity.id)?;
+    let download = open(url, epoch, staging, &identity.id)?;
     let positions = download.positions.clone();
     let names = log_names(identity.shards);
     let Some(ends) = names
@@ -172,18 +178,19 @@ fn make_copy(
 }
 
 /// Brings the standby `cluster` (its data directory `dir`) to the
-/// consistent cut of the archive at `url`, taking every log's archived
+/// consistent cut of the archive at `url` (the timeline of the primary
+/// holding lease `epoch`), taking every log's archived
 /// records after its end. Fails, changing nothing, if the archive stands
 /// behind the copy, or lacks records right after its end.
-pub fn catch_up(cluster: &Cluster, dir: &Path, url: &str) -> anyhow::Result<Taken> {
+pub fn catch_up(cluster: &Cluster, dir: &Path, url: &str, epoch: u64) -> anyhow::Result<Taken> {
     let staging = beside(dir, "catch-up")?;
-    let result = take_records(cluster, url, &staging);
+    let result = take_records(cluster, url, epoch, &staging);
     let _ = std::fs::remove_dir_all(&staging);
     result
 }
 
-fn take_records(cluster: &Cluster, url: &str, staging: &Path) -> anyhow::Result<Taken> {
-    let download = open(url, staging, cluster.id())?;
+fn take_records(cluster: &Cluster, url: &str, epoch: u64, staging: &Path) -> anyhow::Result<Taken> {
+    let download = open(url, epoch, staging, cluster.id())?;
     let positions = download.positions.clone();
     let names = log_names(cluster.shard_count());
     let have = cluster.log_ends();

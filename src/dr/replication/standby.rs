@@ -61,6 +61,14 @@ pub struct Follower {
 /// Where a standby keeps the lease epoch of the primary it follows.
 const EPOCH_FILE: &str = "standby.epoch";
 
+/// Records in the copy `dir` that it follows the primary of lease `epoch`.
+fn save_epoch(dir: &Path, epoch: u64) -> std::io::Result<()> {
+    let path = dir.join(EPOCH_FILE);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, epoch.to_string())?;
+    std::fs::rename(&tmp, &path)
+}
+
 struct FollowState {
     /// `None` while streaming; what went wrong otherwise.
     trouble: Option<String>,
@@ -151,12 +159,8 @@ impl Follower {
         }
         self.upstream_epoch
             .store(epoch, std::sync::atomic::Ordering::Relaxed);
-        let path = self.upstream.dir.join(EPOCH_FILE);
-        let tmp = path.with_extension("tmp");
-        let saved =
-            std::fs::write(&tmp, epoch.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = saved {
-            tracing::warn!(file = %path.display(), error = %e, "keeping the followed primary's epoch");
+        if let Err(e) = save_epoch(&self.upstream.dir, epoch) {
+            tracing::warn!(dir = %self.upstream.dir.display(), error = %e, "keeping the followed primary's epoch");
         }
     }
 
@@ -241,27 +245,23 @@ pub async fn bootstrap(
         id: welcome.cluster,
     };
     std::fs::create_dir_all(dir)?;
-    let archives = match archive_history(welcome.epoch) {
-        Ok(()) => upstream.archives.as_slice(),
-        Err(why) => {
-            if !upstream.archives.is_empty() {
-                tracing::warn!("{why}: streaming the whole copy from the primary");
-            }
-            &[]
-        }
-    };
-    for url in archives {
+    for url in &upstream.archives {
         let (d, u, i, c) = (
             dir.to_path_buf(),
             url.clone(),
             identity.clone(),
             cipher.clone(),
         );
-        let made =
-            tokio::task::spawn_blocking(move || super::from_archive::first_copy(&d, &u, &i, c))
-                .await?;
+        let epoch = welcome.epoch;
+        let made = tokio::task::spawn_blocking(move || {
+            super::from_archive::first_copy(&d, &u, epoch, &i, c)
+        })
+        .await?;
         match made {
             Ok(Some(t)) => {
+                // The copy holds that primary's history: the primary must
+                // not take it for one that followed the primary before.
+                save_epoch(dir, welcome.epoch)?;
                 tracing::info!(archive = %url, checkpoint = t.checkpoint.as_deref().unwrap_or(""), rows = t.rows, bytes = t.bytes,
                     "made this standby's copy from the archive's checkpoint and logs");
                 break;
@@ -417,26 +417,12 @@ pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
     follower
 }
 
-/// Whether the archives hold the history of a primary whose lease epoch
-/// is `epoch`: only of the first holder (or of a primary without a
-/// lease). After a failover they hold the replaced primary's, which may
-/// go past the takeover; a promoted standby ships to no archive.
-fn archive_history(epoch: u64) -> Result<(), String> {
-    match epoch {
-        0 | 1 => Ok(()),
-        _ => Err(format!(
-            "the archives hold the history of the primary before the failover to lease epoch {epoch}, and a promoted primary ships to none"
-        )),
-    }
-}
-
 /// Takes what the primary recycled from the first archive that has it,
 /// up to the archive's consistent cut (see [`super::from_archive`]).
 async fn catch_up(f: &Follower) -> anyhow::Result<()> {
     if f.upstream.archives.is_empty() {
         bail!("give this standby its primary's archive (--archive) to take them from there");
     }
-    archive_history(f.upstream_epoch()).map_err(anyhow::Error::msg)?;
     let mut failed = Vec::new();
     for url in &f.upstream.archives {
         {
@@ -445,9 +431,11 @@ async fn catch_up(f: &Follower) -> anyhow::Result<()> {
         }
         tracing::warn!(archive = %url, "the primary recycled records this standby lacks: taking them from the archive");
         let (cluster, dir, u) = (f.cluster.clone(), f.upstream.dir.clone(), url.clone());
-        let took =
-            tokio::task::spawn_blocking(move || super::from_archive::catch_up(&cluster, &dir, &u))
-                .await?;
+        let epoch = f.upstream_epoch();
+        let took = tokio::task::spawn_blocking(move || {
+            super::from_archive::catch_up(&cluster, &dir, &u, epoch)
+        })
+        .await?;
         match took {
             Ok(t) => {
                 tracing::info!(archive = %url, bytes = t.bytes, "caught up from the archive; streaming from the primary again");
