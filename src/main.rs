@@ -568,7 +568,8 @@ fn after_promotion(
 
 /// `fortress standby --rebuild`: an existing copy in `dir` (one that
 /// followed another history, such as a primary replaced by a failover) is
-/// moved beside it, kept, and the standby starts over from its primary.
+/// moved beside it, kept, and the standby starts over from its primary;
+/// its users file is copied back (who may connect stays as it was).
 fn set_aside(dir: &std::path::Path) -> anyhow::Result<()> {
     if fortress_proxy::cluster::read_identity(dir)?.is_none() {
         return Ok(());
@@ -591,6 +592,13 @@ fn set_aside(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::rename(&dir, &aside)
         .with_context(|| format!("moving {} to {}", dir.display(), aside.display()))?;
     drop(held);
+    // Who may connect is the node's, not the copy's: the users stay.
+    let users = aside.join(fortress_proxy::users::USERS_FILE);
+    if users.exists() {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(&users, dir.join(fortress_proxy::users::USERS_FILE))
+            .with_context(|| format!("keeping the users of {}", aside.display()))?;
+    }
     tracing::warn!(
         kept = %aside.display(),
         "--rebuild: the old copy is kept there; this standby starts over from its primary"
@@ -637,5 +645,36 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term.recv() => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_rebuild_sets_the_copy_aside_and_keeps_the_users() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("node");
+        std::fs::create_dir_all(&dir).unwrap();
+        fortress_proxy::cluster::write_identity(&dir, 2, 16).unwrap();
+        let users = fortress_proxy::users::USERS_FILE;
+        std::fs::write(dir.join(users), "alice:x\n").unwrap();
+        std::fs::write(dir.join("other"), "copy").unwrap();
+        super::set_aside(&dir).unwrap();
+        let aside: Vec<_> = std::fs::read_dir(root.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().contains("node.old-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert!(aside[0].join("other").exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.join(users)).unwrap(),
+            "alice:x\n"
+        );
+        assert!(!dir.join("other").exists());
+        assert!(fortress_proxy::cluster::read_identity(&dir)
+            .unwrap()
+            .is_none());
     }
 }

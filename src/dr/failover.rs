@@ -126,8 +126,13 @@ pub struct Manager {
     replaced: Mutex<Option<Lost>>,
     /// Whether a replaced node rejoins as a standby by itself.
     rejoin: bool,
-    /// Whether it said it cannot (no address to follow).
-    said_no_address: std::sync::atomic::AtomicBool,
+    /// Whether it said why it does not rejoin.
+    said_why_not: std::sync::atomic::AtomicBool,
+    /// Set once what a replaced node had beyond the takeover is counted
+    /// and saved: only then does it set its copy aside.
+    report_saved: std::sync::atomic::AtomicBool,
+    /// Set once a rejoin failed (the exec): it is not tried again.
+    rejoin_failed: std::sync::atomic::AtomicBool,
 }
 
 /// The failover state as status reports it.
@@ -216,7 +221,9 @@ impl Manager {
             history: Default::default(),
             acting: Default::default(),
             replaced: Default::default(),
-            said_no_address: Default::default(),
+            said_why_not: Default::default(),
+            report_saved: Default::default(),
+            rejoin_failed: Default::default(),
         });
         // The first period before serving: a primary that holds the lease
         // takes writes from its first connection.
@@ -332,7 +339,14 @@ impl Manager {
     /// standby of the lease's holder once that one has taken the lease and
     /// says where it streams from (see [`super::rejoin`]).
     async fn rejoin(&self) {
-        if !self.rejoin {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.rejoin || self.rejoin_failed.load(Relaxed) {
+            return;
+        }
+        if !self.report_saved.load(Relaxed) {
+            if !self.said_why_not.swap(true, Relaxed) {
+                tracing::error!("what this node had beyond the takeover could not be counted and saved: it stays fenced, with its copy, for a look; rejoin it by hand with fortress standby --rebuild");
+            }
             return;
         }
         let Some(r) = self.lease.seen() else {
@@ -342,10 +356,7 @@ impl Manager {
             return;
         }
         let Some(addr) = r.replication.clone() else {
-            if !self
-                .said_no_address
-                .swap(true, std::sync::atomic::Ordering::Relaxed)
-            {
+            if !self.said_why_not.swap(true, Relaxed) {
                 tracing::warn!(holder = %r.holder, "the new primary advertises no replication address (--replication-listen): rejoin it by hand with fortress standby --rebuild");
             }
             return;
@@ -354,10 +365,12 @@ impl Manager {
         let failed =
             tokio::task::spawn_blocking(move || super::rejoin::exec_as_standby(&c, &addr, &name))
                 .await;
-        match failed {
-            Ok(e) => tracing::error!(error = %format!("{e:#}"), "could not rejoin as a standby"),
-            Err(e) => tracing::error!(error = %e, "could not rejoin as a standby"),
-        }
+        self.rejoin_failed.store(true, Relaxed);
+        let why = match failed {
+            Ok(e) => format!("{e:#}"),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(error = %why, "could not rejoin as a standby (not tried again): rejoin it by hand with fortress standby --rebuild");
     }
 
     /// A standby's period: takes over when the lease was handed to it,
@@ -573,8 +586,14 @@ impl Manager {
         );
         let file = self.dir.join(format!("failover-{epoch:010}-lost.json"));
         let body = serde_json::to_vec_pretty(&lost).expect("a report serializes");
-        if let Err(e) = std::fs::write(&file, &body) {
-            tracing::error!(file = %file.display(), error = %e, "saving the lost-transactions report");
+        match std::fs::write(&file, &body) {
+            Ok(()) if lost.transactions.is_some() => self
+                .report_saved
+                .store(true, std::sync::atomic::Ordering::Relaxed),
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(file = %file.display(), error = %e, "saving the lost-transactions report")
+            }
         }
         let mut shared = lost.clone();
         shared.txids.clear();
@@ -693,6 +712,8 @@ impl Manager {
                     "handed the write lease over; this node takes no more writes"
                 );
                 standbys.retire(&format!("it handed the write lease over to {to}"));
+                self.report_saved
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 // Nothing is lost: writes stopped where the standby caught up.
                 *self.replaced.lock().expect("replaced") = Some(Lost {
                     epoch: self.lease.my_epoch() + 1,

@@ -8,7 +8,8 @@
 //! - held by every archive;
 //! - held by every standby streaming from this primary, and by every
 //!   synchronous one even while it is away (an asynchronous standby away
-//!   when its records go must be rebuilt);
+//!   when its records go takes them from an archive, every one of which
+//!   holds them by the rule above);
 //!
 //! and it is not among the newest `--wal-keep-segments` that pass. The
 //! coordinator's decision log is small and is kept whole.

@@ -1181,8 +1181,8 @@ impl ShardStore {
                 .values()
                 .flat_map(|t| std::iter::once(t.id).chain(t.indexes.iter().map(|i| i.id)));
             for id in ids {
+                // Its applied mark is written once the rows are in.
                 let tree = state.db.open_tree(tree_name(id))?;
-                tree.insert(APPLIED_KEY, &applied_value(after, 0))?;
                 held.insert(id, after);
                 trees.insert(id, tree);
             }

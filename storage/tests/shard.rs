@@ -1407,10 +1407,14 @@ fn copy_from_checkpoint(
     };
     let (stats, after) = install_base(&src, to, &mut |_| {}).unwrap();
     assert_eq!((after, stats.rows), (cut.wal_after, 5));
-    // The source's log, LSN for LSN (its first segment starts before the
-    // base: what the store holds is put back as it was).
+    // The source's log, LSN for LSN, as an archive holds it: whole
+    // segments from the one holding the record after the cut (what comes
+    // before it in that segment the store holds, and is put back as it was).
     s.flush().unwrap();
     copy_dir(&from.join("wal"), &to.join("wal"));
+    let (removed, _) =
+        fortress_storage::wal::remove_segments_through(&to.join("wal"), cut.wal_after).unwrap();
+    assert!(removed > 0, "the log before the cut is gone");
     ShardStore::open(0, to, clocked().1).unwrap()
 }
 
@@ -1419,7 +1423,9 @@ fn a_copy_built_on_a_checkpoint_continues_the_log_and_its_transactions() {
     use fortress_storage::checkpoint::Manifest;
     let dir = tempfile::tempdir().unwrap();
     let cp = tempfile::tempdir().unwrap();
-    let (clock, opts) = clocked();
+    let (clock, mut opts) = clocked();
+    // A segment per record or two: the copy gets only those after the cut.
+    opts.wal.segment_bytes = 64;
     let s = ShardStore::open(0, dir.path(), opts).unwrap();
     with_prepared_77(&s, &clock);
     insert(&s, 4..5);

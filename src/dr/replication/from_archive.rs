@@ -9,15 +9,20 @@
 //! logs after the checkpoint, to that cut, become the copy's logs, LSN for
 //! LSN with the primary's; the coordinator's log comes whole. The copy's
 //! reads open at the cut, and the stream from the primary goes on from its
-//! ends. Everything is downloaded beside the data directory, checked
-//! (envelopes, records, the checkpoint's blocks), and only then moved in;
-//! the caller writes the identity last, so a copy cut short by a crash is
-//! made again from the start.
+//! ends. The download is staged inside the data directory (same disk) and
+//! checked (envelopes, records, the checkpoint's blocks); the stores are
+//! built in place, the logs moved in, everything synced, and the caller
+//! writes the identity last, so a copy cut short by a crash (or failed) is
+//! wiped and made again from the start.
 //!
 //! **Catch-up.** The archive's records after each log's end, to its
-//! consistent cut, are logged and applied as the stream's would be, and
-//! reads move to the cut once every log stands there. The primary keeps
-//! every record no archive holds yet, so from the cut it can stream again.
+//! consistent cut, are logged and applied as the stream's would be, the
+//! coordinator's log first (so a shard never holds a commit whose decision
+//! the copy lacks, should it be promoted midway), and reads move to the
+//! cut once every log stands there. The archive's record at each log's
+//! end must be the copy's own: an archive of another history is refused.
+//! The primary keeps every record no archive holds yet, so from the cut
+//! it can stream again.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -85,7 +90,7 @@ pub fn first_copy(
     identity: &Identity,
     cipher: Option<Arc<Cipher>>,
 ) -> anyhow::Result<Option<Taken>> {
-    let staging = beside(dir, "copy")?;
+    let staging = staging(dir, "copy");
     let result = make_copy(dir, url, epoch, identity, cipher, &staging);
     let _ = std::fs::remove_dir_all(&staging);
     if !matches!(result, Ok(Some(_))) {
@@ -173,6 +178,11 @@ fn make_copy(
     }
     std::fs::rename(staging.join("coordinator"), dir.join("coordinator"))?;
     fortress_proxy::standby::record_cut(dir, taken.cut)?;
+    // Durable before the identity makes it a copy.
+    for name in &names {
+        sync_tree(&dir.join(name))?;
+    }
+    fortress_storage::checkpoint::sync_dir(dir)?;
     taken.bytes = download.bytes.load(std::sync::atomic::Ordering::Relaxed);
     Ok(Some(taken))
 }
@@ -183,7 +193,7 @@ fn make_copy(
 /// records after its end. Fails, changing nothing, if the archive stands
 /// behind the copy, or lacks records right after its end.
 pub fn catch_up(cluster: &Cluster, dir: &Path, url: &str, epoch: u64) -> anyhow::Result<Taken> {
-    let staging = beside(dir, "catch-up")?;
+    let staging = staging(dir, "catch-up");
     let result = take_records(cluster, url, epoch, &staging);
     let _ = std::fs::remove_dir_all(&staging);
     result
@@ -208,12 +218,22 @@ fn take_records(cluster: &Cluster, url: &str, epoch: u64, staging: &Path) -> any
     if ends == have {
         bail!("the archive at {url} holds nothing after this standby's logs");
     }
+    let cipher = cluster.cipher().map(|k| &**k);
+    let logs = cluster.logs();
     for (i, name) in names.iter().enumerate() {
         if ends[i] > have[i] {
-            download.fetch_log(name, staging.join(name), have[i], ends[i])?;
+            // From the object holding the copy's last record, to compare.
+            let from = have[i].saturating_sub(1);
+            download.fetch_log(name, staging.join(name), from, ends[i])?;
+            same_history(logs[i].dir(), &staging.join(name), have[i], cipher)
+                .with_context(|| format!("{url}, {name}"))?;
         }
     }
-    for (i, name) in names.iter().enumerate() {
+    // The coordinator's log first (the last in `logs` order): every
+    // decision a shard's commit record depends on is below its cut.
+    let order = std::iter::once(names.len() - 1).chain(0..names.len() - 1);
+    for i in order {
+        let name = &names[i];
         if ends[i] == have[i] {
             continue;
         }
@@ -235,6 +255,36 @@ fn take_records(cluster: &Cluster, url: &str, epoch: u64, staging: &Path) -> any
     })
 }
 
+/// Checks that the archived log in `archived` (downloaded from the
+/// object holding LSN `at` on) and the copy's log in `local` hold the same
+/// record at `at`, the copy's last: the archive continues this history.
+fn same_history(
+    local: &Path,
+    archived: &Path,
+    at: u64,
+    cipher: Option<&Cipher>,
+) -> anyhow::Result<()> {
+    if at == 0 {
+        return Ok(());
+    }
+    let record = |dir: &Path| -> anyhow::Result<Option<fortress_storage::wal::Record>> {
+        let mut found = None;
+        fortress_storage::wal::read_from(dir, at - 1, cipher, |r| {
+            found = Some(r.clone());
+            Ok(false)
+        })?;
+        Ok(found.filter(|r| r.lsn == at))
+    };
+    let (mine, theirs) = (record(local)?, record(archived)?);
+    match (mine, theirs) {
+        (Some(a), Some(b)) if a == b => Ok(()),
+        (Some(_), Some(_)) => bail!(
+            "the archive's record at LSN {at} differs from this standby's: it holds another history"
+        ),
+        _ => bail!("LSN {at} is missing from this standby's log or from the archive"),
+    }
+}
+
 /// The records of `raw` (whole, checked ones: a downloaded object) after
 /// LSN `lsn`.
 fn after(raw: &[u8], lsn: u64) -> &[u8] {
@@ -248,13 +298,22 @@ fn after(raw: &[u8], lsn: u64) -> &[u8] {
     &raw[pos..]
 }
 
-/// A directory beside `dir` for a download: same disk, outside the copy.
-fn beside(dir: &Path, what: &str) -> anyhow::Result<PathBuf> {
-    let dir = std::path::absolute(dir)?;
-    let name = dir
-        .file_name()
-        .context("the data directory has no name")?
-        .to_string_lossy()
-        .into_owned();
-    Ok(dir.with_file_name(format!(".{name}.{what}")))
+/// Where a download is staged: inside the data directory `dir` (same
+/// disk, so its files move in by rename), apart from the copy's own.
+fn staging(dir: &Path, what: &str) -> PathBuf {
+    dir.join(format!("{what}.download"))
+}
+
+/// Syncs every file under `dir` and every directory, itself included.
+fn sync_tree(dir: &Path) -> anyhow::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            sync_tree(&e.path())?;
+        } else {
+            std::fs::File::open(e.path())?.sync_all()?;
+        }
+    }
+    fortress_storage::checkpoint::sync_dir(dir)?;
+    Ok(())
 }

@@ -83,8 +83,8 @@ struct LinkState {
     acked: Vec<u64>,
     /// The ends of the last round sent.
     sent: Vec<u64>,
-    /// The records the standby needs were recycled: it must be rebuilt,
-    /// and holds nothing back.
+    /// The records the standby needs were recycled: it takes them from an
+    /// archive, and holds nothing back meanwhile.
     gone: bool,
 }
 

@@ -388,11 +388,20 @@ pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
     let task = tokio::spawn(async move {
         let mut last = String::new();
         loop {
+            let mut pause = Duration::from_millis(500);
             let err = match follow(&f).await {
                 Ok(()) => "the primary closed the stream".to_string(),
                 Err(e) if e.downcast_ref::<Gone>().is_some() => match catch_up(&f).await {
-                    Ok(()) => continue,
-                    Err(why) => format!("{e:#}; {why:#}"),
+                    Ok(()) => {
+                        // It answered (GONE) before the catch-up.
+                        f.heard();
+                        continue;
+                    }
+                    Err(why) => {
+                        // Archives fill in every round: try again after a few.
+                        pause = Duration::from_secs(5);
+                        format!("{e:#}; {why:#}")
+                    }
                 },
                 Err(e) => format!("{e:#}"),
             };
@@ -410,7 +419,7 @@ pub fn spawn(cluster: Arc<Cluster>, upstream: Upstream) -> Arc<Follower> {
                 st.trouble = Some(format!("reconnecting: {err}"));
                 st.receiving = 0;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(pause).await;
         }
     });
     *follower.tasks.lock().expect("follower") = vec![task.abort_handle(), checks.abort_handle()];
