@@ -481,6 +481,18 @@ pub struct ServeArgs {
     /// standby`).
     #[arg(long, env = "FORTRESS_NODE_NAME")]
     pub name: Option<String>,
+    /// A multi-master peer, NAME=ADDR (its --replication-listen);
+    /// repeatable. Every peer takes writes and pulls every other's; give
+    /// each node --name and --replication-listen, and every peer the same
+    /// tables and --conflict.
+    #[arg(long = "peer", env = "FORTRESS_PEER", value_delimiter = ',', action = clap::ArgAction::Append)]
+    pub peers: Vec<String>,
+    /// How multi-master peers choose between two versions of a row:
+    /// `timestamp` (the greater hybrid-clock commit time), `lww` (the
+    /// greater wall-clock time), `version-vector` (concurrent versions kept
+    /// as siblings, listed in fortress_conflicts until a later write).
+    #[arg(long, env = "FORTRESS_CONFLICT", default_value = "timestamp", value_parser = parse_resolver)]
+    pub conflict: fortress_storage::conflict::Resolver,
     /// The archive (by its --archive name) holding the write lease, which
     /// decides the one node that takes writes; `off` for none. Default:
     /// the first --archive, on a node with standbys (--replication-listen)
@@ -508,6 +520,10 @@ pub struct ServeArgs {
     /// `manual` stays fenced until started that way.
     #[arg(long, env = "FORTRESS_REJOIN", value_enum, default_value_t = FailoverMode::Auto)]
     pub rejoin: FailoverMode,
+}
+
+fn parse_resolver(text: &str) -> Result<fortress_storage::conflict::Resolver, String> {
+    text.parse()
 }
 
 fn parse_score(text: &str) -> Result<f64, String> {

@@ -165,6 +165,14 @@ fn serve(
             anyhow::bail!("--primary-timeout must be above zero");
         }
     }
+    if !args.peers.is_empty() {
+        if upstream.is_some() {
+            anyhow::bail!("a standby has no --peer: its primary's peers are the primary's");
+        }
+        if args.replication_listen.is_none() || args.name.is_none() {
+            anyhow::bail!("--peer needs --name (this node among its peers) and --replication-listen (where the peers pull from)");
+        }
+    }
     if args.shards == 0 || args.shards > 1024 {
         anyhow::bail!("--shards must be between 1 and 1024");
     }
@@ -313,6 +321,24 @@ fn serve(
         let follower = upstream
             .clone()
             .map(|up| dr::replication::standby::spawn(cluster.clone(), up));
+        let peers = match args.peers.is_empty() {
+            true => None,
+            false => {
+                let list = args
+                    .peers
+                    .iter()
+                    .map(|p| dr::replication::peer::parse_peer(p).map_err(anyhow::Error::msg))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                cluster.set_peer_name(&node_name);
+                Some(dr::replication::peer::spawn(
+                    cluster.clone(),
+                    &args.data_dir,
+                    &node_name,
+                    args.conflict,
+                    list,
+                )?)
+            }
+        };
         let mut standbys = None;
         if let Some(addr) = &args.replication_listen {
             let token = dr::replication::token_from_env();
@@ -331,7 +357,16 @@ fn serve(
                 cluster.clone(),
                 token,
                 args.sync_policy(),
+                peers.clone(),
             );
+            if let Some(p) = &peers {
+                let (p, s) = (p.clone(), serving.clone());
+                cluster.set_replication_report(Arc::new(move || {
+                    let mut rows = s.rows();
+                    rows.extend(p.rows());
+                    rows
+                }));
+            }
             standbys = Some(serving);
         }
         let failover = match lease_archive {

@@ -85,6 +85,8 @@ pub struct Cluster {
     commit_wait: RwLock<Option<CommitWait>>,
     /// Says why writes are refused, if they are (the write lease).
     fence: RwLock<Option<WriteFence>>,
+    /// This node's name among multi-master peers, if it has any.
+    peer_name: RwLock<Option<String>>,
     /// Statements that write (or COMMITs of blocks that wrote) running now.
     writing: std::sync::atomic::AtomicUsize,
 }
@@ -108,6 +110,30 @@ pub type WriteFence = Arc<dyn Fn(bool) -> Option<String> + Send + Sync>;
 /// standbys hold the logs that far (or the primary degraded to async).
 pub type CommitWait =
     Arc<dyn Fn(Vec<u64>) -> futures::future::BoxFuture<'static, Result<()>> + Send + Sync>;
+
+/// A row version a multi-master peer committed, as it travels: its
+/// table by name (ids differ between nodes), its encoded primary key.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct PeerChange {
+    pub table: String,
+    pub key: Vec<u8>,
+    pub row: Option<fortress_storage::Row>,
+    pub stamp: fortress_storage::conflict::Stamp,
+}
+
+/// A row whose versions on two peers were written concurrently (version
+/// vectors): the one visible and the sibling kept until resolved.
+#[derive(Clone, Debug)]
+pub struct Conflict {
+    pub table: String,
+    pub key: Vec<fortress_storage::Value>,
+    pub sibling: Option<fortress_storage::Row>,
+    pub sibling_node: String,
+    pub sibling_ts: Timestamp,
+    pub visible: Option<fortress_storage::Row>,
+    pub visible_node: String,
+    pub visible_ts: Timestamp,
+}
 
 /// A round a standby has logged durably and not yet applied (see
 /// [`Cluster::follow_log`]).
@@ -512,6 +538,7 @@ impl Cluster {
             replication: RwLock::new(None),
             commit_wait: RwLock::new(None),
             fence: RwLock::new(None),
+            peer_name: RwLock::new(None),
             writing: Default::default(),
         })
     }
@@ -637,6 +664,121 @@ impl Cluster {
         }
         read_point.advance(cut_ts, logged.records, &self.stores);
         Ok(())
+    }
+
+    /// The committed row versions this node wrote itself among `records`
+    /// (decoded from shard `shard`'s log), for a multi-master peer, each
+    /// stamped as `me` (see [`fortress_storage::conflict`]); versions a
+    /// peer wrote are never sent back.
+    pub fn changes_for_peer(
+        &self,
+        shard: usize,
+        me: &str,
+        records: &[fortress_storage::wal::Record],
+    ) -> Result<Vec<PeerChange>> {
+        let store = self.store(shard)?;
+        let catalog = store.catalog();
+        let changes = store.changes_for_peer(me, records)?;
+        Ok(changes
+            .into_iter()
+            .filter_map(|c| {
+                let table = catalog.by_id(c.table)?.name.clone();
+                Some(PeerChange {
+                    table,
+                    key: c.key,
+                    row: c.row,
+                    stamp: c.stamp,
+                })
+            })
+            .collect())
+    }
+
+    /// Applies a multi-master peer's row versions to shard `shard` (see
+    /// [`ShardStore::apply_remote`]); 42P01 for a table this node lacks.
+    pub fn apply_remote(
+        &self,
+        shard: usize,
+        me: &str,
+        resolver: fortress_storage::conflict::Resolver,
+        changes: Vec<PeerChange>,
+    ) -> Result<fortress_storage::RemoteApplied> {
+        if self.is_standby() {
+            return Err(ProxyError::new("25006", "a standby takes no peer's writes"));
+        }
+        let store = self.store(shard)?;
+        let catalog = self.catalog();
+        let mut mapped = Vec::with_capacity(changes.len());
+        let mut tables = std::collections::HashSet::new();
+        for c in changes {
+            let def = catalog.tables.get(&c.table).ok_or_else(|| {
+                ProxyError::new(
+                    "42P01",
+                    format!(
+                        "a peer wrote to table \"{}\", which does not exist here: create every table on every peer",
+                        c.table
+                    ),
+                )
+            })?;
+            tables.insert(def.id);
+            mapped.push(fortress_storage::RemoteChange {
+                table: def.id,
+                key: c.key,
+                row: c.row,
+                stamp: c.stamp,
+            });
+        }
+        let done = store.apply_remote(me, resolver, &mapped)?;
+        if done.taken > 0 {
+            self.cache.invalidate_all();
+        }
+        Ok(done)
+    }
+
+    /// Names this node among its multi-master peers (what
+    /// [`Cluster::conflicts`] stamps its own versions with).
+    pub fn set_peer_name(&self, name: &str) {
+        *self.peer_name.write().expect("peer name") = Some(name.to_string());
+    }
+
+    /// The rows of `fortress_conflicts`: the siblings of every shard no
+    /// later write resolved yet (none without peers).
+    pub fn conflicts(&self) -> Result<Vec<Conflict>> {
+        let Some(me) = self.peer_name.read().expect("peer name").clone() else {
+            return Ok(Vec::new());
+        };
+        let me = me.as_str();
+        let catalog = self.catalog();
+        let mut out = Vec::new();
+        for s in &self.stores {
+            for (sib, visible, stamp) in s.siblings(me)? {
+                let Some(def) = catalog.by_id(sib.table) else {
+                    continue;
+                };
+                let key = sib
+                    .row
+                    .as_ref()
+                    .or(visible.as_ref())
+                    .map(|r| def.primary_key.iter().map(|&c| r[c].clone()).collect())
+                    .unwrap_or_default();
+                out.push(Conflict {
+                    table: def.name.clone(),
+                    key,
+                    sibling: sib.row,
+                    sibling_node: sib.stamp.node,
+                    sibling_ts: Timestamp(sib.stamp.ts),
+                    visible,
+                    visible_node: stamp.node,
+                    visible_ts: Timestamp(stamp.ts),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn store(&self, shard: usize) -> Result<&Arc<ShardStore>> {
+        self.stores
+            .get(shard)
+            .ok_or_else(|| ProxyError::new("XX000", format!("there is no shard {shard}")))
     }
 
     /// Takes records of log `log` (by its index in [`Cluster::logs`]) from

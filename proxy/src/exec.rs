@@ -332,6 +332,42 @@ async fn execute_in_session(
         ]);
         return Ok(rows("SHOW", plan.output_columns(), out));
     }
+    if matches!(plan, Plan::ShowConflicts) && session.txn_status() != b'E' {
+        let text = |row: Option<Vec<Value>>| match row {
+            None => Value::Text("(deleted)".into()),
+            Some(r) => Value::Text(format!(
+                "({})",
+                r.iter()
+                    .map(|v| v.to_text().unwrap_or_else(|| "NULL".into()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )),
+        };
+        let time = |t: fortress_storage::Timestamp| Value::Timestamptz(t.wall_micros() as i64);
+        let out = cluster
+            .conflicts()?
+            .into_iter()
+            .map(|c| {
+                let key = c
+                    .key
+                    .iter()
+                    .map(|v| v.to_text().unwrap_or_else(|| "NULL".into()))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                vec![
+                    Value::Text(c.table),
+                    Value::Text(key),
+                    Value::Text(c.visible_node),
+                    time(c.visible_ts),
+                    text(c.visible),
+                    Value::Text(c.sibling_node),
+                    time(c.sibling_ts),
+                    text(c.sibling),
+                ]
+            })
+            .collect();
+        return Ok(rows("SELECT", plan.output_columns(), out));
+    }
     if matches!(plan, Plan::ShowReplication) && session.txn_status() != b'E' {
         let out = cluster
             .replication_rows()
@@ -905,7 +941,7 @@ async fn in_transaction(cluster: &Cluster, txn: &mut Txn, plan: Plan) -> Result<
             "VACUUM cannot run inside a transaction block",
         )),
         Plan::Analyze => Ok(done("ANALYZE")),
-        Plan::Explain(_) | Plan::ShowMetrics | Plan::ShowReplication => {
+        Plan::Explain(_) | Plan::ShowMetrics | Plan::ShowReplication | Plan::ShowConflicts => {
             Err(ProxyError::new("XX000", "EXPLAIN reached the executor"))
         }
         Plan::Begin { .. } | Plan::Commit | Plan::Rollback => Err(ProxyError::new(
@@ -1262,7 +1298,8 @@ async fn autocommit(cluster: &Cluster, session: &Session, plan: Plan) -> Result<
         | Plan::Rollback
         | Plan::Explain(_)
         | Plan::ShowMetrics
-        | Plan::ShowReplication => Err(ProxyError::new(
+        | Plan::ShowReplication
+        | Plan::ShowConflicts => Err(ProxyError::new(
             "XX000",
             "transaction control reached the statement executor",
         )),

@@ -217,6 +217,10 @@ pub enum Plan {
     /// `SHOW fortress.replication`: the standbys streaming from this node,
     /// or on a standby its primary, with their lag.
     ShowReplication,
+    /// `SELECT * FROM fortress_conflicts` (or `SHOW fortress.conflicts`):
+    /// rows whose versions on two multi-master peers were written
+    /// concurrently, with both versions, until a later write resolves them.
+    ShowConflicts,
     /// EXPLAIN: the plan's description, not its execution.
     Explain(Box<Plan>),
     /// `SELECT pg_sleep(n)`: waits, cancellably.
@@ -288,6 +292,22 @@ impl Plan {
                 name: name.clone(),
                 ty: DataType::Text,
             }],
+            Plan::ShowConflicts => [
+                ("table_name", DataType::Text),
+                ("key", DataType::Text),
+                ("visible_node", DataType::Text),
+                ("visible_commit_time", DataType::Timestamptz),
+                ("visible_row", DataType::Text),
+                ("sibling_node", DataType::Text),
+                ("sibling_commit_time", DataType::Timestamptz),
+                ("sibling_row", DataType::Text),
+            ]
+            .into_iter()
+            .map(|(name, ty)| OutputColumn {
+                name: name.into(),
+                ty,
+            })
+            .collect(),
             Plan::ShowReplication => [
                 ("name", DataType::Text),
                 ("role", DataType::Text),

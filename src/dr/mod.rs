@@ -88,6 +88,13 @@ pub fn lease_archive(
     args: &crate::cli::ServeArgs,
     standby: bool,
 ) -> anyhow::Result<Option<Provider>> {
+    if !args.peers.is_empty() {
+        // Peers all take writes: a lease would fence all but one.
+        return match args.lease_archive.as_deref() {
+            None | Some("off") => Ok(None),
+            Some(_) => bail!("--lease-archive and --peer: multi-master peers all take writes, and a write lease would fence all but one"),
+        };
+    }
     let spec = match args.lease_archive.as_deref() {
         Some("off") => return Ok(None),
         Some(name) => args

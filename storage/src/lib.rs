@@ -10,6 +10,7 @@ pub mod bounds;
 pub mod checkpoint;
 pub mod cipher;
 pub mod clock;
+pub mod conflict;
 pub mod durable;
 pub mod error;
 pub mod expr;
@@ -40,7 +41,9 @@ pub use fastmap::{FastHash, FastMap, FastSet};
 pub use func::Func;
 pub use mvcc::{PinGuard, SnapshotPins};
 pub use schema::{Catalog, ColumnDef, DataType, IndexDef, TableDef, TableId};
-pub use shard::{DecisionLog, ShardOptions, ShardStore, TxnStatus};
+pub use shard::{
+    DecisionLog, RemoteApplied, RemoteChange, ShardOptions, ShardStore, Sibling, TxnStatus,
+};
 pub use value::{Row, Value};
 pub use wal::{Lsn, SyncMode};
 

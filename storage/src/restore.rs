@@ -23,7 +23,7 @@ use crate::keycodec::split_versioned;
 use crate::mvcc::decode_version;
 use crate::shard::{
     PrepareRecord, WriteOp, KIND_ABORT_PREPARED, KIND_CATALOG, KIND_COMMIT_PREPARED, KIND_LOAD,
-    KIND_PREPARE, KIND_PREPARE_ALL, KIND_WRITE,
+    KIND_PREPARE, KIND_PREPARE_ALL, KIND_REMOTE, KIND_WRITE,
 };
 use crate::wal::{read_from, Lsn, Record, Wal, WalOptions};
 use crate::ShardId;
@@ -395,10 +395,10 @@ fn replay(out: &mut Output<'_>, src: &ShardSource<'_>, after: Lsn) -> Result<Rep
         out.stats.last_lsn = rec.lsn;
         out.stats.replayed += 1;
         match rec.kind {
-            KIND_WRITE | KIND_CATALOG if src.cutoff.keeps(rec.ts) => {
+            KIND_WRITE | KIND_CATALOG | KIND_REMOTE if src.cutoff.keeps(rec.ts) => {
                 out.append(rec.txid, rec.ts, rec.kind, &rec.payload)?;
             }
-            KIND_WRITE | KIND_CATALOG => {}
+            KIND_WRITE | KIND_CATALOG | KIND_REMOTE => {}
             KIND_LOAD if src.cutoff.keeps(rec.ts) => {
                 out.append(rec.txid, rec.ts, rec.kind, &rec.payload)?;
             }

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::{Fragment, FragmentOutput, LoggedVote, PendingWrite, Shard, TableScan};
 use crate::checkpoint::{ShardCut, TableFile};
 use crate::clock::{HybridClock, Timestamp};
+use crate::conflict::{resolve, Resolver, Stamp, Verdict};
 use crate::durable::{fail_all, DurableQueue, Signal};
 use crate::error::{EvalError, Result, StorageError};
 use crate::expr::Expr;
@@ -59,6 +60,9 @@ pub(crate) const KIND_LOAD: u8 = 6;
 /// A PREPARE that names every participant of its transaction (see
 /// [`PrepareRecord`]); [`KIND_PREPARE`] records come from older versions.
 pub(crate) const KIND_PREPARE_ALL: u8 = 7;
+/// Row versions a multi-master peer committed, applied here with their
+/// stamps (see [`RemoteRecord`]); never sent back to peers.
+pub(crate) const KIND_REMOTE: u8 = 8;
 /// Meta-tree key prefix of prepared, undecided transactions.
 const META_PREPARED: &[u8] = b"prepared/";
 /// Rows per batch a streamed scan hands over.
@@ -102,6 +106,61 @@ impl WriteOp {
             WriteOp::Put { table, key, .. } | WriteOp::Delete { table, key } => (*table, key),
         }
     }
+}
+
+/// A peer's version of one row, to apply here (see
+/// [`ShardStore::apply_remote`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemoteChange {
+    pub table: TableId,
+    /// The encoded primary key.
+    pub key: Vec<u8>,
+    /// The row, or `None` for a deletion.
+    pub row: Option<Row>,
+    pub stamp: Stamp,
+}
+
+/// A version kept beside the visible one of its row because the two were
+/// written concurrently (version vectors), until a later write covers it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sibling {
+    pub table: TableId,
+    pub key: Vec<u8>,
+    pub row: Option<Row>,
+    pub stamp: Stamp,
+    /// The version it lost to (node and commit time): the conflict is
+    /// resolved once a later version covering it replaces that one.
+    pub winner: (String, u64),
+}
+
+/// A stamp stored for the version of `key` at `at` (the record's own
+/// timestamp when `None`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct StampAt {
+    table: TableId,
+    key: Vec<u8>,
+    at: Option<u64>,
+    stamp: Stamp,
+}
+
+/// Payload of a [`KIND_REMOTE`] record: the versions written and the
+/// stamps and siblings stored with them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct RemoteRecord {
+    ops: Vec<WriteOp>,
+    stamps: Vec<StampAt>,
+    siblings: Vec<Sibling>,
+}
+
+/// What [`ShardStore::apply_remote`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemoteApplied {
+    /// Peer versions that became their row's newest.
+    pub taken: u64,
+    /// Peer versions the version here won against (or already was).
+    pub kept: u64,
+    /// Concurrent versions kept as siblings (version vectors).
+    pub conflicts: u64,
 }
 
 /// Payload of a [`KIND_PREPARE_ALL`] record. With every participant named,
@@ -167,6 +226,11 @@ enum Change {
     },
     AbortPrepared {
         txid: TxnId,
+    },
+    /// A peer's versions (see [`KIND_REMOTE`]).
+    Remote {
+        ts: u64,
+        record: RemoteRecord,
     },
 }
 
@@ -462,6 +526,36 @@ struct Materialized {
     dirty: Mutex<DirtyKeys>,
     /// Each recently used row's newest version, for point reads.
     heads: HeadCache,
+    /// The stamps of versions a peer wrote (see [`crate::conflict`]), by
+    /// [`stamp_key`].
+    stamps: sled::Tree,
+    /// Concurrent versions kept as siblings, by [`sibling_key`].
+    siblings: sled::Tree,
+}
+
+/// Key of the stamp of `table`'s row `key` at version `ts`: ordered by
+/// row, then version.
+fn stamp_key(table: TableId, key: &[u8], ts: u64) -> Vec<u8> {
+    let mut k = stamp_prefix(table, key);
+    k.extend_from_slice(&ts.to_be_bytes());
+    k
+}
+
+fn stamp_prefix(table: TableId, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 16);
+    k.extend_from_slice(&table.to_be_bytes());
+    k.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+/// Key of a sibling: its row, then the node and time that wrote it.
+fn sibling_key(s: &Sibling) -> Vec<u8> {
+    let mut k = stamp_prefix(s.table, &s.key);
+    k.extend_from_slice(s.stamp.node.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&s.stamp.ts.to_be_bytes());
+    k
 }
 
 /// More keys than this written between two garbage collections, and the
@@ -539,7 +633,7 @@ pub fn commits_after(
     crate::wal::read_from(dir, after, cipher, |rec| {
         if matches!(
             rec.kind,
-            KIND_WRITE | KIND_COMMIT_PREPARED | KIND_LOAD | KIND_CATALOG
+            KIND_WRITE | KIND_COMMIT_PREPARED | KIND_LOAD | KIND_CATALOG | KIND_REMOTE
         ) {
             out.push((rec.txid, rec.ts));
         }
@@ -596,6 +690,8 @@ impl Materialized {
             .flush_every_ms(Some(1000))
             .open()?;
         let meta = db.open_tree("meta")?;
+        let stamps = db.open_tree("stamps")?;
+        let siblings = db.open_tree("siblings")?;
         let catalog: Catalog = match meta.get(META_CATALOG)? {
             Some(bytes) => postcard::from_bytes(&bytes).map_err(codec)?,
             None => Catalog::default(),
@@ -636,6 +732,8 @@ impl Materialized {
             prepared: Mutex::new(prepared),
             dirty: Mutex::new(DirtyKeys::new(true)),
             heads: HeadCache::new(head_bytes),
+            stamps,
+            siblings,
         })
     }
 
@@ -757,7 +855,55 @@ impl Materialized {
                 self.forget_prepared(*txid, lsn)
             }
             Change::AbortPrepared { txid } => self.forget_prepared(*txid, lsn),
+            Change::Remote { ts, record } => {
+                self.apply_write(lsn, *ts, &record.ops)?;
+                for s in &record.stamps {
+                    let at = s.at.unwrap_or(*ts);
+                    let v = postcard::to_stdvec(&s.stamp).map_err(codec)?;
+                    self.stamps.insert(stamp_key(s.table, &s.key, at), v)?;
+                }
+                for sib in &record.siblings {
+                    let v = postcard::to_stdvec(sib).map_err(codec)?;
+                    self.siblings.insert(sibling_key(sib), v)?;
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// The stamp of the newest version of `key` at or below `ts` that a
+    /// peer wrote (or whose stamp a conflict updated), with its version.
+    fn stamp_at_or_below(
+        &self,
+        table: TableId,
+        key: &[u8],
+        ts: u64,
+    ) -> Result<Option<(u64, Stamp)>> {
+        let prefix = stamp_prefix(table, key);
+        let last = self
+            .stamps
+            .range(prefix.clone()..=stamp_key(table, key, ts))
+            .next_back()
+            .transpose()?;
+        let Some((k, v)) = last else {
+            return Ok(None);
+        };
+        let at = k
+            .get(prefix.len()..)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| StorageError::Codec("bad stamp key".into()))?;
+        Ok(Some((at, postcard::from_bytes(&v).map_err(codec)?)))
+    }
+
+    /// The stamp of the version of `key` committed at `ts` (see
+    /// [`crate::conflict`]): stored if a peer wrote it, else this node's,
+    /// following the newest peer version before it.
+    fn stamp_of(&self, me: &str, table: TableId, key: &[u8], ts: u64) -> Result<Stamp> {
+        Ok(match self.stamp_at_or_below(table, key, ts)? {
+            Some((at, stamp)) if at == ts => stamp,
+            before => Stamp::local(me, ts, before.as_ref().map(|(_, s)| s)),
+        })
     }
 
     /// Drops a transaction resolved by the record at `lsn` from the
@@ -1106,6 +1252,10 @@ fn decode_change(rec: &Record) -> Result<Change> {
         KIND_LOAD => Ok(Change::Load(
             postcard::from_bytes(&rec.payload).map_err(codec)?,
         )),
+        KIND_REMOTE => Ok(Change::Remote {
+            ts: rec.ts,
+            record: postcard::from_bytes(&rec.payload).map_err(codec)?,
+        }),
         k => Err(StorageError::Codec(format!(
             "unknown WAL record kind {k} at LSN {}",
             rec.lsn
@@ -1551,7 +1701,10 @@ impl ShardStore {
         let cipher = self.wal.cipher().map(|c| &**c);
         let mut changes = Vec::new();
         for rec in crate::wal::decode_shipped(bytes, cipher, &self.dir)? {
-            if matches!(rec.kind, KIND_WRITE | KIND_PREPARE | KIND_PREPARE_ALL) {
+            if matches!(
+                rec.kind,
+                KIND_WRITE | KIND_PREPARE | KIND_PREPARE_ALL | KIND_REMOTE
+            ) {
                 self.clock.observe_own(Timestamp(rec.ts));
             }
             changes.push((rec.lsn, decode_change(&rec)?));
@@ -2444,6 +2597,256 @@ impl ShardStore {
         Ok(null.or(duplicate).into_iter().collect())
     }
 
+    /// Applies versions of rows a multi-master peer committed, each
+    /// stamped by it: each is decided against the newest version here by
+    /// `resolver` (see [`crate::conflict`]), as `me`; the winners are
+    /// logged in one record, with their stamps and any siblings, made
+    /// durable and applied at a timestamp of this node's clock (which
+    /// first observes theirs). Waits, as a write does, for rows a logged
+    /// write or a prepared transaction holds.
+    pub fn apply_remote(
+        &self,
+        me: &str,
+        resolver: Resolver,
+        changes: &[RemoteChange],
+    ) -> Result<RemoteApplied> {
+        for c in changes {
+            self.clock
+                .observe(Timestamp(c.stamp.ts))
+                .map_err(|e| StorageError::Codec(format!("a peer's version: {e}")))?;
+        }
+        let deadline = std::time::Instant::now() + IN_DOUBT_WAIT;
+        loop {
+            self.check_failed()?;
+            self.space.check()?;
+            let mut w = self.writer.lock().expect("write lock");
+            let prepared = self.state.prepared.lock().expect("prepared");
+            let (record, done) = self.plan_remote(me, resolver, changes)?;
+            if record.ops.is_empty() && record.stamps.is_empty() && record.siblings.is_empty() {
+                return Ok(done);
+            }
+            let targets: Vec<(TableId, Vec<u8>)> = record
+                .ops
+                .iter()
+                .map(|op| {
+                    let (t, k) = op.target();
+                    (t, k.to_vec())
+                })
+                .collect();
+            let locked = targets.iter().any(|t| prepared.locks.contains_key(t));
+            drop(prepared);
+            if locked {
+                drop(w);
+                if std::time::Instant::now() > deadline {
+                    return Err(in_doubt_lock());
+                }
+                self.wait_for_change();
+                continue;
+            }
+            if let Some(lsn) = targets
+                .iter()
+                .filter_map(|t| w.pending.get(t).copied())
+                .max()
+            {
+                drop(w);
+                self.wait_applied(lsn)?;
+                continue;
+            }
+            let ts = self.clock.now().0;
+            let payload = encode_record(&record)?;
+            let lsn = self.wal.append(0, ts, KIND_REMOTE, &payload)?;
+            w.last_appended = lsn;
+            for t in targets {
+                w.pending.insert(t, lsn);
+            }
+            drop(w);
+            self.commit(lsn, Change::Remote { ts, record })?;
+            return Ok(done);
+        }
+    }
+
+    /// Decides each of `changes` against the newest version of its row
+    /// (under the writer lock): the record to log, and the counts.
+    fn plan_remote(
+        &self,
+        me: &str,
+        resolver: Resolver,
+        changes: &[RemoteChange],
+    ) -> Result<(RemoteRecord, RemoteApplied)> {
+        let mut record = RemoteRecord {
+            ops: Vec::new(),
+            stamps: Vec::new(),
+            siblings: Vec::new(),
+        };
+        let mut done = RemoteApplied::default();
+        // Newest first: a row changed twice in one batch takes the last.
+        let mut planned: HashSet<(TableId, Vec<u8>)> = HashSet::new();
+        for c in changes.iter().rev() {
+            let def = self.table(c.table)?;
+            if let Some(row) = &c.row {
+                if row.len() != def.columns.len() {
+                    return Err(StorageError::Codec(format!(
+                        "a peer's row of \"{}\" has {} columns, this node's table {}",
+                        def.name,
+                        row.len(),
+                        def.columns.len()
+                    )));
+                }
+            }
+            if !planned.insert((c.table, c.key.clone())) {
+                // An older version of a row the batch changes again: the
+                // newer covers it, under every resolver.
+                done.kept += 1;
+                continue;
+            }
+            let tree = self
+                .state
+                .tree(c.table)
+                .ok_or_else(|| StorageError::UnknownTable(def.name.clone()))?;
+            let head = self.state.head(&def, &tree, &c.key)?;
+            let here = match head.ts {
+                0 => None,
+                ts => Some(self.state.stamp_of(me, c.table, &c.key, ts)?),
+            };
+            let op = || match &c.row {
+                Some(row) => WriteOp::Put {
+                    table: c.table,
+                    key: c.key.clone(),
+                    row: row.clone(),
+                },
+                None => WriteOp::Delete {
+                    table: c.table,
+                    key: c.key.clone(),
+                },
+            };
+            match resolve(resolver, here.as_ref(), &c.stamp, None) {
+                Verdict::Keep => done.kept += 1,
+                Verdict::Take(stamp) => {
+                    done.taken += 1;
+                    record.ops.push(op());
+                    record.stamps.push(StampAt {
+                        table: c.table,
+                        key: c.key.clone(),
+                        at: None,
+                        stamp,
+                    });
+                }
+                Verdict::Siblings { take, merged } => {
+                    done.conflicts += 1;
+                    let here = here.expect("siblings need a version here");
+                    let head_row = head
+                        .version
+                        .as_deref()
+                        .map(decode_version)
+                        .transpose()?
+                        .flatten();
+                    let (winner, loser, loser_row) = match take {
+                        true => (c.stamp.clone(), here, head_row),
+                        false => (here, c.stamp.clone(), c.row.clone()),
+                    };
+                    record.siblings.push(Sibling {
+                        table: c.table,
+                        key: c.key.clone(),
+                        row: loser_row,
+                        stamp: loser,
+                        winner: (winner.node.clone(), winner.ts),
+                    });
+                    let stamp = Stamp {
+                        vv: merged,
+                        ..winner
+                    };
+                    if take {
+                        done.taken += 1;
+                        record.ops.push(op());
+                    }
+                    record.stamps.push(StampAt {
+                        table: c.table,
+                        key: c.key.clone(),
+                        // Kept: the version here gets the merged vector.
+                        at: (!take).then_some(head.ts),
+                        stamp,
+                    });
+                }
+            }
+        }
+        Ok((record, done))
+    }
+
+    /// The stamp a peer gets with the version of `key` in `table` this
+    /// node (`me`) committed at `ts`.
+    pub fn stamp_for_peer(&self, me: &str, table: TableId, key: &[u8], ts: u64) -> Result<Stamp> {
+        let before = self
+            .state
+            .stamp_at_or_below(table, key, ts.saturating_sub(1))?;
+        Ok(Stamp::local(me, ts, before.as_ref().map(|(_, s)| s)))
+    }
+
+    /// The versions this node committed among `records` (decoded from
+    /// this shard's log), stamped as `me`, for a multi-master peer:
+    /// single-shard writes and commits of prepared transactions. A peer's
+    /// own versions (never sent back), catalog changes and loads are not.
+    pub fn changes_for_peer(&self, me: &str, records: &[Record]) -> Result<Vec<RemoteChange>> {
+        let mut out = Vec::new();
+        for rec in records {
+            let ops: Vec<WriteOp> = match rec.kind {
+                KIND_WRITE => postcard::from_bytes(&rec.payload).map_err(codec)?,
+                KIND_COMMIT_PREPARED if !rec.payload.is_empty() => {
+                    postcard::from_bytes(&rec.payload).map_err(codec)?
+                }
+                _ => continue,
+            };
+            for op in ops {
+                let (table, key) = op.target();
+                let stamp = self.stamp_for_peer(me, table, key, rec.ts)?;
+                let (table, key, row) = match op {
+                    WriteOp::Put { table, key, row } => (table, key, Some(row)),
+                    WriteOp::Delete { table, key } => (table, key, None),
+                };
+                out.push(RemoteChange {
+                    table,
+                    key,
+                    row,
+                    stamp,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The siblings no later version of their row covers yet (see
+    /// [`crate::conflict`]), as `me` sees them, with the visible
+    /// version's row and stamp.
+    pub fn siblings(&self, me: &str) -> Result<Vec<(Sibling, Option<Row>, Stamp)>> {
+        let mut out = Vec::new();
+        for item in self.state.siblings.iter() {
+            let (_, v) = item?;
+            let sib: Sibling = postcard::from_bytes(&v).map_err(codec)?;
+            let Some(def) = self.state.def(sib.table) else {
+                continue;
+            };
+            let Some(tree) = self.state.tree(sib.table) else {
+                continue;
+            };
+            let head = self.state.head(&def, &tree, &sib.key)?;
+            if head.ts == 0 {
+                continue;
+            }
+            let stamp = self.state.stamp_of(me, sib.table, &sib.key, head.ts)?;
+            let later = (stamp.node.as_str(), stamp.ts) != (sib.winner.0.as_str(), sib.winner.1);
+            if later && stamp.covers(&sib.stamp) {
+                continue;
+            }
+            let row = head
+                .version
+                .as_deref()
+                .map(decode_version)
+                .transpose()?
+                .flatten();
+            out.push((sib, row, stamp));
+        }
+        Ok(out)
+    }
+
     /// Logs and applies the outcome of a prepared transaction.
     fn resolve(&self, txid: TxnId, commit_ts: Option<Timestamp>) -> Result<u64> {
         self.check_failed()?;
@@ -2653,7 +3056,12 @@ impl ShardStore {
                 self.fail_waiting(st, &e, signal);
                 return Err(e);
             }
-            if let Some(Change::Write { ops, .. } | Change::Prepare { ops, .. }) = &change {
+            let ops = match &change {
+                Some(Change::Write { ops, .. } | Change::Prepare { ops, .. }) => Some(ops),
+                Some(Change::Remote { record, .. }) => Some(&record.ops),
+                _ => None,
+            };
+            if let Some(ops) = ops {
                 let mut w = self.writer.lock().expect("write lock");
                 for op in ops {
                     let (t, k) = op.target();

@@ -305,6 +305,9 @@ impl<'a> Binder<'a> {
                 if let Some(d) = self.sleep(q)? {
                     return Ok(Plan::Sleep(d));
                 }
+                if let Some(plan) = conflicts_query(q)? {
+                    return Ok(plan);
+                }
                 Ok(Plan::Select(self.bind_query(q)?))
             }
             Statement::Insert(i) => self.bind_insert(i),
@@ -535,6 +538,12 @@ impl<'a> Binder<'a> {
                     "fortress.replication" | "fortress replication" | "fortress_replication"
                 ) {
                     return Ok(Plan::ShowReplication);
+                }
+                if matches!(
+                    name.as_str(),
+                    "fortress.conflicts" | "fortress conflicts" | "fortress_conflicts"
+                ) {
+                    return Ok(Plan::ShowConflicts);
                 }
                 if self.session.get(&name).is_none() {
                     return Err(ProxyError::new(
@@ -1264,4 +1273,32 @@ impl<'a> Binder<'a> {
             if_not_exists: c.if_not_exists,
         })
     }
+}
+
+/// `SELECT * FROM fortress_conflicts`: [`Plan::ShowConflicts`]. Any other
+/// query of that relation is 0A000; a query of anything else, `None`.
+fn conflicts_query(q: &ast::Query) -> Result<Option<Plan>> {
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return Ok(None);
+    };
+    let [from] = select.from.as_slice() else {
+        return Ok(None);
+    };
+    let ast::TableFactor::Table { name, .. } = &from.relation else {
+        return Ok(None);
+    };
+    if !name.to_string().eq_ignore_ascii_case("fortress_conflicts") {
+        return Ok(None);
+    }
+    let plain = from.joins.is_empty()
+        && select.selection.is_none()
+        && matches!(select.projection.as_slice(), [ast::SelectItem::Wildcard(_)])
+        && q.order_by.is_none()
+        && q.limit_clause.is_none();
+    if !plain {
+        return Err(ProxyError::unsupported(
+            "fortress_conflicts answers SELECT * FROM fortress_conflicts only",
+        ));
+    }
+    Ok(Some(Plan::ShowConflicts))
 }

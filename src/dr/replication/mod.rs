@@ -30,6 +30,7 @@
 //! loopback only.
 
 pub mod from_archive;
+pub mod peer;
 pub mod primary;
 pub mod standby;
 
@@ -38,6 +39,7 @@ use std::time::Duration;
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const HELLO: u8 = 1;
@@ -49,6 +51,12 @@ const ACK: u8 = 6;
 /// The records a standby needs are recycled: it must take them from an
 /// archive (payload: text).
 const GONE: u8 = 7;
+/// Multi-master (see [`peer`]): a peer's hello, the answer, a batch of
+/// row versions, a round's end.
+const PEER_HELLO: u8 = 8;
+const PEER_WELCOME: u8 = 9;
+const PEER_BATCH: u8 = 10;
+const PEER_TICK: u8 = 11;
 /// Largest HELLO accepted from a standby, before it is authenticated.
 const MAX_HELLO: usize = 64 << 10;
 /// Largest ACK: a few numbers per log.
@@ -132,6 +140,11 @@ async fn read_frame<R: AsyncRead + Unpin>(s: &mut R, max: usize) -> anyhow::Resu
 
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
+}
+
+/// Whether `given` is the token `expected`, compared in constant time.
+fn tokens_match(expected: &str, given: &str) -> bool {
+    bool::from(digest(expected).ct_eq(&digest(given)))
 }
 
 /// The replication token from the environment.

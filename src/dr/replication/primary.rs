@@ -9,7 +9,6 @@ use anyhow::{bail, Context};
 use fortress_proxy::standby::ReplicationRow;
 use fortress_proxy::Cluster;
 use fortress_storage::tail::Tail;
-use subtle::ConstantTimeEq;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -459,6 +458,7 @@ pub fn serve(
     cluster: Arc<Cluster>,
     token: Option<String>,
     policy: SyncPolicy,
+    peers: Option<Arc<super::peer::Peers>>,
 ) -> Arc<Standbys> {
     let standbys = Arc::new(Standbys::new(policy));
     // A standby serves its own standbys only once promoted (then it
@@ -473,8 +473,10 @@ pub fn serve(
                 continue;
             };
             let (cluster, token, registry) = (cluster.clone(), token.clone(), registry.clone());
+            let peers = peers.clone();
             tokio::spawn(async move {
-                if let Err(e) = stream_to(stream, cluster, token.as_deref(), registry).await {
+                if let Err(e) = stream_to(stream, cluster, token.as_deref(), registry, peers).await
+                {
                     tracing::info!(%peer, error = %format!("{e:#}"), "standby stream ended");
                 }
             });
@@ -489,6 +491,7 @@ async fn stream_to(
     cluster: Arc<Cluster>,
     token: Option<&str>,
     standbys: Arc<Standbys>,
+    peers: Option<Arc<super::peer::Peers>>,
 ) -> anyhow::Result<()> {
     s.set_nodelay(true)?;
     let peer = s.peer_addr()?.to_string();
@@ -498,6 +501,7 @@ async fn stream_to(
             .context("no HELLO within 10 s")??;
     let hello: Hello = match kind {
         HELLO => serde_json::from_slice(&payload).context("a malformed HELLO")?,
+        PEER_HELLO => return super::peer::serve(s, cluster, token, peers, &payload).await,
         _ => bail!("expected HELLO"),
     };
     let logs = cluster.logs();
@@ -508,7 +512,7 @@ async fn stream_to(
         mode: mode_name(standbys.policy.sync.contains(&hello.name), false).into(),
         epoch: standbys.lease().0,
     };
-    let refusal = if token.is_some_and(|t| !bool::from(digest(t).ct_eq(&digest(&hello.token)))) {
+    let refusal = if token.is_some_and(|t| !tokens_match(t, &hello.token)) {
         Some("the replication token does not match".to_string())
     } else if cluster.is_standby() {
         Some("this node is a standby itself (cascading replication is not supported)".into())
