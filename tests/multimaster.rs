@@ -44,7 +44,10 @@ async fn pair(root: &std::path::Path, resolver: &str) -> (Server, Server, Relay,
     for s in [&a, &b] {
         s.client()
             .await
-            .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v bigint, who text)")
+            .batch_execute(
+                "CREATE TABLE t (id int PRIMARY KEY, v bigint, who text);
+                 CREATE TABLE g (id int PRIMARY KEY, v bigint) WITH (conflict_resolver = 'greatest(v)')",
+            )
             .await
             .unwrap();
     }
@@ -185,6 +188,26 @@ async fn under_timestamp_and_lww_concurrent_updates_converge_on_the_later_write(
         // Every row a node inserted is on both; the deleted ones on neither.
         assert!(rows.iter().any(|r| r.0 == 103) && rows.iter().any(|r| r.0 == 203));
         assert!(!rows.iter().any(|r| r.0 == 104 || r.0 == 204));
+        // A table naming its own resolver: the greater v wins, though
+        // b's write is the later.
+        let ca = a.client().await;
+        let cb = b.client().await;
+        ca.batch_execute("INSERT INTO g VALUES (1, 0)")
+            .await
+            .unwrap();
+        wait_for(&cb, "SELECT v FROM g WHERE id = 1", 0).await;
+        to_a.block();
+        to_b.block();
+        ca.batch_execute("UPDATE g SET v = 9000 WHERE id = 1")
+            .await
+            .unwrap();
+        cb.batch_execute("UPDATE g SET v = 5 WHERE id = 1")
+            .await
+            .unwrap();
+        to_a.unblock();
+        to_b.unblock();
+        wait_for(&ca, "SELECT v FROM g WHERE id = 1", 9000).await;
+        wait_for(&cb, "SELECT v FROM g WHERE id = 1", 9000).await;
         let c = a.client().await;
         let shown = c.query("SHOW fortress.replication", &[]).await.unwrap();
         assert!(
@@ -203,6 +226,13 @@ async fn under_timestamp_and_lww_concurrent_updates_converge_on_the_later_write(
 async fn version_vectors_keep_concurrent_versions_as_siblings_until_a_later_write() {
     let root = tempfile::tempdir().unwrap();
     let (mut a, mut b, to_a, to_b) = pair(root.path(), "version-vector").await;
+    let e = a
+        .client()
+        .await
+        .batch_execute("CREATE TABLE h (id int PRIMARY KEY) WITH (conflict_resolver = 'newest')")
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), "22023", "{e}");
     let rows = write_on_both(&a, &b, &to_a, &to_b).await;
     // Both show the same version of row 7 (the later), and both report
     // the other as its sibling.
@@ -245,4 +275,17 @@ async fn version_vectors_keep_concurrent_versions_as_siblings_until_a_later_writ
 
 async fn rows_of(s: &Server, id: i32) -> Option<(i32, i64, String)> {
     rows(s).await.into_iter().find(|r| r.0 == id)
+}
+
+/// Waits (up to 30 s) until `sql` answers `want` (one bigint).
+async fn wait_for(c: &tokio_postgres::Client, sql: &str, want: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: Option<i64> = c.query_opt(sql, &[]).await.unwrap().map(|r| r.get(0));
+        if got == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{sql}: {got:?}, not {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -211,6 +211,11 @@ pub struct TableDef {
     /// Set by ALTER TABLE ADD PRIMARY KEY: the table whose rows each shard
     /// re-keys into this table's new tree when it installs the catalog.
     pub rewritten_from: Option<TableId>,
+    /// Multi-master: the column whose greater value wins between two
+    /// peers' versions of a row (`WITH (conflict_resolver =
+    /// 'greatest(COLUMN)')`); the node's resolver decides ties, deletions
+    /// and NULLs.
+    pub conflict_greatest: Option<usize>,
 }
 
 impl TableDef {
@@ -236,6 +241,7 @@ impl TableDef {
             rowid: None,
             locked: false,
             rewritten_from: None,
+            conflict_greatest: None,
         }
     }
 

@@ -2719,7 +2719,16 @@ impl ShardStore {
                     key: c.key.clone(),
                 },
             };
-            match resolve(resolver, here.as_ref(), &c.stamp, None) {
+            // A table's own column decides first, between two rows.
+            let head_row = match head.version.as_deref() {
+                Some(v) => decode_version(v)?,
+                None => None,
+            };
+            let greater = def.conflict_greatest.and_then(|col| {
+                let (theirs, ours) = (c.row.as_ref()?, head_row.as_ref()?);
+                theirs.get(col)?.sql_cmp(ours.get(col)?).ok().flatten()
+            });
+            match resolve(resolver, here.as_ref(), &c.stamp, greater) {
                 Verdict::Keep => done.kept += 1,
                 Verdict::Take(stamp) => {
                     done.taken += 1;
@@ -2734,12 +2743,6 @@ impl ShardStore {
                 Verdict::Siblings { take, merged } => {
                     done.conflicts += 1;
                     let here = here.expect("siblings need a version here");
-                    let head_row = head
-                        .version
-                        .as_deref()
-                        .map(decode_version)
-                        .transpose()?
-                        .flatten();
                     let (winner, loser, loser_row) = match take {
                         true => (c.stamp.clone(), here, head_row),
                         false => (here, c.stamp.clone(), c.row.clone()),

@@ -1167,6 +1167,7 @@ impl<'a> Binder<'a> {
             }
         }
         let (mut shard_key, mut replicated) = (pk[0], false);
+        let mut conflict_greatest = None;
         let mut sharding = super::strategy::StrategyOptions::default();
         let with: &[ast::SqlOption] = match &c.table_options {
             ast::CreateTableOptions::None => &[],
@@ -1209,6 +1210,26 @@ impl<'a> Binder<'a> {
                 }
                 "replicated" => {
                     replicated = matches!(text.to_lowercase().as_str(), "true" | "on" | "1" | "yes")
+                }
+                "conflict_resolver" => {
+                    let lower = text.trim().to_lowercase();
+                    let col = lower
+                        .strip_prefix("greatest(")
+                        .and_then(|r| r.strip_suffix(')'))
+                        .map(str::trim)
+                        .ok_or_else(|| {
+                            ProxyError::new(
+                                "22023",
+                                format!("conflict_resolver {text:?} is not greatest(COLUMN)"),
+                            )
+                        })?;
+                    let i = columns.iter().position(|c| c.name == col).ok_or_else(|| {
+                        ProxyError::new(
+                            "42703",
+                            format!("conflict_resolver column \"{col}\" does not exist"),
+                        )
+                    })?;
+                    conflict_greatest = Some(i);
                 }
                 // PostgreSQL storage parameters: accepted, no effect here.
                 "fillfactor" | "autovacuum_enabled" | "toast_tuple_target" => {}
@@ -1269,6 +1290,7 @@ impl<'a> Binder<'a> {
                 rowid,
                 locked: false,
                 rewritten_from: None,
+                conflict_greatest,
             },
             if_not_exists: c.if_not_exists,
         })
