@@ -493,6 +493,12 @@ pub struct ServeArgs {
     /// as siblings, listed in fortress_conflicts until a later write).
     #[arg(long, env = "FORTRESS_CONFLICT", default_value = "timestamp", value_parser = parse_resolver)]
     pub conflict: fortress_storage::conflict::Resolver,
+    /// With peers: how long old row versions and deleted rows' tombstones
+    /// are kept, so that a peer's version written before a delete and
+    /// arriving up to this late is still decided against it (later, it
+    /// would bring the row back).
+    #[arg(long, env = "FORTRESS_PEER_MAX_LAG", default_value = "1h", value_parser = parse_duration_ms)]
+    pub peer_max_lag: Duration,
     /// The archive (by its --archive name) holding the write lease, which
     /// decides the one node that takes writes; `off` for none. Default:
     /// the first --archive, on a node with standbys (--replication-listen)

@@ -306,6 +306,14 @@ fn serve(
                 head_cache_bytes: args.row_cache_mb << 20,
                 sort_budget: args.sort_mem_mb << 20,
                 disk_reserve: args.disk_reserve_mb << 20,
+                // A deleted row's tombstone must outlive any peer's older
+                // version of it still on its way, or that version would
+                // bring the row back: multi-master keeps old versions
+                // for --peer-max-lag.
+                gc_grace: match args.peers.is_empty() {
+                    true => ShardOptions::default().gc_grace,
+                    false => args.peer_max_lag,
+                },
                 ..ShardOptions::default()
             },
             cache_ttl: std::time::Duration::from_secs(args.cache_ttl),
@@ -442,6 +450,7 @@ fn serve(
                 cluster.clone(),
                 dr.clone(),
                 standbys,
+                peers.clone(),
                 std::path::absolute(args.dirs().checkpoints())?,
                 args.wal_keep_segments,
                 args.wal_recycle_interval,

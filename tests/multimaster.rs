@@ -12,7 +12,11 @@ use common::{free_port, Server};
 
 /// Two peers `a` and `b` under `root`, each pulling from the other
 /// through a relay the test can block, resolving by `resolver`.
-async fn pair(root: &std::path::Path, resolver: &str) -> (Server, Server, Relay, Relay) {
+async fn pair(
+    root: &std::path::Path,
+    resolver: &str,
+    more: &[&str],
+) -> (Server, Server, Relay, Relay) {
     let (ra, rb) = (
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
@@ -23,21 +27,18 @@ async fn pair(root: &std::path::Path, resolver: &str) -> (Server, Server, Relay,
         Relay::start(rb.clone()).await,
     );
     let node = |name: &str, listen: &str, peer: String| {
-        Server::launch_args(
-            root.join(name),
-            4,
-            &[],
-            &[
-                "--name",
-                name,
-                "--replication-listen",
-                listen,
-                "--peer",
-                &peer,
-                "--conflict",
-                resolver,
-            ],
-        )
+        let mut args = vec![
+            "--name",
+            name,
+            "--replication-listen",
+            listen,
+            "--peer",
+            &peer,
+            "--conflict",
+            resolver,
+        ];
+        args.extend_from_slice(more);
+        Server::launch_args(root.join(name), 4, &[], &args)
     };
     let a = node("a", &ra, format!("b={}", to_b.addr));
     let b = node("b", &rb, format!("a={}", to_a.addr));
@@ -179,7 +180,7 @@ async fn write_on_both(
 async fn under_timestamp_and_lww_concurrent_updates_converge_on_the_later_write() {
     for resolver in ["timestamp", "lww"] {
         let root = tempfile::tempdir().unwrap();
-        let (mut a, mut b, to_a, to_b) = pair(root.path(), resolver).await;
+        let (mut a, mut b, to_a, to_b) = pair(root.path(), resolver, &[]).await;
         let rows = write_on_both(&a, &b, &to_a, &to_b).await;
         // b's update of row 7 came last: it wins on both.
         let seven = rows.iter().find(|r| r.0 == 7).unwrap();
@@ -225,7 +226,7 @@ async fn under_timestamp_and_lww_concurrent_updates_converge_on_the_later_write(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_vectors_keep_concurrent_versions_as_siblings_until_a_later_write() {
     let root = tempfile::tempdir().unwrap();
-    let (mut a, mut b, to_a, to_b) = pair(root.path(), "version-vector").await;
+    let (mut a, mut b, to_a, to_b) = pair(root.path(), "version-vector", &[]).await;
     let e = a
         .client()
         .await
@@ -288,4 +289,55 @@ async fn wait_for(c: &tokio_postgres::Client, sql: &str, want: i64) {
         assert!(Instant::now() < deadline, "{sql}: {got:?}, not {want}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_away_while_the_other_writes_and_recycles_catches_up_from_the_wal_kept_for_it() {
+    let root = tempfile::tempdir().unwrap();
+    let recycling = [
+        "--wal-segment-mb",
+        "1",
+        "--wal-keep-segments",
+        "0",
+        "--wal-recycle-interval",
+        "200ms",
+    ];
+    let (a, mut b, _to_a, _to_b) = pair(root.path(), "timestamp", &recycling).await;
+    let ca = a.client().await;
+    ca.batch_execute("INSERT INTO t VALUES (1, 1, 'a')")
+        .await
+        .unwrap();
+    wait_for(&b.client().await, "SELECT v FROM t WHERE id = 1", 1).await;
+    // b goes away; a writes 8 MiB and checkpoints: the WAL b has not
+    // pulled stays.
+    b.stop();
+    let pad = "x".repeat(1000);
+    for chunk in (100..8100).collect::<Vec<i32>>().chunks(400) {
+        let values: Vec<String> = chunk.iter().map(|i| format!("({i}, 0, '{pad}')")).collect();
+        ca.batch_execute(&format!("INSERT INTO t VALUES {}", values.join(",")))
+            .await
+            .unwrap();
+    }
+    ureq::post(&format!("{}/api/v1/checkpoints", a.admin_url()))
+        .send_empty()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !a.log().contains("recycled WAL segments"),
+        "WAL the away peer needs was recycled"
+    );
+    // Back, b pulls from where it recorded, and then a recycles.
+    b.restart();
+    wait_for(&b.client().await, "SELECT count(*) FROM t", 8001).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !a.log().contains("recycled WAL segments") {
+        assert!(
+            Instant::now() < deadline,
+            "nothing recycled once b pulled:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(root.path().join("a/peers/b.held.json").exists());
+    assert!(root.path().join("b/peers/a.json").exists());
 }

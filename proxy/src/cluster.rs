@@ -708,7 +708,6 @@ impl Cluster {
         let store = self.store(shard)?;
         let catalog = self.catalog();
         let mut mapped = Vec::with_capacity(changes.len());
-        let mut tables = std::collections::HashSet::new();
         for c in changes {
             let def = catalog.tables.get(&c.table).ok_or_else(|| {
                 ProxyError::new(
@@ -719,7 +718,6 @@ impl Cluster {
                     ),
                 )
             })?;
-            tables.insert(def.id);
             mapped.push(fortress_storage::RemoteChange {
                 table: def.id,
                 key: c.key,

@@ -10,6 +10,8 @@
 //!   synchronous one even while it is away (an asynchronous standby away
 //!   when its records go takes them from an archive, every one of which
 //!   holds them by the rule above);
+//! - pulled by every multi-master peer, connected or not (see
+//!   `replication::peer`);
 //!
 //! and it is not among the newest `--wal-keep-segments` that pass. The
 //! coordinator's decision log is small and is kept whole.
@@ -21,6 +23,7 @@ use std::time::Duration;
 use fortress_proxy::Cluster;
 use fortress_storage::wal::{list_segments, remove_segments_through};
 
+use super::replication::peer::Peers;
 use super::replication::primary::Standbys;
 use super::Dr;
 
@@ -29,6 +32,7 @@ pub fn spawn(
     cluster: Arc<Cluster>,
     dr: Arc<Dr>,
     standbys: Option<Arc<Standbys>>,
+    peers: Option<Arc<Peers>>,
     checkpoints: PathBuf,
     keep: usize,
     every: Duration,
@@ -37,8 +41,11 @@ pub fn spawn(
         loop {
             tokio::time::sleep(every).await;
             let (c, d, root) = (cluster.clone(), dr.clone(), checkpoints.clone());
-            let s = standbys.clone();
-            match tokio::task::spawn_blocking(move || pass(&c, &d, s.as_deref(), &root, keep)).await
+            let (s, p) = (standbys.clone(), peers.clone());
+            match tokio::task::spawn_blocking(move || {
+                pass(&c, &d, s.as_deref(), p.as_deref(), &root, keep)
+            })
+            .await
             {
                 Ok(Ok((0, _))) => {}
                 Ok(Ok((segments, bytes))) => {
@@ -57,6 +64,7 @@ pub fn pass(
     cluster: &Cluster,
     dr: &Dr,
     standbys: Option<&Standbys>,
+    peers: Option<&Peers>,
     checkpoints: &std::path::Path,
     keep: usize,
 ) -> anyhow::Result<(usize, u64)> {
@@ -89,7 +97,8 @@ pub fn pass(
             .archived(&format!("shard-{shard:03}"))
             .unwrap_or(u64::MAX);
         let standby = standbys.and_then(|s| s.needed_from(i)).unwrap_or(u64::MAX);
-        let bound = flushed.min(covered).min(archived).min(standby);
+        let peer = peers.and_then(|p| p.needed_from(i)).unwrap_or(u64::MAX);
+        let bound = flushed.min(covered).min(archived).min(standby).min(peer);
         tracing::debug!(
             shard,
             flushed,

@@ -9,16 +9,18 @@
 //! node's entry raised); a version a peer sent keeps the peer's stamp,
 //! stored beside it (see `ShardStore::apply_remote`).
 //!
-//! **Resolvers.** `timestamp` (the default) keeps the version with the
-//! greater hybrid-clock commit time, ties broken by node name; `lww` the
-//! greater wall-clock part of it (a clock running ahead wins), ties by
-//! node; `version-vector` takes a version whose vector covers the one
-//! here, ignores one the one here covers, and for two concurrent ones
-//! (neither covers the other) keeps the `timestamp` winner visible and
-//! the other as a sibling, reported until a later write covers both. A
-//! table may name `greatest(COLUMN)`: the version with the greater value
-//! of that column wins, ties by `timestamp`. Every resolver chooses alike
-//! on every node, whichever version arrives first, so peers converge.
+//! **Resolvers.** Under every resolver a version whose vector covers the
+//! one here (written after seeing it) replaces it, and one the version
+//! here covers is ignored; resolvers choose between concurrent versions
+//! (neither covers the other). `timestamp` (the default) keeps the one
+//! with the greater hybrid-clock commit time, ties broken by node name;
+//! `lww` the greater wall-clock part of it (a clock running ahead wins),
+//! then the whole clock, then the node; `version-vector` keeps the
+//! `timestamp` winner visible and the other as a sibling, reported until a
+//! later write covers both. A table may name `greatest(COLUMN)`: of two
+//! concurrent rows, the greater value of that column wins, ties by the
+//! node's resolver. Every resolver chooses alike on every node, whichever
+//! version arrives first, so peers converge.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -106,9 +108,11 @@ impl Stamp {
         (self.ts, &self.node).cmp(&(other.ts, &other.node))
     }
 
+    /// By wall-clock time; in one microsecond by the whole clock, then by
+    /// node.
     fn by_wall(&self, other: &Stamp) -> Ordering {
         let wall = |s: &Stamp| Timestamp(s.ts).wall_micros();
-        (wall(self), &self.node).cmp(&(wall(other), &other.node))
+        (wall(self), self.ts, &self.node).cmp(&(wall(other), other.ts, &other.node))
     }
 }
 
@@ -145,6 +149,15 @@ pub fn resolve(
         // The same version again (a stream resumed after a failure).
         return Verdict::Keep;
     }
+    // A version written after seeing the other replaces it, under every
+    // resolver: a resolver only chooses between concurrent ones (else a
+    // node's own later write, once taken, could lose on its peer).
+    if theirs.covers(here) {
+        return Verdict::Take(theirs.clone());
+    }
+    if here.covers(theirs) {
+        return Verdict::Keep;
+    }
     let wins = |by: Ordering| match greater.unwrap_or(Ordering::Equal) {
         Ordering::Equal => by == Ordering::Greater,
         o => o == Ordering::Greater,
@@ -158,18 +171,10 @@ pub fn resolve(
             true => Verdict::Take(theirs.clone()),
             false => Verdict::Keep,
         },
-        Resolver::VersionVector => {
-            if theirs.covers(here) {
-                Verdict::Take(theirs.clone())
-            } else if here.covers(theirs) {
-                Verdict::Keep
-            } else {
-                Verdict::Siblings {
-                    take: wins(theirs.by_timestamp(here)),
-                    merged: theirs.merged(here),
-                }
-            }
-        }
+        Resolver::VersionVector => Verdict::Siblings {
+            take: wins(theirs.by_timestamp(here)),
+            merged: theirs.merged(here),
+        },
     }
 }
 
@@ -240,19 +245,33 @@ mod tests {
     }
 
     #[test]
-    fn lww_compares_wall_time_and_timestamp_the_whole_clock() {
-        // Same microsecond, later logical tick on a: timestamp takes a,
-        // lww sees a tie and takes the greater node name, b.
+    fn a_write_that_saw_the_other_wins_under_every_resolver() {
+        // b's clock runs ahead; a takes b's version, then writes again in
+        // the same wall microsecond (its clock observed b's): a's write
+        // follows b's, so it wins on both nodes, under lww and greatest too.
+        let b = at("b", 900, None);
+        let a2 = Stamp::local("a", b.ts + 1, Some(&b));
+        for r in [Resolver::Timestamp, Resolver::Lww, Resolver::VersionVector] {
+            assert_eq!(
+                resolve(r, Some(&b), &a2, None),
+                Verdict::Take(a2.clone()),
+                "{r}"
+            );
+            let lower = Some(Ordering::Less);
+            assert_eq!(
+                resolve(r, Some(&b), &a2, lower),
+                Verdict::Take(a2.clone()),
+                "{r}"
+            );
+            assert_eq!(resolve(r, Some(&a2), &b, None), Verdict::Keep, "{r}");
+        }
+        // Concurrent in one microsecond: lww goes by the whole clock.
         let t = Timestamp::from_wall(500).0;
-        let a = Stamp::local("a", t + 1, None);
-        let b = Stamp::local("b", t, None);
+        let (x, y) = (Stamp::local("a", t + 1, None), Stamp::local("b", t, None));
         assert_eq!(
-            resolve(Resolver::Timestamp, Some(&b), &a, None),
-            Verdict::Take(a.clone())
+            resolve(Resolver::Lww, Some(&y), &x, None),
+            Verdict::Take(x.clone())
         );
-        assert_eq!(
-            resolve(Resolver::Lww, Some(&a), &b, None),
-            Verdict::Take(b.clone())
-        );
+        assert_eq!(resolve(Resolver::Lww, Some(&x), &y, None), Verdict::Keep);
     }
 }

@@ -152,6 +152,14 @@ pub(crate) struct RemoteRecord {
     siblings: Vec<Sibling>,
 }
 
+impl RemoteRecord {
+    /// Every row the record changes: a version, or a stamp (each version
+    /// and sibling comes with its row's stamp).
+    fn keys(&self) -> impl Iterator<Item = (TableId, Vec<u8>)> + '_ {
+        self.stamps.iter().map(|s| (s.table, s.key.clone()))
+    }
+}
+
 /// What [`ShardStore::apply_remote`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RemoteApplied {
@@ -2615,25 +2623,18 @@ impl ShardStore {
                 .observe(Timestamp(c.stamp.ts))
                 .map_err(|e| StorageError::Codec(format!("a peer's version: {e}")))?;
         }
+        // Every row the batch names: its decision needs the newest
+        // version of each, so none may have a write logged and not yet
+        // applied, or be held by a prepared transaction.
+        let rows: HashSet<(TableId, Vec<u8>)> =
+            changes.iter().map(|c| (c.table, c.key.clone())).collect();
         let deadline = std::time::Instant::now() + IN_DOUBT_WAIT;
         loop {
             self.check_failed()?;
             self.space.check()?;
             let mut w = self.writer.lock().expect("write lock");
             let prepared = self.state.prepared.lock().expect("prepared");
-            let (record, done) = self.plan_remote(me, resolver, changes)?;
-            if record.ops.is_empty() && record.stamps.is_empty() && record.siblings.is_empty() {
-                return Ok(done);
-            }
-            let targets: Vec<(TableId, Vec<u8>)> = record
-                .ops
-                .iter()
-                .map(|op| {
-                    let (t, k) = op.target();
-                    (t, k.to_vec())
-                })
-                .collect();
-            let locked = targets.iter().any(|t| prepared.locks.contains_key(t));
+            let locked = rows.iter().any(|t| prepared.locks.contains_key(t));
             drop(prepared);
             if locked {
                 drop(w);
@@ -2643,21 +2644,22 @@ impl ShardStore {
                 self.wait_for_change();
                 continue;
             }
-            if let Some(lsn) = targets
-                .iter()
-                .filter_map(|t| w.pending.get(t).copied())
-                .max()
-            {
+            if let Some(lsn) = rows.iter().filter_map(|t| w.pending.get(t).copied()).max() {
                 drop(w);
                 self.wait_applied(lsn)?;
                 continue;
             }
+            let (record, done) = self.plan_remote(me, resolver, changes)?;
+            if record.stamps.is_empty() {
+                return Ok(done);
+            }
+            self.check_unlocked(&record.ops)?;
             let ts = self.clock.now().0;
             let payload = encode_record(&record)?;
             let lsn = self.wal.append(0, ts, KIND_REMOTE, &payload)?;
             w.last_appended = lsn;
-            for t in targets {
-                w.pending.insert(t, lsn);
+            for key in record.keys() {
+                w.pending.insert(key, lsn);
             }
             drop(w);
             self.commit(lsn, Change::Remote { ts, record })?;
@@ -3059,12 +3061,13 @@ impl ShardStore {
                 self.fail_waiting(st, &e, signal);
                 return Err(e);
             }
-            let ops = match &change {
-                Some(Change::Write { ops, .. } | Change::Prepare { ops, .. }) => Some(ops),
-                Some(Change::Remote { record, .. }) => Some(&record.ops),
-                _ => None,
-            };
-            if let Some(ops) = ops {
+            if let Some(Change::Remote { record, .. }) = &change {
+                let mut w = self.writer.lock().expect("write lock");
+                for key in record.keys() {
+                    w.unpend(key, next);
+                }
+            }
+            if let Some(Change::Write { ops, .. } | Change::Prepare { ops, .. }) = &change {
                 let mut w = self.writer.lock().expect("write lock");
                 for op in ops {
                     let (t, k) = op.target();

@@ -52,11 +52,12 @@ const ACK: u8 = 6;
 /// archive (payload: text).
 const GONE: u8 = 7;
 /// Multi-master (see [`peer`]): a peer's hello, the answer, a batch of
-/// row versions, a round's end.
+/// row versions, a round's end, and how far the puller got.
 const PEER_HELLO: u8 = 8;
 const PEER_WELCOME: u8 = 9;
 const PEER_BATCH: u8 = 10;
 const PEER_TICK: u8 = 11;
+const PEER_ACK: u8 = 12;
 /// Largest HELLO accepted from a standby, before it is authenticated.
 const MAX_HELLO: usize = 64 << 10;
 /// Largest ACK: a few numbers per log.

@@ -11,7 +11,10 @@
 //! peer sends, for each shard log that gained records, PEER_BATCH frames
 //! (postcard: shard, the last LSN read, and the row versions it committed
 //! itself among them: table by name, key, row or deletion, stamp), then
-//! PEER_TICK (JSON: each shard log's end), which is also the heartbeat.
+//! PEER_TICK (JSON: each shard log's end), which is also the heartbeat;
+//! the puller answers each tick with PEER_ACK (JSON: how far it pulled,
+//! durably), and the peer keeps its WAL for it from there, like a
+//! replication slot (`peers/<name>.held.json`; WAL recycling honours it).
 //! Versions a node took from a peer are never sent on: every node pulls
 //! from every other (a full mesh).
 //!
@@ -32,6 +35,7 @@
 //! (each applied version takes a new local commit time). Two peers that
 //! stop writing converge to the same rows once each has pulled the other.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -96,6 +100,19 @@ pub struct Peers {
     me: String,
     resolver: Resolver,
     links: Vec<Arc<Link>>,
+    /// `peers/` in the data directory.
+    dir: PathBuf,
+    /// How far each peer pulled from this node (what it acknowledged, or
+    /// recorded when it last connected), with when that was last saved
+    /// to `peers/<name>.held.json`: the WAL is kept for it from there.
+    held: Mutex<BTreeMap<String, Held>>,
+}
+
+/// How far one peer pulled from this node, and when that was last saved.
+#[derive(Default)]
+struct Held {
+    positions: Vec<u64>,
+    saved: Option<Instant>,
 }
 
 /// One peer this node pulls from.
@@ -117,6 +134,45 @@ struct LinkState {
 }
 
 impl Peers {
+    /// Records that peer `name` pulled this node's shard logs through
+    /// `positions`; saved at most once a second (a crash leaves an older
+    /// position, which only keeps more).
+    fn hold(&self, name: &str, positions: &[u64]) {
+        let mut held = self.held.lock().expect("held");
+        let entry = held.entry(name.to_string()).or_default();
+        entry.positions = positions.to_vec();
+        if entry
+            .saved
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        entry.saved = Some(Instant::now());
+        let file = self.dir.join(format!("{name}.held.json"));
+        if let Err(e) = save(
+            &file,
+            &serde_json::to_vec(positions).expect("positions serialize"),
+        ) {
+            tracing::warn!(file = %file.display(), error = %e, "saving how far a peer pulled");
+        }
+    }
+
+    /// The last LSN of shard log `log` that some peer may still need
+    /// from this disk: the least any peer pulled, connected or not (a
+    /// configured peer that never pulled holds the whole log, like a
+    /// replication slot). `None` without peers.
+    pub fn needed_from(&self, log: usize) -> Option<u64> {
+        let held = self.held.lock().expect("held");
+        self.links
+            .iter()
+            .map(|l| {
+                held.get(&l.name)
+                    .and_then(|h| h.positions.get(log).copied())
+                    .unwrap_or(0)
+            })
+            .min()
+    }
+
     /// Rows for `SHOW fortress.replication`: each peer, as pulled from.
     pub fn rows(&self) -> Vec<ReplicationRow> {
         self.links
@@ -177,17 +233,34 @@ pub fn spawn(
     let peers_dir = dir.join("peers");
     std::fs::create_dir_all(&peers_dir)?;
     let mut links = Vec::new();
+    let mut held = BTreeMap::new();
     for (name, addr) in peers {
         if name == me {
             bail!("--peer {name} names this node (--name {me})");
         }
         let file = peers_dir.join(format!("{name}.json"));
+        // Pulling again from the start is safe (a version that comes again
+        // is kept once): a file a crash left damaged only costs time.
         let pulled = match std::fs::read(&file) {
-            Ok(b) => serde_json::from_slice(&b)
-                .with_context(|| format!("{} is damaged", file.display()))?,
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::warn!(file = %file.display(), error = %e, "damaged: pulling from the peer's start");
+                Pulled::default()
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Pulled::default(),
             Err(e) => return Err(e.into()),
         };
+        let held_file = peers_dir.join(format!("{name}.held.json"));
+        if let Ok(b) = std::fs::read(&held_file) {
+            if let Ok(p) = serde_json::from_slice::<Vec<u64>>(&b) {
+                held.insert(
+                    name.clone(),
+                    Held {
+                        positions: p,
+                        saved: None,
+                    },
+                );
+            }
+        }
         links.push(Arc::new(Link {
             name,
             addr,
@@ -203,6 +276,8 @@ pub fn spawn(
         me: me.to_string(),
         resolver,
         links,
+        dir: peers_dir,
+        held: Mutex::new(held),
     });
     for link in &peers.links {
         let (link, cluster, me) = (link.clone(), cluster.clone(), me.to_string());
@@ -310,7 +385,15 @@ async fn pull(
             PEER_TICK => {
                 let tick: Tick =
                     serde_json::from_slice(&payload).context("a malformed PEER_TICK")?;
-                link.state.lock().expect("peer").ends = tick.ends;
+                // How far this node pulled, durably: the peer keeps its
+                // WAL from there.
+                let positions = {
+                    let mut st = link.state.lock().expect("peer");
+                    st.ends = tick.ends;
+                    st.pulled.positions.clone()
+                };
+                let ack = serde_json::to_vec(&Ack { positions })?;
+                write_frame(&mut s, PEER_ACK, &[&ack]).await?;
             }
             ERROR => bail!("the peer: {}", String::from_utf8_lossy(&payload)),
             k => bail!("unexpected frame kind {k}"),
@@ -329,9 +412,21 @@ fn record(link: &Link, shard: usize, lsn: u64) -> anyhow::Result<()> {
         p[shard] = p[shard].max(lsn);
         serde_json::to_vec(&st.pulled)?
     };
-    let tmp = link.file.with_extension("tmp");
-    std::fs::write(&tmp, body)?;
-    std::fs::rename(&tmp, &link.file)?;
+    save(&link.file, &body)
+}
+
+/// Replaces `file` with `body` durably: written beside it, synced, renamed,
+/// the directory synced.
+fn save(file: &Path, body: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tmp = file.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(body)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, file)?;
+    if let Some(dir) = file.parent() {
+        fortress_storage::checkpoint::sync_dir(dir)?;
+    }
     Ok(())
 }
 
@@ -376,7 +471,7 @@ pub(super) async fn serve(
         write_frame(&mut s, ERROR, &[why.as_bytes()]).await?;
         bail!("refused peer {}: {why}", hello.name);
     }
-    let me = local.expect("checked").me.clone();
+    let me = local.as_ref().expect("checked").me.clone();
     let shards = cluster.shard_count() as usize;
     let logs = cluster.logs();
     let mut positions = match hello.pulled_from == cluster.id() {
@@ -401,63 +496,131 @@ pub(super) async fn serve(
     };
     write_frame(&mut s, PEER_WELCOME, &[&serde_json::to_vec(&welcome)?]).await?;
     tracing::info!(peer = %hello.name, "a peer pulls this node's writes");
-    let mut tails: Vec<Tail> = logs
+    let peers = local.clone().expect("checked");
+    peers.hold(&hello.name, &positions);
+    let tails: Vec<Tail> = logs
         .iter()
         .take(shards)
         .zip(&positions)
         .map(|(l, &p)| Tail::new(l.dir(), p))
         .collect();
-    loop {
-        let (c, l, m) = (cluster.clone(), logs.clone(), me.clone());
-        let (back, read) = tokio::task::spawn_blocking(move || {
-            let read = read_batches(&c, &l, &m, &mut tails);
-            (tails, read)
+    let (mut rd, mut wr) = s.into_split();
+    // How far the peer pulled, as it says after each round: this node's
+    // WAL is kept for it from there (see `Peers::needed_from`).
+    let acks: tokio::task::JoinHandle<anyhow::Result<()>> = {
+        let (peers, name) = (peers.clone(), hello.name.clone());
+        tokio::spawn(async move {
+            loop {
+                let (kind, payload) = read_frame(&mut rd, MAX_ACK).await?;
+                if kind != PEER_ACK {
+                    bail!("expected PEER_ACK, got frame kind {kind}");
+                }
+                let ack: Ack = serde_json::from_slice(&payload).context("a malformed PEER_ACK")?;
+                peers.hold(&name, &ack.positions);
+            }
         })
-        .await?;
-        tails = back;
-        let (batches, ends) = read?;
-        for b in batches {
-            write_frame(&mut s, PEER_BATCH, &[&postcard::to_stdvec(&b)?]).await?;
+    };
+    let abort = acks.abort_handle();
+    let streamed = tokio::select! {
+        r = stream(&mut wr, &cluster, logs, &me, tails) => r,
+        r = acks => match r {
+            Ok(Err(e)) => Err(e),
+            _ => Err(anyhow::anyhow!("the peer's acknowledgements stopped")),
+        },
+    };
+    abort.abort();
+    streamed
+}
+
+/// What a round's reader hands the stream.
+enum Piece {
+    Batch(Batch),
+    Tick(Vec<u64>),
+    Failed(String),
+}
+
+/// Sends rounds to a peer until the connection fails: each round's
+/// blocking reads run as one task that hands batches over a short channel
+/// as they are read, so a peer far behind gets frames steadily and the
+/// memory held is a few batches.
+async fn stream(
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    cluster: &Arc<Cluster>,
+    logs: Vec<fortress_proxy::cluster::Log>,
+    me: &str,
+    mut tails: Vec<Tail>,
+) -> anyhow::Result<()> {
+    loop {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let (c, l, m) = (cluster.clone(), logs.clone(), me.to_string());
+        let reader = tokio::task::spawn_blocking(move || {
+            read_round(&c, &l, &m, &mut tails, &tx);
+            tails
+        });
+        while let Some(piece) = rx.recv().await {
+            match piece {
+                Piece::Batch(b) => {
+                    write_frame(wr, PEER_BATCH, &[&postcard::to_stdvec(&b)?]).await?
+                }
+                Piece::Tick(ends) => {
+                    write_frame(wr, PEER_TICK, &[&serde_json::to_vec(&Tick { ends })?]).await?
+                }
+                Piece::Failed(why) => {
+                    let _ = write_frame(wr, ERROR, &[why.as_bytes()]).await;
+                    bail!(why);
+                }
+            }
         }
-        write_frame(&mut s, PEER_TICK, &[&serde_json::to_vec(&Tick { ends })?]).await?;
+        tails = reader.await?;
         tokio::time::sleep(ROUND_EVERY).await;
     }
 }
 
-/// One round's reads: every shard log's durable records since the last,
-/// as batches of this node's own versions; and the logs' ends.
-fn read_batches(
+/// One round's reads: each shard log's durable records since the last,
+/// as batches of this node's own versions handed over as they are read,
+/// then the logs' ends. Stops early if the stream has gone.
+fn read_round(
     cluster: &Cluster,
     logs: &[fortress_proxy::cluster::Log],
     me: &str,
     tails: &mut [Tail],
-) -> anyhow::Result<(Vec<Batch>, Vec<u64>)> {
-    let (cut, _) = cluster.log_cut();
-    let mut batches = Vec::new();
+    tx: &tokio::sync::mpsc::Sender<Piece>,
+) {
     let mut ends = Vec::new();
     for (i, tail) in tails.iter_mut().enumerate() {
-        let end = cut[i];
+        let end = logs[i].last_lsn();
         ends.push(end);
         if tail.next_lsn() > end {
             continue;
         }
-        logs[i].wait_durable(end)?;
-        while let Some(chunk) = tail
-            .read(end, BATCH_RECORDS)
-            .map_err(|e| anyhow::anyhow!("{e}; the peer lacks records this node recycled: rebuild it from a copy of this node"))?
-        {
-            let records = fortress_storage::wal::decode_shipped(
-                &chunk.bytes,
-                cluster.cipher().map(|k| &**k),
-                logs[i].dir(),
-            )?;
-            let changes = cluster.changes_for_peer(i, me, &records)?;
-            batches.push(Batch {
-                shard: i as u32,
-                through: chunk.last,
-                changes,
-            });
+        let batches = (|| -> anyhow::Result<()> {
+            logs[i].wait_durable(end)?;
+            while let Some(chunk) = tail.read(end, BATCH_RECORDS).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}: records the peer has not pulled were recycled here; give it a new data directory"
+                )
+            })? {
+                let records = fortress_storage::wal::decode_shipped(
+                    &chunk.bytes,
+                    cluster.cipher().map(|k| &**k),
+                    logs[i].dir(),
+                )?;
+                let changes = cluster.changes_for_peer(i, me, &records)?;
+                let batch = Batch {
+                    shard: i as u32,
+                    through: chunk.last,
+                    changes,
+                };
+                if tx.blocking_send(Piece::Batch(batch)).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = batches {
+            let _ = tx.blocking_send(Piece::Failed(format!("{e:#}")));
+            return;
         }
     }
-    Ok((batches, ends))
+    let _ = tx.blocking_send(Piece::Tick(ends));
 }
