@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::net::Relay;
-use common::{free_port, Server};
+use common::{free_port, insert_chunked, wait_for_log, Server};
 
 /// Two peers `a` and `b` under `root`, each pulling from the other
 /// through a relay the test can block, resolving by `resolver`.
@@ -312,12 +312,7 @@ async fn a_peer_away_while_the_other_writes_and_recycles_catches_up_from_the_wal
     // pulled stays.
     b.stop();
     let pad = "x".repeat(1000);
-    for chunk in (100..8100).collect::<Vec<i32>>().chunks(400) {
-        let values: Vec<String> = chunk.iter().map(|i| format!("({i}, 0, '{pad}')")).collect();
-        ca.batch_execute(&format!("INSERT INTO t VALUES {}", values.join(",")))
-            .await
-            .unwrap();
-    }
+    insert_chunked(&ca, "t", 100..8100, |i| format!("({i}, 0, '{pad}')")).await;
     ureq::post(&format!("{}/api/v1/checkpoints", a.admin_url()))
         .send_empty()
         .unwrap();
@@ -329,15 +324,7 @@ async fn a_peer_away_while_the_other_writes_and_recycles_catches_up_from_the_wal
     // Back, b pulls from where it recorded, and then a recycles.
     b.restart();
     wait_for(&b.client().await, "SELECT count(*) FROM t", 8001).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !a.log().contains("recycled WAL segments") {
-        assert!(
-            Instant::now() < deadline,
-            "nothing recycled once b pulled:\n{}",
-            a.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_log(&a, "recycled WAL segments", 30).await;
     assert!(root.path().join("a/peers/b.held.json").exists());
     assert!(root.path().join("b/peers/a.json").exists());
 }

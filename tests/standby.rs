@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::net::Relay;
-use common::{bank_under_transfers, code, free_port, Server};
+use common::{
+    bank_under_transfers, code, free_port, insert_chunked, wait_for_log, wait_for_table, Server,
+};
 use tokio::task::JoinHandle;
 
 const TOKEN: &str = "replication-token-0123456789";
@@ -76,6 +78,16 @@ fn read_whole(standby: &Server, stop: Arc<AtomicBool>) -> JoinHandle<(u64, usize
         }
         (reads, seen.len())
     })
+}
+
+/// Stops the transfer workers, checking they made more than 20 transfers.
+async fn stop_transfers(stop: &AtomicBool, workers: Vec<JoinHandle<u64>>) {
+    stop.store(true, Ordering::Relaxed);
+    let mut transfers = 0;
+    for w in workers {
+        transfers += w.await.unwrap();
+    }
+    assert!(transfers > 20, "only {transfers} transfers ran");
 }
 
 /// The rows of `SHOW fortress.replication`: (name, state, lag_bytes).
@@ -198,12 +210,7 @@ async fn a_hot_standby_serves_whole_transactions_under_load_and_catches_up_after
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // A quiet moment: everything acknowledged reaches the standby.
-    stop.store(true, Ordering::Relaxed);
-    let mut transfers = 0;
-    for w in workers {
-        transfers += w.await.unwrap();
-    }
-    assert!(transfers > 20, "only {transfers} transfers ran");
+    stop_transfers(&stop, workers).await;
     let acknowledged = balances(&primary).await;
     caught_up(&standby, &acknowledged).await;
     stop_reads.store(true, Ordering::Relaxed);
@@ -513,22 +520,11 @@ async fn recycling_keeps_what_a_sync_standby_lacks_and_an_async_one_away_must_be
         .unwrap();
     // Both standbys go away (the async one once it has the table); 8 MiB
     // of WAL is written and checkpointed.
-    let c = away.client().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c.query_one("SELECT count(*) FROM t", &[]).await.is_err() {
-        assert!(Instant::now() < deadline, "the async standby never had t");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    drop(c);
+    wait_for_table(&away, "t").await;
     sync.kill();
     away.kill();
     let pad = "x".repeat(1000);
-    for chunk in (0..8000).collect::<Vec<i32>>().chunks(400) {
-        let values: Vec<String> = chunk.iter().map(|i| format!("({i}, '{pad}')")).collect();
-        p.batch_execute(&format!("INSERT INTO t VALUES {}", values.join(",")))
-            .await
-            .unwrap();
-    }
+    insert_chunked(&p, "t", 0..8000, |i| format!("({i}, '{pad}')")).await;
     let url = format!("{}/api/v1/checkpoints", primary.admin_url());
     ureq::post(&url).send_empty().unwrap();
     // The sync standby, away, holds every segment back.
@@ -541,15 +537,7 @@ async fn recycling_keeps_what_a_sync_standby_lacks_and_an_async_one_away_must_be
     // past what the asynchronous standby (still away) had.
     sync.restart();
     count_reaches(&sync, "t", 8000, 30, "the sync standby did not catch up").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !primary.log().contains("recycled WAL segments") {
-        assert!(
-            Instant::now() < deadline,
-            "nothing was recycled once the sync standby caught up:\n{}",
-            primary.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_log(&primary, "recycled WAL segments", 30).await;
     // The async standby comes back to a primary that no longer has what it
     // needs: it says so, and keeps serving what it had.
     away.restart();
@@ -619,34 +607,15 @@ async fn under_load_a_standby_takes_what_its_primary_recycled_from_the_archive_a
     let workers = bank_under_transfers(&primary, ACCOUNTS, START, stop.clone()).await;
     let stop_reads = Arc::new(AtomicBool::new(false));
     let away_reads = read_whole(&away, stop_reads.clone());
-    let c = away.client().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c.query_one("SELECT count(*) FROM t", &[]).await.is_err() {
-        assert!(Instant::now() < deadline, "the standby never had t");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    drop(c);
+    wait_for_table(&away, "t").await;
     // Away while 8 MiB of WAL is written, checkpointed, archived and
     // recycled, then more after the checkpoint; transfers go on.
     away.kill();
     let pad = "x".repeat(1000);
-    for chunk in (0..8000).collect::<Vec<i32>>().chunks(400) {
-        let values: Vec<String> = chunk.iter().map(|i| format!("({i}, '{pad}')")).collect();
-        p.batch_execute(&format!("INSERT INTO t VALUES {}", values.join(",")))
-            .await
-            .unwrap();
-    }
+    insert_chunked(&p, "t", 0..8000, |i| format!("({i}, '{pad}')")).await;
     let url = format!("{}/api/v1/checkpoints", primary.admin_url());
     ureq::post(&url).send_empty().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !primary.log().contains("recycled WAL segments") {
-        assert!(
-            Instant::now() < deadline,
-            "nothing recycled:\n{}",
-            primary.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_log(&primary, "recycled WAL segments", 30).await;
     p.batch_execute("UPDATE t SET v = 'y' WHERE id < 100; CREATE TABLE u (id int PRIMARY KEY)")
         .await
         .unwrap();
@@ -661,12 +630,7 @@ async fn under_load_a_standby_takes_what_its_primary_recycled_from_the_archive_a
     count_reaches(&fresh, "u", 1, 60, "the new standby does not stream").await;
     count_reaches(&away, "u", 1, 60, "the standby never caught up").await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut transfers = 0;
-    for w in workers {
-        transfers += w.await.unwrap();
-    }
-    assert!(transfers > 20, "only {transfers} transfers ran");
+    stop_transfers(&stop, workers).await;
     let acknowledged = balances(&primary).await;
     caught_up(&away, &acknowledged).await;
     caught_up(&fresh, &acknowledged).await;

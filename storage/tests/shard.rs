@@ -467,6 +467,12 @@ fn with_prepared_77(s: &ShardStore, clock: &fortress_storage::HybridClock) {
     s.execute(9, &prepare_77(clock, vec![0])).unwrap();
 }
 
+/// Commits prepared transaction `txid` on `s` at `commit_ts`.
+fn commit_prepared(s: &ShardStore, txid: u64, commit_ts: fortress_storage::Timestamp) {
+    s.execute(9, &Fragment::CommitPrepared { txid, commit_ts })
+        .unwrap();
+}
+
 /// Transaction 77's PREPARE of row 1 = 1001, naming `participants`.
 fn prepare_77(clock: &fortress_storage::HybridClock, participants: Vec<u32>) -> Fragment {
     Fragment::Prepare {
@@ -516,14 +522,7 @@ fn prepared_transactions_survive_restart_and_resolve_either_way() {
     doubt.sort();
     assert_eq!(doubt, vec![77, 78]);
     let commit_ts: Timestamp = clock.now();
-    s.execute(
-        9,
-        &Fragment::CommitPrepared {
-            txid: 77,
-            commit_ts,
-        },
-    )
-    .unwrap();
+    commit_prepared(&s, 77, commit_ts);
     s.execute(9, &Fragment::AbortPrepared { txid: 78 }).unwrap();
     // Resolving twice is harmless (recovery may repeat a decision).
     assert_eq!(
@@ -943,14 +942,7 @@ fn a_resolution_applies_while_an_earlier_record_waits_for_its_fsync() {
     };
     let mut pending = s.try_write(9, &later).unwrap().unwrap();
     let commit_ts = clock.now();
-    s.execute(
-        9,
-        &Fragment::CommitPrepared {
-            txid: 77,
-            commit_ts,
-        },
-    )
-    .unwrap();
+    commit_prepared(&s, 77, commit_ts);
     let mut cx = Context::from_waker(std::task::Waker::noop());
     assert!(
         pending.as_mut().poll(&mut cx).is_pending(),
@@ -1434,14 +1426,7 @@ fn a_copy_built_on_a_checkpoint_continues_the_log_and_its_transactions() {
     let wal_after = s.last_lsn();
     let snapshot = clock.now();
     let commit_ts = clock.now();
-    s.execute(
-        9,
-        &Fragment::CommitPrepared {
-            txid: 77,
-            commit_ts,
-        },
-    )
-    .unwrap();
+    commit_prepared(&s, 77, commit_ts);
     let cut = s
         .dump(snapshot.0, wal_after, &cp.path().join("shard-000"))
         .unwrap();
@@ -1495,14 +1480,7 @@ fn a_copy_built_on_a_checkpoint_continues_the_log_and_its_transactions() {
     assert_eq!(copy.catalog().version, 2);
     drop(copy);
     // Resolved later: a copy commits it too, and goes on after a reopen.
-    s.execute(
-        9,
-        &Fragment::CommitPrepared {
-            txid: 78,
-            commit_ts: clock.now(),
-        },
-    )
-    .unwrap();
+    commit_prepared(&s, 78, clock.now());
     insert(&s, 8..9);
     let to = out.path().join("committed");
     let copy = copy_from_checkpoint(&s, &cut, &manifest, cp.path(), dir.path(), &to);

@@ -431,3 +431,44 @@ pub fn read_message(s: &mut std::net::TcpStream) -> (u8, Vec<u8>) {
     s.read_exact(&mut body).unwrap();
     (head[0], body)
 }
+
+/// Inserts a row for each of `ids` into `table`, 400 to a statement, each
+/// row the VALUES tuple `row(id)`: megabytes of WAL in a few statements.
+pub async fn insert_chunked(
+    c: &Client,
+    table: &str,
+    ids: std::ops::Range<i32>,
+    row: impl Fn(i32) -> String,
+) {
+    for chunk in ids.collect::<Vec<i32>>().chunks(400) {
+        let values: Vec<String> = chunk.iter().map(|&i| row(i)).collect();
+        c.batch_execute(&format!("INSERT INTO {table} VALUES {}", values.join(",")))
+            .await
+            .unwrap();
+    }
+}
+
+/// Waits up to `secs` until `server`'s log says `what`.
+pub async fn wait_for_log(server: &Server, what: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !server.log().contains(what) {
+        assert!(
+            Instant::now() < deadline,
+            "the log never said {what:?}:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits up to 10 s until `table` is there to read on `server` (a standby
+/// that replicated its creation).
+pub async fn wait_for_table(server: &Server, table: &str) {
+    let c = server.client().await;
+    let sql = format!("SELECT count(*) FROM {table}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.query_one(&sql, &[]).await.is_err() {
+        assert!(Instant::now() < deadline, "{table} never appeared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
