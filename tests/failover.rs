@@ -121,12 +121,23 @@ fn serving_standby(
     name: &str,
     arch: &str,
 ) -> (Server, String) {
+    serving_standby_after(root, primary, name, arch, "2s")
+}
+
+/// [`serving_standby`] declaring its primary lost after `timeout`.
+fn serving_standby_after(
+    root: &std::path::Path,
+    primary: &str,
+    name: &str,
+    arch: &str,
+    timeout: &str,
+) -> (Server, String) {
     let own = format!("127.0.0.1:{}", free_port());
     let args = [
         "--archive",
         arch,
         "--primary-timeout",
-        "2s",
+        timeout,
         "--replication-listen",
         &own,
     ];
@@ -743,6 +754,63 @@ async fn the_other_standby_follows_the_new_primary() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "25006");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_holding_the_most_of_the_log_takes_over() {
+    let root = tempfile::tempdir().unwrap();
+    let arch = format!("a=file://{}", root.path().join("arch").display());
+    let (mut p, repl) = primary(root.path(), &arch, &["--lease-ttl", "2s"]);
+    // dr1 falls behind (its link blocked) and would be the first to call
+    // the primary lost; dr2 keeps up and calls it lost later.
+    let relay = Relay::start(repl.clone()).await;
+    let (behind, _) = serving_standby_after(root.path(), &relay.addr, "dr1", &arch, "1s");
+    let (ahead, _) = serving_standby_after(root.path(), &repl, "dr2", &arch, "3s");
+    let c = p.client().await;
+    c.batch_execute("CREATE TABLE acked (k int PRIMARY KEY); INSERT INTO acked VALUES (1)")
+        .await
+        .unwrap();
+    for s in [&behind, &ahead] {
+        keys_reach(s, &[1], 15, "a standby did not catch up").await;
+    }
+    relay.block();
+    c.batch_execute("INSERT INTO acked VALUES (2), (3)")
+        .await
+        .unwrap();
+    keys_reach(&ahead, &[1, 2, 3], 15, "dr2 did not catch up").await;
+    // Both have reported where they stand.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(c);
+    p.kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dr_status(&ahead)["role"] != "primary" {
+        assert_ne!(
+            dr_status(&behind)["role"],
+            "primary",
+            "the standby behind took over:\n{}",
+            behind.log()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "dr2 did not take over:\n{}",
+            ahead.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        behind.log().contains("deferring the takeover"),
+        "{}",
+        behind.log()
+    );
+    assert!(root.path().join("arch/standbys/dr1.json").exists());
+    // Nothing acknowledged was lost, and dr1 follows dr2 once it can.
+    assert_eq!(keys(&ahead).await, vec![1, 2, 3]);
+    relay.unblock();
+    let c = ahead.client().await;
+    c.batch_execute("INSERT INTO acked VALUES (4)")
+        .await
+        .unwrap();
+    keys_reach(&behind, &[1, 2, 3, 4], 30, "dr1 did not follow dr2").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

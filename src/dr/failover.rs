@@ -133,6 +133,9 @@ pub struct Manager {
     report_saved: std::sync::atomic::AtomicBool,
     /// Set once a rejoin failed (the exec): it is not tried again.
     rejoin_failed: std::sync::atomic::AtomicBool,
+    /// The other standbys' reports, to let the one that holds the most of
+    /// the log take over.
+    candidates: super::candidates::Candidates,
 }
 
 /// The failover state as status reports it.
@@ -224,6 +227,7 @@ impl Manager {
             said_why_not: Default::default(),
             report_saved: Default::default(),
             rejoin_failed: Default::default(),
+            candidates: Default::default(),
         });
         // The first period before serving: a primary that holds the lease
         // takes writes from its first connection.
@@ -387,15 +391,47 @@ impl Manager {
             f.primary_lost()
                 .or_else(|| (f.health().score < self.min_score).then(Instant::now))
         });
+        if let Some(f) = &self.follower {
+            // Each period: how far this standby holds the primary's log,
+            // and how far the others do.
+            let me = super::candidates::Report {
+                name: self.lease.me().to_string(),
+                epoch: f.upstream_epoch(),
+                ends: self.cluster.log_ends(),
+                auto: self.auto,
+                seq: 0,
+            };
+            let archive = self.lease.archive();
+            if let Err(e) = self.candidates.publish(archive, me).await {
+                tracing::debug!(error = %format!("{e:#}"), "reporting this standby's position");
+            }
+            if let Err(e) = self.candidates.refresh(archive, self.lease.me()).await {
+                tracing::debug!(error = %format!("{e:#}"), "reading the other standbys' positions");
+            }
+        }
         if handed {
             self.take_over("handover", Instant::now()).await?;
         } else if let (true, Some(detected)) = (self.auto, lost) {
-            if self.lease.expired() {
+            if self.lease.expired() && !self.defers() {
                 self.take_over("automatic", detected).await?;
             }
         }
         self.follow_new_primary(found.as_ref(), lost.is_some());
         Ok(())
+    }
+
+    /// Whether this standby leaves the takeover to another one of the same
+    /// primary that holds more of its log (see [`super::candidates`]).
+    fn defers(&self) -> bool {
+        let Some(f) = &self.follower else {
+            return false;
+        };
+        let alive = self.lease.ttl() * 3;
+        let mine = self.cluster.log_ends();
+        match self.candidates.better(f.upstream_epoch(), &mine, alive) {
+            Some(better) => self.candidates.defer(&better, alive),
+            None => false,
+        }
     }
 
     /// Another node took over from the primary this standby followed:

@@ -12,6 +12,7 @@
 //! and the replaced primary rejoining as a standby ([`rejoin`]).
 
 pub mod archive;
+pub mod candidates;
 pub mod cli;
 pub mod failover;
 pub mod fetch;
