@@ -366,6 +366,7 @@ fn serve(
                 token,
                 args.sync_policy(),
                 peers.clone(),
+                std::path::absolute(args.dirs().checkpoints())?,
             );
             if let Some(p) = &peers {
                 let (p, s) = (p.clone(), serving.clone());

@@ -839,3 +839,65 @@ async fn a_standby_declares_a_silent_primary_lost_and_follows_it_again_when_it_w
     c.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
     count_reaches(&standby, "t", 1, 10, "the write never reached the standby").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_standby_of_a_primary_that_recycled_its_first_records_starts_from_a_checkpoint_taken_for_it(
+) {
+    let root = tempfile::tempdir().unwrap();
+    let (primary, repl) = sync_primary(
+        root.path(),
+        "dr1=async",
+        "10s",
+        &[
+            "--wal-segment-mb",
+            "1",
+            "--wal-keep-segments",
+            "0",
+            "--wal-recycle-interval",
+            "200ms",
+        ],
+    );
+    let p = primary.client().await;
+    p.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let pad = "x".repeat(1000);
+    insert_chunked(&p, "t", 0..8000, |i| format!("({i}, '{pad}')")).await;
+    let url = format!("{}/api/v1/checkpoints", primary.admin_url());
+    ureq::post(&url).send_empty().unwrap();
+    wait_for_log(&primary, "recycled WAL segments", 30).await;
+    p.batch_execute("UPDATE t SET v = 'y' WHERE id < 100")
+        .await
+        .unwrap();
+    // No archive, and the primary's first records are gone: the copy is
+    // made from a checkpoint the primary takes for it, then streams.
+    let standby = Server::standby(root.path().join("dr1"), &repl, "dr1", &[], &[]);
+    let want = summary(&primary).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while summary(&standby).await != want {
+        assert!(
+            Instant::now() < deadline,
+            "the standby never caught up:\n{}",
+            standby.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        standby
+            .log()
+            .contains("made this standby's copy from a checkpoint its primary took for it"),
+        "{}",
+        standby.log()
+    );
+    p.batch_execute("DELETE FROM t WHERE id < 10")
+        .await
+        .unwrap();
+    count_reaches(&standby, "t", 7990, 30, "the standby does not stream").await;
+    let e = standby
+        .client()
+        .await
+        .batch_execute("DELETE FROM t")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "25006");
+}

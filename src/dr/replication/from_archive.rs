@@ -305,7 +305,7 @@ fn staging(dir: &Path, what: &str) -> PathBuf {
 }
 
 /// Syncs every file under `dir` and every directory, itself included.
-fn sync_tree(dir: &Path) -> anyhow::Result<()> {
+pub(super) fn sync_tree(dir: &Path) -> anyhow::Result<()> {
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         if e.file_type()?.is_dir() {

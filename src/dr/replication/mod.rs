@@ -29,6 +29,7 @@
 //! SHA-256 digests in constant time); without one the primary listens on
 //! loopback only.
 
+pub mod base;
 pub mod from_archive;
 pub mod peer;
 pub mod primary;
@@ -58,6 +59,10 @@ const PEER_WELCOME: u8 = 9;
 const PEER_BATCH: u8 = 10;
 const PEER_TICK: u8 = 11;
 const PEER_ACK: u8 = 12;
+/// A new standby's copy from its primary (see [`base`]): a piece of a
+/// checkpoint's file, and the end.
+const BASE_FILE: u8 = 13;
+const BASE_END: u8 = 14;
 /// Largest HELLO accepted from a standby, before it is authenticated.
 const MAX_HELLO: usize = 64 << 10;
 /// Largest ACK: a few numbers per log.
@@ -83,6 +88,9 @@ struct Hello {
     /// Each log's last LSN, in [`fortress_proxy::Cluster::logs`] order;
     /// empty from a standby with no copy yet, which asks for the identity.
     positions: Vec<u64>,
+    /// With no positions: the standby asks for a copy (see [`base`]).
+    #[serde(default)]
+    base: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -56,6 +56,9 @@ pub struct Standbys {
     /// The write lease epoch this node holds, and the log positions it
     /// took over at if it took over from another primary.
     lease: Mutex<(u64, Option<Vec<u64>>)>,
+    /// Where this node's checkpoints are (a new standby's copy is made
+    /// from one taken there).
+    checkpoints: Option<std::path::PathBuf>,
 }
 
 /// One standby's stream, live or ended.
@@ -85,6 +88,9 @@ struct LinkState {
     /// The records the standby needs were recycled: it takes them from an
     /// archive, and holds nothing back meanwhile.
     gone: bool,
+    /// Not a stream: the WAL kept for a standby being copied (see
+    /// [`Standbys::hold_for_copy`]).
+    copying: bool,
 }
 
 struct Sent {
@@ -128,7 +134,8 @@ impl Link {
 
     /// True while the stream to this standby is up.
     fn streaming(&self) -> bool {
-        self.state.lock().expect("link").ended.is_none()
+        let st = self.state.lock().expect("link");
+        st.ended.is_none() && !st.copying
     }
 
     /// True if the standby is streaming and has acknowledged `ends`.
@@ -143,7 +150,7 @@ impl Link {
         covers(&self.state.lock().expect("link").sent, ends)
     }
 
-    fn end(&self, why: String) {
+    pub(super) fn end(&self, why: String) {
         self.state.lock().expect("link").ended = Some(why);
     }
 
@@ -181,11 +188,40 @@ fn mode_name(sync: bool, degraded: bool) -> &'static str {
 }
 
 impl Standbys {
-    pub fn new(policy: SyncPolicy) -> Standbys {
+    pub fn new(policy: SyncPolicy, checkpoints: std::path::PathBuf) -> Standbys {
         Standbys {
             policy,
+            checkpoints: Some(checkpoints),
             ..Standbys::default()
         }
+    }
+
+    /// Where this node's checkpoints are.
+    pub(super) fn checkpoints(&self) -> Option<std::path::PathBuf> {
+        self.checkpoints.clone()
+    }
+
+    /// Keeps the WAL from `positions` for a standby being copied, until it
+    /// streams (its link then replaces this one) or `hold` passes.
+    pub(super) fn hold_for_copy(
+        self: &Arc<Self>,
+        name: &str,
+        id: &str,
+        addr: String,
+        positions: Vec<u64>,
+        hold: Duration,
+    ) -> Arc<Link> {
+        let link = self.connect(name, id, addr, positions);
+        link.state.lock().expect("link").copying = true;
+        let (me, held, name) = (self.clone(), link.clone(), name.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            let current = me.links.lock().expect("links").get(&name).cloned();
+            if current.is_some_and(|l| Arc::ptr_eq(&l, &held)) {
+                held.end("the copy did not come back to stream".into());
+            }
+        });
+        link
     }
 
     /// What `SHOW fortress.replication` and the API report of them: each
@@ -459,8 +495,9 @@ pub fn serve(
     token: Option<String>,
     policy: SyncPolicy,
     peers: Option<Arc<super::peer::Peers>>,
+    checkpoints: std::path::PathBuf,
 ) -> Arc<Standbys> {
-    let standbys = Arc::new(Standbys::new(policy));
+    let standbys = Arc::new(Standbys::new(policy, checkpoints));
     // A standby serves its own standbys only once promoted (then it
     // installs them: see `Standbys::install`).
     if !cluster.is_standby() {
@@ -525,8 +562,15 @@ async fn stream_to(
     } else if let Some(why) = standbys.forked(&hello.positions, hello.epoch) {
         Some(why)
     } else if hello.positions.is_empty() {
-        // A new standby learns the identity, makes its copy and comes back.
+        // A new standby learns the identity, makes its copy (from a
+        // checkpoint taken for it, if it asks) and comes back.
         write_frame(&mut s, WELCOME, &[&serde_json::to_vec(&welcome)?]).await?;
+        // A copy is made only when the first records are gone: while the
+        // logs are whole, streaming them from the start is the copy.
+        if hello.base && !super::base::logs_whole(&cluster)? {
+            return super::base::send(&mut s, &cluster, &standbys, &hello.name, &hello.id, peer)
+                .await;
+        }
         return Ok(());
     } else if hello.positions.len() != logs.len() {
         Some("the standby has another number of logs (shards)".to_string())

@@ -245,6 +245,7 @@ pub async fn bootstrap(
         id: welcome.cluster,
     };
     std::fs::create_dir_all(dir)?;
+    let mut copied = false;
     for url in &upstream.archives {
         let (d, u, i, c) = (
             dir.to_path_buf(),
@@ -262,6 +263,7 @@ pub async fn bootstrap(
                 // The copy holds that primary's history: the primary must
                 // not take it for one that followed the primary before.
                 save_epoch(dir, welcome.epoch)?;
+                copied = true;
                 tracing::info!(archive = %url, checkpoint = t.checkpoint.as_deref().unwrap_or(""), rows = t.rows, bytes = t.bytes,
                     "made this standby's copy from the archive's checkpoint and logs");
                 break;
@@ -271,6 +273,24 @@ pub async fn bootstrap(
             }
             Err(e) => {
                 tracing::warn!(archive = %url, error = %format!("{e:#}"), "could not make the copy from the archive")
+            }
+        }
+    }
+    if !copied {
+        // No archive had one: a checkpoint the primary takes for it.
+        match super::base::receive(dir, upstream, &identity, cipher).await {
+            Ok(Some(t)) => {
+                save_epoch(dir, welcome.epoch)?;
+                tracing::info!(
+                    checkpoint = t.checkpoint.as_deref().unwrap_or(""),
+                    rows = t.rows,
+                    bytes = t.bytes,
+                    "made this standby's copy from a checkpoint its primary took for it"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "the primary sent no copy: streaming its log from the first record")
             }
         }
     }
@@ -329,6 +349,7 @@ async fn handshake(
         id: upstream.id.clone(),
         epoch: upstream.epoch,
         positions,
+        base: false,
     };
     write_frame(&mut s, HELLO, &[&serde_json::to_vec(&hello)?]).await?;
     let (kind, payload) = read_frame(&mut s, MAX_FRAME).await?;
