@@ -167,7 +167,7 @@ impl Download {
         let mut total = 0;
         if let Some(m) = chosen {
             let dir = self.checkpoints().join(&m.id);
-            for t in m.shards.iter().flat_map(|s| &s.tables) {
+            for t in m.shards.iter().flat_map(|s| s.files()) {
                 total += t.bytes;
                 files.push((
                     format!("checkpoints/{}/{}", m.id, t.file),

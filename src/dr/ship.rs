@@ -455,7 +455,7 @@ impl Task {
                 // pruned): not ours to archive.
                 _ => continue,
             };
-            for t in manifest.shards.iter().flat_map(|s| &s.tables) {
+            for t in manifest.shards.iter().flat_map(|s| s.files()) {
                 let n = self
                     .provider
                     .upload(&format!("checkpoints/{id}/{}", t.file), &dir.join(&t.file))

@@ -356,6 +356,18 @@ pub struct ShardCut {
     /// No record above this LSN is in the checkpoint.
     pub wal_through: Lsn,
     pub tables: Vec<TableFile>,
+    /// Multi-master: the stamps of versions peers wrote and the siblings
+    /// of concurrent versions (see `crate::conflict`), as stored (`name`
+    /// `stamps` or `siblings`; `table` unused). Absent without peers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_files: Vec<TableFile>,
+}
+
+impl ShardCut {
+    /// Every file of this shard's part: its tables', then its peer files.
+    pub fn files(&self) -> impl Iterator<Item = &TableFile> {
+        self.tables.iter().chain(&self.peer_files)
+    }
 }
 
 /// The description of a checkpoint, stored in its `MANIFEST`.
@@ -447,7 +459,7 @@ impl Manifest {
 pub fn verify(dir: &Path, cipher: Option<&Cipher>) -> Result<Manifest> {
     let m = Manifest::read(dir, cipher)?;
     for cut in &m.shards {
-        for t in &cut.tables {
+        for t in cut.files() {
             let got = read_file(&dir.join(&t.file), &t.file, cipher, |_, _| Ok(()))?;
             m.check_file(dir, t, &got)?;
         }
@@ -598,6 +610,7 @@ mod tests {
                 shard: 0,
                 wal_after: 3,
                 wal_through: 5,
+                peer_files: Vec::new(),
                 tables: vec![],
             }],
             catalog,

@@ -22,8 +22,8 @@ use crate::error::{Result, StorageError};
 use crate::keycodec::split_versioned;
 use crate::mvcc::decode_version;
 use crate::shard::{
-    PrepareRecord, WriteOp, KIND_ABORT_PREPARED, KIND_CATALOG, KIND_COMMIT_PREPARED, KIND_LOAD,
-    KIND_PREPARE, KIND_PREPARE_ALL, KIND_REMOTE, KIND_WRITE,
+    PrepareRecord, RemoteRecord, WriteOp, KIND_ABORT_PREPARED, KIND_CATALOG, KIND_COMMIT_PREPARED,
+    KIND_LOAD, KIND_PREPARE, KIND_PREPARE_ALL, KIND_REMOTE, KIND_WRITE,
 };
 use crate::wal::{read_from, Lsn, Record, Wal, WalOptions};
 use crate::ShardId;
@@ -251,6 +251,29 @@ pub fn restore_shard(
         for t in &cut.tables {
             load_table(&mut out, dir, t, src)?;
         }
+        // Stamps and siblings back as records that store them.
+        for f in &cut.peer_files {
+            let mut entries = Vec::new();
+            let mut size = 0;
+            let snapshot = src.manifest.snapshot;
+            let wal = &out.wal;
+            let bytes = read_peer_file(dir, f, src, &mut |kind, k, v| {
+                size += k.len() + v.len();
+                entries.push((k.to_vec(), v.to_vec()));
+                if size >= LOAD_RECORD_BYTES {
+                    let payload = RemoteRecord::encode_stored(kind, &entries)?;
+                    wal.append(0, snapshot, KIND_REMOTE, &payload)?;
+                    entries.clear();
+                    size = 0;
+                }
+                Ok(())
+            })?;
+            if !entries.is_empty() {
+                let payload = RemoteRecord::encode_stored(&f.name, &entries)?;
+                out.wal.append(0, snapshot, KIND_REMOTE, &payload)?;
+            }
+            out.read(bytes);
+        }
     }
     let mut replayed = Replayed::default();
     if src.cutoff != Cutoff::Checkpoint {
@@ -290,6 +313,26 @@ fn load_table(
 
 /// Takes rows as `(commit timestamp, put)` batches.
 pub(crate) type RowSink<'a> = dyn FnMut(&[(u64, WriteOp)]) -> Result<()> + 'a;
+
+/// Takes a checkpoint's peer file entries: its kind (`stamps` or
+/// `siblings`), then each stored key and value.
+pub(crate) type PeerSink<'a> = dyn FnMut(&str, &[u8], &[u8]) -> Result<()> + 'a;
+
+/// Reads a checkpoint's peer file (see [`ShardCut::peer_files`]), checked
+/// against its manifest, handing each entry to `sink`; the bytes read.
+fn read_peer_file(
+    dir: &Path,
+    file: &TableFile,
+    src: &ShardSource<'_>,
+    sink: &mut PeerSink<'_>,
+) -> Result<u64> {
+    let path = &dir.join(&file.file);
+    let summary = read_file(path, &file.file, src.cipher.as_deref(), |k, v| {
+        sink(&file.name, k, v)
+    })?;
+    src.manifest.check_file(dir, file, &summary)?;
+    Ok(summary.bytes)
+}
 
 /// Reads one table file of a checkpoint, checked against its manifest,
 /// handing its rows to `sink` as `(commit timestamp, put)` batches of
@@ -362,15 +405,28 @@ pub fn install_base(
         last_lsn: cut.wal_after,
         ..RestoreStats::default()
     };
-    ShardStore::create_base(new_dir, &src.manifest.catalog, cut.wal_after, |apply| {
-        for t in &cut.tables {
-            let (rows, bytes) = read_table(dir, t, src, apply)?;
-            stats.rows += rows;
-            stats.bytes += bytes;
-            progress(bytes);
-        }
-        Ok(())
-    })?;
+    let mut peer_bytes = 0;
+    ShardStore::create_base(
+        new_dir,
+        &src.manifest.catalog,
+        cut.wal_after,
+        |apply| {
+            for t in &cut.tables {
+                let (rows, bytes) = read_table(dir, t, src, apply)?;
+                stats.rows += rows;
+                stats.bytes += bytes;
+                progress(bytes);
+            }
+            Ok(())
+        },
+        |store| {
+            for f in &cut.peer_files {
+                peer_bytes += read_peer_file(dir, f, src, store)?;
+            }
+            Ok(())
+        },
+    )?;
+    stats.bytes += peer_bytes;
     Ok((stats, cut.wal_after))
 }
 

@@ -153,6 +153,34 @@ pub(crate) struct RemoteRecord {
 }
 
 impl RemoteRecord {
+    /// The payload of a record that puts back stored `stamps` or
+    /// `siblings` entries (a checkpoint's peer file, for a restore).
+    pub(crate) fn encode_stored(kind: &str, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<u8>> {
+        let mut record = RemoteRecord {
+            ops: Vec::new(),
+            stamps: Vec::new(),
+            siblings: Vec::new(),
+        };
+        for (k, v) in entries {
+            match kind {
+                "stamps" => {
+                    let (table, key, at) = split_stamp_key(k)
+                        .ok_or_else(|| StorageError::Codec("a damaged stamp key".into()))?;
+                    record.stamps.push(StampAt {
+                        table,
+                        key: key.to_vec(),
+                        at: Some(at),
+                        stamp: postcard::from_bytes(v).map_err(codec)?,
+                    });
+                }
+                _ => record
+                    .siblings
+                    .push(postcard::from_bytes(v).map_err(codec)?),
+            }
+        }
+        encode_record(&record)
+    }
+
     /// Every row the record changes: a version, or a stamp (each version
     /// and sibling comes with its row's stamp).
     fn keys(&self) -> impl Iterator<Item = (TableId, Vec<u8>)> + '_ {
@@ -547,6 +575,21 @@ fn stamp_key(table: TableId, key: &[u8], ts: u64) -> Vec<u8> {
     let mut k = stamp_prefix(table, key);
     k.extend_from_slice(&ts.to_be_bytes());
     k
+}
+
+/// The version timestamp a stamp key ends with.
+fn stamp_version(k: &[u8]) -> Option<u64> {
+    let at = k.len().checked_sub(8)?;
+    Some(u64::from_be_bytes(k[at..].try_into().ok()?))
+}
+
+/// The row and version a stamp key names: (table, key, version).
+pub(crate) fn split_stamp_key(k: &[u8]) -> Option<(TableId, &[u8], u64)> {
+    let table = TableId::from_be_bytes(k.get(..4)?.try_into().ok()?);
+    let len = u32::from_be_bytes(k.get(4..8)?.try_into().ok()?) as usize;
+    let key = k.get(8..8 + len)?;
+    let ts = u64::from_be_bytes(k.get(8 + len..16 + len)?.try_into().ok()?);
+    Some((table, key, ts))
 }
 
 fn stamp_prefix(table: TableId, key: &[u8]) -> Vec<u8> {
@@ -1321,6 +1364,7 @@ impl ShardStore {
         catalog: &Catalog,
         after: Lsn,
         load: impl FnOnce(&mut crate::restore::RowSink<'_>) -> Result<()>,
+        load_peer: impl FnOnce(&mut crate::restore::PeerSink<'_>) -> Result<()>,
     ) -> Result<()> {
         let db_path = dir.join("db");
         if db_path.exists() {
@@ -1352,6 +1396,14 @@ impl ShardStore {
         *state.catalog.write().expect("catalog") = catalog.clone();
         // Loaded as if by the record after `after`: no tree holds it yet.
         load(&mut |batch| state.apply_versions(after + 1, batch.iter().map(|(ts, op)| (*ts, op))))?;
+        load_peer(&mut |kind, k, v| {
+            let tree = match kind {
+                "stamps" => &state.stamps,
+                _ => &state.siblings,
+            };
+            tree.insert(k, v)?;
+            Ok(())
+        })?;
         state.mark_applied(after, after)?;
         state.db.flush()?;
         Ok(())
@@ -2052,12 +2104,46 @@ impl ShardStore {
                 raw_bytes: summary.raw_bytes,
             });
         }
+        // Multi-master stamps of versions the checkpoint holds, and siblings.
+        let mut peer_files = Vec::new();
+        for (tree, kind) in [
+            (&self.state.stamps, "stamps"),
+            (&self.state.siblings, "siblings"),
+        ] {
+            if tree.is_empty() {
+                continue;
+            }
+            let name = format!("{kind}.peer");
+            let label = format!("{shard_dir}/{name}");
+            let mut out = crate::checkpoint::BlockWriter::create(
+                &dir.join(&name),
+                &label,
+                self.wal.cipher().cloned(),
+            )?;
+            for item in tree.iter() {
+                let (k, v) = item?;
+                if kind == "stamps" && stamp_version(&k).is_some_and(|ts| ts > snapshot) {
+                    continue;
+                }
+                out.push(&k, &v)?;
+            }
+            let summary = out.finish()?;
+            peer_files.push(TableFile {
+                table: 0,
+                name: kind.into(),
+                file: label,
+                rows: summary.entries,
+                bytes: summary.bytes,
+                raw_bytes: summary.raw_bytes,
+            });
+        }
         crate::checkpoint::sync_dir(dir)?;
         Ok(ShardCut {
             shard: self.id,
             wal_after,
             wal_through,
             tables,
+            peer_files,
         })
     }
 

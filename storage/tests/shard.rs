@@ -1491,3 +1491,68 @@ fn a_copy_built_on_a_checkpoint_continues_the_log_and_its_transactions() {
     let copy = ShardStore::open(0, &to, clocked().1).unwrap();
     assert_eq!(rows(&copy), rows(&s));
 }
+
+#[test]
+fn a_checkpoint_keeps_the_stamps_of_versions_peers_wrote() {
+    use fortress_storage::checkpoint::Manifest;
+    use fortress_storage::conflict::{Resolver, Stamp};
+    use fortress_storage::restore::{install_base, restore_shard, Cutoff, ShardSource};
+    let dir = tempfile::tempdir().unwrap();
+    let cp = tempfile::tempdir().unwrap();
+    let (clock, opts) = clocked();
+    let s = ShardStore::open(0, dir.path(), opts).unwrap();
+    s.execute(1, &Fragment::ApplyCatalog(catalog())).unwrap();
+    insert(&s, 0..3);
+    // Node b's version of row 1, taken here (on node a).
+    let key = fortress_storage::keycodec::encode_key(&[Value::Int8(1)]);
+    let b_ts = clock.now().0;
+    let change = fortress_storage::RemoteChange {
+        table: 1,
+        key: key.clone(),
+        row: Some(vec![Value::Int8(1), Value::Int8(100)]),
+        stamp: Stamp::local("b", b_ts, None),
+    };
+    let done = s.apply_remote("a", Resolver::Timestamp, &[change]).unwrap();
+    assert_eq!(done.taken, 1);
+    let wal_after = s.last_lsn();
+    let snapshot = clock.now();
+    let cut = s
+        .dump(snapshot.0, wal_after, &cp.path().join("shard-000"))
+        .unwrap();
+    assert_eq!(cut.peer_files.len(), 1, "{cut:?}");
+    let manifest = Manifest {
+        snapshot: snapshot.0,
+        catalog: s.catalog(),
+        shards: vec![cut.clone()],
+        ..Manifest::default()
+    };
+    let src = ShardSource {
+        shard: 0,
+        checkpoint: Some((cp.path(), &cut)),
+        manifest: &manifest,
+        wal: dir.path().join("wal"),
+        cutoff: Cutoff::Checkpoint,
+        cipher: None,
+    };
+    // A later write here follows b's version: its vector has b's entry,
+    // in a restore from the checkpoint and in a copy built on it alike.
+    let follows_b = |copy: &ShardStore| {
+        assert!(rows(copy).contains(&(1, 100)));
+        let next = copy.stamp_for_peer("a", 1, &key, u64::MAX).unwrap();
+        assert_eq!(next.vv.get("b"), Some(&b_ts), "{next:?}");
+    };
+    let out = tempfile::tempdir().unwrap();
+    let restored = out.path().join("restored");
+    let pending = restore_shard(&src, &restored, &mut |_| {}).unwrap();
+    pending.finish(&Default::default()).unwrap();
+    follows_b(&ShardStore::open(0, &restored, clocked().1).unwrap());
+    let copy = out.path().join("copy");
+    install_base(&src, &copy, &mut |_| {}).unwrap();
+    std::fs::create_dir_all(copy.join("wal")).unwrap();
+    std::fs::write(
+        copy.join("wal").join(format!("{:020}.seg", wal_after + 1)),
+        b"",
+    )
+    .unwrap();
+    follows_b(&ShardStore::open(0, &copy, clocked().1).unwrap());
+}
