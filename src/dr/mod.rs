@@ -1,15 +1,20 @@
 //! Disaster recovery: copies of the data directory away from its disk.
 //!
-//! Built so far: archives ([`archive`]), which receive every shard's WAL
-//! and the coordinator's decision log continuously and every checkpoint
-//! when taken ([`ship`]), and restore from an archive alone ([`fetch`],
-//! `fortress restore --from URL`), and WAL recycling once archived and
-//! checkpointed ([`recycle`]), with each archive's health checks and
-//! score ([`health`]). Archives can be added while the server runs
-//! ([`Dr::add`]). Hot standbys, async or sync ([`replication`]). The
-//! write lease that fences every node but one ([`lease`]), and failover,
-//! automatic or asked for, with its RTO and RPO recorded ([`failover`]),
-//! and the replaced primary rejoining as a standby ([`rejoin`]).
+//! - Archives ([`archive`]) receive every shard's WAL and the
+//!   coordinator's decision log continuously and every checkpoint when
+//!   taken ([`ship`]), one timeline per primary; restore reads them alone
+//!   ([`fetch`], `fortress restore --from URL`). WAL is recycled once
+//!   archived, checkpointed and pulled by every standby and peer
+//!   ([`recycle`]). Each archive has health checks and a score
+//!   ([`health`]), and archives can be added while the server runs
+//!   ([`Dr::add`]).
+//! - Hot standbys, async or sync, and multi-master peers
+//!   ([`replication`]), whose copies start from an archive or from a
+//!   checkpoint their primary takes for them.
+//! - The write lease that fences every node but one ([`lease`]); failover,
+//!   automatic or asked for, with its RTO and RPO recorded ([`failover`]),
+//!   to the standby that holds the most of the log ([`candidates`]); and
+//!   the replaced primary rejoining as a standby ([`rejoin`]).
 
 pub mod archive;
 pub mod candidates;

@@ -1,6 +1,8 @@
 //! WAL streaming from a primary's `--replication-listen` port to hot
 //! standbys (`fortress standby`), which keep a copy of its data directory
-//! LSN for LSN and serve reads from it.
+//! LSN for LSN and serve reads from it. The same port serves a new
+//! standby's copy ([`base`]) and multi-master peers ([`peer`]); a copy may
+//! also come from an archive ([`from_archive`]).
 //!
 //! **Frames** on the TCP stream: `len:u32 | kind:u8 | payload[len]`,
 //! little-endian. The standby opens with HELLO (JSON: token, name, each
