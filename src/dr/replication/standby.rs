@@ -1,6 +1,6 @@
 //! The standby's side: `fortress standby` is `fortress serve` on a copy
 //! opened in standby mode, with a follower that streams the primary's
-//! logs into it ([`fortress_proxy::Cluster::follow`]) and reconnects after
+//! logs into it ([`fortress_proxy::Cluster::follow_log`]) and reconnects after
 //! any failure.
 
 use std::path::Path;
