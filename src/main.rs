@@ -312,7 +312,7 @@ fn serve(
                 // for --peer-max-lag.
                 gc_grace: match args.peers.is_empty() {
                     true => ShardOptions::default().gc_grace,
-                    false => args.peer_max_lag,
+                    false => args.peer_max_lag.max(ShardOptions::default().gc_grace),
                 },
                 ..ShardOptions::default()
             },
@@ -344,6 +344,7 @@ fn serve(
                     &node_name,
                     args.conflict,
                     list,
+                    args.peer_max_lag,
                 )?)
             }
         };

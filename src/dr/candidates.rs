@@ -42,7 +42,8 @@ pub struct Report {
 pub struct Candidates {
     seq: AtomicU64,
     seen: Mutex<HashMap<String, Seen>>,
-    /// The standby deferred to, and since when.
+    /// The standby last deferred to, and when this outage's deferring
+    /// began.
     deferring: Mutex<Option<(String, Instant)>>,
 }
 
@@ -124,20 +125,29 @@ impl Candidates {
     }
 
     /// Whether to go on deferring to standby `to`: for at most `max` since
-    /// deferring to it began. Logs the start.
+    /// this outage's deferring began, whichever standby it is to. Logs
+    /// each standby deferred to.
     pub fn defer(&self, to: &str, max: Duration) -> bool {
         let mut d = self.deferring.lock().expect("candidates");
-        match &*d {
-            Some((name, since)) if name == to => since.elapsed() < max,
-            _ => {
+        let since = match &*d {
+            Some((name, since)) if name == to => *since,
+            other => {
                 tracing::warn!(
                     standby = to,
                     "deferring the takeover to a standby that holds more of the primary's log"
                 );
-                *d = Some((to.to_string(), Instant::now()));
-                true
+                let since = other.as_ref().map_or_else(Instant::now, |(_, s)| *s);
+                *d = Some((to.to_string(), since));
+                since
             }
-        }
+        };
+        since.elapsed() < max
+    }
+
+    /// The primary is back (or another node took over): the next outage
+    /// defers afresh.
+    pub fn reset(&self) {
+        *self.deferring.lock().expect("candidates") = None;
     }
 }
 

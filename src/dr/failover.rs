@@ -416,6 +416,9 @@ impl Manager {
                 self.take_over("automatic", detected).await?;
             }
         }
+        if lost.is_none() || !self.lease.expired() {
+            self.candidates.reset();
+        }
         self.follow_new_primary(found.as_ref(), lost.is_some());
         Ok(())
     }

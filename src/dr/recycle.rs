@@ -105,6 +105,7 @@ pub fn pass(
             covered,
             archived,
             standby,
+            peer,
             "WAL recycling bound"
         );
         // The sealed segments wholly at or below the bound, oldest first,

@@ -73,6 +73,9 @@ const PROBE_EVERY: u64 = 4096;
 
 /// How long a writer or reader waits for an in-doubt transaction.
 const IN_DOUBT_WAIT: Duration = Duration::from_secs(5);
+/// How long a peer's batch waits for its rows' logged writes to apply
+/// before giving up (and coming again).
+const REMOTE_BUSY_WAIT: Duration = Duration::from_secs(30);
 /// Reserved key in every table and index tree: an LSN through which the
 /// tree holds every record, and the newest version timestamp then.
 const APPLIED_KEY: &[u8] = &[0x00];
@@ -2715,6 +2718,7 @@ impl ShardStore {
         let rows: HashSet<(TableId, Vec<u8>)> =
             changes.iter().map(|c| (c.table, c.key.clone())).collect();
         let deadline = std::time::Instant::now() + IN_DOUBT_WAIT;
+        let busy_deadline = std::time::Instant::now() + REMOTE_BUSY_WAIT;
         loop {
             self.check_failed()?;
             self.space.check()?;
@@ -2732,6 +2736,12 @@ impl ShardStore {
             }
             if let Some(lsn) = rows.iter().filter_map(|t| w.pending.get(t).copied()).max() {
                 drop(w);
+                // Rows written here without pause: the batch comes again.
+                if std::time::Instant::now() > busy_deadline {
+                    return Err(StorageError::SerializationFailure {
+                        reason: "rows of a peer's batch kept being written here".into(),
+                    });
+                }
                 self.wait_applied(lsn)?;
                 continue;
             }

@@ -75,7 +75,7 @@ pub(super) async fn send(
     // Its WAL after the cut stays until the standby streams (or a while).
     let mut positions: Vec<u64> = manifest.shards.iter().map(|c| c.wal_after).collect();
     positions.push(0);
-    let link = standbys.hold_for_copy(name, id, peer, positions, HOLD_FOR);
+    let link = standbys.hold_for_copy(name, id, peer, positions);
     let dir = root.join(&manifest.id);
     let mut files = Vec::new();
     collect(&dir, &dir, &mut files)?;
@@ -107,8 +107,10 @@ pub(super) async fn send(
         anyhow::Ok(())
     }
     .await;
-    if let Err(e) = &sent {
-        link.end(format!("copy failed: {e:#}"));
+    match &sent {
+        // Until it streams, or a while.
+        Ok(()) => standbys.release_copy_after(name, &link, HOLD_FOR),
+        Err(e) => link.end(format!("copy failed: {e:#}")),
     }
     tracing::info!(standby = name, checkpoint = %manifest.id, "sent a checkpoint for a new standby's copy");
     sent
@@ -194,12 +196,19 @@ async fn fetch(
     write_frame(&mut s, HELLO, &[&serde_json::to_vec(&hello)?]).await?;
     let files = staging.join("files");
     let mut bytes = 0u64;
+    let mut welcomed = false;
     loop {
-        let (kind, payload) = tokio::time::timeout(BASE_TIMEOUT, read_frame(&mut s, MAX_FRAME))
+        let frame = tokio::time::timeout(BASE_TIMEOUT, read_frame(&mut s, MAX_FRAME))
             .await
-            .context("the primary sent nothing of the copy for 10 minutes")??;
+            .context("the primary sent nothing of the copy for 10 minutes")?;
+        let (kind, payload) = match frame {
+            Ok(f) => f,
+            // A primary whose logs are whole closes after its WELCOME.
+            Err(e) if welcomed && bytes == 0 && is_eof(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         match kind {
-            WELCOME => {}
+            WELCOME => welcomed = true,
             BASE_FILE if payload.len() >= 2 => {
                 let n = u16::from_le_bytes([payload[0], payload[1]]) as usize;
                 let rel = payload
@@ -231,6 +240,13 @@ async fn fetch(
             }
             BASE_END => {
                 let end: End = serde_json::from_slice(&payload).context("a malformed BASE_END")?;
+                let mut parts = Path::new(&end.checkpoint).components();
+                if !matches!(
+                    (parts.next(), parts.next()),
+                    (Some(std::path::Component::Normal(_)), None)
+                ) {
+                    bail!("the primary named its checkpoint {:?}", end.checkpoint);
+                }
                 let to = staging.join(&end.checkpoint);
                 std::fs::rename(&files, &to)?;
                 return Ok(Some((bytes, end.checkpoint)));
@@ -240,6 +256,12 @@ async fn fetch(
             k => bail!("unexpected frame kind {k}"),
         }
     }
+}
+
+/// Whether `e` is the connection closing.
+fn is_eof(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
 }
 
 /// Makes the copy in `dir` from the checkpoint in `cp`: each shard's

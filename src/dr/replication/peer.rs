@@ -102,6 +102,9 @@ pub struct Peers {
     links: Vec<Arc<Link>>,
     /// `peers/` in the data directory.
     dir: PathBuf,
+    /// --peer-max-lag: a peer silent longer is no longer served nor held
+    /// for.
+    max_lag: Duration,
     /// How far each peer pulled from this node (what it acknowledged, or
     /// recorded when it last connected), with when that was last saved
     /// to `peers/<name>.held.json`: the WAL is kept for it from there.
@@ -109,10 +112,12 @@ pub struct Peers {
 }
 
 /// How far one peer pulled from this node, and when that was last saved.
-#[derive(Default)]
 struct Held {
     positions: Vec<u64>,
     saved: Option<Instant>,
+    /// When it last said how far it pulled (its file's time after a
+    /// restart, this process's start for a peer never heard from).
+    acked: Instant,
 }
 
 /// One peer this node pulls from.
@@ -138,23 +143,41 @@ impl Peers {
     /// `positions`; saved at most once a second (a crash leaves an older
     /// position, which only keeps more).
     fn hold(&self, name: &str, positions: &[u64]) {
-        let mut held = self.held.lock().expect("held");
-        let entry = held.entry(name.to_string()).or_default();
-        entry.positions = positions.to_vec();
-        if entry
-            .saved
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
         {
-            return;
+            let mut held = self.held.lock().expect("held");
+            let now = Instant::now();
+            let entry = held.entry(name.to_string()).or_insert(Held {
+                positions: Vec::new(),
+                saved: None,
+                acked: now,
+            });
+            entry.positions = positions.to_vec();
+            entry.acked = now;
+            if entry
+                .saved
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+            {
+                return;
+            }
+            entry.saved = Some(now);
         }
-        entry.saved = Some(Instant::now());
         let file = self.dir.join(format!("{name}.held.json"));
-        if let Err(e) = save(
-            &file,
-            &serde_json::to_vec(positions).expect("positions serialize"),
-        ) {
-            tracing::warn!(file = %file.display(), error = %e, "saving how far a peer pulled");
-        }
+        let body = serde_json::to_vec(positions).expect("positions serialize");
+        // Saved off the async threads; an older position landing last only
+        // keeps more.
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = save(&file, &body) {
+                tracing::warn!(file = %file.display(), error = %e, "saving how far a peer pulled");
+            }
+        });
+    }
+
+    /// Whether peer `name` was last heard from longer than --peer-max-lag
+    /// ago: its versions may be older than the tombstones kept here.
+    fn away_too_long(&self, name: &str) -> bool {
+        let held = self.held.lock().expect("held");
+        held.get(name)
+            .is_some_and(|h| h.acked.elapsed() > self.max_lag)
     }
 
     /// The last LSN of shard log `log` that some peer may still need
@@ -165,10 +188,12 @@ impl Peers {
         let held = self.held.lock().expect("held");
         self.links
             .iter()
-            .map(|l| {
-                held.get(&l.name)
-                    .and_then(|h| h.positions.get(log).copied())
-                    .unwrap_or(0)
+            .filter_map(|l| match held.get(&l.name) {
+                // Away longer than --peer-max-lag: it must be seeded
+                // anew, and holds nothing.
+                Some(h) if h.acked.elapsed() > self.max_lag => None,
+                Some(h) => Some(h.positions.get(log).copied().unwrap_or(0)),
+                None => Some(0),
             })
             .min()
     }
@@ -229,6 +254,7 @@ pub fn spawn(
     me: &str,
     resolver: Resolver,
     peers: Vec<(String, String)>,
+    max_lag: Duration,
 ) -> anyhow::Result<Arc<Peers>> {
     let peers_dir = dir.join("peers");
     std::fs::create_dir_all(&peers_dir)?;
@@ -249,18 +275,26 @@ pub fn spawn(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Pulled::default(),
             Err(e) => return Err(e.into()),
         };
+        // How far it pulled, and when it said so (by the file's time).
         let held_file = peers_dir.join(format!("{name}.held.json"));
+        let now = Instant::now();
+        let mut entry = Held {
+            positions: Vec::new(),
+            saved: None,
+            acked: now,
+        };
         if let Ok(b) = std::fs::read(&held_file) {
             if let Ok(p) = serde_json::from_slice::<Vec<u64>>(&b) {
-                held.insert(
-                    name.clone(),
-                    Held {
-                        positions: p,
-                        saved: None,
-                    },
-                );
+                let age = std::fs::metadata(&held_file)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .unwrap_or_default();
+                entry.positions = p;
+                entry.acked = now.checked_sub(age).unwrap_or(now);
             }
         }
+        held.insert(name.clone(), entry);
         links.push(Arc::new(Link {
             name,
             addr,
@@ -277,6 +311,7 @@ pub fn spawn(
         resolver,
         links,
         dir: peers_dir,
+        max_lag,
         held: Mutex::new(held),
     });
     for link in &peers.links {
@@ -302,7 +337,7 @@ pub fn spawn(
 
 /// One connection to a peer: the handshake, then batches until it fails.
 async fn pull(
-    link: &Link,
+    link: &Arc<Link>,
     cluster: &Arc<Cluster>,
     me: &str,
     resolver: Resolver,
@@ -380,7 +415,8 @@ async fn pull(
                 metrics::counter!("fortress_peer_versions_kept_total", &labels)
                     .increment(done.kept);
                 metrics::counter!("fortress_conflicts_total", &labels).increment(done.conflicts);
-                record(link, shard, batch.through)?;
+                let l = link.clone();
+                tokio::task::spawn_blocking(move || record(&l, shard, batch.through)).await??;
             }
             PEER_TICK => {
                 let tick: Tick =
@@ -393,7 +429,9 @@ async fn pull(
                     st.pulled.positions.clone()
                 };
                 let ack = serde_json::to_vec(&Ack { positions })?;
-                write_frame(&mut s, PEER_ACK, &[&ack]).await?;
+                tokio::time::timeout(PEER_TIMEOUT, write_frame(&mut s, PEER_ACK, &[&ack]))
+                    .await
+                    .context("the peer takes no acknowledgement")??;
             }
             ERROR => bail!("the peer: {}", String::from_utf8_lossy(&payload)),
             k => bail!("unexpected frame kind {k}"),
@@ -479,12 +517,30 @@ pub(super) async fn serve(
         false => Vec::new(),
     };
     positions.resize(shards, 0);
+    let peers = local.clone().expect("checked");
     for (i, (&p, log)) in positions.iter().zip(&logs).enumerate() {
-        if p > log.last_lsn() {
-            let why = format!(
+        let first = fortress_storage::wal::list_segments(log.dir())?
+            .first()
+            .map_or(1, |(f, _)| *f);
+        let why = if p > log.last_lsn() {
+            Some(format!(
                 "the peer pulled shard {i} of this node through LSN {p}, past its end ({}): this data directory is not the one it pulled from",
                 log.last_lsn()
-            );
+            ))
+        } else if p + 1 < first {
+            Some(format!(
+                "the peer needs shard {i}'s records from LSN {}, recycled here (the log starts at {first}): give it a new data directory",
+                p + 1
+            ))
+        } else if peers.away_too_long(&hello.name) {
+            Some(format!(
+                "the peer was away longer than --peer-max-lag ({:?}): its versions may predate tombstones collected here; give it a new data directory",
+                peers.max_lag
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
             write_frame(&mut s, ERROR, &[why.as_bytes()]).await?;
             bail!(why);
         }
@@ -496,7 +552,6 @@ pub(super) async fn serve(
     };
     write_frame(&mut s, PEER_WELCOME, &[&serde_json::to_vec(&welcome)?]).await?;
     tracing::info!(peer = %hello.name, "a peer pulls this node's writes");
-    let peers = local.clone().expect("checked");
     peers.hold(&hello.name, &positions);
     let tails: Vec<Tail> = logs
         .iter()

@@ -202,26 +202,36 @@ impl Standbys {
     }
 
     /// Keeps the WAL from `positions` for a standby being copied, until it
-    /// streams (its link then replaces this one) or `hold` passes.
+    /// streams (its link then replaces this one; see
+    /// [`Standbys::release_copy_after`]).
     pub(super) fn hold_for_copy(
         self: &Arc<Self>,
         name: &str,
         id: &str,
         addr: String,
         positions: Vec<u64>,
-        hold: Duration,
     ) -> Arc<Link> {
         let link = self.connect(name, id, addr, positions);
         link.state.lock().expect("link").copying = true;
-        let (me, held, name) = (self.clone(), link.clone(), name.to_string());
+        link
+    }
+
+    /// Ends the hold of a copy sent to standby `name` if, `after` from now,
+    /// it has not come back to stream.
+    pub(super) fn release_copy_after(
+        self: &Arc<Self>,
+        name: &str,
+        held: &Arc<Link>,
+        after: Duration,
+    ) {
+        let (me, held, name) = (self.clone(), held.clone(), name.to_string());
         tokio::spawn(async move {
-            tokio::time::sleep(hold).await;
+            tokio::time::sleep(after).await;
             let current = me.links.lock().expect("links").get(&name).cloned();
             if current.is_some_and(|l| Arc::ptr_eq(&l, &held)) {
                 held.end("the copy did not come back to stream".into());
             }
         });
-        link
     }
 
     /// What `SHOW fortress.replication` and the API report of them: each

@@ -288,10 +288,11 @@ pub async fn bootstrap(
                     "made this standby's copy from a checkpoint its primary took for it"
                 );
             }
+            // Its logs are whole: streaming them from the first record
+            // is the copy.
             Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "the primary sent no copy: streaming its log from the first record")
-            }
+            // Nothing is written: the next start makes the copy again.
+            Err(e) => return Err(e.context("making this standby's copy from its primary")),
         }
     }
     fortress_proxy::cluster::write_identity_as(dir, &identity)?;
