@@ -9,13 +9,14 @@
 //! files as BASE_FILE frames (`path_len:u16 | path | bytes`: each file in
 //! one or more frames, in order, paths relative to the checkpoint), then
 //! BASE_END (JSON: the checkpoint's id). Until the standby streams, the
-//! primary keeps its WAL from the checkpoint's cut for it (a minute at
-//! most if it never comes).
+//! primary keeps its WAL from the checkpoint's cut for it (a minute after
+//! the last file if it never comes).
 //!
 //! **Copy.** The standby checks the checkpoint (its manifest and every
 //! block's checksum), makes each shard's store from it
-//! ([`install_base`]) with an empty log that continues after the cut, and
-//! opens its reads at the checkpoint's snapshot; the coordinator's log,
+//! ([`fortress_storage::restore::install_base`]) with an empty log that
+//! continues after the cut, and opens its reads at the checkpoint's
+//! snapshot; the coordinator's log,
 //! kept whole by the primary, and every record after the cut come with
 //! the stream. Everything is synced before the caller writes the identity,
 //! so a copy cut short is made again from the start.
@@ -29,7 +30,6 @@ use fortress_proxy::cluster::Identity;
 use fortress_proxy::Cluster;
 use fortress_storage::checkpoint;
 use fortress_storage::cipher::Cipher;
-use fortress_storage::restore::{install_base, Cutoff, ShardSource};
 use fortress_storage::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
@@ -181,19 +181,7 @@ async fn fetch(
     if staging.exists() {
         std::fs::remove_dir_all(staging)?;
     }
-    let mut s = TcpStream::connect(&upstream.primary)
-        .await
-        .with_context(|| format!("connecting to the primary at {}", upstream.primary))?;
-    s.set_nodelay(true)?;
-    let hello = Hello {
-        token: token_from_env().unwrap_or_default(),
-        name: upstream.name.clone(),
-        id: upstream.id.clone(),
-        epoch: upstream.epoch,
-        positions: Vec::new(),
-        base: true,
-    };
-    write_frame(&mut s, HELLO, &[&serde_json::to_vec(&hello)?]).await?;
+    let mut s = super::standby::say_hello(upstream, Vec::new(), true).await?;
     let files = staging.join("files");
     let mut bytes = 0u64;
     let mut welcomed = false;
@@ -287,27 +275,14 @@ fn make_copy(
         ..Taken::default()
     };
     for s in 0..identity.shards {
-        let cut = manifest
-            .shards
-            .iter()
-            .find(|c| c.shard == s)
-            .with_context(|| format!("the checkpoint has no part for shard {s}"))?;
         let shard_dir = dir.join(format!("shard-{s:03}"));
         if shard_dir.exists() {
             std::fs::remove_dir_all(&shard_dir)?;
         }
+        let (rows, after) =
+            super::from_archive::install_shard(&shard_dir, cp, &manifest, s, cipher.clone())?;
+        taken.rows += rows;
         let wal = shard_dir.join("wal");
-        let src = ShardSource {
-            shard: s,
-            checkpoint: Some((cp, cut)),
-            manifest: &manifest,
-            wal: wal.clone(),
-            cutoff: Cutoff::Latest,
-            cipher: cipher.clone(),
-        };
-        let (stats, after) =
-            install_base(&src, &shard_dir, &mut |_| {}).with_context(|| format!("shard {s}"))?;
-        taken.rows += stats.rows;
         std::fs::create_dir_all(&wal)?;
         std::fs::write(wal.join(format!("{:020}.seg", after + 1)), b"")?;
         super::from_archive::sync_tree(&shard_dir)?;

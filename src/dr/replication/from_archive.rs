@@ -156,24 +156,10 @@ fn make_copy(
         ..Taken::default()
     };
     for s in 0..identity.shards {
-        let cut = manifest
-            .shards
-            .iter()
-            .find(|c| c.shard == s)
-            .with_context(|| format!("the checkpoint has no part for shard {s}"))?;
-        let staged = staging.join(format!("shard-{s:03}/wal"));
-        let src = ShardSource {
-            shard: s,
-            checkpoint: Some((&cp, cut)),
-            manifest: &manifest,
-            wal: staged.clone(),
-            cutoff: Cutoff::Latest,
-            cipher: cipher.clone(),
-        };
         let shard_dir = dir.join(format!("shard-{s:03}"));
-        let (stats, _) =
-            install_base(&src, &shard_dir, &mut |_| {}).with_context(|| format!("shard {s}"))?;
-        taken.rows += stats.rows;
+        let (rows, _) = install_shard(&shard_dir, &cp, &manifest, s, cipher.clone())?;
+        taken.rows += rows;
+        let staged = staging.join(format!("shard-{s:03}/wal"));
         std::fs::rename(&staged, shard_dir.join("wal"))?;
     }
     std::fs::rename(staging.join("coordinator"), dir.join("coordinator"))?;
@@ -185,6 +171,35 @@ fn make_copy(
     fortress_storage::checkpoint::sync_dir(dir)?;
     taken.bytes = download.bytes.load(std::sync::atomic::Ordering::Relaxed);
     Ok(Some(taken))
+}
+
+/// Makes `shard_dir` shard `shard`'s store from its part of the
+/// checkpoint `manifest` in `cp` (see [`install_base`]): the rows loaded,
+/// and the LSN its log must continue after.
+pub(super) fn install_shard(
+    shard_dir: &Path,
+    cp: &Path,
+    manifest: &Manifest,
+    shard: u32,
+    cipher: Option<Arc<Cipher>>,
+) -> anyhow::Result<(u64, u64)> {
+    let cut = manifest
+        .shards
+        .iter()
+        .find(|c| c.shard == shard)
+        .with_context(|| format!("the checkpoint has no part for shard {shard}"))?;
+    let src = ShardSource {
+        shard,
+        checkpoint: Some((cp, cut)),
+        manifest,
+        // Not read: a base takes the checkpoint alone.
+        wal: shard_dir.join("wal"),
+        cutoff: Cutoff::Latest,
+        cipher,
+    };
+    let (stats, after) =
+        install_base(&src, shard_dir, &mut |_| {}).with_context(|| format!("shard {shard}"))?;
+    Ok((stats.rows, after))
 }
 
 /// Brings the standby `cluster` (its data directory `dir`) to the

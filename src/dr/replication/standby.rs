@@ -336,10 +336,14 @@ async fn connect(upstream: &Upstream, positions: Vec<u64>) -> anyhow::Result<(Tc
         })?
 }
 
-async fn handshake(
+/// Connects to the primary and says HELLO (see [`Hello`]): at
+/// `positions`, or, with none, asking for the identity (and a copy if
+/// `base`).
+pub(super) async fn say_hello(
     upstream: &Upstream,
     positions: Vec<u64>,
-) -> anyhow::Result<(TcpStream, Welcome)> {
+    base: bool,
+) -> anyhow::Result<TcpStream> {
     let mut s = TcpStream::connect(&upstream.primary)
         .await
         .with_context(|| format!("connecting to the primary at {}", upstream.primary))?;
@@ -350,9 +354,17 @@ async fn handshake(
         id: upstream.id.clone(),
         epoch: upstream.epoch,
         positions,
-        base: false,
+        base,
     };
     write_frame(&mut s, HELLO, &[&serde_json::to_vec(&hello)?]).await?;
+    Ok(s)
+}
+
+async fn handshake(
+    upstream: &Upstream,
+    positions: Vec<u64>,
+) -> anyhow::Result<(TcpStream, Welcome)> {
+    let mut s = say_hello(upstream, positions, false).await?;
     let (kind, payload) = read_frame(&mut s, MAX_FRAME).await?;
     if kind == ERROR {
         return Err(Refused(String::from_utf8_lossy(&payload).into_owned()).into());
