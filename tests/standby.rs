@@ -80,6 +80,27 @@ fn read_whole(standby: &Server, stop: Arc<AtomicBool>) -> JoinHandle<(u64, usize
     })
 }
 
+/// Writes 8 MiB of rows into `t` on `primary`, checkpoints, and waits
+/// until WAL is recycled.
+async fn write_checkpoint_and_recycle(primary: &Server, p: &tokio_postgres::Client) {
+    let pad = "x".repeat(1000);
+    insert_chunked(p, "t", 0..8000, |i| format!("({i}, '{pad}')")).await;
+    let url = format!("{}/api/v1/checkpoints", primary.admin_url());
+    ureq::post(&url).send_empty().unwrap();
+    wait_for_log(primary, "recycled WAL segments", 30).await;
+}
+
+/// Flags that make a primary recycle WAL at once (1 MiB segments, none
+/// kept, a pass every 200 ms).
+const RECYCLING: [&str; 6] = [
+    "--wal-segment-mb",
+    "1",
+    "--wal-keep-segments",
+    "0",
+    "--wal-recycle-interval",
+    "200ms",
+];
+
 /// Stops the transfer workers, checking they made more than 20 transfers.
 async fn stop_transfers(stop: &AtomicBool, workers: Vec<JoinHandle<u64>>) {
     stop.store(true, Ordering::Relaxed);
@@ -501,16 +522,7 @@ async fn recycling_keeps_what_a_sync_standby_lacks_and_an_async_one_away_must_be
         root.path(),
         "dr1=sync",
         "300ms",
-        &[
-            "--sync-fallback",
-            "degrade",
-            "--wal-segment-mb",
-            "1",
-            "--wal-keep-segments",
-            "0",
-            "--wal-recycle-interval",
-            "200ms",
-        ],
+        &[&["--sync-fallback", "degrade"], &RECYCLING[..]].concat(),
     );
     let mut sync = Server::standby(root.path().join("dr1"), &repl, "dr1", &[], &[]);
     let mut away = Server::standby(root.path().join("dr2"), &repl, "dr2", &[], &[]);
@@ -585,17 +597,10 @@ async fn under_load_a_standby_takes_what_its_primary_recycled_from_the_archive_a
         "dr1=async",
         "10s",
         &[
-            "--archive",
-            &archive,
-            "--wal-segment-mb",
-            "1",
-            "--wal-keep-segments",
-            "0",
-            "--wal-recycle-interval",
-            "200ms",
-            "--ship-interval",
-            "200ms",
-        ],
+            &["--archive", archive.as_str(), "--ship-interval", "200ms"],
+            &RECYCLING[..],
+        ]
+        .concat(),
     );
     let with_archive = ["--archive", archive.as_str()];
     let mut away = Server::standby(root.path().join("dr1"), &repl, "dr1", &[], &with_archive);
@@ -611,11 +616,7 @@ async fn under_load_a_standby_takes_what_its_primary_recycled_from_the_archive_a
     // Away while 8 MiB of WAL is written, checkpointed, archived and
     // recycled, then more after the checkpoint; transfers go on.
     away.kill();
-    let pad = "x".repeat(1000);
-    insert_chunked(&p, "t", 0..8000, |i| format!("({i}, '{pad}')")).await;
-    let url = format!("{}/api/v1/checkpoints", primary.admin_url());
-    ureq::post(&url).send_empty().unwrap();
-    wait_for_log(&primary, "recycled WAL segments", 30).await;
+    write_checkpoint_and_recycle(&primary, &p).await;
     p.batch_execute("UPDATE t SET v = 'y' WHERE id < 100; CREATE TABLE u (id int PRIMARY KEY)")
         .await
         .unwrap();
@@ -844,28 +845,12 @@ async fn a_standby_declares_a_silent_primary_lost_and_follows_it_again_when_it_w
 async fn a_new_standby_of_a_primary_that_recycled_its_first_records_starts_from_a_checkpoint_taken_for_it(
 ) {
     let root = tempfile::tempdir().unwrap();
-    let (primary, repl) = sync_primary(
-        root.path(),
-        "dr1=async",
-        "10s",
-        &[
-            "--wal-segment-mb",
-            "1",
-            "--wal-keep-segments",
-            "0",
-            "--wal-recycle-interval",
-            "200ms",
-        ],
-    );
+    let (primary, repl) = sync_primary(root.path(), "dr1=async", "10s", &RECYCLING);
     let p = primary.client().await;
     p.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
         .await
         .unwrap();
-    let pad = "x".repeat(1000);
-    insert_chunked(&p, "t", 0..8000, |i| format!("({i}, '{pad}')")).await;
-    let url = format!("{}/api/v1/checkpoints", primary.admin_url());
-    ureq::post(&url).send_empty().unwrap();
-    wait_for_log(&primary, "recycled WAL segments", 30).await;
+    write_checkpoint_and_recycle(&primary, &p).await;
     p.batch_execute("UPDATE t SET v = 'y' WHERE id < 100")
         .await
         .unwrap();
