@@ -543,7 +543,6 @@ fn local_put_if(
     bytes: Bytes,
     expected: Option<&Version>,
 ) -> anyhow::Result<Option<Version>> {
-    use std::io::Write;
     use std::os::fd::AsRawFd;
     let path = dir.join(rel);
     let parent = path.parent().context("an object path has a parent")?;
@@ -570,12 +569,7 @@ fn local_put_if(
     if !unchanged {
         return Ok(None);
     }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(parent)?.sync_all()?;
+    super::replace_file(&path, &bytes)?;
     Ok(Some(Version::Content(bytes)))
 }
 

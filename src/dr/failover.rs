@@ -30,6 +30,7 @@ use utoipa::ToSchema;
 use super::lease::{Held, Lease, Record};
 use super::replication::primary::Standbys;
 use super::replication::standby::Follower;
+use super::rfc3339;
 
 /// How a planned handover waits for its standby to catch up.
 const HANDOVER_CATCH_UP: Duration = Duration::from_secs(30);
@@ -159,10 +160,6 @@ pub enum Refusal {
     Conflict(String),
     /// It failed (HTTP 500).
     Failed(anyhow::Error),
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn micros_rfc3339(micros: u64) -> String {
@@ -496,7 +493,7 @@ impl Manager {
             kind: kind.to_string(),
             last_heard: last_heard.map(rfc3339),
             detected: rfc3339(wall(detected)),
-            promoted: rfc3339(SystemTime::now()),
+            promoted: super::now_rfc3339(),
             first_write: None,
             rto_seconds: None,
             outage_seconds: None,
@@ -584,7 +581,7 @@ impl Manager {
             last_commit: None,
             rpo_seconds: None,
             txids: Vec::new(),
-            reported: rfc3339(SystemTime::now()),
+            reported: super::now_rfc3339(),
         };
         match takeover {
             None => tracing::error!(
@@ -762,7 +759,7 @@ impl Manager {
                     last_commit: None,
                     rpo_seconds: Some(0.0),
                     txids: Vec::new(),
-                    reported: rfc3339(SystemTime::now()),
+                    reported: super::now_rfc3339(),
                 });
                 Ok(())
             }

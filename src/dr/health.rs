@@ -161,7 +161,7 @@ async fn run(
         }
         Kind::Latency => {
             let started = Instant::now();
-            let probe = archive::seal(now().as_bytes(), archive::Compression::None);
+            let probe = archive::seal(super::now_rfc3339().as_bytes(), archive::Compression::None);
             provider.put(PROBE, probe).await.map_err(err)?;
             provider.get(PROBE).await.map_err(err)?;
             let took = started.elapsed();
@@ -206,10 +206,6 @@ async fn run(
     }
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// A score moved by one check's result (an EMA, alpha 0.3).
 pub fn next_score(score: f64, ok: bool) -> f64 {
     ALPHA * if ok { 1.0 } else { 0.0 } + (1.0 - ALPHA) * score
@@ -239,7 +235,7 @@ fn record(
     check.detail = Some(match result {
         Ok(t) | Err(t) => t,
     });
-    check.last_run = Some(now());
+    check.last_run = Some(super::now_rfc3339());
     let score = next_score(st.health.score, ok);
     st.health.score = score;
     metrics::gauge!("fortress_dr_check_ok", "provider" => provider.to_string(), "check" => kind.name())

@@ -145,10 +145,6 @@ pub struct LeaseStatus {
     pub error: Option<String>,
 }
 
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 impl Lease {
     /// The lease in `archive` as node `me` with data directory id `id`,
     /// whose data directory is `dir`.
@@ -376,13 +372,7 @@ impl Lease {
     }
 
     fn save_epoch(&self, epoch: u64) -> anyhow::Result<()> {
-        let tmp = self.local.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&Local { epoch })?)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &self.local)?;
-        if let Some(dir) = self.local.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
+        super::replace_file(&self.local, &serde_json::to_vec(&Local { epoch })?)?;
         self.st.lock().expect("lease").epoch = epoch;
         Ok(())
     }
@@ -432,7 +422,7 @@ impl Lease {
             epoch,
             renewal,
             ttl_ms: self.ttl.as_millis() as u64,
-            at: now_rfc3339(),
+            at: super::now_rfc3339(),
             takeover: match from {
                 Some(r) if keeps && takeover.is_none() => r.takeover.clone(),
                 _ => takeover,

@@ -80,11 +80,35 @@ pub fn node_id(dir: &std::path::Path) -> anyhow::Result<String> {
         .context("reading /dev/urandom")?;
     let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, &id)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
+    replace_file(&path, id.as_bytes())?;
     Ok(id)
+}
+
+/// Replaces `path` with `body` durably: written beside it, synced,
+/// renamed over it, its directory synced. A crash leaves the old file or
+/// the new one, whole.
+pub fn replace_file(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(body)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// `t` as RFC 3339 in UTC, to the millisecond: how DR status and records
+/// write times.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Now, as [`rfc3339`] writes it.
+pub fn now_rfc3339() -> String {
+    rfc3339(std::time::SystemTime::now())
 }
 
 /// The archive holding the write lease (see [`lease`]), opened: the one

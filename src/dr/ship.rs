@@ -224,10 +224,6 @@ struct Task {
     status: Arc<Mutex<ShipStatus>>,
 }
 
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 impl Task {
     /// Learns where the archive stands: its identity, each log's last
     /// object, the checkpoints it holds.
@@ -327,7 +323,7 @@ impl Task {
                 .map(|l| (l.name.clone(), l.archived))
                 .collect(),
             consistent_ts: ts.0,
-            at: now_rfc3339(),
+            at: super::now_rfc3339(),
         };
         let raw = serde_json::to_vec(&positions)?;
         self.provider
@@ -481,7 +477,7 @@ impl Task {
                 }
                 st.healthy = true;
                 st.last_error = None;
-                st.last_success = Some(now_rfc3339());
+                st.last_success = Some(super::now_rfc3339());
             }
             Err(e) => {
                 let msg = format!("{e:#}");

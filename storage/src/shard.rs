@@ -2817,15 +2817,17 @@ impl ShardStore {
                     key: c.key.clone(),
                 },
             };
-            // A table's own column decides first, between two rows.
-            let head_row = match head.version.as_deref() {
-                Some(v) => decode_version(v)?,
-                None => None,
+            // The row here is decoded only when something needs it: a
+            // table's own column, which decides first, or a sibling.
+            let head_row = || match head.version.as_deref() {
+                Some(v) => decode_version(v),
+                None => Ok(None),
             };
-            let greater = def.conflict_greatest.and_then(|col| {
-                let (theirs, ours) = (c.row.as_ref()?, head_row.as_ref()?);
-                theirs.get(col)?.sql_cmp(ours.get(col)?).ok().flatten()
-            });
+            let greater = match (def.conflict_greatest, &c.row) {
+                (Some(col), Some(theirs)) => head_row()?
+                    .and_then(|ours| theirs.get(col)?.sql_cmp(ours.get(col)?).ok().flatten()),
+                _ => None,
+            };
             match resolve(resolver, here.as_ref(), &c.stamp, greater) {
                 Verdict::Keep => done.kept += 1,
                 Verdict::Take(stamp) => {
@@ -2842,7 +2844,7 @@ impl ShardStore {
                     done.conflicts += 1;
                     let here = here.expect("siblings need a version here");
                     let (winner, loser, loser_row) = match take {
-                        true => (c.stamp.clone(), here, head_row),
+                        true => (c.stamp.clone(), here, head_row()?),
                         false => (here, c.stamp.clone(), c.row.clone()),
                     };
                     record.siblings.push(Sibling {

@@ -166,7 +166,7 @@ impl Peers {
         // Saved off the async threads; an older position landing last only
         // keeps more.
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = save(&file, &body) {
+            if let Err(e) = crate::dr::replace_file(&file, &body) {
                 tracing::warn!(file = %file.display(), error = %e, "saving how far a peer pulled");
             }
         });
@@ -450,22 +450,7 @@ fn record(link: &Link, shard: usize, lsn: u64) -> anyhow::Result<()> {
         p[shard] = p[shard].max(lsn);
         serde_json::to_vec(&st.pulled)?
     };
-    save(&link.file, &body)
-}
-
-/// Replaces `file` with `body` durably: written beside it, synced, renamed,
-/// the directory synced.
-fn save(file: &Path, body: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let tmp = file.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(body)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, file)?;
-    if let Some(dir) = file.parent() {
-        fortress_storage::checkpoint::sync_dir(dir)?;
-    }
-    Ok(())
+    Ok(crate::dr::replace_file(&link.file, &body)?)
 }
 
 /// A peer's connection to this node's replication port, after its

@@ -63,10 +63,7 @@ const EPOCH_FILE: &str = "standby.epoch";
 
 /// Records in the copy `dir` that it follows the primary of lease `epoch`.
 fn save_epoch(dir: &Path, epoch: u64) -> std::io::Result<()> {
-    let path = dir.join(EPOCH_FILE);
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, epoch.to_string())?;
-    std::fs::rename(&tmp, &path)
+    crate::dr::replace_file(&dir.join(EPOCH_FILE), epoch.to_string().as_bytes())
 }
 
 struct FollowState {
