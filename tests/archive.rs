@@ -446,6 +446,8 @@ async fn an_s3_archive_that_was_down_is_caught_up_and_restores_row_for_row() {
         connectivity["ok"] == false
             && connectivity["consecutive_failures"].as_u64().unwrap() >= 3
             && h["score"].as_f64().unwrap() < 0.5
+            // Each check runs on its own: wait for the latency one's first.
+            && check(h, "latency")["runs"].as_u64().unwrap_or(0) >= 1
     });
     assert_eq!(check(&down, "latency")["ok"], false, "{down}");
     let Some(moto) = Moto::start(port) else {
